@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# The module alone:     make KDIR=/path/to/rust-enabled/linux   (default: the running kernel)
+# The project targets:  make demo | check | vm | clean-all       (see README.md)
+
+KDIR ?= /lib/modules/`uname -r`/build
+
+default:
+	$(MAKE) -C $(KDIR) M=$$PWD
+
+modules_install: default
+	$(MAKE) -C $(KDIR) M=$$PWD modules_install
+
+clean:
+	$(MAKE) -C $(KDIR) M=$$PWD clean
+
+# Everything below uses the cached test kernel that scripts/setup.sh builds.
+demo:
+	scripts/vm.sh --demo
+
+check:
+	scripts/check.sh
+
+vm:
+	scripts/vm.sh -- /bin/sh
+
+.PHONY: default modules_install clean demo check vm

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * rust_evnotify: eventfd notification channels between the kernel and user space.
+ *
+ * Each open file of /dev/evnotify is a channel with its own kernel thread and
+ * EVNOTIFY_NR_SLOTS numbered notify slots.  User space attaches an eventfd to a
+ * slot, then kicks the slot; the channel's kernel thread answers every kick by
+ * signalling the slot's eventfd once (eventfd_signal(), which adds 1).
+ *
+ * Rules, as in Documentation/process/botching-up-ioctls.rst:
+ *  - every struct is a multiple of 64 bits, with explicit padding;
+ *  - flags and reserved fields must be zero, or the ioctl fails with EINVAL;
+ *  - an unknown command, or a known number with another size or direction,
+ *    fails with ENOTTY.
+ *
+ * The magic 0xE6 (commands 0x00-0x1F) is unused in
+ * Documentation/userspace-api/ioctl/ioctl-number.rst as of Linux 7.3.
+ */
+#ifndef _UAPI_LINUX_EVNOTIFY_H
+#define _UAPI_LINUX_EVNOTIFY_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define EVNOTIFY_API_VERSION	1
+/* Number of notify slots in every channel. */
+#define EVNOTIFY_NR_SLOTS	64
+/* Largest count a single EVNOTIFY_IOC_KICK accepts. */
+#define EVNOTIFY_MAX_KICK	(1U << 20)
+
+/* Feature bits reported in evnotify_version.features. */
+#define EVNOTIFY_F_NOTIFY	(1ULL << 0)	/* attach, kick, stats */
+#define EVNOTIFY_F_SLOTS	(1ULL << 1)	/* EVNOTIFY_NR_SLOTS slots per channel */
+
+struct evnotify_version {
+	__u32 api_version;	/* out: EVNOTIFY_API_VERSION */
+	__u32 nr_slots;		/* out: EVNOTIFY_NR_SLOTS */
+	__u64 features;		/* out: EVNOTIFY_F_* */
+};
+
+struct evnotify_attach {
+	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
+	__s32 fd;		/* in: eventfd to signal; -1 detaches */
+	__u32 flags;		/* in: must be 0 */
+	__u32 reserved;		/* in: must be 0 */
+};
+
+struct evnotify_kick {
+	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
+	__u32 count;		/* in: 1 .. EVNOTIFY_MAX_KICK */
+	__u32 flags;		/* in: must be 0 */
+	__u32 reserved;		/* in: must be 0 */
+};
+
+/*
+ * Channel counters.  Once the channel is quiet:
+ *   kicks == notifies + dropped
+ * where dropped counts kicks the thread took while their slot had no eventfd.
+ */
+struct evnotify_stats {
+	__u64 kicks;		/* kicks accepted by EVNOTIFY_IOC_KICK */
+	__u64 notifies;		/* eventfd_signal() calls made by the thread */
+	__u64 dropped;		/* kicks handled while no eventfd was attached */
+	__u64 wakeups;		/* times the thread woke up and found work */
+	__u64 pending;		/* kicks not yet handled by the thread */
+	__s32 thread_pid;	/* pid of the channel's kernel thread */
+	__u32 attached;		/* number of slots with an eventfd */
+};
+
+#define EVNOTIFY_IOC_MAGIC	0xE6
+
+#define EVNOTIFY_IOC_VERSION	_IOR(EVNOTIFY_IOC_MAGIC, 0x00, struct evnotify_version)
+#define EVNOTIFY_IOC_ATTACH	_IOW(EVNOTIFY_IOC_MAGIC, 0x01, struct evnotify_attach)
+#define EVNOTIFY_IOC_KICK	_IOW(EVNOTIFY_IOC_MAGIC, 0x02, struct evnotify_kick)
+#define EVNOTIFY_IOC_STATS	_IOR(EVNOTIFY_IOC_MAGIC, 0x03, struct evnotify_stats)
+
+#endif /* _UAPI_LINUX_EVNOTIFY_H */

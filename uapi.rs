@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Rust mirror of `include/uapi/linux/evnotify.h`, the one definition of the ABI.
+//!
+//! The sizes are asserted at compile time; the ioctl numbers are checked against the C header
+//! by the user-space ABI test and exercised by every test in the VM.
+
+use kernel::{
+    ioctl::{
+        _IOR,
+        _IOW, //
+    },
+    prelude::*,
+    transmute, //
+};
+
+pub(crate) const API_VERSION: u32 = 1;
+pub(crate) const NR_SLOTS: usize = 64;
+pub(crate) const MAX_KICK: u32 = 1 << 20;
+
+pub(crate) const F_NOTIFY: u64 = 1 << 0;
+pub(crate) const F_SLOTS: u64 = 1 << 1;
+
+const MAGIC: u32 = 0xE6;
+
+/// `struct evnotify_version`.
+#[repr(C)]
+pub(crate) struct Version {
+    pub(crate) api_version: u32,
+    pub(crate) nr_slots: u32,
+    pub(crate) features: u64,
+}
+
+/// `struct evnotify_attach`.
+#[repr(C)]
+pub(crate) struct Attach {
+    pub(crate) slot: u32,
+    pub(crate) fd: i32,
+    pub(crate) flags: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct evnotify_kick`.
+#[repr(C)]
+pub(crate) struct Kick {
+    pub(crate) slot: u32,
+    pub(crate) count: u32,
+    pub(crate) flags: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct evnotify_stats`.
+#[repr(C)]
+pub(crate) struct Stats {
+    pub(crate) kicks: u64,
+    pub(crate) notifies: u64,
+    pub(crate) dropped: u64,
+    pub(crate) wakeups: u64,
+    pub(crate) pending: u64,
+    pub(crate) thread_pid: i32,
+    pub(crate) attached: u32,
+}
+
+// SAFETY: `Version` is `repr(C)` with only integer fields and no padding.
+unsafe impl transmute::AsBytes for Version {}
+// SAFETY: `Attach` is `repr(C)` with only integer fields: every bit pattern is valid.
+unsafe impl transmute::FromBytes for Attach {}
+// SAFETY: `Kick` is `repr(C)` with only integer fields: every bit pattern is valid.
+unsafe impl transmute::FromBytes for Kick {}
+// SAFETY: `Stats` is `repr(C)` with only integer fields and no padding.
+unsafe impl transmute::AsBytes for Stats {}
+
+// No implicit padding may reach user space: each size is the sum of its fields.
+const _: () = assert!(size_of::<Version>() == 16);
+const _: () = assert!(size_of::<Attach>() == 16);
+const _: () = assert!(size_of::<Kick>() == 16);
+const _: () = assert!(size_of::<Stats>() == 48);
+
+pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(MAGIC, 0x00);
+pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(MAGIC, 0x01);
+pub(crate) const IOC_KICK: u32 = _IOW::<Kick>(MAGIC, 0x02);
+pub(crate) const IOC_STATS: u32 = _IOR::<Stats>(MAGIC, 0x03);
+
+/// Checks a slot number from user space.
+pub(crate) fn slot(slot: u32) -> Result<usize> {
+    let slot = usize::try_from(slot).map_err(|_| EINVAL)?;
+    if slot < NR_SLOTS {
+        Ok(slot)
+    } else {
+        Err(EINVAL)
+    }
+}
+
+/// Checks that the flags and reserved fields of a request are zero.
+pub(crate) fn must_be_zero(flags: u32, reserved: u32) -> Result {
+    if flags == 0 && reserved == 0 {
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
+}

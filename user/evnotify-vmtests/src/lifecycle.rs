@@ -1,0 +1,209 @@
+//! Module load and unload, channels and their kernel threads.
+
+use crate::{collect, expect_errno, settle, Test, HANG};
+use anyhow::{ensure, Context, Result};
+use evnotify::{sys, Channel, Notifier, DEVICE};
+use nix::{
+    errno::Errno,
+    kmod::{delete_module, finit_module, DeleteModuleFlags, ModuleInitFlags},
+    sys::stat::{stat, SFlag},
+};
+use std::{fs, path::Path, time::Instant};
+
+pub const TESTS: &[Test] = &[
+    ("device_node_is_root_only", device_node_is_root_only),
+    ("version_and_features", version_and_features),
+    ("open_close_many_channels", open_close_many_channels),
+    ("two_channels_independent", two_channels_independent),
+    ("thread_named_after_channel", thread_named_after_channel),
+    ("thread_stopped_at_close", thread_stopped_at_close),
+    ("idle_thread_sleeps", idle_thread_sleeps),
+    ("close_with_pending_kicks", close_with_pending_kicks),
+    ("rmmod_busy_then_succeeds", rmmod_busy_then_succeeds),
+    ("c_example_runs", c_example_runs),
+];
+
+const MODULE: &str = "rust_evnotify";
+
+fn device_node_is_root_only() -> Result<()> {
+    let st = stat(DEVICE).context("stat /dev/evnotify")?;
+    ensure!(
+        SFlag::from_bits_truncate(st.st_mode).contains(SFlag::S_IFCHR),
+        "not a char device"
+    );
+    ensure!(
+        st.st_mode & 0o777 == 0o600,
+        "mode {:o}, want 600",
+        st.st_mode & 0o777
+    );
+    ensure!(
+        st.st_uid == 0 && st.st_gid == 0,
+        "owner {}:{}",
+        st.st_uid,
+        st.st_gid
+    );
+    Ok(())
+}
+
+fn version_and_features() -> Result<()> {
+    let v = Channel::open()?.version()?;
+    ensure!(v.api_version == sys::API_VERSION, "{v:?}");
+    ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");
+    ensure!(v.features == sys::F_NOTIFY | sys::F_SLOTS, "{v:?}");
+    Ok(())
+}
+
+fn open_close_many_channels() -> Result<()> {
+    let chans = (0..64)
+        .map(|_| Channel::open())
+        .collect::<nix::Result<Vec<_>>>()?;
+    let mut pids = chans
+        .iter()
+        .map(|c| Ok(c.stats()?.thread_pid))
+        .collect::<Result<Vec<_>>>()?;
+    pids.sort_unstable();
+    pids.dedup();
+    ensure!(
+        pids.len() == 64,
+        "threads are not one per channel: {pids:?}"
+    );
+    ensure!(pids.iter().all(|&p| p > 0), "{pids:?}");
+    Ok(())
+}
+
+fn two_channels_independent() -> Result<()> {
+    let (a, b) = (Channel::open()?, Channel::open()?);
+    let (na, nb) = (Notifier::new()?, Notifier::new()?);
+    a.attach(0, &na)?;
+    b.attach(0, &nb)?;
+    a.kick(0, 5)?;
+    b.kick(0, 7)?;
+    collect(&na, 5)?;
+    collect(&nb, 7)?;
+    let (sa, sb) = (settle(&a, &na)?, settle(&b, &nb)?);
+    ensure!(sa.kicks == 5 && sa.notifies == 5, "{sa:?}");
+    ensure!(sb.kicks == 7 && sb.notifies == 7, "{sb:?}");
+    ensure!(sa.thread_pid != sb.thread_pid, "shared thread");
+    Ok(())
+}
+
+fn comm(pid: i32) -> std::io::Result<String> {
+    Ok(fs::read_to_string(format!("/proc/{pid}/comm"))?
+        .trim()
+        .to_string())
+}
+
+fn thread_named_after_channel() -> Result<()> {
+    let (a, b) = (Channel::open()?, Channel::open()?);
+    let ca = comm(a.stats()?.thread_pid)?;
+    let cb = comm(b.stats()?.thread_pid)?;
+    ensure!(ca.starts_with("evnotify/"), "thread is called {ca:?}");
+    ensure!(cb.starts_with("evnotify/"), "thread is called {cb:?}");
+    ensure!(ca != cb, "two channels' threads are both called {ca:?}");
+    Ok(())
+}
+
+fn thread_stopped_at_close() -> Result<()> {
+    let ch = Channel::open()?;
+    let pid = ch.stats()?.thread_pid;
+    ensure!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "thread {pid} is not running"
+    );
+    drop(ch);
+    // Release waits for the thread to exit; reaping it is asynchronous, so allow a moment.
+    let t = Instant::now();
+    while comm(pid).is_ok_and(|c| c.starts_with("evnotify/")) {
+        ensure!(t.elapsed() < HANG, "thread {pid} outlived its channel");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn proc_state(pid: i32) -> Result<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat format")?.1;
+    after.trim().chars().next().context("no state")
+}
+
+fn idle_thread_sleeps() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.kick(0, 10)?;
+    collect(&n, 10)?;
+    let s1 = settle(&ch, &n)?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let s2 = ch.stats()?;
+    ensure!(
+        s1.wakeups == s2.wakeups,
+        "idle thread woke up: {s1:?} {s2:?}"
+    );
+    ensure!(s2.wakeups >= 1, "{s2:?}");
+    let st = proc_state(s2.thread_pid)?;
+    ensure!(
+        st == 'S',
+        "idle thread is in state {st}, want S (interruptible sleep)"
+    );
+    Ok(())
+}
+
+fn close_with_pending_kicks() -> Result<()> {
+    for _ in 0..8 {
+        let ch = Channel::open()?;
+        let n = Notifier::new()?;
+        ch.attach(0, &n)?;
+        for slot in 0..sys::NR_SLOTS {
+            ch.kick(slot, sys::MAX_KICK)?;
+        }
+        // Most of these are still pending: close must stop the thread anyway.
+        drop(ch);
+    }
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.kick(0, 1)?;
+    collect(&n, 1)?;
+    Ok(())
+}
+
+fn rmmod_busy_then_succeeds() -> Result<()> {
+    let name = c"rust_evnotify";
+    let ch = Channel::open()?;
+    expect_errno(
+        delete_module(name, DeleteModuleFlags::O_NONBLOCK),
+        Errno::EBUSY,
+        "rmmod with a channel open",
+    )?;
+    ch.kick(0, 1)?; // Still alive after the failed unload.
+    drop(ch);
+    delete_module(name, DeleteModuleFlags::O_NONBLOCK).context("rmmod after close")?;
+    ensure!(
+        !Path::new(DEVICE).exists(),
+        "device node outlived the module"
+    );
+    let ko = std::env::var("EVNOTIFY_KO").unwrap_or_else(|_| format!("/lib/modules/{MODULE}.ko"));
+    let f = fs::File::open(&ko).with_context(|| format!("open {ko}"))?;
+    finit_module(&f, c"", ModuleInitFlags::empty()).context("reload the module")?;
+    let t = Instant::now();
+    while !Path::new(DEVICE).exists() {
+        ensure!(t.elapsed() < HANG, "device node did not come back");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    version_and_features()
+}
+
+fn c_example_runs() -> Result<()> {
+    let exe =
+        std::env::var("EVNOTIFY_C_EXAMPLE").unwrap_or_else(|_| "/bin/evnotify-example".into());
+    let out = std::process::Command::new(&exe)
+        .output()
+        .with_context(|| format!("run {exe}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{exe}: {}: {text}", out.status);
+    ensure!(
+        text.contains("received 3 notifications"),
+        "unexpected output: {text}"
+    );
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! Safe user-space API for `/dev/evnotify`.
+//!
+//! A [`Channel`] is one open file of the device, with its own kernel thread and
+//! [`sys::NR_SLOTS`] notify slots. Attach a [`Notifier`] (an eventfd) to a slot, then
+//! [`Channel::kick`] the slot: the kernel thread signals the notifier once per kick.
+//!
+//! ```no_run
+//! use evnotify::{Channel, Notifier};
+//! let ch = Channel::open()?;
+//! let n = Notifier::new()?;
+//! ch.attach(0, &n)?;
+//! ch.kick(0, 3)?;
+//! let mut got = 0;
+//! while got < 3 {
+//!     got += n.wait()?;
+//! }
+//! # Ok::<(), nix::Error>(())
+//! ```
+
+use nix::{
+    errno::Errno,
+    fcntl::{open, OFlag},
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::{
+        eventfd::{EfdFlags, EventFd},
+        stat::Mode,
+    },
+};
+use std::{
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    path::Path,
+    time::Duration,
+};
+
+pub use nix::Result;
+
+/// The ABI of `include/uapi/linux/evnotify.h`, mirrored one to one.
+pub mod sys {
+    use std::mem::size_of;
+
+    pub const API_VERSION: u32 = 1;
+    pub const NR_SLOTS: u32 = 64;
+    pub const MAX_KICK: u32 = 1 << 20;
+    pub const F_NOTIFY: u64 = 1 << 0;
+    pub const F_SLOTS: u64 = 1 << 1;
+    pub const IOC_MAGIC: u8 = 0xE6;
+
+    /// `struct evnotify_version`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Version {
+        pub api_version: u32,
+        pub nr_slots: u32,
+        pub features: u64,
+    }
+
+    /// `struct evnotify_attach`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Attach {
+        pub slot: u32,
+        pub fd: i32,
+        pub flags: u32,
+        pub reserved: u32,
+    }
+
+    /// `struct evnotify_kick`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Kick {
+        pub slot: u32,
+        pub count: u32,
+        pub flags: u32,
+        pub reserved: u32,
+    }
+
+    /// `struct evnotify_stats`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Stats {
+        pub kicks: u64,
+        pub notifies: u64,
+        pub dropped: u64,
+        pub wakeups: u64,
+        pub pending: u64,
+        pub thread_pid: i32,
+        pub attached: u32,
+    }
+
+    nix::ioctl_read!(ioc_version, IOC_MAGIC, 0x00, Version);
+    nix::ioctl_write_ptr!(ioc_attach, IOC_MAGIC, 0x01, Attach);
+    nix::ioctl_write_ptr!(ioc_kick, IOC_MAGIC, 0x02, Kick);
+    nix::ioctl_read!(ioc_stats, IOC_MAGIC, 0x03, Stats);
+
+    /// The ioctl numbers, for tests that issue raw ioctls.
+    pub const IOC_VERSION: u64 =
+        nix::request_code_read!(IOC_MAGIC, 0x00, size_of::<Version>()) as u64;
+    pub const IOC_ATTACH: u64 =
+        nix::request_code_write!(IOC_MAGIC, 0x01, size_of::<Attach>()) as u64;
+    pub const IOC_KICK: u64 = nix::request_code_write!(IOC_MAGIC, 0x02, size_of::<Kick>()) as u64;
+    pub const IOC_STATS: u64 = nix::request_code_read!(IOC_MAGIC, 0x03, size_of::<Stats>()) as u64;
+}
+
+pub use sys::{Stats, Version};
+
+/// The device node.
+pub const DEVICE: &str = "/dev/evnotify";
+
+/// One open `/dev/evnotify`: a channel with its own kernel thread.
+#[derive(Debug)]
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+impl Channel {
+    /// Opens a new channel on [`DEVICE`].
+    pub fn open() -> Result<Self> {
+        Self::open_path(DEVICE)
+    }
+
+    /// Opens a new channel on the device node at `path`.
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
+        let fd = open(
+            path.as_ref(),
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Self { fd })
+    }
+
+    /// The API version, slot count and feature bits.
+    pub fn version(&self) -> Result<Version> {
+        let mut v = Version::default();
+        // SAFETY: `v` is a valid, writable `struct evnotify_version`.
+        unsafe { sys::ioc_version(self.fd.as_raw_fd(), &mut v) }?;
+        Ok(v)
+    }
+
+    /// Attaches an eventfd to `slot`; the kernel keeps its own reference to it.
+    pub fn attach(&self, slot: u32, efd: impl AsFd) -> Result<()> {
+        self.attach_raw(slot, efd.as_fd().as_raw_fd())
+    }
+
+    /// Detaches the eventfd of `slot`, if any.
+    pub fn detach(&self, slot: u32) -> Result<()> {
+        self.attach_raw(slot, -1)
+    }
+
+    fn attach_raw(&self, slot: u32, fd: i32) -> Result<()> {
+        let req = sys::Attach {
+            slot,
+            fd,
+            ..Default::default()
+        };
+        // SAFETY: `req` is a valid `struct evnotify_attach`.
+        unsafe { sys::ioc_attach(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
+    /// Kicks `slot` `count` times: its eventfd will be signalled `count` times.
+    pub fn kick(&self, slot: u32, count: u32) -> Result<()> {
+        let req = sys::Kick {
+            slot,
+            count,
+            ..Default::default()
+        };
+        // SAFETY: `req` is a valid `struct evnotify_kick`.
+        unsafe { sys::ioc_kick(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
+    /// The channel's counters.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        // SAFETY: `s` is a valid, writable `struct evnotify_stats`.
+        unsafe { sys::ioc_stats(self.fd.as_raw_fd(), &mut s) }?;
+        Ok(s)
+    }
+
+    /// Waits until every accepted kick has been handled by the kernel thread.
+    pub fn wait_idle(&self, timeout: Duration) -> Result<Stats> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let s = self.stats()?;
+            if s.pending == 0 && s.kicks == s.notifies + s.dropped {
+                return Ok(s);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Errno::ETIMEDOUT);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// An eventfd to receive notifications on.
+#[derive(Debug)]
+pub struct Notifier {
+    efd: EventFd,
+}
+
+impl Notifier {
+    /// A new blocking eventfd with a zero counter.
+    pub fn new() -> Result<Self> {
+        let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?;
+        Ok(Self { efd })
+    }
+
+    /// Blocks until the counter is non-zero, then returns and clears it.
+    pub fn wait(&self) -> Result<u64> {
+        self.efd.read()
+    }
+
+    /// Like [`Notifier::wait`], but gives up after `timeout` and returns 0.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.efd.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(ms))? == 0 {
+            return Ok(0);
+        }
+        self.efd.read()
+    }
+
+    /// Reads whatever has arrived so far without blocking (0 if nothing).
+    pub fn drain(&self) -> Result<u64> {
+        self.wait_timeout(Duration::ZERO)
+    }
+}
+
+impl AsFd for Notifier {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.efd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sys::*;
+    use std::mem::size_of;
+
+    #[test]
+    fn struct_sizes_are_multiples_of_64_bits() {
+        for size in [
+            size_of::<Version>(),
+            size_of::<Attach>(),
+            size_of::<Kick>(),
+            size_of::<Stats>(),
+        ] {
+            assert_eq!(size % 8, 0, "size {size}");
+        }
+    }
+
+    #[test]
+    fn ioctl_numbers_encode_direction_size_and_magic() {
+        // _IOC layout on x86: dir(2) << 30 | size(14) << 16 | type(8) << 8 | nr(8).
+        let dec = |n: u64| (n >> 30, (n >> 16) & 0x3fff, (n >> 8) & 0xff, n & 0xff);
+        assert_eq!(dec(IOC_VERSION), (2, 16, 0xE6, 0));
+        assert_eq!(dec(IOC_ATTACH), (1, 16, 0xE6, 1));
+        assert_eq!(dec(IOC_KICK), (1, 16, 0xE6, 2));
+        assert_eq!(dec(IOC_STATS), (2, 48, 0xE6, 3));
+    }
+
+    #[test]
+    fn open_missing_device_reports_enoent() {
+        let err = super::Channel::open_path("/nonexistent/evnotify").unwrap_err();
+        assert_eq!(err, nix::errno::Errno::ENOENT);
+    }
+
+    #[test]
+    fn notifier_counts_and_times_out() {
+        let n = super::Notifier::new().unwrap();
+        assert_eq!(n.drain().unwrap(), 0);
+        n.efd.write(5).unwrap();
+        assert_eq!(n.wait().unwrap(), 5);
+        assert_eq!(
+            n.wait_timeout(std::time::Duration::from_millis(20))
+                .unwrap(),
+            0
+        );
+    }
+}
