@@ -106,11 +106,18 @@ impl<T: ThreadWork> KThread<T> {
         &self.data
     }
 
-    /// The thread's pid.
+    /// The thread's pid, as seen from the calling task's pid namespace.
     pub(crate) fn pid(&self) -> i32 {
-        // SAFETY: The type invariant keeps the `task_struct` alive, and `pid` never changes
-        // after creation.
-        unsafe { (*self.task.as_ptr()).pid }
+        // SAFETY: The type invariant keeps the `task_struct` alive; a null namespace means the
+        // caller's. The C accessor is used because the struct layout seen by bindgen is not
+        // guaranteed to match a GCC-built kernel's.
+        unsafe {
+            bindings::__task_pid_nr_ns(
+                self.task.as_ptr(),
+                bindings::pid_type_PIDTYPE_PID,
+                core::ptr::null_mut(),
+            )
+        }
     }
 }
 

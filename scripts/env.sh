@@ -9,3 +9,5 @@ export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 KMAKE_VARS=(RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 	RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver BINDGEN="$BINDGEN")
 mkdir -p "$EVNOTIFY_CACHE"
+# User-space binaries for the initramfs are static, built for this target.
+RUST_TARGET=x86_64-unknown-linux-gnu

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, host tests, then every device test inside the
+# VM.  Ends with "N passed, M failed", counting only checks that really ran,
+# and exits non-zero if any failed.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+. "$here/env.sh"
+out=$repo/build/check
+mkdir -p "$out"
+passed=0 failed=0
+
+result() { # result NAME STATUS
+	if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok - $1"
+	else failed=$((failed + 1)); echo "not ok - $1"; fi
+}
+
+kdir=$("$here/setup.sh") || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+src=$(ls -d "$EVNOTIFY_CACHE"/src/linux-*/ | tail -n1)
+
+# --- Lints (each one can fail the run) ----------------------------------------
+/usr/bin/rustfmt --edition 2021 --config-path "$src/.rustfmt.toml" --check "$repo/rust_evnotify.rs" >"$out/rustfmt.log" 2>&1
+result "module rustfmt clean" $?
+(cd "$repo/user" && cargo fmt --all --check) >"$out/cargo-fmt.log" 2>&1
+result "user cargo fmt --check" $?
+(cd "$repo/user" && cargo clippy -q --locked --all-targets -- -D warnings) >"$out/clippy.log" 2>&1
+result "user cargo clippy -D warnings" $?
+"$here/build.sh" "$kdir" >"$out/build.log" 2>&1
+result "module builds warning-free with CLIPPY=1; static tools build" $?
+for l in rustfmt cargo-fmt clippy build; do [ -s "$out/$l.log" ] && sed 's/^/  | /' "$out/$l.log" | head -n 30; done
+
+# --- Host tests -----------------------------------------------------------------
+(cd "$repo/user" && cargo test --locked 2>&1) | tee "$out/host.log" | grep -E '^test |panicked|FAILED'
+host_rc=${PIPESTATUS[0]}
+read -r hp hf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+	END { print p + 0, f + 0 }' "$out/host.log")
+passed=$((passed + hp)) failed=$((failed + hf))
+if [ "$host_rc" != 0 ] && [ "$hf" = 0 ]; then result "host cargo test (did not complete)" 1; fi
+
+# --- The VM runner itself: it must be able to fail -------------------------------
+for f in "$here"/testdata/splat-*.log; do
+	"$here/splats.sh" "$f" >/dev/null
+	result "splat scanner catches $(basename "$f" .log)" $?
+done
+EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' >"$out/vm-self.log" 2>&1
+result "vm.sh returns the guest command's status (3)" $([ $? = 3 ]; echo $?)
+EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' >>"$out/vm-self.log" 2>&1
+result "vm.sh fails when the guest never reports" $([ $? != 0 ]; echo $?)
+
+# --- Device tests in the VM -------------------------------------------------------
+EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- evnotify-vmtests 2>&1 | tee "$out/vm.log"
+vm_rc=${PIPESTATUS[0]}
+plan=$(sed -n 's/^1\.\.\([0-9]*\)\r\{0,1\}$/\1/p' "$out/vm.log" | head -n1)
+vok=$(grep -cE '^ok [0-9]+ ' "$out/vm.log")
+vnok=$(grep -cE '^not ok [0-9]+ ' "$out/vm.log")
+passed=$((passed + vok)) failed=$((failed + vnok))
+missing=$(( ${plan:-1} - vok - vnok ))
+if [ "$missing" -gt 0 ]; then
+	echo "not ok - $missing VM tests never reported"
+	failed=$((failed + missing))
+fi
+# The run itself: the guest reported, the module loaded and unloaded, and the
+# kernel log is free of splats (vm.sh says so on lines starting "vm: ").
+! grep -qE '^vm: (kernel splat|the guest did not report|insmod|rmmod)' "$out/vm.log"
+result "VM run: guest reports, module loads and unloads, no kernel splat" $?
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

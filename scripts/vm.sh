@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Boot the test kernel in QEMU with rust_evnotify loaded, run a command, and
+# exit with its status.
+#
+#   scripts/vm.sh [--kvm] [--add FILE]... [--] CMD [ARGS...]
+#   scripts/vm.sh --demo
+#
+# The guest is a busybox initramfs holding the module, the static user tools
+# (evnotify, evnotify-vmtests, evnotify-example) in /bin and any --add FILE
+# in /add.  CMD runs as root with /add and /bin on PATH; its output reaches our
+# stdout.  The kernel's own log goes to $EVNOTIFY_OUT/kernel.log and is
+# scanned for splats: any WARNING, BUG, Oops, lockdep report or panic, or a
+# failed module unload after CMD, makes the run fail even if CMD passed.
+# A guest that never reports an exit code is a failure too.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+. "$here/env.sh"
+
+kvm=0 demo=0 adds=()
+while (($#)); do
+	case "$1" in
+	--kvm) kvm=1; shift ;;
+	--demo) demo=1; shift ;;
+	--add) adds+=("$(realpath "$2")"); shift 2 ;;
+	--) shift; break ;;
+	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	*) break ;;
+	esac
+done
+if ((demo)); then
+	set -- sh -c 'evnotify info && echo && evnotify ping -n 20 && echo && evnotify ping -n 5 --burst 100 && echo && evnotify-example'
+fi
+(($#)) || { echo "vm.sh: no command given" >&2; exit 2; }
+
+out=${EVNOTIFY_OUT:-$repo/build/vm}
+mkdir -p "$out"
+kdir=$("$here/setup.sh")
+"$here/build.sh" "$kdir" >&2
+
+# --- initramfs ----------------------------------------------------------------
+root=$out/root
+rm -rf "$root" && mkdir -p "$root/add"
+for f in ${adds[@]+"${adds[@]}"}; do cp "$f" "$root/add/"; done
+quoted=$(printf '%q ' "$@")
+cat >"$root/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox mount -t tmpfs tmpfs /tmp
+/bin/busybox --install -s /bin
+export PATH=/add:/bin HOME=/tmp
+# Our output goes to the second serial port; the kernel log stays on the first.
+exec </dev/null >/dev/ttyS1 2>&1
+report() { printf "\\\\x\$(printf %02x "\$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; }
+if ! insmod /lib/modules/rust_evnotify.ko; then echo "vm: insmod failed"; report 125; fi
+cd /add
+$quoted
+rc=\$?
+# Unloading must work once CMD has closed every channel.
+if grep -q '^rust_evnotify ' /proc/modules && ! rmmod rust_evnotify; then
+	echo "vm: rmmod rust_evnotify failed after the command"
+	[ \$rc -ne 0 ] || rc=124
+fi
+echo "vm: exit \$rc"
+report \$rc
+reboot -f
+EOF
+chmod +x "$root/init"
+spec=$out/initramfs.spec
+{
+	echo "dir /bin 755 0 0"
+	echo "dir /lib 755 0 0"
+	echo "dir /lib/modules 755 0 0"
+	echo "dir /add 755 0 0"
+	echo "file /init $root/init 755 0 0"
+	echo "file /bin/busybox $(command -v busybox) 755 0 0"
+	echo "file /lib/modules/rust_evnotify.ko $repo/rust_evnotify.ko 644 0 0"
+	for b in evnotify evnotify-vmtests; do
+		echo "file /bin/$b $repo/user/target/$RUST_TARGET/release/$b 755 0 0"
+	done
+	echo "file /bin/evnotify-example $repo/build/evnotify-example 755 0 0"
+	for f in "$root"/add/*; do
+		[ -e "$f" ] && echo "file /add/$(basename "$f") $f 755 0 0"
+	done
+} >"$spec"
+"$kdir/usr/gen_init_cpio" "$spec" | gzip -1 >"$out/initramfs.gz"
+
+# --- boot ---------------------------------------------------------------------
+klog=$out/kernel.log
+accel=(-machine accel=tcg -cpu max,la57=off)
+((kvm)) && accel=(-machine accel=kvm -cpu host)
+set +e
+timeout --foreground "${EVNOTIFY_VM_TIMEOUT:-1800}" qemu-system-x86_64 "${accel[@]}" \
+	-smp 2 -m 1024 -no-reboot -display none -monitor none \
+	-serial "file:$klog" -serial stdio \
+	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.gz" \
+	-append "console=ttyS0 panic=-1 oops=panic ignore_loglevel printk.time=1"
+qrc=$?
+set -e
+
+# isa-debug-exit makes QEMU exit with (rc << 1) | 1; anything else means the
+# guest never reported (crash, panic, hang).
+if ((qrc & 1)); then rc=$((qrc >> 1)); else
+	echo "vm: the guest did not report an exit status (qemu exited $qrc)" >&2
+	rc=125
+fi
+splats=$("$here/splats.sh" "$klog" || true)
+if [ -n "$splats" ]; then
+	echo "vm: kernel splat in $klog:" >&2
+	echo "$splats" | head -n 40 >&2
+	((rc)) || rc=126
+fi
+exit "$rc"
