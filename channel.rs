@@ -7,7 +7,11 @@
 //! the slots' eventfds with no lock held.
 
 use crate::{
-    eventfd::EventFd,
+    eventfd::{
+        EventFd,
+        KickFd,
+        KickSink, //
+    },
     kthread::{
         KThread,
         ThreadCtx,
@@ -21,7 +25,10 @@ use crate::{
 use kernel::{
     new_condvar,
     new_mutex,
+    new_spinlock_irq,
     prelude::*,
+    seq_file::SeqFile,
+    seq_print,
     sync::{
         atomic::{
             Atomic,
@@ -29,7 +36,8 @@ use kernel::{
         },
         Arc,
         CondVar,
-        Mutex, //
+        Mutex,
+        SpinLockIrq, //
     }, //
 };
 
@@ -55,17 +63,38 @@ struct Inner {
     pending_mask: u64,
     /// Where the thread looks first, so that slots are served round-robin.
     cursor: usize,
+    /// A kick eventfd was closed by user space and waits to be released by the thread.
+    hangup: bool,
 }
 
 /// A unit of work the thread took from [`Inner`].
-struct Work {
-    efd: Option<Arc<EventFd>>,
-    kicks: u64,
+enum Work {
+    /// Signal `efd` (or count as dropped if none) `kicks` times.
+    Kicks {
+        efd: Option<Arc<EventFd>>,
+        kicks: u64,
+    },
+    /// Release the kick eventfds that user space closed.
+    Reap,
 }
 
 impl Inner {
+    /// Adds `count` kicks to `slot`; returns whether the thread must be woken (the transition
+    /// from idle to pending: otherwise it is awake or already being woken).
+    fn queue(&mut self, slot: usize, count: u64) -> bool {
+        let s = &mut self.slots[slot];
+        // Saturates only past 2^64 pending kicks, which an eventfd write can ask for.
+        s.pending = s.pending.saturating_add(count);
+        let was_idle = self.pending_mask == 0 && !self.hangup;
+        self.pending_mask |= 1 << slot;
+        was_idle
+    }
+
     /// Takes up to [`BATCH`] pending kicks of the next slot with work, with its eventfd.
     fn take_work(&mut self) -> Option<Work> {
+        if core::mem::take(&mut self.hangup) {
+            return Some(Work::Reap);
+        }
         if self.pending_mask == 0 {
             return None;
         }
@@ -82,22 +111,56 @@ impl Inner {
             self.pending_mask &= !(1 << slot);
         }
         self.cursor = (slot + 1) % NR_SLOTS;
-        Some(Work {
+        Some(Work::Kicks {
             efd: s.efd.clone(),
             kicks,
         })
     }
 }
 
-/// The part of a channel shared by the file and its kernel thread.
+/// The kick eventfds of a channel, one per slot at most.
+type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
+
+/// Where a kick eventfd's writes go: kicks on one slot of a channel.
+pub(crate) struct SlotSink {
+    shared: Arc<Shared>,
+    slot: usize,
+}
+
+impl KickSink for SlotSink {
+    fn kicked(&self, count: u64) {
+        self.shared.fd_kicks.add(count, Relaxed);
+        self.shared.queue(self.slot, count);
+    }
+
+    fn hangup(&self) {
+        let sh = &self.shared;
+        let wake = {
+            let mut inner = sh.inner.lock();
+            let was_idle = inner.pending_mask == 0 && !inner.hangup;
+            inner.hangup = true;
+            was_idle
+        };
+        if wake {
+            sh.work.notify_one();
+        }
+    }
+}
+
+/// The part of a channel shared by the file, its kernel thread and its kick eventfds.
 #[pin_data]
 pub(crate) struct Shared {
+    /// Taken from kick eventfd wake-ups, in atomic context: hence a spinlock with IRQs off.
     #[pin]
-    inner: Mutex<Inner>,
-    /// Signalled when `Inner::pending_mask` goes from zero to non-zero.
+    inner: SpinLockIrq<Inner>,
+    /// Signalled when `Inner` goes from idle to having work.
     #[pin]
     work: CondVar,
+    /// Ordered before `inner`; never taken from atomic context.
+    #[pin]
+    kickfds: Mutex<KickFds>,
     kicks: Atomic<u64>,
+    fd_kicks: Atomic<u64>,
     notifies: Atomic<u64>,
     dropped: Atomic<u64>,
     wakeups: Atomic<u64>,
@@ -123,18 +186,47 @@ impl ThreadWork for Shared {
             if core::mem::take(&mut slept) {
                 self.wakeups.add(1, Relaxed);
             }
-            match &work.efd {
-                Some(efd) => {
-                    for _ in 0..work.kicks {
+            match &work {
+                Work::Kicks {
+                    efd: Some(efd),
+                    kicks,
+                } => {
+                    for _ in 0..*kicks {
                         efd.signal();
                     }
-                    self.notifies.add(work.kicks, Relaxed);
+                    self.notifies.add(*kicks, Relaxed);
                 }
-                None => self.dropped.add(work.kicks, Relaxed),
+                Work::Kicks { efd: None, kicks } => self.dropped.add(*kicks, Relaxed),
+                Work::Reap => self.reap_hung_up(),
             }
             // The eventfd reference is released here, outside the lock.
             drop(work);
             ctx.yield_now();
+        }
+    }
+}
+
+impl Shared {
+    /// Queues `count` kicks on `slot` and wakes the thread if it may be asleep.
+    fn queue(&self, slot: usize, count: u64) {
+        let wake = {
+            let mut inner = self.inner.lock();
+            // Counted under the lock, so the thread can never have answered more than this.
+            self.kicks.add(count, Relaxed);
+            inner.queue(slot, count)
+        };
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
+    /// Releases the kick eventfds whose user space side was closed.
+    fn reap_hung_up(&self) {
+        let mut fds = self.kickfds.lock();
+        for k in fds.iter_mut() {
+            if k.as_ref().is_some_and(|k| k.hung_up()) {
+                *k = None;
+            }
         }
     }
 }
@@ -153,16 +245,19 @@ impl Channel {
         };
         let shared = Arc::pin_init(
             pin_init!(Shared {
-                inner <- new_mutex!(
+                inner <- new_spinlock_irq!(
                     Inner {
                         slots: [EMPTY; NR_SLOTS],
                         pending_mask: 0,
                         cursor: 0,
+                        hangup: false,
                     },
                     "Channel::inner"
                 ),
                 work <- new_condvar!("Channel::work"),
+                kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 kicks: Atomic::new(0),
+                fd_kicks: Atomic::new(0),
                 notifies: Atomic::new(0),
                 dropped: Atomic::new(0),
                 wakeups: Atomic::new(0),
@@ -193,21 +288,25 @@ impl Channel {
     }
 
     /// Queues `count` kicks on `slot` for the thread.
-    pub(crate) fn kick(&self, slot: usize, count: u32) -> Result {
-        let shared = self.shared();
-        let mut inner = shared.inner.lock();
-        let s = &mut inner.slots[slot];
-        s.pending = s.pending.checked_add(count.into()).ok_or(EOVERFLOW)?;
-        let was_idle = inner.pending_mask == 0;
-        inner.pending_mask |= 1 << slot;
-        // Counted under the lock, so the thread can never have answered more than this.
-        shared.kicks.add(u64::from(count), Relaxed);
-        drop(inner);
-        // Only the transition to pending needs a wake-up: otherwise the thread is awake already
-        // or was woken by whoever made the transition.
-        if was_idle {
-            shared.work.notify_one();
-        }
+    pub(crate) fn kick(&self, slot: usize, count: u32) {
+        self.shared().queue(slot, count.into());
+    }
+
+    /// Hooks the eventfd `fd` so that writes to it kick `slot`, or unhooks with `fd == -1`.
+    pub(crate) fn attach_kickfd(&self, slot: usize, fd: i32) -> Result {
+        let new = match fd {
+            -1 => None,
+            fd => Some(KickFd::new(
+                fd,
+                SlotSink {
+                    shared: self.thread.data_arc(),
+                    slot,
+                },
+            )?),
+        };
+        let old = core::mem::replace(&mut self.shared().kickfds.lock()[slot], new);
+        // Unhooked after the guard; after this no write to it kicks the slot.
+        drop(old);
         Ok(())
     }
 
@@ -217,17 +316,80 @@ impl Channel {
         let (pending, attached) = {
             let inner = shared.inner.lock();
             inner.slots.iter().fold((0u64, 0u32), |(p, a), s| {
-                (p + s.pending, a + u32::from(s.efd.is_some()))
+                (p.saturating_add(s.pending), a + u32::from(s.efd.is_some()))
             })
         };
+        let kickfds = shared
+            .kickfds
+            .lock()
+            .iter()
+            .flatten()
+            .filter(|k| !k.hung_up())
+            .count() as u32;
         uapi::Stats {
             kicks: shared.kicks.load(Relaxed),
+            fd_kicks: shared.fd_kicks.load(Relaxed),
             notifies: shared.notifies.load(Relaxed),
             dropped: shared.dropped.load(Relaxed),
             wakeups: shared.wakeups.load(Relaxed),
             pending,
             thread_pid: self.thread.pid(),
             attached,
+            kickfds,
+            reserved: 0,
         }
+    }
+}
+
+impl Channel {
+    /// Writes the channel's state to `/proc/<pid>/fdinfo/<fd>`: counters, then one line per
+    /// slot in use. No kernel pointer is printed.
+    pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
+        let s = self.stats();
+        seq_print!(
+            m,
+            "thread_pid:\t{}\nkicks:\t{}\nfd_kicks:\t{}\nnotifies:\t{}\ndropped:\t{}\n\
+             wakeups:\t{}\npending:\t{}\nattached:\t{}\nkickfds:\t{}\n",
+            s.thread_pid,
+            s.kicks,
+            s.fd_kicks,
+            s.notifies,
+            s.dropped,
+            s.wakeups,
+            s.pending,
+            s.attached,
+            s.kickfds
+        );
+        let shared = self.shared();
+        for slot in 0..NR_SLOTS {
+            let (notify, pending) = {
+                let inner = shared.inner.lock();
+                (inner.slots[slot].efd.is_some(), inner.slots[slot].pending)
+            };
+            let kickfd = match &shared.kickfds.lock()[slot] {
+                None => "none",
+                Some(k) if k.hung_up() => "closed",
+                Some(_) => "attached",
+            };
+            if notify || pending != 0 || kickfd != "none" {
+                seq_print!(
+                    m,
+                    "slot:\t{slot}\tnotify: {}\tkickfd: {kickfd}\tpending: {pending}\n",
+                    if notify { "attached" } else { "none" }
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        // Each kick eventfd holds the shared state: unhook them all to break the cycle, before
+        // the thread is stopped and the state released.
+        let fds = core::mem::replace(
+            &mut *self.shared().kickfds.lock(),
+            [const { None }; NR_SLOTS],
+        );
+        drop(fds);
     }
 }

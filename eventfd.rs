@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A counted reference to an eventfd context: the only user of the eventfd C API.
+//! The only user of the eventfd C API: [`EventFd`] signals an eventfd, [`KickFd`] listens to one.
 
 use core::ptr::NonNull;
 use kernel::{
     bindings,
+    container_of,
     error::from_err_ptr,
-    prelude::*, //
+    fs::file::LocalFile,
+    prelude::*,
+    sync::atomic::{
+        Acquire,
+        Atomic,
+        Release, //
+    },
+    types::Opaque, //
 };
 
 /// A reference to a `struct eventfd_ctx`, taken from a file descriptor of the caller.
@@ -55,5 +63,199 @@ impl Drop for EventFd {
     fn drop(&mut self) {
         // SAFETY: By the type invariant we own one reference, which is released exactly once.
         unsafe { bindings::eventfd_ctx_put(self.ctx.as_ptr()) };
+    }
+}
+
+/// Poll bits from `include/uapi/linux/eventpoll.h`.
+const EPOLLIN: usize = 0x0001;
+const EPOLLHUP: usize = 0x0010;
+
+/// Receives the kicks of a [`KickFd`]. Both methods run in atomic context, under the eventfd's
+/// wait-queue lock, possibly with interrupts off: they must not sleep or signal an eventfd.
+pub(crate) trait KickSink: Send + Sync {
+    /// `count` was written to the eventfd (its counter is already consumed).
+    fn kicked(&self, count: u64);
+    /// User space closed the eventfd; no more kicks will come.
+    fn hangup(&self);
+}
+
+/// An eventfd whose writes become kicks, with no syscall into the driver: a wait-queue entry
+/// with its own wake function on the eventfd's wait queue, as KVM's irqfd does.
+///
+/// The wake function consumes the eventfd counter under the wait-queue lock, so a write of N
+/// is delivered as exactly N kicks, once.
+///
+/// # Invariants
+///
+/// - `wait` is initialised with `wake::<S>` and, once `new` returns, is either linked on the
+///   wait queue of `ctx` or unlinked and self-linked (after a hang-up).
+/// - While linked, `wake::<S>` may run at any time; it only touches `ctx`, `sink`, `hung_up`
+///   and the entry itself, all valid for the lifetime of `self`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct KickFd<S: KickSink> {
+    #[pin]
+    wait: Opaque<bindings::wait_queue_entry>,
+    #[pin]
+    pt: Opaque<bindings::poll_table_struct>,
+    ctx: EventFd,
+    sink: S,
+    hung_up: Atomic<bool>,
+}
+
+// SAFETY: The raw C entries are only touched under the eventfd's wait-queue lock, and `S` is
+// `Send`.
+unsafe impl<S: KickSink> Send for KickFd<S> {}
+
+// SAFETY: `&self` methods only read atomics; the wake function synchronises on the wait-queue
+// lock, and `S` is `Sync`.
+unsafe impl<S: KickSink> Sync for KickFd<S> {}
+
+impl<S: KickSink> KickFd<S> {
+    /// Hooks the eventfd open as `fd` in the current process; its writes go to `sink`.
+    ///
+    /// A count already in the eventfd is delivered at once. Fails with `EBADF` if `fd` is not
+    /// open and `EINVAL` if it is not an eventfd.
+    pub(crate) fn new(fd: i32, sink: S) -> Result<Pin<KBox<Self>>> {
+        let file = LocalFile::fget(fd as u32)?;
+        // SAFETY: `file` is a valid file, kept alive by the reference we hold.
+        let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fileget(file.as_ptr()) })?;
+        // INVARIANT: `eventfd_ctx_fileget` returned a new reference, now owned by `EventFd`.
+        let ctx = EventFd {
+            ctx: NonNull::new(ctx).ok_or(EINVAL)?,
+        };
+        let this = KBox::pin_init(
+            pin_init!(Self {
+                wait: Opaque::uninit(),
+                pt: Opaque::uninit(),
+                ctx,
+                sink,
+                hung_up: Atomic::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        let wait = this.wait.get();
+        let pt = this.pt.get();
+        // SAFETY: `wait` and `pt` are pinned, not yet shared with C, so plain writes are fine.
+        // The entry starts self-linked so that removing it is always valid.
+        unsafe {
+            wait.write(bindings::wait_queue_entry {
+                flags: 0,
+                private: core::ptr::null_mut(),
+                func: Some(wake::<S>),
+                entry: bindings::list_head {
+                    next: &raw mut (*wait).entry,
+                    prev: &raw mut (*wait).entry,
+                },
+            });
+            pt.write(bindings::poll_table_struct {
+                _qproc: Some(queue::<S>),
+                _key: !0,
+            });
+        }
+        // SAFETY: `file` is an eventfd, whose `poll` is always set (this is `vfs_poll`). It
+        // calls `queue::<S>` once with the eventfd's wait queue, which links `wait`.
+        let events = unsafe {
+            let fops = (*file.as_ptr()).f_op;
+            match (*fops).poll {
+                Some(poll) => poll(file.as_ptr(), pt),
+                None => return Err(EINVAL),
+            }
+        };
+        if events as usize & EPOLLIN != 0 {
+            // SAFETY: `wait.private` holds the wait queue head recorded by `queue::<S>`, valid
+            // while we hold `ctx`. Waking it with `EPOLLIN` runs `wake::<S>` under the queue's
+            // lock, which consumes the count that was there before we attached.
+            unsafe {
+                bindings::__wake_up(
+                    (*wait).private.cast(),
+                    bindings::TASK_NORMAL,
+                    0,
+                    EPOLLIN as *mut c_void,
+                )
+            };
+        }
+        Ok(this)
+    }
+
+    /// Whether user space closed the eventfd (the entry is unhooked already).
+    pub(crate) fn hung_up(&self) -> bool {
+        self.hung_up.load(Acquire)
+    }
+}
+
+/// `poll_queue_proc`: links the entry on the eventfd's wait queue.
+///
+/// # Safety
+///
+/// `pt` must be the `pt` field of a pinned `KickFd<S>`, and `wqh` a valid wait queue head.
+unsafe extern "C" fn queue<S: KickSink>(
+    _file: *mut bindings::file,
+    wqh: *mut bindings::wait_queue_head,
+    pt: *mut bindings::poll_table_struct,
+) {
+    // SAFETY: By the safety requirement `pt` lives in a `KickFd<S>`; `Opaque` is transparent.
+    let this = unsafe { container_of!(pt.cast::<Opaque<_>>(), KickFd<S>, pt) };
+    // SAFETY: `this` is valid and pinned. `private` records the queue head for `new`; the
+    // entry is initialised, and `wqh` is valid by the safety requirement.
+    unsafe {
+        let wait = (*this).wait.get();
+        (*wait).private = wqh.cast();
+        bindings::add_wait_queue(wqh, wait);
+    }
+}
+
+/// `wait_queue_func_t`: runs for every wake-up of the eventfd, under its wait-queue lock.
+///
+/// # Safety
+///
+/// `wait` must be the `wait` field of a live `KickFd<S>`, and the caller must hold the lock of
+/// the wait queue it is linked on.
+unsafe extern "C" fn wake<S: KickSink>(
+    wait: *mut bindings::wait_queue_entry,
+    _mode: c_uint,
+    _sync: c_int,
+    key: *mut c_void,
+) -> c_int {
+    // SAFETY: By the safety requirement `wait` lives in a `KickFd<S>`.
+    let this = unsafe { &*container_of!(wait.cast::<Opaque<_>>(), KickFd<S>, wait) };
+    let mask = key as usize;
+    if mask & EPOLLIN != 0 {
+        let mut count = 0u64;
+        // SAFETY: `ctx` is valid and its wait-queue lock is held by our caller.
+        unsafe { bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count) };
+        if count != 0 {
+            this.sink.kicked(count);
+        }
+    }
+    if mask & EPOLLHUP != 0 {
+        // SAFETY: The wait-queue lock is held, so unlinking is `__remove_wait_queue`; leaving
+        // the entry self-linked keeps the later removal in `drop` valid (`list_del_init`).
+        unsafe {
+            let e = &raw mut (*wait).entry;
+            (*(*e).prev).next = (*e).next;
+            (*(*e).next).prev = (*e).prev;
+            (*e).next = e;
+            (*e).prev = e;
+        }
+        this.hung_up.store(true, Release);
+        this.sink.hangup();
+    }
+    0
+}
+
+#[pinned_drop]
+impl<S: KickSink> PinnedDrop for KickFd<S> {
+    fn drop(self: Pin<&mut Self>) {
+        let mut count = 0u64;
+        // SAFETY: `ctx` is valid and `wait` is linked on its queue or self-linked. This takes the
+        // queue's lock, so once it returns no `wake::<S>` is running or can start, and `ctx` is
+        // released only afterwards, when the fields drop.
+        unsafe {
+            bindings::eventfd_ctx_remove_wait_queue(
+                self.ctx.ctx.as_ptr(),
+                self.wait.get(),
+                &mut count,
+            )
+        };
     }
 }

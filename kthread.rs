@@ -106,6 +106,11 @@ impl<T: ThreadWork> KThread<T> {
         &self.data
     }
 
+    /// A new reference to the data the thread works on.
+    pub(crate) fn data_arc(&self) -> Arc<T> {
+        self.data.clone()
+    }
+
     /// The thread's pid, as seen from the calling task's pid namespace.
     pub(crate) fn pid(&self) -> i32 {
         // SAFETY: The type invariant keeps the `task_struct` alive; a null namespace means the

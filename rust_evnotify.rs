@@ -47,6 +47,7 @@ use kernel::{
         MiscDeviceRegistration, //
     },
     prelude::*,
+    seq_file::SeqFile,
     uaccess::UserSlice, //
 };
 
@@ -89,7 +90,7 @@ impl MiscDevice for Channel {
             uapi::IOC_VERSION => user.writer().write(&uapi::Version {
                 api_version: uapi::API_VERSION,
                 nr_slots: uapi::NR_SLOTS as u32,
-                features: uapi::F_NOTIFY | uapi::F_SLOTS,
+                features: uapi::F_NOTIFY | uapi::F_SLOTS | uapi::F_KICKFD | uapi::F_FDINFO,
             })?,
             uapi::IOC_ATTACH => {
                 let req: uapi::Attach = user.reader().read()?;
@@ -102,11 +103,20 @@ impl MiscDevice for Channel {
                 if req.count == 0 || req.count > uapi::MAX_KICK {
                     return Err(EINVAL);
                 }
-                me.kick(uapi::slot(req.slot)?, req.count)?
+                me.kick(uapi::slot(req.slot)?, req.count)
+            }
+            uapi::IOC_KICKFD => {
+                let req: uapi::Attach = user.reader().read()?;
+                uapi::must_be_zero(req.flags, req.reserved)?;
+                me.attach_kickfd(uapi::slot(req.slot)?, req.fd)?
             }
             uapi::IOC_STATS => user.writer().write(&me.stats())?,
             _ => return Err(ENOTTY),
         }
         Ok(0)
+    }
+
+    fn show_fdinfo(me: &Channel, m: &SeqFile, _file: &File) {
+        me.show_fdinfo(m);
     }
 }

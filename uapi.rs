@@ -20,6 +20,8 @@ pub(crate) const MAX_KICK: u32 = 1 << 20;
 
 pub(crate) const F_NOTIFY: u64 = 1 << 0;
 pub(crate) const F_SLOTS: u64 = 1 << 1;
+pub(crate) const F_KICKFD: u64 = 1 << 2;
+pub(crate) const F_FDINFO: u64 = 1 << 3;
 
 const MAGIC: u32 = 0xE6;
 
@@ -53,12 +55,15 @@ pub(crate) struct Kick {
 #[repr(C)]
 pub(crate) struct Stats {
     pub(crate) kicks: u64,
+    pub(crate) fd_kicks: u64,
     pub(crate) notifies: u64,
     pub(crate) dropped: u64,
     pub(crate) wakeups: u64,
     pub(crate) pending: u64,
     pub(crate) thread_pid: i32,
     pub(crate) attached: u32,
+    pub(crate) kickfds: u32,
+    pub(crate) reserved: u32,
 }
 
 // SAFETY: `Version` is `repr(C)` with only integer fields and no padding.
@@ -74,12 +79,13 @@ unsafe impl transmute::AsBytes for Stats {}
 const _: () = assert!(size_of::<Version>() == 16);
 const _: () = assert!(size_of::<Attach>() == 16);
 const _: () = assert!(size_of::<Kick>() == 16);
-const _: () = assert!(size_of::<Stats>() == 48);
+const _: () = assert!(size_of::<Stats>() == 64);
 
 pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(MAGIC, 0x00);
 pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(MAGIC, 0x01);
 pub(crate) const IOC_KICK: u32 = _IOW::<Kick>(MAGIC, 0x02);
 pub(crate) const IOC_STATS: u32 = _IOR::<Stats>(MAGIC, 0x03);
+pub(crate) const IOC_KICKFD: u32 = _IOW::<Attach>(MAGIC, 0x04);
 
 /// Checks a slot number from user space.
 pub(crate) fn slot(slot: u32) -> Result<usize> {

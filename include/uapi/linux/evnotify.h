@@ -31,6 +31,8 @@
 /* Feature bits reported in evnotify_version.features. */
 #define EVNOTIFY_F_NOTIFY	(1ULL << 0)	/* attach, kick, stats */
 #define EVNOTIFY_F_SLOTS	(1ULL << 1)	/* EVNOTIFY_NR_SLOTS slots per channel */
+#define EVNOTIFY_F_KICKFD	(1ULL << 2)	/* EVNOTIFY_IOC_KICKFD: kick by write(2) */
+#define EVNOTIFY_F_FDINFO	(1ULL << 3)	/* state in /proc/<pid>/fdinfo/<fd> */
 
 struct evnotify_version {
 	__u32 api_version;	/* out: EVNOTIFY_API_VERSION */
@@ -38,9 +40,10 @@ struct evnotify_version {
 	__u64 features;		/* out: EVNOTIFY_F_* */
 };
 
+/* For EVNOTIFY_IOC_ATTACH (notify eventfd) and EVNOTIFY_IOC_KICKFD (kick eventfd). */
 struct evnotify_attach {
 	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
-	__s32 fd;		/* in: eventfd to signal; -1 detaches */
+	__s32 fd;		/* in: the eventfd; -1 detaches */
 	__u32 flags;		/* in: must be 0 */
 	__u32 reserved;		/* in: must be 0 */
 };
@@ -58,13 +61,16 @@ struct evnotify_kick {
  * where dropped counts kicks the thread took while their slot had no eventfd.
  */
 struct evnotify_stats {
-	__u64 kicks;		/* kicks accepted by EVNOTIFY_IOC_KICK */
+	__u64 kicks;		/* kicks accepted: by ioctl and by kick eventfd */
+	__u64 fd_kicks;		/* of which came from kick eventfd writes */
 	__u64 notifies;		/* eventfd_signal() calls made by the thread */
 	__u64 dropped;		/* kicks handled while no eventfd was attached */
 	__u64 wakeups;		/* times the thread woke up and found work */
 	__u64 pending;		/* kicks not yet handled by the thread */
 	__s32 thread_pid;	/* pid of the channel's kernel thread */
-	__u32 attached;		/* number of slots with an eventfd */
+	__u32 attached;		/* slots with a notify eventfd */
+	__u32 kickfds;		/* slots with a kick eventfd */
+	__u32 reserved;		/* zero */
 };
 
 #define EVNOTIFY_IOC_MAGIC	0xE6
@@ -73,5 +79,11 @@ struct evnotify_stats {
 #define EVNOTIFY_IOC_ATTACH	_IOW(EVNOTIFY_IOC_MAGIC, 0x01, struct evnotify_attach)
 #define EVNOTIFY_IOC_KICK	_IOW(EVNOTIFY_IOC_MAGIC, 0x02, struct evnotify_kick)
 #define EVNOTIFY_IOC_STATS	_IOR(EVNOTIFY_IOC_MAGIC, 0x03, struct evnotify_stats)
+/*
+ * Hook an eventfd so that a write(2) of N to it kicks the slot N times, with no
+ * syscall into the driver (like KVM's irqfd).  A count already in the eventfd
+ * is taken at once.  When user space closes it, it is unhooked and released.
+ */
+#define EVNOTIFY_IOC_KICKFD	_IOW(EVNOTIFY_IOC_MAGIC, 0x04, struct evnotify_attach)
 
 #endif /* _UAPI_LINUX_EVNOTIFY_H */

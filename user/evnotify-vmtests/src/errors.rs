@@ -34,7 +34,7 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// Issues a raw ioctl, as a buggy or hostile caller would.
-fn raw(ch: &Channel, req: u64, arg: usize) -> nix::Result<i32> {
+pub fn raw(ch: &Channel, req: u64, arg: usize) -> nix::Result<i32> {
     // SAFETY: The device reads or writes at most `_IOC_SIZE(req)` bytes at `arg`, and every
     // caller passes either a buffer of that size or an address the kernel must reject.
     Errno::result(unsafe { libc::ioctl(ch.as_fd().as_raw_fd(), req as _, arg) })

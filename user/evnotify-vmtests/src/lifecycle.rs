@@ -49,7 +49,10 @@ fn version_and_features() -> Result<()> {
     let v = Channel::open()?.version()?;
     ensure!(v.api_version == sys::API_VERSION, "{v:?}");
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");
-    ensure!(v.features == sys::F_NOTIFY | sys::F_SLOTS, "{v:?}");
+    ensure!(
+        v.features == sys::F_NOTIFY | sys::F_SLOTS | sys::F_KICKFD | sys::F_FDINFO,
+        "{v:?}"
+    );
     Ok(())
 }
 

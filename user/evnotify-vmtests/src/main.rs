@@ -4,6 +4,7 @@
 //! any test failed. With no `/dev/evnotify` it fails: the VM always has the module loaded.
 
 mod errors;
+mod kickfd;
 mod lifecycle;
 mod notify;
 
@@ -49,7 +50,13 @@ pub fn settle(ch: &Channel, n: &Notifier) -> Result<Stats> {
 }
 
 fn main() {
-    let tests: Vec<Test> = [lifecycle::TESTS, notify::TESTS, errors::TESTS].concat();
+    let tests: Vec<Test> = [
+        lifecycle::TESTS,
+        notify::TESTS,
+        kickfd::TESTS,
+        errors::TESTS,
+    ]
+    .concat();
     let filter = std::env::args().nth(1).unwrap_or_default();
     let tests: Vec<_> = tests
         .into_iter()

@@ -43,6 +43,8 @@ pub mod sys {
     pub const MAX_KICK: u32 = 1 << 20;
     pub const F_NOTIFY: u64 = 1 << 0;
     pub const F_SLOTS: u64 = 1 << 1;
+    pub const F_KICKFD: u64 = 1 << 2;
+    pub const F_FDINFO: u64 = 1 << 3;
     pub const IOC_MAGIC: u8 = 0xE6;
 
     /// `struct evnotify_version`.
@@ -79,18 +81,22 @@ pub mod sys {
     #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
     pub struct Stats {
         pub kicks: u64,
+        pub fd_kicks: u64,
         pub notifies: u64,
         pub dropped: u64,
         pub wakeups: u64,
         pub pending: u64,
         pub thread_pid: i32,
         pub attached: u32,
+        pub kickfds: u32,
+        pub reserved: u32,
     }
 
     nix::ioctl_read!(ioc_version, IOC_MAGIC, 0x00, Version);
     nix::ioctl_write_ptr!(ioc_attach, IOC_MAGIC, 0x01, Attach);
     nix::ioctl_write_ptr!(ioc_kick, IOC_MAGIC, 0x02, Kick);
     nix::ioctl_read!(ioc_stats, IOC_MAGIC, 0x03, Stats);
+    nix::ioctl_write_ptr!(ioc_kickfd, IOC_MAGIC, 0x04, Attach);
 
     /// The ioctl numbers, for tests that issue raw ioctls.
     pub const IOC_VERSION: u64 =
@@ -99,6 +105,8 @@ pub mod sys {
         nix::request_code_write!(IOC_MAGIC, 0x01, size_of::<Attach>()) as u64;
     pub const IOC_KICK: u64 = nix::request_code_write!(IOC_MAGIC, 0x02, size_of::<Kick>()) as u64;
     pub const IOC_STATS: u64 = nix::request_code_read!(IOC_MAGIC, 0x03, size_of::<Stats>()) as u64;
+    pub const IOC_KICKFD: u64 =
+        nix::request_code_write!(IOC_MAGIC, 0x04, size_of::<Attach>()) as u64;
 }
 
 pub use sys::{Stats, Version};
@@ -154,6 +162,31 @@ impl Channel {
         };
         // SAFETY: `req` is a valid `struct evnotify_attach`.
         unsafe { sys::ioc_attach(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
+    /// Hooks an eventfd so that writing N to it kicks `slot` N times, with no ioctl.
+    pub fn attach_kickfd(&self, slot: u32, efd: impl AsFd) -> Result<()> {
+        self.kickfd_raw(slot, efd.as_fd().as_raw_fd())
+    }
+
+    /// Unhooks the kick eventfd of `slot`, if any.
+    pub fn detach_kickfd(&self, slot: u32) -> Result<()> {
+        self.kickfd_raw(slot, -1)
+    }
+
+    fn kickfd_raw(&self, slot: u32, fd: i32) -> Result<()> {
+        let req = sys::Attach {
+            slot,
+            fd,
+            ..Default::default()
+        };
+        // SAFETY: `req` is a valid `struct evnotify_attach`.
+        unsafe { sys::ioc_kickfd(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
+    /// The channel's `/proc/self/fdinfo` text.
+    pub fn fdinfo(&self) -> std::io::Result<String> {
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.fd.as_raw_fd()))
     }
 
     /// Kicks `slot` `count` times: its eventfd will be signalled `count` times.
@@ -229,6 +262,11 @@ impl Notifier {
     pub fn drain(&self) -> Result<u64> {
         self.wait_timeout(Duration::ZERO)
     }
+
+    /// Adds `n` to the counter: on a kick eventfd, this is `n` kicks.
+    pub fn post(&self, n: u64) -> Result<()> {
+        self.efd.write(n).map(drop)
+    }
 }
 
 impl AsFd for Notifier {
@@ -261,7 +299,8 @@ mod tests {
         assert_eq!(dec(IOC_VERSION), (2, 16, 0xE6, 0));
         assert_eq!(dec(IOC_ATTACH), (1, 16, 0xE6, 1));
         assert_eq!(dec(IOC_KICK), (1, 16, 0xE6, 2));
-        assert_eq!(dec(IOC_STATS), (2, 48, 0xE6, 3));
+        assert_eq!(dec(IOC_STATS), (2, 64, 0xE6, 3));
+        assert_eq!(dec(IOC_KICKFD), (1, 16, 0xE6, 4));
     }
 
     #[test]
@@ -274,7 +313,7 @@ mod tests {
     fn notifier_counts_and_times_out() {
         let n = super::Notifier::new().unwrap();
         assert_eq!(n.drain().unwrap(), 0);
-        n.efd.write(5).unwrap();
+        n.post(5).unwrap();
         assert_eq!(n.wait().unwrap(), 5);
         assert_eq!(
             n.wait_timeout(std::time::Duration::from_millis(20))

@@ -25,11 +25,14 @@ fn compile_and_print() -> Vec<(String, u64)> {
         "EVNOTIFY_MAX_KICK",
         "EVNOTIFY_F_NOTIFY",
         "EVNOTIFY_F_SLOTS",
+        "EVNOTIFY_F_KICKFD",
+        "EVNOTIFY_F_FDINFO",
         "EVNOTIFY_IOC_MAGIC",
         "EVNOTIFY_IOC_VERSION",
         "EVNOTIFY_IOC_ATTACH",
         "EVNOTIFY_IOC_KICK",
         "EVNOTIFY_IOC_STATS",
+        "EVNOTIFY_IOC_KICKFD",
         "sizeof(struct evnotify_version)",
         "sizeof(struct evnotify_attach)",
         "sizeof(struct evnotify_kick)",
@@ -42,6 +45,8 @@ fn compile_and_print() -> Vec<(String, u64)> {
         "offsetof(struct evnotify_stats, pending)",
         "offsetof(struct evnotify_stats, thread_pid)",
         "offsetof(struct evnotify_stats, attached)",
+        "offsetof(struct evnotify_stats, fd_kicks)",
+        "offsetof(struct evnotify_stats, kickfds)",
     ] {
         c += &format!("P({item})\n");
     }
@@ -76,11 +81,14 @@ fn rust_mirror_matches_c_header() {
         MAX_KICK.into(),
         F_NOTIFY,
         F_SLOTS,
+        F_KICKFD,
+        F_FDINFO,
         IOC_MAGIC.into(),
         IOC_VERSION,
         IOC_ATTACH,
         IOC_KICK,
         IOC_STATS,
+        IOC_KICKFD,
         size_of::<Version>() as u64,
         size_of::<Attach>() as u64,
         size_of::<Kick>() as u64,
@@ -93,6 +101,8 @@ fn rust_mirror_matches_c_header() {
         offset_of!(Stats, pending) as u64,
         offset_of!(Stats, thread_pid) as u64,
         offset_of!(Stats, attached) as u64,
+        offset_of!(Stats, fd_kicks) as u64,
+        offset_of!(Stats, kickfds) as u64,
     ];
     let c = c_values();
     assert_eq!(c.len(), rust.len(), "every C value was printed");
@@ -128,6 +138,7 @@ fn kernel_mirror_matches_c_header() {
         ("IOC_ATTACH", "Attach", 1, "_IOW"),
         ("IOC_KICK", "Kick", 2, "_IOW"),
         ("IOC_STATS", "Stats", 3, "_IOR"),
+        ("IOC_KICKFD", "Attach", 4, "_IOW"),
     ] {
         assert_eq!(
             konst(name),
