@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A channel: notify slots, pending kicks and the kernel thread that answers them.
+//! A channel: notify slots, pending kicks, timers and the kernel thread that answers them.
 //!
-//! Data flows one way: an ioctl calls [`Channel::kick`] or [`Channel::attach`], which change
-//! [`Inner`] under its lock and wake the thread; the thread takes the pending kicks and signals
-//! the slots' eventfds with no lock held.
+//! Data flows one way: an ioctl, a kick eventfd or a due timer queues kicks on a slot in
+//! [`Inner`] and wakes the thread; the thread takes them in batches and delivers them (eventfd
+//! signal, process signal) with no lock held.
 
 use crate::{
     eventfd::{
@@ -17,6 +17,8 @@ use crate::{
         ThreadCtx,
         ThreadWork, //
     },
+    signal::SigTarget,
+    timer::Timer,
     uapi::{
         self,
         NR_SLOTS, //
@@ -38,6 +40,11 @@ use kernel::{
         CondVar,
         Mutex,
         SpinLockIrq, //
+    },
+    time::{
+        msecs_to_jiffies,
+        Instant,
+        Monotonic, //
     }, //
 };
 
@@ -52,7 +59,11 @@ static NEXT_ID: Atomic<u32> = Atomic::new(0);
 struct Slot {
     /// The eventfd to signal, if one is attached. Shared so the thread can signal it unlocked.
     efd: Option<Arc<EventFd>>,
-    /// Kicks accepted but not yet taken by the thread.
+    /// The process to signal, if one asked.
+    sig: Option<Arc<SigTarget>>,
+    /// The slot's periodic timer, if running.
+    timer: Option<Timer>,
+    /// Kicks and ticks accepted but not yet taken by the thread.
     pending: u64,
 }
 
@@ -61,6 +72,8 @@ struct Inner {
     slots: [Slot; NR_SLOTS],
     /// Bit `n` is set if and only if `slots[n].pending != 0`.
     pending_mask: u64,
+    /// Bit `n` is set if and only if `slots[n].timer` is set.
+    timer_mask: u64,
     /// Where the thread looks first, so that slots are served round-robin.
     cursor: usize,
     /// A kick eventfd was closed by user space and waits to be released by the thread.
@@ -69,28 +82,75 @@ struct Inner {
 
 /// A unit of work the thread took from [`Inner`].
 enum Work {
-    /// Signal `efd` (or count as dropped if none) `kicks` times.
+    /// Deliver `kicks` kicks of `slot` to its eventfd and process, as attached then.
     Kicks {
+        slot: usize,
         efd: Option<Arc<EventFd>>,
+        sig: Option<Arc<SigTarget>>,
         kicks: u64,
     },
     /// Release the kick eventfds that user space closed.
     Reap,
 }
 
+/// Iterates over the set bits of `mask`.
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        let bit = mask.trailing_zeros() as usize;
+        mask &= mask.wrapping_sub(1);
+        (bit < 64).then_some(bit)
+    })
+}
+
 impl Inner {
+    /// Whether the thread has nothing to do until woken or a timer is due.
+    fn idle(&self) -> bool {
+        self.pending_mask == 0 && !self.hangup
+    }
+
     /// Adds `count` kicks to `slot`; returns whether the thread must be woken (the transition
-    /// from idle to pending: otherwise it is awake or already being woken).
+    /// from idle: otherwise it is awake or already being woken).
     fn queue(&mut self, slot: usize, count: u64) -> bool {
+        let was_idle = self.idle();
         let s = &mut self.slots[slot];
         // Saturates only past 2^64 pending kicks, which an eventfd write can ask for.
         s.pending = s.pending.saturating_add(count);
-        let was_idle = self.pending_mask == 0 && !self.hangup;
         self.pending_mask |= 1 << slot;
         was_idle
     }
 
-    /// Takes up to [`BATCH`] pending kicks of the next slot with work, with its eventfd.
+    /// Queues the ticks of every due timer; returns how many.
+    fn fire_timers(&mut self) -> u64 {
+        if self.timer_mask == 0 {
+            return 0;
+        }
+        let now = Instant::<Monotonic>::now();
+        let mut ticks = 0;
+        for slot in bits(self.timer_mask) {
+            let Some(timer) = self.slots[slot].timer.as_mut() else {
+                continue;
+            };
+            let (due, expired) = timer.take_due(now);
+            if expired {
+                self.slots[slot].timer = None;
+                self.timer_mask &= !(1 << slot);
+            }
+            if due != 0 {
+                self.queue(slot, due);
+                ticks += due;
+            }
+        }
+        ticks
+    }
+
+    /// When the earliest timer is due, if any runs.
+    fn next_deadline(&self) -> Option<Instant<Monotonic>> {
+        bits(self.timer_mask)
+            .filter_map(|slot| self.slots[slot].timer.as_ref().map(Timer::deadline))
+            .min_by_key(|d| (*d - Instant::<Monotonic>::now()).as_nanos())
+    }
+
+    /// Takes up to [`BATCH`] pending kicks of the next slot with work, with its targets.
     fn take_work(&mut self) -> Option<Work> {
         if core::mem::take(&mut self.hangup) {
             return Some(Work::Reap);
@@ -112,7 +172,9 @@ impl Inner {
         }
         self.cursor = (slot + 1) % NR_SLOTS;
         Some(Work::Kicks {
+            slot,
             efd: s.efd.clone(),
+            sig: s.sig.clone(),
             kicks,
         })
     }
@@ -129,7 +191,7 @@ pub(crate) struct SlotSink {
 
 impl KickSink for SlotSink {
     fn kicked(&self, count: u64) {
-        self.shared.fd_kicks.add(count, Relaxed);
+        self.shared.count.fd_kicks.add(count, Relaxed);
         self.shared.queue(self.slot, count);
     }
 
@@ -137,7 +199,7 @@ impl KickSink for SlotSink {
         let sh = &self.shared;
         let wake = {
             let mut inner = sh.inner.lock();
-            let was_idle = inner.pending_mask == 0 && !inner.hangup;
+            let was_idle = inner.idle();
             inner.hangup = true;
             was_idle
         };
@@ -147,23 +209,31 @@ impl KickSink for SlotSink {
     }
 }
 
+/// The channel's counters; see `struct evnotify_stats`.
+struct Counters {
+    kicks: Atomic<u64>,
+    fd_kicks: Atomic<u64>,
+    timer_ticks: Atomic<u64>,
+    handled: Atomic<u64>,
+    notifies: Atomic<u64>,
+    signals: Atomic<u64>,
+    dropped: Atomic<u64>,
+    wakeups: Atomic<u64>,
+}
+
 /// The part of a channel shared by the file, its kernel thread and its kick eventfds.
 #[pin_data]
 pub(crate) struct Shared {
     /// Taken from kick eventfd wake-ups, in atomic context: hence a spinlock with IRQs off.
     #[pin]
     inner: SpinLockIrq<Inner>,
-    /// Signalled when `Inner` goes from idle to having work.
+    /// Signalled when `Inner` goes from idle to having work, or its timers change.
     #[pin]
     work: CondVar,
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
     kickfds: Mutex<KickFds>,
-    kicks: Atomic<u64>,
-    fd_kicks: Atomic<u64>,
-    notifies: Atomic<u64>,
-    dropped: Atomic<u64>,
-    wakeups: Atomic<u64>,
+    count: Counters,
 }
 
 impl ThreadWork for Shared {
@@ -175,32 +245,37 @@ impl ThreadWork for Shared {
                 if ctx.should_stop() {
                     return;
                 }
+                let ticks = guard.fire_timers();
+                self.count.timer_ticks.add(ticks, Relaxed);
                 if let Some(work) = guard.take_work() {
                     break work;
                 }
                 // A pending signal can only be `kthread_stop`'s, which the loop checks.
-                let _ = self.work.wait_interruptible(&mut guard);
+                match guard.next_deadline() {
+                    None => {
+                        let _ = self.work.wait_interruptible(&mut guard);
+                    }
+                    Some(deadline) => {
+                        let ms = (deadline - Instant::now()).as_millis_ceil().max(0);
+                        let jiffies = msecs_to_jiffies(ms.try_into().unwrap_or(u32::MAX));
+                        let _ = self.work.wait_interruptible_timeout(&mut guard, jiffies);
+                    }
+                }
                 slept = true;
             };
             drop(guard);
             if core::mem::take(&mut slept) {
-                self.wakeups.add(1, Relaxed);
+                self.count.wakeups.add(1, Relaxed);
             }
-            match &work {
+            match work {
                 Work::Kicks {
-                    efd: Some(efd),
+                    slot,
+                    efd,
+                    sig,
                     kicks,
-                } => {
-                    for _ in 0..*kicks {
-                        efd.signal();
-                    }
-                    self.notifies.add(*kicks, Relaxed);
-                }
-                Work::Kicks { efd: None, kicks } => self.dropped.add(*kicks, Relaxed),
+                } => self.deliver(slot, efd.as_deref(), sig, kicks),
                 Work::Reap => self.reap_hung_up(),
             }
-            // The eventfd reference is released here, outside the lock.
-            drop(work);
             ctx.yield_now();
         }
     }
@@ -212,12 +287,42 @@ impl Shared {
         let wake = {
             let mut inner = self.inner.lock();
             // Counted under the lock, so the thread can never have answered more than this.
-            self.kicks.add(count, Relaxed);
+            self.count.kicks.add(count, Relaxed);
             inner.queue(slot, count)
         };
         if wake {
             self.work.notify_one();
         }
+    }
+
+    /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each.
+    fn deliver(&self, slot: usize, efd: Option<&EventFd>, sig: Option<Arc<SigTarget>>, kicks: u64) {
+        let mut signalled = 0;
+        if let Some(sig) = sig {
+            while signalled < kicks && sig.send() {
+                signalled += 1;
+            }
+            if signalled < kicks {
+                // The process is gone: stop signalling it, and release it unless replaced.
+                let mut inner = self.inner.lock();
+                let s = &mut inner.slots[slot];
+                if s.sig.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &sig)) {
+                    let gone = s.sig.take();
+                    drop(inner);
+                    drop(gone);
+                }
+            }
+        }
+        if let Some(efd) = efd {
+            for _ in 0..kicks {
+                efd.signal();
+            }
+            self.count.notifies.add(kicks, Relaxed);
+        } else {
+            self.count.dropped.add(kicks - signalled, Relaxed);
+        }
+        self.count.signals.add(signalled, Relaxed);
+        self.count.handled.add(kicks, Relaxed);
     }
 
     /// Releases the kick eventfds whose user space side was closed.
@@ -228,6 +333,12 @@ impl Shared {
                 *k = None;
             }
         }
+    }
+
+    /// Changes the timers under the lock, then wakes the thread to recompute its deadline.
+    fn update_timers(&self, f: impl FnOnce(&mut Inner)) {
+        f(&mut self.inner.lock());
+        self.work.notify_one();
     }
 }
 
@@ -241,6 +352,8 @@ impl Channel {
     pub(crate) fn new() -> Result<Self> {
         const EMPTY: Slot = Slot {
             efd: None,
+            sig: None,
+            timer: None,
             pending: 0,
         };
         let shared = Arc::pin_init(
@@ -249,6 +362,7 @@ impl Channel {
                     Inner {
                         slots: [EMPTY; NR_SLOTS],
                         pending_mask: 0,
+                        timer_mask: 0,
                         cursor: 0,
                         hangup: false,
                     },
@@ -256,11 +370,16 @@ impl Channel {
                 ),
                 work <- new_condvar!("Channel::work"),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
-                kicks: Atomic::new(0),
-                fd_kicks: Atomic::new(0),
-                notifies: Atomic::new(0),
-                dropped: Atomic::new(0),
-                wakeups: Atomic::new(0),
+                count: Counters {
+                    kicks: Atomic::new(0),
+                    fd_kicks: Atomic::new(0),
+                    timer_ticks: Atomic::new(0),
+                    handled: Atomic::new(0),
+                    notifies: Atomic::new(0),
+                    signals: Atomic::new(0),
+                    dropped: Atomic::new(0),
+                    wakeups: Atomic::new(0),
+                },
             }),
             GFP_KERNEL,
         )?;
@@ -275,7 +394,7 @@ impl Channel {
     }
 
     /// Attaches the eventfd `fd` to `slot`, or detaches with `fd == -1`. The previous eventfd,
-    /// if any, is released; a signal already in flight to it still completes.
+    /// if any, is released; a batch already taken by the thread still goes to it.
     pub(crate) fn attach(&self, slot: usize, fd: i32) -> Result {
         let new = match fd {
             -1 => None,
@@ -310,73 +429,122 @@ impl Channel {
         Ok(())
     }
 
+    /// Starts (or replaces) the periodic timer of `slot`, or cancels it with `period_ns == 0`.
+    /// No tick is queued after a cancel returns.
+    pub(crate) fn set_timer(&self, slot: usize, period_ns: u64, ticks: u64) -> Result {
+        let timer = match period_ns {
+            0 => None,
+            p => Some(Timer::new(p, ticks)?),
+        };
+        self.shared().update_timers(|inner| {
+            inner.timer_mask &= !(1 << slot);
+            inner.timer_mask |= u64::from(timer.is_some()) << slot;
+            inner.slots[slot].timer = timer;
+        });
+        Ok(())
+    }
+
+    /// Makes `slot` also signal the calling process with `signo` (0: `SIGIO`), or stops with
+    /// `signo == -1`.
+    pub(crate) fn set_signal(&self, slot: usize, signo: i32) -> Result {
+        let new = match signo {
+            -1 => None,
+            0 => Some(Arc::new(
+                SigTarget::current_process(uapi::SIGIO)?,
+                GFP_KERNEL,
+            )?),
+            s => Some(Arc::new(SigTarget::current_process(s)?, GFP_KERNEL)?),
+        };
+        let old = core::mem::replace(&mut self.shared().inner.lock().slots[slot].sig, new);
+        drop(old);
+        Ok(())
+    }
+
     /// The channel's counters.
     pub(crate) fn stats(&self) -> uapi::Stats {
         let shared = self.shared();
-        let (pending, attached) = {
+        let mut st = uapi::Stats::default();
+        {
             let inner = shared.inner.lock();
-            inner.slots.iter().fold((0u64, 0u32), |(p, a), s| {
-                (p.saturating_add(s.pending), a + u32::from(s.efd.is_some()))
-            })
-        };
-        let kickfds = shared
+            for s in &inner.slots {
+                st.pending = st.pending.saturating_add(s.pending);
+                st.attached += u32::from(s.efd.is_some());
+                st.signal_slots += u32::from(s.sig.is_some());
+            }
+            st.timers = inner.timer_mask.count_ones();
+        }
+        st.kickfds = shared
             .kickfds
             .lock()
             .iter()
             .flatten()
             .filter(|k| !k.hung_up())
             .count() as u32;
-        uapi::Stats {
-            kicks: shared.kicks.load(Relaxed),
-            fd_kicks: shared.fd_kicks.load(Relaxed),
-            notifies: shared.notifies.load(Relaxed),
-            dropped: shared.dropped.load(Relaxed),
-            wakeups: shared.wakeups.load(Relaxed),
-            pending,
-            thread_pid: self.thread.pid(),
-            attached,
-            kickfds,
-            reserved: 0,
-        }
+        let c = &shared.count;
+        st.kicks = c.kicks.load(Relaxed);
+        st.fd_kicks = c.fd_kicks.load(Relaxed);
+        st.timer_ticks = c.timer_ticks.load(Relaxed);
+        st.handled = c.handled.load(Relaxed);
+        st.notifies = c.notifies.load(Relaxed);
+        st.signals = c.signals.load(Relaxed);
+        st.dropped = c.dropped.load(Relaxed);
+        st.wakeups = c.wakeups.load(Relaxed);
+        st.thread_pid = self.thread.pid();
+        st
     }
-}
 
-impl Channel {
     /// Writes the channel's state to `/proc/<pid>/fdinfo/<fd>`: counters, then one line per
     /// slot in use. No kernel pointer is printed.
     pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
         let s = self.stats();
         seq_print!(
             m,
-            "thread_pid:\t{}\nkicks:\t{}\nfd_kicks:\t{}\nnotifies:\t{}\ndropped:\t{}\n\
-             wakeups:\t{}\npending:\t{}\nattached:\t{}\nkickfds:\t{}\n",
+            "thread_pid:\t{}\nkicks:\t{}\nfd_kicks:\t{}\ntimer_ticks:\t{}\nhandled:\t{}\n\
+             notifies:\t{}\nsignals:\t{}\ndropped:\t{}\nwakeups:\t{}\npending:\t{}\n\
+             attached:\t{}\nkickfds:\t{}\ntimers:\t{}\nsignal_slots:\t{}\n",
             s.thread_pid,
             s.kicks,
             s.fd_kicks,
+            s.timer_ticks,
+            s.handled,
             s.notifies,
+            s.signals,
             s.dropped,
             s.wakeups,
             s.pending,
             s.attached,
-            s.kickfds
+            s.kickfds,
+            s.timers,
+            s.signal_slots
         );
         let shared = self.shared();
         for slot in 0..NR_SLOTS {
-            let (notify, pending) = {
+            let (notify, pending, signo, timer) = {
                 let inner = shared.inner.lock();
-                (inner.slots[slot].efd.is_some(), inner.slots[slot].pending)
+                let s = &inner.slots[slot];
+                (
+                    s.efd.is_some(),
+                    s.pending,
+                    s.sig.as_ref().map_or(0, |t| t.signo()),
+                    s.timer.as_ref().map(Timer::describe),
+                )
             };
             let kickfd = match &shared.kickfds.lock()[slot] {
                 None => "none",
                 Some(k) if k.hung_up() => "closed",
                 Some(_) => "attached",
             };
-            if notify || pending != 0 || kickfd != "none" {
-                seq_print!(
-                    m,
-                    "slot:\t{slot}\tnotify: {}\tkickfd: {kickfd}\tpending: {pending}\n",
-                    if notify { "attached" } else { "none" }
-                );
+            if !notify && pending == 0 && signo == 0 && timer.is_none() && kickfd == "none" {
+                continue;
+            }
+            seq_print!(
+                m,
+                "slot:\t{slot}\tnotify: {}\tkickfd: {kickfd}\tpending: {pending}\tsignal: {signo}",
+                if notify { "attached" } else { "none" }
+            );
+            match timer {
+                Some((period, left)) => seq_print!(m, "\ttimer: {period}ns left {left}\n"),
+                None => seq_print!(m, "\ttimer: none\n"),
             }
         }
     }

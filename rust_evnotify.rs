@@ -35,6 +35,8 @@
 mod channel;
 mod eventfd;
 mod kthread;
+mod signal;
+mod timer;
 mod uapi;
 
 use channel::Channel;
@@ -90,7 +92,12 @@ impl MiscDevice for Channel {
             uapi::IOC_VERSION => user.writer().write(&uapi::Version {
                 api_version: uapi::API_VERSION,
                 nr_slots: uapi::NR_SLOTS as u32,
-                features: uapi::F_NOTIFY | uapi::F_SLOTS | uapi::F_KICKFD | uapi::F_FDINFO,
+                features: uapi::F_NOTIFY
+                    | uapi::F_SLOTS
+                    | uapi::F_KICKFD
+                    | uapi::F_FDINFO
+                    | uapi::F_TIMER
+                    | uapi::F_SIGNAL,
             })?,
             uapi::IOC_ATTACH => {
                 let req: uapi::Attach = user.reader().read()?;
@@ -109,6 +116,16 @@ impl MiscDevice for Channel {
                 let req: uapi::Attach = user.reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 me.attach_kickfd(uapi::slot(req.slot)?, req.fd)?
+            }
+            uapi::IOC_TIMER => {
+                let req: uapi::TimerReq = user.reader().read()?;
+                uapi::must_be_zero(req.flags, req.reserved)?;
+                me.set_timer(uapi::slot(req.slot)?, req.period_ns, req.ticks)?
+            }
+            uapi::IOC_SIGNAL => {
+                let req: uapi::SignalReq = user.reader().read()?;
+                uapi::must_be_zero(req.flags, req.reserved)?;
+                me.set_signal(uapi::slot(req.slot)?, req.signo)?
             }
             uapi::IOC_STATS => user.writer().write(&me.stats())?,
             _ => return Err(ENOTTY),

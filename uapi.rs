@@ -22,6 +22,11 @@ pub(crate) const F_NOTIFY: u64 = 1 << 0;
 pub(crate) const F_SLOTS: u64 = 1 << 1;
 pub(crate) const F_KICKFD: u64 = 1 << 2;
 pub(crate) const F_FDINFO: u64 = 1 << 3;
+pub(crate) const F_TIMER: u64 = 1 << 4;
+pub(crate) const F_SIGNAL: u64 = 1 << 5;
+
+/// The default signal of `IOC_SIGNAL`.
+pub(crate) const SIGIO: i32 = 29;
 
 const MAGIC: u32 = 0xE6;
 
@@ -53,16 +58,41 @@ pub(crate) struct Kick {
 
 /// `struct evnotify_stats`.
 #[repr(C)]
+#[derive(Default)]
 pub(crate) struct Stats {
     pub(crate) kicks: u64,
     pub(crate) fd_kicks: u64,
+    pub(crate) timer_ticks: u64,
+    pub(crate) handled: u64,
     pub(crate) notifies: u64,
+    pub(crate) signals: u64,
     pub(crate) dropped: u64,
     pub(crate) wakeups: u64,
     pub(crate) pending: u64,
     pub(crate) thread_pid: i32,
     pub(crate) attached: u32,
     pub(crate) kickfds: u32,
+    pub(crate) timers: u32,
+    pub(crate) signal_slots: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct evnotify_timer`.
+#[repr(C)]
+pub(crate) struct TimerReq {
+    pub(crate) slot: u32,
+    pub(crate) flags: u32,
+    pub(crate) period_ns: u64,
+    pub(crate) ticks: u64,
+    pub(crate) reserved: u64,
+}
+
+/// `struct evnotify_signal`.
+#[repr(C)]
+pub(crate) struct SignalReq {
+    pub(crate) slot: u32,
+    pub(crate) signo: i32,
+    pub(crate) flags: u32,
     pub(crate) reserved: u32,
 }
 
@@ -74,18 +104,26 @@ unsafe impl transmute::FromBytes for Attach {}
 unsafe impl transmute::FromBytes for Kick {}
 // SAFETY: `Stats` is `repr(C)` with only integer fields and no padding.
 unsafe impl transmute::AsBytes for Stats {}
+// SAFETY: `TimerReq` is `repr(C)` with only integer fields: every bit pattern is valid.
+unsafe impl transmute::FromBytes for TimerReq {}
+// SAFETY: `SignalReq` is `repr(C)` with only integer fields: every bit pattern is valid.
+unsafe impl transmute::FromBytes for SignalReq {}
 
 // No implicit padding may reach user space: each size is the sum of its fields.
 const _: () = assert!(size_of::<Version>() == 16);
 const _: () = assert!(size_of::<Attach>() == 16);
 const _: () = assert!(size_of::<Kick>() == 16);
-const _: () = assert!(size_of::<Stats>() == 64);
+const _: () = assert!(size_of::<Stats>() == 96);
+const _: () = assert!(size_of::<TimerReq>() == 32);
+const _: () = assert!(size_of::<SignalReq>() == 16);
 
 pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(MAGIC, 0x00);
 pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(MAGIC, 0x01);
 pub(crate) const IOC_KICK: u32 = _IOW::<Kick>(MAGIC, 0x02);
 pub(crate) const IOC_STATS: u32 = _IOR::<Stats>(MAGIC, 0x03);
 pub(crate) const IOC_KICKFD: u32 = _IOW::<Attach>(MAGIC, 0x04);
+pub(crate) const IOC_TIMER: u32 = _IOW::<TimerReq>(MAGIC, 0x05);
+pub(crate) const IOC_SIGNAL: u32 = _IOW::<SignalReq>(MAGIC, 0x06);
 
 /// Checks a slot number from user space.
 pub(crate) fn slot(slot: u32) -> Result<usize> {
@@ -98,8 +136,8 @@ pub(crate) fn slot(slot: u32) -> Result<usize> {
 }
 
 /// Checks that the flags and reserved fields of a request are zero.
-pub(crate) fn must_be_zero(flags: u32, reserved: u32) -> Result {
-    if flags == 0 && reserved == 0 {
+pub(crate) fn must_be_zero(flags: u32, reserved: impl Into<u64>) -> Result {
+    if flags == 0 && reserved.into() == 0 {
         Ok(())
     } else {
         Err(EINVAL)

@@ -33,6 +33,12 @@
 #define EVNOTIFY_F_SLOTS	(1ULL << 1)	/* EVNOTIFY_NR_SLOTS slots per channel */
 #define EVNOTIFY_F_KICKFD	(1ULL << 2)	/* EVNOTIFY_IOC_KICKFD: kick by write(2) */
 #define EVNOTIFY_F_FDINFO	(1ULL << 3)	/* state in /proc/<pid>/fdinfo/<fd> */
+#define EVNOTIFY_F_TIMER	(1ULL << 4)	/* EVNOTIFY_IOC_TIMER: kernel-originated ticks */
+#define EVNOTIFY_F_SIGNAL	(1ULL << 5)	/* EVNOTIFY_IOC_SIGNAL: fasync-style signals */
+
+/* Timer periods accepted by EVNOTIFY_IOC_TIMER, in nanoseconds (1 ms .. 1 day). */
+#define EVNOTIFY_MIN_PERIOD_NS	1000000ULL
+#define EVNOTIFY_MAX_PERIOD_NS	86400000000000ULL
 
 struct evnotify_version {
 	__u32 api_version;	/* out: EVNOTIFY_API_VERSION */
@@ -56,21 +62,55 @@ struct evnotify_kick {
 };
 
 /*
- * Channel counters.  Once the channel is quiet:
- *   kicks == notifies + dropped
- * where dropped counts kicks the thread took while their slot had no eventfd.
+ * Channel counters.  Every kick and every timer tick is handled once, so once
+ * the channel is quiet (pending == 0):
+ *   kicks + timer_ticks == handled
+ * Each handled kick signals the slot's eventfd (notifies) and/or its process
+ * (signals); one with neither is counted in dropped.
  */
 struct evnotify_stats {
 	__u64 kicks;		/* kicks accepted: by ioctl and by kick eventfd */
 	__u64 fd_kicks;		/* of which came from kick eventfd writes */
+	__u64 timer_ticks;	/* ticks queued by timers */
+	__u64 handled;		/* kicks and ticks taken by the thread */
 	__u64 notifies;		/* eventfd_signal() calls made by the thread */
-	__u64 dropped;		/* kicks handled while no eventfd was attached */
+	__u64 signals;		/* process signals sent */
+	__u64 dropped;		/* handled with no eventfd and no live process */
 	__u64 wakeups;		/* times the thread woke up and found work */
-	__u64 pending;		/* kicks not yet handled by the thread */
+	__u64 pending;		/* kicks and ticks not yet handled */
 	__s32 thread_pid;	/* pid of the channel's kernel thread */
 	__u32 attached;		/* slots with a notify eventfd */
 	__u32 kickfds;		/* slots with a kick eventfd */
+	__u32 timers;		/* slots with a running timer */
+	__u32 signal_slots;	/* slots that signal a process */
 	__u32 reserved;		/* zero */
+};
+
+/*
+ * Start a periodic timer on a slot: the channel's thread queues one tick per
+ * period on it, delivered like a kick, with no help from user space.  Late
+ * ticks are delivered late, never skipped.  period_ns == 0 cancels: no tick is
+ * queued after the ioctl returns.  Setting a timer replaces the slot's timer.
+ */
+struct evnotify_timer {
+	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
+	__u32 flags;		/* in: must be 0 */
+	__u64 period_ns;	/* in: 0 cancels, else MIN..MAX_PERIOD_NS */
+	__u64 ticks;		/* in: ticks to deliver, then stop; 0 = until cancelled */
+	__u64 reserved;		/* in: must be 0 */
+};
+
+/*
+ * Make a slot also send a signal to the calling process for every kick or tick
+ * it handles, as F_SETOWN + O_ASYNC do for fasync drivers.  The signal goes to
+ * the process (thread group) that made this call; once it exits, the slot
+ * stops signalling and releases it.
+ */
+struct evnotify_signal {
+	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
+	__s32 signo;		/* in: 1.._NSIG; 0 = SIGIO; -1 = stop signalling */
+	__u32 flags;		/* in: must be 0 */
+	__u32 reserved;		/* in: must be 0 */
 };
 
 #define EVNOTIFY_IOC_MAGIC	0xE6
@@ -85,5 +125,7 @@ struct evnotify_stats {
  * is taken at once.  When user space closes it, it is unhooked and released.
  */
 #define EVNOTIFY_IOC_KICKFD	_IOW(EVNOTIFY_IOC_MAGIC, 0x04, struct evnotify_attach)
+#define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)
+#define EVNOTIFY_IOC_SIGNAL	_IOW(EVNOTIFY_IOC_MAGIC, 0x06, struct evnotify_signal)
 
 #endif /* _UAPI_LINUX_EVNOTIFY_H */

@@ -50,7 +50,13 @@ fn version_and_features() -> Result<()> {
     ensure!(v.api_version == sys::API_VERSION, "{v:?}");
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");
     ensure!(
-        v.features == sys::F_NOTIFY | sys::F_SLOTS | sys::F_KICKFD | sys::F_FDINFO,
+        v.features
+            == sys::F_NOTIFY
+                | sys::F_SLOTS
+                | sys::F_KICKFD
+                | sys::F_FDINFO
+                | sys::F_TIMER
+                | sys::F_SIGNAL,
         "{v:?}"
     );
     Ok(())

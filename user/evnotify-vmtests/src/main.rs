@@ -7,6 +7,8 @@ mod errors;
 mod kickfd;
 mod lifecycle;
 mod notify;
+mod signals;
+mod timers;
 
 use anyhow::{bail, ensure, Context, Result};
 use evnotify::{Channel, Notifier, Stats};
@@ -54,6 +56,8 @@ fn main() {
         lifecycle::TESTS,
         notify::TESTS,
         kickfd::TESTS,
+        timers::TESTS,
+        signals::TESTS,
         errors::TESTS,
     ]
     .concat();

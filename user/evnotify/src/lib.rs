@@ -45,6 +45,10 @@ pub mod sys {
     pub const F_SLOTS: u64 = 1 << 1;
     pub const F_KICKFD: u64 = 1 << 2;
     pub const F_FDINFO: u64 = 1 << 3;
+    pub const F_TIMER: u64 = 1 << 4;
+    pub const F_SIGNAL: u64 = 1 << 5;
+    pub const MIN_PERIOD_NS: u64 = 1_000_000;
+    pub const MAX_PERIOD_NS: u64 = 86_400_000_000_000;
     pub const IOC_MAGIC: u8 = 0xE6;
 
     /// `struct evnotify_version`.
@@ -56,7 +60,7 @@ pub mod sys {
         pub features: u64,
     }
 
-    /// `struct evnotify_attach`.
+    /// `struct evnotify_attach`, for both `IOC_ATTACH` and `IOC_KICKFD`.
     #[repr(C)]
     #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
     pub struct Attach {
@@ -82,13 +86,39 @@ pub mod sys {
     pub struct Stats {
         pub kicks: u64,
         pub fd_kicks: u64,
+        pub timer_ticks: u64,
+        pub handled: u64,
         pub notifies: u64,
+        pub signals: u64,
         pub dropped: u64,
         pub wakeups: u64,
         pub pending: u64,
         pub thread_pid: i32,
         pub attached: u32,
         pub kickfds: u32,
+        pub timers: u32,
+        pub signal_slots: u32,
+        pub reserved: u32,
+    }
+
+    /// `struct evnotify_timer`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Timer {
+        pub slot: u32,
+        pub flags: u32,
+        pub period_ns: u64,
+        pub ticks: u64,
+        pub reserved: u64,
+    }
+
+    /// `struct evnotify_signal`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Signal {
+        pub slot: u32,
+        pub signo: i32,
+        pub flags: u32,
         pub reserved: u32,
     }
 
@@ -97,6 +127,8 @@ pub mod sys {
     nix::ioctl_write_ptr!(ioc_kick, IOC_MAGIC, 0x02, Kick);
     nix::ioctl_read!(ioc_stats, IOC_MAGIC, 0x03, Stats);
     nix::ioctl_write_ptr!(ioc_kickfd, IOC_MAGIC, 0x04, Attach);
+    nix::ioctl_write_ptr!(ioc_timer, IOC_MAGIC, 0x05, Timer);
+    nix::ioctl_write_ptr!(ioc_signal, IOC_MAGIC, 0x06, Signal);
 
     /// The ioctl numbers, for tests that issue raw ioctls.
     pub const IOC_VERSION: u64 =
@@ -107,6 +139,9 @@ pub mod sys {
     pub const IOC_STATS: u64 = nix::request_code_read!(IOC_MAGIC, 0x03, size_of::<Stats>()) as u64;
     pub const IOC_KICKFD: u64 =
         nix::request_code_write!(IOC_MAGIC, 0x04, size_of::<Attach>()) as u64;
+    pub const IOC_TIMER: u64 = nix::request_code_write!(IOC_MAGIC, 0x05, size_of::<Timer>()) as u64;
+    pub const IOC_SIGNAL: u64 =
+        nix::request_code_write!(IOC_MAGIC, 0x06, size_of::<Signal>()) as u64;
 }
 
 pub use sys::{Stats, Version};
@@ -184,6 +219,35 @@ impl Channel {
         unsafe { sys::ioc_kickfd(self.fd.as_raw_fd(), &req) }.map(drop)
     }
 
+    /// Starts a timer on `slot`: one tick every `period`, `ticks` times (0: until cancelled).
+    pub fn set_timer(&self, slot: u32, period: Duration, ticks: u64) -> Result<()> {
+        let req = sys::Timer {
+            slot,
+            period_ns: u64::try_from(period.as_nanos()).map_err(|_| Errno::EINVAL)?,
+            ticks,
+            ..Default::default()
+        };
+        // SAFETY: `req` is a valid `struct evnotify_timer`.
+        unsafe { sys::ioc_timer(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
+    /// Cancels the timer of `slot`; no tick is queued once this returns.
+    pub fn cancel_timer(&self, slot: u32) -> Result<()> {
+        self.set_timer(slot, Duration::ZERO, 0)
+    }
+
+    /// Makes `slot` send `signo` (0: `SIGIO`) to this process for every kick or tick it
+    /// handles; -1 stops it.
+    pub fn set_signal(&self, slot: u32, signo: i32) -> Result<()> {
+        let req = sys::Signal {
+            slot,
+            signo,
+            ..Default::default()
+        };
+        // SAFETY: `req` is a valid `struct evnotify_signal`.
+        unsafe { sys::ioc_signal(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
     /// The channel's `/proc/self/fdinfo` text.
     pub fn fdinfo(&self) -> std::io::Result<String> {
         std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.fd.as_raw_fd()))
@@ -213,7 +277,7 @@ impl Channel {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let s = self.stats()?;
-            if s.pending == 0 && s.kicks == s.notifies + s.dropped {
+            if s.pending == 0 && s.kicks + s.timer_ticks == s.handled {
                 return Ok(s);
             }
             if std::time::Instant::now() >= deadline {
@@ -287,6 +351,8 @@ mod tests {
             size_of::<Attach>(),
             size_of::<Kick>(),
             size_of::<Stats>(),
+            size_of::<Timer>(),
+            size_of::<Signal>(),
         ] {
             assert_eq!(size % 8, 0, "size {size}");
         }
@@ -299,8 +365,10 @@ mod tests {
         assert_eq!(dec(IOC_VERSION), (2, 16, 0xE6, 0));
         assert_eq!(dec(IOC_ATTACH), (1, 16, 0xE6, 1));
         assert_eq!(dec(IOC_KICK), (1, 16, 0xE6, 2));
-        assert_eq!(dec(IOC_STATS), (2, 64, 0xE6, 3));
+        assert_eq!(dec(IOC_STATS), (2, 96, 0xE6, 3));
         assert_eq!(dec(IOC_KICKFD), (1, 16, 0xE6, 4));
+        assert_eq!(dec(IOC_TIMER), (1, 32, 0xE6, 5));
+        assert_eq!(dec(IOC_SIGNAL), (1, 16, 0xE6, 6));
     }
 
     #[test]

@@ -1,0 +1,187 @@
+//! Signal delivery, fasync style: exact counts with a queued real-time signal, via signalfd.
+
+use crate::{expect_errno, Test, HANG};
+use anyhow::{ensure, Context, Result};
+use evnotify::{sys, Channel, Notifier};
+use nix::{
+    errno::Errno,
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::{
+        signal::{SigSet, Signal},
+        signalfd::{SfdFlags, SignalFd},
+        wait::waitpid,
+    },
+    unistd::{fork, ForkResult},
+};
+use std::os::fd::AsFd;
+
+pub const TESTS: &[Test] = &[
+    ("signal_rt_exact_count", signal_rt_exact_count),
+    ("signal_default_sigio", signal_default_sigio),
+    ("signal_with_eventfd", signal_with_eventfd),
+    (
+        "signal_stops_after_process_exit",
+        signal_stops_after_process_exit,
+    ),
+    ("signal_errors", signal_errors),
+];
+
+/// Blocks `signo` in this thread and returns a signalfd that receives it.
+fn catch(signo: i32) -> Result<SignalFd> {
+    // Real-time signals have no `Signal` variant: build the set with libc.
+    // SAFETY: `raw` is initialised by `sigemptyset` before `sigaddset` and the conversion.
+    let set = unsafe {
+        let mut raw = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut raw);
+        ensure!(libc::sigaddset(&mut raw, signo) == 0, "bad signal {signo}");
+        SigSet::from_sigset_t_unchecked(raw)
+    };
+    set.thread_block()?;
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?)
+}
+
+/// Reads every queued signal of `sfd` until none arrives for a moment; returns the count.
+fn count(sfd: &SignalFd, signo: i32) -> Result<u64> {
+    let mut n = 0;
+    loop {
+        while let Some(info) = sfd.read_signal()? {
+            ensure!(
+                info.ssi_signo as i32 == signo,
+                "got signal {}",
+                info.ssi_signo
+            );
+            n += 1;
+        }
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16))? == 0 {
+            return Ok(n);
+        }
+    }
+}
+
+fn rt(n: i32) -> i32 {
+    libc::SIGRTMIN() + n
+}
+
+fn signal_rt_exact_count() -> Result<()> {
+    let sig = rt(2);
+    let sfd = catch(sig)?;
+    let ch = Channel::open()?;
+    ch.set_signal(0, sig)?;
+    ch.kick(0, 5)?;
+    let s = ch.wait_idle(HANG)?;
+    let got = count(&sfd, sig)?;
+    ensure!(got == 5, "received {got} signals for 5 kicks");
+    ensure!(
+        s.signals == 5 && s.dropped == 0 && s.notifies == 0 && s.signal_slots == 1,
+        "{s:?}"
+    );
+    // Stopping it: no more signals.
+    ch.set_signal(0, -1)?;
+    ch.kick(0, 2)?;
+    let s = ch.wait_idle(HANG)?;
+    ensure!(
+        count(&sfd, sig)? == 0 && s.dropped == 2 && s.signal_slots == 0,
+        "{s:?}"
+    );
+    Ok(())
+}
+
+fn signal_default_sigio() -> Result<()> {
+    let sfd = catch(libc::SIGIO)?;
+    let ch = Channel::open()?;
+    ch.set_signal(4, 0)?;
+    ch.kick(4, 1)?;
+    ch.wait_idle(HANG)?;
+    let got = count(&sfd, libc::SIGIO)?;
+    ensure!(got == 1, "received {got} SIGIO for one kick");
+    Ok(())
+}
+
+fn signal_with_eventfd() -> Result<()> {
+    let sig = rt(3);
+    let sfd = catch(sig)?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(1, &n)?;
+    ch.set_signal(1, sig)?;
+    ch.kick(1, 3)?;
+    let s = ch.wait_idle(HANG)?;
+    ensure!(n.drain()? == 3 && count(&sfd, sig)? == 3, "{s:?}");
+    ensure!(s.notifies == 3 && s.signals == 3, "{s:?}");
+    Ok(())
+}
+
+fn signal_stops_after_process_exit() -> Result<()> {
+    let ch = Channel::open()?;
+    // SAFETY: The child only makes one ioctl and exits; it touches no lock of the parent.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let rc = ch.set_signal(0, Signal::SIGUSR1 as i32).map_or(1, |_| 0);
+            // SAFETY: Exits the child at once, without running the parent's destructors.
+            unsafe { libc::_exit(rc) }
+        }
+        ForkResult::Parent { child } => {
+            let st = waitpid(child, None).context("waitpid")?;
+            ensure!(
+                matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)),
+                "child failed: {st:?}"
+            );
+        }
+    }
+    ensure!(
+        ch.stats()?.signal_slots == 1,
+        "the child's request was not kept"
+    );
+    ch.kick(0, 3)?;
+    let s = ch.wait_idle(HANG)?;
+    ensure!(
+        s.signals == 0 && s.dropped == 3,
+        "signalled a dead process: {s:?}"
+    );
+    ensure!(
+        s.signal_slots == 0,
+        "the dead process is still referenced: {s:?}"
+    );
+    Ok(())
+}
+
+fn signal_errors() -> Result<()> {
+    let ch = Channel::open()?;
+    let raw = |r: sys::Signal| crate::errors::raw(&ch, sys::IOC_SIGNAL, &r as *const _ as usize);
+    for signo in [65, -2, i32::MIN, i32::MAX] {
+        let r = sys::Signal {
+            signo,
+            ..Default::default()
+        };
+        expect_errno(raw(r), Errno::EINVAL, &format!("signal {signo}"))?;
+    }
+    let ok = sys::Signal {
+        signo: libc::SIGUSR2,
+        ..Default::default()
+    };
+    expect_errno(
+        raw(sys::Signal {
+            slot: sys::NR_SLOTS,
+            ..ok
+        }),
+        Errno::EINVAL,
+        "slot 64",
+    )?;
+    expect_errno(raw(sys::Signal { flags: 1, ..ok }), Errno::EINVAL, "flags")?;
+    expect_errno(
+        raw(sys::Signal { reserved: 1, ..ok }),
+        Errno::EINVAL,
+        "reserved",
+    )?;
+    expect_errno(
+        crate::errors::raw(&ch, sys::IOC_SIGNAL, 0),
+        Errno::EFAULT,
+        "NULL",
+    )?;
+    ensure!(ch.stats()?.signal_slots == 0, "a rejected request was kept");
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Kernel-originated ticks. No wall-clock assertion: only counts, and that a timer stops.
+
+use crate::{collect, expect_errno, settle, Test, HANG};
+use anyhow::{ensure, Result};
+use evnotify::{sys, Channel, Notifier};
+use nix::errno::Errno;
+use std::{thread, time::Duration};
+
+pub const TESTS: &[Test] = &[
+    ("timer_tick_limited_exact", timer_tick_limited_exact),
+    ("timer_cancel_stops", timer_cancel_stops),
+    ("timer_runs_beside_kicks", timer_runs_beside_kicks),
+    ("timer_close_stops", timer_close_stops),
+    ("timer_errors", timer_errors),
+];
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Checks that nothing more arrives on `n` for a while: the timer really stopped.
+fn stays_quiet(ch: &Channel, n: &Notifier) -> Result<()> {
+    settle(ch, n)?;
+    thread::sleep(50 * MS);
+    let late = n.drain()?;
+    ensure!(late == 0, "{late} ticks after the timer stopped");
+    Ok(())
+}
+
+fn timer_tick_limited_exact() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_timer(0, MS, 50)?;
+    collect(&n, 50)?;
+    stays_quiet(&ch, &n)?;
+    let s = ch.stats()?;
+    ensure!(
+        s.timer_ticks == 50 && s.notifies == 50 && s.kicks == 0 && s.timers == 0,
+        "{s:?}"
+    );
+    Ok(())
+}
+
+fn timer_cancel_stops() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(3, &n)?;
+    ch.set_timer(3, 2 * MS, 0)?;
+    let mut got = 0;
+    while got < 5 {
+        let v = n.wait_timeout(HANG)?;
+        ensure!(v > 0, "no tick from a running timer");
+        got += v;
+    }
+    ensure!(ch.stats()?.timers == 1, "timer not listed as running");
+    ch.cancel_timer(3)?;
+    let s = ch.wait_idle(HANG)?;
+    got += n.drain()?;
+    stays_quiet(&ch, &n)?;
+    ensure!(
+        s.timer_ticks == got && s.timers == 0,
+        "received {got}: {s:?}"
+    );
+    ch.cancel_timer(3)?; // Cancelling nothing is a no-op.
+    Ok(())
+}
+
+fn timer_runs_beside_kicks() -> Result<()> {
+    const KICKS: u64 = 10_000;
+    let ch = Channel::open()?;
+    let (nk, nt) = (Notifier::new()?, Notifier::new()?);
+    ch.attach(0, &nk)?;
+    ch.attach(1, &nt)?;
+    ch.set_timer(1, MS, 0)?;
+    thread::scope(|s| -> Result<()> {
+        let reader = s.spawn(|| collect(&nk, KICKS));
+        for _ in 0..KICKS {
+            ch.kick(0, 1)?;
+        }
+        reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        Ok(())
+    })?;
+    // The timer kept ticking while the thread served the kicks.
+    let v = nt.wait_timeout(HANG)?;
+    ensure!(v > 0, "no tick while serving kicks");
+    ch.cancel_timer(1)?;
+    let s = ch.wait_idle(HANG)?;
+    let ticks = v + nt.drain()?;
+    ensure!(
+        s.kicks == KICKS && s.timer_ticks == ticks,
+        "ticks read {ticks}: {s:?}"
+    );
+    ensure!(s.notifies == KICKS + ticks && nk.drain()? == 0, "{s:?}");
+    Ok(())
+}
+
+fn timer_close_stops() -> Result<()> {
+    for _ in 0..16 {
+        let ch = Channel::open()?;
+        let n = Notifier::new()?;
+        ch.attach(0, &n)?;
+        for slot in 0..sys::NR_SLOTS {
+            ch.set_timer(slot, MS, 0)?;
+        }
+        ensure!(n.wait_timeout(HANG)? > 0, "no tick from 64 timers");
+        // Closing with 64 running timers stops them all with the thread.
+    }
+    Ok(())
+}
+
+fn timer_errors() -> Result<()> {
+    let ch = Channel::open()?;
+    let raw = |t: sys::Timer| crate::errors::raw(&ch, sys::IOC_TIMER, &t as *const _ as usize);
+    let ok = sys::Timer {
+        period_ns: sys::MIN_PERIOD_NS,
+        ..Default::default()
+    };
+    for period_ns in [1, sys::MIN_PERIOD_NS - 1, sys::MAX_PERIOD_NS + 1, u64::MAX] {
+        expect_errno(
+            raw(sys::Timer { period_ns, ..ok }),
+            Errno::EINVAL,
+            &format!("period {period_ns}"),
+        )?;
+    }
+    expect_errno(
+        raw(sys::Timer {
+            slot: sys::NR_SLOTS,
+            ..ok
+        }),
+        Errno::EINVAL,
+        "slot 64",
+    )?;
+    expect_errno(raw(sys::Timer { flags: 1, ..ok }), Errno::EINVAL, "flags")?;
+    expect_errno(
+        raw(sys::Timer { reserved: 1, ..ok }),
+        Errno::EINVAL,
+        "reserved",
+    )?;
+    expect_errno(
+        crate::errors::raw(&ch, sys::IOC_TIMER, 0),
+        Errno::EFAULT,
+        "NULL",
+    )?;
+    let s = ch.stats()?;
+    ensure!(s.timers == 0, "a rejected timer runs: {s:?}");
+    // The bounds themselves are accepted.
+    raw(sys::Timer {
+        period_ns: sys::MAX_PERIOD_NS,
+        ..ok
+    })?;
+    ensure!(
+        ch.stats()?.timers == 1,
+        "the longest period was not accepted"
+    );
+    Ok(())
+}
