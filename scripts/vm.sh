@@ -29,7 +29,9 @@ while (($#)); do
 	esac
 done
 if ((demo)); then
-	set -- sh -c 'evnotify info && echo && evnotify ping -n 20 && echo && evnotify ping -n 5 --burst 100 && echo && evnotify-example'
+	set -- sh -c 'set -e; for c in "info" "ping -n 20" "ping -n 20 --kickfd" "ping -n 5 --burst 100" \
+		"timer --period 20ms -n 5" "signal --signo 35 -n 3" "watch --timer 100ms --kick-every 150ms --duration 500ms"; do
+		echo "\$ evnotify $c"; evnotify $c; echo; done; echo "\$ evnotify-example"; evnotify-example'
 fi
 (($#)) || { echo "vm.sh: no command given" >&2; exit 2; }
 

@@ -215,7 +215,9 @@ fn c_example_runs() -> Result<()> {
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(out.status.success(), "{exe}: {}: {text}", out.status);
     ensure!(
-        text.contains("received 3 notifications"),
+        text.contains("slot 0: received 5 notifications")
+            && text.contains("slot 63: received 5 notifications")
+            && text.contains("kicks=10 (by write 8)"),
         "unexpected output: {text}"
     );
     Ok(())
