@@ -238,7 +238,8 @@ pub(crate) struct Shared {
 
 impl ThreadWork for Shared {
     fn run(&self, ctx: &ThreadCtx) {
-        let mut slept = false;
+        // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
+        let mut slept = true;
         loop {
             let mut guard = self.inner.lock();
             let work = loop {
