@@ -55,6 +55,29 @@ const BATCH: u64 = 1024;
 /// Channel ids, used to name the threads.
 static NEXT_ID: Atomic<u32> = Atomic::new(0);
 
+/// Channels open now, bounded by the `max_channels` module parameter.
+static OPEN: Atomic<u32> = Atomic::new(0);
+
+/// One of the `max_channels` places, held by an open channel and given back on drop.
+struct OpenSlot;
+
+impl OpenSlot {
+    /// Takes a place, or fails with `EMFILE` (as inotify does past its instance limit).
+    fn take(max: u32) -> Result<Self> {
+        if OPEN.fetch_add(1, Relaxed) >= max {
+            OPEN.fetch_sub(1, Relaxed);
+            return Err(EMFILE);
+        }
+        Ok(Self)
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Relaxed);
+    }
+}
+
 /// One notify slot.
 struct Slot {
     /// The eventfd to signal, if one is attached. Shared so the thread can signal it unlocked.
@@ -346,11 +369,13 @@ impl Shared {
 /// An open `/dev/evnotify`: its shared state and the thread serving it.
 pub(crate) struct Channel {
     thread: KThread<Shared>,
+    _open: OpenSlot,
 }
 
 impl Channel {
-    /// Creates a channel and starts its thread.
-    pub(crate) fn new() -> Result<Self> {
+    /// Creates a channel and starts its thread, if fewer than `max` are open.
+    pub(crate) fn new(max: u32) -> Result<Self> {
+        let open = OpenSlot::take(max)?;
         const EMPTY: Slot = Slot {
             efd: None,
             sig: None,
@@ -387,6 +412,7 @@ impl Channel {
         let id = NEXT_ID.fetch_add(1, Relaxed);
         Ok(Self {
             thread: KThread::spawn(shared, id)?,
+            _open: open,
         })
     }
 

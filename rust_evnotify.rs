@@ -59,6 +59,12 @@ module! {
     authors: ["rust_evnotify developers"],
     description: "eventfd notification channels served by kernel threads",
     license: "GPL",
+    params: {
+        max_channels: u32 {
+            default: 4096,
+            description: "Most channels open at once (each one is a kernel thread); more get EMFILE",
+        },
+    },
 }
 
 #[pin_data]
@@ -82,7 +88,8 @@ impl MiscDevice for Channel {
     type Ptr = KBox<Self>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        KBox::new(Channel::new()?, GFP_KERNEL).map_err(Into::into)
+        let max = module_parameters::max_channels.value();
+        KBox::new(Channel::new(max)?, GFP_KERNEL).map_err(Into::into)
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

@@ -48,7 +48,9 @@ EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' >>"$
 result "vm.sh fails when the guest never reports" $([ $? != 0 ]; echo $?)
 
 # --- Device tests in the VM -------------------------------------------------------
-EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- evnotify-vmtests 2>&1 | tee "$out/vm.log"
+# One boot: every device test, then a short fuzz run (the module must still unload).
+EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- sh -c \
+	"evnotify-vmtests; echo '# fuzz'; evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1}" 2>&1 | tee "$out/vm.log"
 vm_rc=${PIPESTATUS[0]}
 plan=$(sed -n 's/^1\.\.\([0-9]*\)\r\{0,1\}$/\1/p' "$out/vm.log" | head -n1)
 vok=$(grep -cE '^ok [0-9]+ ' "$out/vm.log")
@@ -59,6 +61,8 @@ if [ "$missing" -gt 0 ]; then
 	echo "not ok - $missing VM tests never reported"
 	failed=$((failed + missing))
 fi
+fuzz_ops=$(sed -n 's/^fuzz: seed [0-9]* ops \([0-9]*\).*/\1/p' "$out/vm.log")
+result "fuzzer: ${fuzz_ops:-0} operations, no worker died" $([ -n "$fuzz_ops" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
 # The run itself: the guest reported, the module loaded and unloaded, and the
 # kernel log is free of splats (vm.sh says so on lines starting "vm: ").
 ! grep -qE '^vm: (kernel splat|the guest did not report|insmod|rmmod)' "$out/vm.log"

@@ -11,7 +11,7 @@ log() { echo "setup: $*" >&2; }
 # --- Host packages -----------------------------------------------------------
 pkgs=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
       lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
-      qemu-system-x86 make gcc libc6-dev xz-utils)
+      qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -19,8 +19,10 @@ done
 if ((${#missing[@]})); then
 	log "installing ${missing[*]}"
 	[ "$(id -u)" = 0 ] || { log "need root for apt-get"; exit 1; }
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+	aptlog=$EVNOTIFY_CACHE/apt-install.log
+	{ DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$aptlog" 2>&1 ||
+		{ tail -n 30 "$aptlog" >&2; exit 1; }
 fi
 
 # --- bindgen (bookworm's is too old) -----------------------------------------
@@ -63,6 +65,10 @@ fi
 cfg=${EVNOTIFY_KCONFIG:-$here/kernel.config}
 key=$debver-$(cat "$cfg" | sha256sum | cut -c1-12)
 objdir=$EVNOTIFY_CACHE/build/$key
+mkdir -p "$EVNOTIFY_CACHE/build"
+# One build per directory at a time: a second caller waits, then finds it built.
+exec 9>"$objdir.lock"
+flock 9
 if [ ! -f "$objdir/.built" ]; then
 	log "building kernel $key (several minutes)"
 	mkdir -p "$objdir"
@@ -77,4 +83,5 @@ if [ ! -f "$objdir/.built" ]; then
 	kmake -j"$(($(nproc) + 1))" bzImage modules
 	touch "$objdir/.built"
 fi
+flock -u 9
 echo "$objdir"

@@ -271,20 +271,20 @@ fn err_wrong_direction_enotty() -> Result<()> {
     no_kicks_taken(&ch)
 }
 
-/// Addresses that are not valid user memory: NULL, an unmapped page, a kernel address.
+/// Addresses that are not valid user memory: NULL, an inaccessible page, a kernel address.
 fn bad_addresses() -> Result<Vec<usize>> {
-    // SAFETY: Maps a fresh anonymous page and unmaps it at once; nothing refers to it.
+    // SAFETY: Maps a PROT_NONE page and never unmaps it, so no later mapping can reuse the
+    // address while a request points at it.
     let page = unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
             4096,
-            libc::PROT_READ | libc::PROT_WRITE,
+            libc::PROT_NONE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         );
         ensure!(p != libc::MAP_FAILED, "mmap");
-        libc::munmap(p, 4096);
         p as usize
     };
     Ok(vec![0, 8, page, 0xffff_ffff_8100_0000, usize::MAX - 7])

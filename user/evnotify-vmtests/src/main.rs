@@ -4,10 +4,12 @@
 //! any test failed. With no `/dev/evnotify` it fails: the VM always has the module loaded.
 
 mod errors;
+mod faults;
 mod kickfd;
 mod lifecycle;
 mod notify;
 mod signals;
+mod stress;
 mod timers;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -58,6 +60,8 @@ fn main() {
         kickfd::TESTS,
         timers::TESTS,
         signals::TESTS,
+        faults::TESTS,
+        stress::TESTS,
         errors::TESTS,
     ]
     .concat();

@@ -1,0 +1,363 @@
+//! `evnotify-bench run`: measures, in one run and one VM, the module's notification paths side
+//! by side with the user-space floor (two threads ping-ponging over eventfds or pipes), and
+//! prints the results as JSON. `evnotify-bench chart` draws them. It reports; it never fails
+//! on a slow run.
+
+mod chart;
+
+use anyhow::{ensure, Context, Result};
+use clap::{Parser, Subcommand};
+use evnotify::{Channel, Notifier};
+use hdrhistogram::Histogram;
+use nix::{
+    sched::{sched_setaffinity, CpuSet},
+    unistd::{pipe, read, write, Pid},
+};
+use serde_json::{json, Value};
+use std::{
+    os::fd::OwnedFd,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every measurement and print the JSON results between marker lines.
+    Run {
+        /// Round trips per latency measurement.
+        #[arg(long, default_value_t = 20_000)]
+        iters: u32,
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
+    },
+    /// Draw the latency distributions and the scaling from a results file.
+    Chart { results: PathBuf, png: PathBuf },
+}
+
+/// Where the two ends of a round trip run.
+#[derive(Clone, Copy)]
+enum Pin {
+    Same,
+    Cross,
+}
+
+impl Pin {
+    /// CPUs for (the measuring thread, the other end).
+    fn cpus(self) -> (usize, usize) {
+        match self {
+            Pin::Same => (0, 0),
+            Pin::Cross => (0, 1),
+        }
+    }
+}
+
+/// Lets the calling thread run on every CPU again.
+fn unpin() -> Result<()> {
+    let mut set = CpuSet::new();
+    for cpu in 0..thread::available_parallelism()?.get() {
+        set.set(cpu)?;
+    }
+    Ok(sched_setaffinity(Pid::from_raw(0), &set)?)
+}
+
+fn pin(pid: i32, cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(pid), &set).with_context(|| format!("pin {pid} to CPU {cpu}"))
+}
+
+/// Measures `iters` round trips of `once`, after a warm-up.
+fn measure(iters: u32, mut once: impl FnMut() -> Result<()>) -> Result<Histogram<u64>> {
+    let mut h = Histogram::new(3)?;
+    for _ in 0..iters / 10 {
+        once()?;
+    }
+    for _ in 0..iters {
+        let t = Instant::now();
+        once()?;
+        h.record(t.elapsed().as_nanos() as u64)?;
+    }
+    Ok(h)
+}
+
+fn summary(h: &Histogram<u64>) -> Value {
+    json!({
+        "p50": h.value_at_quantile(0.5),
+        "p90": h.value_at_quantile(0.9),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+        "mean": h.mean().round() as u64,
+        "samples": h.len(),
+        // The distribution itself, for the chart: value at each percentile 0..=100.
+        "percentiles": (0..=100).map(|p| h.value_at_percentile(p as f64)).collect::<Vec<_>>(),
+    })
+}
+
+/// Kick by ioctl (or by a write to a kick eventfd), then block until the notify eventfd reads.
+fn rtt_evnotify(iters: u32, pin_at: Pin, kickfd: bool) -> Result<Histogram<u64>> {
+    let (me, other) = pin_at.cpus();
+    let ch = Channel::open()?;
+    let (n, kick) = (Notifier::new()?, Notifier::new()?);
+    ch.attach(0, &n)?;
+    if kickfd {
+        ch.attach_kickfd(0, &kick)?;
+    }
+    pin(0, me)?;
+    pin(ch.stats()?.thread_pid, other)?;
+    measure(iters, || {
+        if kickfd {
+            kick.post(1)?;
+        } else {
+            ch.kick(0, 1)?;
+        }
+        ensure!(n.wait()? == 1, "coalesced round trip");
+        Ok(())
+    })
+}
+
+/// A pair of one-way channels between two user threads.
+trait Link: Sync {
+    fn send(&self, dir: usize) -> Result<()>;
+    fn recv(&self, dir: usize) -> Result<()>;
+}
+
+struct EventfdLink([Notifier; 2]);
+
+impl Link for EventfdLink {
+    fn send(&self, dir: usize) -> Result<()> {
+        Ok(self.0[dir].post(1)?)
+    }
+    fn recv(&self, dir: usize) -> Result<()> {
+        ensure!(self.0[dir].wait()? == 1, "coalesced");
+        Ok(())
+    }
+}
+
+struct PipeLink([(OwnedFd, OwnedFd); 2]);
+
+impl Link for PipeLink {
+    fn send(&self, dir: usize) -> Result<()> {
+        ensure!(write(&self.0[dir].1, b"x")? == 1, "short write");
+        Ok(())
+    }
+    fn recv(&self, dir: usize) -> Result<()> {
+        let mut b = [0u8; 1];
+        ensure!(read(&self.0[dir].0, &mut b)? == 1, "short read");
+        Ok(())
+    }
+}
+
+/// The floor: thread A sends on link 0 and waits on link 1; thread B echoes.
+fn rtt_threads(iters: u32, pin_at: Pin, link: &dyn Link) -> Result<Histogram<u64>> {
+    let (me, other) = pin_at.cpus();
+    let total = iters + iters / 10;
+    thread::scope(|s| {
+        let echo = s.spawn(move || -> Result<()> {
+            pin(0, other)?;
+            for _ in 0..total {
+                link.recv(0)?;
+                link.send(1)?;
+            }
+            Ok(())
+        });
+        pin(0, me)?;
+        let h = measure(iters, || {
+            link.send(0)?;
+            link.recv(1)
+        })?;
+        echo.join()
+            .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+        Ok(h)
+    })
+}
+
+fn latency(iters: u32) -> Result<(Value, Value)> {
+    let mut all = serde_json::Map::new();
+    let mut ratio = serde_json::Map::new();
+    for (pname, p) in [("same_cpu", Pin::Same), ("cross_cpu", Pin::Cross)] {
+        let efd = EventfdLink([Notifier::new()?, Notifier::new()?]);
+        let pipes = PipeLink([pipe()?, pipe()?]);
+        // Interleaved in one run, so that all four see the same VM conditions.
+        let rows = [
+            ("evnotify_ioctl", summary(&rtt_evnotify(iters, p, false)?)),
+            ("evnotify_kickfd", summary(&rtt_evnotify(iters, p, true)?)),
+            ("eventfd_threads", summary(&rtt_threads(iters, p, &efd)?)),
+            ("pipe_threads", summary(&rtt_threads(iters, p, &pipes)?)),
+        ];
+        let p50 = |i: usize| rows[i].1["p50"].as_f64().unwrap_or(f64::NAN);
+        ratio.insert(
+            pname.into(),
+            json!({ "ioctl_vs_eventfd": p50(0) / p50(2), "kickfd_vs_eventfd": p50(1) / p50(2) }),
+        );
+        all.insert(
+            pname.into(),
+            Value::Object(rows.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+        );
+    }
+    Ok((Value::Object(all), Value::Object(ratio)))
+}
+
+fn throughput(secs: f64) -> Result<Value> {
+    unpin()?;
+    let dur = Duration::from_secs_f64(secs);
+    // Kicks absorbed: one thread kicks as fast as it can; nobody reads, so eventfd counts pile up.
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let t = Instant::now();
+    let mut kicks = 0u64;
+    while t.elapsed() < dur {
+        ch.kick(0, 1)?;
+        kicks += 1;
+    }
+    let el = t.elapsed().as_secs_f64();
+    let s = ch.wait_idle(Duration::from_secs(60))?;
+    let kicks_per_s = kicks as f64 / el;
+    let kicks_per_wakeup = s.handled as f64 / s.wakeups.max(1) as f64;
+
+    // Notifications read: a reader drains the eventfd while bursts of 1024 keep it fed.
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (read_total, reads, el) = thread::scope(|sc| -> Result<(u64, u64, f64)> {
+        let kicker = sc.spawn(|| -> Result<()> {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if ch.stats()?.pending < 4096 {
+                    ch.kick(0, 1024)?;
+                } else {
+                    thread::yield_now();
+                }
+            }
+            Ok(())
+        });
+        let t = Instant::now();
+        let (mut total, mut reads) = (0, 0);
+        while t.elapsed() < dur {
+            total += n.wait()?;
+            reads += 1;
+        }
+        let el = t.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        kicker
+            .join()
+            .map_err(|_| anyhow::anyhow!("kicker panicked"))??;
+        Ok((total, reads, el))
+    })?;
+
+    // Timer ticks at the minimum period.
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_timer(0, Duration::from_nanos(evnotify::sys::MIN_PERIOD_NS), 0)?;
+    thread::sleep(dur);
+    ch.cancel_timer(0)?;
+    let ticks = ch.wait_idle(Duration::from_secs(10))?.timer_ticks;
+
+    Ok(json!({
+        "kicks_per_s": kicks_per_s.round(),
+        "kicks_per_wakeup": kicks_per_wakeup,
+        "notifications_read_per_s": (read_total as f64 / el).round(),
+        "notifications_per_read": read_total as f64 / reads.max(1) as f64,
+        "timer_ticks_per_s": (ticks as f64 / secs).round(),
+        "timer_min_period_ns": evnotify::sys::MIN_PERIOD_NS,
+    }))
+}
+
+fn mem_free_kib() -> Result<i64> {
+    let m = std::fs::read_to_string("/proc/meminfo")?;
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("MemFree in /proc/meminfo")
+}
+
+/// Round trip on one channel while `n - 1` others are open and active: each has an eventfd and
+/// a 1 s timer, so each kernel thread wakes once a second.
+fn scaling(iters: u32) -> Result<(Value, Value)> {
+    let limit = libc::rlimit {
+        rlim_cur: 8192,
+        rlim_max: 8192,
+    };
+    // SAFETY: Plain setrlimit call with a valid struct.
+    ensure!(
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0,
+        "raise RLIMIT_NOFILE"
+    );
+    unpin()?;
+    let mut rows = vec![];
+    for n in [1usize, 16, 256, 1024] {
+        let mut bg = vec![];
+        for i in 1..n {
+            let ch = Channel::open()?;
+            let e = Notifier::new()?;
+            ch.attach(0, &e)?;
+            // Spread the timers' phases so they do not all fire together.
+            thread::sleep(Duration::from_micros(1000 / n as u64));
+            ch.set_timer(0, Duration::from_secs(1), 0)?;
+            bg.push((ch, e, i));
+        }
+        let h = rtt_evnotify(iters / 4, Pin::Cross, false)?;
+        rows.push(json!({ "channels": n, "rtt_p50_ns": h.value_at_quantile(0.5), "rtt_p99_ns": h.value_at_quantile(0.99) }));
+    }
+    // Memory: bare channels (a kernel thread each), MemFree before and after.
+    const N: i64 = 1024;
+    let before = mem_free_kib()?;
+    let chans = (0..N)
+        .map(|_| Channel::open())
+        .collect::<nix::Result<Vec<_>>>()?;
+    // Let every new thread run once, so its stack and state are counted.
+    thread::sleep(Duration::from_millis(200));
+    let after = mem_free_kib()?;
+    drop(chans);
+    Ok((Value::Array(rows), json!((before - after) * 1024 / N)))
+}
+
+fn run(iters: u32, secs: f64) -> Result<()> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let (rtt, ratio) = latency(iters)?;
+    let tput = throughput(secs)?;
+    let (scale, bytes) = scaling(iters)?;
+    let head = rtt["cross_cpu"].clone();
+    let headline = ratio["cross_cpu"].clone();
+    let out = json!({
+        "vm": {
+            "accel": std::env::var("EVNOTIFY_ACCEL").unwrap_or_else(|_| "tcg".into()),
+            "cpus": thread::available_parallelism()?.get(),
+            "kernel": kernel.trim(),
+            "iters": iters,
+        },
+        "rtt_ns": head,
+        "ratio": {
+            "ioctl_vs_eventfd": headline["ioctl_vs_eventfd"],
+            "kickfd_vs_eventfd": headline["kickfd_vs_eventfd"],
+            "same_cpu": ratio["same_cpu"],
+            "cross_cpu": ratio["cross_cpu"],
+        },
+        "rtt_ns_by_pinning": rtt,
+        "throughput": tput,
+        "scaling": scale,
+        "bytes_per_channel": bytes,
+    });
+    println!("--- evnotify-bench results ---");
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    println!("--- end ---");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run { iters, secs } => run(iters, secs),
+        Cmd::Chart { results, png } => chart::draw(&results, &png),
+    }
+}

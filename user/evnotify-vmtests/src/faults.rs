@@ -1,0 +1,215 @@
+//! Allocation failure at every allocation site of open and of each ioctl (`CONFIG_FAILSLAB` with
+//! `/proc/thread-self/fail-nth`), and the channel limit. Each failure must be a clean errno,
+//! and the device must keep working.
+
+use crate::{collect, expect_errno, settle, Test};
+use anyhow::{bail, ensure, Context, Result};
+use evnotify::{sys, Channel, Notifier};
+use nix::{
+    errno::Errno,
+    kmod::{delete_module, finit_module, DeleteModuleFlags, ModuleInitFlags},
+    mount::{mount, MsFlags},
+};
+use std::{ffi::CStr, fs, path::Path};
+
+pub const TESTS: &[Test] = &[
+    ("fault_inject_open", fault_inject_open),
+    ("fault_inject_attach", fault_inject_attach),
+    ("fault_inject_kickfd", fault_inject_kickfd),
+    (
+        "fault_inject_signal_and_timer",
+        fault_inject_signal_and_timer,
+    ),
+    ("limit_max_channels_emfile", limit_max_channels_emfile),
+];
+
+/// Makes failslab fail `GFP_KERNEL` allocations too, quietly (its stack dumps are not splats).
+fn arm_failslab() -> Result<()> {
+    let dbg = Path::new("/sys/kernel/debug");
+    if !dbg.join("failslab").exists() {
+        mount(
+            Some("debugfs"),
+            dbg,
+            Some("debugfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mount debugfs")?;
+    }
+    for (knob, v) in [
+        ("ignore-gfp-wait", "N"),
+        ("verbose", "0"),
+        ("task-filter", "N"),
+    ] {
+        fs::write(dbg.join("failslab").join(knob), v)
+            .with_context(|| format!("failslab/{knob}"))?;
+    }
+    Ok(())
+}
+
+/// Runs `op` with its `n`-th slab allocation failing, for n = 1, 2, ... until `op` completes
+/// without reaching the injected failure. Every failure must be one of `allowed`, and after
+/// each one `check` must pass. Returns the number of faults injected.
+pub fn each_allocation<T>(
+    what: &str,
+    allowed: &[Errno],
+    mut op: impl FnMut() -> nix::Result<T>,
+    mut check: impl FnMut() -> Result<()>,
+) -> Result<u32> {
+    use std::os::unix::fs::FileExt;
+    arm_failslab()?;
+    // Opened once: opening it while armed would itself allocate, and fail.
+    let nth = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/thread-self/fail-nth")?;
+    for n in 1..10_000 {
+        nth.write_at(n.to_string().as_bytes(), 0)
+            .context("arm fail-nth")?;
+        let r = op();
+        let mut buf = [0u8; 16];
+        let len = nth.read_at(&mut buf, 0)?;
+        nth.write_at(b"0", 0)?;
+        let left: u32 = std::str::from_utf8(&buf[..len])?.trim().parse()?;
+        let injected = left == 0;
+        match r {
+            Err(e) if !allowed.contains(&e) => bail!("{what}: allocation {n} failed with {e}"),
+            Err(e) if !injected => bail!("{what}: failed with {e} without an injected fault"),
+            Ok(_) if !injected => return Ok(n - 1),
+            // Injected and handled: either a clean errno, or a fallback inside the kernel.
+            _ => check().with_context(|| format!("{what}: after failing allocation {n}"))?,
+        }
+    }
+    bail!("{what}: never completed")
+}
+
+/// The device works: a new channel delivers a kick.
+fn device_works() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.kick(0, 1)?;
+    collect(&n, 1)?;
+    settle(&ch, &n)?;
+    Ok(())
+}
+
+fn fault_inject_open() -> Result<()> {
+    // Opening allocates in the VFS, the channel and the new kernel thread.
+    let faults = each_allocation(
+        "open",
+        &[Errno::ENOMEM, Errno::ENFILE],
+        Channel::open,
+        device_works,
+    )?;
+    ensure!(faults >= 3, "only {faults} allocations in open");
+    println!("# fault_inject_open: {faults} faults injected");
+    Ok(())
+}
+
+fn fault_inject_attach() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    let faults = each_allocation(
+        "attach",
+        &[Errno::ENOMEM],
+        || ch.attach(0, &n),
+        || {
+            ensure!(ch.stats()?.attached == 0, "a failed attach attached");
+            Ok(())
+        },
+    )?;
+    ensure!(faults >= 1, "attach allocated nothing");
+    ch.kick(0, 2)?;
+    collect(&n, 2)?;
+    println!("# fault_inject_attach: {faults} faults injected");
+    Ok(())
+}
+
+fn fault_inject_kickfd() -> Result<()> {
+    let ch = Channel::open()?;
+    let (n, k) = (Notifier::new()?, Notifier::new()?);
+    ch.attach(0, &n)?;
+    let faults = each_allocation(
+        "kickfd",
+        &[Errno::ENOMEM],
+        || ch.attach_kickfd(0, &k),
+        || {
+            ensure!(
+                ch.stats()?.kickfds == 0,
+                "a failed kickfd attach hooked the eventfd"
+            );
+            Ok(())
+        },
+    )?;
+    ensure!(faults >= 1, "kickfd attach allocated nothing");
+    k.post(3)?;
+    collect(&n, 3)?;
+    println!("# fault_inject_kickfd: {faults} faults injected");
+    Ok(())
+}
+
+fn fault_inject_signal_and_timer() -> Result<()> {
+    let ch = Channel::open()?;
+    let faults = each_allocation(
+        "signal",
+        &[Errno::ENOMEM],
+        || ch.set_signal(0, libc::SIGUSR1),
+        || {
+            ensure!(
+                ch.stats()?.signal_slots == 0,
+                "a failed signal request was kept"
+            );
+            Ok(())
+        },
+    )?;
+    ensure!(faults >= 1, "signal allocated nothing");
+    ch.set_signal(0, -1)?;
+    // A timer allocates nothing: it must complete at the first try.
+    let t = each_allocation(
+        "timer",
+        &[],
+        || ch.set_timer(1, std::time::Duration::from_secs(1), 1),
+        || Ok(()),
+    )?;
+    ensure!(t == 0, "timer reached {t} allocations");
+    let k = each_allocation("kick", &[], || ch.kick(1, 1), || Ok(()))?;
+    ensure!(k == 0, "kick reached {k} allocations");
+    println!("# fault_inject_signal_and_timer: {faults} faults injected");
+    Ok(())
+}
+
+/// Reloads the module with `params`.
+pub fn reload(params: &CStr) -> Result<()> {
+    delete_module(c"rust_evnotify", DeleteModuleFlags::O_NONBLOCK).context("rmmod")?;
+    let ko =
+        std::env::var("EVNOTIFY_KO").unwrap_or_else(|_| "/lib/modules/rust_evnotify.ko".into());
+    finit_module(&fs::File::open(&ko)?, params, ModuleInitFlags::empty()).context("insmod")?;
+    let t = std::time::Instant::now();
+    while !Path::new(evnotify::DEVICE).exists() {
+        ensure!(t.elapsed() < crate::HANG, "device node did not come back");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn limit_max_channels_emfile() -> Result<()> {
+    reload(c"max_channels=4")?;
+    let r = (|| -> Result<()> {
+        let chans = (0..4)
+            .map(|_| Channel::open())
+            .collect::<nix::Result<Vec<_>>>()?;
+        expect_errno(Channel::open(), Errno::EMFILE, "a 5th channel")?;
+        drop(chans);
+        // Places are given back on close.
+        let again = (0..4)
+            .map(|_| Channel::open())
+            .collect::<nix::Result<Vec<_>>>()?;
+        expect_errno(Channel::open(), Errno::EMFILE, "a 5th channel again")?;
+        ensure!(again.len() == 4 && sys::NR_SLOTS == 64, "slots are bounded");
+        Ok(())
+    })();
+    reload(c"")?;
+    r?;
+    device_works()
+}
