@@ -9,7 +9,7 @@ repo=$(dirname "$here")
 mkdir -p "$repo/bench"
 log=$repo/build/bench.log
 EVNOTIFY_OUT=$repo/build/vm-bench "$here/vm.sh" "$@" -- evnotify-bench run | tee "$log"
-sed -n '/^--- evnotify-bench results ---$/,/^--- end ---$/p' "$log" | sed '1d;$d' | tr -d '\r' >"$repo/bench/results.json"
+tr -d '\r' <"$log" | sed -n '/^--- evnotify-bench results ---$/,/^--- end ---$/p' | sed '1d;$d' >"$repo/bench/results.json"
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$repo/bench/results.json"
 "$repo/user/target/release/evnotify-bench" chart "$repo/bench/results.json" "$repo/bench/chart.png" 2>/dev/null ||
 	(cd "$repo/user" && cargo run -q --release --locked -p evnotify-bench -- chart "$repo/bench/results.json" "$repo/bench/chart.png")

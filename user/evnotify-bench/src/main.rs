@@ -60,10 +60,16 @@ impl Pin {
     }
 }
 
+/// CPUs online (not the calling thread's affinity, which pinning narrows).
+fn cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
+}
+
 /// Lets the calling thread run on every CPU again.
 fn unpin() -> Result<()> {
     let mut set = CpuSet::new();
-    for cpu in 0..thread::available_parallelism()?.get() {
+    for cpu in 0..cpus() {
         set.set(cpu)?;
     }
     Ok(sched_setaffinity(Pid::from_raw(0), &set)?)
@@ -333,7 +339,7 @@ fn run(iters: u32, secs: f64) -> Result<()> {
     let out = json!({
         "vm": {
             "accel": std::env::var("EVNOTIFY_ACCEL").unwrap_or_else(|_| "tcg".into()),
-            "cpus": thread::available_parallelism()?.get(),
+            "cpus": cpus(),
             "kernel": kernel.trim(),
             "iters": iters,
         },
