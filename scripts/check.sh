@@ -8,12 +8,7 @@ repo=$(dirname "$here")
 . "$here/env.sh"
 out=$repo/build/check
 mkdir -p "$out"
-passed=0 failed=0
-
-result() { # result NAME STATUS
-	if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok - $1"
-	else failed=$((failed + 1)); echo "not ok - $1"; fi
-}
+. "$here/lib.sh"
 
 kdir=$("$here/setup.sh") || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 src=$(ls -d "$EVNOTIFY_CACHE"/src/linux-*/ | tail -n1)
@@ -52,20 +47,12 @@ result "vm.sh fails when the guest never reports" $([ $? != 0 ]; echo $?)
 EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- sh -c \
 	"evnotify-vmtests; echo '# fuzz'; evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1}" 2>&1 | tee "$out/vm.log"
 vm_rc=${PIPESTATUS[0]}
-plan=$(sed -n 's/^1\.\.\([0-9]*\)\r\{0,1\}$/\1/p' "$out/vm.log" | head -n1)
-vok=$(grep -cE '^ok [0-9]+ ' "$out/vm.log")
-vnok=$(grep -cE '^not ok [0-9]+ ' "$out/vm.log")
-passed=$((passed + vok)) failed=$((failed + vnok))
-missing=$(( ${plan:-1} - vok - vnok ))
-if [ "$missing" -gt 0 ]; then
-	echo "not ok - $missing VM tests never reported"
-	failed=$((failed + missing))
-fi
-fuzz_ops=$(sed -n 's/^fuzz: seed [0-9]* ops \([0-9]*\).*/\1/p' "$out/vm.log")
-result "fuzzer: ${fuzz_ops:-0} operations, no worker died" $([ -n "$fuzz_ops" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
+ktap "$out/vm.log"
+fuzz=$(fuzz_ops "$out/vm.log")
+result "fuzzer: ${fuzz:-0} operations, no worker died" $([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
 # The run itself: the guest reported, the module loaded and unloaded, and the
 # kernel log is free of splats (vm.sh says so on lines starting "vm: ").
-! grep -qE '^vm: (kernel splat|the guest did not report|insmod|rmmod)' "$out/vm.log"
+vm_clean "$out/vm.log"
 result "VM run: guest reports, module loads and unloads, no kernel splat" $?
 
 echo "$passed passed, $failed failed"

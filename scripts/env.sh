@@ -8,6 +8,14 @@ export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 # first in PATH has none.  HOSTRUSTC builds the proc macros and must match RUSTC.
 KMAKE_VARS=(RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 	RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver BINDGEN="$BINDGEN")
+# Config fragments merged onto tinyconfig. EVNOTIFY_DEBUG=1 selects the debug
+# kernel (KASAN, kmemleak, debug objects), which must be built with clang.
+_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KCONFIGS=("$_here/kernel.config")
+if [ "${EVNOTIFY_DEBUG:-0}" = 1 ]; then
+	KCONFIGS+=("$_here/kernel-debug.config")
+	KMAKE_VARS+=(LLVM=-19)
+fi
 mkdir -p "$EVNOTIFY_CACHE"
 # User-space binaries for the initramfs are static, built for this target.
 RUST_TARGET=x86_64-unknown-linux-gnu

@@ -62,8 +62,8 @@ if [ ! -f "$srcdir/.extracted" ]; then
 fi
 
 # --- Kernel build, keyed by source version and config fragment ---------------
-cfg=${EVNOTIFY_KCONFIG:-$here/kernel.config}
-key=$debver-$(cat "$cfg" | sha256sum | cut -c1-12)
+if [ -n "${EVNOTIFY_KCONFIG:-}" ]; then KCONFIGS=("$EVNOTIFY_KCONFIG"); fi
+key=$debver-$(cat "${KCONFIGS[@]}" | sha256sum | cut -c1-12)
 objdir=$EVNOTIFY_CACHE/build/$key
 mkdir -p "$EVNOTIFY_CACHE/build"
 # One build per directory at a time: a second caller waits, then finds it built.
@@ -74,12 +74,12 @@ if [ ! -f "$objdir/.built" ]; then
 	mkdir -p "$objdir"
 	kmake() { make -C "$srcdir" O="$objdir" "${KMAKE_VARS[@]}" "$@" >&2; }
 	kmake tinyconfig
-	(cd "$objdir" && "$srcdir/scripts/kconfig/merge_config.sh" -m .config "$cfg" >&2)
+	(cd "$objdir" && "$srcdir/scripts/kconfig/merge_config.sh" -m .config "${KCONFIGS[@]}" >&2)
 	kmake olddefconfig
 	# Every requested option must have stuck, or the test kernel is not what it claims.
 	while IFS= read -r line; do
 		case "$line" in CONFIG_*=*) grep -qx "$line" "$objdir/.config" || { log "config did not stick: $line"; exit 1; } ;; esac
-	done <"$cfg"
+	done < <(cat "${KCONFIGS[@]}")
 	kmake -j"$(($(nproc) + 1))" bzImage modules
 	touch "$objdir/.built"
 fi

@@ -57,6 +57,10 @@ export PATH=/add:/bin HOME=/tmp
 # Our output goes to the second serial port; the kernel log stays on the first.
 exec </dev/null >/dev/ttyS1 2>&1
 report() { printf "\\\\x\$(printf %02x "\$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; }
+leaks=/sys/kernel/debug/kmemleak
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# Debug kernel: forget what boot allocated, so only this run's leaks count.
+[ -e \$leaks ] && echo clear >\$leaks
 if ! insmod /lib/modules/rust_evnotify.ko; then echo "vm: insmod failed"; report 125; fi
 cd /add
 $quoted
@@ -65,6 +69,16 @@ rc=\$?
 if grep -q '^rust_evnotify ' /proc/modules && ! rmmod rust_evnotify; then
 	echo "vm: rmmod rust_evnotify failed after the command"
 	[ \$rc -ne 0 ] || rc=124
+fi
+if [ -e \$leaks ]; then
+	# Two scans, as Documentation/dev-tools/kmemleak.rst advises against transient false reports.
+	echo scan >\$leaks; sleep 6; echo scan >\$leaks
+	if [ -s \$leaks ]; then
+		echo "vm: kmemleak reports leaks:"; head -n 40 \$leaks
+		[ \$rc -ne 0 ] || rc=123
+	else
+		echo "vm: kmemleak: no leaks"
+	fi
 fi
 echo "vm: exit \$rc"
 report \$rc
@@ -96,7 +110,7 @@ accel=(-machine accel=tcg -cpu max,la57=off)
 ((kvm)) && accel=(-machine accel=kvm -cpu host)
 set +e
 timeout --foreground "${EVNOTIFY_VM_TIMEOUT:-1800}" qemu-system-x86_64 "${accel[@]}" \
-	-smp 2 -m 1024 -no-reboot -display none -monitor none \
+	-smp 2 -m "${EVNOTIFY_VM_MEM:-1024}" -no-reboot -display none -monitor none \
 	-serial "file:$klog" -serial stdio \
 	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.gz" \

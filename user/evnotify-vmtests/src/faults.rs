@@ -10,7 +10,14 @@ use nix::{
     kmod::{delete_module, finit_module, DeleteModuleFlags, ModuleInitFlags},
     mount::{mount, MsFlags},
 };
-use std::{ffi::CStr, fs, path::Path};
+use nix::{
+    sys::{
+        signal::{kill, Signal},
+        wait::{waitpid, WaitStatus},
+    },
+    unistd::{fork, ForkResult},
+};
+use std::{ffi::CStr, fs, path::Path, thread, time::Duration};
 
 pub const TESTS: &[Test] = &[
     ("fault_inject_open", fault_inject_open),
@@ -21,6 +28,8 @@ pub const TESTS: &[Test] = &[
         fault_inject_signal_and_timer,
     ),
     ("limit_max_channels_emfile", limit_max_channels_emfile),
+    ("sigkill_mid_ioctls_and_waits", sigkill_mid_ioctls_and_waits),
+    ("rmmod_after_close_storm", rmmod_after_close_storm),
 ];
 
 /// Makes failslab fail `GFP_KERNEL` allocations too, quietly (its stack dumps are not splats).
@@ -211,5 +220,76 @@ fn limit_max_channels_emfile() -> Result<()> {
     })();
     reload(c"")?;
     r?;
+    device_works()
+}
+
+/// A child busy in ioctls and blocking eventfd reads on shared channels is SIGKILLed at
+/// random points; the channels, their threads and the module must not mind.
+fn sigkill_mid_ioctls_and_waits() -> Result<()> {
+    for round in 0..20u64 {
+        let ch = Channel::open()?;
+        let n = Notifier::new()?;
+        // SAFETY: The child only runs the loop below (syscalls on inherited descriptors) and
+        // never returns; it is killed by the parent.
+        match unsafe { fork() }? {
+            ForkResult::Child => loop {
+                let own = Channel::open();
+                let _ = ch.attach(round as u32 % 4, &n);
+                let _ = ch.kick(round as u32 % 4, 100);
+                let _ = ch.set_signal(round as u32 % 4, libc::SIGURG); // Ignored by default.
+                if let Ok(own) = &own {
+                    let _ = own.attach_kickfd(0, &n);
+                    let _ = own.kick(0, 1000);
+                }
+                // Blocks whenever the parent's reads got there first.
+                let _ = n.wait();
+            },
+            ForkResult::Parent { child } => {
+                thread::sleep(Duration::from_micros(500 + round * 300));
+                kill(child, Signal::SIGKILL)?;
+                let st = waitpid(child, None)?;
+                ensure!(
+                    matches!(st, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
+                    "child ended as {st:?}"
+                );
+            }
+        }
+        // The shared channel still works; the child's own channel was closed by its death.
+        ch.attach(5, &n)?;
+        n.drain()?;
+        ch.kick(5, 1)?;
+        ch.wait_idle(crate::HANG)?;
+    }
+    device_works()
+}
+
+/// rmmod fails while channels are busy, then works once a storm of concurrent closes ends.
+fn rmmod_after_close_storm() -> Result<()> {
+    let mut chans = vec![];
+    for i in 0..128u32 {
+        let ch = Channel::open()?;
+        let n = Notifier::new()?;
+        ch.attach(0, &n)?;
+        ch.attach_kickfd(1, &n)?;
+        ch.set_timer(2, Duration::from_millis(1), 0)?;
+        ch.kick(0, 1000 + i)?;
+        chans.push((ch, n));
+    }
+    expect_errno(
+        delete_module(c"rust_evnotify", DeleteModuleFlags::O_NONBLOCK),
+        Errno::EWOULDBLOCK,
+        "rmmod with 128 busy channels",
+    )?;
+    // Close them all at once from 8 threads.
+    let mut parts: Vec<Vec<_>> = (0..8).map(|_| vec![]).collect();
+    for (i, c) in chans.into_iter().enumerate() {
+        parts[i % 8].push(c);
+    }
+    thread::scope(|s| {
+        for part in parts {
+            s.spawn(move || drop(part));
+        }
+    });
+    reload(c"")?;
     device_works()
 }

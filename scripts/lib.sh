@@ -1,0 +1,33 @@
+# Tallying helpers shared by check.sh and stress.sh; sourced, not run.
+# shellcheck shell=bash
+passed=0 failed=0
+
+# result NAME STATUS: count one check, printing it TAP-style.
+result() {
+	if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok - $1"
+	else failed=$((failed + 1)); echo "not ok - $1"; fi
+}
+
+# ktap LOG: count every KTAP test line of LOG; tests that a plan announced but never
+# reported count as failed.
+ktap() {
+	local plan ok nok
+	plan=$(tr -d '\r' <"$1" | sed -n 's/^1\.\.\([0-9]*\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+	ok=$(grep -cE '^ok [0-9]+ ' "$1")
+	nok=$(grep -cE '^not ok [0-9]+ ' "$1")
+	passed=$((passed + ok)) failed=$((failed + nok))
+	if [ "$((${plan:-1} - ok - nok))" -gt 0 ]; then
+		echo "not ok - $((plan - ok - nok)) VM tests never reported"
+		failed=$((failed + plan - ok - nok))
+	fi
+}
+
+# vm_clean LOG: the guest reported, the module loaded and unloaded, no splat, no leak.
+vm_clean() {
+	! grep -qE '^vm: (kernel splat|the guest did not report|insmod|rmmod|kmemleak reports)' "$1"
+}
+
+# fuzz_ops LOG: operations the fuzzer reports (empty if it never finished).
+fuzz_ops() {
+	tr -d '\r' <"$1" | sed -n 's/^fuzz: seed [0-9]* ops \([0-9]*\).*/\1/p' | tail -n1
+}

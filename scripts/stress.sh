@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# make stress: the reliability run, in the debug kernel (KASAN, kmemleak, debug
+# objects, lockdep, failslab): every device test, a long stress ledger, a 1M-op
+# fuzz run, then a kmemleak scan after the module unloads. Ends with
+# "N passed, M failed" and a summary line of the figures.
+#   STRESS_SECS (60)  FUZZ_OPS (1000000)  FUZZ_SEED (1)
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048}
+. "$here/env.sh"
+. "$here/lib.sh"
+out=$repo/build/stress
+mkdir -p "$out"
+log=$out/vm.log
+
+EVNOTIFY_OUT=$out/vm "$here/vm.sh" "$@" -- sh -c "
+	evnotify-vmtests
+	EVNOTIFY_STRESS_SECS=${STRESS_SECS:-60} evnotify-vmtests stress_ledger
+	evnotify-fuzz --ops ${FUZZ_OPS:-1000000} --seed ${FUZZ_SEED:-1}" 2>&1 | tee "$log"
+
+ktap "$log"
+fuzz=$(fuzz_ops "$log")
+result "fuzzer: ${fuzz:-0} operations (seed ${FUZZ_SEED:-1}), no worker died" \
+	$([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$log"; echo $?)
+grep -q '^vm: kmemleak: no leaks' "$log"
+result "kmemleak: no leak after the module unloaded" $?
+vm_clean "$log"
+result "VM run: guest reports, module loads and unloads, no kernel splat" $?
+
+splats=$("$here/splats.sh" "$out/vm/kernel.log" | wc -l)
+faults=$(tr -d '\r' <"$log" | sed -n 's/^# fault_inject_[a-z_]*: \([0-9]*\) faults injected$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+ledger=$(tr -d '\r' <"$log" | grep '^# stress:' | tail -n1 | sed -n 's/.*sent \([0-9]*\).*received \([0-9]*\).*/sent \1, received \2/p')
+echo "$passed passed, $failed failed"
+echo "summary: fuzz operations ${fuzz:-0}; stress kicks ${ledger:-none}; faults injected $faults; splats seen $splats"
+[ "$failed" = 0 ]
