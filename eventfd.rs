@@ -161,6 +161,11 @@ impl<S: KickSink> KickFd<S> {
                 None => return Err(EINVAL),
             }
         };
+        // SAFETY: `wait` is initialised; only `queue::<S>`, which has returned, writes `private`.
+        if unsafe { (*wait).private.is_null() } {
+            // `poll` never offered its wait queue: nothing is hooked, and `drop` is a no-op.
+            return Err(EINVAL);
+        }
         if events as usize & EPOLLIN != 0 {
             // SAFETY: `wait.private` holds the wait queue head recorded by `queue::<S>`, valid
             // while we hold `ctx`. Waking it with `EPOLLIN` runs `wake::<S>` under the queue's

@@ -53,7 +53,7 @@ cat >"$root/init" <<EOF
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox mount -t tmpfs tmpfs /tmp
 /bin/busybox --install -s /bin
-export PATH=/add:/bin HOME=/tmp
+export PATH=/add:/bin HOME=/tmp EVNOTIFY_IN_VM=1
 # Our output goes to the second serial port; the kernel log stays on the first.
 exec </dev/null >/dev/ttyS1 2>&1
 report() { printf "\\\\x\$(printf %02x "\$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; }
