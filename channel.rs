@@ -33,8 +33,10 @@ use kernel::{
     seq_print,
     sync::{
         atomic::{
+            Acquire,
             Atomic,
-            Relaxed, //
+            Relaxed,
+            Release, //
         },
         Arc,
         CondVar,
@@ -346,7 +348,8 @@ impl Shared {
             self.count.dropped.add(kicks - signalled, Relaxed);
         }
         self.count.signals.add(signalled, Relaxed);
-        self.count.handled.add(kicks, Relaxed);
+        // Release: a reader that sees this batch handled sees all of the above (`stats`).
+        self.count.handled.fetch_add(kicks, Release);
     }
 
     /// Releases the kick eventfds whose user space side was closed.
@@ -488,9 +491,24 @@ impl Channel {
     }
 
     /// The channel's counters.
+    ///
+    /// The counters are read before the slots: once `handled` shows a batch, everything the
+    /// thread did for it (such as releasing a dead signal target) shows in the slots too.
     pub(crate) fn stats(&self) -> uapi::Stats {
         let shared = self.shared();
-        let mut st = uapi::Stats::default();
+        let c = &shared.count;
+        let mut st = uapi::Stats {
+            handled: c.handled.load(Acquire),
+            kicks: c.kicks.load(Relaxed),
+            fd_kicks: c.fd_kicks.load(Relaxed),
+            timer_ticks: c.timer_ticks.load(Relaxed),
+            notifies: c.notifies.load(Relaxed),
+            signals: c.signals.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            wakeups: c.wakeups.load(Relaxed),
+            thread_pid: self.thread.pid(),
+            ..Default::default()
+        };
         {
             let inner = shared.inner.lock();
             for s in &inner.slots {
@@ -507,16 +525,6 @@ impl Channel {
             .flatten()
             .filter(|k| !k.hung_up())
             .count() as u32;
-        let c = &shared.count;
-        st.kicks = c.kicks.load(Relaxed);
-        st.fd_kicks = c.fd_kicks.load(Relaxed);
-        st.timer_ticks = c.timer_ticks.load(Relaxed);
-        st.handled = c.handled.load(Relaxed);
-        st.notifies = c.notifies.load(Relaxed);
-        st.signals = c.signals.load(Relaxed);
-        st.dropped = c.dropped.load(Relaxed);
-        st.wakeups = c.wakeups.load(Relaxed);
-        st.thread_pid = self.thread.pid();
         st
     }
 
