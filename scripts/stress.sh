@@ -7,7 +7,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048}
+export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048} EVNOTIFY_VM_TIMEOUT=${EVNOTIFY_VM_TIMEOUT:-5400}
 . "$here/env.sh"
 . "$here/lib.sh"
 out=$repo/build/stress

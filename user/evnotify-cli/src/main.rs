@@ -7,10 +7,6 @@ use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use evnotify::{sys, Channel, Notifier};
 use hdrhistogram::Histogram;
-use nix::sys::{
-    signal::SigSet,
-    signalfd::{SfdFlags, SignalFd},
-};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -203,15 +199,7 @@ fn timer(ch: &Channel, period: Duration, ticks: u64, slot: u32) -> Result<()> {
 }
 
 fn signal(ch: &Channel, signo: i32, count: u32, slot: u32) -> Result<()> {
-    // SAFETY: `raw` is initialised by `sigemptyset` before use.
-    let set = unsafe {
-        let mut raw = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut raw);
-        ensure!(libc::sigaddset(&mut raw, signo) == 0, "bad signal {signo}");
-        SigSet::from_sigset_t_unchecked(raw)
-    };
-    set.thread_block()?;
-    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let sfd = evnotify::catch_signal(signo).with_context(|| format!("catch signal {signo}"))?;
     ch.set_signal(slot, signo).context("set signal")?;
     ch.kick(slot, count)?;
     ch.wait_idle(Duration::from_secs(10))?;

@@ -6,11 +6,7 @@ use evnotify::{sys, Channel, Notifier};
 use nix::{
     errno::Errno,
     poll::{poll, PollFd, PollFlags, PollTimeout},
-    sys::{
-        signal::{SigSet, Signal},
-        signalfd::{SfdFlags, SignalFd},
-        wait::waitpid,
-    },
+    sys::{signal::Signal, signalfd::SignalFd, wait::waitpid},
     unistd::{fork, ForkResult},
 };
 use std::os::fd::AsFd;
@@ -26,21 +22,8 @@ pub const TESTS: &[Test] = &[
     ("signal_errors", signal_errors),
 ];
 
-/// Blocks `signo` in this thread and returns a signalfd that receives it.
 fn catch(signo: i32) -> Result<SignalFd> {
-    // Real-time signals have no `Signal` variant: build the set with libc.
-    // SAFETY: `raw` is initialised by `sigemptyset` before `sigaddset` and the conversion.
-    let set = unsafe {
-        let mut raw = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut raw);
-        ensure!(libc::sigaddset(&mut raw, signo) == 0, "bad signal {signo}");
-        SigSet::from_sigset_t_unchecked(raw)
-    };
-    set.thread_block()?;
-    Ok(SignalFd::with_flags(
-        &set,
-        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
-    )?)
+    Ok(evnotify::catch_signal(signo)?)
 }
 
 /// Reads every queued signal of `sfd` until none arrives for a moment; returns the count.

@@ -339,6 +339,27 @@ impl AsFd for Notifier {
     }
 }
 
+/// Blocks signal `signo` (real-time ones included) in the calling thread and returns a
+/// nonblocking signalfd that receives it: the way to count what `Channel::set_signal` sends.
+pub fn catch_signal(signo: i32) -> Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::{
+        signal::SigSet,
+        signalfd::{SfdFlags, SignalFd},
+    };
+    // Real-time signals have no `Signal` variant: build the set with libc.
+    // SAFETY: `raw` is initialised by `sigemptyset` before `sigaddset` and the conversion.
+    let set = unsafe {
+        let mut raw = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut raw);
+        if libc::sigaddset(&mut raw, signo) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        SigSet::from_sigset_t_unchecked(raw)
+    };
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
 #[cfg(test)]
 mod tests {
     use super::sys::*;
@@ -375,6 +396,30 @@ mod tests {
     fn open_missing_device_reports_enoent() {
         let err = super::Channel::open_path("/nonexistent/evnotify").unwrap_err();
         assert_eq!(err, nix::errno::Errno::ENOENT);
+    }
+
+    #[test]
+    fn catch_signal_rejects_bad_numbers_and_catches_rt() {
+        assert_eq!(
+            super::catch_signal(0).unwrap_err(),
+            nix::errno::Errno::EINVAL
+        );
+        assert_eq!(
+            super::catch_signal(65).unwrap_err(),
+            nix::errno::Errno::EINVAL
+        );
+        let sig = libc::SIGRTMIN() + 5;
+        let sfd = super::catch_signal(sig).unwrap();
+        assert!(sfd.read_signal().unwrap().is_none());
+        // SAFETY: Sends a blocked signal to this thread.
+        assert_eq!(
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig) },
+            0
+        );
+        assert_eq!(
+            sfd.read_signal().unwrap().map(|i| i.ssi_signo as i32),
+            Some(sig)
+        );
     }
 
     #[test]
