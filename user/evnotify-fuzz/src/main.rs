@@ -8,8 +8,9 @@
 //! stream comes from `--seed`, so a run is reproducible up to thread interleaving.
 //!
 //! It checks only that the kernel survives: the VM runner fails the run on any splat, and the
-//! module must unload afterwards (no channel leaked). Fuzzed signals exclude SIGKILL and
-//! SIGSTOP, which cannot be ignored; every other signal is ignored by the fuzzer.
+//! module must unload afterwards (no channel leaked). Fuzzed signals exclude those that
+//! cannot be ignored (SIGKILL, SIGSTOP, and the C library's own real-time signals); every
+//! other signal is ignored by the fuzzer.
 
 use anyhow::{ensure, Result};
 use clap::Parser;
@@ -58,6 +59,21 @@ struct Pool {
 }
 
 const POOL_MAX: usize = 16;
+
+/// Bit `n` set: signal `n` cannot be ignored, so the fuzzer never asks the module for it.
+/// Written once in `main` before any thread or child exists, then only read.
+static mut UNCATCHABLE: u128 = 0;
+
+/// Replaces a signal number the fuzzer could not survive with SIGUSR1.
+fn survivable(signo: i32) -> i32 {
+    // SAFETY: Only read after `main` finished writing it.
+    let bad = unsafe { UNCATCHABLE };
+    if (1..=127).contains(&signo) && bad & (1 << signo) != 0 {
+        libc::SIGUSR1
+    } else {
+        signo
+    }
+}
 
 /// A buffer big enough for any request, with room to misalign.
 #[repr(C, align(8))]
@@ -180,11 +196,9 @@ impl Worker<'_> {
             };
             self.buf.0[8..16].copy_from_slice(&p.to_ne_bytes());
         }
-        // Signals: never SIGKILL or SIGSTOP (the fuzzer could not survive them).
+        // Signals: never one the fuzzer could not survive.
         let s = i32::from_ne_bytes(self.buf.0[4..8].try_into().unwrap_or_default());
-        if s == libc::SIGKILL || s == libc::SIGSTOP {
-            self.buf.0[4..8].copy_from_slice(&(libc::SIGUSR1).to_ne_bytes());
-        }
+        self.buf.0[4..8].copy_from_slice(&survivable(s).to_ne_bytes());
     }
 
     fn arg(&mut self) -> usize {
@@ -207,13 +221,10 @@ impl Worker<'_> {
         };
         let cmd = self.cmd();
         self.fill();
-        // A SIGNAL request must not carry SIGKILL/SIGSTOP even from garbage.
+        // A SIGNAL request must not carry a signal we cannot survive, even from garbage.
         if cmd == sys::IOC_SIGNAL {
-            self.buf.0[4..8].copy_from_slice(&self.rng.random_range(-2i32..66).to_ne_bytes());
-            let s = i32::from_ne_bytes(self.buf.0[4..8].try_into().unwrap_or_default());
-            if s == libc::SIGKILL || s == libc::SIGSTOP {
-                self.buf.0[4..8].copy_from_slice(&0i32.to_ne_bytes());
-            }
+            let s = survivable(self.rng.random_range(-2i32..66));
+            self.buf.0[4..8].copy_from_slice(&s.to_ne_bytes());
         }
         let arg = self.arg();
         // SAFETY: The kernel validates `arg`; it may point at our buffer, which we own, or at
@@ -417,9 +428,14 @@ fn main() -> Result<()> {
     );
     for sig in 1..=64 {
         // SIGCHLD keeps its default, so that exit statuses can still be collected.
-        if ![libc::SIGKILL, libc::SIGSTOP, libc::SIGCHLD].contains(&sig) {
-            // SAFETY: Ignoring signals the fuzzed module may send us.
-            unsafe { libc::signal(sig, libc::SIG_IGN) };
+        if sig == libc::SIGCHLD {
+            continue;
+        }
+        // SAFETY: Ignoring signals the fuzzed module may send us.
+        if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+            // SIGKILL, SIGSTOP, and the real-time signals the C library keeps for itself.
+            // SAFETY: Written before any other thread or process exists.
+            unsafe { UNCATCHABLE |= 1 << sig };
         }
     }
     // SAFETY: A shared anonymous mapping of the right size, zero-filled, which makes valid
