@@ -163,27 +163,91 @@ impl Link for PipeLink {
     }
 }
 
-/// The floor: thread A sends on link 0 and waits on link 1; thread B echoes.
-fn rtt_threads(iters: u32, pin_at: Pin, link: &dyn Link) -> Result<Histogram<u64>> {
-    let (me, other) = pin_at.cpus();
-    let total = iters + iters / 10;
-    thread::scope(|s| {
-        let echo = s.spawn(move || -> Result<()> {
-            pin(0, other)?;
-            for _ in 0..total {
-                link.recv(0)?;
-                link.send(1)?;
-            }
-            Ok(())
-        });
+/// Rounds the latency paths take turns in, so that slow phases of the emulator hit all of
+/// them alike rather than whichever ran at that moment.
+const ROUNDS: u32 = 20;
+
+/// Measures the four paths interleaved: `ROUNDS` rounds, each path `iters / ROUNDS` round
+/// trips per round, in an order that rotates from round to round.
+fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
+    let (me, other) = p.cpus();
+    let per = iters / ROUNDS;
+    let total = per * ROUNDS + per; // One extra round warms every path up.
+                                    // The module's paths: a channel kicked by ioctl, one kicked through a kick eventfd.
+    let setup = |kickfd: bool| -> Result<(Channel, Notifier, Notifier)> {
+        let ch = Channel::open()?;
+        let (n, k) = (Notifier::new()?, Notifier::new()?);
+        ch.attach(0, &n)?;
+        if kickfd {
+            ch.attach_kickfd(0, &k)?;
+        }
+        pin(ch.stats()?.thread_pid, other)?;
+        Ok((ch, n, k))
+    };
+    let (ioctl_ch, ioctl_n, _) = setup(false)?;
+    // The channel must stay open while its kick eventfd is used.
+    let (_kfd_ch, kfd_n, kfd_k) = setup(true)?;
+    let efd = EventfdLink([Notifier::new()?, Notifier::new()?]);
+    let pipes = PipeLink([pipe()?, pipe()?]);
+    thread::scope(|s| -> Result<Vec<Histogram<u64>>> {
+        // The floor's echo threads, each answering every round trip of its link.
+        let echoes: Vec<_> = [&efd as &dyn Link, &pipes]
+            .into_iter()
+            .map(|link| {
+                s.spawn(move || -> Result<()> {
+                    pin(0, other)?;
+                    for _ in 0..total {
+                        link.recv(0)?;
+                        link.send(1)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
         pin(0, me)?;
-        let h = measure(iters, || {
-            link.send(0)?;
-            link.recv(1)
-        })?;
-        echo.join()
-            .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
-        Ok(h)
+        let mut once: [Box<dyn FnMut() -> Result<()> + '_>; 4] = [
+            Box::new(|| {
+                ioctl_ch.kick(0, 1)?;
+                ensure!(ioctl_n.wait()? == 1, "coalesced round trip");
+                Ok(())
+            }),
+            Box::new(|| {
+                kfd_k.post(1)?;
+                ensure!(kfd_n.wait()? == 1, "coalesced round trip");
+                Ok(())
+            }),
+            Box::new(|| {
+                efd.send(0)?;
+                efd.recv(1)
+            }),
+            Box::new(|| {
+                pipes.send(0)?;
+                pipes.recv(1)
+            }),
+        ];
+        let mut hs = (0..4)
+            .map(|_| Histogram::new(3))
+            .collect::<Result<Vec<Histogram<u64>>, _>>()?;
+        for f in once.iter_mut() {
+            for _ in 0..per {
+                f()?;
+            }
+        }
+        for round in 0..ROUNDS as usize {
+            for k in (0..4).map(|i| (i + round) % 4) {
+                for _ in 0..per {
+                    let t = Instant::now();
+                    once[k]()?;
+                    hs[k].record(t.elapsed().as_nanos() as u64)?;
+                }
+            }
+        }
+        drop(once);
+        for e in echoes {
+            e.join()
+                .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+        }
+        Ok(hs)
     })
 }
 
@@ -191,24 +255,23 @@ fn latency(iters: u32) -> Result<(Value, Value)> {
     let mut all = serde_json::Map::new();
     let mut ratio = serde_json::Map::new();
     for (pname, p) in [("same_cpu", Pin::Same), ("cross_cpu", Pin::Cross)] {
-        let efd = EventfdLink([Notifier::new()?, Notifier::new()?]);
-        let pipes = PipeLink([pipe()?, pipe()?]);
-        // Interleaved in one run, so that all four see the same VM conditions.
-        let rows = [
-            ("evnotify_ioctl", summary(&rtt_evnotify(iters, p, false)?)),
-            ("evnotify_kickfd", summary(&rtt_evnotify(iters, p, true)?)),
-            ("eventfd_threads", summary(&rtt_threads(iters, p, &efd)?)),
-            ("pipe_threads", summary(&rtt_threads(iters, p, &pipes)?)),
+        let hs = interleaved(iters, p)?;
+        let names = [
+            "evnotify_ioctl",
+            "evnotify_kickfd",
+            "eventfd_threads",
+            "pipe_threads",
         ];
-        let p50 = |i: usize| rows[i].1["p50"].as_f64().unwrap_or(f64::NAN);
+        let p50 = |i: usize| hs[i].value_at_quantile(0.5) as f64;
         ratio.insert(
             pname.into(),
             json!({ "ioctl_vs_eventfd": p50(0) / p50(2), "kickfd_vs_eventfd": p50(1) / p50(2) }),
         );
-        all.insert(
-            pname.into(),
-            Value::Object(rows.into_iter().map(|(k, v)| (k.into(), v)).collect()),
-        );
+        let rows = names
+            .iter()
+            .zip(&hs)
+            .map(|(k, h)| (k.to_string(), summary(h)));
+        all.insert(pname.into(), Value::Object(rows.collect()));
     }
     Ok((Value::Object(all), Value::Object(ratio)))
 }
