@@ -87,9 +87,7 @@ fn kickfd_conservation_10000() -> Result<()> {
             kick.post(n)?;
             sent += n;
         }
-        reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        crate::join(reader, "reader")?;
         Ok(())
     })?;
     let s = settle(&ch, &notify)?;
@@ -106,12 +104,8 @@ fn kickfd_mixed_with_ioctl() -> Result<()> {
         for _ in 0..TOTAL {
             ch.kick(0, 1)?;
         }
-        writer
-            .join()
-            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
-        reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        crate::join(writer, "writer")?;
+        crate::join(reader, "reader")?;
         Ok(())
     })?;
     let s = settle(&ch, &notify)?;
@@ -200,7 +194,7 @@ fn kickfd_replace_under_load() -> Result<()> {
         stop.store(true, Ordering::Relaxed);
         writers
             .into_iter()
-            .map(|w| Ok(w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??))
+            .map(|w| crate::join(w, "writer"))
             .collect()
     })?;
     // Exact ledger: whatever the module did not consume is still in each eventfd.

@@ -35,6 +35,16 @@ pub fn expect_errno<T: Debug>(r: nix::Result<T>, want: Errno, what: &str) -> Res
     }
 }
 
+/// Joins a test's helper thread, turning its panic into an error naming it.
+pub fn join<T, E>(h: std::thread::ScopedJoinHandle<'_, Result<T, E>>, who: &str) -> Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    h.join()
+        .map_err(|_| anyhow::anyhow!("{who} panicked"))?
+        .map_err(Into::into)
+}
+
 /// Reads `n` until exactly `want` notifications have arrived, failing on a hang.
 pub fn collect(n: &Notifier, want: u64) -> Result<u64> {
     let mut got = 0;

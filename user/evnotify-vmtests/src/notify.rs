@@ -94,9 +94,7 @@ fn kick_and_read(ch: &Channel, n: &Notifier, counts: impl Iterator<Item = u32>) 
             sent += u64::from(c);
         }
         ensure!(sent == TOTAL, "sent {sent}");
-        reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))?
+        crate::join(reader, "reader")
     })?;
     let s = settle(ch, n)?;
     ensure!(total == TOTAL, "read {total}");
@@ -167,10 +165,10 @@ fn conservation_concurrent_kickers() -> Result<()> {
             .map(|n| s.spawn(move || collect(n, per)))
             .collect();
         for k in kickers {
-            k.join().map_err(|_| anyhow::anyhow!("kicker panicked"))??;
+            crate::join(k, "kicker")?;
         }
         for r in readers {
-            r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+            crate::join(r, "reader")?;
         }
         Ok(())
     })?;

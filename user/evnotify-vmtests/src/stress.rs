@@ -197,8 +197,7 @@ fn stress_ledger() -> Result<()> {
         }
         stop.store(true, Relaxed);
         for j in jobs {
-            j.join()
-                .map_err(|_| anyhow::anyhow!("a stress thread panicked"))??;
+            crate::join(j, "a stress thread")?;
         }
         Ok(())
     })?;

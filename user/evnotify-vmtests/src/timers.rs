@@ -76,9 +76,7 @@ fn timer_runs_beside_kicks() -> Result<()> {
         for _ in 0..KICKS {
             ch.kick(0, 1)?;
         }
-        reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        crate::join(reader, "reader")?;
         Ok(())
     })?;
     // The timer kept ticking while the thread served the kicks.
