@@ -7,6 +7,7 @@
 //! signal, process signal) with no lock held.
 
 use crate::{
+    busypoll,
     eventfd::{
         EventFd,
         KickFd,
@@ -45,6 +46,7 @@ use kernel::{
     },
     time::{
         msecs_to_jiffies,
+        Delta,
         Instant,
         Monotonic, //
     }, //
@@ -221,16 +223,11 @@ impl KickSink for SlotSink {
     }
 
     fn hangup(&self) {
-        let sh = &self.shared;
-        let wake = {
-            let mut inner = sh.inner.lock();
+        self.shared.update(|inner| {
             let was_idle = inner.idle();
             inner.hangup = true;
             was_idle
-        };
-        if wake {
-            sh.work.notify_one();
-        }
+        });
     }
 }
 
@@ -244,6 +241,7 @@ struct Counters {
     signals: Atomic<u64>,
     dropped: Atomic<u64>,
     wakeups: Atomic<u64>,
+    polled: Atomic<u64>,
 }
 
 /// The part of a channel shared by the file, its kernel thread and its kick eventfds.
@@ -255,6 +253,10 @@ pub(crate) struct Shared {
     /// Signalled when `Inner` goes from idle to having work, or its timers change.
     #[pin]
     work: CondVar,
+    /// Set with the same events as `work`, for the thread to see while it busy-polls.
+    ready: Atomic<bool>,
+    /// The limit of the thread's busy-poll window, in nanoseconds; 0 turns polling off.
+    busypoll_ns: Atomic<u32>,
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
     kickfds: Mutex<KickFds>,
@@ -263,10 +265,14 @@ pub(crate) struct Shared {
 
 impl ThreadWork for Shared {
     fn run(&self, ctx: &ThreadCtx) {
+        let mut window = busypoll::Window::default();
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut slept = true;
         loop {
             let mut guard = self.inner.lock();
+            // When the thread ran out of work, and whether it has spun since.
+            let mut idle_since = None;
+            let mut polled = false;
             let work = loop {
                 if ctx.should_stop() {
                     return;
@@ -276,8 +282,22 @@ impl ThreadWork for Shared {
                 if let Some(work) = guard.take_work() {
                     break work;
                 }
+                // Under the lock, so no event after this check is missed.
+                self.ready.store(false, Relaxed);
+                let idle = *idle_since.get_or_insert_with(Instant::<Monotonic>::now);
+                let deadline = guard.next_deadline();
+                let spin_ns = window.ns().min(self.busypoll_ns.load(Relaxed).into());
+                if !polled && spin_ns != 0 {
+                    polled = true;
+                    drop(guard);
+                    let spin = Delta::from_nanos(spin_ns as i64);
+                    let spin = deadline.map_or(spin, |d| (d - idle).min(spin));
+                    ctx.busy_poll(spin, || self.ready.load(Relaxed));
+                    guard = self.inner.lock();
+                    continue;
+                }
                 // A pending signal can only be `kthread_stop`'s, which the loop checks.
-                match guard.next_deadline() {
+                match deadline {
                     None => {
                         let _ = self.work.wait_interruptible(&mut guard);
                     }
@@ -290,8 +310,14 @@ impl ThreadWork for Shared {
                 slept = true;
             };
             drop(guard);
+            if let Some(idle) = idle_since {
+                let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
+                window.adapt(idle_ns, self.busypoll_ns.load(Relaxed));
+            }
             if core::mem::take(&mut slept) {
                 self.count.wakeups.add(1, Relaxed);
+            } else if polled {
+                self.count.polled.add(1, Relaxed);
             }
             match work {
                 Work::Kicks {
@@ -308,17 +334,29 @@ impl ThreadWork for Shared {
 }
 
 impl Shared {
-    /// Queues `count` kicks on `slot` and wakes the thread if it may be asleep.
-    fn queue(&self, slot: usize, count: u64) {
+    /// Changes `Inner` with `f` under the lock, then wakes the thread if `f` says it must.
+    fn update(&self, f: impl FnOnce(&mut Inner) -> bool) {
         let wake = {
             let mut inner = self.inner.lock();
-            // Counted under the lock, so the thread can never have answered more than this.
-            self.count.kicks.add(count, Relaxed);
-            inner.queue(slot, count)
+            let wake = f(&mut inner);
+            if wake {
+                // Under the lock, so the thread cannot clear it before seeing the change.
+                self.ready.store(true, Relaxed);
+            }
+            wake
         };
         if wake {
             self.work.notify_one();
         }
+    }
+
+    /// Queues `count` kicks on `slot` and wakes the thread if it may be asleep.
+    fn queue(&self, slot: usize, count: u64) {
+        self.update(|inner| {
+            // Counted under the lock, so the thread can never have answered more than this.
+            self.count.kicks.add(count, Relaxed);
+            inner.queue(slot, count)
+        });
     }
 
     /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each.
@@ -364,8 +402,10 @@ impl Shared {
 
     /// Changes the timers under the lock, then wakes the thread to recompute its deadline.
     fn update_timers(&self, f: impl FnOnce(&mut Inner)) {
-        f(&mut self.inner.lock());
-        self.work.notify_one();
+        self.update(|inner| {
+            f(inner);
+            true
+        });
     }
 }
 
@@ -377,7 +417,7 @@ pub(crate) struct Channel {
 
 impl Channel {
     /// Creates a channel and starts its thread, if fewer than `max` are open.
-    pub(crate) fn new(max: u32) -> Result<Self> {
+    pub(crate) fn new(max: u32, busypoll_ns: u32) -> Result<Self> {
         let open = OpenSlot::take(max)?;
         const EMPTY: Slot = Slot {
             efd: None,
@@ -398,6 +438,8 @@ impl Channel {
                     "Channel::inner"
                 ),
                 work <- new_condvar!("Channel::work"),
+                ready: Atomic::new(false),
+                busypoll_ns: Atomic::new(busypoll_ns.min(busypoll::MAX_NS)),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 count: Counters {
                     kicks: Atomic::new(0),
@@ -408,6 +450,7 @@ impl Channel {
                     signals: Atomic::new(0),
                     dropped: Atomic::new(0),
                     wakeups: Atomic::new(0),
+                    polled: Atomic::new(0),
                 },
             }),
             GFP_KERNEL,
@@ -474,6 +517,15 @@ impl Channel {
         Ok(())
     }
 
+    /// Sets the limit of the thread's busy-poll window; 0 turns busy polling off.
+    pub(crate) fn set_busypoll(&self, limit_ns: u32) -> Result {
+        if limit_ns > busypoll::MAX_NS {
+            return Err(EINVAL);
+        }
+        self.shared().busypoll_ns.store(limit_ns, Relaxed);
+        Ok(())
+    }
+
     /// Makes `slot` also signal the calling process with `signo` (0: `SIGIO`), or stops with
     /// `signo == -1`.
     pub(crate) fn set_signal(&self, slot: usize, signo: i32) -> Result {
@@ -506,6 +558,8 @@ impl Channel {
             signals: c.signals.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
             wakeups: c.wakeups.load(Relaxed),
+            polled: c.polled.load(Relaxed),
+            busypoll_ns: shared.busypoll_ns.load(Relaxed),
             thread_pid: self.thread.pid(),
             ..Default::default()
         };
@@ -535,8 +589,8 @@ impl Channel {
         seq_print!(
             m,
             "thread_pid:\t{}\nkicks:\t{}\nfd_kicks:\t{}\ntimer_ticks:\t{}\nhandled:\t{}\n\
-             notifies:\t{}\nsignals:\t{}\ndropped:\t{}\nwakeups:\t{}\npending:\t{}\n\
-             attached:\t{}\nkickfds:\t{}\ntimers:\t{}\nsignal_slots:\t{}\n",
+             notifies:\t{}\nsignals:\t{}\ndropped:\t{}\nwakeups:\t{}\npolled:\t{}\npending:\t{}\n\
+             attached:\t{}\nkickfds:\t{}\ntimers:\t{}\nsignal_slots:\t{}\nbusypoll_ns:\t{}\n",
             s.thread_pid,
             s.kicks,
             s.fd_kicks,
@@ -546,11 +600,13 @@ impl Channel {
             s.signals,
             s.dropped,
             s.wakeups,
+            s.polled,
             s.pending,
             s.attached,
             s.kickfds,
             s.timers,
-            s.signal_slots
+            s.signal_slots,
+            s.busypoll_ns
         );
         let shared = self.shared();
         for slot in 0..NR_SLOTS {

@@ -10,8 +10,19 @@ use kernel::{
     bindings,
     error::from_err_ptr,
     prelude::*,
-    sync::Arc, //
+    processor::cpu_relax,
+    sync::Arc,
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
+    }, //
 };
+
+extern "C" {
+    // Exported by `kernel/sched/core.c` but not in the bindings; KVM's halt polling uses it too.
+    fn single_task_running() -> bool;
+}
 
 /// The body of a [`KThread`].
 pub(crate) trait ThreadWork: Send + Sync + 'static {
@@ -37,6 +48,25 @@ impl ThreadCtx {
         // SAFETY: The thread is `TASK_RUNNING` and holds no lock, so it may reschedule; it
         // stays runnable and returns here.
         unsafe { bindings::schedule() };
+    }
+
+    /// Spins until `done()` holds and returns true; gives up and returns false once `budget`
+    /// has passed, the thread is asked to stop, or another task could run on this CPU.
+    /// Preemption stays enabled, so the scheduler can take the CPU back at any time.
+    pub(crate) fn busy_poll(&self, budget: Delta, done: impl Fn() -> bool) -> bool {
+        let start = Instant::<Monotonic>::now();
+        loop {
+            if done() {
+                return true;
+            }
+            // SAFETY: `single_task_running` only reads the length of this CPU's run queue; if
+            // the thread migrates meanwhile, the answer is merely stale, which is harmless here.
+            let alone = unsafe { single_task_running() };
+            if !alone || self.should_stop() || start.elapsed() >= budget {
+                return false;
+            }
+            cpu_relax();
+        }
     }
 }
 

@@ -32,6 +32,7 @@
 //! }
 //! ```
 
+mod busypoll;
 mod channel;
 mod eventfd;
 mod kthread;
@@ -64,6 +65,10 @@ module! {
             default: 4096,
             description: "Most channels open at once (each one is a kernel thread); more get EMFILE",
         },
+        busypoll_ns: u32 {
+            default: 200000,
+            description: "Busy-poll limit of new channels' threads in ns (0: off, at most 1000000)",
+        },
     },
 }
 
@@ -89,7 +94,8 @@ impl MiscDevice for Channel {
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let max = module_parameters::max_channels.value();
-        KBox::new(Channel::new(max)?, GFP_KERNEL).map_err(Into::into)
+        let busypoll_ns = module_parameters::busypoll_ns.value();
+        KBox::new(Channel::new(max, busypoll_ns)?, GFP_KERNEL).map_err(Into::into)
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
@@ -104,7 +110,8 @@ impl MiscDevice for Channel {
                     | uapi::F_KICKFD
                     | uapi::F_FDINFO
                     | uapi::F_TIMER
-                    | uapi::F_SIGNAL,
+                    | uapi::F_SIGNAL
+                    | uapi::F_BUSYPOLL,
             })?,
             uapi::IOC_ATTACH => {
                 let req: uapi::Attach = user.reader().read()?;
@@ -133,6 +140,11 @@ impl MiscDevice for Channel {
                 let req: uapi::SignalReq = user.reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 me.set_signal(uapi::slot(req.slot)?, req.signo)?
+            }
+            uapi::IOC_BUSYPOLL => {
+                let req: uapi::BusyPollReq = user.reader().read()?;
+                uapi::must_be_zero(req.flags, req.reserved)?;
+                me.set_busypoll(req.limit_ns)?
             }
             uapi::IOC_STATS => user.writer().write(&me.stats())?,
             _ => return Err(ENOTTY),

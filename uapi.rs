@@ -24,6 +24,7 @@ pub(crate) const F_KICKFD: u64 = 1 << 2;
 pub(crate) const F_FDINFO: u64 = 1 << 3;
 pub(crate) const F_TIMER: u64 = 1 << 4;
 pub(crate) const F_SIGNAL: u64 = 1 << 5;
+pub(crate) const F_BUSYPOLL: u64 = 1 << 6;
 
 /// The default signal of `IOC_SIGNAL`.
 pub(crate) const SIGIO: i32 = 29;
@@ -68,13 +69,14 @@ pub(crate) struct Stats {
     pub(crate) signals: u64,
     pub(crate) dropped: u64,
     pub(crate) wakeups: u64,
+    pub(crate) polled: u64,
     pub(crate) pending: u64,
     pub(crate) thread_pid: i32,
     pub(crate) attached: u32,
     pub(crate) kickfds: u32,
     pub(crate) timers: u32,
     pub(crate) signal_slots: u32,
-    pub(crate) reserved: u32,
+    pub(crate) busypoll_ns: u32,
 }
 
 /// `struct evnotify_timer`.
@@ -96,6 +98,14 @@ pub(crate) struct SignalReq {
     pub(crate) reserved: u32,
 }
 
+/// `struct evnotify_busypoll`.
+#[repr(C)]
+pub(crate) struct BusyPollReq {
+    pub(crate) limit_ns: u32,
+    pub(crate) flags: u32,
+    pub(crate) reserved: u64,
+}
+
 // SAFETY: `Version` is `repr(C)` with only integer fields and no padding.
 unsafe impl transmute::AsBytes for Version {}
 // SAFETY: `Attach` is `repr(C)` with only integer fields: every bit pattern is valid.
@@ -108,14 +118,17 @@ unsafe impl transmute::AsBytes for Stats {}
 unsafe impl transmute::FromBytes for TimerReq {}
 // SAFETY: `SignalReq` is `repr(C)` with only integer fields: every bit pattern is valid.
 unsafe impl transmute::FromBytes for SignalReq {}
+// SAFETY: `BusyPollReq` is `repr(C)` with only integer fields: every bit pattern is valid.
+unsafe impl transmute::FromBytes for BusyPollReq {}
 
 // No implicit padding may reach user space: each size is the sum of its fields.
 const _: () = assert!(size_of::<Version>() == 16);
 const _: () = assert!(size_of::<Attach>() == 16);
 const _: () = assert!(size_of::<Kick>() == 16);
-const _: () = assert!(size_of::<Stats>() == 96);
+const _: () = assert!(size_of::<Stats>() == 104);
 const _: () = assert!(size_of::<TimerReq>() == 32);
 const _: () = assert!(size_of::<SignalReq>() == 16);
+const _: () = assert!(size_of::<BusyPollReq>() == 16);
 
 pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(MAGIC, 0x00);
 pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(MAGIC, 0x01);
@@ -124,6 +137,7 @@ pub(crate) const IOC_STATS: u32 = _IOR::<Stats>(MAGIC, 0x03);
 pub(crate) const IOC_KICKFD: u32 = _IOW::<Attach>(MAGIC, 0x04);
 pub(crate) const IOC_TIMER: u32 = _IOW::<TimerReq>(MAGIC, 0x05);
 pub(crate) const IOC_SIGNAL: u32 = _IOW::<SignalReq>(MAGIC, 0x06);
+pub(crate) const IOC_BUSYPOLL: u32 = _IOW::<BusyPollReq>(MAGIC, 0x07);
 
 /// Checks a slot number from user space.
 pub(crate) fn slot(slot: u32) -> Result<usize> {

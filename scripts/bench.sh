@@ -24,7 +24,7 @@ for pin in ("same_cpu", "cross_cpu"):
     for path, h in r["rtt_ns_by_pinning"][pin].items():
         print(f"| {path} | {pin.replace('_', ' ')} | {us(h['p50'])} | {us(h['p90'])} | {us(h['p99'])} | {us(h['p999'])} | {us(h['max'])} |")
 print("\n| p50 ratio | same CPU | different CPUs |\n| --- | ---: | ---: |")
-for k in ("ioctl_vs_eventfd", "kickfd_vs_eventfd"):
+for k in ("ioctl_vs_eventfd", "kickfd_vs_eventfd", "ioctl_nopoll_vs_eventfd", "kickfd_nopoll_vs_eventfd"):
     print(f"| {k} | {r['ratio']['same_cpu'][k]:.2f} | {r['ratio']['cross_cpu'][k]:.2f} |")
 t = r["throughput"]
 print(f"\nThroughput: {t['kicks_per_s']:.0f} kicks/s absorbed ({t['kicks_per_wakeup']:.1f} kicks per thread wake-up); "

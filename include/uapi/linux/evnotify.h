@@ -35,10 +35,14 @@
 #define EVNOTIFY_F_FDINFO	(1ULL << 3)	/* state in /proc/<pid>/fdinfo/<fd> */
 #define EVNOTIFY_F_TIMER	(1ULL << 4)	/* EVNOTIFY_IOC_TIMER: kernel-originated ticks */
 #define EVNOTIFY_F_SIGNAL	(1ULL << 5)	/* EVNOTIFY_IOC_SIGNAL: fasync-style signals */
+#define EVNOTIFY_F_BUSYPOLL	(1ULL << 6)	/* EVNOTIFY_IOC_BUSYPOLL: thread spins before sleeping */
 
 /* Timer periods accepted by EVNOTIFY_IOC_TIMER, in nanoseconds (1 ms .. 1 day). */
 #define EVNOTIFY_MIN_PERIOD_NS	1000000ULL
 #define EVNOTIFY_MAX_PERIOD_NS	86400000000000ULL
+
+/* Largest busy-poll limit accepted by EVNOTIFY_IOC_BUSYPOLL, in nanoseconds (1 ms). */
+#define EVNOTIFY_MAX_BUSYPOLL_NS	1000000U
 
 struct evnotify_version {
 	__u32 api_version;	/* out: EVNOTIFY_API_VERSION */
@@ -76,14 +80,15 @@ struct evnotify_stats {
 	__u64 notifies;		/* eventfd_signal() calls made by the thread */
 	__u64 signals;		/* process signals sent */
 	__u64 dropped;		/* handled with no eventfd and no live process */
-	__u64 wakeups;		/* times the thread woke up and found work */
+	__u64 wakeups;		/* times the thread woke up from sleep and found work */
+	__u64 polled;		/* times it found work while busy polling, without sleeping */
 	__u64 pending;		/* kicks and ticks not yet handled */
 	__s32 thread_pid;	/* pid of the channel's kernel thread */
 	__u32 attached;		/* slots with a notify eventfd */
 	__u32 kickfds;		/* slots with a kick eventfd */
 	__u32 timers;		/* slots with a running timer */
 	__u32 signal_slots;	/* slots that signal a process */
-	__u32 reserved;		/* zero */
+	__u32 busypoll_ns;	/* the thread's busy-poll limit, 0 = off */
 };
 
 /*
@@ -113,6 +118,21 @@ struct evnotify_signal {
 	__u32 reserved;		/* in: must be 0 */
 };
 
+/*
+ * Set the channel thread's busy-poll limit, like vhost's busyloop timeout.
+ * After it runs out of work the thread spins, for an adaptive window of at
+ * most limit_ns, before it sleeps: a kick that arrives meanwhile costs no
+ * wake-up.  The window grows while kicks come soon after the thread went idle
+ * and drops to zero when they do not, so an idle channel burns no CPU; the
+ * spin also yields to any other runnable task.  New channels start with the
+ * busypoll_ns module parameter (default 200000, as KVM's halt_poll_ns).
+ */
+struct evnotify_busypoll {
+	__u32 limit_ns;		/* in: 0 (off) .. EVNOTIFY_MAX_BUSYPOLL_NS */
+	__u32 flags;		/* in: must be 0 */
+	__u64 reserved;		/* in: must be 0 */
+};
+
 #define EVNOTIFY_IOC_MAGIC	0xE6
 
 #define EVNOTIFY_IOC_VERSION	_IOR(EVNOTIFY_IOC_MAGIC, 0x00, struct evnotify_version)
@@ -127,5 +147,6 @@ struct evnotify_signal {
 #define EVNOTIFY_IOC_KICKFD	_IOW(EVNOTIFY_IOC_MAGIC, 0x04, struct evnotify_attach)
 #define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)
 #define EVNOTIFY_IOC_SIGNAL	_IOW(EVNOTIFY_IOC_MAGIC, 0x06, struct evnotify_signal)
+#define EVNOTIFY_IOC_BUSYPOLL	_IOW(EVNOTIFY_IOC_MAGIC, 0x07, struct evnotify_busypoll)
 
 #endif /* _UAPI_LINUX_EVNOTIFY_H */

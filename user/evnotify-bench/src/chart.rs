@@ -6,11 +6,13 @@ use serde_json::Value;
 use std::path::Path;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-const PATHS: [(&str, RGBColor); 4] = [
+const PATHS: [(&str, RGBColor); 6] = [
     ("evnotify_ioctl", RED),
     ("evnotify_kickfd", MAGENTA),
     ("eventfd_threads", BLUE),
     ("pipe_threads", GREEN),
+    ("evnotify_ioctl_nopoll", RGBColor(250, 150, 120)),
+    ("evnotify_kickfd_nopoll", RGBColor(200, 150, 230)),
 ];
 
 pub fn draw(results: &Path, png: &Path) -> Result<()> {

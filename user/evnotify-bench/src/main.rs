@@ -119,7 +119,7 @@ fn rtt_evnotify(iters: u32, pin_at: Pin, kickfd: bool) -> Result<Histogram<u64>>
         ch.attach_kickfd(0, &kick)?;
     }
     pin(0, me)?;
-    pin(ch.stats()?.thread_pid, other)?;
+    ch.pin_thread(other)?;
     measure(iters, || {
         if kickfd {
             kick.post(1)?;
@@ -167,26 +167,44 @@ impl Link for PipeLink {
 /// them alike rather than whichever ran at that moment.
 const ROUNDS: u32 = 20;
 
-/// Measures the four paths interleaved: `ROUNDS` rounds, each path `iters / ROUNDS` round
-/// trips per round, in an order that rotates from round to round.
+/// The round-trip paths, in the order `interleaved` returns them. The module's paths run with
+/// the default busy-poll limit, and again with busy polling off.
+const PATHS: [&str; 6] = [
+    "evnotify_ioctl",
+    "evnotify_kickfd",
+    "eventfd_threads",
+    "pipe_threads",
+    "evnotify_ioctl_nopoll",
+    "evnotify_kickfd_nopoll",
+];
+
+/// Measures the paths interleaved: `ROUNDS` rounds, each path `iters / ROUNDS` round trips per
+/// round, in an order that rotates from round to round.
 fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
     let (me, other) = p.cpus();
     let per = iters / ROUNDS;
     let total = per * ROUNDS + per; // One extra round warms every path up.
-                                    // The module's paths: a channel kicked by ioctl, one kicked through a kick eventfd.
-    let setup = |kickfd: bool| -> Result<(Channel, Notifier, Notifier)> {
+                                    // A channel with its thread on `other`, kicked by ioctl or through a kick eventfd (the
+                                    // channel must stay open while its kick eventfd is used).
+    let setup = |kickfd: bool, poll: bool| -> Result<(Channel, Notifier, Notifier)> {
         let ch = Channel::open()?;
         let (n, k) = (Notifier::new()?, Notifier::new()?);
         ch.attach(0, &n)?;
         if kickfd {
             ch.attach_kickfd(0, &k)?;
         }
-        pin(ch.stats()?.thread_pid, other)?;
+        if !poll {
+            ch.set_busypoll(Duration::ZERO)?;
+        }
+        ch.pin_thread(other)?;
         Ok((ch, n, k))
     };
-    let (ioctl_ch, ioctl_n, _) = setup(false)?;
-    // The channel must stay open while its kick eventfd is used.
-    let (_kfd_ch, kfd_n, kfd_k) = setup(true)?;
+    let chans = [
+        setup(false, true)?,
+        setup(true, true)?,
+        setup(false, false)?,
+        setup(true, false)?,
+    ];
     let efd = EventfdLink([Notifier::new()?, Notifier::new()?]);
     let pipes = PipeLink([pipe()?, pipe()?]);
     thread::scope(|s| -> Result<Vec<Histogram<u64>>> {
@@ -205,17 +223,22 @@ fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
             })
             .collect();
         pin(0, me)?;
-        let mut once: [Box<dyn FnMut() -> Result<()> + '_>; 4] = [
-            Box::new(|| {
-                ioctl_ch.kick(0, 1)?;
-                ensure!(ioctl_n.wait()? == 1, "coalesced round trip");
+        let module = |i: usize| -> Box<dyn FnMut() -> Result<()> + '_> {
+            let (ch, n, k) = &chans[i];
+            let kickfd = i % 2 == 1;
+            Box::new(move || {
+                if kickfd {
+                    k.post(1)?;
+                } else {
+                    ch.kick(0, 1)?;
+                }
+                ensure!(n.wait()? == 1, "coalesced round trip");
                 Ok(())
-            }),
-            Box::new(|| {
-                kfd_k.post(1)?;
-                ensure!(kfd_n.wait()? == 1, "coalesced round trip");
-                Ok(())
-            }),
+            })
+        };
+        let mut once: [Box<dyn FnMut() -> Result<()> + '_>; PATHS.len()] = [
+            module(0),
+            module(1),
             Box::new(|| {
                 efd.send(0)?;
                 efd.recv(1)
@@ -224,8 +247,11 @@ fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
                 pipes.send(0)?;
                 pipes.recv(1)
             }),
+            module(2),
+            module(3),
         ];
-        let mut hs = (0..4)
+        let mut hs = PATHS
+            .iter()
             .map(|_| Histogram::new(3))
             .collect::<Result<Vec<Histogram<u64>>, _>>()?;
         for f in once.iter_mut() {
@@ -234,7 +260,7 @@ fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
             }
         }
         for round in 0..ROUNDS as usize {
-            for k in (0..4).map(|i| (i + round) % 4) {
+            for k in (0..PATHS.len()).map(|i| (i + round) % PATHS.len()) {
                 for _ in 0..per {
                     let t = Instant::now();
                     once[k]()?;
@@ -256,18 +282,17 @@ fn latency(iters: u32) -> Result<(Value, Value)> {
     let mut ratio = serde_json::Map::new();
     for (pname, p) in [("same_cpu", Pin::Same), ("cross_cpu", Pin::Cross)] {
         let hs = interleaved(iters, p)?;
-        let names = [
-            "evnotify_ioctl",
-            "evnotify_kickfd",
-            "eventfd_threads",
-            "pipe_threads",
-        ];
         let p50 = |i: usize| hs[i].value_at_quantile(0.5) as f64;
         ratio.insert(
             pname.into(),
-            json!({ "ioctl_vs_eventfd": p50(0) / p50(2), "kickfd_vs_eventfd": p50(1) / p50(2) }),
+            json!({
+                "ioctl_vs_eventfd": p50(0) / p50(2),
+                "kickfd_vs_eventfd": p50(1) / p50(2),
+                "ioctl_nopoll_vs_eventfd": p50(4) / p50(2),
+                "kickfd_nopoll_vs_eventfd": p50(5) / p50(2),
+            }),
         );
-        let rows = names
+        let rows = PATHS
             .iter()
             .zip(&hs)
             .map(|(k, h)| (k.to_string(), summary(h)));
@@ -292,7 +317,8 @@ fn throughput(secs: f64) -> Result<Value> {
     let el = t.elapsed().as_secs_f64();
     let s = ch.wait_idle(Duration::from_secs(60))?;
     let kicks_per_s = kicks as f64 / el;
-    let kicks_per_wakeup = s.handled as f64 / s.wakeups.max(1) as f64;
+    // Each time the thread found work, after sleeping or while spinning.
+    let kicks_per_wakeup = s.handled as f64 / (s.wakeups + s.polled).max(1) as f64;
 
     // Notifications read: a reader drains the eventfd while bursts of 1024 keep it fed.
     let ch = Channel::open()?;

@@ -15,6 +15,10 @@ struct Cli {
     /// The device node.
     #[arg(long, default_value = evnotify::DEVICE)]
     device: String,
+    /// Busy-poll limit of the channel's thread, e.g. 50us (0 turns polling off; default: the
+    /// module's busypoll_ns).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    busypoll: Option<Duration>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -85,6 +89,7 @@ fn features(bits: u64) -> String {
         (sys::F_FDINFO, "fdinfo"),
         (sys::F_TIMER, "timer"),
         (sys::F_SIGNAL, "signal"),
+        (sys::F_BUSYPOLL, "busypoll"),
     ];
     let known: Vec<_> = names
         .iter()
@@ -98,7 +103,7 @@ fn print_stats(ch: &Channel) -> Result<()> {
     let s = ch.stats()?;
     println!(
         "stats: kicks={} (by fd {}) timer_ticks={} handled={} notifies={} signals={} dropped={} \
-         wakeups={} pending={}",
+         wakeups={} polled={} pending={}",
         s.kicks,
         s.fd_kicks,
         s.timer_ticks,
@@ -107,11 +112,12 @@ fn print_stats(ch: &Channel) -> Result<()> {
         s.signals,
         s.dropped,
         s.wakeups,
+        s.polled,
         s.pending
     );
     println!(
-        "slots: attached={} kickfds={} timers={} signalling={}; thread pid {}",
-        s.attached, s.kickfds, s.timers, s.signal_slots, s.thread_pid
+        "slots: attached={} kickfds={} timers={} signalling={}; thread pid {}, busy-poll limit {} ns",
+        s.attached, s.kickfds, s.timers, s.signal_slots, s.thread_pid, s.busypoll_ns
     );
     Ok(())
 }
@@ -268,6 +274,9 @@ fn watch(
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let ch = Channel::open_path(&cli.device).with_context(|| format!("open {}", cli.device))?;
+    if let Some(limit) = cli.busypoll {
+        ch.set_busypoll(limit).context("set busy-poll limit")?;
+    }
     match cli.cmd {
         Cmd::Info => info(&ch),
         Cmd::Ping {

@@ -298,6 +298,7 @@ fn err_bad_pointer_efault() -> Result<()> {
             sys::IOC_ATTACH,
             sys::IOC_KICK,
             sys::IOC_STATS,
+            sys::IOC_BUSYPOLL,
         ] {
             expect_errno(
                 raw(&ch, req, addr),

@@ -56,7 +56,8 @@ fn version_and_features() -> Result<()> {
                 | sys::F_KICKFD
                 | sys::F_FDINFO
                 | sys::F_TIMER
-                | sys::F_SIGNAL,
+                | sys::F_SIGNAL
+                | sys::F_BUSYPOLL,
         "{v:?}"
     );
     Ok(())
@@ -129,7 +130,7 @@ fn thread_stopped_at_close() -> Result<()> {
     Ok(())
 }
 
-fn proc_state(pid: i32) -> Result<char> {
+pub fn proc_state(pid: i32) -> Result<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').context("stat format")?.1;
     after.trim().chars().next().context("no state")

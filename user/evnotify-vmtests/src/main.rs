@@ -5,6 +5,7 @@
 //! says why; inside the VM (`EVNOTIFY_IN_VM=1`, set by its init) nothing may skip, so a missing
 //! device fails every test.
 
+mod busypoll;
 mod errors;
 mod faults;
 mod kickfd;
@@ -74,6 +75,7 @@ fn main() {
         signals::TESTS,
         faults::TESTS,
         stress::TESTS,
+        busypoll::TESTS,
         errors::TESTS,
     ]
     .concat();

@@ -47,8 +47,10 @@ pub mod sys {
     pub const F_FDINFO: u64 = 1 << 3;
     pub const F_TIMER: u64 = 1 << 4;
     pub const F_SIGNAL: u64 = 1 << 5;
+    pub const F_BUSYPOLL: u64 = 1 << 6;
     pub const MIN_PERIOD_NS: u64 = 1_000_000;
     pub const MAX_PERIOD_NS: u64 = 86_400_000_000_000;
+    pub const MAX_BUSYPOLL_NS: u32 = 1_000_000;
     pub const IOC_MAGIC: u8 = 0xE6;
 
     /// `struct evnotify_version`.
@@ -92,13 +94,14 @@ pub mod sys {
         pub signals: u64,
         pub dropped: u64,
         pub wakeups: u64,
+        pub polled: u64,
         pub pending: u64,
         pub thread_pid: i32,
         pub attached: u32,
         pub kickfds: u32,
         pub timers: u32,
         pub signal_slots: u32,
-        pub reserved: u32,
+        pub busypoll_ns: u32,
     }
 
     /// `struct evnotify_timer`.
@@ -122,6 +125,15 @@ pub mod sys {
         pub reserved: u32,
     }
 
+    /// `struct evnotify_busypoll`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct BusyPoll {
+        pub limit_ns: u32,
+        pub flags: u32,
+        pub reserved: u64,
+    }
+
     nix::ioctl_read!(ioc_version, IOC_MAGIC, 0x00, Version);
     nix::ioctl_write_ptr!(ioc_attach, IOC_MAGIC, 0x01, Attach);
     nix::ioctl_write_ptr!(ioc_kick, IOC_MAGIC, 0x02, Kick);
@@ -129,6 +141,7 @@ pub mod sys {
     nix::ioctl_write_ptr!(ioc_kickfd, IOC_MAGIC, 0x04, Attach);
     nix::ioctl_write_ptr!(ioc_timer, IOC_MAGIC, 0x05, Timer);
     nix::ioctl_write_ptr!(ioc_signal, IOC_MAGIC, 0x06, Signal);
+    nix::ioctl_write_ptr!(ioc_busypoll, IOC_MAGIC, 0x07, BusyPoll);
 
     /// The ioctl numbers, for tests that issue raw ioctls.
     pub const IOC_VERSION: u64 =
@@ -142,6 +155,8 @@ pub mod sys {
     pub const IOC_TIMER: u64 = nix::request_code_write!(IOC_MAGIC, 0x05, size_of::<Timer>()) as u64;
     pub const IOC_SIGNAL: u64 =
         nix::request_code_write!(IOC_MAGIC, 0x06, size_of::<Signal>()) as u64;
+    pub const IOC_BUSYPOLL: u64 =
+        nix::request_code_write!(IOC_MAGIC, 0x07, size_of::<BusyPoll>()) as u64;
 }
 
 pub use sys::{Stats, Version};
@@ -246,6 +261,25 @@ impl Channel {
         };
         // SAFETY: `req` is a valid `struct evnotify_signal`.
         unsafe { sys::ioc_signal(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
+    /// Sets how long, at most, the channel's thread spins for new work before it sleeps
+    /// (an adaptive window, up to `sys::MAX_BUSYPOLL_NS`); zero turns busy polling off.
+    pub fn set_busypoll(&self, limit: Duration) -> Result<()> {
+        let req = sys::BusyPoll {
+            limit_ns: limit.as_nanos().try_into().map_err(|_| Errno::EINVAL)?,
+            ..Default::default()
+        };
+        // SAFETY: `req` is a valid `struct evnotify_busypoll`.
+        unsafe { sys::ioc_busypoll(self.fd.as_raw_fd(), &req) }.map(drop)
+    }
+
+    /// Pins the channel's kernel thread to `cpu`, as `taskset` would.
+    pub fn pin_thread(&self, cpu: usize) -> Result<()> {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu)?;
+        let pid = nix::unistd::Pid::from_raw(self.stats()?.thread_pid);
+        nix::sched::sched_setaffinity(pid, &set)
     }
 
     /// The channel's `/proc/self/fdinfo` text.
@@ -374,6 +408,7 @@ mod tests {
             size_of::<Stats>(),
             size_of::<Timer>(),
             size_of::<Signal>(),
+            size_of::<BusyPoll>(),
         ] {
             assert_eq!(size % 8, 0, "size {size}");
         }
@@ -386,10 +421,11 @@ mod tests {
         assert_eq!(dec(IOC_VERSION), (2, 16, 0xE6, 0));
         assert_eq!(dec(IOC_ATTACH), (1, 16, 0xE6, 1));
         assert_eq!(dec(IOC_KICK), (1, 16, 0xE6, 2));
-        assert_eq!(dec(IOC_STATS), (2, 96, 0xE6, 3));
+        assert_eq!(dec(IOC_STATS), (2, 104, 0xE6, 3));
         assert_eq!(dec(IOC_KICKFD), (1, 16, 0xE6, 4));
         assert_eq!(dec(IOC_TIMER), (1, 32, 0xE6, 5));
         assert_eq!(dec(IOC_SIGNAL), (1, 16, 0xE6, 6));
+        assert_eq!(dec(IOC_BUSYPOLL), (1, 16, 0xE6, 7));
     }
 
     #[test]

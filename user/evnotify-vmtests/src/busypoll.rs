@@ -1,0 +1,128 @@
+//! Busy polling: the limit's bounds, and that the thread spins only when it is allowed to.
+
+use crate::{collect, expect_errno, settle, Test};
+use anyhow::{ensure, Result};
+use evnotify::{sys, Channel, Notifier};
+use nix::{
+    errno::Errno,
+    sched::{sched_setaffinity, CpuSet},
+    unistd::Pid,
+};
+use std::time::Duration;
+
+pub const TESTS: &[Test] = &[
+    ("busypoll_default_and_set", busypoll_default_and_set),
+    ("busypoll_errors", busypoll_errors),
+    ("busypoll_off_never_polls", busypoll_off_never_polls),
+    ("busypoll_catches_ping_pong", busypoll_catches_ping_pong),
+];
+
+/// The `busypoll_ns` module parameter's default.
+const DEFAULT_NS: u32 = 200_000;
+const ROUND_TRIPS: u64 = 500;
+
+fn busypoll_default_and_set() -> Result<()> {
+    let ch = Channel::open()?;
+    ensure!(ch.stats()?.busypoll_ns == DEFAULT_NS, "{:?}", ch.stats()?);
+    ensure!(
+        ch.fdinfo()?
+            .contains(&format!("busypoll_ns:\t{DEFAULT_NS}\n")),
+        "{}",
+        ch.fdinfo()?
+    );
+    for ns in [0, 1, sys::MAX_BUSYPOLL_NS] {
+        ch.set_busypoll(Duration::from_nanos(ns.into()))?;
+        ensure!(ch.stats()?.busypoll_ns == ns, "{:?}", ch.stats()?);
+    }
+    Ok(())
+}
+
+fn busypoll_errors() -> Result<()> {
+    let ch = Channel::open()?;
+    let raw =
+        |r: sys::BusyPoll| crate::errors::raw(&ch, sys::IOC_BUSYPOLL, &r as *const _ as usize);
+    let ok = sys::BusyPoll {
+        limit_ns: 1000,
+        ..Default::default()
+    };
+    for limit_ns in [sys::MAX_BUSYPOLL_NS + 1, u32::MAX] {
+        expect_errno(
+            raw(sys::BusyPoll { limit_ns, ..ok }),
+            Errno::EINVAL,
+            &format!("limit {limit_ns}"),
+        )?;
+    }
+    expect_errno(
+        raw(sys::BusyPoll { flags: 1, ..ok }),
+        Errno::EINVAL,
+        "flags",
+    )?;
+    expect_errno(
+        raw(sys::BusyPoll { reserved: 1, ..ok }),
+        Errno::EINVAL,
+        "reserved",
+    )?;
+    expect_errno(
+        crate::errors::raw(&ch, sys::IOC_BUSYPOLL, 0),
+        Errno::EFAULT,
+        "NULL",
+    )?;
+    expect_errno(
+        ch.set_busypoll(Duration::from_secs(5)),
+        Errno::EINVAL,
+        "5 s through the library",
+    )?;
+    let s = ch.stats()?;
+    ensure!(
+        s.busypoll_ns == DEFAULT_NS,
+        "a rejected limit was kept: {s:?}"
+    );
+    Ok(())
+}
+
+/// Runs `ROUND_TRIPS` kick-and-wait round trips, this thread on CPU 0 and the channel's thread on
+/// CPU 1, where a kick can only be caught by polling if the thread spins between round trips.
+fn ping_pong_across_cpus(ch: &Channel) -> Result<sys::Stats> {
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let mut me = CpuSet::new();
+    me.set(0)?;
+    sched_setaffinity(Pid::from_raw(0), &me)?;
+    ch.pin_thread(1)?;
+    for _ in 0..ROUND_TRIPS {
+        ch.kick(0, 1)?;
+        collect(&n, 1)?;
+    }
+    me.set(1)?;
+    sched_setaffinity(Pid::from_raw(0), &me)?;
+    let s = settle(ch, &n)?;
+    ensure!(
+        s.handled == ROUND_TRIPS && s.notifies == ROUND_TRIPS,
+        "{s:?}"
+    );
+    Ok(s)
+}
+
+fn busypoll_off_never_polls() -> Result<()> {
+    let ch = Channel::open()?;
+    ch.set_busypoll(Duration::ZERO)?;
+    let s = ping_pong_across_cpus(&ch)?;
+    ensure!(s.polled == 0, "polled with polling off: {s:?}");
+    ensure!(s.wakeups >= 1, "{s:?}");
+    Ok(())
+}
+
+fn busypoll_catches_ping_pong() -> Result<()> {
+    let ch = Channel::open()?;
+    ch.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+    let s = ping_pong_across_cpus(&ch)?;
+    // Each round trip leaves the thread idle for one wake-up of this thread: far below 1 ms
+    // even under emulation, so the adaptive window grows until its spins catch the kicks.
+    ensure!(s.polled > 0, "never caught a kick by polling: {s:?}");
+    ensure!(s.polled + s.wakeups <= ROUND_TRIPS + 1, "{s:?}");
+    // Once the traffic stops, the thread stops spinning and sleeps.
+    std::thread::sleep(Duration::from_millis(100));
+    let st = crate::lifecycle::proc_state(s.thread_pid)?;
+    ensure!(st == 'S', "idle thread is in state {st}, want S");
+    Ok(())
+}
