@@ -18,11 +18,12 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 us = lambda ns: f"{ns/1e3:.1f}"
 print(f"\nRound trip, µs ({r['vm']['accel'].upper()} VM, {r['vm']['cpus']} CPUs, {r['vm']['iters']} round trips each)\n")
-print("| path | pinning | p50 | p90 | p99 | p99.9 | max |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+print("| path | pinning | p50 | p90 | p99 | p99.9 | max | thread CPU |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for pin in ("same_cpu", "cross_cpu"):
     for path, h in r["rtt_ns_by_pinning"][pin].items():
-        print(f"| {path} | {pin.replace('_', ' ')} | {us(h['p50'])} | {us(h['p90'])} | {us(h['p99'])} | {us(h['p999'])} | {us(h['max'])} |")
+        cpu = f"{h['thread_cpu_share']:.0%}" if "thread_cpu_share" in h else "-"
+        print(f"| {path} | {pin.replace('_', ' ')} | {us(h['p50'])} | {us(h['p90'])} | {us(h['p99'])} | {us(h['p999'])} | {us(h['max'])} | {cpu} |")
 print("\n| p50 ratio | same CPU | different CPUs |\n| --- | ---: | ---: |")
 for k in ("ioctl_vs_eventfd", "kickfd_vs_eventfd", "ioctl_nopoll_vs_eventfd", "kickfd_nopoll_vs_eventfd"):
     print(f"| {k} | {r['ratio']['same_cpu'][k]:.2f} | {r['ratio']['cross_cpu'][k]:.2f} |")

@@ -95,6 +95,23 @@ fn measure(iters: u32, mut once: impl FnMut() -> Result<()>) -> Result<Histogram
     Ok(h)
 }
 
+/// CPU time a task has used, from `/proc/<pid>/stat` (utime + stime, in clock ticks).
+fn thread_cpu(pid: i32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat format")?
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of proc(5), counted from the state (field 3) at index 0.
+    let field = |i: usize| -> Result<u64> { Ok(fields.get(i).context("stat fields")?.parse()?) };
+    let ticks = field(11)? + field(12)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
 fn summary(h: &Histogram<u64>) -> Value {
     json!({
         "p50": h.value_at_quantile(0.5),
@@ -180,7 +197,9 @@ const PATHS: [&str; 6] = [
 
 /// Measures the paths interleaved: `ROUNDS` rounds, each path `iters / ROUNDS` round trips per
 /// round, in an order that rotates from round to round.
-fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
+/// Returns each path's histogram and, for the module's paths, the share of one CPU that the
+/// channel's thread used while its path ran (spinning included).
+fn interleaved(iters: u32, p: Pin) -> Result<Vec<(Histogram<u64>, Option<f64>)>> {
     let (me, other) = p.cpus();
     let per = iters / ROUNDS;
     let total = per * ROUNDS + per; // One extra round warms every path up.
@@ -207,7 +226,7 @@ fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
     ];
     let efd = EventfdLink([Notifier::new()?, Notifier::new()?]);
     let pipes = PipeLink([pipe()?, pipe()?]);
-    thread::scope(|s| -> Result<Vec<Histogram<u64>>> {
+    thread::scope(|s| -> Result<Vec<(Histogram<u64>, Option<f64>)>> {
         // The floor's echo threads, each answering every round trip of its link.
         let echoes: Vec<_> = [&efd as &dyn Link, &pipes]
             .into_iter()
@@ -254,17 +273,23 @@ fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
             .iter()
             .map(|_| Histogram::new(3))
             .collect::<Result<Vec<Histogram<u64>>, _>>()?;
-        for f in once.iter_mut() {
+        // Wall time spent on each path, warm-up included, for the threads' CPU share.
+        let mut wall = [Duration::ZERO; PATHS.len()];
+        for (f, w) in once.iter_mut().zip(&mut wall) {
+            let t = Instant::now();
             for _ in 0..per {
                 f()?;
             }
+            *w += t.elapsed();
         }
         for round in 0..ROUNDS as usize {
             for k in (0..PATHS.len()).map(|i| (i + round) % PATHS.len()) {
                 for _ in 0..per {
                     let t = Instant::now();
                     once[k]()?;
-                    hs[k].record(t.elapsed().as_nanos() as u64)?;
+                    let el = t.elapsed();
+                    wall[k] += el;
+                    hs[k].record(el.as_nanos() as u64)?;
                 }
             }
         }
@@ -273,7 +298,21 @@ fn interleaved(iters: u32, p: Pin) -> Result<Vec<Histogram<u64>>> {
             e.join()
                 .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
         }
-        Ok(hs)
+        // Which channel serves each path: see `PATHS` and `module` above.
+        let chan_of = [Some(0), Some(1), None, None, Some(2), Some(3)];
+        hs.into_iter()
+            .zip(chan_of)
+            .zip(wall)
+            .map(|((h, c), w)| {
+                let share = c
+                    .map(|c| -> Result<f64> {
+                        let cpu = thread_cpu(chans[c].0.stats()?.thread_pid)?;
+                        Ok(cpu.as_secs_f64() / w.as_secs_f64())
+                    })
+                    .transpose()?;
+                Ok((h, share))
+            })
+            .collect()
     })
 }
 
@@ -282,7 +321,7 @@ fn latency(iters: u32) -> Result<(Value, Value)> {
     let mut ratio = serde_json::Map::new();
     for (pname, p) in [("same_cpu", Pin::Same), ("cross_cpu", Pin::Cross)] {
         let hs = interleaved(iters, p)?;
-        let p50 = |i: usize| hs[i].value_at_quantile(0.5) as f64;
+        let p50 = |i: usize| hs[i].0.value_at_quantile(0.5) as f64;
         ratio.insert(
             pname.into(),
             json!({
@@ -292,10 +331,13 @@ fn latency(iters: u32) -> Result<(Value, Value)> {
                 "kickfd_nopoll_vs_eventfd": p50(5) / p50(2),
             }),
         );
-        let rows = PATHS
-            .iter()
-            .zip(&hs)
-            .map(|(k, h)| (k.to_string(), summary(h)));
+        let rows = PATHS.iter().zip(&hs).map(|(k, (h, share))| {
+            let mut row = summary(h);
+            if let Some(share) = share {
+                row["thread_cpu_share"] = json!(share);
+            }
+            (k.to_string(), row)
+        });
         all.insert(pname.into(), Value::Object(rows.collect()));
     }
     Ok((Value::Object(all), Value::Object(ratio)))

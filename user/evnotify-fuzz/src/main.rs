@@ -124,7 +124,7 @@ impl Worker<'_> {
 
     /// An ioctl number: mostly the device's, else near or far from it.
     fn cmd(&mut self) -> u64 {
-        const KNOWN: [u64; 7] = [
+        const KNOWN: [u64; 8] = [
             sys::IOC_VERSION,
             sys::IOC_ATTACH,
             sys::IOC_KICK,
@@ -132,6 +132,7 @@ impl Worker<'_> {
             sys::IOC_KICKFD,
             sys::IOC_TIMER,
             sys::IOC_SIGNAL,
+            sys::IOC_BUSYPOLL,
         ];
         let r = &mut self.rng;
         match r.random_range(0..10) {
@@ -225,6 +226,11 @@ impl Worker<'_> {
         if cmd == sys::IOC_SIGNAL {
             let s = survivable(self.rng.random_range(-2i32..66));
             self.buf.0[4..8].copy_from_slice(&s.to_ne_bytes());
+        }
+        // Busy-poll limits: around the 1 ms maximum, so that threads really spin.
+        if cmd == sys::IOC_BUSYPOLL && self.rng.random_ratio(1, 2) {
+            let ns = self.rng.random_range(0..2 * sys::MAX_BUSYPOLL_NS);
+            self.buf.0[0..4].copy_from_slice(&ns.to_ne_bytes());
         }
         let arg = self.arg();
         // SAFETY: The kernel validates `arg`; it may point at our buffer, which we own, or at
