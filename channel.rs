@@ -270,29 +270,31 @@ impl ThreadWork for Shared {
         let mut slept = true;
         loop {
             let mut guard = self.inner.lock();
-            // When the thread ran out of work, and whether it has spun since.
+            // When the thread ran out of work, whether it has spun since, and what the spin saw.
             let mut idle_since = None;
-            let mut polled = false;
-            let work = loop {
+            let mut spun = false;
+            let mut caught = false;
+            let (work, event) = loop {
                 if ctx.should_stop() {
                     return;
                 }
                 let ticks = guard.fire_timers();
                 self.count.timer_ticks.add(ticks, Relaxed);
                 if let Some(work) = guard.take_work() {
-                    break work;
+                    // Whether an event, not only a timer, ended the idle spell.
+                    break (work, self.ready.load(Relaxed));
                 }
                 // Under the lock, so no event after this check is missed.
                 self.ready.store(false, Relaxed);
                 let idle = *idle_since.get_or_insert_with(Instant::<Monotonic>::now);
                 let deadline = guard.next_deadline();
                 let spin_ns = window.ns().min(self.busypoll_ns.load(Relaxed).into());
-                if !polled && spin_ns != 0 {
-                    polled = true;
+                if !spun && spin_ns != 0 {
+                    spun = true;
                     drop(guard);
                     let spin = Delta::from_nanos(spin_ns as i64);
                     let spin = deadline.map_or(spin, |d| (d - idle).min(spin));
-                    ctx.busy_poll(spin, || self.ready.load(Relaxed));
+                    caught = ctx.busy_poll(spin, || self.ready.load(Relaxed));
                     guard = self.inner.lock();
                     continue;
                 }
@@ -312,11 +314,11 @@ impl ThreadWork for Shared {
             drop(guard);
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
-                window.adapt(idle_ns, self.busypoll_ns.load(Relaxed));
+                window.adapt(idle_ns, self.busypoll_ns.load(Relaxed), caught, event);
             }
             if core::mem::take(&mut slept) {
                 self.count.wakeups.add(1, Relaxed);
-            } else if polled {
+            } else if caught {
                 self.count.polled.add(1, Relaxed);
             }
             match work {

@@ -67,7 +67,7 @@ module! {
         },
         busypoll_ns: u32 {
             default: 200000,
-            description: "Busy-poll limit of new channels' threads in ns (0: off, at most 1000000)",
+            description: "Busy-poll limit of new channels' threads in ns (0: off; above 1000000 counts as 1000000)",
         },
     },
 }

@@ -15,6 +15,11 @@ pub const TESTS: &[Test] = &[
     ("busypoll_errors", busypoll_errors),
     ("busypoll_off_never_polls", busypoll_off_never_polls),
     ("busypoll_catches_ping_pong", busypoll_catches_ping_pong),
+    (
+        "busypoll_timer_alone_never_polls",
+        busypoll_timer_alone_never_polls,
+    ),
+    ("busypoll_module_parameter", busypoll_module_parameter),
 ];
 
 /// The `busypoll_ns` module parameter's default.
@@ -124,5 +129,42 @@ fn busypoll_catches_ping_pong() -> Result<()> {
     std::thread::sleep(Duration::from_millis(100));
     let st = crate::lifecycle::proc_state(s.thread_pid)?;
     ensure!(st == 'S', "idle thread is in state {st}, want S");
+    Ok(())
+}
+
+/// Timer ticks alone never count as caught by a spin, and never keep the window open: the
+/// thread sleeps until their deadlines, even right after a ping-pong grew the window.
+fn busypoll_timer_alone_never_polls() -> Result<()> {
+    let ch = Channel::open()?;
+    ch.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+    let before = ping_pong_across_cpus(&ch)?;
+    let n = Notifier::new()?;
+    ch.attach(1, &n)?;
+    ch.set_timer(1, Duration::from_millis(1), 50)?;
+    collect(&n, 50)?;
+    let after = ch.wait_idle(crate::HANG)?;
+    ensure!(
+        after.polled == before.polled,
+        "timer ticks counted as polled: {before:?} {after:?}"
+    );
+    Ok(())
+}
+
+/// New channels take the `busypoll_ns` module parameter, clamped to the maximum.
+fn busypoll_module_parameter() -> Result<()> {
+    let r = (|| -> Result<()> {
+        for (param, want) in [
+            (c"busypoll_ns=0", 0),
+            (c"busypoll_ns=5000000", sys::MAX_BUSYPOLL_NS),
+        ] {
+            crate::faults::reload(param)?;
+            let s = Channel::open()?.stats()?;
+            ensure!(s.busypoll_ns == want, "{param:?}: {s:?}");
+        }
+        Ok(())
+    })();
+    crate::faults::reload(c"")?;
+    r?;
+    ensure!(Channel::open()?.stats()?.busypoll_ns == DEFAULT_NS);
     Ok(())
 }
