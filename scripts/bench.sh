@@ -11,8 +11,8 @@ log=$repo/build/bench.log
 EVNOTIFY_OUT=$repo/build/vm-bench "$here/vm.sh" "$@" -- evnotify-bench run | tee "$log"
 tr -d '\r' <"$log" | sed -n '/^--- evnotify-bench results ---$/,/^--- end ---$/p' | sed '1d;$d' >"$repo/bench/results.json"
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$repo/bench/results.json"
-"$repo/user/target/release/evnotify-bench" chart "$repo/bench/results.json" "$repo/bench/chart.png" 2>/dev/null ||
-	(cd "$repo/user" && cargo run -q --release --locked -p evnotify-bench -- chart "$repo/bench/results.json" "$repo/bench/chart.png")
+# The binary build.sh just made for the VM (static, so it runs here too).
+"$repo/user/target/$RUST_TARGET/release/evnotify-bench" chart "$repo/bench/results.json" "$repo/bench/chart.png"
 python3 - "$repo/bench/results.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

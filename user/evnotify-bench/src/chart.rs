@@ -98,7 +98,7 @@ pub fn draw(results: &Path, png: &Path) -> Result<()> {
     let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.3;
     let mut c = ChartBuilder::on(&right)
         .caption(
-            "ioctl round trip p50 vs. active channels",
+            "ioctl round trip p50 (different CPUs) vs. active channels",
             ("sans-serif", 16),
         )
         .margin(12)

@@ -126,28 +126,6 @@ fn summary(h: &Histogram<u64>) -> Value {
     })
 }
 
-/// Kick by ioctl (or by a write to a kick eventfd), then block until the notify eventfd reads.
-fn rtt_evnotify(iters: u32, pin_at: Pin, kickfd: bool) -> Result<Histogram<u64>> {
-    let (me, other) = pin_at.cpus();
-    let ch = Channel::open()?;
-    let (n, kick) = (Notifier::new()?, Notifier::new()?);
-    ch.attach(0, &n)?;
-    if kickfd {
-        ch.attach_kickfd(0, &kick)?;
-    }
-    pin(0, me)?;
-    ch.pin_thread(other)?;
-    measure(iters, || {
-        if kickfd {
-            kick.post(1)?;
-        } else {
-            ch.kick(0, 1)?;
-        }
-        ensure!(n.wait()? == 1, "coalesced round trip");
-        Ok(())
-    })
-}
-
 /// A pair of one-way channels between two user threads.
 trait Link: Sync {
     fn send(&self, dir: usize) -> Result<()>;
@@ -432,21 +410,48 @@ fn scaling(iters: u32) -> Result<(Value, Value)> {
         "raise RLIMIT_NOFILE"
     );
     unpin()?;
-    let mut rows = vec![];
-    for n in [1usize, 16, 256, 1024] {
-        let mut bg = vec![];
-        for i in 1..n {
-            let ch = Channel::open()?;
-            let e = Notifier::new()?;
-            ch.attach(0, &e)?;
-            // Spread the timers' phases so they do not all fire together.
-            thread::sleep(Duration::from_micros(1000 / n as u64));
-            ch.set_timer(0, Duration::from_secs(1), 0)?;
-            bg.push((ch, e, i));
+    // One measured channel throughout; the others are opened and closed around it. The sizes
+    // take turns over `ROUNDS / 4` rounds, like the latency paths, so that a slow phase of
+    // the emulator does not land on one size alone.
+    const SIZES: [usize; 4] = [1, 16, 256, 1024];
+    let rounds = (ROUNDS / 4) as usize;
+    let per = iters / 4 / rounds as u32;
+    let (ch, n) = (Channel::open()?, Notifier::new()?);
+    ch.attach(0, &n)?;
+    ch.pin_thread(1)?;
+    let mut hs = SIZES
+        .iter()
+        .map(|_| Histogram::<u64>::new(3))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut bg: Vec<(Channel, Notifier)> = vec![];
+    for round in 0..rounds {
+        for k in (0..SIZES.len()).map(|i| (i + round) % SIZES.len()) {
+            let size = SIZES[k];
+            bg.truncate(size - 1);
+            while bg.len() < size - 1 {
+                let (c, e) = (Channel::open()?, Notifier::new()?);
+                c.attach(0, &e)?;
+                // Spread the timers' phases so they do not all fire together.
+                thread::sleep(Duration::from_micros(1000 / size as u64));
+                c.set_timer(0, Duration::from_secs(1), 0)?;
+                bg.push((c, e));
+            }
+            pin(0, 0)?;
+            let h = measure(per, || {
+                ch.kick(0, 1)?;
+                ensure!(n.wait()? == 1, "coalesced round trip");
+                Ok(())
+            })?;
+            unpin()?;
+            hs[k].add(h)?;
         }
-        let h = rtt_evnotify(iters / 4, Pin::Cross, false)?;
-        rows.push(json!({ "channels": n, "rtt_p50_ns": h.value_at_quantile(0.5), "rtt_p99_ns": h.value_at_quantile(0.99) }));
     }
+    drop(bg);
+    let rows = SIZES
+        .iter()
+        .zip(&hs)
+        .map(|(n, h)| json!({ "channels": n, "rtt_p50_ns": h.value_at_quantile(0.5), "rtt_p99_ns": h.value_at_quantile(0.99) }))
+        .collect();
     // Memory: bare channels (a kernel thread each), MemFree before and after.
     const N: i64 = 1024;
     let before = mem_free_kib()?;
