@@ -18,7 +18,10 @@ use crate::{
         ThreadCtx,
         ThreadWork, //
     },
-    signal::SigTarget,
+    signal::{
+        Sent, //
+        SigTarget,
+    },
     timer::Timer,
     uapi::{
         self,
@@ -34,16 +37,16 @@ use kernel::{
     seq_print,
     sync::{
         atomic::{
-            Acquire,
             Atomic,
-            Relaxed,
-            Release, //
+            Relaxed, //
         },
         Arc,
         CondVar,
         Mutex,
+        SetOnce,
         SpinLockIrq, //
     },
+    task::Kuid,
     time::{
         msecs_to_jiffies,
         Delta,
@@ -56,29 +59,68 @@ use kernel::{
 /// slots, so a huge burst can neither delay `close` nor starve the other slots.
 const BATCH: u64 = 1024;
 
+/// Most kicks and ticks one slot holds pending; more are coalesced (`uapi::MAX_PENDING`).
+const MAX_PENDING: u64 = uapi::MAX_PENDING;
+
+/// How long a kick caused by the channel's own notification (a feedback loop) waits.
+const ECHO_DELAY: Delta = Delta::from_millis(1);
+
 /// Channel ids, used to name the threads.
 static NEXT_ID: Atomic<u32> = Atomic::new(0);
 
-/// Channels open now, bounded by the `max_channels` module parameter.
-static OPEN: Atomic<u32> = Atomic::new(0);
+/// Channels open now, in all and per user (by euid at open).
+struct Users {
+    total: u32,
+    per_user: KVec<(Kuid, u32)>,
+}
 
-/// One of the `max_channels` places, held by an open channel and given back on drop.
-struct OpenSlot;
+kernel::sync::global_lock! {
+    // SAFETY: Initialised by `init_limits` in the module's `init`, before the device exists.
+    unsafe(uninit) static USERS: Mutex<Users> = Users { total: 0, per_user: KVec::new() };
+}
+
+/// Initialises the channel limits; called once, before the device is registered.
+pub(crate) fn init_limits() {
+    // SAFETY: Called once from the module's `init`, before any channel can be opened.
+    unsafe { USERS.init() };
+}
+
+/// One of the channel places of a user, held by an open channel and given back on drop.
+struct OpenSlot {
+    uid: Kuid,
+}
 
 impl OpenSlot {
-    /// Takes a place, or fails with `EMFILE` (as inotify does past its instance limit).
-    fn take(max: u32) -> Result<Self> {
-        if OPEN.fetch_add(1, Relaxed) >= max {
-            OPEN.fetch_sub(1, Relaxed);
+    /// Takes a place for the caller's euid, or fails with `EMFILE` (as inotify does past its
+    /// instance limits) if `max` channels are open in all or `max_user` by that user. The lock
+    /// is held for a short search only, never across a slow call.
+    fn take(max: u32, max_user: u32) -> Result<Self> {
+        let uid = Kuid::current_euid();
+        let mut users = USERS.lock();
+        if users.total >= max {
             return Err(EMFILE);
         }
-        Ok(Self)
+        match users.per_user.iter_mut().find(|(u, _)| *u == uid) {
+            Some((_, n)) if *n >= max_user => return Err(EMFILE),
+            Some((_, n)) => *n += 1,
+            None if max_user == 0 => return Err(EMFILE),
+            None => users.per_user.push((uid, 1), GFP_KERNEL)?,
+        }
+        users.total += 1;
+        Ok(Self { uid })
     }
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
-        OPEN.fetch_sub(1, Relaxed);
+        let mut users = USERS.lock();
+        users.total -= 1;
+        if let Some(i) = users.per_user.iter().position(|(u, _)| *u == self.uid) {
+            users.per_user[i].1 -= 1;
+            if users.per_user[i].1 == 0 {
+                let _ = users.per_user.remove(i);
+            }
+        }
     }
 }
 
@@ -90,21 +132,48 @@ struct Slot {
     sig: Option<Arc<SigTarget>>,
     /// The slot's periodic timer, if running.
     timer: Option<Timer>,
-    /// Kicks and ticks accepted but not yet taken by the thread.
+    /// Kicks and ticks accepted but not yet taken by the thread; at most [`MAX_PENDING`].
     pending: u64,
+}
+
+/// Where queued kicks come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `EVNOTIFY_IOC_KICK`.
+    Ioctl,
+    /// A write to a kick eventfd.
+    KickFd,
+    /// A kick eventfd signalled by this channel's own thread: a feedback loop or chain.
+    Echo,
+    /// A due timer.
+    Timer,
 }
 
 /// The state guarded by [`Shared::inner`].
 struct Inner {
     slots: [Slot; NR_SLOTS],
-    /// Bit `n` is set if and only if `slots[n].pending != 0`.
+    /// Bit `n` is set if and only if `slots[n].pending != 0` and the slot's kicks are due now.
     pending_mask: u64,
+    /// Bit `n` is set if and only if `slots[n].pending == 1` holds an echo that waits for
+    /// `echo_due`.
+    echo_mask: u64,
+    /// When the echoes in `echo_mask` become due.
+    echo_due: Option<Instant<Monotonic>>,
     /// Bit `n` is set if and only if `slots[n].timer` is set.
     timer_mask: u64,
     /// Where the thread looks first, so that slots are served round-robin.
     cursor: usize,
     /// A kick eventfd was closed by user space and waits to be released by the thread.
     hangup: bool,
+    /// Kicks the thread has taken and not yet finished delivering: still counted as pending.
+    in_flight: u64,
+    /// The counters that the stats invariant ties together, changed only under the lock so
+    /// that a reader sees them consistent. They wrap at 2^64, as the header says.
+    kicks: u64,
+    fd_kicks: u64,
+    timer_ticks: u64,
+    handled: u64,
+    coalesced: u64,
 }
 
 /// A unit of work the thread took from [`Inner`].
@@ -130,29 +199,59 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 }
 
 impl Inner {
-    /// Whether the thread has nothing to do until woken or a timer is due.
+    /// Whether the thread has nothing to do until woken or a deadline passes.
     fn idle(&self) -> bool {
         self.pending_mask == 0 && !self.hangup
     }
 
-    /// Adds `count` kicks to `slot`; returns whether the thread must be woken (the transition
-    /// from idle: otherwise it is awake or already being woken).
-    fn queue(&mut self, slot: usize, count: u64) -> bool {
+    /// Adds `count` kicks or ticks from `source` to `slot`, in O(1): what does not fit under
+    /// [`MAX_PENDING`] is coalesced, and an echo only waits if nothing else does. Returns
+    /// whether the thread must be woken (the transition from idle: otherwise it is awake or
+    /// already being woken).
+    fn queue(&mut self, slot: usize, count: u64, source: Source) -> bool {
         let was_idle = self.idle();
+        if source == Source::Timer {
+            self.timer_ticks = self.timer_ticks.wrapping_add(count);
+        } else {
+            self.kicks = self.kicks.wrapping_add(count);
+        }
+        if matches!(source, Source::KickFd | Source::Echo) {
+            self.fd_kicks = self.fd_kicks.wrapping_add(count);
+        }
+        let bit = 1u64 << slot;
         let s = &mut self.slots[slot];
-        // Saturates only past 2^64 pending kicks, which an eventfd write can ask for.
-        s.pending = s.pending.saturating_add(count);
-        self.pending_mask |= 1 << slot;
+        let mut take = count.min(MAX_PENDING - s.pending);
+        if source == Source::Echo {
+            take = take.min(u64::from(s.pending == 0));
+        }
+        self.coalesced = self.coalesced.wrapping_add(count - take);
+        if take == 0 {
+            return false;
+        }
+        s.pending += take;
+        if source == Source::Echo {
+            // Only the channel's own thread echoes, and it is awake: no wake-up needed.
+            if self.echo_mask == 0 {
+                self.echo_due = Some(Instant::now() + ECHO_DELAY);
+            }
+            self.echo_mask |= bit;
+            return false;
+        }
+        self.echo_mask &= !bit;
+        self.pending_mask |= bit;
         was_idle
     }
 
-    /// Queues the ticks of every due timer; returns how many.
-    fn fire_timers(&mut self) -> u64 {
-        if self.timer_mask == 0 {
-            return 0;
+    /// Queues the ticks of every due timer, and makes waiting echoes due once their time came.
+    fn fire_timers(&mut self) {
+        if self.timer_mask == 0 && self.echo_mask == 0 {
+            return;
         }
         let now = Instant::<Monotonic>::now();
-        let mut ticks = 0;
+        if self.echo_due.is_some_and(|due| (now - due).as_nanos() >= 0) {
+            self.pending_mask |= self.echo_mask;
+            self.echo_mask = 0;
+        }
         for slot in bits(self.timer_mask) {
             let Some(timer) = self.slots[slot].timer.as_mut() else {
                 continue;
@@ -163,21 +262,24 @@ impl Inner {
                 self.timer_mask &= !(1 << slot);
             }
             if due != 0 {
-                self.queue(slot, due);
-                ticks += due;
+                self.queue(slot, due, Source::Timer);
             }
         }
-        ticks
     }
 
-    /// When the earliest timer is due, if any runs.
+    /// When the earliest timer or echo is due, if any.
     fn next_deadline(&self) -> Option<Instant<Monotonic>> {
-        bits(self.timer_mask)
-            .filter_map(|slot| self.slots[slot].timer.as_ref().map(Timer::deadline))
-            .min_by_key(|d| (*d - Instant::<Monotonic>::now()).as_nanos())
+        let echo = self.echo_due.filter(|_| self.echo_mask != 0);
+        Iterator::chain(
+            bits(self.timer_mask)
+                .filter_map(|slot| self.slots[slot].timer.as_ref().map(Timer::deadline)),
+            echo,
+        )
+        .min_by_key(|d| (*d - Instant::<Monotonic>::now()).as_nanos())
     }
 
-    /// Takes up to [`BATCH`] pending kicks of the next slot with work, with its targets.
+    /// Takes the pending kicks of the next slot with work, with its targets: up to [`BATCH`],
+    /// or all at once (in O(1)) if the slot has no target and they are only to be dropped.
     fn take_work(&mut self) -> Option<Work> {
         if core::mem::take(&mut self.hangup) {
             return Some(Work::Reap);
@@ -192,18 +294,29 @@ impl Inner {
             + self.cursor)
             % NR_SLOTS;
         let s = &mut self.slots[slot];
-        let kicks = s.pending.min(BATCH);
+        let kicks = if s.efd.is_none() && s.sig.is_none() {
+            s.pending
+        } else {
+            s.pending.min(BATCH)
+        };
         s.pending -= kicks;
         if s.pending == 0 {
             self.pending_mask &= !(1 << slot);
         }
         self.cursor = (slot + 1) % NR_SLOTS;
+        self.in_flight += kicks;
         Some(Work::Kicks {
             slot,
             efd: s.efd.clone(),
             sig: s.sig.clone(),
             kicks,
         })
+    }
+
+    /// Marks `kicks` taken kicks as delivered: they leave `pending` and enter `handled` at once.
+    fn retire(&mut self, kicks: u64) {
+        self.in_flight -= kicks;
+        self.handled = self.handled.wrapping_add(kicks);
     }
 }
 
@@ -218,8 +331,14 @@ pub(crate) struct SlotSink {
 
 impl KickSink for SlotSink {
     fn kicked(&self, count: u64) {
-        self.shared.count.fd_kicks.add(count, Relaxed);
-        self.shared.queue(self.slot, count);
+        // The channel's own thread runs this only from its `eventfd_signal`: an echo.
+        let source = if KThread::current_works_on(&*self.shared) {
+            Source::Echo
+        } else {
+            Source::KickFd
+        };
+        self.shared
+            .update(|inner| inner.queue(self.slot, count, source));
     }
 
     fn hangup(&self) {
@@ -231,14 +350,11 @@ impl KickSink for SlotSink {
     }
 }
 
-/// The channel's counters; see `struct evnotify_stats`.
+/// The counters of what the thread did; see `struct evnotify_stats`.
 struct Counters {
-    kicks: Atomic<u64>,
-    fd_kicks: Atomic<u64>,
-    timer_ticks: Atomic<u64>,
-    handled: Atomic<u64>,
     notifies: Atomic<u64>,
     signals: Atomic<u64>,
+    sig_refused: Atomic<u64>,
     dropped: Atomic<u64>,
     wakeups: Atomic<u64>,
     polled: Atomic<u64>,
@@ -260,6 +376,9 @@ pub(crate) struct Shared {
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
     kickfds: Mutex<KickFds>,
+    /// Serialises starting the thread, so that exactly one is created.
+    #[pin]
+    start: Mutex<()>,
     count: Counters,
 }
 
@@ -268,8 +387,11 @@ impl ThreadWork for Shared {
         let mut window = busypoll::Window::default();
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut slept = true;
+        // Kicks delivered in the previous round, retired under the next round's lock.
+        let mut done = 0;
         loop {
             let mut guard = self.inner.lock();
+            guard.retire(core::mem::take(&mut done));
             // When the thread ran out of work, whether it has spun since, and what the spin saw.
             let mut idle_since = None;
             let mut spun = false;
@@ -278,8 +400,7 @@ impl ThreadWork for Shared {
                 if ctx.should_stop() {
                     return;
                 }
-                let ticks = guard.fire_timers();
-                self.count.timer_ticks.add(ticks, Relaxed);
+                guard.fire_timers();
                 if let Some(work) = guard.take_work() {
                     // Whether an event, not only a timer, ended the idle spell.
                     break (work, self.ready.load(Relaxed));
@@ -327,7 +448,10 @@ impl ThreadWork for Shared {
                     efd,
                     sig,
                     kicks,
-                } => self.deliver(slot, efd.as_deref(), sig, kicks),
+                } => {
+                    self.deliver(slot, efd.as_deref(), sig, kicks);
+                    done = kicks;
+                }
                 Work::Reap => self.reap_hung_up(),
             }
             ctx.yield_now();
@@ -352,23 +476,24 @@ impl Shared {
         }
     }
 
-    /// Queues `count` kicks on `slot` and wakes the thread if it may be asleep.
-    fn queue(&self, slot: usize, count: u64) {
-        self.update(|inner| {
-            // Counted under the lock, so the thread can never have answered more than this.
-            self.count.kicks.add(count, Relaxed);
-            inner.queue(slot, count)
-        });
-    }
-
     /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each.
     fn deliver(&self, slot: usize, efd: Option<&EventFd>, sig: Option<Arc<SigTarget>>, kicks: u64) {
         let mut signalled = 0;
         if let Some(sig) = sig {
-            while signalled < kicks && sig.send() {
-                signalled += 1;
+            let mut refused = 0;
+            let mut gone = false;
+            for _ in 0..kicks {
+                match sig.send() {
+                    Sent::Delivered => signalled += 1,
+                    Sent::Refused => refused += 1,
+                    Sent::Gone => {
+                        gone = true;
+                        break;
+                    }
+                }
             }
-            if signalled < kicks {
+            self.count.sig_refused.add(refused, Relaxed);
+            if gone {
                 // The process is gone: stop signalling it, and release it unless replaced.
                 let mut inner = self.inner.lock();
                 let s = &mut inner.slots[slot];
@@ -388,8 +513,6 @@ impl Shared {
             self.count.dropped.add(kicks - signalled, Relaxed);
         }
         self.count.signals.add(signalled, Relaxed);
-        // Release: a reader that sees this batch handled sees all of the above (`stats`).
-        self.count.handled.fetch_add(kicks, Release);
     }
 
     /// Releases the kick eventfds whose user space side was closed.
@@ -411,16 +534,20 @@ impl Shared {
     }
 }
 
-/// An open `/dev/evnotify`: its shared state and the thread serving it.
+/// An open `/dev/evnotify`: its shared state and, once a call needs it, the thread serving it.
 pub(crate) struct Channel {
-    thread: KThread<Shared>,
+    shared: Arc<Shared>,
+    /// Started by the first call that queues work, not in `open`: `misc_open` holds the global
+    /// `misc_mtx` across `open`, and creating a kthread waits for kthreadd.
+    thread: SetOnce<KThread<Shared>>,
+    id: u32,
     _open: OpenSlot,
 }
 
 impl Channel {
-    /// Creates a channel and starts its thread, if fewer than `max` are open.
-    pub(crate) fn new(max: u32, busypoll_ns: u32) -> Result<Self> {
-        let open = OpenSlot::take(max)?;
+    /// Creates a channel, if fewer than `max` are open in all and `max_user` by the caller.
+    pub(crate) fn new(max: u32, max_user: u32, busypoll_ns: u32) -> Result<Self> {
+        let open = OpenSlot::take(max, max_user)?;
         const EMPTY: Slot = Slot {
             efd: None,
             sig: None,
@@ -433,9 +560,17 @@ impl Channel {
                     Inner {
                         slots: [EMPTY; NR_SLOTS],
                         pending_mask: 0,
+                        echo_mask: 0,
+                        echo_due: None,
                         timer_mask: 0,
                         cursor: 0,
                         hangup: false,
+                        in_flight: 0,
+                        kicks: 0,
+                        fd_kicks: 0,
+                        timer_ticks: 0,
+                        handled: 0,
+                        coalesced: 0,
                     },
                     "Channel::inner"
                 ),
@@ -443,13 +578,11 @@ impl Channel {
                 ready: Atomic::new(false),
                 busypoll_ns: Atomic::new(busypoll_ns.min(busypoll::MAX_NS)),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
+                start <- new_mutex!((), "Channel::start"),
                 count: Counters {
-                    kicks: Atomic::new(0),
-                    fd_kicks: Atomic::new(0),
-                    timer_ticks: Atomic::new(0),
-                    handled: Atomic::new(0),
                     notifies: Atomic::new(0),
                     signals: Atomic::new(0),
+                    sig_refused: Atomic::new(0),
                     dropped: Atomic::new(0),
                     wakeups: Atomic::new(0),
                     polled: Atomic::new(0),
@@ -457,15 +590,27 @@ impl Channel {
             }),
             GFP_KERNEL,
         )?;
-        let id = NEXT_ID.fetch_add(1, Relaxed);
         Ok(Self {
-            thread: KThread::spawn(shared, id)?,
+            shared,
+            thread: SetOnce::new(),
+            id: NEXT_ID.fetch_add(1, Relaxed),
             _open: open,
         })
     }
 
-    fn shared(&self) -> &Shared {
-        self.thread.data()
+    /// Starts the channel's thread unless it runs already. A failure (`ENOMEM`, or `EINTR` if
+    /// the caller is being killed) is the error of the call that needed the thread.
+    fn start_thread(&self) -> Result {
+        if self.thread.as_ref().is_some() {
+            return Ok(());
+        }
+        let _guard = self.shared.start.lock();
+        if self.thread.as_ref().is_none() {
+            // Under `start`, so nobody else populates it meanwhile.
+            self.thread
+                .populate(KThread::spawn(self.shared.clone(), self.id)?);
+        }
+        Ok(())
     }
 
     /// Attaches the eventfd `fd` to `slot`, or detaches with `fd == -1`. The previous eventfd,
@@ -475,30 +620,36 @@ impl Channel {
             -1 => None,
             fd => Some(Arc::new(EventFd::from_fd(fd)?, GFP_KERNEL)?),
         };
-        let old = core::mem::replace(&mut self.shared().inner.lock().slots[slot].efd, new);
+        let old = core::mem::replace(&mut self.shared.inner.lock().slots[slot].efd, new);
         // Released after the guard, as the last reference may free the context.
         drop(old);
         Ok(())
     }
 
     /// Queues `count` kicks on `slot` for the thread.
-    pub(crate) fn kick(&self, slot: usize, count: u32) {
-        self.shared().queue(slot, count.into());
+    pub(crate) fn kick(&self, slot: usize, count: u32) -> Result {
+        self.start_thread()?;
+        self.shared
+            .update(|inner| inner.queue(slot, count.into(), Source::Ioctl));
+        Ok(())
     }
 
     /// Hooks the eventfd `fd` so that writes to it kick `slot`, or unhooks with `fd == -1`.
     pub(crate) fn attach_kickfd(&self, slot: usize, fd: i32) -> Result {
         let new = match fd {
             -1 => None,
-            fd => Some(KickFd::new(
-                fd,
-                SlotSink {
-                    shared: self.thread.data_arc(),
-                    slot,
-                },
-            )?),
+            fd => {
+                self.start_thread()?;
+                Some(KickFd::new(
+                    fd,
+                    SlotSink {
+                        shared: self.shared.clone(),
+                        slot,
+                    },
+                )?)
+            }
         };
-        let old = core::mem::replace(&mut self.shared().kickfds.lock()[slot], new);
+        let old = core::mem::replace(&mut self.shared.kickfds.lock()[slot], new);
         // Unhooked after the guard; after this no write to it kicks the slot.
         drop(old);
         Ok(())
@@ -509,9 +660,13 @@ impl Channel {
     pub(crate) fn set_timer(&self, slot: usize, period_ns: u64, ticks: u64) -> Result {
         let timer = match period_ns {
             0 => None,
-            p => Some(Timer::new(p, ticks)?),
+            p => {
+                let timer = Timer::new(p, ticks)?;
+                self.start_thread()?;
+                Some(timer)
+            }
         };
-        self.shared().update_timers(|inner| {
+        self.shared.update_timers(|inner| {
             inner.timer_mask &= !(1 << slot);
             inner.timer_mask |= u64::from(timer.is_some()) << slot;
             inner.slots[slot].timer = timer;
@@ -524,12 +679,12 @@ impl Channel {
         if limit_ns > busypoll::MAX_NS {
             return Err(EINVAL);
         }
-        self.shared().busypoll_ns.store(limit_ns, Relaxed);
+        self.shared.busypoll_ns.store(limit_ns, Relaxed);
         Ok(())
     }
 
     /// Makes `slot` also signal the calling process with `signo` (0: `SIGIO`), or stops with
-    /// `signo == -1`.
+    /// `signo == -1`. The caller's credentials are recorded and checked at every send.
     pub(crate) fn set_signal(&self, slot: usize, signo: i32) -> Result {
         let new = match signo {
             -1 => None,
@@ -539,40 +694,44 @@ impl Channel {
             )?),
             s => Some(Arc::new(SigTarget::current_process(s)?, GFP_KERNEL)?),
         };
-        let old = core::mem::replace(&mut self.shared().inner.lock().slots[slot].sig, new);
+        let old = core::mem::replace(&mut self.shared.inner.lock().slots[slot].sig, new);
         drop(old);
         Ok(())
     }
 
     /// The channel's counters.
     ///
-    /// The counters are read before the slots: once `handled` shows a batch, everything the
-    /// thread did for it (such as releasing a dead signal target) shows in the slots too.
+    /// Everything is read under the lock that the thread retires a batch under, so the
+    /// header's identity holds in every snapshot, and once `pending` shows 0 the thread's
+    /// deliveries for everything handled are counted.
     pub(crate) fn stats(&self) -> uapi::Stats {
-        let shared = self.shared();
+        let shared = &self.shared;
         let c = &shared.count;
         let mut st = uapi::Stats {
-            handled: c.handled.load(Acquire),
-            kicks: c.kicks.load(Relaxed),
-            fd_kicks: c.fd_kicks.load(Relaxed),
-            timer_ticks: c.timer_ticks.load(Relaxed),
-            notifies: c.notifies.load(Relaxed),
-            signals: c.signals.load(Relaxed),
-            dropped: c.dropped.load(Relaxed),
-            wakeups: c.wakeups.load(Relaxed),
-            polled: c.polled.load(Relaxed),
             busypoll_ns: shared.busypoll_ns.load(Relaxed),
-            thread_pid: self.thread.pid(),
+            thread_pid: self.thread.as_ref().map_or(0, KThread::pid),
             ..Default::default()
         };
         {
             let inner = shared.inner.lock();
+            st.kicks = inner.kicks;
+            st.fd_kicks = inner.fd_kicks;
+            st.timer_ticks = inner.timer_ticks;
+            st.handled = inner.handled;
+            st.coalesced = inner.coalesced;
+            st.pending = inner.in_flight;
             for s in &inner.slots {
-                st.pending = st.pending.saturating_add(s.pending);
+                st.pending += s.pending;
                 st.attached += u32::from(s.efd.is_some());
                 st.signal_slots += u32::from(s.sig.is_some());
             }
             st.timers = inner.timer_mask.count_ones();
+            st.notifies = c.notifies.load(Relaxed);
+            st.signals = c.signals.load(Relaxed);
+            st.sig_refused = c.sig_refused.load(Relaxed);
+            st.dropped = c.dropped.load(Relaxed);
+            st.wakeups = c.wakeups.load(Relaxed);
+            st.polled = c.polled.load(Relaxed);
         }
         st.kickfds = shared
             .kickfds
@@ -592,7 +751,8 @@ impl Channel {
             m,
             "thread_pid:\t{}\nkicks:\t{}\nfd_kicks:\t{}\ntimer_ticks:\t{}\nhandled:\t{}\n\
              notifies:\t{}\nsignals:\t{}\ndropped:\t{}\nwakeups:\t{}\npolled:\t{}\npending:\t{}\n\
-             attached:\t{}\nkickfds:\t{}\ntimers:\t{}\nsignal_slots:\t{}\nbusypoll_ns:\t{}\n",
+             attached:\t{}\nkickfds:\t{}\ntimers:\t{}\nsignal_slots:\t{}\nbusypoll_ns:\t{}\n\
+             coalesced:\t{}\nsig_refused:\t{}\n",
             s.thread_pid,
             s.kicks,
             s.fd_kicks,
@@ -608,9 +768,11 @@ impl Channel {
             s.kickfds,
             s.timers,
             s.signal_slots,
-            s.busypoll_ns
+            s.busypoll_ns,
+            s.coalesced,
+            s.sig_refused
         );
-        let shared = self.shared();
+        let shared = &self.shared;
         for slot in 0..NR_SLOTS {
             let (notify, pending, signo, timer) = {
                 let inner = shared.inner.lock();
@@ -647,10 +809,7 @@ impl Drop for Channel {
     fn drop(&mut self) {
         // Each kick eventfd holds the shared state: unhook them all to break the cycle, before
         // the thread is stopped and the state released.
-        let fds = core::mem::replace(
-            &mut *self.shared().kickfds.lock(),
-            [const { None }; NR_SLOTS],
-        );
+        let fds = core::mem::replace(&mut *self.shared.kickfds.lock(), [const { None }; NR_SLOTS]);
         drop(fds);
     }
 }

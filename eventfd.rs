@@ -68,14 +68,17 @@ impl Drop for EventFd {
 
 /// Poll bits from `include/uapi/linux/eventpoll.h`.
 const EPOLLIN: usize = 0x0001;
+const EPOLLOUT: usize = 0x0004;
 const EPOLLHUP: usize = 0x0010;
 
 /// Receives the kicks of a [`KickFd`]. Both methods run in atomic context, under the eventfd's
-/// wait-queue lock, possibly with interrupts off: they must not sleep or signal an eventfd.
+/// wait-queue lock, possibly with interrupts off: they must not sleep or signal an eventfd, and
+/// their work must be bounded.
 pub(crate) trait KickSink: Send + Sync {
     /// `count` was written to the eventfd (its counter is already consumed).
     fn kicked(&self, count: u64);
-    /// User space closed the eventfd; no more kicks will come.
+    /// User space closed the eventfd; no more kicks will come. The owner should drop the
+    /// [`KickFd`] soon, from process context.
     fn hangup(&self);
 }
 
@@ -83,12 +86,14 @@ pub(crate) trait KickSink: Send + Sync {
 /// with its own wake function on the eventfd's wait queue, as KVM's irqfd does.
 ///
 /// The wake function consumes the eventfd counter under the wait-queue lock, so a write of N
-/// is delivered as exactly N kicks, once.
+/// is delivered as exactly N kicks, once. Eventfds in `EFD_SEMAPHORE` mode are refused: they
+/// give up their count one at a time, so taking a count of up to 2^64 - 2 at once under that
+/// lock (interrupts off) is impossible.
 ///
 /// # Invariants
 ///
-/// - `wait` is initialised with `wake::<S>` and, once `new` returns, is either linked on the
-///   wait queue of `ctx` or unlinked and self-linked (after a hang-up).
+/// - `wait` is initialised with `wake::<S>` and, once `new` returns, linked on the wait queue
+///   of `ctx` until `drop` removes it (also after a hang-up, as KVM's irqfd does).
 /// - While linked, `wake::<S>` may run at any time; it only touches `ctx`, `sink`, `hung_up`
 ///   and the entry itself, all valid for the lifetime of `self`.
 #[pin_data(PinnedDrop)]
@@ -110,19 +115,49 @@ unsafe impl<S: KickSink> Send for KickFd<S> {}
 // lock, and `S` is `Sync`.
 unsafe impl<S: KickSink> Sync for KickFd<S> {}
 
+/// Whether the eventfd `file` is in `EFD_SEMAPHORE` mode, read from its fdinfo text
+/// (`eventfd-semaphore: 1`): the flag lives in the private `struct eventfd_ctx`, and fdinfo is
+/// the only interface that shows it. The mode is fixed when the eventfd is created.
+fn is_semaphore(file: &LocalFile) -> Result<bool> {
+    const KEY: &[u8] = b"eventfd-semaphore: ";
+    let mut buf = [0u8; 128];
+    // SAFETY: All-zero is a valid `seq_file`: null pointers and empty counters.
+    let mut m: bindings::seq_file = unsafe { core::mem::zeroed() };
+    m.buf = buf.as_mut_ptr().cast();
+    m.size = buf.len();
+    // SAFETY: `file` is a valid eventfd (the caller got its context). Its `show_fdinfo` only
+    // takes the eventfd's lock and prints into `m`, which writes at most `m.size` bytes to
+    // `buf` (`seq_printf`), both alive for the call.
+    unsafe {
+        let fops = (*file.as_ptr()).f_op;
+        // Without `CONFIG_PROC_FS` the mode cannot be told: refuse rather than lose kicks.
+        let show = (*fops).show_fdinfo.ok_or(EOPNOTSUPP)?;
+        show(&mut m, file.as_ptr());
+    }
+    let text = &buf[..m.count.min(buf.len())];
+    let at = text
+        .windows(KEY.len())
+        .position(|w| w == KEY)
+        .ok_or(EOPNOTSUPP)?;
+    Ok(text.get(at + KEY.len()) != Some(&b'0'))
+}
+
 impl<S: KickSink> KickFd<S> {
     /// Hooks the eventfd open as `fd` in the current process; its writes go to `sink`.
     ///
     /// A count already in the eventfd is delivered at once. Fails with `EBADF` if `fd` is not
-    /// open and `EINVAL` if it is not an eventfd.
+    /// open, `EINVAL` if it is not an eventfd and `EOPNOTSUPP` if it is in semaphore mode.
     pub(crate) fn new(fd: i32, sink: S) -> Result<Pin<KBox<Self>>> {
-        let file = LocalFile::fget(fd as u32)?;
+        let file = LocalFile::fget(u32::try_from(fd).map_err(|_| EBADF)?)?;
         // SAFETY: `file` is a valid file, kept alive by the reference we hold.
         let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fileget(file.as_ptr()) })?;
         // INVARIANT: `eventfd_ctx_fileget` returned a new reference, now owned by `EventFd`.
         let ctx = EventFd {
             ctx: NonNull::new(ctx).ok_or(EINVAL)?,
         };
+        if is_semaphore(&file)? {
+            return Err(EOPNOTSUPP);
+        }
         let this = KBox::pin_init(
             pin_init!(Self {
                 wait: Opaque::uninit(),
@@ -154,7 +189,7 @@ impl<S: KickSink> KickFd<S> {
         }
         // SAFETY: `file` is an eventfd, whose `poll` is always set (this is `vfs_poll`). It
         // calls `queue::<S>` once with the eventfd's wait queue, which links `wait`.
-        let events = unsafe {
+        unsafe {
             let fops = (*file.as_ptr()).f_op;
             match (*fops).poll {
                 Some(poll) => poll(file.as_ptr(), pt),
@@ -162,27 +197,34 @@ impl<S: KickSink> KickFd<S> {
             }
         };
         // SAFETY: `wait` is initialised; only `queue::<S>`, which has returned, writes `private`.
-        if unsafe { (*wait).private.is_null() } {
+        let wqh = unsafe { (*wait).private.cast::<bindings::wait_queue_head>() };
+        if wqh.is_null() {
             // `poll` never offered its wait queue: nothing is hooked, and `drop` is a no-op.
             return Err(EINVAL);
         }
-        if events as usize & EPOLLIN != 0 {
-            // SAFETY: `wait.private` holds the wait queue head recorded by `queue::<S>`, valid
-            // while we hold `ctx`. Waking it with `EPOLLIN` runs `wake::<S>` under the queue's
-            // lock, which consumes the count that was there before we attached.
-            unsafe {
-                bindings::__wake_up(
-                    (*wait).private.cast(),
-                    bindings::TASK_NORMAL,
-                    0,
-                    EPOLLIN as *mut c_void,
-                )
-            };
+        // Take the count that was there before the entry was linked, under the same lock as the
+        // wake function, so that each unit is taken exactly once, by one of the two, and no
+        // other waiter of the eventfd is woken for it.
+        let mut count = 0u64;
+        // SAFETY: `wqh` is the eventfd's wait queue, valid while we hold `ctx`. Its lock is
+        // taken with interrupts off, as every user of that lock does.
+        unsafe {
+            let lock = &raw mut (*wqh).lock;
+            bindings::spin_lock_irq_disable(lock);
+            bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count);
+            if count != 0 {
+                // As `eventfd_read` does: a writer may wait for room in the counter.
+                bindings::__wake_up_locked_key(wqh, bindings::TASK_NORMAL, EPOLLOUT as *mut c_void);
+            }
+            bindings::spin_unlock_irq_enable(lock);
+        }
+        if count != 0 {
+            this.sink.kicked(count);
         }
         Ok(this)
     }
 
-    /// Whether user space closed the eventfd (the entry is unhooked already).
+    /// Whether user space closed the eventfd.
     pub(crate) fn hung_up(&self) -> bool {
         self.hung_up.load(Acquire)
     }
@@ -232,17 +274,9 @@ unsafe extern "C" fn wake<S: KickSink>(
             this.sink.kicked(count);
         }
     }
-    if mask & EPOLLHUP != 0 {
-        // SAFETY: The wait-queue lock is held, so unlinking is `__remove_wait_queue`; leaving
-        // the entry self-linked keeps the later removal in `drop` valid (`list_del_init`).
-        unsafe {
-            let e = &raw mut (*wait).entry;
-            (*(*e).prev).next = (*e).next;
-            (*(*e).next).prev = (*e).prev;
-            (*e).next = e;
-            (*e).prev = e;
-        }
-        this.hung_up.store(true, Release);
+    // The entry stays linked: `drop` removes it under the lock, as KVM's irqfd shutdown does.
+    // The context cannot go away meanwhile, since `ctx` holds a reference to it.
+    if mask & EPOLLHUP != 0 && !this.hung_up.xchg(true, Release) {
         this.sink.hangup();
     }
     0
@@ -254,7 +288,8 @@ impl<S: KickSink> PinnedDrop for KickFd<S> {
         let mut count = 0u64;
         // SAFETY: `ctx` is valid and `wait` is linked on its queue or self-linked. This takes the
         // queue's lock, so once it returns no `wake::<S>` is running or can start, and `ctx` is
-        // released only afterwards, when the fields drop.
+        // released only afterwards, when the fields drop. The wake function consumed every
+        // write before this, so `count` is 0.
         unsafe {
             bindings::eventfd_ctx_remove_wait_queue(
                 self.ctx.ctx.as_ptr(),

@@ -20,7 +20,8 @@ use kernel::{
 };
 
 extern "C" {
-    // Exported by `kernel/sched/core.c` but not in the bindings; KVM's halt polling uses it too.
+    // Exported by `kernel/sched/core.c` (KVM's halt polling uses it), but declared in
+    // `linux/sched/stat.h`, which the 7.3 bindings do not include, and no Rust helper wraps it.
     fn single_task_running() -> bool;
 }
 
@@ -43,10 +44,11 @@ impl ThreadCtx {
         unsafe { bindings::kthread_should_stop() }
     }
 
-    /// Lets other tasks run if the scheduler wants the CPU back (a `cond_resched`).
+    /// Calls `schedule()` while runnable: the scheduler may give the CPU to another task
+    /// first (unlike `cond_resched()`, which only does so when a reschedule is already due).
     pub(crate) fn yield_now(&self) {
-        // SAFETY: The thread is `TASK_RUNNING` and holds no lock, so it may reschedule; it
-        // stays runnable and returns here.
+        // SAFETY: The thread is `TASK_RUNNING` and holds no lock, so it may call `schedule()`;
+        // it stays runnable and returns here.
         unsafe { bindings::schedule() };
     }
 
@@ -82,7 +84,8 @@ impl ThreadCtx {
 /// has not stopped it yet.
 pub(crate) struct KThread<T: ThreadWork> {
     task: NonNull<bindings::task_struct>,
-    data: Arc<T>,
+    /// Kept alive here, since the thread only borrows it.
+    _data: Arc<T>,
 }
 
 // SAFETY: The thread may be stopped from any thread, and `T: Send + Sync`.
@@ -128,17 +131,19 @@ impl<T: ThreadWork> KThread<T> {
         unsafe { bindings::wake_up_process(task.as_ptr()) };
         // INVARIANT: The thread was created with `trampoline::<T>` and `data`, and we took one
         // reference to its `task_struct` above.
-        Ok(Self { task, data })
+        Ok(Self { task, _data: data })
     }
 
-    /// The data the thread works on.
-    pub(crate) fn data(&self) -> &T {
-        &self.data
-    }
-
-    /// A new reference to the data the thread works on.
-    pub(crate) fn data_arc(&self) -> Arc<T> {
-        self.data.clone()
+    /// Whether the calling task is a `KThread<T>` working on `data`.
+    pub(crate) fn current_works_on(data: &T) -> bool {
+        let task = kernel::task::Task::current_raw();
+        let func: unsafe extern "C" fn(*mut c_void) -> c_int = trampoline::<T>;
+        // SAFETY: `current` is valid. `kthread_func` returns NULL for a task that is not a
+        // kernel thread, and `kthread_data` is only called on one made by `kthread_create_*`.
+        unsafe {
+            bindings::kthread_func(task) == func as *mut c_void
+                && core::ptr::eq(bindings::kthread_data(task).cast::<T>(), data)
+        }
     }
 
     /// The thread's pid, as seen from the calling task's pid namespace.

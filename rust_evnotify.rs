@@ -3,9 +3,9 @@
 //! `/dev/evnotify`: eventfd notification channels served by a kernel thread each.
 //!
 //! Every open file is a channel with [`uapi::NR_SLOTS`] notify slots and its own kernel thread,
-//! `evnotify/<id>`. User space attaches an eventfd to a slot and kicks the slot by ioctl; the
-//! thread answers each kick by signalling the slot's eventfd once. A kick on a slot with no
-//! eventfd is consumed and counted as dropped. The ABI is `include/uapi/linux/evnotify.h`.
+//! `evnotify/<id>`, started by the first call that queues work. User space attaches an eventfd
+//! to a slot and kicks the slot by ioctl; the thread answers each kick by signalling the slot's
+//! eventfd once. A kick on a slot with no eventfd is consumed and counted as dropped. The ABI is `include/uapi/linux/evnotify.h`.
 //!
 //! ```c
 //! #include <fcntl.h>
@@ -63,7 +63,11 @@ module! {
     params: {
         max_channels: u32 {
             default: 4096,
-            description: "Most channels open at once (each one is a kernel thread); more get EMFILE",
+            description: "Most channels open at once (each one may run a kernel thread); more get EMFILE",
+        },
+        max_user_channels: u32 {
+            default: 1024,
+            description: "Most channels one user (effective uid) may have open at once; more get EMFILE",
         },
         busypoll_ns: u32 {
             default: 200000,
@@ -80,6 +84,7 @@ struct EvnotifyModule {
 
 impl kernel::InPlaceModule for EvnotifyModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        channel::init_limits();
         try_pin_init!(Self {
             _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: c"evnotify",
@@ -94,8 +99,9 @@ impl MiscDevice for Channel {
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let max = module_parameters::max_channels.value();
+        let max_user = module_parameters::max_user_channels.value();
         let busypoll_ns = module_parameters::busypoll_ns.value();
-        KBox::new(Channel::new(max, busypoll_ns)?, GFP_KERNEL).map_err(Into::into)
+        KBox::new(Channel::new(max, max_user, busypoll_ns)?, GFP_KERNEL).map_err(Into::into)
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
@@ -124,7 +130,7 @@ impl MiscDevice for Channel {
                 if req.count == 0 || req.count > uapi::MAX_KICK {
                     return Err(EINVAL);
                 }
-                me.kick(uapi::slot(req.slot)?, req.count)
+                me.kick(uapi::slot(req.slot)?, req.count)?
             }
             uapi::IOC_KICKFD => {
                 let req: uapi::Attach = user.reader().read()?;

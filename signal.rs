@@ -1,18 +1,32 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A process to signal, as `F_SETOWN` records for fasync: the only user of the pid C API.
+//! A process to signal, as `F_SETOWN` records for fasync: the only user of the pid and signal
+//! C API.
 
 use core::ptr::NonNull;
 use kernel::{
     bindings,
+    cred::Credential,
     prelude::*,
+    sync::aref::ARef,
     task::Task, //
 };
 
 /// Signals accepted: 1 to `_NSIG`, as `F_SETSIG` allows.
 pub(crate) const MAX_SIGNAL: i32 = bindings::_NSIG as i32;
 
-/// A counted reference to the `struct pid` of a process, and the signal to send it.
+/// What became of one send.
+pub(crate) enum Sent {
+    /// The signal was queued (or merged with a pending one, as for any standard signal).
+    Delivered,
+    /// The target's credentials no longer allow the setter to signal it (or an LSM said no).
+    Refused,
+    /// The process is gone.
+    Gone,
+}
+
+/// A counted reference to the `struct pid` of a process, the signal to send it, and the
+/// credentials of whoever asked for it.
 ///
 /// The reference pins the `struct pid`, never the process: once the process exits, sending
 /// fails with `ESRCH`, and a later process that reuses the number gets another `struct pid`.
@@ -24,36 +38,66 @@ pub(crate) const MAX_SIGNAL: i32 = bindings::_NSIG as i32;
 pub(crate) struct SigTarget {
     pid: NonNull<bindings::pid>,
     signo: i32,
+    cred: ARef<Credential>,
 }
 
-// SAFETY: A `struct pid` reference may be used and released from any thread.
+// SAFETY: A `struct pid` reference may be used and released from any thread; `ARef<Credential>`
+// is `Send`.
 unsafe impl Send for SigTarget {}
 
-// SAFETY: `send` only passes the pid to `kill_pid`, which is safe to call concurrently.
+// SAFETY: `send` only passes the pid and the credentials to `kill_pid_usb_asyncio`, which is
+// safe to call concurrently.
 unsafe impl Sync for SigTarget {}
 
 impl SigTarget {
-    /// Targets the calling process (its thread group) with `signo`.
+    /// Targets the calling process (its thread group) with `signo`, on behalf of the caller's
+    /// credentials as they are now.
     pub(crate) fn current_process(signo: i32) -> Result<Self> {
         if !(1..=MAX_SIGNAL).contains(&signo) {
             return Err(EINVAL);
         }
+        let task = Task::current_raw();
+        // SAFETY: `current` is valid; `get_task_cred` returns a new reference to its objective
+        // credentials, never NULL.
+        let cred =
+            NonNull::new(unsafe { bindings::get_task_cred(task) }.cast_mut()).ok_or(EINVAL)?;
+        // SAFETY: `cred` carries the reference taken above, now owned by the `ARef`;
+        // `Credential` is a transparent wrapper of `struct cred`.
+        let cred = unsafe { ARef::from_raw(cred.cast::<Credential>()) };
         // SAFETY: `current` is valid; `get_task_pid` returns a new reference, or NULL if the
         // task is exiting.
-        let pid =
-            unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
+        let pid = unsafe { bindings::get_task_pid(task, bindings::pid_type_PIDTYPE_TGID) };
         // INVARIANT: `pid` carries the reference taken above, and `signo` was checked.
         Ok(Self {
             pid: NonNull::new(pid).ok_or(ESRCH)?,
             signo,
+            cred,
         })
     }
 
-    /// Sends the signal. Returns `false` once the process is gone.
-    pub(crate) fn send(&self) -> bool {
-        // SAFETY: `pid` is valid by the type invariant; `priv = 1` marks the signal as sent by
-        // the kernel, so no permission check applies.
-        unsafe { bindings::kill_pid(self.pid.as_ptr(), self.signo, 1) != -(bindings::ESRCH as i32) }
+    /// Sends the signal, as the setter could with `kill(2)`: the setter's uid or euid must
+    /// match the target's uid or saved uid now (the checks of `kill_pid_usb_asyncio`, which
+    /// also asks the LSMs), and an unkillable target (a pid namespace's init) is not forced.
+    /// The signal carries `si_code == SI_ASYNCIO`.
+    pub(crate) fn send(&self) -> Sent {
+        // SAFETY: Zero is a valid `sigval_t` (a union of an int and a pointer).
+        let value: bindings::sigval_t = unsafe { core::mem::zeroed() };
+        // SAFETY: `pid` is valid by the type invariant and `cred` by `ARef`'s; `signo` is a valid
+        // signal number.
+        let ret = unsafe {
+            bindings::kill_pid_usb_asyncio(
+                self.signo,
+                0,
+                value,
+                self.pid.as_ptr(),
+                self.cred.as_ptr(),
+            )
+        };
+        match ret {
+            0 => Sent::Delivered,
+            r if r == -(bindings::ESRCH as i32) => Sent::Gone,
+            _ => Sent::Refused,
+        }
     }
 
     /// The signal number.

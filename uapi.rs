@@ -17,6 +17,7 @@ use kernel::{
 pub(crate) const API_VERSION: u32 = 1;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
+pub(crate) const MAX_PENDING: u64 = 1 << 20;
 
 pub(crate) const F_NOTIFY: u64 = 1 << 0;
 pub(crate) const F_SLOTS: u64 = 1 << 1;
@@ -77,6 +78,8 @@ pub(crate) struct Stats {
     pub(crate) timers: u32,
     pub(crate) signal_slots: u32,
     pub(crate) busypoll_ns: u32,
+    pub(crate) coalesced: u64,
+    pub(crate) sig_refused: u64,
 }
 
 /// `struct evnotify_timer`.
@@ -125,7 +128,7 @@ unsafe impl transmute::FromBytes for BusyPollReq {}
 const _: () = assert!(size_of::<Version>() == 16);
 const _: () = assert!(size_of::<Attach>() == 16);
 const _: () = assert!(size_of::<Kick>() == 16);
-const _: () = assert!(size_of::<Stats>() == 104);
+const _: () = assert!(size_of::<Stats>() == 120);
 const _: () = assert!(size_of::<TimerReq>() == 32);
 const _: () = assert!(size_of::<SignalReq>() == 16);
 const _: () = assert!(size_of::<BusyPollReq>() == 16);

@@ -27,6 +27,12 @@
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */
 #define EVNOTIFY_MAX_KICK	(1U << 20)
+/*
+ * Most kicks and ticks one slot holds pending.  Beyond it, further kicks and
+ * ticks on that slot are coalesced: counted in evnotify_stats.coalesced and
+ * not delivered, never silently lost.
+ */
+#define EVNOTIFY_MAX_PENDING	(1ULL << 20)
 
 /* Feature bits reported in evnotify_version.features. */
 #define EVNOTIFY_F_NOTIFY	(1ULL << 0)	/* attach, kick, stats */
@@ -66,11 +72,15 @@ struct evnotify_kick {
 };
 
 /*
- * Channel counters.  Every kick and every timer tick is handled once, so once
- * the channel is quiet (pending == 0):
- *   kicks + timer_ticks == handled
- * Each handled kick signals the slot's eventfd (notifies) and/or its process
- * (signals); one with neither is counted in dropped.
+ * Channel counters.  Every kick and every timer tick is either coalesced or
+ * handled once, so every EVNOTIFY_IOC_STATS reply (a consistent snapshot,
+ * even while the channel is busy) satisfies, modulo 2^64 (counters wrap):
+ *   kicks + timer_ticks == handled + pending + coalesced
+ * and a kick that is being delivered still counts in pending.  fd_kicks is
+ * the part of kicks that came from kick eventfds, so fd_kicks <= kicks until
+ * kicks wraps.  Once pending == 0, every handled kick has been delivered: it
+ * signalled the slot's eventfd (notifies) and/or its process (signals), or,
+ * with neither, is counted in dropped.
  */
 struct evnotify_stats {
 	__u64 kicks;		/* kicks accepted: by ioctl and by kick eventfd */
@@ -83,12 +93,14 @@ struct evnotify_stats {
 	__u64 wakeups;		/* times the thread woke up from sleep and found work */
 	__u64 polled;		/* times it found work while busy polling, without sleeping */
 	__u64 pending;		/* kicks and ticks not yet handled */
-	__s32 thread_pid;	/* pid of the channel's kernel thread */
+	__s32 thread_pid;	/* pid of the channel's kernel thread, 0 until started */
 	__u32 attached;		/* slots with a notify eventfd */
 	__u32 kickfds;		/* slots with a kick eventfd */
 	__u32 timers;		/* slots with a running timer */
 	__u32 signal_slots;	/* slots that signal a process */
 	__u32 busypoll_ns;	/* the thread's busy-poll limit, 0 = off */
+	__u64 coalesced;	/* kicks and ticks merged away: beyond EVNOTIFY_MAX_PENDING, or echoes */
+	__u64 sig_refused;	/* signal sends refused by the permission check */
 };
 
 /*
@@ -109,7 +121,12 @@ struct evnotify_timer {
  * Make a slot also send a signal to the calling process for every kick or tick
  * it handles, as F_SETOWN + O_ASYNC do for fasync drivers.  The signal goes to
  * the process (thread group) that made this call; once it exits, the slot
- * stops signalling and releases it.
+ * stops signalling and releases it.  The caller's credentials are recorded
+ * here and checked at every send, as kill(2) from the caller would be: the
+ * recorded uid or euid must equal the target's uid or saved uid (no
+ * capability overrides this), and the LSMs are asked.  A refused send is
+ * counted in sig_refused (the kick is still handled); an unkillable target
+ * (a pid namespace's init) is not forced.  Signals carry si_code SI_ASYNCIO.
  */
 struct evnotify_signal {
 	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
@@ -143,6 +160,12 @@ struct evnotify_busypoll {
  * Hook an eventfd so that a write(2) of N to it kicks the slot N times, with no
  * syscall into the driver (like KVM's irqfd).  A count already in the eventfd
  * is taken at once.  When user space closes it, it is unhooked and released.
+ * Eventfds in EFD_SEMAPHORE mode fail with EOPNOTSUPP: they give up their count
+ * one unit at a time, so taking a write of N as N kicks would cost N steps with
+ * interrupts off.  Kicks beyond EVNOTIFY_MAX_PENDING are coalesced.  A kick
+ * eventfd that the channel's own thread signals (a feedback loop: the same
+ * eventfd attached as a notify eventfd of the channel) waits at least 1 ms, and
+ * at most one such kick waits per slot; the rest are coalesced.
  */
 #define EVNOTIFY_IOC_KICKFD	_IOW(EVNOTIFY_IOC_MAGIC, 0x04, struct evnotify_attach)
 #define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)

@@ -193,6 +193,9 @@ fn interleaved(iters: u32, p: Pin) -> Result<Vec<(Histogram<u64>, Option<f64>)>>
         if !poll {
             ch.set_busypoll(Duration::ZERO)?;
         }
+        // The thread starts with the first kick; the warm-up is not measured.
+        ch.kick(0, 1)?;
+        ensure!(n.wait()? == 1, "warm-up kick");
         ch.pin_thread(other)?;
         Ok((ch, n, k))
     };
@@ -418,6 +421,8 @@ fn scaling(iters: u32) -> Result<(Value, Value)> {
     let per = iters / 4 / rounds as u32;
     let (ch, n) = (Channel::open()?, Notifier::new()?);
     ch.attach(0, &n)?;
+    ch.kick(0, 1)?;
+    ensure!(n.wait()? == 1, "warm-up kick");
     ch.pin_thread(1)?;
     let mut hs = SIZES
         .iter()

@@ -93,6 +93,9 @@ fn ping_pong_across_cpus(ch: &Channel) -> Result<sys::Stats> {
     let mut me = CpuSet::new();
     me.set(0)?;
     sched_setaffinity(Pid::from_raw(0), &me)?;
+    // The thread starts with the first kick.
+    ch.kick(0, 1)?;
+    collect(&n, 1)?;
     ch.pin_thread(1)?;
     for _ in 0..ROUND_TRIPS {
         ch.kick(0, 1)?;
@@ -102,7 +105,7 @@ fn ping_pong_across_cpus(ch: &Channel) -> Result<sys::Stats> {
     sched_setaffinity(Pid::from_raw(0), &me)?;
     let s = settle(ch, &n)?;
     ensure!(
-        s.handled == ROUND_TRIPS && s.notifies == ROUND_TRIPS,
+        s.handled == ROUND_TRIPS + 1 && s.notifies == ROUND_TRIPS + 1,
         "{s:?}"
     );
     Ok(s)
@@ -124,7 +127,7 @@ fn busypoll_catches_ping_pong() -> Result<()> {
     // Each round trip leaves the thread idle for one wake-up of this thread: far below 1 ms
     // even under emulation, so the adaptive window grows until its spins catch the kicks.
     ensure!(s.polled > 0, "never caught a kick by polling: {s:?}");
-    ensure!(s.polled + s.wakeups <= ROUND_TRIPS + 1, "{s:?}");
+    ensure!(s.polled + s.wakeups <= ROUND_TRIPS + 2, "{s:?}");
     // Once the traffic stops, the thread stops spinning and sleeps.
     std::thread::sleep(Duration::from_millis(100));
     let st = crate::lifecycle::proc_state(s.thread_pid)?;

@@ -1,6 +1,6 @@
 //! Module load and unload, channels and their kernel threads.
 
-use crate::{collect, expect_errno, settle, Test, HANG};
+use crate::{collect, expect_errno, settle, start_thread, Test, HANG};
 use anyhow::{ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier, DEVICE};
 use nix::{
@@ -14,6 +14,8 @@ pub const TESTS: &[Test] = &[
     ("device_node_is_root_only", device_node_is_root_only),
     ("version_and_features", version_and_features),
     ("open_close_many_channels", open_close_many_channels),
+    ("fresh_open_has_no_thread", fresh_open_has_no_thread),
+    ("concurrent_opens", concurrent_opens),
     ("two_channels_independent", two_channels_independent),
     ("thread_named_after_channel", thread_named_after_channel),
     ("thread_stopped_at_close", thread_stopped_at_close),
@@ -67,10 +69,7 @@ fn open_close_many_channels() -> Result<()> {
     let chans = (0..64)
         .map(|_| Channel::open())
         .collect::<nix::Result<Vec<_>>>()?;
-    let mut pids = chans
-        .iter()
-        .map(|c| Ok(c.stats()?.thread_pid))
-        .collect::<Result<Vec<_>>>()?;
+    let mut pids = chans.iter().map(start_thread).collect::<Result<Vec<_>>>()?;
     pids.sort_unstable();
     pids.dedup();
     ensure!(
@@ -78,6 +77,65 @@ fn open_close_many_channels() -> Result<()> {
         "threads are not one per channel: {pids:?}"
     );
     ensure!(pids.iter().all(|&p| p > 0), "{pids:?}");
+    Ok(())
+}
+
+/// `open` starts no thread (it runs under the global `misc_mtx`); calls that need none start
+/// none, and the first kick, kick eventfd or timer does.
+fn fresh_open_has_no_thread() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_signal(1, -1)?;
+    ch.set_busypoll(std::time::Duration::ZERO)?;
+    ch.cancel_timer(2)?;
+    ch.detach_kickfd(3)?;
+    let s = ch.stats()?;
+    ensure!(s.thread_pid == 0, "a thread runs before any work: {s:?}");
+    ensure!(
+        ch.fdinfo()?.contains("thread_pid:\t0\n"),
+        "fdinfo shows a thread"
+    );
+    for start in 0..3 {
+        let ch = Channel::open()?;
+        let k = Notifier::new()?;
+        match start {
+            0 => ch.kick(0, 1)?,
+            1 => ch.attach_kickfd(0, &k)?,
+            _ => ch.set_timer(0, std::time::Duration::from_secs(3600), 1)?,
+        }
+        let pid = ch.stats()?.thread_pid;
+        ensure!(pid > 0, "way {start} started no thread");
+        ensure!(comm(pid)?.starts_with("evnotify/"), "pid {pid} is not ours");
+    }
+    Ok(())
+}
+
+/// Many opens at once, from several threads, all succeed and start no thread.
+fn concurrent_opens() -> Result<()> {
+    const THREADS: usize = 8;
+    const EACH: usize = 32;
+    let t = Instant::now();
+    let chans = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|_| {
+                sc.spawn(|| {
+                    (0..EACH)
+                        .map(|_| Channel::open())
+                        .collect::<nix::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| crate::join(h, "opener"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let all: Vec<_> = chans.into_iter().flatten().collect();
+    ensure!(all.len() == THREADS * EACH, "{} channels", all.len());
+    for ch in &all {
+        ensure!(ch.stats()?.thread_pid == 0, "open started a thread");
+    }
+    eprintln!("# {} concurrent opens in {:?}", all.len(), t.elapsed());
     Ok(())
 }
 
@@ -105,8 +163,8 @@ fn comm(pid: i32) -> std::io::Result<String> {
 
 fn thread_named_after_channel() -> Result<()> {
     let (a, b) = (Channel::open()?, Channel::open()?);
-    let ca = comm(a.stats()?.thread_pid)?;
-    let cb = comm(b.stats()?.thread_pid)?;
+    let ca = comm(start_thread(&a)?)?;
+    let cb = comm(start_thread(&b)?)?;
     ensure!(ca.starts_with("evnotify/"), "thread is called {ca:?}");
     ensure!(cb.starts_with("evnotify/"), "thread is called {cb:?}");
     ensure!(ca != cb, "two channels' threads are both called {ca:?}");
@@ -115,7 +173,7 @@ fn thread_named_after_channel() -> Result<()> {
 
 fn thread_stopped_at_close() -> Result<()> {
     let ch = Channel::open()?;
-    let pid = ch.stats()?.thread_pid;
+    let pid = start_thread(&ch)?;
     ensure!(
         Path::new(&format!("/proc/{pid}")).exists(),
         "thread {pid} is not running"

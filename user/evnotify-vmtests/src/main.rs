@@ -8,6 +8,7 @@
 mod busypoll;
 mod errors;
 mod faults;
+mod hostile;
 mod kickfd;
 mod lifecycle;
 mod notify;
@@ -58,6 +59,15 @@ pub fn collect(n: &Notifier, want: u64) -> Result<u64> {
     Ok(got)
 }
 
+/// Starts the channel's thread (the first kick does) with a kick on slot 63, which has no
+/// target and is dropped; returns the thread's pid.
+pub fn start_thread(ch: &Channel) -> Result<i32> {
+    ch.kick(63, 1)?;
+    let s = ch.wait_idle(HANG).context("thread never answered")?;
+    ensure!(s.thread_pid > 0, "no thread after a kick: {s:?}");
+    Ok(s.thread_pid)
+}
+
 /// Waits for the channel to go quiet, then checks nothing more than `want` reached `n`.
 pub fn settle(ch: &Channel, n: &Notifier) -> Result<Stats> {
     let s = ch.wait_idle(HANG).context("channel never went idle")?;
@@ -77,9 +87,13 @@ fn main() {
         stress::TESTS,
         busypoll::TESTS,
         errors::TESTS,
+        hostile::TESTS,
     ]
     .concat();
     let filter = std::env::args().nth(1).unwrap_or_default();
+    if filter == "--suid-helper" {
+        std::process::exit(hostile::suid_helper());
+    }
     let tests: Vec<_> = tests
         .into_iter()
         .filter(|t| t.0.contains(&filter))
