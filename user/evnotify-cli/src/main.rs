@@ -103,7 +103,7 @@ fn print_stats(ch: &Channel) -> Result<()> {
     let s = ch.stats()?;
     println!(
         "stats: kicks={} (by fd {}) timer_ticks={} handled={} notifies={} signals={} dropped={} \
-         wakeups={} polled={} pending={}",
+         wakeups={} polled={} pending={} coalesced={} sig_refused={}",
         s.kicks,
         s.fd_kicks,
         s.timer_ticks,
@@ -113,7 +113,9 @@ fn print_stats(ch: &Channel) -> Result<()> {
         s.dropped,
         s.wakeups,
         s.polled,
-        s.pending
+        s.pending,
+        s.coalesced,
+        s.sig_refused
     );
     println!(
         "slots: attached={} kickfds={} timers={} signalling={}; thread pid {}, busy-poll limit {} ns",
