@@ -331,12 +331,16 @@ pub(crate) struct SlotSink {
 
 impl KickSink for SlotSink {
     fn kicked(&self, count: u64) {
-        // The channel's own thread runs this only from its `eventfd_signal`: an echo.
-        let source = if KThread::current_works_on(&*self.shared) {
-            Source::Echo
-        } else {
-            Source::KickFd
-        };
+        // An echo runs inside the thread's own `eventfd_signal()`. An interrupt cannot come in
+        // there (the eventfd's lock is held with interrupts off), so a kick from interrupt
+        // context on the thread's CPU is not mistaken for one, except in the few instructions
+        // around that call.
+        let source =
+            if self.shared.signalling.load(Relaxed) && KThread::current_works_on(&*self.shared) {
+                Source::Echo
+            } else {
+                Source::KickFd
+            };
         self.shared
             .update(|inner| inner.queue(self.slot, count, source));
     }
@@ -373,6 +377,8 @@ pub(crate) struct Shared {
     ready: Atomic<bool>,
     /// The limit of the thread's busy-poll window, in nanoseconds; 0 turns polling off.
     busypoll_ns: Atomic<u32>,
+    /// Set by the thread around each `eventfd_signal()`, to recognise echoes.
+    signalling: Atomic<bool>,
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
     kickfds: Mutex<KickFds>,
@@ -506,7 +512,9 @@ impl Shared {
         }
         if let Some(efd) = efd {
             for _ in 0..kicks {
+                self.signalling.store(true, Relaxed);
                 efd.signal();
+                self.signalling.store(false, Relaxed);
             }
             self.count.notifies.add(kicks, Relaxed);
         } else {
@@ -577,6 +585,7 @@ impl Channel {
                 work <- new_condvar!("Channel::work"),
                 ready: Atomic::new(false),
                 busypoll_ns: Atomic::new(busypoll_ns.min(busypoll::MAX_NS)),
+                signalling: Atomic::new(false),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 start <- new_mutex!((), "Channel::start"),
                 count: Counters {

@@ -294,7 +294,14 @@ impl Worker<'_> {
                 // Nonblocking: threads race to read the same eventfd, and a blocking read that
                 // loses the race would wait forever once the eventfd leaves the pool.
                 // SAFETY: Plain eventfd creation.
-                let fd = unsafe { libc::eventfd(self.rng.random_range(0..3), libc::EFD_NONBLOCK) };
+                // Some are semaphores, and some writes are huge, to reach the kernel's bounds.
+                let sem = if self.rng.random_bool(0.25) {
+                    libc::EFD_SEMAPHORE
+                } else {
+                    0
+                };
+                let fd =
+                    unsafe { libc::eventfd(self.rng.random_range(0..3), libc::EFD_NONBLOCK | sem) };
                 self.tally(fd.into());
                 self.add(1, fd);
             }
@@ -320,7 +327,11 @@ impl Worker<'_> {
             88..=98 => {
                 // Kick eventfd writes (and writes to anything else in the pool).
                 let fd = self.pick(1);
-                let v: u64 = self.rng.random_range(1..5);
+                let v: u64 = if self.rng.random_ratio(1, 500) {
+                    u64::MAX - 1 - self.rng.random_range(0..3)
+                } else {
+                    self.rng.random_range(1..5)
+                };
                 // SAFETY: Writes 8 bytes from a local; every pooled descriptor is nonblocking.
                 let rc = unsafe { libc::write(fd, (&v as *const u64).cast(), 8) };
                 self.tally(rc as libc::c_long);
