@@ -15,7 +15,7 @@ mkdir -p "$out"
 log=$out/vm.log
 
 EVNOTIFY_OUT=$out/vm "$here/vm.sh" "$@" -- sh -c "
-	evnotify-vmtests
+	EVNOTIFY_HANG_SECS=60 evnotify-vmtests
 	EVNOTIFY_STRESS_SECS=${STRESS_SECS:-60} evnotify-vmtests stress_ledger
 	evnotify-fuzz --ops ${FUZZ_OPS:-1000000} --seed ${FUZZ_SEED:-1}" 2>&1 | tee "$log"
 

@@ -38,7 +38,10 @@ fi
 out=${EVNOTIFY_OUT:-$repo/build/vm}
 mkdir -p "$out"
 kdir=$("$here/setup.sh")
-"$here/build.sh" "$kdir" >&2
+# EVNOTIFY_KO: boot this prebuilt module (the user tools must be built already), as the
+# mutation runner does; otherwise build everything first.
+ko=${EVNOTIFY_KO:-$repo/rust_evnotify.ko}
+[ -n "${EVNOTIFY_KO:-}" ] || "$here/build.sh" "$kdir" >&2
 
 # --- initramfs ----------------------------------------------------------------
 root=$out/root
@@ -93,7 +96,7 @@ spec=$out/initramfs.spec
 	echo "dir /add 755 0 0"
 	echo "file /init $root/init 755 0 0"
 	echo "file /bin/busybox $(command -v busybox) 755 0 0"
-	echo "file /lib/modules/rust_evnotify.ko $repo/rust_evnotify.ko 644 0 0"
+	echo "file /lib/modules/rust_evnotify.ko $ko 644 0 0"
 	for b in evnotify evnotify-vmtests evnotify-bench evnotify-fuzz; do
 		echo "file /bin/$b $repo/user/target/$RUST_TARGET/release/$b 755 0 0"
 	done

@@ -145,7 +145,7 @@ fn busypoll_timer_alone_never_polls() -> Result<()> {
     ch.attach(1, &n)?;
     ch.set_timer(1, Duration::from_millis(1), 50)?;
     collect(&n, 50)?;
-    let after = ch.wait_idle(crate::HANG)?;
+    let after = ch.wait_idle(crate::hang())?;
     ensure!(
         after.polled == before.polled,
         "timer ticks counted as polled: {before:?} {after:?}"

@@ -190,7 +190,7 @@ pub fn reload(params: &CStr) -> Result<()> {
     finit_module(&fs::File::open(&ko)?, params, ModuleInitFlags::empty()).context("insmod")?;
     let t = std::time::Instant::now();
     while !Path::new(evnotify::DEVICE).exists() {
-        ensure!(t.elapsed() < crate::HANG, "device node did not come back");
+        ensure!(t.elapsed() < crate::hang(), "device node did not come back");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     Ok(())
@@ -252,7 +252,7 @@ fn sigkill_mid_ioctls_and_waits() -> Result<()> {
         ch.attach(5, &n)?;
         n.drain()?;
         ch.kick(5, 1)?;
-        ch.wait_idle(crate::HANG)?;
+        ch.wait_idle(crate::hang())?;
     }
     device_works()
 }

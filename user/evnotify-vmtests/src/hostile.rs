@@ -5,7 +5,7 @@
 use crate::{
     collect, expect_errno,
     faults::{each_allocation, reload},
-    start_thread, Test, HANG,
+    hang, start_thread, Test,
 };
 use anyhow::{bail, ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier};
@@ -77,14 +77,14 @@ fn child(f: impl FnOnce() -> i32) -> Result<Pid> {
     }
 }
 
-/// Waits for `pid` to exit, at most [`HANG`], and returns its exit code.
+/// Waits for `pid` to exit, at most [`hang()`], and returns its exit code.
 fn exit_code(pid: Pid) -> Result<i32> {
     let t = Instant::now();
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG))? {
             WaitStatus::Exited(_, code) => return Ok(code),
             WaitStatus::StillAlive => {
-                if t.elapsed() > HANG {
+                if t.elapsed() > hang() {
                     let _ = kill(pid, Signal::SIGKILL);
                     let _ = waitpid(pid, None);
                     bail!("child {pid} hung");
@@ -190,7 +190,7 @@ fn signal_refused_after_setuid_exec() -> Result<()> {
     );
     // ...so the kick's signal must be refused too.
     ch.kick(0, 1)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     writeln!(to, "go")?;
     line.clear();
     out.read_line(&mut line)?;
@@ -220,7 +220,7 @@ fn signal_same_user_delivered() -> Result<()> {
             nix::unistd::write(&w, b"r")?;
             let t = Instant::now();
             while sfd.read_signal()?.is_none() {
-                ensure!(t.elapsed() < HANG, "no signal");
+                ensure!(t.elapsed() < hang(), "no signal");
                 std::thread::sleep(Duration::from_millis(1));
             }
             Ok(())
@@ -235,7 +235,7 @@ fn signal_same_user_delivered() -> Result<()> {
     );
     ch.kick(0, 1)?;
     ensure!(exit_code(pid)? == 0, "the signal did not arrive");
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     ensure!(s.signals == 1 && s.sig_refused == 0, "{s:?}");
     Ok(())
 }
@@ -268,7 +268,7 @@ fn notify_semaphore_eventfd_exact() -> Result<()> {
     let n = EventFd::from_value_and_flags(0, EfdFlags::EFD_SEMAPHORE | EfdFlags::EFD_NONBLOCK)?;
     ch.attach(0, &n)?;
     ch.kick(0, 5)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     ensure!(s.notifies == 5, "{s:?}");
     for i in 0..5 {
         ensure!(n.read()? == 1, "read {i}");
@@ -292,7 +292,7 @@ fn kickfd_huge_write_bounded() -> Result<()> {
         "{s:?}"
     );
     collect(&n, sys::MAX_PENDING)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     ensure!(
         s.handled == sys::MAX_PENDING && s.notifies == sys::MAX_PENDING && s.pending == 0,
         "{s:?}"
@@ -307,7 +307,7 @@ fn kickfd_huge_write_no_target() -> Result<()> {
     let k = Notifier::new()?;
     ch.attach_kickfd(1, &k)?;
     k.post(HUGE)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     ensure!(
         s.handled == sys::MAX_PENDING && s.dropped == sys::MAX_PENDING,
         "{s:?}"
@@ -337,7 +337,7 @@ fn feedback_loop_bounded() -> Result<()> {
     let id = s1.kicks + s1.timer_ticks;
     ensure!(id == s1.handled + s1.pending + s1.coalesced, "{s1:?}");
     ch.detach_kickfd(0)?;
-    let s2 = ch.wait_idle(HANG)?;
+    let s2 = ch.wait_idle(hang())?;
     std::thread::sleep(Duration::from_millis(20));
     ensure!(
         ch.stats()?.handled == s2.handled,
@@ -374,7 +374,7 @@ fn fault_inject_thread_start() -> Result<()> {
         },
     )?;
     ensure!(faults >= 1, "no allocation to fail");
-    eprintln!("# {faults} allocation faults injected at thread start");
+    println!("# fault_inject_thread_start: {faults} faults injected");
     Ok(())
 }
 
@@ -502,7 +502,7 @@ fn stats_identity_under_load() -> Result<()> {
         res.map(|()| count)
     })?;
     ch.cancel_timer(5)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     ensure!(
         s.kicks + s.timer_ticks == s.handled + s.coalesced && s.pending == 0,
         "{s:?}"
@@ -566,7 +566,7 @@ fn kickfd_attach_wakes_no_watcher() -> Result<()> {
                 nix::unistd::gettid().as_raw(),
                 std::sync::atomic::Ordering::SeqCst,
             );
-            wait(HANG.as_millis() as i32)
+            wait(hang().as_millis() as i32)
         });
         let t = Instant::now();
         let tid = loop {
@@ -574,7 +574,7 @@ fn kickfd_attach_wakes_no_watcher() -> Result<()> {
             if tid != 0 && crate::lifecycle::proc_state(tid).is_ok_and(|s| s == 'S') {
                 break tid;
             }
-            ensure!(t.elapsed() < HANG, "the watcher never slept");
+            ensure!(t.elapsed() < hang(), "the watcher never slept");
             std::thread::sleep(Duration::from_millis(1));
         };
         std::thread::sleep(Duration::from_millis(20));
@@ -582,7 +582,7 @@ fn kickfd_attach_wakes_no_watcher() -> Result<()> {
         ch.attach_kickfd(0, &k)?;
         std::thread::sleep(Duration::from_millis(50));
         let after = ctxt_switches(tid)?;
-        let s = ch.wait_idle(HANG)?;
+        let s = ch.wait_idle(hang())?;
         // End the wait through the other eventfd (writes to `k` are consumed by the channel).
         w.post(1)?;
         let woke = crate::join(h, "watcher")?;
@@ -655,7 +655,7 @@ fn fds_passed_over_unix_socket() -> Result<()> {
     )?;
     ensure!(exit_code(pid)? == 0, "the receiving process failed");
     collect(&n, 5)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     ensure!(s.kicks == 5 && s.fd_kicks == 3 && s.notifies == 5, "{s:?}");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Kick eventfds: `write(2)` kicks a slot with no ioctl; and the fdinfo view of a channel.
 
-use crate::{collect, expect_errno, settle, Test, HANG};
+use crate::{collect, expect_errno, hang, settle, Test};
 use anyhow::{ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier};
 use nix::{errno::Errno, unistd::pipe};
@@ -136,7 +136,7 @@ fn wait_kickfds(ch: &Channel, want: u32) -> Result<sys::Stats> {
             return Ok(s);
         }
         ensure!(
-            t.elapsed() < HANG,
+            t.elapsed() < hang(),
             "closed kick eventfd never released: {s:?}"
         );
         thread::sleep(std::time::Duration::from_millis(1));
@@ -150,7 +150,7 @@ fn kickfd_close_while_busy() -> Result<()> {
     kick.post(3)?;
     drop(kick);
     wait_kickfds(&ch, 0)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     ensure!(s.fd_kicks == 3 && s.kicks == 100_003, "{s:?}");
     ensure!(notify.drain()? == 100_003, "notifications lost");
     // A new kick eventfd works on the same slot.
@@ -199,7 +199,7 @@ fn kickfd_replace_under_load() -> Result<()> {
     })?;
     // Exact ledger: whatever the module did not consume is still in each eventfd.
     let left: u64 = fds.iter().map(|f| f.drain()).sum::<nix::Result<u64>>()?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     let sent: u64 = written.iter().sum();
     ensure!(
         s.fd_kicks + left == sent,

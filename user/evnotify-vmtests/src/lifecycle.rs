@@ -1,6 +1,6 @@
 //! Module load and unload, channels and their kernel threads.
 
-use crate::{collect, expect_errno, settle, start_thread, Test, HANG};
+use crate::{collect, expect_errno, hang, settle, start_thread, Test};
 use anyhow::{ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier, DEVICE};
 use nix::{
@@ -182,7 +182,7 @@ fn thread_stopped_at_close() -> Result<()> {
     // Release waits for the thread to exit; reaping it is asynchronous, so allow a moment.
     let t = Instant::now();
     while comm(pid).is_ok_and(|c| c.starts_with("evnotify/")) {
-        ensure!(t.elapsed() < HANG, "thread {pid} outlived its channel");
+        ensure!(t.elapsed() < hang(), "thread {pid} outlived its channel");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     Ok(())
@@ -259,7 +259,7 @@ fn rmmod_busy_then_succeeds() -> Result<()> {
     finit_module(&f, c"", ModuleInitFlags::empty()).context("reload the module")?;
     let t = Instant::now();
     while !Path::new(DEVICE).exists() {
-        ensure!(t.elapsed() < HANG, "device node did not come back");
+        ensure!(t.elapsed() < hang(), "device node did not come back");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     version_and_features()

@@ -6,6 +6,7 @@
 //! device fails every test.
 
 mod busypoll;
+mod contract;
 mod errors;
 mod faults;
 mod hostile;
@@ -24,9 +25,17 @@ use std::{fmt::Debug, panic, time::Duration};
 /// A test case: its KTAP name and body.
 type Test = (&'static str, fn() -> Result<()>);
 
-/// How long any single wait may block before the test counts as hung (a guard, not a timing
-/// assertion: the VM is emulated and may be slow).
-pub const HANG: Duration = Duration::from_secs(30);
+/// How long any single wait may block before the test counts as hung: a guard, not a timing
+/// assertion (the VM is emulated and may be slow). `EVNOTIFY_HANG_SECS` scales it (30 s).
+pub fn hang() -> Duration {
+    static H: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *H.get_or_init(|| {
+        let secs = std::env::var("EVNOTIFY_HANG_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        Duration::from_secs(secs.unwrap_or(30))
+    })
+}
 
 /// Asserts that `r` failed with exactly `want`.
 pub fn expect_errno<T: Debug>(r: nix::Result<T>, want: Errno, what: &str) -> Result<()> {
@@ -51,7 +60,7 @@ where
 pub fn collect(n: &Notifier, want: u64) -> Result<u64> {
     let mut got = 0;
     while got < want {
-        let v = n.wait_timeout(HANG)?;
+        let v = n.wait_timeout(hang())?;
         ensure!(v > 0, "hung with {got} of {want} notifications");
         got += v;
     }
@@ -63,17 +72,88 @@ pub fn collect(n: &Notifier, want: u64) -> Result<u64> {
 /// target and is dropped; returns the thread's pid.
 pub fn start_thread(ch: &Channel) -> Result<i32> {
     ch.kick(63, 1)?;
-    let s = ch.wait_idle(HANG).context("thread never answered")?;
+    let s = ch.wait_idle(hang()).context("thread never answered")?;
     ensure!(s.thread_pid > 0, "no thread after a kick: {s:?}");
     Ok(s.thread_pid)
 }
 
 /// Waits for the channel to go quiet, then checks nothing more than `want` reached `n`.
 pub fn settle(ch: &Channel, n: &Notifier) -> Result<Stats> {
-    let s = ch.wait_idle(HANG).context("channel never went idle")?;
+    let s = ch.wait_idle(hang()).context("channel never went idle")?;
     let extra = n.drain()?;
     ensure!(extra == 0, "{extra} notifications beyond the kicks");
     Ok(s)
+}
+
+/// Runs one test, printing its diagnostics as KTAP comments; the error says how it failed.
+fn run_test(name: &str, f: fn() -> Result<()>) -> bool {
+    let res = panic::catch_unwind(f).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(anyhow::anyhow!("panicked: {msg}"))
+    });
+    if let Err(e) = &res {
+        for line in format!("{e:#}").lines() {
+            println!("# {name}: {line}");
+        }
+    }
+    res.is_ok()
+}
+
+/// Runs a test in a child process of its own group, so that a test that hangs past
+/// [`test_limit`] is killed (with everything it forked) and the suite goes on.
+fn isolated(name: &str, f: fn() -> Result<()>) -> Result<(), String> {
+    use nix::{
+        sys::{
+            signal::{killpg, Signal},
+            wait::{waitpid, WaitPidFlag, WaitStatus},
+        },
+        unistd::{fork, setpgid, ForkResult, Pid},
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: The runner is single-threaded here; the child runs one test and `_exit`s.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let ok = run_test(name, f);
+            let _ = std::io::stdout().flush();
+            // SAFETY: Leaves the child at once, as a forked child should.
+            unsafe { libc::_exit(i32::from(!ok)) }
+        }
+        ForkResult::Parent { child } => {
+            let _ = setpgid(child, child);
+            let limit = test_limit();
+            let t = std::time::Instant::now();
+            loop {
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+                    Ok(WaitStatus::Exited(_, _)) => return Err("failed".into()),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return Err(format!("killed by {sig}")),
+                    Ok(_) if t.elapsed() < limit => std::thread::sleep(Duration::from_millis(5)),
+                    Ok(_) => {
+                        let _ = killpg(child, Signal::SIGKILL);
+                        let _ = waitpid(child, None);
+                        return Err(format!(
+                            "hung: still running after {limit:?} (see the waits it reported)"
+                        ));
+                    }
+                    Err(e) => return Err(format!("waitpid: {e}")),
+                }
+            }
+        }
+    }
+}
+
+/// How long one test may run in all: `EVNOTIFY_TEST_SECS`, else four of [`hang`]'s waits.
+fn test_limit() -> Duration {
+    std::env::var("EVNOTIFY_TEST_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(hang() * 4, Duration::from_secs)
 }
 
 fn main() {
@@ -88,6 +168,7 @@ fn main() {
         busypoll::TESTS,
         errors::TESTS,
         hostile::TESTS,
+        contract::TESTS,
     ]
     .concat();
     let filter = std::env::args().nth(1).unwrap_or_default();
@@ -116,21 +197,11 @@ fn main() {
     }
     let mut failed = 0;
     for (i, (name, f)) in tests.iter().enumerate() {
-        let res = panic::catch_unwind(f).unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(anyhow::anyhow!("panicked: {msg}"))
-        });
-        match res {
+        match isolated(name, *f) {
             Ok(()) => println!("ok {} {name}", i + 1),
-            Err(e) => {
+            Err(why) => {
                 failed += 1;
-                for line in format!("{e:#}").lines() {
-                    println!("# {name}: {line}");
-                }
+                println!("# {name}: {why}");
                 println!("not ok {} {name}", i + 1);
             }
         }

@@ -73,7 +73,7 @@ fn detach_then_kicks_dropped() -> Result<()> {
 fn no_eventfd_kicks_dropped() -> Result<()> {
     let ch = Channel::open()?;
     ch.kick(3, 10)?;
-    let s = ch.wait_idle(crate::HANG)?;
+    let s = ch.wait_idle(crate::hang())?;
     ensure!(s.kicks == 10 && s.dropped == 10 && s.notifies == 0, "{s:?}");
     // Dropped kicks are not replayed to an eventfd attached later.
     let n = Notifier::new()?;
@@ -196,7 +196,7 @@ fn slots_independent() -> Result<()> {
             ch.kick(slot, (i as u32 + 1) * (round % 3 + 1))?;
         }
     }
-    ch.wait_idle(crate::HANG)?;
+    ch.wait_idle(crate::hang())?;
     for (i, n) in ns.iter().enumerate() {
         let want = (i as u64 + 1) * (0..10).map(|r| r % 3 + 1).sum::<u64>();
         let got = n.drain()?;
@@ -218,7 +218,7 @@ fn user_closes_eventfd_while_attached() -> Result<()> {
     // The kernel holds its own reference: signalling the closed eventfd is harmless.
     drop(n);
     ch.kick(0, 100)?;
-    let s = ch.wait_idle(crate::HANG)?;
+    let s = ch.wait_idle(crate::hang())?;
     ensure!(s.notifies == 100, "{s:?}");
     // Close it in the middle of a stream of kicks too.
     let n = Notifier::new()?;
@@ -226,7 +226,7 @@ fn user_closes_eventfd_while_attached() -> Result<()> {
     ch.kick(0, 100_000)?;
     drop(n);
     ch.kick(0, 1000)?;
-    ch.wait_idle(crate::HANG)?;
+    ch.wait_idle(crate::hang())?;
     // The channel keeps working with a new eventfd.
     let n = Notifier::new()?;
     ch.attach(0, &n)?;

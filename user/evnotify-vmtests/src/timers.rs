@@ -1,6 +1,6 @@
 //! Kernel-originated ticks. No wall-clock assertion: only counts, and that a timer stops.
 
-use crate::{collect, expect_errno, settle, Test, HANG};
+use crate::{collect, expect_errno, hang, settle, Test};
 use anyhow::{ensure, Result};
 use evnotify::{sys, Channel, Notifier};
 use nix::errno::Errno;
@@ -47,13 +47,13 @@ fn timer_cancel_stops() -> Result<()> {
     ch.set_timer(3, 2 * MS, 0)?;
     let mut got = 0;
     while got < 5 {
-        let v = n.wait_timeout(HANG)?;
+        let v = n.wait_timeout(hang())?;
         ensure!(v > 0, "no tick from a running timer");
         got += v;
     }
     ensure!(ch.stats()?.timers == 1, "timer not listed as running");
     ch.cancel_timer(3)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     got += n.drain()?;
     stays_quiet(&ch, &n)?;
     ensure!(
@@ -80,10 +80,10 @@ fn timer_runs_beside_kicks() -> Result<()> {
         Ok(())
     })?;
     // The timer kept ticking while the thread served the kicks.
-    let v = nt.wait_timeout(HANG)?;
+    let v = nt.wait_timeout(hang())?;
     ensure!(v > 0, "no tick while serving kicks");
     ch.cancel_timer(1)?;
-    let s = ch.wait_idle(HANG)?;
+    let s = ch.wait_idle(hang())?;
     let ticks = v + nt.drain()?;
     ensure!(
         s.kicks == KICKS && s.timer_ticks == ticks,
@@ -101,7 +101,7 @@ fn timer_close_stops() -> Result<()> {
         for slot in 0..sys::NR_SLOTS {
             ch.set_timer(slot, MS, 0)?;
         }
-        ensure!(n.wait_timeout(HANG)? > 0, "no tick from 64 timers");
+        ensure!(n.wait_timeout(hang())? > 0, "no tick from 64 timers");
         // Closing with 64 running timers stops them all with the thread.
     }
     Ok(())
