@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The module alone:     make KDIR=/path/to/rust-enabled/linux   (default: the running kernel)
-# The project targets:  make demo | check | stress | bench | vm          (see README.md)
+# The project targets:  make demo | check | stress | bench | mutants | vm          (see README.md)
 
 KDIR ?= /lib/modules/`uname -r`/build
 
@@ -30,4 +30,7 @@ bench:
 stress:
 	scripts/stress.sh
 
-.PHONY: default modules_install clean demo check vm bench stress
+mutants:
+	scripts/mutants.sh
+
+.PHONY: default modules_install clean demo check vm bench stress mutants

@@ -79,10 +79,23 @@ kernel::sync::global_lock! {
     unsafe(uninit) static USERS: Mutex<Users> = Users { total: 0, per_user: KVec::new() };
 }
 
-/// Initialises the channel limits; called once, before the device is registered.
-pub(crate) fn init_limits() {
-    // SAFETY: Called once from the module's `init`, before any channel can be opened.
-    unsafe { USERS.init() };
+/// The channel limits' table, from module load to unload.
+pub(crate) struct Limits;
+
+impl Limits {
+    /// Initialises the table; called once, before the device is registered.
+    pub(crate) fn new() -> Self {
+        // SAFETY: Called once from the module's `init`, before any channel can be opened.
+        unsafe { USERS.init() };
+        Self
+    }
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        // A static is never dropped: free the table's buffer before the module goes.
+        drop(core::mem::take(&mut USERS.lock().per_user));
+    }
 }
 
 /// One of the channel places of a user, held by an open channel and given back on drop.
@@ -93,7 +106,8 @@ struct OpenSlot {
 impl OpenSlot {
     /// Takes a place for the caller's euid, or fails with `EMFILE` (as inotify does past its
     /// instance limits) if `max` channels are open in all or `max_user` by that user. The lock
-    /// is held for a short search only, never across a slow call.
+    /// is held for a short search and, for a user's first channel, a small allocation; never
+    /// across a wait for another task.
     fn take(max: u32, max_user: u32) -> Result<Self> {
         let uid = Kuid::current_euid();
         let mut users = USERS.lock();
@@ -134,6 +148,8 @@ struct Slot {
     timer: Option<Timer>,
     /// Kicks and ticks accepted but not yet taken by the thread; at most [`MAX_PENDING`].
     pending: u64,
+    /// When the slot's waiting echo becomes due, if it has one (see `Inner::echo_mask`).
+    echo_due: Option<Instant<Monotonic>>,
 }
 
 /// Where queued kicks come from.
@@ -143,7 +159,8 @@ enum Source {
     Ioctl,
     /// A write to a kick eventfd.
     KickFd,
-    /// A kick eventfd signalled by this channel's own thread: a feedback loop or chain.
+    /// A kick eventfd signalled by a channel thread (this one or another): a feedback loop
+    /// or a chain.
     Echo,
     /// A due timer.
     Timer,
@@ -155,10 +172,8 @@ struct Inner {
     /// Bit `n` is set if and only if `slots[n].pending != 0` and the slot's kicks are due now.
     pending_mask: u64,
     /// Bit `n` is set if and only if `slots[n].pending == 1` holds an echo that waits for
-    /// `echo_due`.
+    /// `slots[n].echo_due`.
     echo_mask: u64,
-    /// When the echoes in `echo_mask` become due.
-    echo_due: Option<Instant<Monotonic>>,
     /// Bit `n` is set if and only if `slots[n].timer` is set.
     timer_mask: u64,
     /// Where the thread looks first, so that slots are served round-robin.
@@ -230,12 +245,10 @@ impl Inner {
         }
         s.pending += take;
         if source == Source::Echo {
-            // Only the channel's own thread echoes, and it is awake: no wake-up needed.
-            if self.echo_mask == 0 {
-                self.echo_due = Some(Instant::now() + ECHO_DELAY);
-            }
+            s.echo_due = Some(Instant::now() + ECHO_DELAY);
             self.echo_mask |= bit;
-            return false;
+            // Woken, if asleep, to sleep again until the echo is due.
+            return was_idle;
         }
         self.echo_mask &= !bit;
         self.pending_mask |= bit;
@@ -248,9 +261,14 @@ impl Inner {
             return;
         }
         let now = Instant::<Monotonic>::now();
-        if self.echo_due.is_some_and(|due| (now - due).as_nanos() >= 0) {
-            self.pending_mask |= self.echo_mask;
-            self.echo_mask = 0;
+        for slot in bits(self.echo_mask) {
+            if self.slots[slot]
+                .echo_due
+                .is_some_and(|due| (now - due).as_nanos() >= 0)
+            {
+                self.echo_mask &= !(1 << slot);
+                self.pending_mask |= 1 << slot;
+            }
         }
         for slot in bits(self.timer_mask) {
             let Some(timer) = self.slots[slot].timer.as_mut() else {
@@ -269,11 +287,11 @@ impl Inner {
 
     /// When the earliest timer or echo is due, if any.
     fn next_deadline(&self) -> Option<Instant<Monotonic>> {
-        let echo = self.echo_due.filter(|_| self.echo_mask != 0);
+        let echoes = bits(self.echo_mask).filter_map(|slot| self.slots[slot].echo_due);
         Iterator::chain(
             bits(self.timer_mask)
                 .filter_map(|slot| self.slots[slot].timer.as_ref().map(Timer::deadline)),
-            echo,
+            echoes,
         )
         .min_by_key(|d| (*d - Instant::<Monotonic>::now()).as_nanos())
     }
@@ -330,17 +348,17 @@ pub(crate) struct SlotSink {
 }
 
 impl KickSink for SlotSink {
-    fn kicked(&self, count: u64) {
-        // An echo runs inside the thread's own `eventfd_signal()`. An interrupt cannot come in
-        // there (the eventfd's lock is held with interrupts off), so a kick from interrupt
-        // context on the thread's CPU is not mistaken for one, except in the few instructions
-        // around that call.
-        let source =
-            if self.shared.signalling.load(Relaxed) && KThread::current_works_on(&*self.shared) {
-                Source::Echo
-            } else {
-                Source::KickFd
-            };
+    fn kicked(&self, count: u64, efd: &EventFd) {
+        // An echo runs inside a channel thread's own `eventfd_signal()` on this very eventfd.
+        // No interrupt can come in there (the eventfd's lock is held with interrupts off), so
+        // a kick from interrupt context is only mistaken for one if it lands on this eventfd in
+        // the few instructions around that call, while the eventfd is in a loop anyway.
+        let echo = KThread::<Shared>::with_current(|w| w.signalling.load(Relaxed) == efd.key());
+        let source = if echo == Some(true) {
+            Source::Echo
+        } else {
+            Source::KickFd
+        };
         self.shared
             .update(|inner| inner.queue(self.slot, count, source));
     }
@@ -377,8 +395,9 @@ pub(crate) struct Shared {
     ready: Atomic<bool>,
     /// The limit of the thread's busy-poll window, in nanoseconds; 0 turns polling off.
     busypoll_ns: Atomic<u32>,
-    /// Set by the thread around each `eventfd_signal()`, to recognise echoes.
-    signalling: Atomic<bool>,
+    /// The eventfd (its `EventFd::key`) the thread is signalling, or 0: set around each
+    /// `eventfd_signal()`, to recognise echoes.
+    signalling: Atomic<usize>,
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
     kickfds: Mutex<KickFds>,
@@ -512,9 +531,9 @@ impl Shared {
         }
         if let Some(efd) = efd {
             for _ in 0..kicks {
-                self.signalling.store(true, Relaxed);
+                self.signalling.store(efd.key(), Relaxed);
                 efd.signal();
-                self.signalling.store(false, Relaxed);
+                self.signalling.store(0, Relaxed);
             }
             self.count.notifies.add(kicks, Relaxed);
         } else {
@@ -561,6 +580,7 @@ impl Channel {
             sig: None,
             timer: None,
             pending: 0,
+            echo_due: None,
         };
         let shared = Arc::pin_init(
             pin_init!(Shared {
@@ -569,7 +589,6 @@ impl Channel {
                         slots: [EMPTY; NR_SLOTS],
                         pending_mask: 0,
                         echo_mask: 0,
-                        echo_due: None,
                         timer_mask: 0,
                         cursor: 0,
                         hangup: false,
@@ -585,7 +604,7 @@ impl Channel {
                 work <- new_condvar!("Channel::work"),
                 ready: Atomic::new(false),
                 busypoll_ns: Atomic::new(busypoll_ns.min(busypoll::MAX_NS)),
-                signalling: Atomic::new(false),
+                signalling: Atomic::new(0),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 start <- new_mutex!((), "Channel::start"),
                 count: Counters {
@@ -597,7 +616,7 @@ impl Channel {
                     polled: Atomic::new(0),
                 },
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         Ok(Self {
             shared,
@@ -627,7 +646,7 @@ impl Channel {
     pub(crate) fn attach(&self, slot: usize, fd: i32) -> Result {
         let new = match fd {
             -1 => None,
-            fd => Some(Arc::new(EventFd::from_fd(fd)?, GFP_KERNEL)?),
+            fd => Some(Arc::new(EventFd::from_fd(fd)?, GFP_KERNEL_ACCOUNT)?),
         };
         let old = core::mem::replace(&mut self.shared.inner.lock().slots[slot].efd, new);
         // Released after the guard, as the last reference may free the context.
@@ -648,6 +667,8 @@ impl Channel {
         let new = match fd {
             -1 => None,
             fd => {
+                // The thread is started only for an fd that can be hooked.
+                KickFd::<SlotSink>::check(fd)?;
                 self.start_thread()?;
                 Some(KickFd::new(
                     fd,
@@ -699,9 +720,12 @@ impl Channel {
             -1 => None,
             0 => Some(Arc::new(
                 SigTarget::current_process(uapi::SIGIO)?,
-                GFP_KERNEL,
+                GFP_KERNEL_ACCOUNT,
             )?),
-            s => Some(Arc::new(SigTarget::current_process(s)?, GFP_KERNEL)?),
+            s => Some(Arc::new(
+                SigTarget::current_process(s)?,
+                GFP_KERNEL_ACCOUNT,
+            )?),
         };
         let old = core::mem::replace(&mut self.shared.inner.lock().slots[slot].sig, new);
         drop(old);

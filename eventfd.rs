@@ -9,10 +9,13 @@ use kernel::{
     error::from_err_ptr,
     fs::file::LocalFile,
     prelude::*,
-    sync::atomic::{
-        Acquire,
-        Atomic,
-        Release, //
+    sync::{
+        aref::ARef,
+        atomic::{
+            Acquire,
+            Atomic,
+            Release, //
+        },
     },
     types::Opaque, //
 };
@@ -50,6 +53,12 @@ impl EventFd {
         Ok(Self { ctx })
     }
 
+    /// An identity of the eventfd context, to tell whether two references are the same
+    /// eventfd. Never dereferenced, never shown to user space.
+    pub(crate) fn key(&self) -> usize {
+        self.ctx.as_ptr() as usize
+    }
+
     /// Adds one to the eventfd's counter and wakes its readers.
     ///
     /// Must not be called from an eventfd wake-up callback (the C function warns on that).
@@ -72,11 +81,11 @@ const EPOLLOUT: usize = 0x0004;
 const EPOLLHUP: usize = 0x0010;
 
 /// Receives the kicks of a [`KickFd`]. Both methods run in atomic context, under the eventfd's
-/// wait-queue lock, possibly with interrupts off: they must not sleep or signal an eventfd, and
-/// their work must be bounded.
+/// wait-queue lock with interrupts off: they must not sleep or signal an eventfd, and their
+/// work must be bounded.
 pub(crate) trait KickSink: Send + Sync {
-    /// `count` was written to the eventfd (its counter is already consumed).
-    fn kicked(&self, count: u64);
+    /// `count` was written to `efd` (its counter is already consumed).
+    fn kicked(&self, count: u64, efd: &EventFd);
     /// User space closed the eventfd; no more kicks will come. The owner should drop the
     /// [`KickFd`] soon, from process context.
     fn hangup(&self);
@@ -107,8 +116,8 @@ pub(crate) struct KickFd<S: KickSink> {
     hung_up: Atomic<bool>,
 }
 
-// SAFETY: The raw C entries are only touched under the eventfd's wait-queue lock, and `S` is
-// `Send`.
+// SAFETY: Once `new` returns, the raw C entries are only touched under the eventfd's wait-queue
+// lock, and `S` is `Send`.
 unsafe impl<S: KickSink> Send for KickFd<S> {}
 
 // SAFETY: `&self` methods only read atomics; the wake function synchronises on the wait-queue
@@ -121,7 +130,8 @@ unsafe impl<S: KickSink> Sync for KickFd<S> {}
 fn is_semaphore(file: &LocalFile) -> Result<bool> {
     const KEY: &[u8] = b"eventfd-semaphore: ";
     let mut buf = [0u8; 128];
-    // SAFETY: All-zero is a valid `seq_file`: null pointers and empty counters.
+    // SAFETY: All-zero gives null pointers and empty counters; the `struct mutex` in it is left
+    // uninitialised, which is fine because `seq_printf`, the only user of `m`, never takes it.
     let mut m: bindings::seq_file = unsafe { core::mem::zeroed() };
     m.buf = buf.as_mut_ptr().cast();
     m.size = buf.len();
@@ -142,22 +152,33 @@ fn is_semaphore(file: &LocalFile) -> Result<bool> {
     Ok(text.get(at + KEY.len()) != Some(&b'0'))
 }
 
+/// Takes a reference to the eventfd open as `fd`, with its file, if it can be a kick eventfd.
+fn kick_eventfd(fd: i32) -> Result<(EventFd, ARef<LocalFile>)> {
+    let file = LocalFile::fget(u32::try_from(fd).map_err(|_| EBADF)?)?;
+    // SAFETY: `file` is a valid file, kept alive by the reference we hold.
+    let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fileget(file.as_ptr()) })?;
+    // INVARIANT: `eventfd_ctx_fileget` returned a new reference, now owned by `EventFd`.
+    let ctx = EventFd {
+        ctx: NonNull::new(ctx).ok_or(EINVAL)?,
+    };
+    if is_semaphore(&file)? {
+        return Err(EOPNOTSUPP);
+    }
+    Ok((ctx, file))
+}
+
 impl<S: KickSink> KickFd<S> {
+    /// Checks that `fd` could be hooked, with the errors of [`KickFd::new`].
+    pub(crate) fn check(fd: i32) -> Result {
+        kick_eventfd(fd).map(drop)
+    }
+
     /// Hooks the eventfd open as `fd` in the current process; its writes go to `sink`.
     ///
     /// A count already in the eventfd is delivered at once. Fails with `EBADF` if `fd` is not
     /// open, `EINVAL` if it is not an eventfd and `EOPNOTSUPP` if it is in semaphore mode.
     pub(crate) fn new(fd: i32, sink: S) -> Result<Pin<KBox<Self>>> {
-        let file = LocalFile::fget(u32::try_from(fd).map_err(|_| EBADF)?)?;
-        // SAFETY: `file` is a valid file, kept alive by the reference we hold.
-        let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fileget(file.as_ptr()) })?;
-        // INVARIANT: `eventfd_ctx_fileget` returned a new reference, now owned by `EventFd`.
-        let ctx = EventFd {
-            ctx: NonNull::new(ctx).ok_or(EINVAL)?,
-        };
-        if is_semaphore(&file)? {
-            return Err(EOPNOTSUPP);
-        }
+        let (ctx, file) = kick_eventfd(fd)?;
         let this = KBox::pin_init(
             pin_init!(Self {
                 wait: Opaque::uninit(),
@@ -166,7 +187,7 @@ impl<S: KickSink> KickFd<S> {
                 sink,
                 hung_up: Atomic::new(false),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         let wait = this.wait.get();
         let pt = this.pt.get();
@@ -199,7 +220,8 @@ impl<S: KickSink> KickFd<S> {
         // SAFETY: `wait` is initialised; only `queue::<S>`, which has returned, writes `private`.
         let wqh = unsafe { (*wait).private.cast::<bindings::wait_queue_head>() };
         if wqh.is_null() {
-            // `poll` never offered its wait queue: nothing is hooked, and `drop` is a no-op.
+            // `poll` never offered its wait queue, which an eventfd always does. Nothing is
+            // hooked; `drop` removes the self-linked entry.
             return Err(EINVAL);
         }
         // Take the count that was there before the entry was linked, under the same lock as the
@@ -219,7 +241,7 @@ impl<S: KickSink> KickFd<S> {
             bindings::spin_unlock_irq_enable(lock);
         }
         if count != 0 {
-            this.sink.kicked(count);
+            this.sink.kicked(count, &this.ctx);
         }
         Ok(this)
     }
@@ -271,7 +293,7 @@ unsafe extern "C" fn wake<S: KickSink>(
         // SAFETY: `ctx` is valid and its wait-queue lock is held by our caller.
         unsafe { bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count) };
         if count != 0 {
-            this.sink.kicked(count);
+            this.sink.kicked(count, &this.ctx);
         }
     }
     // The entry stays linked: `drop` removes it under the lock, as KVM's irqfd shutdown does.

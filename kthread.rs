@@ -134,23 +134,25 @@ impl<T: ThreadWork> KThread<T> {
         Ok(Self { task, _data: data })
     }
 
-    /// Whether the calling task is a `KThread<T>` working on `data`.
-    pub(crate) fn current_works_on(data: &T) -> bool {
+    /// Runs `f` on the data of the calling task, if that task is a `KThread<T>`.
+    pub(crate) fn with_current<R>(f: impl FnOnce(&T) -> R) -> Option<R> {
         let task = kernel::task::Task::current_raw();
         let func: unsafe extern "C" fn(*mut c_void) -> c_int = trampoline::<T>;
-        // SAFETY: `current` is valid. `kthread_func` returns NULL for a task that is not a
-        // kernel thread, and `kthread_data` is only called on one made by `kthread_create_*`.
-        unsafe {
-            bindings::kthread_func(task) == func as *mut c_void
-                && core::ptr::eq(bindings::kthread_data(task).cast::<T>(), data)
+        // SAFETY: `current` is valid; `kthread_func` returns NULL for a task that is not a
+        // kernel thread.
+        if unsafe { bindings::kthread_func(task) } != func as *mut c_void {
+            return None;
         }
+        // SAFETY: The calling task is a kernel thread running `trampoline::<T>`, so its data is
+        // the `T` that its `KThread` passed in `spawn`. That `T` stays valid until
+        // `kthread_stop` on this very task returns, which cannot happen while it runs this.
+        Some(f(unsafe { &*bindings::kthread_data(task).cast::<T>() }))
     }
 
     /// The thread's pid, as seen from the calling task's pid namespace.
     pub(crate) fn pid(&self) -> i32 {
         // SAFETY: The type invariant keeps the `task_struct` alive; a null namespace means the
-        // caller's. The C accessor is used because the struct layout seen by bindgen is not
-        // guaranteed to match a GCC-built kernel's.
+        // caller's, which is what user space must see.
         unsafe {
             bindings::__task_pid_nr_ns(
                 self.task.as_ptr(),

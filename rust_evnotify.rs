@@ -80,12 +80,15 @@ module! {
 struct EvnotifyModule {
     #[pin]
     _miscdev: MiscDeviceRegistration<Channel>,
+    /// Dropped after the device is gone, when no channel can be open.
+    _limits: channel::Limits,
 }
 
 impl kernel::InPlaceModule for EvnotifyModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        channel::init_limits();
         try_pin_init!(Self {
+            // Initialised in this order: the limits before anyone can open the device.
+            _limits: channel::Limits::new(),
             _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: c"evnotify",
             }),
@@ -101,7 +104,11 @@ impl MiscDevice for Channel {
         let max = module_parameters::max_channels.value();
         let max_user = module_parameters::max_user_channels.value();
         let busypoll_ns = module_parameters::busypoll_ns.value();
-        KBox::new(Channel::new(max, max_user, busypoll_ns)?, GFP_KERNEL).map_err(Into::into)
+        KBox::new(
+            Channel::new(max, max_user, busypoll_ns)?,
+            GFP_KERNEL_ACCOUNT,
+        )
+        .map_err(Into::into)
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

@@ -37,6 +37,10 @@ for f in "$here"/testdata/splat-*.log; do
 	"$here/splats.sh" "$f" >/dev/null
 	result "splat scanner catches $(basename "$f" .log)" $?
 done
+for f in "$here"/testdata/ktap-*.log; do
+	( passed=0 failed=0; ktap "$f" >/dev/null; [ "$failed" -gt 0 ] )
+	result "KTAP counter fails $(basename "$f" .log)" $?
+done
 EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' >"$out/vm-self.log" 2>&1
 result "vm.sh returns the guest command's status (3)" $([ $? = 3 ]; echo $?)
 EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' >>"$out/vm-self.log" 2>&1
@@ -48,6 +52,7 @@ EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- sh -c \
 	"evnotify-vmtests; echo '# fuzz'; evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1}" 2>&1 | tee "$out/vm.log"
 vm_rc=${PIPESTATUS[0]}
 ktap "$out/vm.log"
+exit_status "the VM command" "$vm_rc"
 fuzz=$(fuzz_ops "$out/vm.log")
 result "fuzzer: ${fuzz:-0} operations, no worker died" $([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
 # The run itself: the guest reported, the module loaded and unloaded, and the

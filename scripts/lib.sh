@@ -9,9 +9,13 @@ result() {
 }
 
 # ktap LOG: count every KTAP test line of LOG. In the VM nothing may skip, so a skipped
-# test counts as failed, as does one that a plan announced but never reported.
+# test counts as failed, as does one that a plan announced but never reported, and a log
+# with no plan at all.
 ktap() {
 	local plan ok nok
+	if ! tr -d '\r' <"$1" | grep -qE '^1\.\.[0-9]+$'; then
+		result "the VM tests printed a KTAP plan (they died before it?)" 1
+	fi
 	plan=$(tr -d '\r' <"$1" | sed -n 's/^1\.\.\([0-9]*\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
 	ok=$(grep -E '^ok [0-9]+ ' "$1" | grep -cv '# SKIP')
 	nok=$(grep -cE '^not ok [0-9]+ |^ok [0-9]+ .*# SKIP' "$1")
@@ -30,4 +34,10 @@ vm_clean() {
 # fuzz_ops LOG: operations the fuzzer reports (empty if it never finished).
 fuzz_ops() {
 	tr -d '\r' <"$1" | sed -n 's/^fuzz: seed [0-9]* ops \([0-9]*\).*/\1/p' | tail -n1
+}
+
+# exit_status NAME RC: a command's non-zero status fails the run even when no test line
+# said so (a crash after the last test, a runner fault).
+exit_status() {
+	[ "$2" = 0 ] || [ "$failed" -gt 0 ] || result "$1 exited $2 with no failed test" 1
 }

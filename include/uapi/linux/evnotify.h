@@ -89,7 +89,7 @@ struct evnotify_stats {
 	__u64 handled;		/* kicks and ticks taken by the thread */
 	__u64 notifies;		/* eventfd_signal() calls made by the thread */
 	__u64 signals;		/* process signals sent */
-	__u64 dropped;		/* handled with no eventfd and no live process */
+	__u64 dropped;		/* handled with no eventfd and no signal sent */
 	__u64 wakeups;		/* times the thread woke up from sleep and found work */
 	__u64 polled;		/* times it found work while busy polling, without sleeping */
 	__u64 pending;		/* kicks and ticks not yet handled */
@@ -100,7 +100,8 @@ struct evnotify_stats {
 	__u32 signal_slots;	/* slots that signal a process */
 	__u32 busypoll_ns;	/* the thread's busy-poll limit, 0 = off */
 	__u64 coalesced;	/* kicks and ticks merged away: beyond EVNOTIFY_MAX_PENDING, or echoes */
-	__u64 sig_refused;	/* signal sends refused by the permission check */
+	__u64 sig_refused;	/* signal sends refused: permission, LSM, or a full
+				 * real-time signal queue (RLIMIT_SIGPENDING) */
 };
 
 /*
@@ -126,7 +127,8 @@ struct evnotify_timer {
  * recorded uid or euid must equal the target's uid or saved uid (no
  * capability overrides this), and the LSMs are asked.  A refused send is
  * counted in sig_refused (the kick is still handled); an unkillable target
- * (a pid namespace's init) is not forced.  Signals carry si_code SI_ASYNCIO.
+ * (a pid namespace's init) is not forced.  Signals carry si_code SI_ASYNCIO,
+ * with si_pid and si_uid 0 (a kernel-originated signal).
  */
 struct evnotify_signal {
 	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
@@ -163,9 +165,10 @@ struct evnotify_busypoll {
  * Eventfds in EFD_SEMAPHORE mode fail with EOPNOTSUPP: they give up their count
  * one unit at a time, so taking a write of N as N kicks would cost N steps with
  * interrupts off.  Kicks beyond EVNOTIFY_MAX_PENDING are coalesced.  A kick
- * eventfd that the channel's own thread signals (a feedback loop: the same
- * eventfd attached as a notify eventfd of the channel) waits at least 1 ms, and
- * at most one such kick waits per slot; the rest are coalesced.
+ * eventfd that a channel's thread signals (this channel's or another's: a
+ * feedback loop or chain, the same eventfd attached as a notify eventfd) is an
+ * echo: each waits at least 1 ms, at most one waits per slot, and the rest are
+ * coalesced.
  */
 #define EVNOTIFY_IOC_KICKFD	_IOW(EVNOTIFY_IOC_MAGIC, 0x04, struct evnotify_attach)
 #define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)

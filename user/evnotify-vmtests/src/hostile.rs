@@ -45,6 +45,11 @@ pub const TESTS: &[Test] = &[
     ("kickfd_huge_write_bounded", kickfd_huge_write_bounded),
     ("kickfd_huge_write_no_target", kickfd_huge_write_no_target),
     ("feedback_loop_bounded", feedback_loop_bounded),
+    (
+        "feedback_loop_two_channels_bounded",
+        feedback_loop_two_channels_bounded,
+    ),
+    ("signal_queue_full_counted", signal_queue_full_counted),
     ("fault_inject_thread_start", fault_inject_thread_start),
     ("limit_per_user_two_uids", limit_per_user_two_uids),
     ("stats_identity_under_load", stats_identity_under_load),
@@ -343,6 +348,75 @@ fn feedback_loop_bounded() -> Result<()> {
         ch.stats()?.handled == s2.handled,
         "the loop went on after detach"
     );
+    Ok(())
+}
+
+/// A loop through two channels: A's notify eventfd is B's kick eventfd and the other way
+/// round. Each thread's kicks are echoes of the other's signals: one round per millisecond.
+fn feedback_loop_two_channels_bounded() -> Result<()> {
+    let (a, b) = (Channel::open()?, Channel::open()?);
+    let (e1, e2) = (Notifier::new()?, Notifier::new()?);
+    a.attach(0, &e1)?;
+    a.attach_kickfd(0, &e2)?;
+    b.attach(0, &e2)?;
+    b.attach_kickfd(0, &e1)?;
+    a.kick(0, 1000)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let (t0, a0, b0) = (Instant::now(), a.stats()?, b.stats()?);
+    std::thread::sleep(Duration::from_millis(500));
+    let (a1, b1, span) = (a.stats()?, b.stats()?, t0.elapsed());
+    let most = span.as_millis() as u64 + 2;
+    for (name, s0, s1) in [("A", a0, a1), ("B", b0, b1)] {
+        let rounds = s1.handled - s0.handled;
+        ensure!(rounds > 0, "the loop stopped at {name}: {s1:?}");
+        ensure!(
+            rounds <= most,
+            "{name}: {rounds} kicks in {span:?}: {s0:?} {s1:?}"
+        );
+    }
+    ensure!(b1.coalesced >= 999, "B took A's burst uncoalesced: {b1:?}");
+    Ok(())
+}
+
+/// A real-time signal that finds the target's queue full (`RLIMIT_SIGPENDING`) is counted
+/// in `sig_refused`, and every kick is accounted for.
+fn signal_queue_full_counted() -> Result<()> {
+    let ch = Channel::open()?;
+    let pid = child(|| {
+        let run = || -> Result<()> {
+            let sfd = evnotify::catch_signal(sig())?;
+            let lim = libc::rlimit {
+                rlim_cur: 2,
+                rlim_max: 2,
+            };
+            // SAFETY: `lim` is a valid `rlimit`.
+            Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_SIGPENDING, &lim) })?;
+            ch.set_signal(0, sig())?;
+            ch.kick(0, 5)?;
+            let s = ch.wait_idle(hang())?;
+            let mut got = 0;
+            while sfd.read_signal()?.is_some() {
+                got += 1;
+            }
+            ensure!(
+                s.signals + s.sig_refused == 5 && s.sig_refused >= 3,
+                "{s:?}"
+            );
+            ensure!(
+                got == s.signals && s.dropped == s.sig_refused,
+                "got {got}: {s:?}"
+            );
+            Ok(())
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("# signal_queue_full_counted: {e:#}");
+                1
+            }
+        }
+    })?;
+    ensure!(exit_code(pid)? == 0, "the child's check failed");
     Ok(())
 }
 

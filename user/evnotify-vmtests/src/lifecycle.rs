@@ -90,6 +90,17 @@ fn fresh_open_has_no_thread() -> Result<()> {
     ch.set_busypoll(std::time::Duration::ZERO)?;
     ch.cancel_timer(2)?;
     ch.detach_kickfd(3)?;
+    // A kick eventfd that cannot be hooked starts no thread either.
+    let sem = nix::sys::eventfd::EventFd::from_value_and_flags(
+        0,
+        nix::sys::eventfd::EfdFlags::EFD_SEMAPHORE,
+    )?;
+    expect_errno(ch.attach_kickfd(4, &sem), Errno::EOPNOTSUPP, "semaphore")?;
+    expect_errno(
+        ch.attach_kickfd(4, &std::fs::File::open("/")?),
+        Errno::EINVAL,
+        "a directory",
+    )?;
     let s = ch.stats()?;
     ensure!(s.thread_pid == 0, "a thread runs before any work: {s:?}");
     ensure!(
