@@ -18,8 +18,10 @@ EVNOTIFY_OUT=$out/vm "$here/vm.sh" "$@" -- sh -c "
 	EVNOTIFY_HANG_SECS=60 evnotify-vmtests
 	EVNOTIFY_STRESS_SECS=${STRESS_SECS:-60} evnotify-vmtests stress_ledger
 	evnotify-fuzz --ops ${FUZZ_OPS:-1000000} --seed ${FUZZ_SEED:-1}" 2>&1 | tee "$log"
+vm_rc=${PIPESTATUS[0]}
 
 ktap "$log"
+exit_status "the VM command" "$vm_rc"
 fuzz=$(fuzz_ops "$log")
 result "fuzzer: ${fuzz:-0} operations (seed ${FUZZ_SEED:-1}), no worker died" \
 	$([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$log"; echo $?)
