@@ -75,7 +75,7 @@ struct Users {
 }
 
 kernel::sync::global_lock! {
-    // SAFETY: Initialised by `init_limits` in the module's `init`, before the device exists.
+    // SAFETY: Initialised by `Limits::new` in the module's `init`, before the device exists.
     unsafe(uninit) static USERS: Mutex<Users> = Users { total: 0, per_user: KVec::new() };
 }
 
@@ -83,9 +83,14 @@ kernel::sync::global_lock! {
 pub(crate) struct Limits;
 
 impl Limits {
-    /// Initialises the table; called once, before the device is registered.
-    pub(crate) fn new() -> Self {
-        // SAFETY: Called once from the module's `init`, before any channel can be opened.
+    /// Initialises the table.
+    ///
+    /// # Safety
+    ///
+    /// Must be called once, before any channel can be opened.
+    pub(crate) unsafe fn new() -> Self {
+        // SAFETY: By the safety requirement, this is the first and only initialisation, before
+        // any use.
         unsafe { USERS.init() };
         Self
     }
@@ -287,13 +292,14 @@ impl Inner {
 
     /// When the earliest timer or echo is due, if any.
     fn next_deadline(&self) -> Option<Instant<Monotonic>> {
+        let now = Instant::<Monotonic>::now();
         let echoes = bits(self.echo_mask).filter_map(|slot| self.slots[slot].echo_due);
         Iterator::chain(
             bits(self.timer_mask)
                 .filter_map(|slot| self.slots[slot].timer.as_ref().map(Timer::deadline)),
             echoes,
         )
-        .min_by_key(|d| (*d - Instant::<Monotonic>::now()).as_nanos())
+        .min_by_key(|d| (*d - now).as_nanos())
     }
 
     /// Takes the pending kicks of the next slot with work, with its targets: up to [`BATCH`],
@@ -348,17 +354,8 @@ pub(crate) struct SlotSink {
 }
 
 impl KickSink for SlotSink {
-    fn kicked(&self, count: u64, efd: &EventFd) {
-        // An echo runs inside a channel thread's own `eventfd_signal()` on this very eventfd.
-        // No interrupt can come in there (the eventfd's lock is held with interrupts off), so
-        // a kick from interrupt context is only mistaken for one if it lands on this eventfd in
-        // the few instructions around that call, while the eventfd is in a loop anyway.
-        let echo = KThread::<Shared>::with_current(|w| w.signalling.load(Relaxed) == efd.key());
-        let source = if echo == Some(true) {
-            Source::Echo
-        } else {
-            Source::KickFd
-        };
+    fn kicked(&self, count: u64, echo: bool) {
+        let source = if echo { Source::Echo } else { Source::KickFd };
         self.shared
             .update(|inner| inner.queue(self.slot, count, source));
     }
@@ -395,9 +392,6 @@ pub(crate) struct Shared {
     ready: Atomic<bool>,
     /// The limit of the thread's busy-poll window, in nanoseconds; 0 turns polling off.
     busypoll_ns: Atomic<u32>,
-    /// The eventfd (its `EventFd::key`) the thread is signalling, or 0: set around each
-    /// `eventfd_signal()`, to recognise echoes.
-    signalling: Atomic<usize>,
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
     kickfds: Mutex<KickFds>,
@@ -531,9 +525,7 @@ impl Shared {
         }
         if let Some(efd) = efd {
             for _ in 0..kicks {
-                self.signalling.store(efd.key(), Relaxed);
                 efd.signal();
-                self.signalling.store(0, Relaxed);
             }
             self.count.notifies.add(kicks, Relaxed);
         } else {
@@ -604,7 +596,6 @@ impl Channel {
                 work <- new_condvar!("Channel::work"),
                 ready: Atomic::new(false),
                 busypoll_ns: Atomic::new(busypoll_ns.min(busypoll::MAX_NS)),
-                signalling: Atomic::new(0),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 start <- new_mutex!((), "Channel::start"),
                 count: Counters {

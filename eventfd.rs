@@ -53,18 +53,13 @@ impl EventFd {
         Ok(Self { ctx })
     }
 
-    /// An identity of the eventfd context, to tell whether two references are the same
-    /// eventfd. Never dereferenced, never shown to user space.
-    pub(crate) fn key(&self) -> usize {
-        self.ctx.as_ptr() as usize
-    }
-
-    /// Adds one to the eventfd's counter and wakes its readers.
+    /// Adds one to the eventfd's counter and wakes its readers, with [`ECHO`] in the wake-up
+    /// key, so that a [`KickFd`] on the same eventfd knows the kick came from a channel thread.
     ///
     /// Must not be called from an eventfd wake-up callback (the C function warns on that).
     pub(crate) fn signal(&self) {
         // SAFETY: `ctx` is valid by the type invariant.
-        unsafe { bindings::eventfd_signal_mask(self.ctx.as_ptr(), 0) };
+        unsafe { bindings::eventfd_signal_mask(self.ctx.as_ptr(), ECHO as u32) };
     }
 }
 
@@ -79,13 +74,18 @@ impl Drop for EventFd {
 const EPOLLIN: usize = 0x0001;
 const EPOLLOUT: usize = 0x0004;
 const EPOLLHUP: usize = 0x0010;
+/// A wake-up key bit of our own, in the range that `eventpoll.h` and `poll.h` leave unused
+/// (bits 16 to 26), the way io_uring tags its own eventfd wake-ups with `EPOLL_URING_WAKE`.
+/// Other waiters only test the bits they asked for, so they ignore it.
+const ECHO: usize = 1 << 26;
 
-/// Receives the kicks of a [`KickFd`]. Both methods run in atomic context, under the eventfd's
-/// wait-queue lock with interrupts off: they must not sleep or signal an eventfd, and their
-/// work must be bounded.
+/// Receives the kicks of a [`KickFd`]. Both methods may run in atomic context, under the
+/// eventfd's wait-queue lock with interrupts off: they must not sleep or signal an eventfd, and
+/// their work must be bounded.
 pub(crate) trait KickSink: Send + Sync {
-    /// `count` was written to `efd` (its counter is already consumed).
-    fn kicked(&self, count: u64, efd: &EventFd);
+    /// `count` was written to the eventfd (its counter is already consumed); `echo` tells
+    /// whether the write was a channel thread's [`EventFd::signal`].
+    fn kicked(&self, count: u64, echo: bool);
     /// User space closed the eventfd; no more kicks will come. The owner should drop the
     /// [`KickFd`] soon, from process context.
     fn hangup(&self);
@@ -241,7 +241,7 @@ impl<S: KickSink> KickFd<S> {
             bindings::spin_unlock_irq_enable(lock);
         }
         if count != 0 {
-            this.sink.kicked(count, &this.ctx);
+            this.sink.kicked(count, false);
         }
         Ok(this)
     }
@@ -293,7 +293,7 @@ unsafe extern "C" fn wake<S: KickSink>(
         // SAFETY: `ctx` is valid and its wait-queue lock is held by our caller.
         unsafe { bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count) };
         if count != 0 {
-            this.sink.kicked(count, &this.ctx);
+            this.sink.kicked(count, mask & ECHO != 0);
         }
     }
     // The entry stays linked: `drop` removes it under the lock, as KVM's irqfd shutdown does.

@@ -134,21 +134,6 @@ impl<T: ThreadWork> KThread<T> {
         Ok(Self { task, _data: data })
     }
 
-    /// Runs `f` on the data of the calling task, if that task is a `KThread<T>`.
-    pub(crate) fn with_current<R>(f: impl FnOnce(&T) -> R) -> Option<R> {
-        let task = kernel::task::Task::current_raw();
-        let func: unsafe extern "C" fn(*mut c_void) -> c_int = trampoline::<T>;
-        // SAFETY: `current` is valid; `kthread_func` returns NULL for a task that is not a
-        // kernel thread.
-        if unsafe { bindings::kthread_func(task) } != func as *mut c_void {
-            return None;
-        }
-        // SAFETY: The calling task is a kernel thread running `trampoline::<T>`, so its data is
-        // the `T` that its `KThread` passed in `spawn`. That `T` stays valid until
-        // `kthread_stop` on this very task returns, which cannot happen while it runs this.
-        Some(f(unsafe { &*bindings::kthread_data(task).cast::<T>() }))
-    }
-
     /// The thread's pid, as seen from the calling task's pid namespace.
     pub(crate) fn pid(&self) -> i32 {
         // SAFETY: The type invariant keeps the `task_struct` alive; a null namespace means the

@@ -88,7 +88,8 @@ impl kernel::InPlaceModule for EvnotifyModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             // Initialised in this order: the limits before anyone can open the device.
-            _limits: channel::Limits::new(),
+            // SAFETY: The only call, before the device is registered.
+            _limits: unsafe { channel::Limits::new() },
             _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: c"evnotify",
             }),

@@ -28,7 +28,7 @@ pub(crate) const F_SIGNAL: u64 = 1 << 5;
 pub(crate) const F_BUSYPOLL: u64 = 1 << 6;
 
 /// The default signal of `IOC_SIGNAL`.
-pub(crate) const SIGIO: i32 = 29;
+pub(crate) const SIGIO: i32 = kernel::bindings::SIGIO as i32;
 
 const MAGIC: u32 = 0xE6;
 

@@ -29,6 +29,7 @@ kdir=$("$here/setup.sh") || { echo "setup failed"; echo "0 passed, 1 failed"; ex
 # (vm: ...)" or "missed SECS".
 run_vm() {
 	local ko=$1 log=$2 start=$SECONDS pid
+	: >"$log"
 	EVNOTIFY_KO=$ko EVNOTIFY_OUT=$(dirname "$log")/vm EVNOTIFY_VM_TIMEOUT=$((limit + 120)) \
 		setsid "$here/vm.sh" -- evnotify-vmtests >"$log" 2>&1 &
 	pid=$!

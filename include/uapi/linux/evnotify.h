@@ -93,7 +93,8 @@ struct evnotify_stats {
 	__u64 wakeups;		/* times the thread woke up from sleep and found work */
 	__u64 polled;		/* times it found work while busy polling, without sleeping */
 	__u64 pending;		/* kicks and ticks not yet handled */
-	__s32 thread_pid;	/* pid of the channel's kernel thread, 0 until started */
+	__s32 thread_pid;	/* pid of the channel's kernel thread, 0 until started
+				 * (and always 0 seen from a child pid namespace) */
 	__u32 attached;		/* slots with a notify eventfd */
 	__u32 kickfds;		/* slots with a kick eventfd */
 	__u32 timers;		/* slots with a running timer */
@@ -167,8 +168,8 @@ struct evnotify_busypoll {
  * interrupts off.  Kicks beyond EVNOTIFY_MAX_PENDING are coalesced.  A kick
  * eventfd that a channel's thread signals (this channel's or another's: a
  * feedback loop or chain, the same eventfd attached as a notify eventfd) is an
- * echo: each waits at least 1 ms, at most one waits per slot, and the rest are
- * coalesced.
+ * echo: it waits at least 1 ms (unless the slot has other kicks pending, which
+ * it then joins), at most one waits per slot, and the rest are coalesced.
  */
 #define EVNOTIFY_IOC_KICKFD	_IOW(EVNOTIFY_IOC_MAGIC, 0x04, struct evnotify_attach)
 #define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)
