@@ -28,22 +28,23 @@ kdir=$("$here/setup.sh") || { echo "setup failed"; echo "0 passed, 1 failed"; ex
 # run_vm KO LOG: boots KO with the device tests; prints "caught SECS TEST", "caught SECS
 # (vm: ...)" or "missed SECS".
 run_vm() {
-	local ko=$1 log=$2 start=$SECONDS pid
+	local ko=$1 log=$2 start pid
+	start=$(date +%s)
 	: >"$log"
 	EVNOTIFY_KO=$ko EVNOTIFY_OUT=$(dirname "$log")/vm EVNOTIFY_VM_TIMEOUT=$((limit + 120)) \
-		setsid "$here/vm.sh" -- evnotify-vmtests >"$log" 2>&1 &
+		setsid "$here/vm.sh" -- evnotify-vmtests </dev/null >"$log" 2>&1 &
 	pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
 		if grep -qE '^not ok ' "$log"; then
 			kill -- -"$pid" 2>/dev/null
 			wait "$pid" 2>/dev/null
-			echo "caught $((SECONDS - start)) $(grep -m1 -E '^not ok ' "$log" | awk '{ print $4 }')"
+			echo "caught $(($(date +%s) - start)) $(grep -m1 -E '^not ok ' "$log" | awk '{ print $4 }')"
 			return
 		fi
 		sleep 1
 	done
-	if wait "$pid"; then echo "missed $((SECONDS - start))"; return; fi
-	echo "caught $((SECONDS - start)) ($(grep -m1 '^vm: ' "$log" | tr -d '\r' | cut -c1-60))"
+	if wait "$pid"; then echo "missed $(($(date +%s) - start))"; return; fi
+	echo "caught $(($(date +%s) - start)) ($(grep -m1 '^vm: ' "$log" | tr -d '\r' | cut -c1-60))"
 }
 
 passed=0 failed=0 n=0
@@ -67,7 +68,7 @@ while IFS= read -r line || [ -n "$line" ]; do
 		echo "not ok - $what: the pattern must occur exactly once"
 		failed=$((failed + 1)); continue
 	fi
-	if ! make -s -C "$kdir" M="$dir" "${KMAKE_VARS[@]}" >"$dir/build.log" 2>&1; then
+	if ! make -s -C "$kdir" M="$dir" "${KMAKE_VARS[@]}" </dev/null >"$dir/build.log" 2>&1; then
 		echo "not ok - $what: does not build (see $dir/build.log)"
 		failed=$((failed + 1)); continue
 	fi

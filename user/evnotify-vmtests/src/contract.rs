@@ -136,7 +136,7 @@ fn round_robin_bounded_batch() -> Result<()> {
         seen <= BATCH,
         "slot 0 got {seen} notifications before slot 1's one (batch {BATCH})"
     );
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(s.notifies == u64::from(sys::MAX_KICK) + 1, "{s:?}");
     Ok(())
 }
@@ -180,7 +180,7 @@ fn timer_catch_up_exact() -> Result<()> {
     collect(&n, TICKS)?;
     // The limit holds: nothing more comes, and the timer is gone.
     std::thread::sleep(PERIOD * 3);
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(
         n.drain()? == 0 && s.timer_ticks == TICKS && s.timers == 0,
         "{s:?}"
@@ -210,7 +210,7 @@ fn timer_catch_up_unlimited() -> Result<()> {
     );
     ch.cancel_timer(0)?;
     let elapsed = t0.elapsed();
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     let total = collect(&n, s.timer_ticks)?;
     let most = (elapsed.as_nanos() / PERIOD.as_nanos()) as u64;
     ensure!(
@@ -298,7 +298,7 @@ fn ranges_at_both_ends() -> Result<()> {
         Errno::EINVAL,
         "busy-poll limit MAX + 1",
     )?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(
         s.kicks == u64::from(sys::MAX_KICK) + 1 && s.signal_slots == 0,
         "{s:?}"
@@ -352,7 +352,7 @@ fn stats_across_slots() -> Result<()> {
             "slot {slot}: {line}"
         );
     }
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     let d = |a: u64, b: u64| a - b;
     ensure!(d(s.handled, base.handled) == 21, "{s:?}");
     ensure!(

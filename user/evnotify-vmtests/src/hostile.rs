@@ -195,7 +195,7 @@ fn signal_refused_after_setuid_exec() -> Result<()> {
     );
     // ...so the kick's signal must be refused too.
     ch.kick(0, 1)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     writeln!(to, "go")?;
     line.clear();
     out.read_line(&mut line)?;
@@ -240,7 +240,7 @@ fn signal_same_user_delivered() -> Result<()> {
     );
     ch.kick(0, 1)?;
     ensure!(exit_code(pid)? == 0, "the signal did not arrive");
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(s.signals == 1 && s.sig_refused == 0, "{s:?}");
     Ok(())
 }
@@ -273,7 +273,7 @@ fn notify_semaphore_eventfd_exact() -> Result<()> {
     let n = EventFd::from_value_and_flags(0, EfdFlags::EFD_SEMAPHORE | EfdFlags::EFD_NONBLOCK)?;
     ch.attach(0, &n)?;
     ch.kick(0, 5)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(s.notifies == 5, "{s:?}");
     for i in 0..5 {
         ensure!(n.read()? == 1, "read {i}");
@@ -297,7 +297,7 @@ fn kickfd_huge_write_bounded() -> Result<()> {
         "{s:?}"
     );
     collect(&n, sys::MAX_PENDING)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(
         s.handled == sys::MAX_PENDING && s.notifies == sys::MAX_PENDING && s.pending == 0,
         "{s:?}"
@@ -312,7 +312,7 @@ fn kickfd_huge_write_no_target() -> Result<()> {
     let k = Notifier::new()?;
     ch.attach_kickfd(1, &k)?;
     k.post(HUGE)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(
         s.handled == sys::MAX_PENDING && s.dropped == sys::MAX_PENDING,
         "{s:?}"
@@ -342,7 +342,7 @@ fn feedback_loop_bounded() -> Result<()> {
     let id = s1.kicks + s1.timer_ticks;
     ensure!(id == s1.handled + s1.pending + s1.coalesced, "{s1:?}");
     ch.detach_kickfd(0)?;
-    let s2 = ch.wait_idle(hang())?;
+    let s2 = crate::idle(&ch)?;
     std::thread::sleep(Duration::from_millis(20));
     ensure!(
         ch.stats()?.handled == s2.handled,
@@ -394,7 +394,7 @@ fn signal_queue_full_counted() -> Result<()> {
             Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_SIGPENDING, &lim) })?;
             ch.set_signal(0, sig())?;
             ch.kick(0, 5)?;
-            let s = ch.wait_idle(hang())?;
+            let s = crate::idle(&ch)?;
             let mut got = 0;
             while sfd.read_signal()?.is_some() {
                 got += 1;
@@ -577,7 +577,7 @@ fn stats_identity_under_load() -> Result<()> {
         res.map(|()| count)
     })?;
     ch.cancel_timer(5)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(
         s.kicks + s.timer_ticks == s.handled + s.coalesced && s.pending == 0,
         "{s:?}"
@@ -657,7 +657,7 @@ fn kickfd_attach_wakes_no_watcher() -> Result<()> {
         ch.attach_kickfd(0, &k)?;
         std::thread::sleep(Duration::from_millis(50));
         let after = ctxt_switches(tid)?;
-        let s = ch.wait_idle(hang())?;
+        let s = crate::idle(&ch)?;
         // End the wait through the other eventfd (writes to `k` are consumed by the channel).
         w.post(1)?;
         let woke = crate::join(h, "watcher")?;
@@ -730,7 +730,7 @@ fn fds_passed_over_unix_socket() -> Result<()> {
     )?;
     ensure!(exit_code(pid)? == 0, "the receiving process failed");
     collect(&n, 5)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(s.kicks == 5 && s.fd_kicks == 3 && s.notifies == 5, "{s:?}");
     Ok(())
 }

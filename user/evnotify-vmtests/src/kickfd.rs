@@ -150,7 +150,7 @@ fn kickfd_close_while_busy() -> Result<()> {
     kick.post(3)?;
     drop(kick);
     wait_kickfds(&ch, 0)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(s.fd_kicks == 3 && s.kicks == 100_003, "{s:?}");
     ensure!(notify.drain()? == 100_003, "notifications lost");
     // A new kick eventfd works on the same slot.
@@ -199,7 +199,7 @@ fn kickfd_replace_under_load() -> Result<()> {
     })?;
     // Exact ledger: whatever the module did not consume is still in each eventfd.
     let left: u64 = fds.iter().map(|f| f.drain()).sum::<nix::Result<u64>>()?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     let sent: u64 = written.iter().sum();
     ensure!(
         s.fd_kicks + left == sent,

@@ -72,14 +72,20 @@ pub fn collect(n: &Notifier, want: u64) -> Result<u64> {
 /// target and is dropped; returns the thread's pid.
 pub fn start_thread(ch: &Channel) -> Result<i32> {
     ch.kick(63, 1)?;
-    let s = ch.wait_idle(hang()).context("thread never answered")?;
+    let s = idle(ch).context("thread never answered")?;
     ensure!(s.thread_pid > 0, "no thread after a kick: {s:?}");
     Ok(s.thread_pid)
 }
 
+/// Waits for the channel to go quiet (nothing pending); on a hang, the error shows its stats.
+pub fn idle(ch: &Channel) -> Result<Stats> {
+    ch.wait_idle(hang())
+        .map_err(|e| anyhow::anyhow!("channel never went idle ({e}): {:?}", ch.stats()))
+}
+
 /// Waits for the channel to go quiet, then checks nothing more than `want` reached `n`.
 pub fn settle(ch: &Channel, n: &Notifier) -> Result<Stats> {
-    let s = ch.wait_idle(hang()).context("channel never went idle")?;
+    let s = idle(ch)?;
     let extra = n.drain()?;
     ensure!(extra == 0, "{extra} notifications beyond the kicks");
     Ok(s)

@@ -1,6 +1,6 @@
 //! Signal delivery, fasync style: exact counts with a queued real-time signal, via signalfd.
 
-use crate::{expect_errno, hang, Test};
+use crate::{expect_errno, Test};
 use anyhow::{ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier};
 use nix::{
@@ -55,7 +55,7 @@ fn signal_rt_exact_count() -> Result<()> {
     let ch = Channel::open()?;
     ch.set_signal(0, sig)?;
     ch.kick(0, 5)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     let got = count(&sfd, sig)?;
     ensure!(got == 5, "received {got} signals for 5 kicks");
     ensure!(
@@ -65,7 +65,7 @@ fn signal_rt_exact_count() -> Result<()> {
     // Stopping it: no more signals.
     ch.set_signal(0, -1)?;
     ch.kick(0, 2)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(
         count(&sfd, sig)? == 0 && s.dropped == 2 && s.signal_slots == 0,
         "{s:?}"
@@ -78,7 +78,7 @@ fn signal_default_sigio() -> Result<()> {
     let ch = Channel::open()?;
     ch.set_signal(4, 0)?;
     ch.kick(4, 1)?;
-    ch.wait_idle(hang())?;
+    crate::idle(&ch)?;
     let got = count(&sfd, libc::SIGIO)?;
     ensure!(got == 1, "received {got} SIGIO for one kick");
     Ok(())
@@ -92,7 +92,7 @@ fn signal_with_eventfd() -> Result<()> {
     ch.attach(1, &n)?;
     ch.set_signal(1, sig)?;
     ch.kick(1, 3)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(n.drain()? == 3 && count(&sfd, sig)? == 3, "{s:?}");
     ensure!(s.notifies == 3 && s.signals == 3, "{s:?}");
     Ok(())
@@ -120,7 +120,7 @@ fn signal_stops_after_process_exit() -> Result<()> {
         "the child's request was not kept"
     );
     ch.kick(0, 3)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     ensure!(
         s.signals == 0 && s.dropped == 3,
         "signalled a dead process: {s:?}"

@@ -7,7 +7,7 @@
 //! reads over every eventfd ever attached equal `notifies`, and `notifies + dropped` equals
 //! the kicks and ticks handled. `EVNOTIFY_STRESS_SECS` sets the duration (default 2 s).
 
-use crate::{hang, Test};
+use crate::Test;
 use anyhow::{ensure, Result};
 use evnotify::{Channel, Notifier};
 use std::{
@@ -205,7 +205,7 @@ fn stress_ledger() -> Result<()> {
     let (mut sent, mut received) = (0u64, 0u64);
     for (i, lane) in lanes.iter().enumerate() {
         lane.ch.cancel_timer(TIMER_SLOT)?;
-        let st = lane.ch.wait_idle(hang())?;
+        let st = crate::idle(&lane.ch)?;
         let read = lane.read.load(Relaxed) + lane.drain_all()?;
         let left: u64 = lane
             .kick

@@ -53,7 +53,7 @@ fn timer_cancel_stops() -> Result<()> {
     }
     ensure!(ch.stats()?.timers == 1, "timer not listed as running");
     ch.cancel_timer(3)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     got += n.drain()?;
     stays_quiet(&ch, &n)?;
     ensure!(
@@ -83,7 +83,7 @@ fn timer_runs_beside_kicks() -> Result<()> {
     let v = nt.wait_timeout(hang())?;
     ensure!(v > 0, "no tick while serving kicks");
     ch.cancel_timer(1)?;
-    let s = ch.wait_idle(hang())?;
+    let s = crate::idle(&ch)?;
     let ticks = v + nt.drain()?;
     ensure!(
         s.kicks == KICKS && s.timer_ticks == ticks,
