@@ -37,28 +37,35 @@ for f in "$here"/testdata/splat-*.log; do
 	"$here/splats.sh" "$f" >/dev/null
 	result "splat scanner catches $(basename "$f" .log)" $?
 done
-for f in "$here"/testdata/ktap-*.log; do
+for f in "$here"/testdata/ktap-no-plan.log "$here"/testdata/ktap-short.log \
+	"$here"/testdata/ktap-skip.log "$here"/testdata/ktap-empty-plan.log; do
 	( passed=0 failed=0; ktap "$f" >/dev/null; [ "$failed" -gt 0 ] )
 	result "KTAP counter fails $(basename "$f" .log)" $?
 done
-EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' >"$out/vm-self.log" 2>&1
+( passed=3 failed=0; exit_status "a runner" 1 >/dev/null; [ "$failed" -gt 0 ] )
+result "a non-zero exit with no failed test line fails the run" $?
+EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' </dev/null >"$out/vm-self.log" 2>&1
 result "vm.sh returns the guest command's status (3)" $([ $? = 3 ]; echo $?)
-EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' >>"$out/vm-self.log" 2>&1
+EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' </dev/null >>"$out/vm-self.log" 2>&1
 result "vm.sh fails when the guest never reports" $([ $? != 0 ]; echo $?)
 
 # --- Device tests in the VM -------------------------------------------------------
 # One boot: every device test, then a short fuzz run (the module must still unload).
+# The guest command fails if either program does, so that a crash after the last test line
+# still fails the run.
 EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- sh -c \
-	"evnotify-vmtests; echo '# fuzz'; evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1}" 2>&1 | tee "$out/vm.log"
+	"rc=0; evnotify-vmtests || rc=1; echo '# fuzz'
+	evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1} || rc=1; exit \$rc" \
+	</dev/null 2>&1 | tee "$out/vm.log"
 vm_rc=${PIPESTATUS[0]}
 ktap "$out/vm.log"
-exit_status "the VM command" "$vm_rc"
 fuzz=$(fuzz_ops "$out/vm.log")
 result "fuzzer: ${fuzz:-0} operations, no worker died" $([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
 # The run itself: the guest reported, the module loaded and unloaded, and the
 # kernel log is free of splats (vm.sh says so on lines starting "vm: ").
 vm_clean "$out/vm.log"
 result "VM run: guest reports, module loads and unloads, no kernel splat" $?
+exit_status "the VM command" "$vm_rc"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -15,6 +15,8 @@ ktap() {
 	local plan ok nok
 	if ! tr -d '\r' <"$1" | grep -qE '^1\.\.[0-9]+$'; then
 		result "the VM tests printed a KTAP plan (they died before it?)" 1
+	elif tr -d '\r' <"$1" | grep -qE '^1\.\.0$'; then
+		result "every KTAP plan announces tests (an empty plan ran nothing)" 1
 	fi
 	plan=$(tr -d '\r' <"$1" | sed -n 's/^1\.\.\([0-9]*\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
 	ok=$(grep -E '^ok [0-9]+ ' "$1" | grep -cv '# SKIP')

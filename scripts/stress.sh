@@ -14,14 +14,16 @@ out=$repo/build/stress
 mkdir -p "$out"
 log=$out/vm.log
 
+secs=${STRESS_SECS:-60}
 EVNOTIFY_OUT=$out/vm "$here/vm.sh" "$@" -- sh -c "
-	EVNOTIFY_HANG_SECS=60 evnotify-vmtests
-	EVNOTIFY_STRESS_SECS=${STRESS_SECS:-60} evnotify-vmtests stress_ledger
-	evnotify-fuzz --ops ${FUZZ_OPS:-1000000} --seed ${FUZZ_SEED:-1}" 2>&1 | tee "$log"
+	export EVNOTIFY_HANG_SECS=60; rc=0
+	evnotify-vmtests || rc=1
+	EVNOTIFY_STRESS_SECS=$secs EVNOTIFY_TEST_SECS=$((secs + 240)) evnotify-vmtests stress_ledger || rc=1
+	evnotify-fuzz --ops ${FUZZ_OPS:-1000000} --seed ${FUZZ_SEED:-1} || rc=1
+	exit \$rc" </dev/null 2>&1 | tee "$log"
 vm_rc=${PIPESTATUS[0]}
 
 ktap "$log"
-exit_status "the VM command" "$vm_rc"
 fuzz=$(fuzz_ops "$log")
 result "fuzzer: ${fuzz:-0} operations (seed ${FUZZ_SEED:-1}), no worker died" \
 	$([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$log"; echo $?)
@@ -29,6 +31,7 @@ grep -q '^vm: kmemleak: no leaks' "$log"
 result "kmemleak: no leak after the module unloaded" $?
 vm_clean "$log"
 result "VM run: guest reports, module loads and unloads, no kernel splat" $?
+exit_status "the VM command" "$vm_rc"
 
 splats=$("$here/splats.sh" "$out/vm/kernel.log" | wc -l)
 faults=$(tr -d '\r' <"$log" | sed -n 's/^# fault_inject_[a-z_]*: \([0-9]*\) faults injected$/\1/p' | awk '{ s += $1 } END { print s + 0 }')

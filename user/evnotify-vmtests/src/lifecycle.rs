@@ -279,9 +279,24 @@ fn rmmod_busy_then_succeeds() -> Result<()> {
 fn c_example_runs() -> Result<()> {
     let exe =
         std::env::var("EVNOTIFY_C_EXAMPLE").unwrap_or_else(|_| "/bin/evnotify-example".into());
-    let out = std::process::Command::new(&exe)
-        .output()
+    let mut child = std::process::Command::new(&exe)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("run {exe}"))?;
+    // The example blocks in read(2) until its notifications come: give it a deadline.
+    let t = Instant::now();
+    while child.try_wait()?.is_none() {
+        if t.elapsed() > hang() {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "{exe} still waiting for its notifications after {:?}",
+                hang()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(out.status.success(), "{exe}: {}: {text}", out.status);
     ensure!(

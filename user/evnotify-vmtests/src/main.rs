@@ -134,22 +134,33 @@ fn isolated(name: &str, f: fn() -> Result<()>) -> Result<(), String> {
             let _ = setpgid(child, child);
             let limit = test_limit();
             let t = std::time::Instant::now();
-            loop {
+            let res = loop {
                 match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
-                    Ok(WaitStatus::Exited(_, _)) => return Err("failed".into()),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => return Err(format!("killed by {sig}")),
+                    Ok(WaitStatus::Exited(_, 0)) => break Ok(()),
+                    Ok(WaitStatus::Exited(_, _)) => break Err("failed".into()),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break Err(format!("killed by {sig}")),
                     Ok(_) if t.elapsed() < limit => std::thread::sleep(Duration::from_millis(5)),
-                    Ok(_) => {
-                        let _ = killpg(child, Signal::SIGKILL);
-                        let _ = waitpid(child, None);
-                        return Err(format!(
-                            "hung: still running after {limit:?} (see the waits it reported)"
-                        ));
-                    }
-                    Err(e) => return Err(format!("waitpid: {e}")),
+                    Ok(_) => break Err(format!("hung: still running after {limit:?}")),
+                    Err(e) => break Err(format!("waitpid: {e}")),
                 }
+            };
+            // Whatever the test forked goes with it, so that no leftover holds a channel.
+            let _ = killpg(child, Signal::SIGKILL);
+            if let Err(why) = res {
+                // A test stuck in the kernel cannot die: give it a moment, not for ever.
+                let t = std::time::Instant::now();
+                while matches!(
+                    waitpid(child, Some(WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::StillAlive)
+                ) {
+                    if t.elapsed() > Duration::from_secs(10) {
+                        return Err(format!("{why}; and it does not die"));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return Err(why);
             }
+            Ok(())
         }
     }
 }
@@ -180,6 +191,11 @@ fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
     if filter == "--suid-helper" {
         std::process::exit(hostile::suid_helper());
+    }
+    // A set-uid copy (see `hostile.rs`) must run nothing else with its privilege.
+    if nix::unistd::getuid() != nix::unistd::geteuid() {
+        eprintln!("evnotify-vmtests: refusing to run tests set-uid");
+        std::process::exit(2);
     }
     let tests: Vec<_> = tests
         .into_iter()
