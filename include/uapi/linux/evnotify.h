@@ -22,7 +22,12 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define EVNOTIFY_API_VERSION	1
+/*
+ * 2: evnotify_stats grew (coalesced, sig_refused), so EVNOTIFY_IOC_STATS has
+ * another number; kick eventfds refuse EFD_SEMAPHORE; the thread starts on
+ * first use.
+ */
+#define EVNOTIFY_API_VERSION	2
 /* Number of notify slots in every channel. */
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */

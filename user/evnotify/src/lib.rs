@@ -38,7 +38,7 @@ pub use nix::Result;
 pub mod sys {
     use std::mem::size_of;
 
-    pub const API_VERSION: u32 = 1;
+    pub const API_VERSION: u32 = 2;
     pub const NR_SLOTS: u32 = 64;
     pub const MAX_KICK: u32 = 1 << 20;
     pub const MAX_PENDING: u64 = 1 << 20;
@@ -313,7 +313,9 @@ impl Channel {
         Ok(s)
     }
 
-    /// Waits until every accepted kick has been handled (or coalesced) and delivered.
+    /// Waits until every accepted kick has been handled (or coalesced) and delivered: polls the
+    /// stats every millisecond until `pending` is 0, and fails with `ETIMEDOUT` after
+    /// `timeout`. With a timer running, this can return between two ticks.
     pub fn wait_idle(&self, timeout: Duration) -> Result<Stats> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
