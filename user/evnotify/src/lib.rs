@@ -20,10 +20,11 @@
 use nix::{
     errno::Errno,
     fcntl::{open, OFlag},
-    poll::{poll, PollFd, PollFlags, PollTimeout},
+    poll::{ppoll, PollFd, PollFlags},
     sys::{
         eventfd::{EfdFlags, EventFd},
         stat::Mode,
+        time::TimeSpec,
     },
 };
 use std::{
@@ -338,36 +339,68 @@ impl AsFd for Channel {
 }
 
 /// An eventfd to receive notifications on.
+///
+/// The eventfd is non-blocking underneath: every read that would block waits in `ppoll` first,
+/// so that [`Notifier::drain`] never blocks even when another reader of the same eventfd takes
+/// the count first, and waits keep their deadline across signals (`EINTR`).
 #[derive(Debug)]
 pub struct Notifier {
     efd: EventFd,
 }
 
 impl Notifier {
-    /// A new blocking eventfd with a zero counter.
+    /// A new eventfd with a zero counter.
     pub fn new() -> Result<Self> {
-        let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?;
+        let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         Ok(Self { efd })
     }
 
     /// Blocks until the counter is non-zero, then returns and clears it.
     pub fn wait(&self) -> Result<u64> {
-        self.efd.read()
-    }
-
-    /// Like [`Notifier::wait`], but gives up after `timeout` and returns 0.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.efd.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::from(ms))? == 0 {
-            return Ok(0);
+        loop {
+            let v = self.wait_until(None)?;
+            if v != 0 {
+                return Ok(v);
+            }
         }
-        self.efd.read()
     }
 
-    /// Reads whatever has arrived so far without blocking (0 if nothing).
+    /// Like [`Notifier::wait`], but gives up after `timeout` (to the nanosecond; any length)
+    /// and returns 0.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
+        self.wait_until(std::time::Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` (for ever if `None`) for a non-zero count; 0 at the deadline.
+    fn wait_until(&self, deadline: Option<std::time::Instant>) -> Result<u64> {
+        loop {
+            let v = self.drain()?;
+            if v != 0 {
+                return Ok(v);
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(TimeSpec::from_duration(left)),
+                    _ => return Ok(0),
+                },
+            };
+            let mut fds = [PollFd::new(self.efd.as_fd(), PollFlags::POLLIN)];
+            match ppoll(&mut fds, left, None) {
+                // Readable, timed out or interrupted: the loop reads, or checks the time left.
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads whatever has arrived so far; never blocks (0 if nothing).
     pub fn drain(&self) -> Result<u64> {
-        self.wait_timeout(Duration::ZERO)
+        match self.efd.read() {
+            Ok(v) => Ok(v),
+            Err(Errno::EAGAIN) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds `n` to the counter: on a kick eventfd, this is `n` kicks.
@@ -465,6 +498,76 @@ mod tests {
             sfd.read_signal().unwrap().map(|i| i.ssi_signo as i32),
             Some(sig)
         );
+    }
+
+    #[test]
+    fn notifier_timeouts_below_a_millisecond_and_long_ones() {
+        use std::time::{Duration, Instant};
+        let n = super::Notifier::new().unwrap();
+        // A sub-millisecond timeout still waits (it used to round to 0 and return at once).
+        let t = Instant::now();
+        assert_eq!(n.wait_timeout(Duration::from_micros(500)).unwrap(), 0);
+        assert!(t.elapsed() >= Duration::from_micros(500));
+        // A long timeout is not capped: with a count present it returns it at once.
+        n.post(2).unwrap();
+        assert_eq!(n.wait_timeout(Duration::from_secs(100_000)).unwrap(), 2);
+        n.post(3).unwrap();
+        assert_eq!(n.wait_timeout(Duration::MAX).unwrap(), 3);
+    }
+
+    #[test]
+    fn notifier_wait_survives_a_signal() {
+        use std::time::{Duration, Instant};
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: Installs a handler that does nothing, without SA_RESTART, so that a blocked
+        // ppoll sees EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+        }
+        let n = super::Notifier::new().unwrap();
+        let tid = std::sync::atomic::AtomicI32::new(0);
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| {
+                // SAFETY: Plain syscall.
+                tid.store(
+                    unsafe { libc::gettid() },
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                let t = Instant::now();
+                let v = n.wait_timeout(Duration::from_millis(300)).unwrap();
+                (v, t.elapsed())
+            });
+            while tid.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let t = tid.load(std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: Signals the waiting thread of this process.
+            assert_eq!(
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), t, libc::SIGUSR2) },
+                0
+            );
+            let (v, took) = h.join().unwrap();
+            assert_eq!(v, 0);
+            assert!(took >= Duration::from_millis(300), "gave up after {took:?}");
+        });
+    }
+
+    #[test]
+    fn notifier_drain_cannot_block() {
+        use std::os::fd::{AsFd, AsRawFd};
+        let n = super::Notifier::new().unwrap();
+        // A read never blocks, so a drain that loses the count to another reader between
+        // ppoll and read returns 0 instead of hanging (the race cannot be staged here).
+        // SAFETY: Plain fcntl on our own descriptor.
+        let flags = unsafe { libc::fcntl(n.as_fd().as_raw_fd(), libc::F_GETFL) };
+        assert!(flags & libc::O_NONBLOCK != 0, "the eventfd is blocking");
+        assert_eq!(n.drain().unwrap(), 0);
+        n.post(4).unwrap();
+        assert_eq!(n.drain().unwrap(), 4);
+        assert_eq!(n.drain().unwrap(), 0);
     }
 
     #[test]
