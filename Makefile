@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The module alone:     make KDIR=/path/to/rust-enabled/linux   (default: the running kernel)
-# The project targets:  make demo | check | stress | bench | mutants | vm          (see README.md)
+# The project targets:  make demo | check | stress | bench | mutants | rust-analyzer | vm          (see README.md)
 
 KDIR ?= /lib/modules/`uname -r`/build
 
@@ -33,4 +33,7 @@ stress:
 mutants:
 	scripts/mutants.sh
 
-.PHONY: default modules_install clean demo check vm bench stress mutants
+rust-analyzer:
+	scripts/rust-analyzer.sh
+
+.PHONY: default modules_install clean demo check vm bench stress mutants rust-analyzer

@@ -22,6 +22,10 @@ result "user cargo fmt --check" $?
 result "user cargo clippy -D warnings" $?
 "$here/build.sh" "$kdir" >"$out/build.log" 2>&1
 result "module builds warning-free with CLIPPY=1; static tools build" $?
+rm -f "$repo/rust-project.json"
+KDIR=$kdir "$here/rust-analyzer.sh" >"$out/rust-analyzer.log" 2>&1 &&
+	grep -q '"root_module": *"[^"]*rust_evnotify.rs"' "$repo/rust-project.json"
+result "make rust-analyzer writes rust-project.json with the module" $?
 for l in rustfmt cargo-fmt clippy build; do [ -s "$out/$l.log" ] && sed 's/^/  | /' "$out/$l.log" | head -n 30; done
 
 # --- Host tests -----------------------------------------------------------------
