@@ -13,8 +13,6 @@
 /// The first window, in nanoseconds, once polling looks worthwhile (as KVM's
 /// `halt_poll_ns_grow_start`).
 pub(crate) const GROW_START_NS: u64 = 10_000;
-/// The largest limit a channel accepts, in nanoseconds: bounds the CPU one channel can burn.
-pub(crate) const MAX_NS: u32 = 1_000_000;
 
 /// The current window of one thread, in nanoseconds.
 #[derive(Default)]

@@ -595,7 +595,7 @@ impl Channel {
                 ),
                 work <- new_condvar!("Channel::work"),
                 ready: Atomic::new(false),
-                busypoll_ns: Atomic::new(busypoll_ns.min(busypoll::MAX_NS)),
+                busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 start <- new_mutex!((), "Channel::start"),
                 count: Counters {
@@ -697,7 +697,7 @@ impl Channel {
 
     /// Sets the limit of the thread's busy-poll window; 0 turns busy polling off.
     pub(crate) fn set_busypoll(&self, limit_ns: u32) -> Result {
-        if limit_ns > busypoll::MAX_NS {
+        if limit_ns > uapi::MAX_BUSYPOLL_NS {
             return Err(EINVAL);
         }
         self.shared.busypoll_ns.store(limit_ns, Relaxed);

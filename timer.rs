@@ -3,6 +3,7 @@
 //! Periodic ticks that a channel's thread delivers on its own: pure arithmetic on the
 //! monotonic clock, driven by the thread's timed waits.
 
+use crate::uapi;
 use kernel::{
     prelude::*,
     time::{
@@ -12,17 +13,12 @@ use kernel::{
     }, //
 };
 
-/// Shortest period accepted, in nanoseconds (1 ms). The thread sleeps in scheduler ticks
-/// (jiffies), so shorter periods would only be delivered in bursts anyway.
-pub(crate) const MIN_PERIOD_NS: u64 = 1_000_000;
-/// Longest period accepted, in nanoseconds (one day).
-pub(crate) const MAX_PERIOD_NS: u64 = 86_400 * 1_000_000_000;
-
 /// A periodic timer on one slot.
 ///
 /// # Invariants
 ///
-/// `period` is in `MIN_PERIOD_NS..=MAX_PERIOD_NS`, and `remaining`, if set, is non-zero.
+/// `period` is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`, if set, is
+/// non-zero.
 pub(crate) struct Timer {
     period: Delta,
     next: Instant<Monotonic>,
@@ -32,7 +28,7 @@ pub(crate) struct Timer {
 impl Timer {
     /// A timer whose first tick is one period from now; `ticks == 0` means unlimited.
     pub(crate) fn new(period_ns: u64, ticks: u64) -> Result<Self> {
-        if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&period_ns) {
+        if !(uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS).contains(&period_ns) {
             return Err(EINVAL);
         }
         let period = Delta::from_nanos(period_ns as i64);

@@ -2,8 +2,9 @@
 
 //! Rust mirror of `include/uapi/linux/evnotify.h`, the one definition of the ABI.
 //!
-//! The sizes are asserted at compile time; the ioctl numbers are checked against the C header
-//! by the user-space ABI test and exercised by every test in the VM.
+//! The sizes are asserted at compile time. The host test `user/evnotify-abi` compiles this very
+//! file against a stand-in for the few `kernel` items it uses and compares every constant,
+//! size, offset and ioctl number with the C header.
 
 use kernel::{
     ioctl::{
@@ -18,6 +19,13 @@ pub(crate) const API_VERSION: u32 = 2;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
 pub(crate) const MAX_PENDING: u64 = 1 << 20;
+/// Shortest timer period, in nanoseconds (1 ms): the thread sleeps in scheduler ticks
+/// (jiffies), so shorter periods would only be delivered in bursts anyway.
+pub(crate) const MIN_PERIOD_NS: u64 = 1_000_000;
+/// Longest timer period, in nanoseconds (one day).
+pub(crate) const MAX_PERIOD_NS: u64 = 86_400_000_000_000;
+/// Largest busy-poll limit, in nanoseconds.
+pub(crate) const MAX_BUSYPOLL_NS: u32 = 1_000_000;
 
 pub(crate) const F_NOTIFY: u64 = 1 << 0;
 pub(crate) const F_SLOTS: u64 = 1 << 1;
@@ -30,7 +38,7 @@ pub(crate) const F_BUSYPOLL: u64 = 1 << 6;
 /// The default signal of `IOC_SIGNAL`.
 pub(crate) const SIGIO: i32 = kernel::bindings::SIGIO as i32;
 
-const MAGIC: u32 = 0xE6;
+pub(crate) const IOC_MAGIC: u32 = 0xE6;
 
 /// `struct evnotify_version`.
 #[repr(C)]
@@ -133,14 +141,14 @@ const _: () = assert!(size_of::<TimerReq>() == 32);
 const _: () = assert!(size_of::<SignalReq>() == 16);
 const _: () = assert!(size_of::<BusyPollReq>() == 16);
 
-pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(MAGIC, 0x00);
-pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(MAGIC, 0x01);
-pub(crate) const IOC_KICK: u32 = _IOW::<Kick>(MAGIC, 0x02);
-pub(crate) const IOC_STATS: u32 = _IOR::<Stats>(MAGIC, 0x03);
-pub(crate) const IOC_KICKFD: u32 = _IOW::<Attach>(MAGIC, 0x04);
-pub(crate) const IOC_TIMER: u32 = _IOW::<TimerReq>(MAGIC, 0x05);
-pub(crate) const IOC_SIGNAL: u32 = _IOW::<SignalReq>(MAGIC, 0x06);
-pub(crate) const IOC_BUSYPOLL: u32 = _IOW::<BusyPollReq>(MAGIC, 0x07);
+pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(IOC_MAGIC, 0x00);
+pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(IOC_MAGIC, 0x01);
+pub(crate) const IOC_KICK: u32 = _IOW::<Kick>(IOC_MAGIC, 0x02);
+pub(crate) const IOC_STATS: u32 = _IOR::<Stats>(IOC_MAGIC, 0x03);
+pub(crate) const IOC_KICKFD: u32 = _IOW::<Attach>(IOC_MAGIC, 0x04);
+pub(crate) const IOC_TIMER: u32 = _IOW::<TimerReq>(IOC_MAGIC, 0x05);
+pub(crate) const IOC_SIGNAL: u32 = _IOW::<SignalReq>(IOC_MAGIC, 0x06);
+pub(crate) const IOC_BUSYPOLL: u32 = _IOW::<BusyPollReq>(IOC_MAGIC, 0x07);
 
 /// Checks a slot number from user space.
 pub(crate) fn slot(slot: u32) -> Result<usize> {
