@@ -5,11 +5,12 @@
 
 KDIR ?= /lib/modules/`uname -r`/build
 
+# scripts/kbuild.sh passes the rustc the kernel was built with (the first in PATH may differ).
 default:
-	$(MAKE) -C $(KDIR) M=$$PWD
+	scripts/kbuild.sh $(KDIR)
 
 modules_install: default
-	$(MAKE) -C $(KDIR) M=$$PWD modules_install
+	scripts/kbuild.sh $(KDIR) modules_install
 
 clean:
 	$(MAKE) -C $(KDIR) M=$$PWD clean

@@ -10,6 +10,8 @@
 //! spell outlasts the limit or ends with a timer, so that a quiet channel burns no CPU. The
 //! spin also stops when another task wants the CPU.
 
+use kernel::prelude::kunit_tests;
+
 /// The first window, in nanoseconds, once polling looks worthwhile (as KVM's
 /// `halt_poll_ns_grow_start`).
 pub(crate) const GROW_START_NS: u64 = 10_000;
@@ -44,5 +46,67 @@ impl Window {
             0
         }
         .min(limit);
+    }
+}
+
+#[kunit_tests(rust_evnotify_busypoll)]
+mod tests {
+    use super::*;
+
+    const LIMIT: u32 = 200_000;
+
+    #[test]
+    fn grows_by_doubling_up_to_the_limit() {
+        let mut w = Window::default();
+        assert_eq!(w.ns(), 0);
+        // Kicks that come back within the limit but after the window: grow.
+        let mut want = GROW_START_NS;
+        for _ in 0..10 {
+            w.adapt(LIMIT.into(), LIMIT, false, true);
+            assert_eq!(w.ns(), want);
+            want = (want * 2).min(LIMIT.into());
+        }
+        assert_eq!(w.ns(), u64::from(LIMIT));
+    }
+
+    #[test]
+    fn kept_while_catching() {
+        let mut w = Window::default();
+        w.adapt(1_000, LIMIT, false, true);
+        w.adapt(1_000, LIMIT, false, true);
+        for _ in 0..5 {
+            w.adapt(500, LIMIT, true, true);
+            assert_eq!(w.ns(), 2 * GROW_START_NS);
+        }
+    }
+
+    #[test]
+    fn drops_to_zero() {
+        let mut w = Window::default();
+        w.adapt(1_000, LIMIT, false, true);
+        // An idle spell longer than the limit.
+        w.adapt(u64::from(LIMIT) + 1, LIMIT, false, true);
+        assert_eq!(w.ns(), 0);
+        w.adapt(1_000, LIMIT, false, true);
+        // A spell ended by a timer, however short.
+        w.adapt(1, LIMIT, false, false);
+        assert_eq!(w.ns(), 0);
+        // Polling off.
+        w.adapt(1, 0, false, true);
+        assert_eq!(w.ns(), 0);
+        w.adapt(u64::MAX, u32::MAX, false, true);
+        assert_eq!(w.ns(), 0);
+    }
+
+    #[test]
+    fn clamped_when_the_limit_falls() {
+        let mut w = Window::default();
+        for _ in 0..10 {
+            w.adapt(1_000, LIMIT, false, true);
+        }
+        w.adapt(1_000, 15_000, true, true);
+        assert_eq!(w.ns(), 15_000);
+        w.adapt(1_000, u32::MAX, false, true);
+        assert_eq!(w.ns(), 30_000);
     }
 }

@@ -48,7 +48,14 @@ use kernel::{
     },
     task::Kuid,
     time::{
-        msecs_to_jiffies,
+        hrtimer::{
+            AbsoluteMode,
+            HrTimer,
+            HrTimerCallback,
+            HrTimerCallbackContext,
+            HrTimerRestart,
+            ScopedHrTimerPointer, //
+        },
         Delta,
         Instant,
         Monotonic, //
@@ -219,6 +226,31 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 }
 
 impl Inner {
+    /// A channel's state before anything is attached or queued.
+    const fn new() -> Self {
+        const EMPTY: Slot = Slot {
+            efd: None,
+            sig: None,
+            timer: None,
+            pending: 0,
+            echo_due: None,
+        };
+        Inner {
+            slots: [EMPTY; NR_SLOTS],
+            pending_mask: 0,
+            echo_mask: 0,
+            timer_mask: 0,
+            cursor: 0,
+            hangup: false,
+            in_flight: 0,
+            kicks: 0,
+            fd_kicks: 0,
+            timer_ticks: 0,
+            handled: 0,
+            coalesced: 0,
+        }
+    }
+
     /// Whether the thread has nothing to do until woken or a deadline passes.
     fn idle(&self) -> bool {
         self.pending_mask == 0 && !self.hangup
@@ -398,11 +430,36 @@ pub(crate) struct Shared {
     /// Serialises starting the thread, so that exactly one is created.
     #[pin]
     start: Mutex<()>,
+    /// Wakes the thread at its next deadline (a timer tick or an echo) with the precision of
+    /// an hrtimer, as timerfd does. Only the thread arms it, for the length of one sleep.
+    #[pin]
+    alarm: HrTimer<Shared>,
     count: Counters,
 }
 
+kernel::impl_has_hr_timer! {
+    impl HasHrTimer<Self> for Shared {
+        mode: AbsoluteMode<Monotonic>,
+        field: self.alarm
+    }
+}
+
+impl HrTimerCallback for Shared {
+    type Pointer<'a> = Pin<&'a Shared>;
+
+    fn run(this: Pin<&Shared>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        // The thread armed the alarm holding `inner`, and releases it only once it waits on
+        // `work`: taking the lock first means the thread is waiting (or past its checks), so
+        // the notification cannot be lost. The thread finds the due work itself; `ready` stays
+        // clear, since a deadline is not an event for the busy-poll window.
+        let _inner = this.inner.lock();
+        this.work.notify_one();
+        HrTimerRestart::NoRestart
+    }
+}
+
 impl ThreadWork for Shared {
-    fn run(&self, ctx: &ThreadCtx) {
+    fn run(self: Pin<&Self>, ctx: &ThreadCtx) {
         let mut window = busypoll::Window::default();
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut slept = true;
@@ -444,9 +501,13 @@ impl ThreadWork for Shared {
                         let _ = self.work.wait_interruptible(&mut guard);
                     }
                     Some(deadline) => {
-                        let ms = (deadline - Instant::now()).as_millis_ceil().max(0);
-                        let jiffies = msecs_to_jiffies(ms.try_into().unwrap_or(u32::MAX));
-                        let _ = self.work.wait_interruptible_timeout(&mut guard, jiffies);
+                        // The alarm is cancelled when the scope ends, which waits for a running
+                        // callback: so the lock, which the callback takes, is dropped first.
+                        self.start_scoped(deadline, move || {
+                            let mut guard = guard;
+                            let _ = self.work.wait_interruptible(&mut guard);
+                        });
+                        guard = self.inner.lock();
                     }
                 }
                 slept = true;
@@ -567,37 +628,16 @@ impl Channel {
     /// Creates a channel, if fewer than `max` are open in all and `max_user` by the caller.
     pub(crate) fn new(max: u32, max_user: u32, busypoll_ns: u32) -> Result<Self> {
         let open = OpenSlot::take(max, max_user)?;
-        const EMPTY: Slot = Slot {
-            efd: None,
-            sig: None,
-            timer: None,
-            pending: 0,
-            echo_due: None,
-        };
         let shared = Arc::pin_init(
             pin_init!(Shared {
-                inner <- new_spinlock_irq!(
-                    Inner {
-                        slots: [EMPTY; NR_SLOTS],
-                        pending_mask: 0,
-                        echo_mask: 0,
-                        timer_mask: 0,
-                        cursor: 0,
-                        hangup: false,
-                        in_flight: 0,
-                        kicks: 0,
-                        fd_kicks: 0,
-                        timer_ticks: 0,
-                        handled: 0,
-                        coalesced: 0,
-                    },
-                    "Channel::inner"
+                inner <- new_spinlock_irq!(Inner::new(), "Channel::inner"
                 ),
                 work <- new_condvar!("Channel::work"),
                 ready: Atomic::new(false),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 start <- new_mutex!((), "Channel::start"),
+                alarm <- HrTimer::new(),
                 count: Counters {
                     notifies: Atomic::new(0),
                     signals: Atomic::new(0),
@@ -835,5 +875,147 @@ impl Drop for Channel {
         // the thread is stopped and the state released.
         let fds = core::mem::replace(&mut *self.shared.kickfds.lock(), [const { None }; NR_SLOTS]);
         drop(fds);
+    }
+}
+
+#[kunit_tests(rust_evnotify_channel)]
+mod tests {
+    use super::*;
+
+    /// Every kick and tick accepted is handled, pending (in a slot or in flight) or
+    /// coalesced, modulo 2^64: the header's stats identity.
+    fn identity(i: &Inner) -> bool {
+        let pending = i.slots.iter().fold(i.in_flight, |n, s| n + s.pending);
+        i.kicks.wrapping_add(i.timer_ticks)
+            == i.handled.wrapping_add(pending).wrapping_add(i.coalesced)
+    }
+
+    /// Takes one unit of work, retires it, and returns its slot and size.
+    fn take(i: &mut Inner) -> Option<(usize, u64)> {
+        match i.take_work()? {
+            Work::Kicks { slot, kicks, .. } => {
+                i.retire(kicks);
+                Some((slot, kicks))
+            }
+            Work::Reap => Some((usize::MAX, 0)),
+        }
+    }
+
+    #[test]
+    fn wakes_only_from_idle() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        assert!(i.queue(3, 1, Source::Ioctl));
+        assert!(!i.queue(3, 1, Source::Ioctl));
+        assert!(!i.queue(4, 2, Source::KickFd));
+        assert!(!i.queue(5, 4, Source::Timer));
+        assert_eq!((i.kicks, i.fd_kicks, i.timer_ticks), (4, 2, 4));
+        assert_eq!(i.pending_mask, 0b111 << 3);
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn pending_is_bounded() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        i.queue(0, MAX_PENDING + 5, Source::KickFd);
+        assert_eq!((i.slots[0].pending, i.coalesced), (MAX_PENDING, 5));
+        // The largest count a kick eventfd can carry, on a full slot: all coalesced.
+        i.queue(0, u64::MAX - 1, Source::KickFd);
+        assert_eq!(i.slots[0].pending, MAX_PENDING);
+        assert_eq!(i.coalesced, 5u64.wrapping_add(u64::MAX - 1));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn counters_wrap() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        (i.kicks, i.handled) = (u64::MAX - 1, u64::MAX - 1);
+        i.queue(1, 3, Source::Ioctl);
+        assert_eq!(i.kicks, 1);
+        assert!(identity(&i));
+        assert_eq!(take(&mut i), Some((1, 3)));
+        assert_eq!((i.handled, i.in_flight), (1, 0));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn echo_waits_alone() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        assert!(i.queue(2, 1, Source::Echo));
+        assert_eq!(
+            (i.echo_mask, i.pending_mask, i.slots[2].pending),
+            (1 << 2, 0, 1)
+        );
+        assert!(i.idle());
+        assert!(i.next_deadline().is_some());
+        // A second echo while one waits is coalesced, whatever its count.
+        i.queue(2, 7, Source::Echo);
+        assert_eq!((i.slots[2].pending, i.coalesced), (1, 7));
+        // Any other kick makes the slot due at once, the echo with it.
+        assert!(i.queue(2, 5, Source::Ioctl));
+        assert_eq!(
+            (i.echo_mask, i.pending_mask, i.slots[2].pending),
+            (0, 1 << 2, 6)
+        );
+        assert_eq!(take(&mut i), Some((2, 6)));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn slots_served_round_robin() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        for slot in [9, 2, 5, 63] {
+            i.queue(slot, 1, Source::Ioctl);
+        }
+        assert_eq!(take(&mut i), Some((2, 1)));
+        // Slot 2 has work again, but slots after it come first.
+        i.queue(2, 1, Source::Ioctl);
+        assert_eq!(take(&mut i), Some((5, 1)));
+        assert_eq!(take(&mut i), Some((9, 1)));
+        assert_eq!(take(&mut i), Some((63, 1)));
+        // The cursor wraps from the last slot to the first.
+        assert_eq!(take(&mut i), Some((2, 1)));
+        assert_eq!(take(&mut i), None);
+        assert!(i.idle() && identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn batches_bounded_unless_dropped() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        i.slots[1].sig = Some(Arc::new(
+            SigTarget::current_process(uapi::SIGIO)?,
+            GFP_KERNEL,
+        )?);
+        i.queue(1, BATCH * 2 + 1, Source::Ioctl);
+        i.queue(7, MAX_PENDING, Source::Ioctl);
+        // A slot with a target gives at most a batch at a time; in flight stays pending.
+        let Some(Work::Kicks { slot: 1, kicks, .. }) = i.take_work() else {
+            return Err(EINVAL);
+        };
+        assert_eq!((kicks, i.in_flight), (BATCH, BATCH));
+        assert!(identity(&i));
+        i.retire(kicks);
+        // A slot with no target drops everything pending at once.
+        assert_eq!(take(&mut i), Some((7, MAX_PENDING)));
+        assert_eq!(take(&mut i), Some((1, BATCH)));
+        assert_eq!(take(&mut i), Some((1, 1)));
+        assert_eq!(take(&mut i), None);
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn hangup_reaped_first() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        i.queue(0, 1, Source::KickFd);
+        i.hangup = true;
+        assert_eq!(take(&mut i), Some((usize::MAX, 0)));
+        assert_eq!(take(&mut i), Some((0, 1)));
+        assert!(i.idle());
+        Ok(())
     }
 }

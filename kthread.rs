@@ -29,7 +29,7 @@ extern "C" {
 pub(crate) trait ThreadWork: Send + Sync + 'static {
     /// Runs in the new thread. It must return soon after [`ThreadCtx::should_stop`] turns true,
     /// and must wait interruptibly, since `kthread_stop` wakes the thread with a notify signal.
-    fn run(&self, ctx: &ThreadCtx);
+    fn run(self: Pin<&Self>, ctx: &ThreadCtx);
 }
 
 /// Calls that are only valid from inside a [`KThread`]; only the trampoline creates one.
@@ -99,8 +99,9 @@ unsafe impl<T: ThreadWork> Sync for KThread<T> {}
 /// `data` must point to a `T` that stays valid until `kthread_stop` on this thread returns.
 unsafe extern "C" fn trampoline<T: ThreadWork>(data: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement, `data` points to a valid `T` for as long as
-    // the thread runs, and `T: Sync` allows sharing it.
-    let work = unsafe { &*data.cast::<T>() };
+    // the thread runs, and `T: Sync` allows sharing it. It is the contents of an `Arc`, which
+    // never moves them: so it is pinned.
+    let work = unsafe { Pin::new_unchecked(&*data.cast::<T>()) };
     work.run(&ThreadCtx {
         _not_send: PhantomData,
     });

@@ -28,6 +28,11 @@ pub(crate) struct Timer {
 impl Timer {
     /// A timer whose first tick is one period from now; `ticks == 0` means unlimited.
     pub(crate) fn new(period_ns: u64, ticks: u64) -> Result<Self> {
+        Self::starting(Instant::now(), period_ns, ticks)
+    }
+
+    /// A timer whose first tick is one period after `start`.
+    fn starting(start: Instant<Monotonic>, period_ns: u64, ticks: u64) -> Result<Self> {
         if !(uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS).contains(&period_ns) {
             return Err(EINVAL);
         }
@@ -35,7 +40,7 @@ impl Timer {
         // INVARIANT: The period was checked; `remaining` is `None` for zero ticks.
         Ok(Self {
             period,
-            next: Instant::now() + period,
+            next: start + period,
             remaining: (ticks != 0).then_some(ticks),
         })
     }
@@ -64,5 +69,84 @@ impl Timer {
     /// The period in nanoseconds and the ticks left (0: unlimited), for reports.
     pub(crate) fn describe(&self) -> (i64, u64) {
         (self.period.as_nanos(), self.remaining.unwrap_or(0))
+    }
+}
+
+#[kunit_tests(rust_evnotify_timer)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn same(a: Instant<Monotonic>, b: Instant<Monotonic>) -> bool {
+        (a - b).as_nanos() == 0
+    }
+
+    /// `n` periods of `p` nanoseconds after `t`, plus `extra` nanoseconds.
+    fn at(t: Instant<Monotonic>, n: u64, p: u64, extra: i64) -> Instant<Monotonic> {
+        t + Delta::from_nanos((n * p) as i64 + extra)
+    }
+
+    #[test]
+    fn period_bounds() {
+        let t = Instant::now();
+        for bad in [
+            0,
+            uapi::MIN_PERIOD_NS - 1,
+            uapi::MAX_PERIOD_NS + 1,
+            u64::MAX,
+        ] {
+            assert!(Timer::starting(t, bad, 0).is_err());
+        }
+        for good in [uapi::MIN_PERIOD_NS, uapi::MAX_PERIOD_NS] {
+            assert!(Timer::starting(t, good, 0).is_ok());
+        }
+    }
+
+    #[test]
+    fn first_tick_one_period_after_start() -> Result {
+        let t = Instant::now();
+        let mut timer = Timer::starting(t, MS, 0)?;
+        assert_eq!(timer.take_due(at(t, 1, MS, -1)), (0, false));
+        assert_eq!(timer.take_due(at(t, 1, MS, 0)), (1, false));
+        assert_eq!(timer.take_due(at(t, 1, MS, 0)), (0, false));
+        assert!(same(timer.deadline(), at(t, 2, MS, 0)));
+        Ok(())
+    }
+
+    #[test]
+    fn catches_up_without_drift() -> Result {
+        let t = Instant::now();
+        let mut timer = Timer::starting(t, 3 * MS, 0)?;
+        // Ten and a half periods late: ten ticks, and the next stays on the grid.
+        assert_eq!(timer.take_due(at(t, 10, 3 * MS, 1_500_000)), (10, false));
+        assert!(same(timer.deadline(), at(t, 11, 3 * MS, 0)));
+        // A year late at the shortest period: every tick, counted in one step.
+        let year = 365 * 86_400_000 * MS / uapi::MIN_PERIOD_NS;
+        let mut fast = Timer::starting(t, uapi::MIN_PERIOD_NS, 0)?;
+        let now = at(t, year, uapi::MIN_PERIOD_NS, 0);
+        assert_eq!(fast.take_due(now), (year, false));
+        assert!(same(
+            fast.deadline(),
+            at(t, year + 1, uapi::MIN_PERIOD_NS, 0)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn tick_limit_is_exact() -> Result {
+        let t = Instant::now();
+        let mut timer = Timer::starting(t, MS, 3)?;
+        assert_eq!(timer.describe(), (MS as i64, 3));
+        assert_eq!(timer.take_due(at(t, 1, MS, 0)), (1, false));
+        // Far behind: only the ticks left, and the timer is done.
+        assert_eq!(timer.take_due(at(t, 1000, MS, 0)), (2, true));
+        let mut once = Timer::starting(t, MS, 1)?;
+        assert_eq!(once.take_due(at(t, 5, MS, 0)), (1, true));
+        // The largest limit is never reached by catching up at once.
+        let mut big = Timer::starting(t, MS, u64::MAX)?;
+        assert_eq!(big.take_due(at(t, 7, MS, 0)), (7, false));
+        assert_eq!(big.describe(), (MS as i64, u64::MAX - 7));
+        Ok(())
     }
 }

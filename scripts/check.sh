@@ -26,6 +26,10 @@ rm -f "$repo/rust-project.json"
 KDIR=$kdir "$here/rust-analyzer.sh" >"$out/rust-analyzer.log" 2>&1 &&
 	grep -q '"root_module": *"[^"]*rust_evnotify.rs"' "$repo/rust-project.json"
 result "make rust-analyzer writes rust-project.json with the module" $?
+"$here/dkms-check.sh" "$kdir" >"$out/dkms.log" 2>&1
+rc=$?
+result "DKMS adds, builds and installs the module against the test kernel" $rc
+[ "$rc" = 0 ] || tail -n 30 "$out/dkms.log" | sed 's/^/  | /'
 for l in rustfmt cargo-fmt clippy build; do [ -s "$out/$l.log" ] && sed 's/^/  | /' "$out/$l.log" | head -n 30; done
 
 # --- Host tests -----------------------------------------------------------------
@@ -46,6 +50,13 @@ for f in "$here"/testdata/ktap-no-plan.log "$here"/testdata/ktap-short.log \
 	( passed=0 failed=0; ktap "$f" >/dev/null; [ "$failed" -gt 0 ] )
 	result "KTAP counter fails $(basename "$f" .log)" $?
 done
+( passed=0 failed=0; kunit "$here/testdata/kunit-fail.log" <(echo '#[kunit_tests(rust_evnotify_demo)]') >/dev/null
+	[ "$failed" -gt 0 ] )
+result "KUnit counter fails a failed case" $?
+( passed=0 failed=0; sed 's/pass:1 fail:1/pass:2 fail:0/' "$here/testdata/kunit-fail.log" >"$out/kunit-ok.log"
+	kunit "$out/kunit-ok.log" <(printf '#[kunit_tests(rust_evnotify_demo)]\n#[kunit_tests(rust_evnotify_gone)]\n') >/dev/null
+	[ "$failed" = 1 ] && [ "$passed" = 2 ] )
+result "KUnit counter fails a suite that never reported, counts the rest" $?
 ( passed=3 failed=0; exit_status "a runner" 1 >/dev/null; [ "$failed" -gt 0 ] )
 result "a non-zero exit with no failed test line fails the run" $?
 EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' </dev/null >"$out/vm-self.log" 2>&1
@@ -63,6 +74,8 @@ EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- sh -c \
 	</dev/null 2>&1 | tee "$out/vm.log"
 vm_rc=${PIPESTATUS[0]}
 ktap "$out/vm.log"
+# The module's KUnit suites ran when the VM loaded it.
+kunit "$repo/build/vm/kernel.log" "$repo"/*.rs
 fuzz=$(fuzz_ops "$out/vm.log")
 result "fuzzer: ${fuzz:-0} operations, no worker died" $([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
 # The run itself: the guest reported, the module loaded and unloaded, and the

@@ -43,3 +43,29 @@ fuzz_ops() {
 exit_status() {
 	[ "$2" = 0 ] || [ "$failed" -gt 0 ] || result "$1 exited $2 with no failed test" 1
 }
+
+# kunit LOG SOURCE...: count the cases of each KUnit suite the module's SOURCEs declare
+# (`#[kunit_tests(NAME)]`) from the kernel log LOG. A suite that never reported, or reported
+# no case, fails; so does each failed or skipped case.
+kunit() {
+	local log=$1 suites s line p f sk t
+	shift
+	suites=$(sed -n 's/^#\[kunit_tests(\([a-z0-9_]*\))\]$/\1/p' "$@")
+	[ -n "$suites" ] || { result "the module declares KUnit suites" 1; return; }
+	for s in $suites; do
+		line=$(tr -d '\r' <"$log" | sed -n "s/^\[[ 0-9.]*\] *# $s: pass:\([0-9]*\) fail:\([0-9]*\) skip:\([0-9]*\) total:\([0-9]*\)$/\1 \2 \3 \4/p" | tail -n1)
+		if [ -z "$line" ]; then
+			result "KUnit suite $s reported in the kernel log" 1
+			continue
+		fi
+		read -r p f sk t <<<"$line"
+		passed=$((passed + p)) failed=$((failed + f + sk))
+		if [ "$t" = 0 ] || [ "$((f + sk))" != 0 ]; then
+			echo "not ok - KUnit $s: $p of $t cases passed"
+			tr -d '\r' <"$log" | grep -E "^\[[ 0-9.]*\] +(not ok [0-9]+ |ok [0-9]+ .*# SKIP)" | sed 's/^/  | /'
+			[ "$t" != 0 ] || result "KUnit suite $s has cases" 1
+		else
+			echo "ok - KUnit $s: $p cases passed"
+		fi
+	done
+}

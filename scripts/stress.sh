@@ -24,6 +24,7 @@ EVNOTIFY_OUT=$out/vm "$here/vm.sh" "$@" -- sh -c "
 vm_rc=${PIPESTATUS[0]}
 
 ktap "$log"
+kunit "$out/vm/kernel.log" "$repo"/*.rs
 fuzz=$(fuzz_ops "$log")
 result "fuzzer: ${fuzz:-0} operations (seed ${FUZZ_SEED:-1}), no worker died" \
 	$([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$log"; echo $?)

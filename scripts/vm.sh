@@ -119,7 +119,7 @@ timeout --foreground "${EVNOTIFY_VM_TIMEOUT:-1800}" qemu-system-x86_64 "${accel[
 	-serial "file:$klog" -serial stdio \
 	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.gz" \
-	-append "console=ttyS0 panic=-1 oops=panic ignore_loglevel printk.time=1"
+	-append "console=ttyS0 panic=-1 oops=panic ignore_loglevel printk.time=1 kunit.filter_glob=rust_evnotify*"
 qrc=$?
 set -e
 

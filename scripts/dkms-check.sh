@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# DKMS on the host, as a user would run it: add, build and install the module with the
+# project's dkms.conf against a kernel build directory (default: the cached test kernel).
+# Everything goes to private trees (--sourcetree, --dkmstree, --installtree), so the
+# system's DKMS state and /lib/modules are left alone.
+#   scripts/dkms-check.sh [KDIR]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+kdir=${1:-$("$here/setup.sh")}
+if ! command -v dkms >/dev/null; then
+	[ "$(id -u)" = 0 ] || { echo "dkms-check.sh: dkms is not installed (apt-get install dkms)" >&2; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dkms >/dev/null
+fi
+name=$(sed -n 's/^PACKAGE_NAME="\(.*\)"$/\1/p' "$repo/dkms.conf")
+ver=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$repo/dkms.conf")
+kver=$(cat "$kdir/include/config/kernel.release")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+trees=(--sourcetree "$tmp/src" --dkmstree "$tmp/dkms" --installtree "$tmp/installed")
+# The files DKMS needs, as README tells users to copy them to /usr/src/NAME-VERSION.
+mkdir -p "$tmp/src/$name-$ver" "$tmp/dkms" "$tmp/installed"
+(cd "$repo" && cp -r Kbuild Makefile dkms.conf ./*.rs include scripts "$tmp/src/$name-$ver/")
+set -x
+dkms add -m "$name" -v "$ver" "${trees[@]}"
+dkms build -m "$name" -v "$ver" -k "$kver" --kernelsourcedir "$kdir" "${trees[@]}"
+dkms install -m "$name" -v "$ver" -k "$kver" --kernelsourcedir "$kdir" --force "${trees[@]}" || true
+dkms status -m "$name" "${trees[@]}"
+set +x
+ko=$(find "$tmp/dkms/$name/$ver/$kver" -name "$name.ko*" | head -n1)
+[ -n "$ko" ] || { echo "dkms-check.sh: dkms built no module" >&2; exit 1; }
+magic=$(modinfo -F vermagic "$ko")
+echo "built $ko: vermagic $magic"
+[ "${magic%% *}" = "$kver" ]
