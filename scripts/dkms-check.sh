@@ -17,18 +17,26 @@ ver=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$repo/dkms.conf")
 kver=$(cat "$kdir/include/config/kernel.release")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-trees=(--sourcetree "$tmp/src" --dkmstree "$tmp/dkms" --installtree "$tmp/installed")
+trees=(--sourcetree "$tmp/src" --dkmstree "$tmp/dkms" --installtree "$tmp/root/lib/modules")
 # The files DKMS needs, as README tells users to copy them to /usr/src/NAME-VERSION.
-mkdir -p "$tmp/src/$name-$ver" "$tmp/dkms" "$tmp/installed"
+# The install tree stands for /lib/modules, where the kernel is "installed". DKMS's own depmod
+# would read the real /lib/modules, so it is skipped and run below on the private root.
+mkdir -p "$tmp/src/$name-$ver" "$tmp/dkms" "$tmp/root/lib/modules/$kver/kernel"
 (cd "$repo" && cp -r Kbuild Makefile dkms.conf ./*.rs include scripts "$tmp/src/$name-$ver/")
 set -x
 dkms add -m "$name" -v "$ver" "${trees[@]}"
-dkms build -m "$name" -v "$ver" -k "$kver" --kernelsourcedir "$kdir" "${trees[@]}"
-dkms install -m "$name" -v "$ver" -k "$kver" --kernelsourcedir "$kdir" --force "${trees[@]}" || true
-dkms status -m "$name" "${trees[@]}"
+dkms build -m "$name" -v "$ver" -k "$kver" --kernelsourcedir "$kdir" "${trees[@]}" ||
+	{ cat "$tmp/dkms/$name/$ver/build/make.log"; exit 1; }
+dkms install -m "$name" -v "$ver" -k "$kver" --kernelsourcedir "$kdir" --no-depmod "${trees[@]}"
+cp "$kdir"/modules.builtin "$kdir"/modules.builtin.modinfo "$tmp/root/lib/modules/$kver/" 2>/dev/null || :
+depmod -b "$tmp/root" "$kver"
+status=$(dkms status -m "$name" "${trees[@]}")
 set +x
-ko=$(find "$tmp/dkms/$name/$ver/$kver" -name "$name.ko*" | head -n1)
-[ -n "$ko" ] || { echo "dkms-check.sh: dkms built no module" >&2; exit 1; }
+echo "$status"
+[[ $status == "$name/$ver, $kver, "*": installed"* ]] || { echo "dkms-check.sh: not installed" >&2; exit 1; }
+grep -q "^updates/dkms/$name.ko[.a-z]*:" "$tmp/root/lib/modules/$kver/modules.dep" ||
+	{ echo "dkms-check.sh: depmod does not list the installed module" >&2; exit 1; }
+ko=$(find "$tmp/root/lib/modules/$kver" -name "$name.ko*" | head -n1)
 magic=$(modinfo -F vermagic "$ko")
 echo "built $ko: vermagic $magic"
 [ "${magic%% *}" = "$kver" ]

@@ -13,7 +13,9 @@ if ! grep -q '^CONFIG_RUST=y' "$conf" 2>/dev/null; then
 	echo "kbuild.sh: $kdir is not a configured kernel build with CONFIG_RUST=y ($conf)" >&2
 	exit 1
 fi
-want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT="\(.*\)"$/\1/p' "$conf")
+# Quoted in older trees' auto.conf, bare in newer ones.
+want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT=//p' "$conf" | sed 's/^"\(.*\)"$/\1/')
+[ -n "$want" ] || { echo "kbuild.sh: $conf names no CONFIG_RUSTC_VERSION_TEXT" >&2; exit 1; }
 rustc=
 for c in ${RUSTC:-} /usr/bin/rustc $(command -v -a rustc 2>/dev/null) "$HOME"/.cargo/bin/rustc; do
 	if [ -x "$c" ] && [ "$("$c" --version 2>/dev/null)" = "$want" ]; then rustc=$c; break; fi
