@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Periodic ticks that a channel's thread delivers on its own: pure arithmetic on the
-//! monotonic clock, driven by the thread's timed waits.
+//! monotonic clock. The thread sleeps until the earliest deadline on an hrtimer (`alarm` in
+//! `channel.rs`), so ticks are as punctual as timerfd's.
 
 use crate::uapi;
 use kernel::{
