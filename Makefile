@@ -7,10 +7,10 @@ KDIR ?= /lib/modules/`uname -r`/build
 
 # scripts/kbuild.sh passes the rustc the kernel was built with (the first in PATH may differ).
 default:
-	scripts/kbuild.sh $(KDIR)
+	+scripts/kbuild.sh $(KDIR)
 
 modules_install: default
-	scripts/kbuild.sh $(KDIR) modules_install
+	+scripts/kbuild.sh $(KDIR) modules_install
 
 clean:
 	$(MAKE) -C $(KDIR) M=$$PWD clean

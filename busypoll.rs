@@ -82,18 +82,26 @@ mod tests {
 
     #[test]
     fn drops_to_zero() {
-        let mut w = Window::default();
-        w.adapt(1_000, LIMIT, false, true);
+        // Each way down starts from a grown window.
+        let grown = || {
+            let mut w = Window::default();
+            w.adapt(1_000, LIMIT, false, true);
+            assert_eq!(w.ns(), GROW_START_NS);
+            w
+        };
         // An idle spell longer than the limit.
+        let mut w = grown();
         w.adapt(u64::from(LIMIT) + 1, LIMIT, false, true);
         assert_eq!(w.ns(), 0);
-        w.adapt(1_000, LIMIT, false, true);
         // A spell ended by a timer, however short.
+        let mut w = grown();
         w.adapt(1, LIMIT, false, false);
         assert_eq!(w.ns(), 0);
-        // Polling off.
-        w.adapt(1, 0, false, true);
+        // Polling turned off, even when the spin caught the work.
+        let mut w = grown();
+        w.adapt(1, 0, true, true);
         assert_eq!(w.ns(), 0);
+        let mut w = grown();
         w.adapt(u64::MAX, u32::MAX, false, true);
         assert_eq!(w.ns(), 0);
     }

@@ -96,7 +96,8 @@ unsafe impl<T: ThreadWork> Sync for KThread<T> {}
 
 /// # Safety
 ///
-/// `data` must point to a `T` that stays valid until `kthread_stop` on this thread returns.
+/// `data` must point to a `T` in an `Arc` (so pinned) that stays valid until `kthread_stop` on
+/// this thread returns.
 unsafe extern "C" fn trampoline<T: ThreadWork>(data: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement, `data` points to a valid `T` for as long as
     // the thread runs, and `T: Sync` allows sharing it. It is the contents of an `Arc`, which
@@ -112,7 +113,8 @@ impl<T: ThreadWork> KThread<T> {
     /// Starts a thread named `evnotify/<id>` running `data.run()`.
     pub(crate) fn spawn(data: Arc<T>, id: u32) -> Result<Self> {
         let arg = Arc::as_ptr(&data).cast_mut().cast::<c_void>();
-        // SAFETY: `trampoline::<T>` has the C signature; `arg` stays valid until `Drop` has
+        // SAFETY: `trampoline::<T>` has the C signature; `arg` is the contents of the `Arc` `data`,
+        // so pinned, and stays valid until `Drop` has
         // stopped the thread, because `data` is dropped only after that. The format string
         // consumes exactly one `unsigned int`.
         let task = unsafe {

@@ -19,7 +19,7 @@ use kernel::{
 /// # Invariants
 ///
 /// `period` is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`, if set, is
-/// non-zero.
+/// non-zero until `take_due` reports the timer expired.
 pub(crate) struct Timer {
     period: Delta,
     next: Instant<Monotonic>,

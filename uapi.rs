@@ -19,9 +19,8 @@ pub(crate) const API_VERSION: u32 = 2;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
 pub(crate) const MAX_PENDING: u64 = 1 << 20;
-/// Shortest timer period, in nanoseconds (1 ms). Each due deadline wakes the thread, and the
-/// 64 slots' timers need not share deadlines: 1 ms bounds one channel at 64,000 wake-ups a
-/// second.
+/// Shortest timer period, in nanoseconds (1 ms), kept from the jiffy-timer days: shorter
+/// periods would be a compatible change, not yet measured.
 pub(crate) const MIN_PERIOD_NS: u64 = 1_000_000;
 /// Longest timer period, in nanoseconds (one day).
 pub(crate) const MAX_PERIOD_NS: u64 = 86_400_000_000_000;

@@ -14,10 +14,16 @@ if ! grep -q '^CONFIG_RUST=y' "$conf" 2>/dev/null; then
 	exit 1
 fi
 # Quoted in older trees' auto.conf, bare in newer ones.
+# Distribution header packages have the config but not the kernel crate: say so plainly.
+if [ ! -e "$kdir/rust/libkernel.rmeta" ]; then
+	echo "kbuild.sh: $kdir has CONFIG_RUST=y but no Rust metadata (rust/libkernel.rmeta):" \
+		"a header package cannot build Rust modules; use the kernel's full build tree" >&2
+	exit 1
+fi
 want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT=//p' "$conf" | sed 's/^"\(.*\)"$/\1/')
 [ -n "$want" ] || { echo "kbuild.sh: $conf names no CONFIG_RUSTC_VERSION_TEXT" >&2; exit 1; }
 rustc=
-for c in ${RUSTC:-} /usr/bin/rustc $(command -v -a rustc 2>/dev/null) "$HOME"/.cargo/bin/rustc; do
+for c in ${RUSTC:-} /usr/bin/rustc $(type -a -P rustc); do
 	if [ -x "$c" ] && [ "$("$c" --version 2>/dev/null)" = "$want" ]; then rustc=$c; break; fi
 done
 if [ -z "$rustc" ]; then
