@@ -75,6 +75,11 @@ mod async_notifier;
 #[cfg(feature = "tokio")]
 pub use async_notifier::AsyncNotifier;
 
+/// The README's example must compile too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The result of every fallible call of this crate: errors are [`std::io::Error`]s with the
 /// errno in [`io::Error::raw_os_error`].
 pub type Result<T> = io::Result<T>;
@@ -716,6 +721,26 @@ mod tests {
         assert_eq!(dec(IOC_TIMER), (1, 32, 0xE6, 5));
         assert_eq!(dec(IOC_SIGNAL), (1, 16, 0xE6, 6));
         assert_eq!(dec(IOC_BUSYPOLL), (1, 16, 0xE6, 7));
+    }
+
+    #[test]
+    fn package_is_publishable() {
+        // `cargo package` only warns about missing metadata: check it here.
+        assert_eq!(env!("CARGO_PKG_LICENSE"), "MIT OR Apache-2.0");
+        assert_eq!(
+            env!("CARGO_PKG_REPOSITORY"),
+            "https://github.com/rust-evnotify/rust_evnotify"
+        );
+        assert!(!env!("CARGO_PKG_DESCRIPTION").is_empty());
+        assert_eq!(env!("CARGO_PKG_README"), "README.md");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for f in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
+            assert!(dir.join(f).is_file(), "{f} missing");
+        }
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        for key in ["keywords = [\"", "categories = [\""] {
+            assert!(manifest.lines().any(|l| l.starts_with(key)), "no {key}");
+        }
     }
 
     #[test]
