@@ -246,6 +246,16 @@ fn catch_signal_blocks_in_the_calling_thread_only() {
 }
 
 #[test]
+fn dropping_the_catcher_keeps_the_signal_blocked() {
+    let sig = libc::SIGRTMIN() + 10;
+    let still_blocked = within(move || {
+        drop(catch_signal(sig).unwrap());
+        blocked_here() & bit(sig) != 0
+    });
+    assert!(still_blocked);
+}
+
+#[test]
 fn signal_catcher_wait_blocks_until_a_signal() {
     let sig = libc::SIGRTMIN() + 6;
     let (tx, rx) = mpsc::channel();
