@@ -20,6 +20,10 @@ result "module rustfmt clean" $?
 result "user cargo fmt --check" $?
 (cd "$repo/user" && cargo clippy -q --locked --all-targets -- -D warnings) >"$out/clippy.log" 2>&1
 result "user cargo clippy -D warnings" $?
+# The library is publishable: it packages and builds from its tarball (offline: clippy fetched).
+(cd "$repo/user" && cargo package -p evnotify --allow-dirty --offline --locked) >"$out/package.log" 2>&1 ||
+	{ sed 's/^/  | /' "$out/package.log" | tail -n 20; false; }
+result "cargo package -p evnotify (licence, metadata, builds from the tarball)" $?
 "$here/build.sh" "$kdir" >"$out/build.log" 2>&1
 result "module builds warning-free with CLIPPY=1; static tools build" $?
 rm -f "$repo/rust-project.json"

@@ -462,7 +462,7 @@ fn scaling(iters: u32) -> Result<(Value, Value)> {
     let before = mem_free_kib()?;
     let chans = (0..N)
         .map(|_| Channel::open())
-        .collect::<nix::Result<Vec<_>>>()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     // Let every new thread run once, so its stack and state are counted.
     thread::sleep(Duration::from_millis(200));
     let after = mem_free_kib()?;

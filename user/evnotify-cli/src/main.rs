@@ -212,12 +212,9 @@ fn signal(ch: &Channel, signo: i32, count: u32, slot: u32) -> Result<()> {
     ch.kick(slot, count)?;
     ch.wait_idle(Duration::from_secs(10))?;
     let mut got = 0;
-    while let Some(info) = sfd.read_signal()? {
+    while let Some(info) = sfd.try_read()? {
         got += 1;
-        println!(
-            "signal {} from the kernel (code {})",
-            info.ssi_signo, info.ssi_code
-        );
+        println!("signal {} from the kernel (code {})", info.signo, info.code);
         if got == count || signo < libc::SIGRTMIN() {
             break; // Standard signals coalesce: one is all that is queued.
         }

@@ -307,7 +307,7 @@ fn stats_across_slots() -> Result<()> {
     let ch = pinned_channel()?;
     let efds = (0..6)
         .map(|_| Notifier::new())
-        .collect::<nix::Result<Vec<_>>>()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     let k = Notifier::new()?;
     ch.attach(0, &efds[0])?; // notify only
     ch.set_signal(1, sig)?; // signal only
@@ -360,7 +360,7 @@ fn stats_across_slots() -> Result<()> {
         collect(&efds[slot], want).with_context(|| format!("slot {slot}"))?;
     }
     let mut signals = 0;
-    while sfd.read_signal()?.is_some() {
+    while sfd.try_read()?.is_some() {
         signals += 1;
     }
     ensure!(signals == 5, "{signals} signals, want 5");

@@ -64,7 +64,7 @@ fn arm_failslab() -> Result<()> {
 pub fn each_allocation<T>(
     what: &str,
     allowed: &[Errno],
-    mut op: impl FnMut() -> nix::Result<T>,
+    mut op: impl FnMut() -> std::io::Result<T>,
     mut check: impl FnMut(bool) -> Result<()>,
 ) -> Result<u32> {
     use std::os::unix::fs::FileExt;
@@ -77,7 +77,7 @@ pub fn each_allocation<T>(
     for n in 1..10_000 {
         nth.write_at(n.to_string().as_bytes(), 0)
             .context("arm fail-nth")?;
-        let r = op();
+        let r = op().map_err(crate::errno);
         let mut buf = [0u8; 16];
         let len = nth.read_at(&mut buf, 0)?;
         nth.write_at(b"0", 0)?;
@@ -201,13 +201,13 @@ fn limit_max_channels_emfile() -> Result<()> {
     let r = (|| -> Result<()> {
         let chans = (0..4)
             .map(|_| Channel::open())
-            .collect::<nix::Result<Vec<_>>>()?;
+            .collect::<std::io::Result<Vec<_>>>()?;
         expect_errno(Channel::open(), Errno::EMFILE, "a 5th channel")?;
         drop(chans);
         // Places are given back on close.
         let again = (0..4)
             .map(|_| Channel::open())
-            .collect::<nix::Result<Vec<_>>>()?;
+            .collect::<std::io::Result<Vec<_>>>()?;
         expect_errno(Channel::open(), Errno::EMFILE, "a 5th channel again")?;
         ensure!(again.len() == 4 && sys::NR_SLOTS == 64, "slots are bounded");
         Ok(())

@@ -173,7 +173,7 @@ pub fn suid_helper() -> i32 {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
         let mut n = 0;
-        while sfd.read_signal()?.is_some() {
+        while sfd.try_read()?.is_some() {
             n += 1;
         }
         Ok(n)
@@ -272,7 +272,7 @@ fn signal_same_user_delivered() -> Result<()> {
             ch.set_signal(0, sig())?;
             nix::unistd::write(&w, b"r")?;
             let t = Instant::now();
-            while sfd.read_signal()?.is_none() {
+            while sfd.try_read()?.is_none() {
                 ensure!(t.elapsed() < hang(), "no signal");
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -467,7 +467,7 @@ fn signal_queue_full_counted() -> Result<()> {
             ch.kick(0, 5)?;
             let s = crate::idle(&ch)?;
             let mut got = 0;
-            while sfd.read_signal()?.is_some() {
+            while sfd.try_read()?.is_some() {
                 got += 1;
             }
             ensure!(
@@ -497,7 +497,7 @@ fn signal_queue_full_counted() -> Result<()> {
 fn fault_inject_thread_start() -> Result<()> {
     let chans = (0..64)
         .map(|_| Channel::open())
-        .collect::<nix::Result<Vec<_>>>()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     let next = std::cell::Cell::new(0);
     let faults = each_allocation(
         "first kick",
@@ -537,7 +537,7 @@ fn limit_per_user_two_uids() -> Result<()> {
                 for _ in 0..n {
                     match Channel::open() {
                         Ok(c) => chans.push(c),
-                        Err(e) => err = Some(e),
+                        Err(e) => err = Some(crate::errno(e)),
                     }
                 }
                 set_thread_uids(0, true)?;

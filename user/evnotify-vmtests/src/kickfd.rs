@@ -168,7 +168,7 @@ fn kickfd_replace_under_load() -> Result<()> {
     ch.attach(0, &notify)?;
     let fds = (0..8)
         .map(|_| Notifier::new())
-        .collect::<nix::Result<Vec<_>>>()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     let stop = AtomicBool::new(false);
     // One writer per eventfd, each counting its writes, while the main thread keeps moving the
     // kick eventfd from one to the next.
@@ -177,7 +177,7 @@ fn kickfd_replace_under_load() -> Result<()> {
             .iter()
             .map(|fd| {
                 let stop = &stop;
-                s.spawn(move || -> nix::Result<u64> {
+                s.spawn(move || -> std::io::Result<u64> {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
                         fd.post(1)?;
@@ -198,7 +198,10 @@ fn kickfd_replace_under_load() -> Result<()> {
             .collect()
     })?;
     // Exact ledger: whatever the module did not consume is still in each eventfd.
-    let left: u64 = fds.iter().map(|f| f.drain()).sum::<nix::Result<u64>>()?;
+    let left: u64 = fds
+        .iter()
+        .map(|f| f.drain())
+        .sum::<std::io::Result<u64>>()?;
     let s = crate::idle(&ch)?;
     let sent: u64 = written.iter().sum();
     ensure!(

@@ -68,7 +68,7 @@ fn version_and_features() -> Result<()> {
 fn open_close_many_channels() -> Result<()> {
     let chans = (0..64)
         .map(|_| Channel::open())
-        .collect::<nix::Result<Vec<_>>>()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     let mut pids = chans.iter().map(start_thread).collect::<Result<Vec<_>>>()?;
     pids.sort_unstable();
     pids.dedup();
@@ -133,7 +133,7 @@ fn concurrent_opens() -> Result<()> {
                 sc.spawn(|| {
                     (0..EACH)
                         .map(|_| Channel::open())
-                        .collect::<nix::Result<Vec<_>>>()
+                        .collect::<std::io::Result<Vec<_>>>()
                 })
             })
             .collect();

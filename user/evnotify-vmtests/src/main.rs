@@ -5,6 +5,7 @@
 //! says why; inside the VM (`EVNOTIFY_IN_VM=1`, set by its init) nothing may skip, so a missing
 //! device fails every test.
 
+mod async_notify;
 mod busypoll;
 mod contract;
 mod errors;
@@ -37,9 +38,19 @@ pub fn hang() -> Duration {
     })
 }
 
-/// Asserts that `r` failed with exactly `want`.
-pub fn expect_errno<T: Debug>(r: nix::Result<T>, want: Errno, what: &str) -> Result<()> {
-    match r {
+/// The errno of an error from the library (`io::Error`), as nix's `Errno` (`UnknownErrno`
+/// for an error that carries none).
+pub fn errno(e: impl Into<std::io::Error>) -> Errno {
+    Errno::from_raw(e.into().raw_os_error().unwrap_or(0))
+}
+
+/// Asserts that `r` (from the library or from nix) failed with exactly `want`.
+pub fn expect_errno<T: Debug, E: Into<std::io::Error>>(
+    r: std::result::Result<T, E>,
+    want: Errno,
+    what: &str,
+) -> Result<()> {
+    match r.map_err(errno) {
         Err(e) if e == want => Ok(()),
         Err(e) => bail!("{what}: got {e} ({}), want {want}", e as i32),
         Ok(v) => bail!("{what}: succeeded with {v:?}, want {want}"),
@@ -177,6 +188,7 @@ fn main() {
     let tests: Vec<Test> = [
         lifecycle::TESTS,
         notify::TESTS,
+        async_notify::TESTS,
         kickfd::TESTS,
         timers::TESTS,
         signals::TESTS,

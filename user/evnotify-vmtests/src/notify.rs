@@ -147,7 +147,7 @@ fn conservation_concurrent_kickers() -> Result<()> {
     let ch = Channel::open()?;
     let ns = (0..THREADS)
         .map(|_| Notifier::new())
-        .collect::<nix::Result<Vec<_>>>()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     for (slot, n) in ns.iter().enumerate() {
         ch.attach(slot as u32, n)?;
     }
@@ -186,7 +186,7 @@ fn slots_independent() -> Result<()> {
     let ns = slots
         .iter()
         .map(|_| Notifier::new())
-        .collect::<nix::Result<Vec<_>>>()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     for (&slot, n) in slots.iter().zip(&ns) {
         ch.attach(slot, n)?;
     }

@@ -2,14 +2,13 @@
 
 use crate::{expect_errno, Test};
 use anyhow::{ensure, Context, Result};
-use evnotify::{sys, Channel, Notifier};
+use evnotify::{sys, Channel, Notifier, SignalCatcher};
 use nix::{
     errno::Errno,
-    poll::{poll, PollFd, PollFlags, PollTimeout},
-    sys::{signal::Signal, signalfd::SignalFd, wait::waitpid},
+    sys::{signal::Signal, wait::waitpid},
     unistd::{fork, ForkResult},
 };
-use std::os::fd::AsFd;
+use std::time::Duration;
 
 pub const TESTS: &[Test] = &[
     ("signal_rt_exact_count", signal_rt_exact_count),
@@ -22,27 +21,18 @@ pub const TESTS: &[Test] = &[
     ("signal_errors", signal_errors),
 ];
 
-fn catch(signo: i32) -> Result<SignalFd> {
+fn catch(signo: i32) -> Result<SignalCatcher> {
     Ok(evnotify::catch_signal(signo)?)
 }
 
 /// Reads every queued signal of `sfd` until none arrives for a moment; returns the count.
-fn count(sfd: &SignalFd, signo: i32) -> Result<u64> {
+fn count(sfd: &SignalCatcher, signo: i32) -> Result<u64> {
     let mut n = 0;
-    loop {
-        while let Some(info) = sfd.read_signal()? {
-            ensure!(
-                info.ssi_signo as i32 == signo,
-                "got signal {}",
-                info.ssi_signo
-            );
-            n += 1;
-        }
-        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::from(100u16))? == 0 {
-            return Ok(n);
-        }
+    while let Some(info) = sfd.wait_timeout(Duration::from_millis(100))? {
+        ensure!(info.signo == signo, "got signal {}", info.signo);
+        n += 1;
     }
+    Ok(n)
 }
 
 fn rt(n: i32) -> i32 {

@@ -49,7 +49,7 @@ impl Lane {
         let fds = || {
             (0..ROTATION)
                 .map(|_| Notifier::new())
-                .collect::<nix::Result<Vec<_>>>()
+                .collect::<std::io::Result<Vec<_>>>()
         };
         let mut notify = vec![];
         for slot in 0..=TIMER_SLOT {
@@ -211,7 +211,7 @@ fn stress_ledger() -> Result<()> {
             .kick
             .iter()
             .map(|k| k.drain())
-            .sum::<nix::Result<u64>>()?;
+            .sum::<std::io::Result<u64>>()?;
         let kicks = lane.ioctl_kicks.load(Relaxed) + lane.writes.load(Relaxed) - left;
         ensure!(
             st.kicks == kicks,

@@ -1,0 +1,291 @@
+//! The public API as a user crate sees it: std types only (errors are `std::io::Error` with
+//! the errno), the descriptor traits, non-blocking reads, close-on-exec, and signal catching.
+//! Nothing here needs the device: the notifier and the catcher are plain eventfds and
+//! signalfds, and a "channel" on `/dev/null` has a real descriptor whose ioctls fail.
+
+use evnotify::{catch_signal, Channel, Notifier, SignalCatcher};
+use std::{
+    fs::File,
+    io::{self, Read},
+    os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// Every test's waits give up after this long.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a thread of its own and fails the test if it has not finished by [`DEADLINE`].
+fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(DEADLINE).expect("did not finish in time")
+}
+
+fn errno<T: std::fmt::Debug>(r: evnotify::Result<T>) -> i32 {
+    let e: io::Error = r.expect_err("succeeded");
+    e.raw_os_error().expect("an error with no errno")
+}
+
+/// The `flags:` field of the descriptor's fdinfo (octal open flags).
+fn open_flags(fd: RawFd) -> i32 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let line = info.lines().find(|l| l.starts_with("flags:")).unwrap();
+    i32::from_str_radix(line["flags:".len()..].trim(), 8).unwrap()
+}
+
+/// Whether descriptor `fd` is open in a program this process executes.
+fn survives_exec(fd: RawFd) -> bool {
+    std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("[ -e /proc/self/fd/{fd} ]"))
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A channel on a node that is no evnotify device: a real descriptor, every ioctl `ENOTTY`.
+fn null_channel() -> Channel {
+    Channel::open_path("/dev/null").unwrap()
+}
+
+#[test]
+fn errors_are_io_errors_with_the_errno() {
+    let r: Result<Channel, io::Error> = Channel::open_path("/nonexistent/evnotify");
+    let e = r.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    let ch = null_channel();
+    assert_eq!(errno(ch.version()), libc::ENOTTY);
+    assert_eq!(errno(ch.stats()), libc::ENOTTY);
+    assert_eq!(errno(ch.kick(0, 1)), libc::ENOTTY);
+    assert_eq!(errno(ch.attach(0, Notifier::new().unwrap())), libc::ENOTTY);
+    assert_eq!(errno(ch.detach_kickfd(0)), libc::ENOTTY);
+    assert_eq!(errno(ch.set_signal(0, 0)), libc::ENOTTY);
+    assert_eq!(errno(ch.wait_idle(Duration::ZERO)), libc::ENOTTY);
+}
+
+#[test]
+fn out_of_range_arguments_fail_with_einval_before_any_ioctl() {
+    let ch = null_channel();
+    // ENOTTY would mean the call reached the (wrong) device.
+    assert_eq!(errno(ch.set_timer(0, Duration::MAX, 1)), libc::EINVAL);
+    assert_eq!(
+        errno(ch.set_timer(0, Duration::from_millis(5), 1)),
+        libc::ENOTTY
+    );
+    assert_eq!(errno(ch.set_busypoll(Duration::from_secs(5))), libc::EINVAL);
+    assert_eq!(errno(ch.set_busypoll(Duration::ZERO)), libc::ENOTTY);
+    assert_eq!(errno(ch.pin_thread(1 << 20)), libc::EINVAL);
+    assert_eq!(errno(ch.pin_thread(0)), libc::ENOTTY);
+}
+
+#[test]
+fn notifier_reads_never_block() {
+    let n = Notifier::new().unwrap();
+    assert_ne!(
+        open_flags(n.as_raw_fd()) & libc::O_NONBLOCK,
+        0,
+        "the eventfd blocks"
+    );
+    let t = Instant::now();
+    assert_eq!(n.try_read().unwrap(), None);
+    assert_eq!(n.drain().unwrap(), 0);
+    assert_eq!(n.wait_timeout(Duration::ZERO).unwrap(), 0);
+    assert!(t.elapsed() < DEADLINE);
+    n.post(6).unwrap();
+    assert_eq!(n.try_read().unwrap(), Some(6));
+    assert_eq!(n.try_read().unwrap(), None);
+}
+
+#[test]
+fn notifier_post_fails_instead_of_blocking() {
+    let n = Notifier::new().unwrap();
+    n.post(u64::MAX - 1).unwrap();
+    // A blocking eventfd would wait here for a reader.
+    assert_eq!(errno(within(move || n.post(1))), libc::EAGAIN);
+    assert_eq!(errno(Notifier::new().unwrap().post(u64::MAX)), libc::EINVAL);
+}
+
+#[test]
+fn drain_and_waits_never_block_with_a_second_reader() {
+    const POSTS: u64 = 2000;
+    let total = within(|| {
+        let n = Notifier::new().unwrap();
+        std::thread::scope(|sc| {
+            // Two readers race for every count: whichever loses a readiness report to the
+            // other must come back empty-handed, not block.
+            let readers: Vec<_> = (0..2)
+                .map(|i| {
+                    let n = &n;
+                    sc.spawn(move || {
+                        let mut got = 0;
+                        let mut idle = Instant::now();
+                        while idle.elapsed() < Duration::from_millis(300) {
+                            let v = if i == 0 {
+                                n.drain().unwrap()
+                            } else {
+                                n.wait_timeout(Duration::from_millis(1)).unwrap()
+                            };
+                            if v > 0 {
+                                got += v;
+                                idle = Instant::now();
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            for _ in 0..POSTS {
+                n.post(1).unwrap();
+            }
+            readers.into_iter().map(|r| r.join().unwrap()).sum::<u64>()
+        })
+    });
+    assert_eq!(total, POSTS);
+}
+
+#[test]
+fn descriptors_are_close_on_exec() {
+    let n = Notifier::new().unwrap();
+    let ch = null_channel();
+    let sig = catch_in_thread(libc::SIGRTMIN() + 8);
+    for fd in [n.as_raw_fd(), ch.as_raw_fd(), sig.as_raw_fd()] {
+        assert_ne!(open_flags(fd) & libc::O_CLOEXEC, 0, "fd {fd}");
+        assert!(!survives_exec(fd), "fd {fd} survives exec");
+    }
+    // The check itself can fail: a descriptor without the flag does survive.
+    let plain = dup_without_cloexec(n.as_raw_fd());
+    assert!(survives_exec(plain.as_raw_fd()));
+}
+
+fn dup_without_cloexec(fd: RawFd) -> OwnedFd {
+    // SAFETY: `dup` of an open descriptor returns a new one that nothing else owns.
+    let new = unsafe { libc::dup(fd) };
+    assert!(new >= 0);
+    // SAFETY: `new` is open and owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(new) }
+}
+
+#[test]
+fn into_raw_fd_hands_over_the_open_descriptor() {
+    // The count posted before is read through the handed-over descriptor: it is still open
+    // (a double close would make the read fail with EBADF).
+    let read_count = |fd: OwnedFd| {
+        let mut b = [0u8; 8];
+        File::from(fd).read_exact(&mut b).unwrap();
+        u64::from_ne_bytes(b)
+    };
+    let n = Notifier::new().unwrap();
+    n.post(3).unwrap();
+    let raw = n.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up ownership of `raw`.
+    assert_eq!(read_count(unsafe { OwnedFd::from_raw_fd(raw) }), 3);
+    let n = Notifier::new().unwrap();
+    n.post(4).unwrap();
+    assert_eq!(read_count(OwnedFd::from(n)), 4);
+
+    let ch = null_channel();
+    let raw = ch.into_raw_fd();
+    // SAFETY: As above.
+    let f = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    assert_eq!(f.metadata().unwrap().len(), 0); // Still /dev/null.
+    let ch = null_channel();
+    assert!(File::from(OwnedFd::from(ch)).metadata().is_ok());
+    let sig = catch_in_thread(libc::SIGRTMIN() + 9);
+    assert!(File::from(OwnedFd::from(sig)).metadata().is_ok());
+}
+
+/// The calling thread's blocked-signal mask, from `/proc/thread-self/status`.
+fn blocked_here() -> u64 {
+    let st = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let line = st.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+    u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).unwrap()
+}
+
+fn bit(signo: i32) -> u64 {
+    1 << (signo - 1)
+}
+
+/// A catcher made in a thread of its own, which then exits (the signal stays blocked there
+/// only).
+fn catch_in_thread(signo: i32) -> SignalCatcher {
+    within(move || catch_signal(signo).unwrap())
+}
+
+#[test]
+fn catch_signal_rejects_bad_numbers() {
+    assert_eq!(errno(catch_signal(0)), libc::EINVAL);
+    assert_eq!(errno(catch_signal(65)), libc::EINVAL);
+    assert_eq!(errno(catch_signal(-1)), libc::EINVAL);
+}
+
+#[test]
+fn catch_signal_blocks_in_the_calling_thread_only() {
+    let sig = libc::SIGRTMIN() + 5;
+    let (info, blocked_there, late) = within(move || {
+        let c = catch_signal(sig).unwrap();
+        let blocked = blocked_here() & bit(sig) != 0;
+        assert_eq!(c.try_read().unwrap(), None);
+        // SAFETY: Sends a signal this thread blocks to this thread.
+        let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig) };
+        assert_eq!(rc, 0);
+        let info = c.wait_timeout(DEADLINE).unwrap();
+        let t = Instant::now();
+        let late = c.wait_timeout(Duration::from_millis(20)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        (info, blocked, late)
+    });
+    assert!(blocked_there, "not blocked in the calling thread");
+    assert_eq!(blocked_here() & bit(sig), 0, "blocked in another thread");
+    let info = info.expect("no signal");
+    assert_eq!(info.signo, sig);
+    assert_eq!(info.code, libc::SI_TKILL);
+    assert_eq!(info.pid, std::process::id());
+    assert_eq!(late, None);
+}
+
+#[test]
+fn dropping_the_catcher_keeps_the_signal_blocked() {
+    let sig = libc::SIGRTMIN() + 10;
+    let still_blocked = within(move || {
+        drop(catch_signal(sig).unwrap());
+        blocked_here() & bit(sig) != 0
+    });
+    assert!(still_blocked);
+}
+
+#[test]
+fn signal_catcher_wait_blocks_until_a_signal() {
+    let sig = libc::SIGRTMIN() + 6;
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let c = catch_signal(sig).unwrap();
+        // SAFETY: Plain syscall.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        c.wait().unwrap()
+    });
+    let tid = rx.recv_timeout(DEADLINE).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "wait returned with nothing pending");
+    // SAFETY: Signals the waiting thread, which blocks `sig`.
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+    assert_eq!(rc, 0);
+    let t = Instant::now();
+    while !waiter.is_finished() {
+        assert!(t.elapsed() < DEADLINE, "wait never returned");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(waiter.join().unwrap().signo, sig);
+}
+
+#[test]
+fn borrowed_descriptors_work_with_std() {
+    // `AsFd` is all an event loop needs: a `BorrowedFd` std can duplicate.
+    let n = Notifier::new().unwrap();
+    let dup = n.as_fd().try_clone_to_owned().unwrap();
+    n.post(9).unwrap();
+    let mut b = [0u8; 8];
+    File::from(dup).read_exact(&mut b).unwrap();
+    assert_eq!(u64::from_ne_bytes(b), 9);
+}
