@@ -6,6 +6,7 @@
 //! device fails every test.
 
 mod busypoll;
+mod cli;
 mod contract;
 mod errors;
 mod faults;
@@ -186,6 +187,7 @@ fn main() {
         errors::TESTS,
         hostile::TESTS,
         contract::TESTS,
+        cli::TESTS,
     ]
     .concat();
     let filter = std::env::args().nth(1).unwrap_or_default();
