@@ -129,7 +129,7 @@ pub enum Cmd {
 #[derive(Args, Debug)]
 pub struct PingArgs {
     /// Number of round trips, at least 1.
-    #[arg(short = 'n', long, default_value_t = 10, value_parser = RangedU64ValueParser::<u32>::new().range(1..))]
+    #[arg(short = 'n', long, default_value_t = 10, value_parser = RangedU64ValueParser::<u32>::new().range(1..=u64::from(u32::MAX)))]
     pub count: u32,
     /// Slot to use, 0..=63.
     #[arg(short, long, default_value_t = 0, value_parser = slot())]
@@ -191,7 +191,11 @@ pub fn busypoll(s: &str) -> Result<Duration, String> {
 
 /// Any duration above zero (a zero kick interval would spin).
 fn positive(s: &str) -> Result<Duration, String> {
-    duration_in(s, Duration::from_nanos(1), Duration::MAX)
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e}: want a duration above 0"))?;
+    if d.is_zero() {
+        return Err(format!("{s} is not above 0"));
+    }
+    Ok(d)
 }
 
 /// The kernel's first real-time signal; glibc keeps the ones below `SIGRTMIN()` for itself.
@@ -298,7 +302,7 @@ mod tests {
         rejected(&["ping", "--burst", &over], &format!("1..={max}"));
         rejected(&["signal", "-n", "0"], &format!("1..={max}"));
         rejected(&["signal", "-n", &over], &format!("1..={max}"));
-        rejected(&["ping", "-n", "0"], "1..");
+        rejected(&["ping", "-n", "0"], "1..=4294967295");
         for cmd in ["ping", "timer", "signal"] {
             rejected(&[cmd, "--slot", "64"], "0..64");
         }
@@ -343,6 +347,10 @@ mod tests {
 
     #[test]
     fn kick_interval_must_be_positive() {
-        rejected(&["watch", "--kick-every", "0s"], "1ns..=");
+        rejected(&["watch", "--kick-every", "0s"], "0s is not above 0");
+        rejected(
+            &["watch", "--kick-every", "often"],
+            "want a duration above 0",
+        );
     }
 }
