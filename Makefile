@@ -2,6 +2,7 @@
 #
 # The module alone:     make KDIR=/path/to/rust-enabled/linux   (default: the running kernel)
 # The project targets:  make demo | check | stress | bench | mutants | rust-analyzer | vm          (see README.md)
+# The evnotify command and its manual pages:  make install-user [PREFIX=/usr/local] [DESTDIR=]
 
 KDIR ?= /lib/modules/`uname -r`/build
 
@@ -36,5 +37,11 @@ mutants:
 
 rust-analyzer:
 	scripts/rust-analyzer.sh
+
+PREFIX ?= /usr/local
+install-user:
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" scripts/install-user.sh
+
+.PHONY: install-user
 
 .PHONY: default modules_install clean demo check vm bench stress mutants rust-analyzer

@@ -1,88 +1,116 @@
 //! `evnotify`: inspect and exercise `/dev/evnotify` channels.
 //!
 //! Each run opens its own channel (a channel lives as long as its file), sets it up as asked
-//! and shows what flows through it.
+//! and shows what flows through it; `stat` lists the channels of every process instead.
+
+mod args;
+mod error;
+mod manpage;
+mod stat;
 
 use anyhow::{ensure, Context, Result};
-use clap::{Parser, Subcommand};
+use args::{Cli, Cmd, PingArgs};
+use clap::{CommandFactory, Parser};
+use error::DevError;
 use evnotify::{sys, Channel, Notifier};
 use hdrhistogram::Histogram;
-use std::time::{Duration, Instant};
+use serde_json::json;
+use stat::Counters;
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    /// The device node.
-    #[arg(long, default_value = evnotify::DEVICE)]
-    device: String,
-    /// Busy-poll limit of the channel's thread, e.g. 50us (0 turns polling off; default: the
-    /// module's busypoll_ns).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    busypoll: Option<Duration>,
-    #[command(subcommand)]
-    cmd: Cmd,
+/// An open channel whose every failure names the device and the operation.
+struct Dev {
+    ch: Channel,
+    path: String,
 }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Print the API version, features, limits, and a channel's counters and fdinfo.
-    Info,
-    /// Kick a slot, wait for its notification, and print round-trip times.
-    Ping {
-        /// Number of round trips.
-        #[arg(short = 'n', long, default_value_t = 10)]
-        count: u32,
-        /// Slot to use.
-        #[arg(short, long, default_value_t = 0)]
-        slot: u32,
-        /// Kicks per round trip (a burst); the wait collects all of them.
-        #[arg(short, long, default_value_t = 1)]
-        burst: u32,
-        /// Kick by writing to a kick eventfd instead of by ioctl.
-        #[arg(long)]
-        kickfd: bool,
-        /// Print only the summary.
-        #[arg(short, long)]
-        quiet: bool,
-    },
-    /// Start a kernel timer on a slot and print its ticks as they arrive.
-    Timer {
-        /// Period, e.g. 10ms (minimum 1ms).
-        #[arg(short, long, value_parser = humantime::parse_duration, default_value = "100ms")]
-        period: Duration,
-        /// Ticks to deliver (0: until interrupted).
-        #[arg(short = 'n', long, default_value_t = 10)]
-        ticks: u64,
-        #[arg(short, long, default_value_t = 0)]
-        slot: u32,
-    },
-    /// Have a slot signal this process for each kick, and count the signals received.
-    Signal {
-        /// Signal number (default: SIGIO).
-        #[arg(long, default_value_t = libc::SIGIO)]
-        signo: i32,
-        /// Kicks to send.
-        #[arg(short = 'n', long, default_value_t = 5)]
-        count: u32,
-        #[arg(short, long, default_value_t = 0)]
-        slot: u32,
-    },
-    /// Print notifications as they arrive, with timestamps: from a timer, from kicks, or both.
-    Watch {
-        /// Run a timer with this period on slot 0.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timer: Option<Duration>,
-        /// Also kick slot 1 this often, through a kick eventfd.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        kick_every: Option<Duration>,
-        /// How long to watch.
-        #[arg(short, long, value_parser = humantime::parse_duration, default_value = "1s")]
-        duration: Duration,
-    },
+impl Dev {
+    fn open(path: &str) -> Result<Self, DevError> {
+        let ch = Channel::open_path(path).map_err(|e| DevError::new(path, "open", e))?;
+        Ok(Self {
+            ch,
+            path: path.to_owned(),
+        })
+    }
+
+    /// `r`, or a [`DevError`] for operation `op`.
+    fn check<T, E: Into<io::Error>>(
+        &self,
+        r: Result<T, E>,
+        op: impl FnOnce() -> String,
+    ) -> Result<T> {
+        r.map_err(|e| DevError::new(&self.path, op(), e).into())
+    }
+
+    fn version(&self) -> Result<sys::Version> {
+        self.check(self.ch.version(), || "ioctl EVNOTIFY_IOC_VERSION".into())
+    }
+
+    fn stats(&self) -> Result<Counters> {
+        let s = self.check(self.ch.stats(), || "ioctl EVNOTIFY_IOC_STATS".into())?;
+        Ok(Counters::from(&s))
+    }
+
+    fn attach(&self, slot: u32, n: &Notifier) -> Result<()> {
+        self.check(self.ch.attach(slot, n), || {
+            format!("ioctl EVNOTIFY_IOC_ATTACH (slot {slot})")
+        })
+    }
+
+    fn attach_kickfd(&self, slot: u32, n: &Notifier) -> Result<()> {
+        self.check(self.ch.attach_kickfd(slot, n), || {
+            format!("ioctl EVNOTIFY_IOC_KICKFD (slot {slot})")
+        })
+    }
+
+    fn kick(&self, slot: u32, count: u32) -> Result<()> {
+        self.check(self.ch.kick(slot, count), || {
+            format!("ioctl EVNOTIFY_IOC_KICK (slot {slot}, count {count})")
+        })
+    }
+
+    fn set_timer(&self, slot: u32, period: Duration, ticks: u64) -> Result<()> {
+        self.check(self.ch.set_timer(slot, period, ticks), || {
+            let ns = period.as_nanos();
+            format!("ioctl EVNOTIFY_IOC_TIMER (slot {slot}, period {ns} ns, {ticks} ticks)")
+        })
+    }
+
+    fn set_signal(&self, slot: u32, signo: i32) -> Result<()> {
+        self.check(self.ch.set_signal(slot, signo), || {
+            format!("ioctl EVNOTIFY_IOC_SIGNAL (slot {slot}, signal {signo})")
+        })
+    }
+
+    fn set_busypoll(&self, limit: Duration) -> Result<()> {
+        self.check(self.ch.set_busypoll(limit), || {
+            format!("ioctl EVNOTIFY_IOC_BUSYPOLL ({} ns)", limit.as_nanos())
+        })
+    }
+
+    fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        self.check(self.ch.wait_idle(timeout).map(drop), || {
+            format!("wait {timeout:?} for the channel to go idle")
+        })
+    }
+
+    fn fdinfo(&self) -> Result<String> {
+        self.check(self.ch.fdinfo(), || "read its fdinfo".into())
+    }
+
+    fn fd(&self) -> i32 {
+        self.ch.as_fd().as_raw_fd()
+    }
 }
 
-fn features(bits: u64) -> String {
-    let names = [
+fn feature_names(bits: u64) -> Vec<&'static str> {
+    [
         (sys::F_NOTIFY, "notify"),
         (sys::F_SLOTS, "slots"),
         (sys::F_KICKFD, "kickfd"),
@@ -90,20 +118,19 @@ fn features(bits: u64) -> String {
         (sys::F_TIMER, "timer"),
         (sys::F_SIGNAL, "signal"),
         (sys::F_BUSYPOLL, "busypoll"),
-    ];
-    let known: Vec<_> = names
-        .iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    format!("{bits:#x} ({})", known.join(" "))
+    ]
+    .into_iter()
+    .filter(|(b, _)| bits & b != 0)
+    .map(|(_, n)| n)
+    .collect()
 }
 
-fn print_stats(ch: &Channel) -> Result<()> {
-    let s = ch.stats()?;
-    println!(
+/// Every counter, on two lines.
+fn counters_text(s: &Counters) -> String {
+    format!(
         "stats: kicks={} (by fd {}) timer_ticks={} handled={} notifies={} signals={} dropped={} \
-         wakeups={} polled={} pending={} coalesced={} sig_refused={}",
+         wakeups={} polled={} pending={} coalesced={} sig_refused={}\n\
+         slots: attached={} kickfds={} timers={} signalling={}; thread pid {}, busy-poll limit {} ns",
         s.kicks,
         s.fd_kicks,
         s.timer_ticks,
@@ -115,28 +142,73 @@ fn print_stats(ch: &Channel) -> Result<()> {
         s.polled,
         s.pending,
         s.coalesced,
-        s.sig_refused
-    );
-    println!(
-        "slots: attached={} kickfds={} timers={} signalling={}; thread pid {}, busy-poll limit {} ns",
-        s.attached, s.kickfds, s.timers, s.signal_slots, s.thread_pid, s.busypoll_ns
-    );
+        s.sig_refused,
+        s.attached,
+        s.kickfds,
+        s.timers,
+        s.signal_slots,
+        s.thread_pid,
+        s.busypoll_ns
+    )
+}
+
+fn print_stats(dev: &Dev) -> Result<()> {
+    println!("{}", counters_text(&dev.stats()?));
     Ok(())
 }
 
-fn info(ch: &Channel) -> Result<()> {
-    let v = ch.version()?;
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn info(dev: &Dev, as_json: bool) -> Result<()> {
+    let v = dev.version()?;
+    let stats = dev.stats()?;
+    let fdinfo = dev.fdinfo()?;
+    if as_json {
+        let parsed = stat::parse_fdinfo(&fdinfo)
+            .with_context(|| format!("{}: parse its fdinfo", dev.path))?;
+        return print_json(&json!({
+            "device": dev.path,
+            "api_version": v.api_version,
+            "cli_api_version": sys::API_VERSION,
+            "nr_slots": v.nr_slots,
+            "features": v.features,
+            "feature_names": feature_names(v.features),
+            "limits": {
+                "max_kick": sys::MAX_KICK,
+                "max_pending": sys::MAX_PENDING,
+                "min_period_ns": sys::MIN_PERIOD_NS,
+                "max_period_ns": sys::MAX_PERIOD_NS,
+                "max_busypoll_ns": sys::MAX_BUSYPOLL_NS,
+            },
+            "fd": dev.fd(),
+            "stats": stats,
+            "slots": parsed.slots,
+        }));
+    }
     println!("api_version: {}", v.api_version);
+    if v.api_version != sys::API_VERSION {
+        println!(
+            "  (this program was built for API version {}: rebuild one of them)",
+            sys::API_VERSION
+        );
+    }
     println!("slots:       {}", v.nr_slots);
-    println!("features:    {}", features(v.features));
+    println!(
+        "features:    {:#x} ({})",
+        v.features,
+        feature_names(v.features).join(" ")
+    );
     println!("max kick:    {}", sys::MAX_KICK);
     println!(
         "timer:       {} ms .. {} s",
         sys::MIN_PERIOD_NS / 1_000_000,
         sys::MAX_PERIOD_NS / 1_000_000_000
     );
-    print_stats(ch)?;
-    println!("fdinfo:\n{}", ch.fdinfo()?.trim_end().replace('\n', "\n  "));
+    println!("{}", counters_text(&stats));
+    println!("fdinfo:\n{}", fdinfo.trim_end().replace('\n', "\n  "));
     Ok(())
 }
 
@@ -151,47 +223,66 @@ fn collect(n: &Notifier, want: u64) -> Result<u64> {
     Ok(got)
 }
 
-fn ping(ch: &Channel, count: u32, slot: u32, burst: u32, kickfd: bool, quiet: bool) -> Result<()> {
+fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
+    let (slot, burst) = (a.slot, a.burst);
     let n = Notifier::new()?;
-    ch.attach(slot, &n).context("attach")?;
+    dev.attach(slot, &n)?;
     let kick = Notifier::new()?;
-    if kickfd {
-        ch.attach_kickfd(slot, &kick)
-            .context("attach kick eventfd")?;
+    if a.kickfd {
+        dev.attach_kickfd(slot, &kick)?;
     }
+    let how = if a.kickfd { "kickfd" } else { "ioctl" };
     let mut hist = Histogram::<u64>::new(3)?;
-    for i in 0..count {
+    for i in 0..a.count {
         let t = Instant::now();
-        if kickfd {
+        if a.kickfd {
             kick.post(burst.into())?;
         } else {
-            ch.kick(slot, burst).context("kick")?;
+            dev.kick(slot, burst)?;
         }
         let got = collect(&n, burst.into())?;
         let ns = t.elapsed().as_nanos() as u64;
         hist.record(ns)?;
-        if !quiet {
-            let how = if kickfd { "write" } else { "ioctl" };
+        if !a.quiet && !a.json {
             println!(
                 "kick {i} ({how}): slot {slot} +{burst} -> notified {got} in {:.1} us",
                 ns as f64 / 1e3
             );
         }
     }
-    println!(
-        "{count} round trips: min {:.1} us, p50 {:.1} us, p99 {:.1} us, max {:.1} us",
-        hist.min() as f64 / 1e3,
-        hist.value_at_quantile(0.5) as f64 / 1e3,
-        hist.value_at_quantile(0.99) as f64 / 1e3,
-        hist.max() as f64 / 1e3
+    let (min, p50, p99, max) = (
+        hist.min(),
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.max(),
     );
-    print_stats(ch)
+    if a.json {
+        return print_json(&json!({
+            "device": dev.path,
+            "slot": slot,
+            "burst": burst,
+            "kick": how,
+            "round_trips": a.count,
+            "rtt_ns": { "min": min, "p50": p50, "p99": p99, "max": max, "mean": hist.mean() },
+            "stats": dev.stats()?,
+        }));
+    }
+    let us = |ns: u64| ns as f64 / 1e3;
+    println!(
+        "{} round trips: min {:.1} us, p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+        a.count,
+        us(min),
+        us(p50),
+        us(p99),
+        us(max)
+    );
+    print_stats(dev)
 }
 
-fn timer(ch: &Channel, period: Duration, ticks: u64, slot: u32) -> Result<()> {
+fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32) -> Result<()> {
     let n = Notifier::new()?;
-    ch.attach(slot, &n)?;
-    ch.set_timer(slot, period, ticks).context("start timer")?;
+    dev.attach(slot, &n)?;
+    dev.set_timer(slot, period, ticks)?;
     let start = Instant::now();
     let mut total = 0;
     while ticks == 0 || total < ticks {
@@ -203,14 +294,14 @@ fn timer(ch: &Channel, period: Duration, ticks: u64, slot: u32) -> Result<()> {
             start.elapsed().as_secs_f64() * 1e3
         );
     }
-    print_stats(ch)
+    print_stats(dev)
 }
 
-fn signal(ch: &Channel, signo: i32, count: u32, slot: u32) -> Result<()> {
+fn signal(dev: &Dev, signo: i32, count: u32, slot: u32) -> Result<()> {
     let sfd = evnotify::catch_signal(signo).with_context(|| format!("catch signal {signo}"))?;
-    ch.set_signal(slot, signo).context("set signal")?;
-    ch.kick(slot, count)?;
-    ch.wait_idle(Duration::from_secs(10))?;
+    dev.set_signal(slot, signo)?;
+    dev.kick(slot, count)?;
+    dev.wait_idle(Duration::from_secs(10))?;
     let mut got = 0;
     while let Some(info) = sfd.try_read()? {
         got += 1;
@@ -220,23 +311,22 @@ fn signal(ch: &Channel, signo: i32, count: u32, slot: u32) -> Result<()> {
         }
     }
     println!("{count} kicks -> {got} signal(s) received");
-    print_stats(ch)
+    print_stats(dev)
 }
 
 fn watch(
-    ch: &Channel,
+    dev: &Dev,
     timer: Option<Duration>,
     kick_every: Option<Duration>,
     dur: Duration,
 ) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
     let (tn, kn, kick) = (Notifier::new()?, Notifier::new()?, Notifier::new()?);
-    ch.attach(0, &tn)?;
-    ch.attach(1, &kn)?;
-    ch.attach_kickfd(1, &kick)?;
+    dev.attach(0, &tn)?;
+    dev.attach(1, &kn)?;
+    dev.attach_kickfd(1, &kick)?;
     if let Some(p) = timer {
-        ch.set_timer(0, p, 0)?;
+        dev.set_timer(0, p, 0)?;
     }
     let start = Instant::now();
     let mut next_kick = kick_every.map(|d| start + d);
@@ -251,7 +341,7 @@ fn watch(
             PollFd::new(tn.as_fd(), PollFlags::POLLIN),
             PollFd::new(kn.as_fd(), PollFlags::POLLIN),
         ];
-        poll(&mut fds, PollTimeout::from(ms))?;
+        poll(&mut fds, PollTimeout::from(ms)).context("poll")?;
         let t = start.elapsed().as_secs_f64() * 1e3;
         for (name, n) in [("timer", &tn), ("kick ", &kn)] {
             let v = n.drain()?;
@@ -266,35 +356,147 @@ fn watch(
             }
         }
     }
-    ch.cancel_timer(0)?;
-    print_stats(ch)
+    dev.set_timer(0, Duration::ZERO, 0)?;
+    print_stats(dev)
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let ch = Channel::open_path(&cli.device).with_context(|| format!("open {}", cli.device))?;
+fn slot_text(s: &stat::Slot) -> String {
+    let timer = match &s.timer {
+        None => "none".to_owned(),
+        Some(t) if t.left == 0 => format!("every {} ns until cancelled", t.period_ns),
+        Some(t) => format!("every {} ns, {} left", t.period_ns, t.left),
+    };
+    format!(
+        "slot {}: notify {}, kickfd {}, pending {}, signal {}, timer {timer}",
+        s.slot, s.notify, s.kickfd, s.pending, s.signal
+    )
+}
+
+fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
+    // The links in /proc name the node as it was opened: compare canonical paths.
+    let path = Path::new(device);
+    let device = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let scan = stat::scan(Path::new("/proc"), &device)?;
+    for nc in &scan.not_channels {
+        eprintln!(
+            "evnotify: pid {} fd {} is linked to {} but is not a channel: {}",
+            nc.pid,
+            nc.fd,
+            device.display(),
+            nc.error
+        );
+    }
+    if as_json {
+        return print_json(&serde_json::to_value(&scan)?);
+    }
+    println!(
+        "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "PID",
+        "UID",
+        "COMM",
+        "FD",
+        "THREAD",
+        "NOTIFY",
+        "KICKFD",
+        "TIMER",
+        "SIGNAL",
+        "KICKS",
+        "TICKS",
+        "HANDLED",
+        "PENDING",
+        "DROPPED"
+    );
+    for e in &scan.channels {
+        let s = &e.info.stats;
+        println!(
+            "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
+            e.pid,
+            e.uid,
+            e.comm,
+            e.fd,
+            s.thread_pid,
+            s.attached,
+            s.kickfds,
+            s.timers,
+            s.signal_slots,
+            s.kicks,
+            s.timer_ticks,
+            s.handled,
+            s.pending,
+            s.dropped
+        );
+        if verbose {
+            println!("    {}", counters_text(s).replace('\n', "\n    "));
+            for slot in &e.info.slots {
+                println!("    {}", slot_text(slot));
+            }
+        }
+    }
+    let mut summary = format!(
+        "{} channel(s); {} process(es) scanned",
+        scan.channels.len(),
+        scan.processes
+    );
+    if scan.unreadable > 0 {
+        summary += &format!(
+            "; {} not readable (other users' processes: run as root to see them)",
+            scan.unreadable
+        );
+    }
+    if scan.vanished > 0 {
+        summary += &format!("; {} went away during the scan", scan.vanished);
+    }
+    println!("{summary}");
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Stat { json, verbose } => {
+            if cli.busypoll.is_some() {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--busypoll sets a channel's limit, and stat opens no channel",
+                    )
+                    .exit();
+            }
+            return stat(&cli.device, json, verbose);
+        }
+        Cmd::Manpage { dir } => return manpage::write(&dir),
+        _ => {}
+    }
+    let dev = Dev::open(&cli.device)?;
     if let Some(limit) = cli.busypoll {
-        ch.set_busypoll(limit).context("set busy-poll limit")?;
+        dev.set_busypoll(limit)?;
     }
     match cli.cmd {
-        Cmd::Info => info(&ch),
-        Cmd::Ping {
-            count,
-            slot,
-            burst,
-            kickfd,
-            quiet,
-        } => ping(&ch, count, slot, burst, kickfd, quiet),
+        Cmd::Info { json } => info(&dev, json),
+        Cmd::Ping(a) => ping(&dev, &a),
         Cmd::Timer {
             period,
             ticks,
             slot,
-        } => timer(&ch, period, ticks, slot),
-        Cmd::Signal { signo, count, slot } => signal(&ch, signo, count, slot),
+        } => timer(&dev, period, ticks, slot),
+        Cmd::Signal { signo, count, slot } => signal(&dev, signo, count, slot),
         Cmd::Watch {
             timer,
             kick_every,
             duration,
-        } => watch(&ch, timer, kick_every, duration),
+        } => watch(&dev, timer, kick_every, duration),
+        Cmd::Stat { .. } | Cmd::Manpage { .. } => unreachable!("handled above"),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("evnotify: {e:#}");
+            if let Some(hint) = e.downcast_ref::<DevError>().and_then(DevError::hint) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }

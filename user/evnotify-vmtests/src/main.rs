@@ -7,6 +7,7 @@
 
 mod async_notify;
 mod busypoll;
+mod cli;
 mod contract;
 mod errors;
 mod faults;
@@ -198,6 +199,7 @@ fn main() {
         errors::TESTS,
         hostile::TESTS,
         contract::TESTS,
+        cli::TESTS,
     ]
     .concat();
     let filter = std::env::args().nth(1).unwrap_or_default();

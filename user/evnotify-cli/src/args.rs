@@ -1,0 +1,356 @@
+//! The command line: every value is checked against the header's limits here, so a bad one is
+//! a usage error (exit status 2) naming the accepted range, before the device is opened.
+
+use clap::{builder::RangedU64ValueParser, Args, Parser, Subcommand};
+use evnotify::sys;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "evnotify",
+    version,
+    propagate_version = true,
+    about = "Inspect and exercise /dev/evnotify channels",
+    long_about = "Inspect and exercise /dev/evnotify channels.\n\n\
+        Each command except `stat` opens a channel of its own (a channel lives as long as its \
+        file), sets it up as asked and shows what flows through it. `stat` opens none: it \
+        lists the channels other processes have open.",
+    after_long_help = after_help()
+)]
+pub struct Cli {
+    /// The device node.
+    #[arg(long, global = true, default_value = evnotify::DEVICE)]
+    pub device: String,
+    /// Busy-poll limit of the channel's thread, 0..=1ms, e.g. 50us (0 turns polling off;
+    /// default: the module's busypoll_ns).
+    #[arg(long, value_parser = busypoll)]
+    pub busypoll: Option<Duration>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Sections after the options, for `--help` and the manual page: (heading, text).
+pub const SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXIT STATUS",
+        "0 on success, 1 when an operation fails, 2 for a usage error. A value out of range is \
+         a usage error: nothing is sent to the device then.",
+    ),
+    (
+        "ERRORS",
+        "Errors name the device and the operation, e.g. \
+         \"/dev/evnotify: ioctl EVNOTIFY_IOC_TIMER (slot 3): Invalid argument\", and add a hint \
+         where the cause is usually elsewhere: ENOENT on open (the module is not loaded: \
+         insmod rust_evnotify.ko, or modprobe rust_evnotify), EACCES (the device is root's, \
+         mode 0600: a udev rule can give it to a group), EMFILE (the module's max_channels and \
+         max_user_channels parameters, or the open-file limit), ENOTTY (not an evnotify \
+         device, or another API version).",
+    ),
+    (
+        "FILES",
+        "/dev/evnotify: the device. /proc/PID/fdinfo/FD: a channel's counters and slots, \
+         which stat reads. /sys/module/rust_evnotify/parameters: max_channels, \
+         max_user_channels, busypoll_ns.",
+    ),
+];
+
+fn after_help() -> String {
+    SECTIONS
+        .iter()
+        .map(|(heading, text)| format!("{heading}:\n  {text}"))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Print the API version, features, limits, and a channel's counters and fdinfo.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every channel open on the system, with its process, thread and counters (as ss
+    /// or lsof do, from /proc/*/fd and the fdinfo the module writes).
+    #[command(visible_alias = "list")]
+    Stat {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also print every counter and one line per slot in use.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Kick a slot, wait for its notification, and print round-trip times.
+    Ping(PingArgs),
+    /// Start a kernel timer on a slot and print its ticks as they arrive.
+    Timer {
+        /// Period, 1ms..=1day, e.g. 10ms.
+        #[arg(short, long, value_parser = period, default_value = "100ms")]
+        period: Duration,
+        /// Ticks to deliver (0: until interrupted).
+        #[arg(short = 'n', long, default_value_t = 10)]
+        ticks: u64,
+        /// Slot to use, 0..=63.
+        #[arg(short, long, default_value_t = 0, value_parser = slot())]
+        slot: u32,
+    },
+    /// Have a slot signal this process for each kick, and count the signals received.
+    Signal {
+        /// Signal: a number 1..=SIGRTMAX or a name (USR1, SIGIO, RTMIN+3), except SIGKILL and
+        /// SIGSTOP, which cannot be caught to count them, and the C library's own real-time
+        /// signals (32 and 33 with glibc). Default: SIGIO.
+        #[arg(long, default_value = "SIGIO", value_parser = signo, allow_negative_numbers = true)]
+        signo: i32,
+        /// Kicks to send, 1..=1048576.
+        #[arg(short = 'n', long, default_value_t = 5, value_parser = kick_count())]
+        count: u32,
+        /// Slot to use, 0..=63.
+        #[arg(short, long, default_value_t = 0, value_parser = slot())]
+        slot: u32,
+    },
+    /// Print notifications as they arrive, with timestamps: from a timer, from kicks, or both.
+    Watch {
+        /// Run a timer with this period (1ms..=1day) on slot 0.
+        #[arg(long, value_parser = period)]
+        timer: Option<Duration>,
+        /// Also kick slot 1 this often (more than 0), through a kick eventfd.
+        #[arg(long, value_parser = positive)]
+        kick_every: Option<Duration>,
+        /// How long to watch.
+        #[arg(short, long, value_parser = humantime::parse_duration, default_value = "1s")]
+        duration: Duration,
+    },
+    /// Write the manual pages (evnotify.1, one per command) into DIR.
+    #[command(hide = true)]
+    Manpage { dir: std::path::PathBuf },
+}
+
+#[derive(Args, Debug)]
+pub struct PingArgs {
+    /// Number of round trips, at least 1.
+    #[arg(short = 'n', long, default_value_t = 10, value_parser = RangedU64ValueParser::<u32>::new().range(1..=u64::from(u32::MAX)))]
+    pub count: u32,
+    /// Slot to use, 0..=63.
+    #[arg(short, long, default_value_t = 0, value_parser = slot())]
+    pub slot: u32,
+    /// Kicks per round trip (a burst), 1..=1048576; the wait collects all of them.
+    #[arg(short, long, default_value_t = 1, value_parser = kick_count())]
+    pub burst: u32,
+    /// Kick by writing to a kick eventfd instead of by ioctl.
+    #[arg(long)]
+    pub kickfd: bool,
+    /// Print only the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print one JSON object (the summary and the counters) instead of text.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+}
+
+fn slot() -> RangedU64ValueParser<u32> {
+    RangedU64ValueParser::new().range(0..u64::from(sys::NR_SLOTS))
+}
+
+fn kick_count() -> RangedU64ValueParser<u32> {
+    RangedU64ValueParser::new().range(1..=u64::from(sys::MAX_KICK))
+}
+
+/// Parses a duration (humantime: `20ms`, `1.5s`, `2h`) within `min..=max`.
+fn duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let range = format!(
+        "{}..={}",
+        humantime::format_duration(min),
+        humantime::format_duration(max)
+    );
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}: want a duration such as 20ms, in {range}"))?;
+    if d < min || d > max {
+        return Err(format!("{s} is not in {range}"));
+    }
+    Ok(d)
+}
+
+/// `EVNOTIFY_MIN_PERIOD_NS..=EVNOTIFY_MAX_PERIOD_NS`.
+pub fn period(s: &str) -> Result<Duration, String> {
+    duration_in(
+        s,
+        Duration::from_nanos(sys::MIN_PERIOD_NS),
+        Duration::from_nanos(sys::MAX_PERIOD_NS),
+    )
+}
+
+/// `0..=EVNOTIFY_MAX_BUSYPOLL_NS`.
+pub fn busypoll(s: &str) -> Result<Duration, String> {
+    duration_in(
+        s,
+        Duration::ZERO,
+        Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()),
+    )
+}
+
+/// Any duration above zero (a zero kick interval would spin).
+fn positive(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e}: want a duration above 0"))?;
+    if d.is_zero() {
+        return Err(format!("{s} is not above 0"));
+    }
+    Ok(d)
+}
+
+/// The kernel's first real-time signal; glibc keeps the ones below `SIGRTMIN()` for itself.
+const KERNEL_SIGRTMIN: i32 = 32;
+
+/// A signal the `signal` command can catch: the module takes 1..=_NSIG (SIGKILL and SIGSTOP
+/// included, for other users of the ioctl), but this process counts what arrives through a
+/// signalfd, which cannot take SIGKILL or SIGSTOP, nor the signals the C library keeps.
+pub fn signo(s: &str) -> Result<i32, String> {
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let reserved = KERNEL_SIGRTMIN..rtmin;
+    let accepted = format!(
+        "accepted: 1..={rtmax} or a name, except SIGKILL (9), SIGSTOP (19) and {}..={}",
+        reserved.start,
+        reserved.end - 1
+    );
+    let n = match s.parse::<i32>() {
+        Ok(n) => n,
+        Err(_) => {
+            let upper = s.to_ascii_uppercase();
+            let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+            // RTMIN, RTMIN+k, RTMAX, RTMAX-k, as kill(1) takes them.
+            let offset = |rest: &str, sign: char| match rest {
+                "" => Some(0),
+                r => r.strip_prefix(sign)?.parse::<i32>().ok(),
+            };
+            let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+                offset(rest, '+').map(|k| rtmin + k)
+            } else if let Some(rest) = name.strip_prefix("RTMAX") {
+                offset(rest, '-').map(|k| rtmax - k)
+            } else {
+                format!("SIG{name}")
+                    .parse::<nix::sys::signal::Signal>()
+                    .ok()
+                    .map(|sig| sig as i32)
+            };
+            n.ok_or_else(|| format!("unknown signal {s:?}; {accepted}"))?
+        }
+    };
+    if n == libc::SIGKILL || n == libc::SIGSTOP {
+        return Err(format!(
+            "{s} cannot be caught, so this command could not count it; {accepted}"
+        ));
+    }
+    if !(1..=rtmax).contains(&n) || reserved.contains(&n) {
+        return Err(format!(
+            "{s} is not a signal this command can catch; {accepted}"
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{error::ErrorKind, CommandFactory};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("evnotify").chain(args.iter().copied()))
+    }
+
+    /// `args` is rejected as an invalid value, with `range` in the message.
+    fn rejected(args: &[&str], range: &str) {
+        let e = parse(args).expect_err(&format!("{args:?} accepted"));
+        assert_eq!(e.kind(), ErrorKind::ValueValidation, "{args:?}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains(range), "{args:?}: {msg:?} lacks {range:?}");
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn period_range_is_the_headers() {
+        for bad in ["999us", "999999ns", "1day 1ns", "2days", "0s"] {
+            rejected(&["timer", "--period", bad], "1ms..=1day");
+            rejected(&["watch", "--timer", bad], "1ms..=1day");
+        }
+        rejected(&["timer", "--period", "soon"], "1ms..=1day");
+        for (good, ns) in [("1ms", sys::MIN_PERIOD_NS), ("24h", sys::MAX_PERIOD_NS)] {
+            match parse(&["timer", "--period", good]).unwrap().cmd {
+                Cmd::Timer { period, .. } => assert_eq!(period.as_nanos(), u128::from(ns)),
+                c => panic!("{c:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn busypoll_range_is_the_headers() {
+        rejected(&["--busypoll", "1001us", "info"], "0s..=1ms");
+        rejected(&["--busypoll", "1ms 1ns", "info"], "0s..=1ms");
+        for good in ["0", "1ms", "50us"] {
+            assert!(parse(&["--busypoll", good, "info"]).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn counts_and_slots_are_in_range() {
+        let max = sys::MAX_KICK.to_string();
+        let over = (sys::MAX_KICK + 1).to_string();
+        rejected(&["ping", "--burst", "0"], &format!("1..={max}"));
+        rejected(&["ping", "--burst", &over], &format!("1..={max}"));
+        rejected(&["signal", "-n", "0"], &format!("1..={max}"));
+        rejected(&["signal", "-n", &over], &format!("1..={max}"));
+        rejected(&["ping", "-n", "0"], "1..=4294967295");
+        for cmd in ["ping", "timer", "signal"] {
+            rejected(&[cmd, "--slot", "64"], "0..64");
+        }
+        assert!(parse(&["ping", "--burst", &max, "--slot", "63"]).is_ok());
+        assert!(parse(&["signal", "-n", &max, "--slot", "0"]).is_ok());
+    }
+
+    #[test]
+    fn signals_by_number_and_name() {
+        let max = libc::SIGRTMAX();
+        for (s, n) in [
+            ("10", libc::SIGUSR1),
+            ("usr1", libc::SIGUSR1),
+            ("SIGIO", libc::SIGIO),
+            ("RTMIN", libc::SIGRTMIN()),
+            ("SIGRTMIN+3", libc::SIGRTMIN() + 3),
+            ("rtmax-1", max - 1),
+            ("1", 1),
+            (&max.to_string(), max),
+        ] {
+            assert_eq!(signo(s), Ok(n), "{s}");
+        }
+        let accepted = format!("1..={max}");
+        for bad in [
+            "0",
+            "-1",
+            &(max + 1).to_string(),
+            "9",
+            "KILL",
+            "SIGSTOP",
+            "19",
+        ] {
+            rejected(&["signal", "--signo", bad], &accepted);
+        }
+        for reserved in KERNEL_SIGRTMIN..libc::SIGRTMIN() {
+            rejected(&["signal", "--signo", &reserved.to_string()], &accepted);
+        }
+        for bad in ["NOPE", "RTMIN-1", "RTMAX+1", "RTMIN+x", "RTMINé"] {
+            rejected(&["signal", "--signo", bad], "unknown signal");
+        }
+    }
+
+    #[test]
+    fn kick_interval_must_be_positive() {
+        rejected(&["watch", "--kick-every", "0s"], "0s is not above 0");
+        rejected(
+            &["watch", "--kick-every", "often"],
+            "want a duration above 0",
+        );
+    }
+}

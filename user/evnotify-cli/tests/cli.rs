@@ -1,0 +1,155 @@
+//! The `evnotify` binary on the host, where there is no device: usage errors come before any
+//! device access, device errors name the device, the operation and a hint, `stat --json` is
+//! JSON, and the install script installs the command with its manual pages.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+const EXE: &str = env!("CARGO_BIN_EXE_evnotify");
+const MISSING: &str = "/nonexistent/evnotify";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(EXE).args(args).output().expect("run evnotify")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_values_are_usage_errors_before_the_device_is_opened() {
+    for (args, range) in [
+        (&["timer", "--period", "999us"][..], "1ms..=1day"),
+        (&["timer", "--period", "25h"], "1ms..=1day"),
+        (&["watch", "--timer", "0s"], "1ms..=1day"),
+        (&["watch", "--kick-every", "0s"], "above 0"),
+        (&["--busypoll", "1001us", "info"], "0s..=1ms"),
+        (&["ping", "--slot", "64"], "0..64"),
+        (&["timer", "--slot", "64"], "0..64"),
+        (&["signal", "--slot", "64"], "0..64"),
+        (&["ping", "--burst", "0"], "1..=1048576"),
+        (&["ping", "--burst", "1048577"], "1..=1048576"),
+        (&["ping", "-n", "0"], "1..=4294967295"),
+        (&["signal", "-n", "1048577"], "1..=1048576"),
+        (&["signal", "--signo", "65"], "1..=64"),
+        (
+            &["signal", "--signo", "SIGKILL"],
+            "except SIGKILL (9), SIGSTOP (19)",
+        ),
+    ] {
+        let mut all = vec!["--device", MISSING];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid value"), "{args:?}: {err}");
+        assert!(err.contains(range), "{args:?}: {err:?} lacks {range:?}");
+        assert!(
+            !err.contains(MISSING) && !err.contains("hint:"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_device_says_to_load_the_module() {
+    let o = run(&["--device", MISSING, "ping"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "evnotify: {MISSING}: open: No such file or directory\n"
+        )),
+        "{err}"
+    );
+    if Path::new("/sys/module/rust_evnotify").exists() {
+        assert!(
+            err.contains("hint: the module rust_evnotify is loaded"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("hint: is the module loaded?"), "{err}");
+        assert!(err.contains("insmod rust_evnotify.ko"), "{err}");
+    }
+}
+
+#[test]
+fn a_device_that_is_not_evnotify_gives_enotty_and_its_hint() {
+    let o = run(&["--device", "/dev/null", "info"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(
+            "evnotify: /dev/null: ioctl EVNOTIFY_IOC_VERSION: Inappropriate ioctl for device\n"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("hint: /dev/null does not answer evnotify's ioctls"));
+    assert!(err.contains("API version"), "{err}");
+}
+
+#[test]
+fn stat_json_is_json_and_needs_no_device() {
+    // No module on the host: no channels, and no device needed to look.
+    let o = run(&["--device", MISSING, "stat", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stat --json");
+    assert!(v["channels"].as_array().is_some(), "{v}");
+    assert!(v["processes"].as_u64().unwrap() > 0, "{v}");
+    for key in ["unreadable", "vanished"] {
+        assert!(v[key].is_u64(), "{key}: {v}");
+    }
+    // The alias, the table and the summary line.
+    let o = run(&["list"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.starts_with("    PID    UID COMM"), "{out}");
+    assert!(out.contains(" process(es) scanned"), "{out}");
+}
+
+#[test]
+fn busypoll_with_stat_is_a_usage_error() {
+    let o = run(&["--busypoll", "0", "stat"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stat opens no channel"));
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("evnotify-cli-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn install_script_installs_the_command_and_its_manual_pages() {
+    let dest = temp_dir("install");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh");
+    let o = Command::new(script)
+        .env("EVNOTIFY_BIN", EXE)
+        .env("DESTDIR", &dest)
+        .env("PREFIX", "/usr")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bin = dest.join("usr/bin/evnotify");
+    let v = Command::new(&bin).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "evnotify 0.1.0");
+    let man = dest.join("usr/share/man/man1");
+    let page = std::fs::read_to_string(man.join("evnotify.1")).unwrap();
+    for cmd in ["info", "stat", "ping", "timer", "signal", "watch"] {
+        assert!(page.contains(&format!("evnotify\\-{cmd}(1)")), "{cmd}");
+        assert!(man.join(format!("evnotify-{cmd}.1")).is_file(), "{cmd}");
+    }
+    std::fs::remove_dir_all(&dest).unwrap();
+    // A failure stops it: a binary that cannot write the pages installs nothing.
+    let o =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh"))
+            .env("EVNOTIFY_BIN", "/bin/false")
+            .env("DESTDIR", &dest)
+            .output()
+            .unwrap();
+    assert!(!o.status.success());
+    assert!(!dest.exists(), "installed something after a failure");
+}

@@ -1,0 +1,275 @@
+//! The `evnotify` command against the real device: `stat` sees a channel this process holds,
+//! as root and (less) as another user; `--json` of `info`, `stat` and `ping` parses and holds
+//! the right numbers; the error hints that need the module loaded.
+
+use crate::{collect, hang, idle, Test};
+use anyhow::{bail, ensure, Context, Result};
+use evnotify::{sys, Channel, Notifier};
+use serde_json::Value;
+use std::{
+    fs::File,
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::process::CommandExt,
+    },
+    process::Command,
+    time::{Duration, Instant},
+};
+
+pub const TESTS: &[Test] = &[
+    (
+        "cli_stat_sees_a_channel_of_another_process",
+        cli_stat_sees_channel,
+    ),
+    ("cli_stat_as_a_user_shows_what_it_can", cli_stat_as_user),
+    ("cli_info_and_ping_json", cli_info_and_ping_json),
+    ("cli_error_hints_with_the_module_loaded", cli_error_hints),
+];
+
+/// An unprivileged uid, as in the hostile tests.
+const USER: u32 = 1000;
+
+/// How `evnotify` ran: its exit code, stdout and stderr.
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Run {
+    fn json(&self) -> Result<Value> {
+        ensure!(self.code == 0, "exit {}: {}", self.code, self.err);
+        serde_json::from_str(&self.out).with_context(|| format!("not JSON: {}", self.out))
+    }
+}
+
+/// Runs `evnotify ARGS` (from PATH), as `uid` if given and with at most `nofile` descriptors,
+/// and gives up after [`hang`]. Output goes through files, so a full pipe cannot stall it.
+fn evnotify(args: &[&str], uid: Option<u32>, nofile: Option<u64>) -> Result<Run> {
+    let dir = std::env::temp_dir();
+    let tag = format!("evnotify-cli.{}", std::process::id());
+    let (out_path, err_path) = (
+        dir.join(format!("{tag}.out")),
+        dir.join(format!("{tag}.err")),
+    );
+    let mut cmd = Command::new("evnotify");
+    cmd.args(args)
+        .stdout(File::create(&out_path)?)
+        .stderr(File::create(&err_path)?);
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    if let Some(n) = nofile {
+        // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().context("spawn evnotify")?;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if t.elapsed() > hang() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("evnotify {args:?} still running after {:?}", hang());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = std::fs::read_to_string(&out_path)?;
+    let err = std::fs::read_to_string(&err_path)?;
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    let Some(code) = status.code() else {
+        bail!("evnotify {args:?} died: {status}; stderr: {err}");
+    };
+    Ok(Run { code, out, err })
+}
+
+/// This process's channel in a `stat --json` listing, if it is there.
+fn find(v: &Value, fd: i32) -> Option<&Value> {
+    v["channels"]
+        .as_array()?
+        .iter()
+        .find(|c| c["pid"] == std::process::id() && c["fd"] == fd)
+}
+
+fn cli_stat_sees_channel() -> Result<()> {
+    let ch = Channel::open()?;
+    let (n, kick) = (Notifier::new()?, Notifier::new()?);
+    ch.attach(5, &n)?;
+    ch.attach_kickfd(6, &kick)?;
+    ch.kick(5, 3)?;
+    collect(&n, 3)?;
+    ch.kick(6, 2)?; // no eventfd on slot 6: dropped
+    let s = idle(&ch)?;
+    let fd = ch.as_fd().as_raw_fd();
+    let v = evnotify(&["stat", "--json"], None, None)?.json()?;
+    let c = find(&v, fd).with_context(|| format!("fd {fd} of this process not listed: {v}"))?;
+    let comm = std::fs::read_to_string("/proc/self/comm")?;
+    ensure!(c["comm"] == comm.trim_end(), "comm: {c}");
+    ensure!(c["uid"] == 0, "uid: {c}");
+    let st = &c["stats"];
+    for (key, want) in [
+        ("kicks", 5),
+        ("handled", 5),
+        ("notifies", 3),
+        ("dropped", 2),
+        ("pending", 0),
+        ("attached", 1),
+        ("kickfds", 1),
+        ("thread_pid", i64::from(s.thread_pid)),
+    ] {
+        ensure!(st[key] == want, "{key}: want {want}: {c}");
+    }
+    let slots: Vec<_> = c["slots"]
+        .as_array()
+        .context("slots")?
+        .iter()
+        .map(|s| (s["slot"].clone(), s["notify"].clone(), s["kickfd"].clone()))
+        .collect();
+    ensure!(
+        slots
+            == [
+                (5.into(), "attached".into(), "none".into()),
+                (6.into(), "none".into(), "attached".into())
+            ],
+        "slots: {c}"
+    );
+    // Only channels are listed: the stat process itself holds none.
+    for other in v["channels"].as_array().into_iter().flatten() {
+        ensure!(other["comm"] != "evnotify", "stat listed itself: {v}");
+    }
+    // The table has a row for it: pid, uid, comm, fd, thread.
+    let run = evnotify(&["stat"], None, None)?;
+    ensure!(run.code == 0, "stat: {}", run.err);
+    let want = [
+        std::process::id().to_string(),
+        "0".into(),
+        comm.trim_end().to_owned(),
+        fd.to_string(),
+        s.thread_pid.to_string(),
+    ];
+    ensure!(
+        run.out.lines().any(|l| l
+            .split_whitespace()
+            .take(5)
+            .eq(want.iter().map(String::as_str))),
+        "no row {want:?} in:\n{}",
+        run.out
+    );
+    Ok(())
+}
+
+fn cli_stat_as_user() -> Result<()> {
+    let ch = Channel::open()?;
+    let fd = ch.as_fd().as_raw_fd();
+    // Root holds the channel; another user can neither list root's descriptors nor fail.
+    let v = evnotify(&["stat", "--json"], Some(USER), None)?.json()?;
+    ensure!(find(&v, fd).is_none(), "uid {USER} saw root's channel: {v}");
+    ensure!(
+        v["unreadable"].as_u64() > Some(0),
+        "nothing counted unreadable: {v}"
+    );
+    ensure!(
+        v["processes"].as_u64() > Some(0),
+        "not even its own process: {v}"
+    );
+    let run = evnotify(&["stat"], Some(USER), None)?;
+    ensure!(
+        run.code == 0 && run.out.contains("not readable (other users' processes"),
+        "exit {}: {}{}",
+        run.code,
+        run.out,
+        run.err
+    );
+    // As root, the same channel is there: the test tells the two apart.
+    let v = evnotify(&["stat", "--json"], None, None)?.json()?;
+    ensure!(find(&v, fd).is_some(), "root did not see it either: {v}");
+    ensure!(v["unreadable"] == 0, "root could not read everything: {v}");
+    Ok(())
+}
+
+fn cli_info_and_ping_json() -> Result<()> {
+    let v = evnotify(&["info", "--json"], None, None)?.json()?;
+    ensure!(v["api_version"] == sys::API_VERSION, "{v}");
+    ensure!(v["cli_api_version"] == sys::API_VERSION, "{v}");
+    ensure!(v["nr_slots"] == sys::NR_SLOTS, "{v}");
+    let features = v["features"].as_u64().context("features")?;
+    ensure!(features & sys::F_BUSYPOLL != 0, "{v}");
+    ensure!(
+        v["feature_names"].as_array().map(Vec::len) == Some(7),
+        "{v}"
+    );
+    ensure!(v["limits"]["max_kick"] == sys::MAX_KICK, "{v}");
+    ensure!(
+        v["stats"]["kicks"] == 0 && v["stats"]["thread_pid"] == 0,
+        "{v}"
+    );
+    ensure!(v["slots"].as_array().is_some_and(Vec::is_empty), "{v}");
+    let v = evnotify(
+        &["ping", "-n", "3", "--burst", "2", "--slot", "9", "--json"],
+        None,
+        None,
+    )?
+    .json()?;
+    ensure!(
+        v["round_trips"] == 3 && v["burst"] == 2 && v["slot"] == 9,
+        "{v}"
+    );
+    ensure!(v["kick"] == "ioctl", "{v}");
+    let st = &v["stats"];
+    ensure!(
+        st["kicks"] == 6 && st["notifies"] == 6 && st["fd_kicks"] == 0,
+        "{v}"
+    );
+    let rtt = |q: &str| v["rtt_ns"][q].as_u64().unwrap_or(0);
+    ensure!(
+        0 < rtt("min") && rtt("min") <= rtt("p50") && rtt("p50") <= rtt("max"),
+        "{v}"
+    );
+    let v = evnotify(&["ping", "-n", "4", "--kickfd", "--json"], None, None)?.json()?;
+    ensure!(v["kick"] == "kickfd" && v["stats"]["fd_kicks"] == 4, "{v}");
+    ensure!(v["stats"]["notifies"] == 4, "{v}");
+    Ok(())
+}
+
+fn cli_error_hints() -> Result<()> {
+    let check = |run: Run, first: &str, hint: &str| -> Result<()> {
+        ensure!(run.code == 1, "exit {}: {}", run.code, run.err);
+        ensure!(
+            run.err.starts_with(first) && run.err.contains(hint),
+            "want {first:?} and {hint:?}: {}",
+            run.err
+        );
+        Ok(())
+    };
+    check(
+        evnotify(&["--device", "/dev/nonexistent", "info"], None, None)?,
+        "evnotify: /dev/nonexistent: open: No such file or directory\n",
+        "hint: the module rust_evnotify is loaded, but there is no /dev/nonexistent",
+    )?;
+    check(
+        evnotify(&["ping"], Some(USER), None)?,
+        "evnotify: /dev/evnotify: open: Permission denied\n",
+        "MODE=\"0660\"",
+    )?;
+    // Descriptors 0, 1 and 2 are all a process may have: the channel would be the fourth.
+    check(
+        evnotify(&["info"], None, Some(3))?,
+        "evnotify: /dev/evnotify: open: Too many open files\n",
+        "max_user_channels",
+    )?;
+    Ok(())
+}
