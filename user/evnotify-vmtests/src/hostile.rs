@@ -432,7 +432,17 @@ fn feedback_loop_two_channels_bounded() -> Result<()> {
     b.attach(0, &e2)?;
     b.attach_kickfd(0, &e1)?;
     a.kick(0, 1000)?;
-    std::thread::sleep(Duration::from_millis(100));
+    // Measure the loop, not the burst: wait until A has delivered it (a slow host may take
+    // longer than any fixed pause).
+    let start = Instant::now();
+    while a.stats()?.handled < 1000 {
+        ensure!(
+            start.elapsed() < hang(),
+            "A never delivered its burst: {:?}",
+            a.stats()?
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let (t0, a0, b0) = (Instant::now(), a.stats()?, b.stats()?);
     std::thread::sleep(Duration::from_millis(500));
     let (a1, b1, span) = (a.stats()?, b.stats()?, t0.elapsed());
