@@ -10,8 +10,9 @@ use nix::{
     poll::{ppoll, PollFd, PollFlags},
     sys::{
         time::TimeSpec,
-        timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
+        timerfd::{ClockId as TimerClock, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
     },
+    time::{clock_gettime, ClockId},
     unistd::read,
 };
 use std::{
@@ -40,15 +41,17 @@ pub struct Lateness {
     pub hist: Histogram<u64>,
     /// Ticks delivered before their ideal time (recorded as 0 late); none are expected.
     pub early: u64,
-    /// The longest the arming call took: the ideal times are taken from just before it, so
-    /// each figure may overstate the lateness by up to this much.
+    /// For a ticker that cannot be started at a given time (the module's), the longest its
+    /// arming call took: the ideal times are taken from just before it, so each figure may
+    /// overstate the lateness by up to this much. 0 for one started at an exact time.
     pub start_uncertainty_ns: u64,
 }
 
 /// Something that ticks: a channel's slot 0 or a timerfd.
 trait Ticker {
-    /// Starts `ticks` ticks, one every `period`.
-    fn start(&self, period: Duration, ticks: u64) -> Result<()>;
+    /// Starts `ticks` ticks, one every `period`, from `now` (CLOCK_MONOTONIC, just taken):
+    /// exactly from then if it returns true, from some time during the call if false.
+    fn start(&self, now: Duration, period: Duration, ticks: u64) -> Result<bool>;
     fn stop(&self) -> Result<()>;
     /// Whether it stops by itself after `ticks` ticks (so that more would be a miscount).
     fn limited(&self) -> bool;
@@ -59,8 +62,9 @@ trait Ticker {
 struct Module(Channel, Notifier);
 
 impl Ticker for Module {
-    fn start(&self, period: Duration, ticks: u64) -> Result<()> {
-        Ok(self.0.set_timer(0, period, ticks)?)
+    fn start(&self, _now: Duration, period: Duration, ticks: u64) -> Result<bool> {
+        self.0.set_timer(0, period, ticks)?;
+        Ok(false)
     }
     fn stop(&self) -> Result<()> {
         Ok(self.0.cancel_timer(0)?)
@@ -74,9 +78,13 @@ impl Ticker for Module {
 }
 
 impl Ticker for TimerFd {
-    fn start(&self, period: Duration, _ticks: u64) -> Result<()> {
+    fn start(&self, now: Duration, period: Duration, _ticks: u64) -> Result<bool> {
+        // The first expiry at an absolute time: no uncertainty about the start.
+        let first = TimeSpec::from_duration(now + period);
         let p = TimeSpec::from_duration(period);
-        Ok(self.set(Expiration::Interval(p), TimerSetTimeFlags::empty())?)
+        let e = Expiration::IntervalDelayed(first, p);
+        self.set(e, TimerSetTimeFlags::TFD_TIMER_ABSTIME)?;
+        Ok(true)
     }
     fn stop(&self) -> Result<()> {
         Ok(self.unset()?)
@@ -112,22 +120,28 @@ fn read_ticks(fd: BorrowedFd<'_>, deadline: Instant) -> Result<u64> {
     }
 }
 
+/// CLOCK_MONOTONIC, which timerfd's absolute times use.
+fn mono() -> Result<Duration> {
+    Ok(clock_gettime(ClockId::CLOCK_MONOTONIC)?.into())
+}
+
 /// Runs `ticks` ticks of `t` and records each one's lateness in `l`.
 fn measure(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Result<()> {
-    let start = Instant::now();
-    t.start(period, ticks)?;
-    let armed = start.elapsed().as_nanos() as u64;
-    l.start_uncertainty_ns = l.start_uncertainty_ns.max(armed);
+    let start = mono()?;
+    if !t.start(start, period, ticks)? {
+        let armed = mono()?.saturating_sub(start).as_nanos() as u64;
+        l.start_uncertainty_ns = l.start_uncertainty_ns.max(armed);
+    }
     // Generous: a run is broken only if ticks stop coming altogether.
-    let deadline = start + period * (4 * ticks as u32) + Duration::from_secs(10);
+    let deadline = Instant::now() + period * (4 * ticks as u32) + Duration::from_secs(10);
     let mut k = 0;
     while k < ticks {
         let n = read_ticks(t.fd(), deadline)?;
-        let now = Instant::now();
+        let now = mono()?;
         // A read of n > 1 ticks: all but the first are later than this read shows for them.
         for j in k + 1..=(k + n).min(ticks) {
             let ideal = start + period * j as u32;
-            match now.checked_duration_since(ideal) {
+            match now.checked_sub(ideal) {
                 Some(late) => l.hist.record(late.as_nanos() as u64)?,
                 None => {
                     l.early += 1;
@@ -171,7 +185,7 @@ pub fn lateness(cpu: usize) -> Result<Vec<Lateness>> {
     ch.pin_thread(cpu)?;
     let module = Module(ch, n);
     let tfd = TimerFd::new(
-        ClockId::CLOCK_MONOTONIC,
+        TimerClock::CLOCK_MONOTONIC,
         TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
     )?;
     let sources: [(&str, &(dyn Ticker + Sync)); 2] = [("evnotify", &module), ("timerfd", &tfd)];
@@ -227,7 +241,7 @@ mod tests {
     #[test]
     fn timerfd_ticks_are_each_counted_and_none_early() {
         let tfd = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
+            TimerClock::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )
         .unwrap();
@@ -237,15 +251,17 @@ mod tests {
         measure(&tfd, Duration::from_millis(1), 30, &mut l).unwrap();
         assert_eq!(l.hist.len(), 60);
         assert_eq!(l.early, 0);
-        assert!(l.start_uncertainty_ns > 0);
+        // Started at an exact time.
+        assert_eq!(l.start_uncertainty_ns, 0);
     }
 
     /// Delivers all its ticks, and `extra` more, at once when started.
     struct Burst(Notifier, u64);
 
     impl Ticker for Burst {
-        fn start(&self, _period: Duration, ticks: u64) -> Result<()> {
-            Ok(self.0.post(ticks + self.1)?)
+        fn start(&self, _now: Duration, _period: Duration, ticks: u64) -> Result<bool> {
+            self.0.post(ticks + self.1)?;
+            Ok(false)
         }
         fn stop(&self) -> Result<()> {
             Ok(())
