@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make bench: one VM boot runs every measurement side by side; the results go to
+# make bench: one VM boot runs every measurement side by side (the module, user-space peers,
+# io_uring, timerfd); the results go to
 # bench/results.json, the chart to bench/chart.png, and a table to stdout.
 # It reports and never fails on a slow run (only on a broken one).
 set -euo pipefail
@@ -17,22 +18,42 @@ python3 - "$repo/bench/results.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 us = lambda ns: f"{ns/1e3:.1f}"
-print(f"\nRound trip, µs ({r['vm']['accel'].upper()} VM, {r['vm']['cpus']} CPUs, {r['vm']['iters']} round trips each)\n")
-print("| path | pinning | p50 | p90 | p99 | p99.9 | max | thread CPU |")
+ms = lambda ns: f"{ns/1e6:.2f}"
+pct = lambda x: f"{x:.0%}"
+# Like for like: the polling paths, the sleeping ones, then io_uring's inline NOP (no second task).
+order = ["evnotify_ioctl", "evnotify_kickfd", "spin_responder", "io_uring_sqpoll",
+         "evnotify_ioctl_nopoll", "evnotify_kickfd_nopoll", "eventfd_threads", "pipe_threads",
+         "io_uring_iowq", "io_uring"]
+print(f"\nRound trip, µs ({r['vm']['accel'].upper()} VM, {r['vm']['cpus']} CPUs, {r['vm']['iters']} round trips each; "
+      f"busy-poll limit {r['limits']['busypoll_ns']/1e3:.0f} µs, SQ thread idle {r['limits']['sq_thread_idle_ms']} ms)\n")
+print("| path | pinning | p50 | p90 | p99 | p99.9 | max | responder CPU |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for pin in ("same_cpu", "cross_cpu"):
-    for path, h in r["rtt_ns_by_pinning"][pin].items():
-        cpu = f"{h['thread_cpu_share']:.0%}" if "thread_cpu_share" in h else "-"
+    rows = r["rtt_ns_by_pinning"][pin]
+    for path in order + sorted(set(rows) - set(order)):
+        h = rows[path]
+        cpu = pct(h["thread_cpu_share"]) if "thread_cpu_share" in h else "-"
         print(f"| {path} | {pin.replace('_', ' ')} | {us(h['p50'])} | {us(h['p90'])} | {us(h['p99'])} | {us(h['p999'])} | {us(h['max'])} | {cpu} |")
 print("\n| p50 ratio | same CPU | different CPUs |\n| --- | ---: | ---: |")
-for k in ("ioctl_vs_eventfd", "kickfd_vs_eventfd", "ioctl_nopoll_vs_eventfd", "kickfd_nopoll_vs_eventfd"):
+for k in r["ratio"]["cross_cpu"]:
     print(f"| {k} | {r['ratio']['same_cpu'][k]:.2f} | {r['ratio']['cross_cpu'][k]:.2f} |")
+print("\nBusy-poll limit sweep (ioctl round trip, different CPUs)\n")
+print("| limit µs | p50 µs | p99 µs | thread CPU | kicks caught by a spin |\n| ---: | ---: | ---: | ---: | ---: |")
+for row in r["busypoll_sweep"]:
+    print(f"| {row['limit_ns']/1e3:.0f} | {us(row['p50_ns'])} | {us(row['p99_ns'])} | {pct(row['thread_cpu_share'])} | {pct(row['polled_share'])} |")
+print("\nTimer lateness per tick, ms (against start + k·period)\n")
+print("| timer | period | p50 | p90 | p99 | max | ticks | start ± |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for period in ("1ms", "10ms"):
+    for src, l in r["timer_lateness_ns"].items():
+        l = l[period]
+        print(f"| {src} | {period} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} | {ms(l['max'])} | {l['ticks']} | {ms(l['start_uncertainty_ns'])} |")
 t = r["throughput"]
 print(f"\nThroughput: {t['kicks_per_s']:.0f} kicks/s absorbed ({t['kicks_per_wakeup']:.1f} kicks per thread wake-up); "
+      f"io_uring {t['io_uring_nops_per_s']:.0f} NOPs/s (one io_uring_enter each), {t['io_uring_sqpoll_nops_per_s']:.0f} NOPs/s with SQPOLL; "
       f"{t['notifications_read_per_s']:.0f} notifications/s read ({t['notifications_per_read']:.1f} per read); "
-      f"{t['timer_ticks_per_s']:.0f} timer ticks/s at the 1 ms minimum period")
+      f"{t['timer_ticks_per_s']:.0f} timer ticks/s at the {t['timer_min_period_ns']/1e6:g} ms minimum period")
 print("\n| channels | p50 µs | p99 µs |\n| ---: | ---: | ---: |")
 for row in r["scaling"]:
     print(f"| {row['channels']} | {us(row['rtt_p50_ns'])} | {us(row['rtt_p99_ns'])} |")
-print(f"\nMemory: {r['bytes_per_channel']} bytes per open channel (MemFree delta over 1024 channels)")
+print(f"\nMemory: {r['bytes_per_channel']} bytes per open channel (MemFree delta over 1024 channels, each with its thread started)")
 PY

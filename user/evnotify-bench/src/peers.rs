@@ -1,0 +1,211 @@
+//! What a user would pick instead of the module: io_uring (NOPs answered by an SQPOLL thread,
+//! inline in `io_uring_enter`, or by an io-wq worker, each completion signalled on a registered
+//! CQ eventfd) and a user-space responder that busy-polls an eventfd.
+
+use anyhow::{bail, ensure, Context, Result};
+use evnotify::Notifier;
+use io_uring::{opcode, squeue, IoUring};
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Who answers a NOP.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The ring's SQ thread picks the NOP up with no syscall (`IORING_SETUP_SQPOLL`).
+    SqPoll,
+    /// The submitting thread itself, inline in `io_uring_enter`.
+    Enter,
+    /// An io-wq worker thread (`IOSQE_ASYNC`), which sleeps between requests.
+    Iowq,
+}
+
+/// A ring that answers NOPs, with its CQ eventfd registered (`IORING_REGISTER_EVENTFD`).
+pub struct NopRing {
+    ring: IoUring,
+    done: Notifier,
+    mode: Mode,
+}
+
+/// `sq_thread_idle` for a spin limit: the kernel takes whole milliseconds (0 would mean one
+/// second) and rounds them up to scheduler ticks, so the SQ thread spins at least as long.
+pub fn sq_idle_ms(limit: Duration) -> u32 {
+    limit.as_micros().div_ceil(1000).max(1) as u32
+}
+
+impl NopRing {
+    /// A ring whose SQ thread (`SqPoll`) or io-wq workers (`Iowq`) run on `cpu` (anywhere if
+    /// `None`); the SQ thread spins `idle` before it sleeps.
+    pub fn new(mode: Mode, cpu: Option<usize>, idle: Duration) -> Result<Self> {
+        let mut b = IoUring::builder();
+        if mode == Mode::SqPoll {
+            b.setup_sqpoll(sq_idle_ms(idle));
+            if let Some(cpu) = cpu {
+                b.setup_sqpoll_cpu(cpu as u32);
+            }
+        }
+        let ring = b.build(64).context("io_uring_setup")?;
+        let done = Notifier::new()?;
+        ring.submitter()
+            .register_eventfd(done.as_fd().as_raw_fd())
+            .context("IORING_REGISTER_EVENTFD")?;
+        if let (Mode::Iowq, Some(cpu)) = (mode, cpu) {
+            // SAFETY: CPU_ZERO/CPU_SET only write into the set; `cpu` is below CPU_SETSIZE.
+            let set = unsafe {
+                let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+                libc::CPU_ZERO(&mut set);
+                libc::CPU_SET(cpu, &mut set);
+                set
+            };
+            ring.submitter()
+                .register_iowq_aff(&set)
+                .context("IORING_REGISTER_IOWQ_AFF")?;
+        }
+        Ok(Self { ring, done, mode })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Queues one NOP and submits it (with no syscall while the SQ thread is awake).
+    fn submit_nop(&mut self) -> Result<()> {
+        let flags = match self.mode {
+            Mode::Iowq => squeue::Flags::ASYNC,
+            _ => squeue::Flags::empty(),
+        };
+        let nop = opcode::Nop::new().build().flags(flags);
+        // SAFETY: A NOP refers to no buffer.
+        unsafe { self.ring.submission().push(&nop) }?;
+        self.ring.submit().context("io_uring_enter")?;
+        Ok(())
+    }
+
+    /// Takes the completions there are; fails on a NOP that did not succeed.
+    fn reap(&mut self) -> Result<u64> {
+        let mut n = 0;
+        for cqe in self.ring.completion() {
+            ensure!(cqe.result() == 0, "NOP failed: {}", cqe.result());
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// One round trip: submit a NOP, block on the CQ eventfd, reap the completion.
+    pub fn round_trip(&mut self) -> Result<()> {
+        self.submit_nop()?;
+        ensure!(self.done.wait()? == 1, "coalesced CQ eventfd signal");
+        ensure!(self.reap()? == 1, "one CQE per NOP");
+        Ok(())
+    }
+
+    /// Waits (up to a second) until the SQ thread has gone to sleep, so that it does not spin
+    /// into whatever is measured next. Returns at once for a ring without one.
+    pub fn settle(&mut self) {
+        let t = Instant::now();
+        while self.mode == Mode::SqPoll
+            && !self.ring.submission().need_wakeup()
+            && t.elapsed() < Duration::from_secs(1)
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// NOPs completed per second for `dur`, each submitted on its own (one `io_uring_enter`
+    /// each without SQPOLL, as each kick is one ioctl), completions reaped as they come.
+    pub fn nops_per_s(&mut self, dur: Duration) -> Result<f64> {
+        let (mut sent, mut done) = (0u64, 0u64);
+        let t = Instant::now();
+        while t.elapsed() < dur {
+            if self.ring.submission().is_full() {
+                // The SQ thread is behind: let it catch up (or wake it).
+                self.ring.submit()?;
+            } else {
+                self.submit_nop()?;
+                sent += 1;
+            }
+            done += self.reap()?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done < sent {
+            ensure!(
+                Instant::now() < deadline,
+                "{} NOPs never completed",
+                sent - done
+            );
+            self.ring.submit()?;
+            done += self.reap()?;
+            thread::yield_now();
+        }
+        Ok(done as f64 / t.elapsed().as_secs_f64())
+    }
+}
+
+/// Receives one message on `n` (a non-blocking eventfd), spinning on `read(2)` for up to
+/// `limit` before it blocks, as the channel thread spins before it sleeps.
+pub fn spin_recv(n: &Notifier, limit: Duration) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        match n.drain()? {
+            0 if t.elapsed() < limit => std::hint::spin_loop(),
+            0 => break,
+            1 => return Ok(()),
+            _ => bail!("coalesced"),
+        }
+    }
+    ensure!(n.wait()? == 1, "coalesced");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ring_answers_round_trips_and_counts_nops() {
+        // One test, so that no other SQ thread is running meanwhile (the SQPOLL ring last: its
+        // thread outlives it briefly).
+        for mode in [Mode::Enter, Mode::Iowq, Mode::SqPoll] {
+            let mut r = NopRing::new(mode, Some(0), Duration::from_micros(200)).unwrap();
+            for _ in 0..100 {
+                r.round_trip().unwrap();
+            }
+            // The tasks whose CPU time the benchmark reads.
+            let sqp = crate::tasks_named("iou-sqp-").unwrap().len();
+            assert_eq!(sqp, usize::from(mode == Mode::SqPoll));
+            if mode == Mode::Iowq {
+                assert!(!crate::tasks_named("iou-wrk-").unwrap().is_empty());
+            }
+            r.settle();
+            if mode == Mode::SqPoll {
+                assert!(r.ring.submission().need_wakeup(), "SQ thread still awake");
+            }
+            // Every NOP sent is reaped, none left over.
+            assert!(r.nops_per_s(Duration::from_millis(20)).unwrap() > 0.0);
+            assert_eq!(r.reap().unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn spin_recv_takes_one_message_spinning_or_blocked() {
+        let n = Notifier::new().unwrap();
+        n.post(1).unwrap();
+        spin_recv(&n, Duration::from_millis(1)).unwrap();
+        // Nothing comes within the spin: it blocks until the message does.
+        thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(20));
+                n.post(1).unwrap();
+            });
+            spin_recv(&n, Duration::from_micros(50)).unwrap();
+        });
+        assert_eq!(n.drain().unwrap(), 0);
+        // Two messages in one read are a miscount, spinning or not.
+        n.post(2).unwrap();
+        assert!(spin_recv(&n, Duration::from_millis(1)).is_err());
+        n.post(2).unwrap();
+        assert!(spin_recv(&n, Duration::ZERO).is_err());
+    }
+}
