@@ -48,6 +48,29 @@ for f in "$here"/testdata/ktap-no-plan.log "$here"/testdata/ktap-short.log \
 done
 ( passed=3 failed=0; exit_status "a runner" 1 >/dev/null; [ "$failed" -gt 0 ] )
 result "a non-zero exit with no failed test line fails the run" $?
+
+# setup.sh, on hosts unlike this one (its functions, sourced; fake commands first in PATH).
+for d in classic deb822 empty; do
+	(EVNOTIFY_APT_ROOT=$here/testdata/apt-$d; . "$here/setup.sh" && apt_source sid) >"$out/apt-$d.txt" 2>&1
+	diff -u "$here/testdata/apt-$d.expected" "$out/apt-$d.txt" >>"$out/setup-self.log"
+	result "setup.sh finds the Debian mirror and keyring in an apt dir: $d" $?
+done
+fake=$repo/build/fakebin
+rm -rf "$fake" && mkdir -p "$fake"
+printf '#!/bin/sh\nexit 1\n' >"$fake/dpkg-query"
+printf '#!/bin/sh\necho 1000\n' >"$fake/id"
+printf '#!/bin/sh\ntouch "%s/apt-get-ran"\n' "$fake" >"$fake/apt-get"
+chmod +x "$fake"/*
+# A PATH of its own, so that the host has no cargo either.
+for t in bash dirname mkdir grep; do ln -s "$(command -v $t)" "$fake/"; done
+EVNOTIFY_CACHE=$fake/cache PATH=$fake "$here/setup.sh" >"$out/setup-nonroot.log" 2>&1
+result "setup.sh, not root, packages and cargo missing: exits, naming them (and cargo-web) and the apt-get line" \
+	$([ $? != 0 ] && [ ! -e "$fake/apt-get-ran" ] && grep -q 'apt-get install .*busybox-static.*cargo-web' "$out/setup-nonroot.log"; echo $?)
+"$here/setup.sh" 2>"$out/setup-again.log" | grep -qx "$kdir" && [ ! -s "$out/setup-again.log" ]
+result "setup.sh run again: the same KDIR, nothing installed or built" $?
+result "the cached kernel records the toolchain that built it" \
+	$(. "$here/setup.sh" && toolchain | cmp -s - "$kdir/.built"; echo $?)
+
 EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' </dev/null >"$out/vm-self.log" 2>&1
 result "vm.sh returns the guest command's status (3)" $([ $? = 3 ]; echo $?)
 EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' </dev/null >>"$out/vm-self.log" 2>&1
