@@ -71,6 +71,22 @@ result "setup.sh run again: the same KDIR, nothing installed or built" $?
 result "the cached kernel records the toolchain that built it" \
 	$(. "$here/setup.sh" && toolchain | cmp -s - "$kdir/.built"; echo $?)
 
+# The Makefile, with no kernel anywhere (in a scratch copy: clean removes build/).
+mk=$repo/build/make-self
+rm -rf "$mk" && mkdir -p "$mk/build" "$mk/user/target"
+cp "$repo/Makefile" "$mk/"
+touch "$mk/rust_evnotify.ko" "$mk/rust_evnotify.o" "$mk/.rust_evnotify.o.cmd" "$mk/README.md"
+make -s -C "$mk" help >"$out/make-help.log" 2>&1
+targets=$(sed -n 's/^\([a-z_-]*\):.*/\1/p' "$repo/Makefile")
+result "make help lists every target with its line ($(echo $targets))" \
+	$(for t in $targets; do grep -qE "^  $t +[^ ]" "$out/make-help.log" || { echo 1; exit; }; done; echo 0)
+make -C "$mk" clean KDIR=/nonexistent >"$out/make-clean.log" 2>&1 &&
+	[ ! -e "$mk/rust_evnotify.ko" ] && [ ! -e "$mk/.rust_evnotify.o.cmd" ] && [ ! -e "$mk/build" ] &&
+	[ -e "$mk/user/target" ] && [ -e "$mk/README.md" ]
+result "make clean works with KDIR pointing nowhere and removes only build products" $?
+make -C "$mk" distclean KDIR=/nonexistent >>"$out/make-clean.log" 2>&1 && [ ! -e "$mk/user/target" ]
+result "make distclean also removes user/target" $?
+
 EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' </dev/null >"$out/vm-self.log" 2>&1
 result "vm.sh returns the guest command's status (3)" $([ $? = 3 ]; echo $?)
 EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' </dev/null >>"$out/vm-self.log" 2>&1
