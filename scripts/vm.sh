@@ -38,7 +38,7 @@ bad_usage() {
 	exit "$VM_USAGE"
 }
 
-kvm=0 demo=0 shell=0 timeout= adds=()
+kvm=0 demo=0 shell=0 timeout='' adds=()
 while (($#)); do
 	case "$1" in
 	--kvm) kvm=1; shift ;;
