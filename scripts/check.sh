@@ -63,16 +63,75 @@ result "KUnit counter fails a failed case" $?
 result "KUnit counter fails a suite that never reported, counts the rest" $?
 ( passed=3 failed=0; exit_status "a runner" 1 >/dev/null; [ "$failed" -gt 0 ] )
 result "a non-zero exit with no failed test line fails the run" $?
-EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'exit 3' </dev/null >"$out/vm-self.log" 2>&1
-result "vm.sh returns the guest command's status (3)" $([ $? = 3 ]; echo $?)
-EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" -- sh -c 'echo c; reboot -f' </dev/null >>"$out/vm-self.log" 2>&1
-result "vm.sh fails when the guest never reports" $([ $? != 0 ]; echo $?)
+
+# setup.sh, on hosts unlike this one (its functions, sourced; fake commands first in PATH).
+for d in classic deb822 empty; do
+	(EVNOTIFY_APT_ROOT=$here/testdata/apt-$d; . "$here/setup.sh" && apt_source sid) >"$out/apt-$d.txt" 2>&1
+	diff -u "$here/testdata/apt-$d.expected" "$out/apt-$d.txt" >>"$out/setup-self.log"
+	result "setup.sh finds the Debian mirror and keyring in an apt dir: $d" $?
+done
+fake=$repo/build/fakebin
+rm -rf "$fake" && mkdir -p "$fake"
+printf '#!/bin/sh\nexit 1\n' >"$fake/dpkg-query"
+printf '#!/bin/sh\necho 1000\n' >"$fake/id"
+printf '#!/bin/sh\ntouch "%s/apt-get-ran"\n' "$fake" >"$fake/apt-get"
+chmod +x "$fake"/*
+# A PATH of its own, so that the host has no cargo either.
+for t in bash dirname mkdir grep; do ln -s "$(command -v $t)" "$fake/"; done
+EVNOTIFY_CACHE=$fake/cache PATH=$fake "$here/setup.sh" >"$out/setup-nonroot.log" 2>&1
+result "setup.sh, not root, packages and cargo missing: exits, naming them (and cargo-web) and the apt-get line" \
+	$([ $? != 0 ] && [ ! -e "$fake/apt-get-ran" ] && grep -q 'apt-get install .*busybox-static.*cargo-web' "$out/setup-nonroot.log"; echo $?)
+"$here/setup.sh" 2>"$out/setup-again.log" | grep -qx "$kdir" && [ ! -s "$out/setup-again.log" ]
+result "setup.sh run again: the same KDIR, nothing installed or built" $?
+result "the cached kernel records the toolchain that built it" \
+	$(. "$here/setup.sh" && toolchain | cmp -s - "$kdir/.built"; echo $?)
+
+# The Makefile, with no kernel anywhere (in a scratch copy: clean removes build/).
+mk=$repo/build/make-self
+rm -rf "$mk" && mkdir -p "$mk/build" "$mk/user/target"
+cp "$repo/Makefile" "$mk/"
+touch "$mk/rust_evnotify.ko" "$mk/rust_evnotify.o" "$mk/.rust_evnotify.o.cmd" "$mk/README.md"
+make -s -C "$mk" help >"$out/make-help.log" 2>&1
+targets=$(sed -n 's/^\([a-z_-]*\):.*/\1/p' "$repo/Makefile")
+result "make help lists every target with its line ($(echo $targets))" \
+	$(for t in $targets; do grep -qE "^  $t +[^ ]" "$out/make-help.log" || { echo 1; exit; }; done; echo 0)
+make -C "$mk" clean KDIR=/nonexistent >"$out/make-clean.log" 2>&1 &&
+	[ ! -e "$mk/rust_evnotify.ko" ] && [ ! -e "$mk/.rust_evnotify.o.cmd" ] && [ ! -e "$mk/build" ] &&
+	[ -e "$mk/user/target" ] && [ -e "$mk/README.md" ]
+result "make clean works with KDIR pointing nowhere and removes only build products" $?
+make -C "$mk" distclean KDIR=/nonexistent >>"$out/make-clean.log" 2>&1 && [ ! -e "$mk/user/target" ]
+result "make distclean also removes user/target" $?
+
+# vm.sh: its usage, and its own exit codes, which no guest status can take.
+rm -rf "$repo/build/vm-none"
+EVNOTIFY_OUT=$repo/build/vm-none "$here/vm.sh" --no-such-option -- true >"$out/vm-usage.log" 2>&1
+result "vm.sh rejects an unknown option with its usage code ($VM_USAGE) and boots nothing" \
+	$([ $? = "$VM_USAGE" ] && grep -q 'unknown option --no-such-option' "$out/vm-usage.log" && [ ! -e "$repo/build/vm-none" ]; echo $?)
+vm_self() { EVNOTIFY_OUT=$repo/build/vm-self "$here/vm.sh" "$@" >>"$out/vm-self.log" 2>&1; }
+: >"$out/vm-self.log"
+vm_self -- sh -c 'exit 124' </dev/null
+result "vm.sh returns the guest command's status, even 124 (which timeout(1) uses)" $([ $? = 124 ]; echo $?)
+vm_self --timeout 5 -- sleep 600 </dev/null
+result "vm.sh --timeout 5 stops a guest that sleeps longer, with its own code ($VM_TIMEOUT)" $([ $? = "$VM_TIMEOUT" ]; echo $?)
+vm_self -- sh -c 'echo c; reboot -f' </dev/null
+result "vm.sh fails when the guest never reports ($VM_NOREPORT)" $([ $? = "$VM_NOREPORT" ]; echo $?)
+EVNOTIFY_KO=$here/kernel.config vm_self -- true </dev/null
+result "vm.sh fails when insmod fails ($VM_INSMOD)" $([ $? = "$VM_INSMOD" ]; echo $?)
+# A process left holding a channel: the module cannot unload. It also holds the console,
+# which the guest must get back to report.
+vm_self -- sh -c 'exec 3</dev/evnotify; sleep 600 &' </dev/null
+result "vm.sh fails when the module cannot unload after the command ($VM_RMMOD)" $([ $? = "$VM_RMMOD" ]; echo $?)
+# The serial port drops what arrives before the guest opens it: newlines first, as padding.
+{ printf '\n%.0s' $(seq 64); echo 'echo hi from the shell; exit 130'; } | vm_self --shell --timeout 120
+result "vm.sh --shell runs what it reads and returns the shell's status (130)" \
+	$([ $? = 130 ] && tr -d '\r' <"$out/vm-self.log" | grep -qx 'hi from the shell'; echo $?)
 
 # --- Device tests in the VM -------------------------------------------------------
 # One boot: every device test, then a short fuzz run (the module must still unload).
 # The guest command fails if either program does, so that a crash after the last test line
 # still fails the run.
-EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" -- sh -c \
+# About 30 s here; the default limit (600 s) leaves room for slower hosts and test deadlines.
+EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" --timeout 600 -- sh -c \
 	"rc=0; evnotify-vmtests || rc=1; echo '# fuzz'
 	evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1} || rc=1; exit \$rc" \
 	</dev/null 2>&1 | tee "$out/vm.log"
@@ -83,9 +142,8 @@ kunit "$repo/build/vm/kernel.log" "$repo"/*.rs
 fuzz=$(fuzz_ops "$out/vm.log")
 result "fuzzer: ${fuzz:-0} operations, no worker died" $([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
 # The run itself: the guest reported, the module loaded and unloaded, and the
-# kernel log is free of splats (vm.sh says so on lines starting "vm: ").
-vm_clean "$out/vm.log"
-result "VM run: guest reports, module loads and unloads, no kernel splat" $?
+# kernel log is free of splats (vm.sh's own exit codes say which failed).
+vm_run "VM run" "$vm_rc"
 exit_status "the VM command" "$vm_rc"
 
 echo "$passed passed, $failed failed"

@@ -1,6 +1,34 @@
-# Tallying helpers shared by check.sh and stress.sh; sourced, not run.
+# Tallying helpers shared by check.sh and stress.sh, and the VM runner's exit codes; sourced,
+# not run.
 # shellcheck shell=bash
 passed=0 failed=0
+
+# vm.sh's own exit codes. A guest command's status is always below 200 (one above 199 is
+# reported as 199), so none of these can be mistaken for it. When several apply, the lowest wins.
+VM_USAGE=200 VM_SETUP=201 VM_NOREPORT=202 VM_TIMEOUT=203 VM_INSMOD=204 VM_SPLAT=205 VM_RMMOD=206 VM_LEAK=207
+
+# vm_fault RC: what vm.sh's exit code RC says went wrong in the runner, or nothing for a
+# guest status.
+vm_fault() {
+	case "$1" in
+	"$VM_USAGE") echo "usage error: unknown option, missing argument or no command (nothing booted)" ;;
+	"$VM_SETUP") echo "setup.sh or build.sh failed (nothing booted)" ;;
+	"$VM_NOREPORT") echo "the guest never reported a status (QEMU failed, kernel panic, crash or reboot)" ;;
+	"$VM_TIMEOUT") echo "timed out: the VM ran longer than --timeout and was killed" ;;
+	"$VM_INSMOD") echo "insmod rust_evnotify.ko failed in the guest (the command did not run)" ;;
+	"$VM_SPLAT") echo "kernel splat in the kernel log (WARNING, BUG, Oops, lockdep, panic...)" ;;
+	"$VM_RMMOD") echo "rmmod rust_evnotify failed after the command" ;;
+	"$VM_LEAK") echo "kmemleak reported leaks after the module unloaded" ;;
+	esac
+}
+
+# vm_run NAME RC: one check for the VM run itself, failed by any of the runner's own codes.
+vm_run() {
+	local fault
+	fault=$(vm_fault "$2")
+	if [ -n "$fault" ]; then result "$1: $fault (vm.sh exit $2)" 1
+	else result "$1: guest reported, module loaded and unloaded, no kernel splat" 0; fi
+}
 
 # result NAME STATUS: count one check, printing it TAP-style.
 result() {
@@ -26,11 +54,6 @@ ktap() {
 		echo "not ok - $((plan - ok - nok)) VM tests never reported"
 		failed=$((failed + plan - ok - nok))
 	fi
-}
-
-# vm_clean LOG: the guest reported, the module loaded and unloaded, no splat, no leak.
-vm_clean() {
-	! grep -qE '^vm: (kernel splat|the guest did not report|insmod|rmmod|kmemleak reports)' "$1"
 }
 
 # fuzz_ops LOG: operations the fuzzer reports (empty if it never finished).

@@ -18,6 +18,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 . "$here/env.sh"
+. "$here/lib.sh"
 list=$here/mutants.txt
 if [ $# -gt 0 ] && [ -f "$1" ]; then list=$1; shift; fi
 only=" $* "
@@ -41,8 +42,8 @@ boot() {
 	local ko=$1 log=$2 filter=${3:-} start first reason
 	start=$(date +%s)
 	: >"$log"
-	EVNOTIFY_KO=$ko EVNOTIFY_OUT=$(dirname "$log")/vm EVNOTIFY_VM_TIMEOUT=$((limit + 120)) \
-		setsid "$here/vm.sh" -- evnotify-vmtests ${filter:+"$filter"} </dev/null >"$log" 2>&1 &
+	EVNOTIFY_KO=$ko EVNOTIFY_OUT=$(dirname "$log")/vm \
+		setsid "$here/vm.sh" --timeout $((limit + 120)) -- evnotify-vmtests ${filter:+"$filter"} </dev/null >"$log" 2>&1 &
 	vm_pid=$!
 	while kill -0 "$vm_pid" 2>/dev/null && ! grep -qE '^not ok ' "$log"; do sleep 1; done
 	kill -- -"$vm_pid" 2>/dev/null
@@ -51,7 +52,8 @@ boot() {
 	vm_pid=
 	local secs=$(($(date +%s) - start))
 	first=$(tr -d '\r' <"$log" | grep -m1 -E '^not ok ' | awk '{ print $4 }')
-	reason=$(tr -d '\r' <"$log" | grep -m1 -E '^vm: (kernel splat|the guest did not report|insmod|rmmod)' | cut -c5-64)
+	# A VM that ran to its end says with its exit code what of its own failed, if anything.
+	reason=$(vm_fault "$rc" | cut -c1-60)
 	if [ -n "$first" ]; then echo "caught $secs $first"
 	elif [ -n "$reason" ] && tr -d '\r' <"$log" | grep -qE '^1\.\.[1-9]'; then echo "caught $secs ($reason)"
 	elif [ "$rc" = 0 ] && tr -d '\r' <"$log" | grep -qE '^1\.\.[1-9]'; then echo "passed $secs"

@@ -2,53 +2,128 @@
 # One-shot, idempotent setup: host packages, bindgen, the Debian linux-source
 # package and a cached Rust-enabled test kernel.  Prints nothing on stdout but
 # the path of the kernel build directory (KDIR), so callers can capture it.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+#
+#   EVNOTIFY_APT_ROOT (/etc/apt)  where the host's apt sources are read from
+#   EVNOTIFY_KSUITE (trixie-backports)  the Debian suite of linux-source-$KVER_SERIES
+#
+# Sourcing it (as check.sh's self-tests do) defines the functions and runs nothing.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/env.sh"
 
 log() { echo "setup: $*" >&2; }
 
+# apt_source SUITE: a deb822 stanza for SUITE on the host's own Debian mirror and keyring, read
+# from $EVNOTIFY_APT_ROOT in either format: deb822 (sources.list.d/*.sources) or one-line
+# (sources.list, sources.list.d/*.list).  The mirror is the first "deb" entry whose URI ends
+# in /debian (security and third-party archives do not); without one, deb.debian.org.
+apt_source() {
+	local root=${EVNOTIFY_APT_ROOT:-/etc/apt} files=() f mirror
+	[ -f "$root/sources.list" ] && files+=("$root/sources.list")
+	for f in "$root"/sources.list.d/*.list "$root"/sources.list.d/*.sources; do
+		[ -f "$f" ] && files+=("$f")
+	done
+	# One "URI KEYRING" line per enabled deb entry, in apt's order.
+	mirror=$( ((${#files[@]})) && awk '
+		function flush() {
+			if (types ~ /(^| )deb( |$)/ && enabled != "no")
+				for (i = 1; i <= split(uris, u, " "); i++) print u[i], key
+			types = uris = key = enabled = ""
+		}
+		FNR == 1 { flush() }
+		FILENAME ~ /\.sources$/ {
+			if ($0 ~ /^[ \t]*$/) { flush(); next }
+			if ($0 ~ /^#/ || $0 ~ /^[ \t]/) next
+			field = tolower($1); $1 = ""; sub(/^[ \t]+/, "")
+			if (field == "types:") types = $0
+			else if (field == "uris:") uris = $0
+			else if (field == "signed-by:") key = $0
+			else if (field == "enabled:") enabled = tolower($0)
+			next
+		}
+		$1 == "deb" {
+			key = ""; n = 2
+			if ($2 ~ /^\[/) {
+				for (; n <= NF; n++) {
+					o = $n; gsub(/[][]/, "", o)
+					if (o ~ /^signed-by=/) key = substr(o, 11)
+					if ($n ~ /\]$/) { n++; break }
+				}
+			}
+			print $n, key
+		}
+		END { flush() }' "${files[@]}" | awk '$1 ~ /\/debian\/?$/ && !m { m = $0 } END { print m }' || true)
+	local uri=${mirror%% *} key=${mirror#* }
+	# A Signed-By may hold the key itself (deb822 allows it): then use the archive keyring.
+	[[ "$key" == /* ]] || key=/usr/share/keyrings/debian-archive-keyring.gpg
+	printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+		"${uri:-http://deb.debian.org/debian}" "$1" "$key"
+}
+
+# toolchain: the versions of every compiler a kernel build uses, one per line.  They are part
+# of the kernel cache key: a kernel built by another compiler must not be reused.
+toolchain() {
+	/usr/bin/rustc --version
+	"$BINDGEN" --version
+	clang-19 --version | head -n1
+	gcc --version | head -n1
+}
+
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
+set -euo pipefail
+
 # --- Host packages -----------------------------------------------------------
 pkgs=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
       lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
-      qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core)
+      qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core dkms)
+# No cargo (no rustup toolchain): Debian's, which matches rustc-web.
+command -v cargo >/dev/null || pkgs+=(cargo-web)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then
+	if [ "$(id -u)" != 0 ]; then
+		log "missing packages: ${missing[*]}"
+		log "install them as root, then run this again:"
+		log "  apt-get update && apt-get install ${missing[*]}"
+		exit 1
+	fi
 	log "installing ${missing[*]}"
-	[ "$(id -u)" = 0 ] || { log "need root for apt-get"; exit 1; }
 	aptlog=$EVNOTIFY_CACHE/apt-install.log
 	{ DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$aptlog" 2>&1 ||
 		{ tail -n 30 "$aptlog" >&2; exit 1; }
 fi
 
-# --- bindgen (bookworm's is too old) -----------------------------------------
-if ! "$BINDGEN" --version >/dev/null 2>&1; then
-	log "cargo install bindgen-cli"
-	cargo install --locked --root "$EVNOTIFY_CACHE/tools" bindgen-cli >&2
+# --- bindgen (bookworm's is too old), pinned ---------------------------------
+# 0.73.2 is the version the kernel was tried with (7.3 wants >= 0.71.1).  A BINDGEN given
+# from outside is used as it is.
+BINDGEN_VERSION=0.73.2
+if [ "$BINDGEN" = "$EVNOTIFY_CACHE/tools/bin/bindgen" ]; then
+	if [ "$("$BINDGEN" --version 2>/dev/null)" != "bindgen $BINDGEN_VERSION" ]; then
+		log "cargo install bindgen-cli $BINDGEN_VERSION"
+		cargo install --locked --force --version "$BINDGEN_VERSION" --root "$EVNOTIFY_CACHE/tools" bindgen-cli >&2
+	fi
+elif ! "$BINDGEN" --version >/dev/null 2>&1; then
+	log "BINDGEN=$BINDGEN does not run"; exit 1
 fi
 
-# --- Kernel source: Debian linux-source-$KVER_SERIES from trixie-backports ---
+# --- Kernel source: Debian linux-source-$KVER_SERIES -------------------------
 aptdir=$EVNOTIFY_CACHE/apt
 mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$EVNOTIFY_CACHE/src"
 src_list=$aptdir/backports.sources
-if [ ! -f "$src_list" ]; then
-	sysrc=/etc/apt/sources.list.d/debian.sources
-	uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$sysrc")
-	key=$(awk '/^Signed-By:/ {print $2; exit}' "$sysrc")
-	printf 'Types: deb\nURIs: %s\nSuites: trixie-backports\nComponents: main\nSigned-By: %s\n' \
-		"${uri:-http://deb.debian.org/debian}" "${key:-/usr/share/keyrings/debian-archive-keyring.gpg}" >"$src_list"
-fi
+apt_source "${EVNOTIFY_KSUITE:-trixie-backports}" >"$src_list"
 aptopts=(-o Dir::Etc::sourcelist="$src_list" -o Dir::Etc::sourceparts=- \
 	-o Dir::State::Lists="$aptdir/lists" -o Dir::Cache="$aptdir/cache")
 deb=$(ls "$EVNOTIFY_CACHE"/src/linux-source-"$KVER_SERIES"_*.deb 2>/dev/null | tail -n1 || true)
 if [ -z "$deb" ]; then
 	log "downloading linux-source-$KVER_SERIES"
 	apt-get update -qq "${aptopts[@]}" >&2
-	(cd "$EVNOTIFY_CACHE/src" && apt-get download -qq "${aptopts[@]}" "linux-source-$KVER_SERIES" >&2)
+	# Into a directory of its own first, so that an interrupted download is never taken for a .deb.
+	dl=$EVNOTIFY_CACHE/src/partial
+	rm -rf "$dl" && mkdir -p "$dl"
+	(cd "$dl" && apt-get download -qq "${aptopts[@]}" "linux-source-$KVER_SERIES" >&2)
+	mv "$dl"/linux-source-"$KVER_SERIES"_*.deb "$EVNOTIFY_CACHE/src/"
 	deb=$(ls "$EVNOTIFY_CACHE"/src/linux-source-"$KVER_SERIES"_*.deb | tail -n1)
 fi
 debver=$(dpkg-deb -f "$deb" Version)
@@ -61,14 +136,17 @@ if [ ! -f "$srcdir/.extracted" ]; then
 	touch "$srcdir/.extracted"
 fi
 
-# --- Kernel build, keyed by source version and config fragment ---------------
+# --- Kernel build, keyed by source version, config fragments and toolchain ---
 if [ -n "${EVNOTIFY_KCONFIG:-}" ]; then KCONFIGS=("$EVNOTIFY_KCONFIG"); fi
-key=$debver-$(cat "${KCONFIGS[@]}" | sha256sum | cut -c1-12)
+tools=$(toolchain)
+key=$debver-$({ cat "${KCONFIGS[@]}"; echo "$tools"; } | sha256sum | cut -c1-12)
 objdir=$EVNOTIFY_CACHE/build/$key
 mkdir -p "$EVNOTIFY_CACHE/build"
 # One build per directory at a time: a second caller waits, then finds it built.
 exec 9>"$objdir.lock"
 flock 9
+# .built is written only after the whole build succeeded: an interrupted or failed build
+# leaves none, and the next run resumes it.
 if [ ! -f "$objdir/.built" ]; then
 	log "building kernel $key (several minutes)"
 	mkdir -p "$objdir"
@@ -81,7 +159,7 @@ if [ ! -f "$objdir/.built" ]; then
 		case "$line" in CONFIG_*=*) grep -qx "$line" "$objdir/.config" || { log "config did not stick: $line"; exit 1; } ;; esac
 	done < <(cat "${KCONFIGS[@]}")
 	kmake -j"$(($(nproc) + 1))" bzImage modules
-	touch "$objdir/.built"
+	echo "$tools" >"$objdir/.built"
 fi
 flock -u 9
 echo "$objdir"

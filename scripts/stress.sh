@@ -3,11 +3,11 @@
 # objects, lockdep, failslab): every device test, a long stress ledger, a 1M-op
 # fuzz run, then a kmemleak scan after the module unloads. Ends with
 # "N passed, M failed" and a summary line of the figures.
-#   STRESS_SECS (60)  FUZZ_OPS (1000000)  FUZZ_SEED (1)
+#   STRESS_SECS (60)  FUZZ_OPS (1000000)  FUZZ_SEED (1)  TIMEOUT_SECS (2400 + STRESS_SECS)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048} EVNOTIFY_VM_TIMEOUT=${EVNOTIFY_VM_TIMEOUT:-5400}
+export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048}
 . "$here/env.sh"
 . "$here/lib.sh"
 out=$repo/build/stress
@@ -15,7 +15,9 @@ mkdir -p "$out"
 log=$out/vm.log
 
 secs=${STRESS_SECS:-60}
-EVNOTIFY_OUT=$out/vm "$here/vm.sh" "$@" -- sh -c "
+# TIMEOUT_SECS: a full run took 7 to 13 minutes here; options given to stress.sh (passed on
+# to vm.sh) come after this one and win.
+EVNOTIFY_OUT=$out/vm "$here/vm.sh" --timeout "${TIMEOUT_SECS:-$((2400 + secs))}" "$@" -- sh -c "
 	export EVNOTIFY_HANG_SECS=60; rc=0
 	evnotify-vmtests || rc=1
 	EVNOTIFY_STRESS_SECS=$secs EVNOTIFY_TEST_SECS=$((secs + 240)) evnotify-vmtests stress_ledger || rc=1
@@ -30,8 +32,7 @@ result "fuzzer: ${fuzz:-0} operations (seed ${FUZZ_SEED:-1}), no worker died" \
 	$([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$log"; echo $?)
 grep -q '^vm: kmemleak: no leaks' "$log"
 result "kmemleak: no leak after the module unloaded" $?
-vm_clean "$log"
-result "VM run: guest reports, module loads and unloads, no kernel splat" $?
+vm_run "VM run" "$vm_rc"
 exit_status "the VM command" "$vm_rc"
 
 splats=$("$here/splats.sh" "$out/vm/kernel.log" | wc -l)

@@ -1,53 +1,98 @@
 #!/usr/bin/env bash
-# Boot the test kernel in QEMU with rust_evnotify loaded, run a command, and
-# exit with its status.
+# Boot the test kernel in QEMU with rust_evnotify loaded, run a command (or an
+# interactive shell), unload the module, and exit with the command's status.
 #
-#   scripts/vm.sh [--kvm] [--add FILE]... [--] CMD [ARGS...]
-#   scripts/vm.sh --demo
+#   scripts/vm.sh [OPTIONS] [--] CMD [ARGS...]
+#   scripts/vm.sh [OPTIONS] --shell | --demo
+#
+#   --add FILE      copy FILE into the guest's /add (on PATH, the working directory); repeatable
+#   --timeout SECS  kill the VM after SECS seconds: default 600, none with --shell; 0 = none
+#   --kvm           KVM instead of TCG emulation (where KVM works)
+#   --shell         an interactive shell on the console instead of CMD: `exit N` ends the run
+#                   with status N, Ctrl-A X kills QEMU (Ctrl-A H lists the other keys)
+#   --demo          the CLI demo instead of CMD
+#   -h, --help      this text and the exit codes
 #
 # The guest is a busybox initramfs holding the module, the static user tools
-# (evnotify, evnotify-vmtests, evnotify-example) in /bin and any --add FILE
-# in /add.  CMD runs as root with /add and /bin on PATH; its output reaches our
-# stdout.  The kernel's own log goes to $EVNOTIFY_OUT/kernel.log and is
-# scanned for splats: any WARNING, BUG, Oops, lockdep report or panic, or a
-# failed module unload after CMD, makes the run fail even if CMD passed.
-# A guest that never reports an exit code is a failure too.
+# (evnotify, evnotify-vmtests, evnotify-example, ...) in /bin and any --add FILE
+# in /add.  CMD runs as root; its output reaches our stdout (and $EVNOTIFY_OUT/console.log).
+# The kernel's own log goes to $EVNOTIFY_OUT/kernel.log and is scanned for splats.
+#
+# Exit status: 0-199 is CMD's own (a status above 199 is reported as 199); 200 and above are
+# the runner's own, listed by --help (scripts/lib.sh defines them).  A kernel splat, a failed
+# insmod or module unload, a leak, a guest that never reports and a timeout each fail the run
+# even if CMD passed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 . "$here/env.sh"
+. "$here/lib.sh"
 
-kvm=0 demo=0 adds=()
+usage() {
+	sed -n '2,14p' "$0" | cut -c3-
+	echo; echo "Exit codes of the runner itself:"
+	for c in $(seq "$VM_USAGE" "$VM_LEAK"); do echo "  $c  $(vm_fault "$c")"; done
+}
+bad_usage() {
+	{ echo "vm.sh: $*"; echo "usage:"; sed -n '5,6p' "$0" | cut -c2-; echo "(vm.sh --help: the options and exit codes)"; } >&2
+	exit "$VM_USAGE"
+}
+
+kvm=0 demo=0 shell=0 timeout='' adds=()
 while (($#)); do
 	case "$1" in
 	--kvm) kvm=1; shift ;;
 	--demo) demo=1; shift ;;
-	--add) adds+=("$(realpath "$2")"); shift 2 ;;
+	--shell) shell=1; shift ;;
+	--add)
+		(($# >= 2)) && [ -f "$2" ] || bad_usage "--add needs an existing file"
+		adds+=("$(realpath "$2")"); shift 2 ;;
+	--timeout)
+		(($# >= 2)) && [[ "$2" =~ ^[0-9]+$ ]] || bad_usage "--timeout needs a number of seconds"
+		timeout=$2; shift 2 ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	-h|--help) usage; exit 0 ;;
+	-*) bad_usage "unknown option $1" ;;
 	*) break ;;
 	esac
 done
+if ((demo + shell > 1)) || { ((demo + shell)) && (($#)); }; then
+	bad_usage "give one of CMD, --shell and --demo"
+fi
 if ((demo)); then
 	set -- sh -c 'set -e; for c in "info" "ping -n 20" "ping -n 20 --kickfd" "ping -n 5 --burst 100" \
 		"timer --period 20ms -n 5" "signal --signo 35 -n 3" "watch --timer 100ms --kick-every 150ms --duration 500ms"; do
 		echo "\$ evnotify $c"; evnotify $c; echo; done; echo "\$ evnotify-example"; evnotify-example'
 fi
-(($#)) || { echo "vm.sh: no command given" >&2; exit 2; }
+((shell)) || (($#)) || bad_usage "no command given"
+# Interactive use has no deadline unless asked; anything else has one.
+: "${timeout:=$((shell ? 0 : 600))}"
 
 out=${EVNOTIFY_OUT:-$repo/build/vm}
 mkdir -p "$out"
-kdir=$("$here/setup.sh")
+kdir=$("$here/setup.sh") || { echo "vm.sh: setup failed" >&2; exit "$VM_SETUP"; }
 # EVNOTIFY_KO: boot this prebuilt module (the user tools must be built already), as the
 # mutation runner does; otherwise build everything first.
 ko=${EVNOTIFY_KO:-$repo/rust_evnotify.ko}
-[ -n "${EVNOTIFY_KO:-}" ] || "$here/build.sh" "$kdir" >&2
+if [ -z "${EVNOTIFY_KO:-}" ]; then
+	"$here/build.sh" "$kdir" >&2 || { echo "vm.sh: build failed" >&2; exit "$VM_SETUP"; }
+fi
 
 # --- initramfs ----------------------------------------------------------------
 root=$out/root
 rm -rf "$root" && mkdir -p "$root/add"
 for f in ${adds[@]+"${adds[@]}"}; do cp "$f" "$root/add/"; done
-quoted=$(printf '%q ' "$@")
+if ((shell)); then
+	# The console's size, so that line editing wraps where the terminal does.
+	size=$(stty size 2>/dev/null || echo "24 80")
+	run="echo 'vm: rust_evnotify is loaded. exit [N] ends the run with status N; Ctrl-A X kills QEMU.'
+	stty rows ${size% *} cols ${size#* }
+	setsid -c sh"
+	io='</dev/ttyS1 >/dev/ttyS1 2>&1'
+else
+	run="( $(printf '%q ' "$@") )"
+	io='</dev/null >/dev/ttyS1 2>&1'
+fi
 cat >"$root/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp
@@ -57,36 +102,67 @@ cat >"$root/init" <<EOF
 /bin/busybox mount -t tmpfs tmpfs /tmp
 /bin/busybox --install -s /bin
 export PATH=/add:/bin HOME=/tmp EVNOTIFY_IN_VM=1
-# Our output goes to the second serial port; the kernel log stays on the first.
-exec </dev/null >/dev/ttyS1 2>&1
 report() { printf "\\\\x\$(printf %02x "\$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; }
+# others: is a process other than init and the kernel's threads still there (not a zombie)?
+others() {
+	for s in /proc/[0-9]*/status; do
+		[ "\$s" = /proc/1/status ] && continue
+		st= kt=
+		while read -r k v _; do case \$k in State:) st=\$v ;; Kthread:) kt=\$v ;; esac; done 2>/dev/null <"\$s"
+		[ "\$kt" = 1 ] || [ "\$st" = Z ] || [ -z "\$st" ] || return 0
+	done
+	return 1
+}
 leaks=/sys/kernel/debug/kmemleak
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 # Debug kernel: forget what boot allocated, so only this run's leaks count.
 [ -e \$leaks ] && echo clear >\$leaks
-if ! insmod /lib/modules/rust_evnotify.ko; then echo "vm: insmod failed"; report 125; fi
-cd /add
-$quoted
-rc=\$?
-# Unloading must work once CMD has closed every channel.
-if grep -q '^rust_evnotify ' /proc/modules && ! rmmod rust_evnotify; then
-	echo "vm: rmmod rust_evnotify failed after the command"
-	[ \$rc -ne 0 ] || rc=124
+# Our output goes to the second serial port, the kernel log stays on the first. Each block
+# below opens the port and closes it at its end: a last close waits until every byte has
+# left, so the status line is never lost. (A shell that had the port as its terminal hangs
+# it up when it exits, hence the second open.)
+{
+if insmod /lib/modules/rust_evnotify.ko; then
+	cd /add
+	$run
+	rc=\$?
+else
+	echo "vm: insmod failed"; rc=
 fi
-if [ -e \$leaks ]; then
-	# Two scans, as Documentation/dev-tools/kmemleak.rst advises against transient false reports.
-	echo scan >\$leaks; sleep 6; echo scan >\$leaks
-	# debugfs reports size 0: copy the report before testing for content.
-	cat \$leaks >/tmp/kmemleak.txt
-	if [ -s /tmp/kmemleak.txt ]; then
-		echo "vm: kmemleak reports leaks:"; head -n 40 /tmp/kmemleak.txt
-		[ \$rc -ne 0 ] || rc=123
-	else
-		echo "vm: kmemleak: no leaks"
+} $io
+{
+if [ -z "\$rc" ]; then
+	code=$VM_INSMOD
+else
+	code=\$rc
+	if [ \$rc -gt 199 ]; then echo "vm: the command exited \$rc, reported as 199"; code=199; fi
+	# Unloading must work once CMD has closed every channel.
+	if grep -q '^rust_evnotify ' /proc/modules && ! rmmod rust_evnotify; then
+		echo "vm: rmmod rust_evnotify failed after the command (which exited \$rc)"
+		code=$VM_RMMOD
+	fi
+	if [ -e \$leaks ]; then
+		# Two scans, as Documentation/dev-tools/kmemleak.rst advises against transient false reports.
+		echo scan >\$leaks; sleep 6; echo scan >\$leaks
+		# debugfs reports size 0: copy the report before testing for content.
+		cat \$leaks >/tmp/kmemleak.txt
+		if [ -s /tmp/kmemleak.txt ]; then
+			echo "vm: kmemleak reports leaks:"; head -n 40 /tmp/kmemleak.txt
+			[ \$code -lt 200 ] && code=$VM_LEAK
+		else
+			echo "vm: kmemleak: no leaks"
+		fi
 	fi
 fi
-echo "vm: exit \$rc"
-report \$rc
+# Processes CMD left behind would hold the port open, and a killed one drops what it has not
+# sent yet: end them, and wait (5 s at most) until they have let go.
+kill -KILL -1 2>/dev/null
+n=0
+while others && [ \$n -lt 50 ]; do sleep 0.1; n=\$((n + 1)); done
+# The runner takes its exit status from this line, checked against the value reported below.
+echo "vm: exit \$code"
+} </dev/null >/dev/ttyS1 2>&1
+report \$((code & 127))
 reboot -f
 EOF
 chmod +x "$root/init"
@@ -111,28 +187,46 @@ spec=$out/initramfs.spec
 
 # --- boot ---------------------------------------------------------------------
 klog=$out/kernel.log
+clog=$out/console.log
+: >"$clog"
 accel=(-machine accel=tcg -cpu max,la57=off)
 ((kvm)) && accel=(-machine accel=kvm -cpu host)
+if ((shell)); then
+	# The console and QEMU's monitor share the terminal (Ctrl-A C switches); Ctrl-C goes to the guest.
+	console=(-chardev "stdio,id=con,mux=on,signal=off,logfile=$clog" -serial "file:$klog"
+		-serial chardev:con -mon chardev=con)
+	stdin=/dev/stdin
+else
+	# No input: QEMU must not read (or take over) the caller's terminal.
+	console=(-chardev "stdio,id=con,logfile=$clog" -serial "file:$klog" -serial chardev:con)
+	stdin=/dev/null
+fi
+start=$SECONDS
 set +e
-timeout --foreground "${EVNOTIFY_VM_TIMEOUT:-1800}" qemu-system-x86_64 "${accel[@]}" \
+timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${accel[@]}" \
 	-smp 2 -m "${EVNOTIFY_VM_MEM:-1024}" -no-reboot -display none -monitor none \
-	-serial "file:$klog" -serial stdio \
-	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+	"${console[@]}" -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.gz" \
-	-append "console=ttyS0 panic=-1 oops=panic ignore_loglevel printk.time=1 kunit.filter_glob=rust_evnotify*"
+	-append "console=ttyS0 panic=-1 oops=panic ignore_loglevel printk.time=1 kunit.filter_glob=rust_evnotify*" <"$stdin"
 qrc=$?
 set -e
 
-# isa-debug-exit makes QEMU exit with (rc << 1) | 1; anything else means the
-# guest never reported (crash, panic, hang).
-if ((qrc & 1)); then rc=$((qrc >> 1)); else
+# isa-debug-exit makes QEMU exit with (value << 1) | 1, of which 7 bits survive: the status
+# itself is the guest's last "vm: exit N" line, and must agree with them.
+status=$(tr -d '\r' <"$clog" | sed -n 's/.*vm: exit \([0-9]\{1,3\}\)$/\1/p' | tail -n1)
+if ((qrc == 124 || (qrc == 137 && timeout > 0 && SECONDS - start >= timeout))); then
+	echo "vm: timed out after ${timeout}s (--timeout)" >&2
+	rc=$VM_TIMEOUT
+elif ((qrc & 1)) && [ -n "$status" ] && (((status & 127) == qrc >> 1)); then
+	rc=$status
+else
 	echo "vm: the guest did not report an exit status (qemu exited $qrc)" >&2
-	rc=125
+	rc=$VM_NOREPORT
 fi
 splats=$("$here/splats.sh" "$klog" || true)
 if [ -n "$splats" ]; then
 	echo "vm: kernel splat in $klog:" >&2
 	echo "$splats" | head -n 40 >&2
-	((rc)) || rc=126
+	((rc < VM_USAGE || rc > VM_SPLAT)) && rc=$VM_SPLAT
 fi
 exit "$rc"
