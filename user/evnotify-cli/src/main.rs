@@ -489,6 +489,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Like other filters (`evnotify stat | head`): a closed pipe ends the program quietly
+    // instead of making `println!` panic. Rust starts with SIGPIPE ignored.
+    // SAFETY: Restoring a signal's default disposition, before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -153,3 +153,19 @@ fn install_script_installs_the_command_and_its_manual_pages() {
     assert!(!o.status.success());
     assert!(!dest.exists(), "installed something after a failure");
 }
+
+/// `evnotify stat | head -0`: a reader that is gone ends the command as it ends other filters
+/// (SIGPIPE), not with a panic from `println!`. The pipe's read end is closed before it starts.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let o = Command::new(EXE)
+        .arg("stat")
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .expect("run evnotify");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}", o.status);
+}
