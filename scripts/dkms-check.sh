@@ -8,6 +8,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 kdir=${1:-$("$here/setup.sh")}
+# dkms, depmod and modinfo live in sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 if ! command -v dkms >/dev/null; then
 	[ "$(id -u)" = 0 ] || { echo "dkms-check.sh: dkms is not installed (apt-get install dkms)" >&2; exit 1; }
 	{ DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
@@ -18,6 +20,8 @@ ver=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$repo/dkms.conf")
 kver=$(cat "$kdir/include/config/kernel.release")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 trees=(--sourcetree "$tmp/src" --dkmstree "$tmp/dkms" --installtree "$tmp/root/lib/modules")
 # The files DKMS needs, as README tells users to copy them to /usr/src/NAME-VERSION.
 # The install tree stands for /lib/modules, where the kernel is "installed". DKMS's own depmod

@@ -23,7 +23,12 @@ fi
 want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT=//p' "$conf" | sed 's/^"\(.*\)"$/\1/')
 [ -n "$want" ] || { echo "kbuild.sh: $conf names no CONFIG_RUSTC_VERSION_TEXT" >&2; exit 1; }
 rustc=
-for c in ${RUSTC:-} /usr/bin/rustc $(type -a -P rustc); do
+cands=()
+# RUSTC may be a path or a bare name; a path may hold spaces.
+[ -z "${RUSTC:-}" ] || cands+=("$(command -v "$RUSTC" || echo "$RUSTC")")
+cands+=(/usr/bin/rustc)
+mapfile -t -O "${#cands[@]}" cands < <(type -a -P rustc)
+for c in "${cands[@]}"; do
 	if [ -x "$c" ] && [ "$("$c" --version 2>/dev/null)" = "$want" ]; then rustc=$c; break; fi
 done
 if [ -z "$rustc" ]; then
@@ -37,7 +42,7 @@ vars=(RUSTC="$rustc" HOSTRUSTC="$rustc")
 [ -x "$bin/clippy-driver" ] && vars+=(CLIPPY_DRIVER="$bin/clippy-driver")
 # A kernel built by clang wants its modules built by the same clang (Debian: clang-NN).
 if grep -q '^CONFIG_CC_IS_CLANG=y' "$conf"; then
-	major=$(($(sed -n 's/^CONFIG_CLANG_VERSION=//p' "$conf") / 10000))
+	major=$(($(sed -n 's/^CONFIG_CLANG_VERSION=//p' "$conf" | grep -E '^[0-9]+$' || echo 0) / 10000))
 	if command -v "clang-$major" >/dev/null; then vars+=(LLVM=-"$major"); else vars+=(LLVM=1); fi
 fi
 exec make -C "$kdir" M="$src" "${vars[@]}" "$@"
