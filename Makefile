@@ -35,7 +35,7 @@ demo: ## boot the VM and show kicks and notifications flowing
 check: ## the whole test suite: lints, host tests, device tests in the VM
 	scripts/check.sh
 
-shell: ## an interactive shell in the VM with the module loaded (Ctrl-A X quits)
+shell: ## an interactive shell in the VM with the module loaded (`exit` leaves)
 	scripts/vm.sh --shell
 
 vm: shell ## the same as make shell

@@ -70,7 +70,7 @@ result "KUnit counter fails a suite that never reported, counts the rest" $?
 result "a non-zero exit with no failed test line fails the run" $?
 
 # setup.sh, on hosts unlike this one (its functions, sourced; fake commands first in PATH).
-for d in classic deb822 empty; do
+for d in classic deb822 empty thirdparty; do
 	(EVNOTIFY_APT_ROOT=$here/testdata/apt-$d; . "$here/setup.sh" && apt_source sid) >"$out/apt-$d.txt" 2>&1
 	diff -u "$here/testdata/apt-$d.expected" "$out/apt-$d.txt" >>"$out/setup-self.log"
 	result "setup.sh finds the Debian mirror and keyring in an apt dir: $d" $?

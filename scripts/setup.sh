@@ -14,20 +14,22 @@ log() { echo "setup: $*" >&2; }
 
 # apt_source SUITE: a deb822 stanza for SUITE on the host's own Debian mirror and keyring, read
 # from $EVNOTIFY_APT_ROOT in either format: deb822 (sources.list.d/*.sources) or one-line
-# (sources.list, sources.list.d/*.list).  The mirror is the first "deb" entry whose URI ends
-# in /debian (security and third-party archives do not); without one, deb.debian.org.
+# (sources.list, sources.list.d/*.list).  The mirror is the first enabled "deb" entry with
+# component main whose URI ends in /debian (security archives do not), looking in
+# debian.sources and sources.list before other files; without one, deb.debian.org.
 apt_source() {
 	local root=${EVNOTIFY_APT_ROOT:-/etc/apt} files=() f mirror
-	[ -f "$root/sources.list" ] && files+=("$root/sources.list")
-	for f in "$root"/sources.list.d/*.list "$root"/sources.list.d/*.sources; do
-		[ -f "$f" ] && files+=("$f")
+	# The system's own files first: third-party repositories also live under /debian URIs.
+	for f in "$root/sources.list.d/debian.sources" "$root/sources.list" \
+		"$root"/sources.list.d/*.list "$root"/sources.list.d/*.sources; do
+		[ -f "$f" ] && [[ " ${files[*]} " != *" $f "* ]] && files+=("$f")
 	done
-	# One "URI KEYRING" line per enabled deb entry, in apt's order.
+	# One "URI<TAB>KEYRING<TAB>COMPONENTS" line per URI of each enabled deb entry.
 	mirror=$( ((${#files[@]})) && awk '
 		function flush() {
-			if (types ~ /(^| )deb( |$)/ && enabled != "no")
-				for (i = 1; i <= split(uris, u, " "); i++) print u[i], key
-			types = uris = key = enabled = ""
+			if (types ~ /(^| )deb( |$)/ && enabled !~ /^(no|false|off|disable)$/)
+				for (i = 1; i <= split(uris, u, " "); i++) print u[i] "\t" key "\t" comps
+			types = uris = key = enabled = comps = ""
 		}
 		FNR == 1 { flush() }
 		FILENAME ~ /\.sources$/ {
@@ -38,6 +40,7 @@ apt_source() {
 			else if (field == "uris:") uris = $0
 			else if (field == "signed-by:") key = $0
 			else if (field == "enabled:") enabled = tolower($0)
+			else if (field == "components:") comps = $0
 			next
 		}
 		$1 == "deb" {
@@ -49,10 +52,13 @@ apt_source() {
 					if ($n ~ /\]$/) { n++; break }
 				}
 			}
-			print $n, key
+			comps = ""
+			for (i = n + 2; i <= NF; i++) comps = comps " " $i
+			print $n "\t" key "\t" comps
 		}
-		END { flush() }' "${files[@]}" | awk '$1 ~ /\/debian\/?$/ && !m { m = $0 } END { print m }' || true)
-	local uri=${mirror%% *} key=${mirror#* }
+		END { flush() }' "${files[@]}" |
+		awk -F '\t' '$1 ~ /\/debian\/?$/ && $3 ~ /(^| )main( |$)/ && !m { m = $1 "\t" $2 } END { print m }' || true)
+	local uri=${mirror%%$'\t'*} key=${mirror#*$'\t'}
 	# A Signed-By may hold the key itself (deb822 allows it): then use the archive keyring.
 	[[ "$key" == /* ]] || key=/usr/share/keyrings/debian-archive-keyring.gpg
 	printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
@@ -74,7 +80,7 @@ set -euo pipefail
 # --- Host packages -----------------------------------------------------------
 pkgs=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
       lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
-      qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core dkms)
+      qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core)
 # No cargo (no rustup toolchain): Debian's, which matches rustc-web.
 command -v cargo >/dev/null || pkgs+=(cargo-web)
 missing=()

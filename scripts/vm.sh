@@ -45,10 +45,11 @@ while (($#)); do
 	--demo) demo=1; shift ;;
 	--shell) shell=1; shift ;;
 	--add)
-		(($# >= 2)) && [ -f "$2" ] || bad_usage "--add needs an existing file"
+		(($# >= 2)) && [ -f "$2" ] || bad_usage "--add needs an existing file (got '${2:-}')"
+		[[ "$2" != *[[:space:]]* ]] || bad_usage "--add: no spaces in file names (initramfs spec): '$2'"
 		adds+=("$(realpath "$2")"); shift 2 ;;
 	--timeout)
-		(($# >= 2)) && [[ "$2" =~ ^[0-9]+$ ]] || bad_usage "--timeout needs a number of seconds"
+		(($# >= 2)) && [[ "$2" =~ ^(0|[1-9][0-9]*)$ ]] || bad_usage "--timeout needs a number of seconds"
 		timeout=$2; shift 2 ;;
 	--) shift; break ;;
 	-h|--help) usage; exit 0 ;;
@@ -68,8 +69,11 @@ fi
 # Interactive use has no deadline unless asked; anything else has one.
 : "${timeout:=$((shell ? 0 : 600))}"
 
+[ -z "${EVNOTIFY_VM_TIMEOUT:-}" ] || bad_usage "EVNOTIFY_VM_TIMEOUT is gone: use --timeout SECS"
 out=${EVNOTIFY_OUT:-$repo/build/vm}
 mkdir -p "$out"
+# A run that fails before QEMU must not leave the last run's logs to be read as its own.
+rm -f "$out/kernel.log" "$out/console.log"
 kdir=$("$here/setup.sh") || { echo "vm.sh: setup failed" >&2; exit "$VM_SETUP"; }
 # EVNOTIFY_KO: boot this prebuilt module (the user tools must be built already), as the
 # mutation runner does; otherwise build everything first.
@@ -79,6 +83,8 @@ if [ -z "${EVNOTIFY_KO:-}" ]; then
 fi
 
 # --- initramfs ----------------------------------------------------------------
+# Any failure from here to the boot is the runner's, with its own code.
+trap 'echo "vm.sh: making the initramfs failed" >&2; exit "$VM_SETUP"' ERR
 root=$out/root
 rm -rf "$root" && mkdir -p "$root/add"
 for f in ${adds[@]+"${adds[@]}"}; do cp "$f" "$root/add/"; done
@@ -184,6 +190,7 @@ spec=$out/initramfs.spec
 	done
 } >"$spec"
 "$kdir/usr/gen_init_cpio" "$spec" | gzip -1 >"$out/initramfs.gz"
+trap - ERR
 
 # --- boot ---------------------------------------------------------------------
 klog=$out/kernel.log
@@ -207,7 +214,7 @@ timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${accel[@]}" \
 	-smp 2 -m "${EVNOTIFY_VM_MEM:-1024}" -no-reboot -display none -monitor none \
 	"${console[@]}" -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.gz" \
-	-append "console=ttyS0 panic=-1 oops=panic ignore_loglevel printk.time=1 kunit.filter_glob=rust_evnotify*" <"$stdin"
+	-append "console=ttyS0 panic=-1 oops=panic ignore_loglevel printk.time=1 kunit.filter_glob=rust_evnotify* kunit.stats_enabled=2" <"$stdin"
 qrc=$?
 set -e
 
