@@ -38,7 +38,9 @@
 //! - **Waits** ([`Notifier::wait`], [`Notifier::wait_timeout`], [`SignalCatcher::wait`],
 //!   [`SignalCatcher::wait_timeout`]) sleep in `ppoll` with a nanosecond deadline of any
 //!   length ([`Duration::MAX`] is "for ever") and keep that deadline across signal handlers
-//!   (`EINTR` is retried with the time left).
+//!   (`EINTR` is retried with the time left). One `ppoll` sleeps at most `time_t::MAX`
+//!   seconds (about 68 years on 32-bit targets); a longer wait is clamped to that and polls
+//!   again.
 //! - **Descriptors are close-on-exec** (`O_CLOEXEC`, `EFD_CLOEXEC`, `SFD_CLOEXEC`), and each
 //!   type owns its descriptor: [`AsFd`]/[`AsRawFd`] lend it, [`IntoRawFd`] and
 //!   `From<..> for OwnedFd` hand it over without closing it.
@@ -415,8 +417,9 @@ impl Channel {
         self.set_timer(slot, Duration::ZERO, 0)
     }
 
-    /// Makes `slot` send `signo` (0: `SIGIO`) to this process for every kick or tick it
-    /// handles; -1 stops it. See [`catch_signal`] to receive them.
+    /// Makes `slot` send `signo` (1 ..= 64; 0 means `SIGIO`) to this process for every kick
+    /// or tick it handles; -1 stops it. The kernel takes any of 1 ..= 64, but
+    /// [`catch_signal`], the way to receive them, refuses 0 and some numbers: see there.
     pub fn set_signal(&self, slot: u32, signo: i32) -> Result<()> {
         let req = sys::Signal {
             slot,
@@ -504,6 +507,14 @@ impl Channel {
     }
 }
 
+/// `left` as `ppoll`'s timeout, clamped to the largest `time_t` (about 68 years where
+/// `time_t` has 32 bits): `TimeSpec::from_duration` would wrap to a negative, invalid time.
+/// The caller polls again until its deadline.
+fn poll_timeout(left: Duration) -> TimeSpec {
+    let max = Duration::from_secs(libc::time_t::MAX.try_into().unwrap_or(u64::MAX));
+    TimeSpec::from_duration(left.min(max))
+}
+
 /// Waits for `read` to return something: reads, and while it finds nothing, sleeps in
 /// `ppoll` until `fd` is readable. `None` once `deadline` (for ever if `None`) has passed.
 /// A readiness report is only a hint (another reader may take the count first), and a signal
@@ -520,7 +531,7 @@ fn wait_readable<T>(
         let left = match deadline {
             None => None,
             Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(TimeSpec::from_duration(left)),
+                Some(left) if !left.is_zero() => Some(poll_timeout(left)),
                 _ => return Ok(None),
             },
         };
@@ -645,9 +656,14 @@ impl SignalCatcher {
     }
 }
 
-/// Blocks signal `signo` (1 ..= 64, real-time ones included) **in the calling thread only**
-/// and returns a [`SignalCatcher`] that receives it: the way to count what
-/// [`Channel::set_signal`] sends. Fails with `EINVAL` for any other number.
+/// Blocks signal `signo` **in the calling thread only** and returns a [`SignalCatcher`] that
+/// receives it: the way to count what [`Channel::set_signal`] sends.
+///
+/// `signo` is a signal a signalfd can receive: 1 ..= `SIGRTMAX()` (64 on Linux), except
+/// `SIGKILL` (9) and `SIGSTOP` (19), which can never be blocked nor caught, and the real-time
+/// signals the C library keeps for itself, 32 ..= `SIGRTMIN() - 1` (32 and 33 with glibc).
+/// Any other number fails with `EINVAL`, and blocks nothing. Unlike [`Channel::set_signal`],
+/// where 0 means `SIGIO`, 0 is no signal here: pass `libc::SIGIO`.
 ///
 /// A channel signals the *process*, and the kernel delivers a process signal to any thread
 /// that does not block it (for `SIGIO`, whose default action ends the process, that is
@@ -674,6 +690,17 @@ impl SignalCatcher {
 /// ```
 pub fn catch_signal(signo: i32) -> Result<SignalCatcher> {
     use nix::sys::{signal::SigSet, signalfd::SfdFlags};
+    // The kernel's first real-time signal: the C library reserves those up to SIGRTMIN().
+    const KERNEL_SIGRTMIN: i32 = 32;
+    // sigaddset takes 9 and 19 (blocking them is silently ignored): refuse them here, and
+    // the reserved ones too, as not every C library's sigaddset does.
+    if !(1..=libc::SIGRTMAX()).contains(&signo)
+        || signo == libc::SIGKILL
+        || signo == libc::SIGSTOP
+        || (KERNEL_SIGRTMIN..libc::SIGRTMIN()).contains(&signo)
+    {
+        return Err(errno(libc::EINVAL));
+    }
     // Real-time signals have no `Signal` variant: build the set with libc.
     // SAFETY: `raw` is initialised by `sigemptyset` before `sigaddset` and the conversion.
     let set = unsafe {
@@ -761,6 +788,19 @@ mod tests {
         assert_eq!(n.wait_timeout(Duration::from_secs(100_000)).unwrap(), 2);
         n.post(3).unwrap();
         assert_eq!(n.wait_timeout(Duration::MAX).unwrap(), 3);
+    }
+
+    #[test]
+    fn poll_timeouts_keep_nanoseconds_and_clamp_to_time_t() {
+        use std::time::Duration;
+        let t = super::poll_timeout(Duration::from_nanos(1_500));
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (0, 1_500));
+        // Cast to `time_t`, u64::MAX seconds would be -1: an EINVAL from ppoll.
+        let t = super::poll_timeout(Duration::MAX);
+        assert_eq!(t.tv_sec(), libc::time_t::MAX);
+        let max = u64::try_from(libc::time_t::MAX).unwrap();
+        let t = super::poll_timeout(Duration::from_secs(max) + Duration::from_secs(1));
+        assert_eq!(t.tv_sec(), libc::time_t::MAX);
     }
 
     #[test]

@@ -215,9 +215,29 @@ fn catch_in_thread(signo: i32) -> SignalCatcher {
 
 #[test]
 fn catch_signal_rejects_bad_numbers() {
-    assert_eq!(errno(catch_signal(0)), libc::EINVAL);
-    assert_eq!(errno(catch_signal(65)), libc::EINVAL);
-    assert_eq!(errno(catch_signal(-1)), libc::EINVAL);
+    // In a thread of its own: a wrongly accepted number must not stay blocked in the runner.
+    let reserved = 32..libc::SIGRTMIN();
+    let (refused, blocked) = within(move || {
+        let mut bad = vec![
+            0,
+            -1,
+            65,
+            libc::SIGRTMAX() + 1,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+        ];
+        bad.extend(reserved);
+        let refused: Vec<_> = bad.iter().map(|&s| (s, errno(catch_signal(s)))).collect();
+        (refused, blocked_here())
+    });
+    for (signo, e) in refused {
+        assert_eq!(e, libc::EINVAL, "catch_signal({signo})");
+    }
+    assert_eq!(blocked, 0, "a refused number was blocked");
+    // The edges of what is accepted.
+    for ok in [1, libc::SIGIO, libc::SIGRTMIN(), libc::SIGRTMAX()] {
+        assert_eq!(catch_in_thread(ok).try_read().unwrap(), None, "{ok}");
+    }
 }
 
 #[test]
