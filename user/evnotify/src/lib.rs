@@ -28,7 +28,7 @@
 //!   [`io::Error::raw_os_error`] is `Some(errno)` for every failure this crate reports,
 //!   including the ones it detects itself (`EINVAL` for an out-of-range duration, `ETIMEDOUT`
 //!   from [`Channel::wait_idle`]). No dependency's type appears in the API, except the
-//!   [`futures_core::Stream`] trait implemented with the `tokio` feature.
+//!   `futures_core::Stream` trait implemented with the `tokio` feature.
 //! - **Never blocks:** every [`Channel`] call (an ioctl, answered at once) except
 //!   [`Channel::wait_idle`]; [`Notifier::try_read`], [`Notifier::drain`], [`Notifier::post`]
 //!   and [`SignalCatcher::try_read`]. The notifier's and the catcher's descriptors are
@@ -43,18 +43,20 @@
 //!   again.
 //! - **Descriptors are close-on-exec** (`O_CLOEXEC`, `EFD_CLOEXEC`, `SFD_CLOEXEC`), and each
 //!   type owns its descriptor: [`AsFd`]/[`AsRawFd`] lend it, [`IntoRawFd`] and
-//!   `From<..> for OwnedFd` hand it over without closing it.
+//!   `From<..> for OwnedFd` hand it over without closing it, and [`Channel`] and [`Notifier`]
+//!   adopt one with `From<OwnedFd>`.
 //! - **Signals** ([`catch_signal`]) are blocked in the calling thread only; see there how to
 //!   catch them process-wide.
 //!
 //! # Async (feature `tokio`)
 //!
 //! With the `tokio` feature, `AsyncNotifier` wraps a [`Notifier`] in Tokio's reactor:
-//! `wait().await` returns the count, and it is a [`futures_core::Stream`] of counts, so many
+//! `wait().await` returns the count, and it is a `futures_core::Stream` of counts, so many
 //! slots can be served from one task. `examples/async_slots.rs` serves all 64 slots of a
 //! channel that way.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use nix::{
     errno::Errno,
@@ -75,6 +77,7 @@ use std::{
 #[cfg(feature = "tokio")]
 mod async_notifier;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use async_notifier::AsyncNotifier;
 
 /// The README's example must compile too.
@@ -328,6 +331,16 @@ pub struct Channel {
 
 owns_fd!(Channel, fd);
 
+/// Adopts a descriptor of `/dev/evnotify` opened elsewhere (inherited, passed over a Unix
+/// socket, or opened with other flags). The caller vouches that it is one: nothing is checked
+/// here, and on any other file every ioctl fails with `ENOTTY` (or whatever that file's
+/// driver answers).
+impl From<OwnedFd> for Channel {
+    fn from(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+}
+
 impl Channel {
     /// Opens a new channel on [`DEVICE`].
     pub fn open() -> Result<Self> {
@@ -449,8 +462,10 @@ impl Channel {
 
     /// Pins the channel's kernel thread to `cpu`, as `taskset` would. Fails with `ESRCH`
     /// while the thread has not started (it starts with the first kick, kick eventfd or
-    /// timer) or is not visible in this pid namespace, and with `EINVAL` for a `cpu` beyond
-    /// the CPU set.
+    /// timer) or is not visible in this pid namespace, with `EINVAL` for a `cpu` beyond
+    /// the CPU set, and with `EPERM` unless the caller has `CAP_SYS_NICE`: the kernel thread
+    /// runs with root's credentials, and `sched_setaffinity` lets only a task's owner or a
+    /// process with that capability change its CPUs.
     pub fn pin_thread(&self, cpu: usize) -> Result<()> {
         let mut set = nix::sched::CpuSet::new();
         set.set(cpu)?;
@@ -556,6 +571,27 @@ pub struct Notifier {
 }
 
 owns_fd!(Notifier, efd);
+
+/// Adopts an eventfd created elsewhere, and makes it non-blocking (`O_NONBLOCK`), as every
+/// notifier is: the flag belongs to the open file, so duplicates of the descriptor, in this
+/// or another process, become non-blocking too. The caller vouches that it is an eventfd:
+/// nothing is checked here, and on another file the reads and writes fail or return
+/// nonsense, and [`Channel::attach`] fails with `EINVAL`.
+impl From<OwnedFd> for Notifier {
+    fn from(fd: OwnedFd) -> Self {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        // F_GETFL and F_SETFL of O_NONBLOCK fail only on a closed descriptor, which an
+        // `OwnedFd` is not.
+        if let Ok(bits) = fcntl(&fd, FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_retain(bits) | OFlag::O_NONBLOCK;
+            let _ = fcntl(&fd, FcntlArg::F_SETFL(flags));
+        }
+        // SAFETY: Not a memory-safety matter: `EventFd` only reads and writes 8 bytes through
+        // the descriptor; the caller vouches that it is an eventfd (see above).
+        let efd = unsafe { EventFd::from_owned_fd(fd) };
+        Self { efd }
+    }
+}
 
 impl Notifier {
     /// A new eventfd with a zero counter (`EFD_NONBLOCK | EFD_CLOEXEC`).
@@ -736,9 +772,22 @@ mod tests {
         }
     }
 
+    /// Only where the generic `_IOC` layout holds: mips, powerpc, sparc and alpha have 13 size
+    /// bits and other direction values.
     #[test]
+    #[cfg(any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "riscv32",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "s390x"
+    ))]
     fn ioctl_numbers_encode_direction_size_and_magic() {
-        // _IOC layout on x86: dir(2) << 30 | size(14) << 16 | type(8) << 8 | nr(8).
+        // The generic _IOC layout: dir(2) << 30 | size(14) << 16 | type(8) << 8 | nr(8), with
+        // _IOC_WRITE 1 and _IOC_READ 2.
         let dec = |n: u64| (n >> 30, (n >> 16) & 0x3fff, (n >> 8) & 0xff, n & 0xff);
         assert_eq!(dec(IOC_VERSION), (2, 16, 0xE6, 0));
         assert_eq!(dec(IOC_ATTACH), (1, 16, 0xE6, 1));
