@@ -24,7 +24,20 @@ fn bad_values_are_usage_errors_before_the_device_is_opened() {
         (&["timer", "--period", "999us"][..], "1ms..=1day"),
         (&["timer", "--period", "25h"], "1ms..=1day"),
         (&["watch", "--timer", "0s"], "1ms..=1day"),
-        (&["watch", "--kick-every", "0s"], "above 0"),
+        (&["watch", "--kick-every", "0s"], "1ns..=1day"),
+        (
+            &["watch", "--kick-every", "18446744073709551615s"],
+            "1ns..=1day",
+        ),
+        (
+            &["watch", "--duration", "18446744073709551615s"],
+            "0s..=1day",
+        ),
+        (
+            &["signal", "--signo", "RTMIN+2147483647"],
+            "not a signal this command can catch",
+        ),
+        (&["signal", "--signo", "RTMIN+-3"], "unknown signal"),
         (&["--busypoll", "1001us", "info"], "0s..=1ms"),
         (&["ping", "--slot", "64"], "0..64"),
         (&["timer", "--slot", "64"], "0..64"),
@@ -88,6 +101,44 @@ fn a_device_that_is_not_evnotify_gives_enotty_and_its_hint() {
     );
     assert!(err.contains("hint: /dev/null does not answer evnotify's ioctls"));
     assert!(err.contains("API version"), "{err}");
+}
+
+/// `evnotify ARGS` with at most `nofile` descriptors open.
+fn run_with_nofile(args: &[&str], nofile: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(EXE);
+    cmd.args(args);
+    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("run evnotify")
+}
+
+/// The device (here /dev/null) opens as descriptor 3; the eventfd would be the fifth.
+#[test]
+fn an_eventfd_past_the_open_file_limit_names_the_slot_and_the_limit() {
+    for (cmd, slot) in [("ping", "--slot=7"), ("timer", "--slot=7")] {
+        let o = run_with_nofile(&["--device", "/dev/null", cmd, slot], 4);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.starts_with(
+                "evnotify: /dev/null: eventfd(2) for slot 7 (notify): Too many open files\n"
+            ),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("hint: this process hit its open-file limit (`ulimit -n`"));
+    }
 }
 
 #[test]
