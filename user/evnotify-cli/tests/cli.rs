@@ -173,11 +173,14 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+fn install_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh")
+}
+
 #[test]
 fn install_script_installs_the_command_and_its_manual_pages() {
     let dest = temp_dir("install");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh");
-    let o = Command::new(script)
+    let o = Command::new(install_script())
         .env("EVNOTIFY_BIN", EXE)
         .env("DESTDIR", &dest)
         .env("PREFIX", "/usr")
@@ -195,14 +198,36 @@ fn install_script_installs_the_command_and_its_manual_pages() {
     }
     std::fs::remove_dir_all(&dest).unwrap();
     // A failure stops it: a binary that cannot write the pages installs nothing.
-    let o =
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh"))
-            .env("EVNOTIFY_BIN", "/bin/false")
-            .env("DESTDIR", &dest)
-            .output()
-            .unwrap();
+    let o = Command::new(install_script())
+        .env("EVNOTIFY_BIN", "/bin/false")
+        .env("DESTDIR", &dest)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(!dest.exists(), "installed something after a failure");
+}
+
+/// Without EVNOTIFY_BIN the script builds the command, and installs the binary that build
+/// made, wherever cargo's target directory is: here a new one, so the binary is fresh. The
+/// RUSTFLAGS make it differ from any binary built before in the usual target directory.
+#[test]
+fn install_script_installs_what_it_has_just_built() {
+    let (dest, target) = (temp_dir("install-built"), temp_dir("install-target"));
+    let o = Command::new(install_script())
+        .env_remove("EVNOTIFY_BIN")
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", "-Cmetadata=evnotify-install-test")
+        .env("DESTDIR", &dest)
+        .env("PREFIX", "/usr")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let installed = std::fs::read(dest.join("usr/bin/evnotify")).unwrap();
+    let built = std::fs::read(target.join("release/evnotify")).unwrap();
+    assert!(installed == built, "not the binary just built");
+    assert!(dest.join("usr/share/man/man1/evnotify-stat.1").is_file());
+    std::fs::remove_dir_all(&dest).unwrap();
+    std::fs::remove_dir_all(&target).unwrap();
 }
 
 /// `evnotify stat | head -0`: a reader that is gone ends the command as it ends other filters
