@@ -103,14 +103,21 @@ fn a_device_that_is_not_evnotify_gives_enotty_and_its_hint() {
     assert!(err.contains("API version"), "{err}");
 }
 
-/// `evnotify ARGS` with at most `nofile` descriptors open.
+/// `evnotify ARGS` with descriptors 0, 1 and 2 only (make, for one, passes its jobserver's
+/// on) and at most `nofile` open.
 fn run_with_nofile(args: &[&str], nofile: u64) -> Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(EXE);
     cmd.args(args);
-    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+    // SAFETY: close_range and setrlimit are plain syscalls, async-signal-safe as pre_exec
+    // requires. close_range only marks the child's descriptors close-on-exec, so the one std
+    // reports exec errors through still works.
     unsafe {
         cmd.pre_exec(move || {
+            let cloexec = libc::CLOSE_RANGE_CLOEXEC;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             let lim = libc::rlimit {
                 rlim_cur: nofile,
                 rlim_max: nofile,
