@@ -5,20 +5,29 @@
 #   scripts/install-user.sh                 (make install-user)
 # PREFIX (default /usr/local) and DESTDIR (a staging root) as usual. EVNOTIFY_BIN installs
 # that binary instead of building one with cargo.
+# The build runs as the calling user, with that user's cargo: run it as yourself with a
+# PREFIX you can write; for a system-wide install, build as yourself and install as root
+# with EVNOTIFY_BIN (see the README), so that root builds nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 prefix=${PREFIX:-/usr/local}
 dest=${DESTDIR:-}
 bin=${EVNOTIFY_BIN:-}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 if [ -z "$bin" ]; then
-	(cd "$repo/user" && cargo build --release --locked -p evnotify-cli)
-	bin=$repo/user/target/release/evnotify
+	# cargo install puts the binary it has just built into a root of our own, wherever the
+	# target directory is (CARGO_TARGET_DIR, build.target-dir) and for whatever target
+	# (CARGO_BUILD_TARGET): no guessed path, no stale binary.
+	cargo install --locked --path "$repo/user/evnotify-cli" --root "$work/root"
+	bin=$work/root/bin/evnotify
 fi
-man=$(mktemp -d)
-trap 'rm -rf "$man"' EXIT
-"$bin" manpage "$man"
-install -D -m 755 "$bin" "$dest$prefix/bin/evnotify"
-install -d "$dest$prefix/share/man/man1"
-install -m 644 "$man"/*.1 "$dest$prefix/share/man/man1/"
-echo "installed $dest$prefix/bin/evnotify and $(cd "$man" && echo *.1 | wc -w) manual pages in $dest$prefix/share/man/man1"
+"$bin" manpage "$work/man"
+# The pages first, then the binary under a temporary name renamed over the old one: an
+# interrupted install leaves no new binary without its pages, nor a half-written binary.
+install -d "$dest$prefix/share/man/man1" "$dest$prefix/bin"
+install -m 644 "$work/man"/*.1 "$dest$prefix/share/man/man1/"
+install -m 755 "$bin" "$dest$prefix/bin/.evnotify.new"
+mv -f "$dest$prefix/bin/.evnotify.new" "$dest$prefix/bin/evnotify"
+echo "installed $dest$prefix/bin/evnotify and $(cd "$work/man" && echo *.1 | wc -w) manual pages in $dest$prefix/share/man/man1"

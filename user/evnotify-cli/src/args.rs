@@ -22,8 +22,8 @@ pub struct Cli {
     #[arg(long, global = true, default_value = evnotify::DEVICE)]
     pub device: String,
     /// Busy-poll limit of the channel's thread, 0..=1ms, e.g. 50us (0 turns polling off;
-    /// default: the module's busypoll_ns).
-    #[arg(long, value_parser = busypoll)]
+    /// default: the module's busypoll_ns; not with stat, which opens no channel).
+    #[arg(long, global = true, value_parser = busypoll)]
     pub busypoll: Option<Duration>,
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -71,7 +71,8 @@ pub enum Cmd {
         json: bool,
     },
     /// List every channel open on the system, with its process, thread and counters (as ss
-    /// or lsof do, from /proc/*/fd and the fdinfo the module writes).
+    /// or lsof do, from /proc/*/fd and the fdinfo the module writes). `evnotify list` is
+    /// the same command.
     #[command(visible_alias = "list")]
     Stat {
         /// Print one JSON object instead of a table.
@@ -99,7 +100,7 @@ pub enum Cmd {
     Signal {
         /// Signal: a number 1..=SIGRTMAX or a name (USR1, SIGIO, RTMIN+3), except SIGKILL and
         /// SIGSTOP, which cannot be caught to count them, and the C library's own real-time
-        /// signals (32 and 33 with glibc). Default: SIGIO.
+        /// signals (32 and 33 with glibc).
         #[arg(long, default_value = "SIGIO", value_parser = signo, allow_negative_numbers = true)]
         signo: i32,
         /// Kicks to send, 1..=1048576.
@@ -114,11 +115,11 @@ pub enum Cmd {
         /// Run a timer with this period (1ms..=1day) on slot 0.
         #[arg(long, value_parser = period)]
         timer: Option<Duration>,
-        /// Also kick slot 1 this often (more than 0), through a kick eventfd.
-        #[arg(long, value_parser = positive)]
+        /// Also kick slot 1 this often (1ns..=1day), through a kick eventfd.
+        #[arg(long, value_parser = kick_interval)]
         kick_every: Option<Duration>,
-        /// How long to watch.
-        #[arg(short, long, value_parser = humantime::parse_duration, default_value = "1s")]
+        /// How long to watch, 0s..=1day.
+        #[arg(short, long, value_parser = watch_duration, default_value = "1s")]
         duration: Duration,
     },
     /// Write the manual pages (evnotify.1, one per command) into DIR.
@@ -189,13 +190,18 @@ pub fn busypoll(s: &str) -> Result<Duration, String> {
     )
 }
 
-/// Any duration above zero (a zero kick interval would spin).
-fn positive(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e}: want a duration above 0"))?;
-    if d.is_zero() {
-        return Err(format!("{s} is not above 0"));
-    }
-    Ok(d)
+/// The longest `watch --kick-every` and `--duration`: bounded, so that deadlines cannot
+/// overflow `Instant`.
+const MAX_WATCH: Duration = Duration::from_secs(86_400);
+
+/// Above zero (a zero kick interval would spin), at most [`MAX_WATCH`].
+fn kick_interval(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::from_nanos(1), MAX_WATCH)
+}
+
+/// At most [`MAX_WATCH`].
+fn watch_duration(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::ZERO, MAX_WATCH)
 }
 
 /// The kernel's first real-time signal; glibc keeps the ones below `SIGRTMIN()` for itself.
@@ -217,15 +223,22 @@ pub fn signo(s: &str) -> Result<i32, String> {
         Err(_) => {
             let upper = s.to_ascii_uppercase();
             let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-            // RTMIN, RTMIN+k, RTMAX, RTMAX-k, as kill(1) takes them.
+            // RTMIN, RTMIN+k, RTMAX, RTMAX-k, as kill(1) takes them: k is digits only (no
+            // sign of its own), and a k too large is out of range, not an overflow.
             let offset = |rest: &str, sign: char| match rest {
                 "" => Some(0),
-                r => r.strip_prefix(sign)?.parse::<i32>().ok(),
+                r => {
+                    let k = r.strip_prefix(sign)?;
+                    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    Some(k.parse::<i32>().unwrap_or(i32::MAX))
+                }
             };
             let n = if let Some(rest) = name.strip_prefix("RTMIN") {
-                offset(rest, '+').map(|k| rtmin + k)
+                offset(rest, '+').map(|k| rtmin.checked_add(k).unwrap_or(i32::MAX))
             } else if let Some(rest) = name.strip_prefix("RTMAX") {
-                offset(rest, '-').map(|k| rtmax - k)
+                offset(rest, '-').map(|k| rtmax.checked_sub(k).unwrap_or(i32::MIN))
             } else {
                 format!("SIG{name}")
                     .parse::<nix::sys::signal::Signal>()
@@ -340,17 +353,62 @@ mod tests {
         for reserved in KERNEL_SIGRTMIN..libc::SIGRTMIN() {
             rejected(&["signal", "--signo", &reserved.to_string()], &accepted);
         }
-        for bad in ["NOPE", "RTMIN-1", "RTMAX+1", "RTMIN+x", "RTMINé"] {
+        for bad in [
+            "NOPE", "RTMIN-1", "RTMAX+1", "RTMIN+x", "RTMINé", "RTMIN+-3", "RTMIN++3", "RTMAX--1",
+            "RTMIN+", "RTMIN+ 3",
+        ] {
             rejected(&["signal", "--signo", bad], "unknown signal");
+        }
+        // Offsets that would overflow an i32 are out of range, not a panic.
+        for big in [
+            "RTMIN+2147483647",
+            "RTMIN+99999999999999999999",
+            "RTMAX-2147483647",
+            "RTMAX-99999999999999999999",
+            "RTMIN+31",
+        ] {
+            rejected(
+                &["signal", "--signo", big],
+                "not a signal this command can catch",
+            );
         }
     }
 
     #[test]
-    fn kick_interval_must_be_positive() {
-        rejected(&["watch", "--kick-every", "0s"], "0s is not above 0");
-        rejected(
-            &["watch", "--kick-every", "often"],
-            "want a duration above 0",
-        );
+    fn watch_intervals_are_bounded() {
+        for bad in ["0s", "1day 1ns", "18446744073709551615s"] {
+            rejected(&["watch", "--kick-every", bad], "1ns..=1day");
+        }
+        rejected(&["watch", "--kick-every", "often"], "1ns..=1day");
+        for bad in ["1day 1ns", "18446744073709551615s", "forever"] {
+            rejected(&["watch", "--duration", bad], "0s..=1day");
+        }
+        for good in ["1ns", "1day"] {
+            assert!(parse(&["watch", "--kick-every", good, "-d", good]).is_ok());
+        }
+        assert!(parse(&["watch", "-d", "0s"]).is_ok());
+    }
+
+    #[test]
+    fn busypoll_is_global() {
+        for args in [
+            &["--busypoll", "50us", "info"][..],
+            &["info", "--busypoll", "50us"],
+        ] {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.busypoll, Some(Duration::from_micros(50)), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_says_each_default_once() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("signal")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert_eq!(help.matches("SIGIO").count(), 2, "{help}"); // the name list, the default
+        assert!(!help.contains("Default: SIGIO"), "{help}");
     }
 }

@@ -51,6 +51,12 @@ impl DevError {
                  `max_user_channels` per user (see {PARAMS}); or this process hit its \
                  open-file limit (`ulimit -n`)"
             ),
+            (libc::EMFILE, op) if op.starts_with("eventfd") => "this process hit its \
+                 open-file limit (`ulimit -n`, RLIMIT_NOFILE): raise it, or close descriptors"
+                .to_owned(),
+            (libc::ENFILE, _) => "the system's open-file limit is reached \
+                 (/proc/sys/fs/file-max): close files elsewhere"
+                .to_owned(),
             (libc::ENOTTY, _) => format!(
                 "{path} does not answer evnotify's ioctls: it is not /dev/evnotify, or the \
                  loaded module speaks another API version than this program (version {}); \
@@ -78,6 +84,30 @@ impl fmt::Display for DevError {
 }
 
 impl std::error::Error for DevError {}
+
+/// A run that went wrong without a failed call (too few notifications or signals, a channel
+/// that stays busy): what happened, on which device and slot, and what to check.
+#[derive(Debug)]
+pub struct Failure {
+    pub what: String,
+    pub hint: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The hint for `e`, if it is one of the two errors above.
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    if let Some(d) = e.downcast_ref::<DevError>() {
+        return d.hint();
+    }
+    e.downcast_ref::<Failure>().map(|f| f.hint.clone())
+}
 
 #[cfg(test)]
 mod tests {
@@ -127,6 +157,11 @@ mod tests {
             assert!(emfile.contains(word), "{emfile} lacks {word}");
         }
         assert!(hint(Errno::ENOTTY, "ioctl EVNOTIFY_IOC_VERSION").contains("API version"));
+        // An eventfd's EMFILE is this process's limit, not the module's.
+        let emfile = hint(Errno::EMFILE, "eventfd(2) for slot 3");
+        assert!(emfile.contains("ulimit -n"), "{emfile}");
+        assert!(!emfile.contains("max_channels"), "{emfile}");
+        assert!(hint(Errno::ENFILE, "eventfd(2) for slot 3").contains("file-max"));
         // Only open's ENOENT is about the module; an ioctl's EINVAL has no hint.
         assert_eq!(hint(Errno::ENOENT, "read fdinfo"), "");
         assert_eq!(hint(Errno::EINVAL, "ioctl EVNOTIFY_IOC_KICK"), "");

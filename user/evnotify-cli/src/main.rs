@@ -8,10 +8,10 @@ mod error;
 mod manpage;
 mod stat;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use args::{Cli, Cmd, PingArgs};
 use clap::{CommandFactory, Parser};
-use error::DevError;
+use error::{DevError, Failure};
 use evnotify::{sys, Channel, Notifier};
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -94,10 +94,41 @@ impl Dev {
         })
     }
 
-    fn wait_idle(&self, timeout: Duration) -> Result<()> {
-        self.check(self.ch.wait_idle(timeout).map(drop), || {
-            format!("wait {timeout:?} for the channel to go idle")
+    /// A new eventfd for `slot` (`role`: what it is for), failing like the device's calls.
+    fn notifier(&self, slot: u32, role: &str) -> Result<Notifier> {
+        self.check(Notifier::new(), || {
+            format!("eventfd(2) for slot {slot} ({role})")
         })
+    }
+
+    fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        match self.ch.wait_idle(timeout) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => Err(self.stalled(format!(
+                "the channel did not go idle within {timeout:?}: kicks still pending"
+            ))),
+            r => self.check(r.map(drop), || {
+                format!("wait {timeout:?} for the channel to go idle")
+            }),
+        }
+    }
+
+    /// A [`Failure`] for a channel that stopped delivering: `what` after the device's name,
+    /// and its counters in the hint (which say whether the thread handled the work).
+    fn stalled(&self, what: String) -> anyhow::Error {
+        let counters = match self.stats() {
+            Ok(s) => counters_text(&s),
+            Err(e) => format!("(no counters: {e:#})"),
+        };
+        Failure {
+            what: format!("{}: {what}", self.path),
+            hint: format!(
+                "if `pending` stays above 0, the channel's kernel thread is not running (look \
+                 for the module's warnings in `dmesg`); if `handled` grew but not `notifies`, \
+                 the slot lost its eventfd; if `notifies` grew, another reader of the eventfd \
+                 took the count. The channel's counters now:\n{counters}"
+            ),
+        }
+        .into()
     }
 
     fn fdinfo(&self) -> Result<String> {
@@ -212,12 +243,18 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Blocks until `want` notifications arrived on `n`.
-fn collect(n: &Notifier, want: u64) -> Result<u64> {
+/// Blocks until `want` notifications arrived on `n`, attached to `slot`.
+fn collect(dev: &Dev, n: &Notifier, slot: u32, want: u64) -> Result<u64> {
     let mut got = 0;
     while got < want {
-        let v = n.wait_timeout(Duration::from_secs(10))?;
-        ensure!(v > 0, "no notification within 10 s ({got} of {want})");
+        let v = dev.check(n.wait_timeout(Duration::from_secs(10)), || {
+            format!("wait for slot {slot}'s eventfd")
+        })?;
+        if v == 0 {
+            return Err(dev.stalled(format!(
+                "slot {slot}: no notification within 10 s ({got} of {want} arrived)"
+            )));
+        }
         got += v;
     }
     Ok(got)
@@ -225,9 +262,9 @@ fn collect(n: &Notifier, want: u64) -> Result<u64> {
 
 fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
     let (slot, burst) = (a.slot, a.burst);
-    let n = Notifier::new()?;
+    let n = dev.notifier(slot, "notify")?;
     dev.attach(slot, &n)?;
-    let kick = Notifier::new()?;
+    let kick = dev.notifier(slot, "kick")?;
     if a.kickfd {
         dev.attach_kickfd(slot, &kick)?;
     }
@@ -240,7 +277,7 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
         } else {
             dev.kick(slot, burst)?;
         }
-        let got = collect(&n, burst.into())?;
+        let got = collect(dev, &n, slot, burst.into())?;
         let ns = t.elapsed().as_nanos() as u64;
         hist.record(ns)?;
         if !a.quiet && !a.json {
@@ -280,14 +317,27 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
 }
 
 fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32) -> Result<()> {
-    let n = Notifier::new()?;
+    let n = dev.notifier(slot, "notify")?;
     dev.attach(slot, &n)?;
     dev.set_timer(slot, period, ticks)?;
     let start = Instant::now();
     let mut total = 0;
+    let patience = period * 10 + Duration::from_secs(1);
     while ticks == 0 || total < ticks {
-        let v = n.wait_timeout(period * 10 + Duration::from_secs(1))?;
-        ensure!(v > 0, "the timer stopped ticking");
+        let v = dev.check(n.wait_timeout(patience), || {
+            format!("wait for slot {slot}'s eventfd")
+        })?;
+        if v == 0 {
+            let of = if ticks == 0 {
+                String::new()
+            } else {
+                format!(" of {ticks}")
+            };
+            return Err(dev.stalled(format!(
+                "slot {slot}: the timer (period {period:?}) stopped ticking: {total}{of} \
+                 tick(s), then none for {patience:?}"
+            )));
+        }
         total += v;
         println!(
             "{:>10.3} ms  +{v} tick(s), {total} in all",
@@ -302,16 +352,56 @@ fn signal(dev: &Dev, signo: i32, count: u32, slot: u32) -> Result<()> {
     dev.set_signal(slot, signo)?;
     dev.kick(slot, count)?;
     dev.wait_idle(Duration::from_secs(10))?;
+    let want = signals_wanted(signo, count);
     let mut got = 0;
-    while let Some(info) = sfd.try_read()? {
+    while got < want {
+        let Some(info) = sfd.try_read().context("read the signalfd")? else {
+            break;
+        };
         got += 1;
         println!("signal {} from the kernel (code {})", info.signo, info.code);
-        if got == count || signo < libc::SIGRTMIN() {
-            break; // Standard signals coalesce: one is all that is queued.
-        }
     }
     println!("{count} kicks -> {got} signal(s) received");
-    print_stats(dev)
+    let s = dev.stats()?;
+    println!("{}", counters_text(&s));
+    check_signals(&dev.path, slot, signo, count, got, &s)
+}
+
+/// How many signals `count` kicks must bring: a real-time signal is queued once per send,
+/// a standard one is pending at most once.
+fn signals_wanted(signo: i32, count: u32) -> u32 {
+    if signo >= libc::SIGRTMIN() {
+        count
+    } else {
+        1
+    }
+}
+
+/// Fails unless `got` signals are all that `count` kicks must bring.
+fn check_signals(
+    path: &str,
+    slot: u32,
+    signo: i32,
+    count: u32,
+    got: u32,
+    s: &Counters,
+) -> Result<()> {
+    let want = signals_wanted(signo, count);
+    if got >= want {
+        return Ok(());
+    }
+    Err(Failure {
+        what: format!(
+            "{path}: slot {slot}: {count} kick(s) brought {got} of the {want} signal {signo} \
+             expected (the channel sent {}, and {} were refused: sig_refused)",
+            s.signals, s.sig_refused
+        ),
+        hint: "sig_refused counts sends the kernel refused: permission, a security module, \
+               or a full real-time signal queue (`ulimit -i`, RLIMIT_SIGPENDING); a signal \
+               that another thread of this process does not block may have gone there"
+            .to_owned(),
+    }
+    .into())
 }
 
 fn watch(
@@ -320,28 +410,33 @@ fn watch(
     kick_every: Option<Duration>,
     dur: Duration,
 ) -> Result<()> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let (tn, kn, kick) = (Notifier::new()?, Notifier::new()?, Notifier::new()?);
+    use nix::poll::{ppoll, PollFd, PollFlags};
+    let (tn, kn, kick) = (
+        dev.notifier(0, "notify")?,
+        dev.notifier(1, "notify")?,
+        dev.notifier(1, "kick")?,
+    );
     dev.attach(0, &tn)?;
     dev.attach(1, &kn)?;
     dev.attach_kickfd(1, &kick)?;
     if let Some(p) = timer {
         dev.set_timer(0, p, 0)?;
     }
+    // The parser bounds both durations (a day), so these cannot overflow.
+    let later = |t: Instant, d: Duration| t.checked_add(d).context("a deadline beyond the clock");
     let start = Instant::now();
-    let mut next_kick = kick_every.map(|d| start + d);
-    while start.elapsed() < dur {
-        let now = Instant::now();
-        let until = next_kick.map_or(start + dur, |k| k.min(start + dur));
-        let ms = until
-            .saturating_duration_since(now)
-            .as_millis()
-            .min(u16::MAX.into()) as u16;
+    let end = later(start, dur)?;
+    let mut next_kick = kick_every.map(|d| later(start, d)).transpose()?;
+    while Instant::now() < end {
+        let until = next_kick.map_or(end, |k| k.min(end));
         let mut fds = [
             PollFd::new(tn.as_fd(), PollFlags::POLLIN),
             PollFd::new(kn.as_fd(), PollFlags::POLLIN),
         ];
-        poll(&mut fds, PollTimeout::from(ms)).context("poll")?;
+        match ppoll(&mut fds, Some(poll_timeout(Instant::now(), until)), None) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("ppoll"),
+        }
         let t = start.elapsed().as_secs_f64() * 1e3;
         for (name, n) in [("timer", &tn), ("kick ", &kn)] {
             let v = n.drain()?;
@@ -351,13 +446,19 @@ fn watch(
         }
         if let (Some(k), Some(every)) = (next_kick, kick_every) {
             if Instant::now() >= k {
-                kick.post(1)?;
-                next_kick = Some(k + every);
+                kick.post(1).context("write the kick eventfd of slot 1")?;
+                next_kick = Some(later(k, every)?);
             }
         }
     }
     dev.set_timer(0, Duration::ZERO, 0)?;
     print_stats(dev)
+}
+
+/// `ppoll`'s timeout until `until`, to the nanosecond: rounded down to milliseconds, the
+/// last millisecond before a deadline would be a busy loop of zero-timeout polls.
+fn poll_timeout(now: Instant, until: Instant) -> nix::sys::time::TimeSpec {
+    nix::sys::time::TimeSpec::from_duration(until.saturating_duration_since(now))
 }
 
 fn slot_text(s: &stat::Slot) -> String {
@@ -497,10 +598,53 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("evnotify: {e:#}");
-            if let Some(hint) = e.downcast_ref::<DevError>().and_then(DevError::hint) {
+            if let Some(hint) = error::hint(&e) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_timeout_keeps_the_last_millisecond() {
+        let now = Instant::now();
+        let t = poll_timeout(now, now + Duration::from_micros(500));
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (0, 500_000));
+        let t = poll_timeout(now, now + Duration::from_millis(1500));
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (1, 500_000_000));
+        let t = poll_timeout(now + Duration::from_secs(1), now);
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (0, 0));
+    }
+
+    #[test]
+    fn too_few_signals_fail_with_the_counters_and_a_hint() {
+        let rt = libc::SIGRTMIN() + 1;
+        let s = Counters::from(&evnotify::Stats {
+            signals: 3,
+            sig_refused: 2,
+            ..Default::default()
+        });
+        assert!(check_signals("/dev/evnotify", 4, rt, 5, 5, &s).is_ok());
+        // A standard signal coalesces: one is enough, none is not.
+        assert!(check_signals("/dev/evnotify", 4, libc::SIGIO, 5, 1, &s).is_ok());
+        for (signo, got, want) in [(rt, 3, 5), (libc::SIGIO, 0, 1)] {
+            let e = check_signals("/dev/evnotify", 4, signo, 5, got, &s).unwrap_err();
+            let msg = e.to_string();
+            for part in [
+                "/dev/evnotify: slot 4: 5 kick(s)",
+                &format!("brought {got} of the {want} signal {signo}"),
+                "sent 3",
+                "2 were refused: sig_refused",
+            ] {
+                assert!(msg.contains(part), "{msg:?} lacks {part:?}");
+            }
+            let hint = error::hint(&e).unwrap();
+            assert!(hint.contains("ulimit -i"), "{hint}");
         }
     }
 }

@@ -46,12 +46,20 @@ fn without_repeated_preamble(page: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Writes every page into `dir`.
+/// Writes every page into `dir`, and for each visible alias (`list`) a page that sources
+/// its command's (`.so`), as man-db and mandoc follow.
 pub fn write(dir: &Path) -> Result<()> {
     let ctx = || format!("write the manual pages into {}", dir.display());
     fs::create_dir_all(dir).with_context(ctx)?;
-    clap_mangen::generate_to(Cli::command(), dir).with_context(ctx)?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), dir).with_context(ctx)?;
     fs::write(dir.join("evnotify.1"), main_page()?).with_context(ctx)?;
+    for sub in cmd.get_subcommands() {
+        for alias in sub.get_visible_aliases() {
+            let page = format!(".so man1/evnotify-{}.1\n", sub.get_name());
+            fs::write(dir.join(format!("evnotify-{alias}.1")), page).with_context(ctx)?;
+        }
+    }
     Ok(())
 }
 
@@ -85,6 +93,11 @@ mod tests {
             assert!(sh.clone().any(|l| l.contains(heading)), "{heading}");
         }
         assert!(main.contains("\\-\\-device"));
+        // The alias has a page, which is the command's, and the command's page names it.
+        let list = fs::read_to_string(dir.join("evnotify-list.1")).unwrap();
+        assert_eq!(list, ".so man1/evnotify-stat.1\n");
+        let stat = fs::read_to_string(dir.join("evnotify-stat.1")).unwrap();
+        assert!(stat.contains("evnotify list"), "{stat}");
         assert!(main.contains("insmod rust_evnotify.ko"));
         fs::remove_dir_all(&dir).unwrap();
     }

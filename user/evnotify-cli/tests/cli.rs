@@ -24,7 +24,20 @@ fn bad_values_are_usage_errors_before_the_device_is_opened() {
         (&["timer", "--period", "999us"][..], "1ms..=1day"),
         (&["timer", "--period", "25h"], "1ms..=1day"),
         (&["watch", "--timer", "0s"], "1ms..=1day"),
-        (&["watch", "--kick-every", "0s"], "above 0"),
+        (&["watch", "--kick-every", "0s"], "1ns..=1day"),
+        (
+            &["watch", "--kick-every", "18446744073709551615s"],
+            "1ns..=1day",
+        ),
+        (
+            &["watch", "--duration", "18446744073709551615s"],
+            "0s..=1day",
+        ),
+        (
+            &["signal", "--signo", "RTMIN+2147483647"],
+            "not a signal this command can catch",
+        ),
+        (&["signal", "--signo", "RTMIN+-3"], "unknown signal"),
         (&["--busypoll", "1001us", "info"], "0s..=1ms"),
         (&["ping", "--slot", "64"], "0..64"),
         (&["timer", "--slot", "64"], "0..64"),
@@ -90,6 +103,51 @@ fn a_device_that_is_not_evnotify_gives_enotty_and_its_hint() {
     assert!(err.contains("API version"), "{err}");
 }
 
+/// `evnotify ARGS` with descriptors 0, 1 and 2 only (make, for one, passes its jobserver's
+/// on) and at most `nofile` open.
+fn run_with_nofile(args: &[&str], nofile: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(EXE);
+    cmd.args(args);
+    // SAFETY: close_range and setrlimit are plain syscalls, async-signal-safe as pre_exec
+    // requires. close_range only marks the child's descriptors close-on-exec, so the one std
+    // reports exec errors through still works.
+    unsafe {
+        cmd.pre_exec(move || {
+            let cloexec = libc::CLOSE_RANGE_CLOEXEC;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let lim = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("run evnotify")
+}
+
+/// The device (here /dev/null) opens as descriptor 3; the eventfd would be the fifth.
+#[test]
+fn an_eventfd_past_the_open_file_limit_names_the_slot_and_the_limit() {
+    for (cmd, slot) in [("ping", "--slot=7"), ("timer", "--slot=7")] {
+        let o = run_with_nofile(&["--device", "/dev/null", cmd, slot], 4);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.starts_with(
+                "evnotify: /dev/null: eventfd(2) for slot 7 (notify): Too many open files\n"
+            ),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("hint: this process hit its open-file limit (`ulimit -n`"));
+    }
+}
+
 #[test]
 fn stat_json_is_json_and_needs_no_device() {
     // No module on the host: no channels, and no device needed to look.
@@ -122,11 +180,14 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
+fn install_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh")
+}
+
 #[test]
 fn install_script_installs_the_command_and_its_manual_pages() {
     let dest = temp_dir("install");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh");
-    let o = Command::new(script)
+    let o = Command::new(install_script())
         .env("EVNOTIFY_BIN", EXE)
         .env("DESTDIR", &dest)
         .env("PREFIX", "/usr")
@@ -144,14 +205,36 @@ fn install_script_installs_the_command_and_its_manual_pages() {
     }
     std::fs::remove_dir_all(&dest).unwrap();
     // A failure stops it: a binary that cannot write the pages installs nothing.
-    let o =
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-user.sh"))
-            .env("EVNOTIFY_BIN", "/bin/false")
-            .env("DESTDIR", &dest)
-            .output()
-            .unwrap();
+    let o = Command::new(install_script())
+        .env("EVNOTIFY_BIN", "/bin/false")
+        .env("DESTDIR", &dest)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(!dest.exists(), "installed something after a failure");
+}
+
+/// Without EVNOTIFY_BIN the script builds the command, and installs the binary that build
+/// made, wherever cargo's target directory is: here a new one, so the binary is fresh. The
+/// RUSTFLAGS make it differ from any binary built before in the usual target directory.
+#[test]
+fn install_script_installs_what_it_has_just_built() {
+    let (dest, target) = (temp_dir("install-built"), temp_dir("install-target"));
+    let o = Command::new(install_script())
+        .env_remove("EVNOTIFY_BIN")
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", "-Cmetadata=evnotify-install-test")
+        .env("DESTDIR", &dest)
+        .env("PREFIX", "/usr")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let installed = std::fs::read(dest.join("usr/bin/evnotify")).unwrap();
+    let built = std::fs::read(target.join("release/evnotify")).unwrap();
+    assert!(installed == built, "not the binary just built");
+    assert!(dest.join("usr/share/man/man1/evnotify-stat.1").is_file());
+    std::fs::remove_dir_all(&dest).unwrap();
+    std::fs::remove_dir_all(&target).unwrap();
 }
 
 /// `evnotify stat | head -0`: a reader that is gone ends the command as it ends other filters

@@ -24,6 +24,11 @@ pub const TESTS: &[Test] = &[
     ("cli_stat_as_a_user_shows_what_it_can", cli_stat_as_user),
     ("cli_info_and_ping_json", cli_info_and_ping_json),
     ("cli_error_hints_with_the_module_loaded", cli_error_hints),
+    ("cli_signal_counts_exactly", cli_signal_counts),
+    (
+        "cli_signal_fails_when_signals_are_refused",
+        cli_signal_refused,
+    ),
 ];
 
 /// An unprivileged uid, as in the hostile tests.
@@ -43,9 +48,17 @@ impl Run {
     }
 }
 
-/// Runs `evnotify ARGS` (from PATH), as `uid` if given and with at most `nofile` descriptors,
-/// and gives up after [`hang`]. Output goes through files, so a full pipe cannot stall it.
-fn evnotify(args: &[&str], uid: Option<u32>, nofile: Option<u64>) -> Result<Run> {
+/// A resource limit: `RLIMIT_*` and its value.
+type Limit = (libc::__rlimit_resource_t, u64);
+
+/// At most `n` open descriptors.
+fn nofile(n: u64) -> Option<Limit> {
+    Some((libc::RLIMIT_NOFILE, n))
+}
+
+/// Runs `evnotify ARGS` (from PATH), as `uid` if given and under `limit`, and gives up after
+/// [`hang`]. Output goes through files, so a full pipe cannot stall it.
+fn evnotify(args: &[&str], uid: Option<u32>, limit: Option<Limit>) -> Result<Run> {
     let dir = std::env::temp_dir();
     let tag = format!("evnotify-cli.{}", std::process::id());
     let (out_path, err_path) = (
@@ -59,7 +72,7 @@ fn evnotify(args: &[&str], uid: Option<u32>, nofile: Option<u64>) -> Result<Run>
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    if let Some(n) = nofile {
+    if let Some((resource, n)) = limit {
         // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
         unsafe {
             cmd.pre_exec(move || {
@@ -67,7 +80,7 @@ fn evnotify(args: &[&str], uid: Option<u32>, nofile: Option<u64>) -> Result<Run>
                     rlim_cur: n,
                     rlim_max: n,
                 };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                if libc::setrlimit(resource, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -267,9 +280,74 @@ fn cli_error_hints() -> Result<()> {
     )?;
     // Descriptors 0, 1 and 2 are all a process may have: the channel would be the fourth.
     check(
-        evnotify(&["info"], None, Some(3))?,
+        evnotify(&["info"], None, nofile(3))?,
         "evnotify: /dev/evnotify: open: Too many open files\n",
         "max_user_channels",
     )?;
+    Ok(())
+}
+
+/// The `signal N from the kernel` lines of a run, as signal numbers.
+fn signals_printed(out: &str) -> Vec<i32> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("signal ")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+fn cli_signal_counts() -> Result<()> {
+    // A real-time signal is queued once per kick: exactly as many as kicks.
+    let rt = libc::SIGRTMIN() + 2;
+    let run = evnotify(
+        &["signal", "--signo", "RTMIN+2", "-n", "5", "--slot", "3"],
+        None,
+        None,
+    )?;
+    ensure!(run.code == 0, "exit {}: {}", run.code, run.err);
+    ensure!(signals_printed(&run.out) == [rt; 5], "{}", run.out);
+    ensure!(
+        run.out.contains("5 kicks -> 5 signal(s) received"),
+        "{}",
+        run.out
+    );
+    ensure!(
+        run.out.contains(" signals=5 ") && run.out.contains("sig_refused=0"),
+        "{}",
+        run.out
+    );
+    // SIGIO, the default, is a standard signal: pending once however many kicks.
+    let run = evnotify(&["signal", "-n", "3"], None, None)?;
+    ensure!(run.code == 0, "exit {}: {}", run.code, run.err);
+    ensure!(signals_printed(&run.out) == [libc::SIGIO], "{}", run.out);
+    ensure!(
+        run.out.contains("3 kicks -> 1 signal(s) received"),
+        "{}",
+        run.out
+    );
+    Ok(())
+}
+
+/// With room for 2 queued signals (RLIMIT_SIGPENDING), the other kicks' signals are refused:
+/// the command fails and says so.
+fn cli_signal_refused() -> Result<()> {
+    let run = evnotify(
+        &["signal", "--signo", "RTMIN+2", "-n", "5", "--slot", "3"],
+        None,
+        Some((libc::RLIMIT_SIGPENDING, 2)),
+    )?;
+    ensure!(run.code == 1, "exit {}: {} {}", run.code, run.out, run.err);
+    let got = signals_printed(&run.out).len();
+    ensure!(got < 5, "{}", run.out);
+    let want = format!(
+        "evnotify: /dev/evnotify: slot 3: 5 kick(s) brought {got} of the 5 signal {} expected \
+         (the channel sent {got}, and {} were refused: sig_refused)",
+        libc::SIGRTMIN() + 2,
+        5 - got
+    );
+    ensure!(run.err.starts_with(&want), "want {want:?}: {}", run.err);
+    ensure!(
+        run.err.contains("hint: sig_refused counts") && run.err.contains("ulimit -i"),
+        "{}",
+        run.err
+    );
     Ok(())
 }

@@ -3,7 +3,7 @@
 use crate::{Notifier, Result};
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd},
     pin::Pin,
     task::{ready, Context, Poll},
 };
@@ -114,6 +114,19 @@ impl AsRawFd for AsyncNotifier {
     }
 }
 
+/// Deregisters the eventfd and hands it over, open.
+impl From<AsyncNotifier> for OwnedFd {
+    fn from(n: AsyncNotifier) -> OwnedFd {
+        n.into_inner().into()
+    }
+}
+
+impl IntoRawFd for AsyncNotifier {
+    fn into_raw_fd(self) -> RawFd {
+        self.into_inner().into_raw_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::AsyncNotifier;
@@ -169,5 +182,21 @@ mod tests {
         let n = AsyncNotifier::new().unwrap();
         n.get_ref().post(4).unwrap();
         assert_eq!(n.into_inner().drain().unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn handing_over_the_descriptor_keeps_it_open() {
+        use crate::Notifier;
+        use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+        let n = AsyncNotifier::new().unwrap();
+        n.get_ref().post(5).unwrap();
+        let n = Notifier::from(OwnedFd::from(n));
+        assert_eq!(n.drain().unwrap(), 5);
+        let a = AsyncNotifier::from_notifier(n).unwrap();
+        a.get_ref().post(6).unwrap();
+        let raw = a.into_raw_fd();
+        // SAFETY: `into_raw_fd` gave up ownership of `raw`.
+        let n = Notifier::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        assert_eq!(n.drain().unwrap(), 6);
     }
 }

@@ -28,7 +28,7 @@
 //!   [`io::Error::raw_os_error`] is `Some(errno)` for every failure this crate reports,
 //!   including the ones it detects itself (`EINVAL` for an out-of-range duration, `ETIMEDOUT`
 //!   from [`Channel::wait_idle`]). No dependency's type appears in the API, except the
-//!   [`futures_core::Stream`] trait implemented with the `tokio` feature.
+//!   `futures_core::Stream` trait implemented with the `tokio` feature.
 //! - **Never blocks:** every [`Channel`] call (an ioctl, answered at once) except
 //!   [`Channel::wait_idle`]; [`Notifier::try_read`], [`Notifier::drain`], [`Notifier::post`]
 //!   and [`SignalCatcher::try_read`]. The notifier's and the catcher's descriptors are
@@ -38,21 +38,25 @@
 //! - **Waits** ([`Notifier::wait`], [`Notifier::wait_timeout`], [`SignalCatcher::wait`],
 //!   [`SignalCatcher::wait_timeout`]) sleep in `ppoll` with a nanosecond deadline of any
 //!   length ([`Duration::MAX`] is "for ever") and keep that deadline across signal handlers
-//!   (`EINTR` is retried with the time left).
+//!   (`EINTR` is retried with the time left). One `ppoll` sleeps at most `time_t::MAX`
+//!   seconds (about 68 years on 32-bit targets); a longer wait is clamped to that and polls
+//!   again.
 //! - **Descriptors are close-on-exec** (`O_CLOEXEC`, `EFD_CLOEXEC`, `SFD_CLOEXEC`), and each
 //!   type owns its descriptor: [`AsFd`]/[`AsRawFd`] lend it, [`IntoRawFd`] and
-//!   `From<..> for OwnedFd` hand it over without closing it.
+//!   `From<..> for OwnedFd` hand it over without closing it, and [`Channel`] and [`Notifier`]
+//!   adopt one with `From<OwnedFd>`.
 //! - **Signals** ([`catch_signal`]) are blocked in the calling thread only; see there how to
 //!   catch them process-wide.
 //!
 //! # Async (feature `tokio`)
 //!
 //! With the `tokio` feature, `AsyncNotifier` wraps a [`Notifier`] in Tokio's reactor:
-//! `wait().await` returns the count, and it is a [`futures_core::Stream`] of counts, so many
+//! `wait().await` returns the count, and it is a `futures_core::Stream` of counts, so many
 //! slots can be served from one task. `examples/async_slots.rs` serves all 64 slots of a
 //! channel that way.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use nix::{
     errno::Errno,
@@ -73,6 +77,7 @@ use std::{
 #[cfg(feature = "tokio")]
 mod async_notifier;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use async_notifier::AsyncNotifier;
 
 /// The README's example must compile too.
@@ -326,6 +331,16 @@ pub struct Channel {
 
 owns_fd!(Channel, fd);
 
+/// Adopts a descriptor of `/dev/evnotify` opened elsewhere (inherited, passed over a Unix
+/// socket, or opened with other flags). The caller vouches that it is one: nothing is checked
+/// here, and on any other file every ioctl fails with `ENOTTY` (or whatever that file's
+/// driver answers).
+impl From<OwnedFd> for Channel {
+    fn from(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+}
+
 impl Channel {
     /// Opens a new channel on [`DEVICE`].
     pub fn open() -> Result<Self> {
@@ -415,8 +430,9 @@ impl Channel {
         self.set_timer(slot, Duration::ZERO, 0)
     }
 
-    /// Makes `slot` send `signo` (0: `SIGIO`) to this process for every kick or tick it
-    /// handles; -1 stops it. See [`catch_signal`] to receive them.
+    /// Makes `slot` send `signo` (1 ..= 64; 0 means `SIGIO`) to this process for every kick
+    /// or tick it handles; -1 stops it. The kernel takes any of 1 ..= 64, but
+    /// [`catch_signal`], the way to receive them, refuses 0 and some numbers: see there.
     pub fn set_signal(&self, slot: u32, signo: i32) -> Result<()> {
         let req = sys::Signal {
             slot,
@@ -446,8 +462,10 @@ impl Channel {
 
     /// Pins the channel's kernel thread to `cpu`, as `taskset` would. Fails with `ESRCH`
     /// while the thread has not started (it starts with the first kick, kick eventfd or
-    /// timer) or is not visible in this pid namespace, and with `EINVAL` for a `cpu` beyond
-    /// the CPU set.
+    /// timer) or is not visible in this pid namespace, with `EINVAL` for a `cpu` beyond
+    /// the CPU set, and with `EPERM` unless the caller has `CAP_SYS_NICE`: the kernel thread
+    /// runs with root's credentials, and `sched_setaffinity` lets only a task's owner or a
+    /// process with that capability change its CPUs.
     pub fn pin_thread(&self, cpu: usize) -> Result<()> {
         let mut set = nix::sched::CpuSet::new();
         set.set(cpu)?;
@@ -504,6 +522,14 @@ impl Channel {
     }
 }
 
+/// `left` as `ppoll`'s timeout, clamped to the largest `time_t` (about 68 years where
+/// `time_t` has 32 bits): `TimeSpec::from_duration` would wrap to a negative, invalid time.
+/// The caller polls again until its deadline.
+fn poll_timeout(left: Duration) -> TimeSpec {
+    let max = Duration::from_secs(libc::time_t::MAX.try_into().unwrap_or(u64::MAX));
+    TimeSpec::from_duration(left.min(max))
+}
+
 /// Waits for `read` to return something: reads, and while it finds nothing, sleeps in
 /// `ppoll` until `fd` is readable. `None` once `deadline` (for ever if `None`) has passed.
 /// A readiness report is only a hint (another reader may take the count first), and a signal
@@ -520,7 +546,7 @@ fn wait_readable<T>(
         let left = match deadline {
             None => None,
             Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(TimeSpec::from_duration(left)),
+                Some(left) if !left.is_zero() => Some(poll_timeout(left)),
                 _ => return Ok(None),
             },
         };
@@ -545,6 +571,27 @@ pub struct Notifier {
 }
 
 owns_fd!(Notifier, efd);
+
+/// Adopts an eventfd created elsewhere, and makes it non-blocking (`O_NONBLOCK`), as every
+/// notifier is: the flag belongs to the open file, so duplicates of the descriptor, in this
+/// or another process, become non-blocking too. The caller vouches that it is an eventfd:
+/// nothing is checked here, and on another file the reads and writes fail or return
+/// nonsense, and [`Channel::attach`] fails with `EINVAL`.
+impl From<OwnedFd> for Notifier {
+    fn from(fd: OwnedFd) -> Self {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        // F_GETFL and F_SETFL of O_NONBLOCK fail only on a closed descriptor, which an
+        // `OwnedFd` is not.
+        if let Ok(bits) = fcntl(&fd, FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_retain(bits) | OFlag::O_NONBLOCK;
+            let _ = fcntl(&fd, FcntlArg::F_SETFL(flags));
+        }
+        // SAFETY: Not a memory-safety matter: `EventFd` only reads and writes 8 bytes through
+        // the descriptor; the caller vouches that it is an eventfd (see above).
+        let efd = unsafe { EventFd::from_owned_fd(fd) };
+        Self { efd }
+    }
+}
 
 impl Notifier {
     /// A new eventfd with a zero counter (`EFD_NONBLOCK | EFD_CLOEXEC`).
@@ -645,9 +692,14 @@ impl SignalCatcher {
     }
 }
 
-/// Blocks signal `signo` (1 ..= 64, real-time ones included) **in the calling thread only**
-/// and returns a [`SignalCatcher`] that receives it: the way to count what
-/// [`Channel::set_signal`] sends. Fails with `EINVAL` for any other number.
+/// Blocks signal `signo` **in the calling thread only** and returns a [`SignalCatcher`] that
+/// receives it: the way to count what [`Channel::set_signal`] sends.
+///
+/// `signo` is a signal a signalfd can receive: 1 ..= `SIGRTMAX()` (64 on Linux), except
+/// `SIGKILL` (9) and `SIGSTOP` (19), which can never be blocked nor caught, and the real-time
+/// signals the C library keeps for itself, 32 ..= `SIGRTMIN() - 1` (32 and 33 with glibc).
+/// Any other number fails with `EINVAL`, and blocks nothing. Unlike [`Channel::set_signal`],
+/// where 0 means `SIGIO`, 0 is no signal here: pass `libc::SIGIO`.
 ///
 /// A channel signals the *process*, and the kernel delivers a process signal to any thread
 /// that does not block it (for `SIGIO`, whose default action ends the process, that is
@@ -674,6 +726,17 @@ impl SignalCatcher {
 /// ```
 pub fn catch_signal(signo: i32) -> Result<SignalCatcher> {
     use nix::sys::{signal::SigSet, signalfd::SfdFlags};
+    // The kernel's first real-time signal: the C library reserves those up to SIGRTMIN().
+    const KERNEL_SIGRTMIN: i32 = 32;
+    // sigaddset takes 9 and 19 (blocking them is silently ignored): refuse them here, and
+    // the reserved ones too, as not every C library's sigaddset does.
+    if !(1..=libc::SIGRTMAX()).contains(&signo)
+        || signo == libc::SIGKILL
+        || signo == libc::SIGSTOP
+        || (KERNEL_SIGRTMIN..libc::SIGRTMIN()).contains(&signo)
+    {
+        return Err(errno(libc::EINVAL));
+    }
     // Real-time signals have no `Signal` variant: build the set with libc.
     // SAFETY: `raw` is initialised by `sigemptyset` before `sigaddset` and the conversion.
     let set = unsafe {
@@ -709,9 +772,22 @@ mod tests {
         }
     }
 
+    /// Only where the generic `_IOC` layout holds: mips, powerpc, sparc and alpha have 13 size
+    /// bits and other direction values.
     #[test]
+    #[cfg(any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "riscv32",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "s390x"
+    ))]
     fn ioctl_numbers_encode_direction_size_and_magic() {
-        // _IOC layout on x86: dir(2) << 30 | size(14) << 16 | type(8) << 8 | nr(8).
+        // The generic _IOC layout: dir(2) << 30 | size(14) << 16 | type(8) << 8 | nr(8), with
+        // _IOC_WRITE 1 and _IOC_READ 2.
         let dec = |n: u64| (n >> 30, (n >> 16) & 0x3fff, (n >> 8) & 0xff, n & 0xff);
         assert_eq!(dec(IOC_VERSION), (2, 16, 0xE6, 0));
         assert_eq!(dec(IOC_ATTACH), (1, 16, 0xE6, 1));
@@ -737,9 +813,14 @@ mod tests {
         for f in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
             assert!(dir.join(f).is_file(), "{f} missing");
         }
-        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-        for key in ["keywords = [\"", "categories = [\""] {
-            assert!(manifest.lines().any(|l| l.starts_with(key)), "no {key}");
+        // Cargo exposes no variable for these two, and `cargo package` rewrites the manifest
+        // (one array element per line): compare with all whitespace taken out.
+        let manifest: String = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        for key in ["keywords=[\"", "categories=[\""] {
+            assert!(manifest.contains(key), "no {key}");
         }
     }
 
@@ -756,6 +837,19 @@ mod tests {
         assert_eq!(n.wait_timeout(Duration::from_secs(100_000)).unwrap(), 2);
         n.post(3).unwrap();
         assert_eq!(n.wait_timeout(Duration::MAX).unwrap(), 3);
+    }
+
+    #[test]
+    fn poll_timeouts_keep_nanoseconds_and_clamp_to_time_t() {
+        use std::time::Duration;
+        let t = super::poll_timeout(Duration::from_nanos(1_500));
+        assert_eq!((t.tv_sec(), t.tv_nsec()), (0, 1_500));
+        // Cast to `time_t`, u64::MAX seconds would be -1: an EINVAL from ppoll.
+        let t = super::poll_timeout(Duration::MAX);
+        assert_eq!(t.tv_sec(), libc::time_t::MAX);
+        let max = u64::try_from(libc::time_t::MAX).unwrap();
+        let t = super::poll_timeout(Duration::from_secs(max) + Duration::from_secs(1));
+        assert_eq!(t.tv_sec(), libc::time_t::MAX);
     }
 
     #[test]

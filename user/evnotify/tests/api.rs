@@ -196,6 +196,31 @@ fn into_raw_fd_hands_over_the_open_descriptor() {
     assert!(File::from(OwnedFd::from(sig)).metadata().is_ok());
 }
 
+#[test]
+fn adopted_descriptors_work_and_a_notifier_becomes_non_blocking() {
+    // A blocking eventfd, as another library would create it.
+    // SAFETY: Plain syscall; the new descriptor is owned by nobody else.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(raw >= 0);
+    // SAFETY: As above.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    assert_eq!(open_flags(fd.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    let n = Notifier::from(fd);
+    assert_ne!(open_flags(n.as_raw_fd()) & libc::O_NONBLOCK, 0);
+    // Empty: answered at once, not a blocking read (which `within` would time out).
+    let (n, empty) = within(move || {
+        let v = n.try_read().unwrap();
+        (n, v)
+    });
+    assert_eq!(empty, None);
+    n.post(7).unwrap();
+    assert_eq!(n.drain().unwrap(), 7);
+    // A channel adopted from a descriptor of something else: its ioctls fail with ENOTTY.
+    let ch = Channel::from(OwnedFd::from(File::open("/dev/null").unwrap()));
+    assert_eq!(errno(ch.version()), libc::ENOTTY);
+    assert_eq!(errno(ch.attach(0, &n)), libc::ENOTTY);
+}
+
 /// The calling thread's blocked-signal mask, from `/proc/thread-self/status`.
 fn blocked_here() -> u64 {
     let st = std::fs::read_to_string("/proc/thread-self/status").unwrap();
@@ -215,9 +240,29 @@ fn catch_in_thread(signo: i32) -> SignalCatcher {
 
 #[test]
 fn catch_signal_rejects_bad_numbers() {
-    assert_eq!(errno(catch_signal(0)), libc::EINVAL);
-    assert_eq!(errno(catch_signal(65)), libc::EINVAL);
-    assert_eq!(errno(catch_signal(-1)), libc::EINVAL);
+    // In a thread of its own: a wrongly accepted number must not stay blocked in the runner.
+    let reserved = 32..libc::SIGRTMIN();
+    let (refused, blocked) = within(move || {
+        let mut bad = vec![
+            0,
+            -1,
+            65,
+            libc::SIGRTMAX() + 1,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+        ];
+        bad.extend(reserved);
+        let refused: Vec<_> = bad.iter().map(|&s| (s, errno(catch_signal(s)))).collect();
+        (refused, blocked_here())
+    });
+    for (signo, e) in refused {
+        assert_eq!(e, libc::EINVAL, "catch_signal({signo})");
+    }
+    assert_eq!(blocked, 0, "a refused number was blocked");
+    // The edges of what is accepted.
+    for ok in [1, libc::SIGIO, libc::SIGRTMIN(), libc::SIGRTMAX()] {
+        assert_eq!(catch_in_thread(ok).try_read().unwrap(), None, "{ok}");
+    }
 }
 
 #[test]
