@@ -328,6 +328,16 @@ impl Inner {
         }
     }
 
+    /// Replaces (or, with `None`, cancels) the timer of `slot`. Ticks the old timer already
+    /// owes are queued first: a late tick is delivered late, never skipped, even when the
+    /// thread had not woken for it yet.
+    fn replace_timer(&mut self, slot: usize, timer: Option<Timer>) {
+        self.fire_timers();
+        self.timer_mask &= !(1 << slot);
+        self.timer_mask |= u64::from(timer.is_some()) << slot;
+        self.slots[slot].timer = timer;
+    }
+
     /// When the earliest timer or echo is due, if any.
     fn next_deadline(&self) -> Option<Instant<Monotonic>> {
         let now = Instant::<Monotonic>::now();
@@ -423,7 +433,8 @@ pub(crate) struct Shared {
     /// Taken from kick eventfd wake-ups, in atomic context: hence a spinlock with IRQs off.
     #[pin]
     inner: SpinLockIrq<Inner>,
-    /// Signalled when `Inner` goes from idle to having work, or its timers change.
+    /// Signalled when `Inner` goes from idle to having work (an echo included), its timers
+    /// change, or the alarm expires.
     #[pin]
     work: CondVar,
     /// Set with the same events as `work`, for the thread to see while it busy-polls.
@@ -520,10 +531,10 @@ impl ThreadWork for Shared {
                             let mut guard = guard;
                             let _ = self.work.wait_interruptible(&mut guard);
                         });
-                        let now = Instant::now();
-                        if (now - at).as_nanos() >= 0 {
-                            // Woken by the alarm (or as late): space the next one.
-                            alarm_floor = now + ALARM_GAP;
+                        if (Instant::now() - at).as_nanos() >= 0 {
+                            // Woken by the alarm (or as late): space the next expiry from this
+                            // one's, so a late wake-up does not push a lone timer's next tick.
+                            alarm_floor = at + ALARM_GAP;
                         }
                         guard = self.inner.lock();
                     }
@@ -745,11 +756,8 @@ impl Channel {
                 Some(timer)
             }
         };
-        self.shared.update_timers(|inner| {
-            inner.timer_mask &= !(1 << slot);
-            inner.timer_mask |= u64::from(timer.is_some()) << slot;
-            inner.slots[slot].timer = timer;
-        });
+        self.shared
+            .update_timers(|inner| inner.replace_timer(slot, timer));
         Ok(())
     }
 
@@ -1022,6 +1030,25 @@ mod tests {
         assert_eq!(take(&mut i), Some((1, BATCH)));
         assert_eq!(take(&mut i), Some((1, 1)));
         assert_eq!(take(&mut i), None);
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn cancel_delivers_owed_ticks() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        let min = uapi::MIN_PERIOD_NS;
+        // A one-shot timer whose tick fell due before the thread came round to it, cancelled.
+        let start = Instant::now() - Delta::from_micros(1500);
+        i.replace_timer(1, Some(Timer::starting(start, min, 1)?));
+        assert_eq!((i.slots[1].pending, i.timer_mask), (0, 1 << 1));
+        i.replace_timer(1, None);
+        assert_eq!((i.slots[1].pending, i.timer_ticks, i.timer_mask), (1, 1, 0));
+        // A running timer owing two ticks, replaced by another.
+        let start = Instant::now() - Delta::from_micros(2500);
+        i.replace_timer(2, Some(Timer::starting(start, min, 0)?));
+        i.replace_timer(2, Some(Timer::new(min, 0)?));
+        assert_eq!((i.slots[2].pending, i.timer_ticks), (2, 3));
         assert!(identity(&i));
         Ok(())
     }

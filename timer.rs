@@ -33,7 +33,7 @@ impl Timer {
     }
 
     /// A timer whose first tick is one period after `start`.
-    fn starting(start: Instant<Monotonic>, period_ns: u64, ticks: u64) -> Result<Self> {
+    pub(crate) fn starting(start: Instant<Monotonic>, period_ns: u64, ticks: u64) -> Result<Self> {
         if !(uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS).contains(&period_ns) {
             return Err(EINVAL);
         }

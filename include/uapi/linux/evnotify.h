@@ -173,8 +173,9 @@ struct evnotify_busypoll {
  * interrupts off.  Kicks beyond EVNOTIFY_MAX_PENDING are coalesced.  A kick
  * eventfd that a channel's thread signals (this channel's or another's: a
  * feedback loop or chain, the same eventfd attached as a notify eventfd) is an
- * echo: it waits at least 1 ms (unless the slot has other kicks pending, which
- * it then joins), at most one waits per slot, and the rest are coalesced.
+ * echo: it waits at least 1 ms, at most one waits per slot, and the rest are
+ * coalesced.  An echo that finds kicks pending on its slot is coalesced into
+ * them; a kick that arrives while an echo waits takes it along at once.
  */
 #define EVNOTIFY_IOC_KICKFD	_IOW(EVNOTIFY_IOC_MAGIC, 0x04, struct evnotify_attach)
 #define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)
