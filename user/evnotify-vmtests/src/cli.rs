@@ -31,8 +31,7 @@ pub const TESTS: &[Test] = &[
     ),
 ];
 
-/// An unprivileged uid, as in the hostile tests.
-const USER: u32 = 1000;
+use crate::hostile::USER;
 
 /// How `evnotify` ran: its exit code, stdout and stderr.
 struct Run {

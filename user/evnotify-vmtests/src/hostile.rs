@@ -61,7 +61,7 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// An unprivileged uid for the tests.
-const USER: u32 = 1000;
+pub(crate) const USER: u32 = 1000;
 
 /// The signal the permission tests send.
 fn sig() -> i32 {
