@@ -8,6 +8,10 @@
 
 use crate::{
     busypoll,
+    compat::{
+        new_irq_safe_lock,
+        IrqSafeLock, //
+    },
     eventfd::{
         EventFd,
         KickFd,
@@ -31,7 +35,6 @@ use crate::{
 use kernel::{
     new_condvar,
     new_mutex,
-    new_spinlock_irq,
     prelude::*,
     seq_file::SeqFile,
     seq_print,
@@ -43,8 +46,7 @@ use kernel::{
         Arc,
         CondVar,
         Mutex,
-        SetOnce,
-        SpinLockIrq, //
+        SetOnce, //
     },
     task::Kuid,
     time::{
@@ -432,7 +434,7 @@ struct Counters {
 pub(crate) struct Shared {
     /// Taken from kick eventfd wake-ups, in atomic context: hence a spinlock with IRQs off.
     #[pin]
-    inner: SpinLockIrq<Inner>,
+    inner: IrqSafeLock<Inner>,
     /// Signalled when `Inner` goes from idle to having work (an echo included), its timers
     /// change, or the alarm expires.
     #[pin]
@@ -659,7 +661,7 @@ impl Channel {
         let open = OpenSlot::take(max, max_user)?;
         let shared = Arc::pin_init(
             pin_init!(Shared {
-                inner <- new_spinlock_irq!(Inner::new(), "Channel::inner"
+                inner <- new_irq_safe_lock!(Inner::new(), "Channel::inner"
                 ),
                 work <- new_condvar!("Channel::work"),
                 ready: Atomic::new(false),

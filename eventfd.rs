@@ -2,6 +2,7 @@
 
 //! The only user of the eventfd C API: [`EventFd`] signals an eventfd, [`KickFd`] listens to one.
 
+use crate::compat;
 use core::ptr::NonNull;
 use kernel::{
     bindings,
@@ -141,14 +142,14 @@ fn is_semaphore(file: &LocalFile) -> Result<bool> {
     unsafe {
         let fops = (*file.as_ptr()).f_op;
         // Without `CONFIG_PROC_FS` the mode cannot be told: refuse rather than lose kicks.
-        let show = (*fops).show_fdinfo.ok_or(EOPNOTSUPP)?;
+        let show = (*fops).show_fdinfo.ok_or_else(compat::eopnotsupp)?;
         show(&mut m, file.as_ptr());
     }
     let text = &buf[..m.count.min(buf.len())];
     let at = text
         .windows(KEY.len())
         .position(|w| w == KEY)
-        .ok_or(EOPNOTSUPP)?;
+        .ok_or_else(compat::eopnotsupp)?;
     Ok(text.get(at + KEY.len()) != Some(&b'0'))
 }
 
@@ -162,7 +163,7 @@ fn kick_eventfd(fd: i32) -> Result<(EventFd, ARef<LocalFile>)> {
         ctx: NonNull::new(ctx).ok_or(EINVAL)?,
     };
     if is_semaphore(&file)? {
-        return Err(EOPNOTSUPP);
+        return Err(compat::eopnotsupp());
     }
     Ok((ctx, file))
 }
@@ -232,13 +233,13 @@ impl<S: KickSink> KickFd<S> {
         // taken with interrupts off, as every user of that lock does.
         unsafe {
             let lock = &raw mut (*wqh).lock;
-            bindings::spin_lock_irq_disable(lock);
+            compat::c_lock_irq(lock);
             bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count);
             if count != 0 {
                 // As `eventfd_read` does: a writer may wait for room in the counter.
                 bindings::__wake_up_locked_key(wqh, bindings::TASK_NORMAL, EPOLLOUT as *mut c_void);
             }
-            bindings::spin_unlock_irq_enable(lock);
+            compat::c_unlock_irq(lock);
         }
         if count != 0 {
             this.sink.kicked(count, false);

@@ -34,6 +34,7 @@
 
 mod busypoll;
 mod channel;
+mod compat;
 mod eventfd;
 mod kthread;
 mod signal;
@@ -102,9 +103,9 @@ impl MiscDevice for Channel {
     type Ptr = KBox<Self>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        let max = module_parameters::max_channels.value();
-        let max_user = module_parameters::max_user_channels.value();
-        let busypoll_ns = module_parameters::busypoll_ns.value();
+        let max = compat::param(module_parameters::max_channels.value());
+        let max_user = compat::param(module_parameters::max_user_channels.value());
+        let busypoll_ns = compat::param(module_parameters::busypoll_ns.value());
         KBox::new(
             Channel::new(max, max_user, busypoll_ns)?,
             GFP_KERNEL_ACCOUNT,

@@ -5,13 +5,15 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
+# The device suite runs on every tested kernel, or only on KVER if it is given.
+only_kver=${KVER:-}
 . "$here/env.sh"
 out=$repo/build/check
 mkdir -p "$out"
 . "$here/lib.sh"
 
 kdir=$("$here/setup.sh") || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
-src=$(ls -d "$EVNOTIFY_CACHE"/src/linux-*/ | tail -n1)
+src=$(readlink -f "$kdir/source")
 
 # --- Lints (each one can fail the run) ----------------------------------------
 /usr/bin/rustfmt --edition 2021 --config-path "$src/.rustfmt.toml" --check "$repo/rust_evnotify.rs" >"$out/rustfmt.log" 2>&1
@@ -131,25 +133,43 @@ result "vm.sh fails when the module cannot unload after the command ($VM_RMMOD)"
 result "vm.sh --shell runs what it reads and returns the shell's status (130)" \
 	$([ $? = 130 ] && tr -d '\r' <"$out/vm-self.log" | grep -qx 'hi from the shell'; echo $?)
 
-# --- Device tests in the VM -------------------------------------------------------
-# One boot: every device test, then a short fuzz run (the module must still unload).
-# The guest command fails if either program does, so that a crash after the last test line
-# still fails the run.
-# About 30 s here; the default limit (600 s) leaves room for slower hosts and test deadlines.
-EVNOTIFY_OUT=$repo/build/vm "$here/vm.sh" --timeout 600 -- sh -c \
-	"rc=0; evnotify-vmtests || rc=1; echo '# fuzz'
-	evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1} || rc=1; exit \$rc" \
-	</dev/null 2>&1 | tee "$out/vm.log"
-vm_rc=${PIPESTATUS[0]}
-ktap "$out/vm.log"
-# The module's KUnit suites ran when the VM loaded it.
-kunit "$repo/build/vm/kernel.log" "$repo"/*.rs
-fuzz=$(fuzz_ops "$out/vm.log")
-result "fuzzer: ${fuzz:-0} operations, no worker died" $([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm.log"; echo $?)
-# The run itself: the guest reported, the module loaded and unloaded, and the
-# kernel log is free of splats (vm.sh's own exit codes say which failed).
-vm_run "VM run" "$vm_rc"
-exit_status "the VM command" "$vm_rc"
+# --- Device tests in the VM, on each kernel ---------------------------------------
+# One boot per kernel: every device test, then a short fuzz run (the module must still
+# unload). The guest command fails if either program does, so that a crash after the last
+# test line still fails the run.
+# About 30 s each here; the default limit (600 s) leaves room for slower hosts and deadlines.
+summary=()
+for k in ${only_kver:-${KVERS_TESTED[*]}}; do
+	p0=$passed f0=$failed
+	echo "# kernel $k"
+	if ! kk=$(KVER=$k "$here/setup.sh"); then
+		result "kernel $k: setup" 1
+	else
+		# The version's own build of the module (7.3 is built above, with the user tools).
+		[ "$kk" = "$kdir" ] || { KVER=$k "$here/build.sh" "$kk" >"$out/build-$k.log" 2>&1
+			result "kernel $k: module builds warning-free with CLIPPY=1" $?; }
+		vmout=$repo/build/vm-$k
+		KVER=$k EVNOTIFY_OUT=$vmout "$here/vm.sh" --timeout 600 -- sh -c \
+			"rc=0; evnotify-vmtests || rc=1; echo '# fuzz'
+			evnotify-fuzz --ops ${EVNOTIFY_FUZZ_OPS:-100000} --seed ${EVNOTIFY_FUZZ_SEED:-1} || rc=1; exit \$rc" \
+			</dev/null 2>&1 | tee "$out/vm-$k.log"
+		vm_rc=${PIPESTATUS[0]}
+		ktap "$out/vm-$k.log"
+		# The module's KUnit suites ran when the VM loaded it.
+		kunit "$vmout/kernel.log" "$repo"/*.rs
+		fuzz=$(fuzz_ops "$out/vm-$k.log")
+		result "kernel $k: fuzzer: ${fuzz:-0} operations, no worker died" \
+			$([ -n "$fuzz" ] && ! grep -q 'worker processes died\|^Error:' "$out/vm-$k.log"; echo $?)
+		# The guest reported, the module loaded and unloaded, and the kernel log is free of
+		# splats (vm.sh's own exit codes say which failed).
+		vm_run "kernel $k: VM run" "$vm_rc"
+		# A non-zero status with no failed line for this kernel (a crash after the last test).
+		[ "$vm_rc" = 0 ] || [ "$failed" -gt "$f0" ] ||
+			result "kernel $k: the VM command exited $vm_rc with no failed test" 1
+	fi
+	summary+=("kernel $(cat "${kk:-/nonexistent}/include/config/kernel.release" 2>/dev/null || echo "$k"): $((passed - p0)) passed, $((failed - f0)) failed")
+done
 
+printf '%s\n' "${summary[@]}"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,7 +1,18 @@
 # Shared settings for the scripts; sourced, not run.
 # shellcheck shell=bash
 EVNOTIFY_CACHE=${EVNOTIFY_CACHE:-$HOME/.cache/evnotify}
-KVER_SERIES=${KVER_SERIES:-7.3}
+# KVER: the kernel series to build and test against (every make target takes it). Each is
+# Debian's linux-source-$KVER from the suite that ships it; README: Kernel compatibility.
+KVER=${KVER:-${KVER_SERIES:-7.3}}
+KVERS_TESTED=(7.2 7.3)
+case $KVER in
+7.2) ksuite=sid ;;
+7.3) ksuite=trixie-backports ;;
+*) echo "KVER=$KVER: not a tested kernel series (${KVERS_TESTED[*]})" >&2; exit 1 ;;
+esac
+KVER_SERIES=$KVER
+EVNOTIFY_KSUITE=${EVNOTIFY_KSUITE:-$ksuite}
+export KVER
 BINDGEN=${BINDGEN:-$EVNOTIFY_CACHE/tools/bin/bindgen}
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 # The kernel wants the Debian Rust toolchain, which ships rust-src; the rustup one

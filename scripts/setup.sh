@@ -4,7 +4,8 @@
 # the path of the kernel build directory (KDIR), so callers can capture it.
 #
 #   EVNOTIFY_APT_ROOT (/etc/apt)  where the host's apt sources are read from
-#   EVNOTIFY_KSUITE (trixie-backports)  the Debian suite of linux-source-$KVER_SERIES
+#   KVER (7.3)                          the kernel series: 7.2 (sid) or 7.3 (trixie-backports)
+#   EVNOTIFY_KSUITE                     the Debian suite of linux-source-$KVER (by KVER)
 #
 # Sourcing it (as check.sh's self-tests do) defines the functions and runs nothing.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -118,7 +119,7 @@ fi
 aptdir=$EVNOTIFY_CACHE/apt
 mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$EVNOTIFY_CACHE/src"
 src_list=$aptdir/backports.sources
-apt_source "${EVNOTIFY_KSUITE:-trixie-backports}" >"$src_list"
+apt_source "$EVNOTIFY_KSUITE" >"$src_list"
 aptopts=(-o Dir::Etc::sourcelist="$src_list" -o Dir::Etc::sourceparts=- \
 	-o Dir::State::Lists="$aptdir/lists" -o Dir::Cache="$aptdir/cache")
 deb=$(ls "$EVNOTIFY_CACHE"/src/linux-source-"$KVER_SERIES"_*.deb 2>/dev/null | tail -n1 || true)

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What differs between the kernels this module builds for, in one place: Linux 7.3 (the
+//! default) and 7.2. Kbuild sets `evnotify_kernel_before_7_3` from the kernel's `VERSION` and
+//! `PATCHLEVEL`; nothing outside this file looks at it.
+//!
+//! 7.2 has no `SpinLockIrq` (nor the `spin_lock_irq_disable` it is built on). The channel's
+//! state is taken from eventfd wake-up callbacks and from its hrtimer callback, both with
+//! interrupts off and possibly in hard interrupt context, so a plain spinlock would deadlock
+//! against an interrupt on the CPU that holds it. On 7.2 the lock is therefore a spinlock
+//! whose every acquisition saves and disables interrupts (`_raw_spin_lock_irqsave`), as C code
+//! takes such locks: sound in any context, and lockdep sees it as the spinlock it is.
+
+#[cfg(not(evnotify_kernel_before_7_3))]
+mod imp {
+    pub(crate) use kernel::sync::SpinLockIrq as IrqSafeLock;
+
+    /// `EOPNOTSUPP`.
+    pub(crate) fn eopnotsupp() -> kernel::error::Error {
+        kernel::error::code::EOPNOTSUPP
+    }
+
+    /// Initialiser of an [`IrqSafeLock`] named `$name` (a lockdep class of its own).
+    macro_rules! new_irq_safe_lock {
+        ($inner:expr, $name:literal) => {
+            kernel::new_spinlock_irq!($inner, $name)
+        };
+    }
+    pub(crate) use new_irq_safe_lock;
+
+    /// Takes `lock`, a C `spinlock_t` whose users take it with interrupts off.
+    ///
+    /// # Safety
+    ///
+    /// `lock` must point to an initialised `spinlock_t`, not held by the caller.
+    pub(crate) unsafe fn c_lock_irq(lock: *mut kernel::bindings::spinlock_t) {
+        // SAFETY: By the function's safety requirement.
+        unsafe { kernel::bindings::spin_lock_irq_disable(lock) }
+    }
+
+    /// Releases what [`c_lock_irq`] took.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold `lock` through [`c_lock_irq`].
+    pub(crate) unsafe fn c_unlock_irq(lock: *mut kernel::bindings::spinlock_t) {
+        // SAFETY: By the function's safety requirement.
+        unsafe { kernel::bindings::spin_unlock_irq_enable(lock) }
+    }
+}
+
+#[cfg(evnotify_kernel_before_7_3)]
+mod imp {
+    use kernel::{
+        bindings,
+        error::Error,
+        ffi::{
+            c_char,
+            c_ulong, //
+        },
+        sync::lock::{
+            Backend,
+            Lock, //
+        },
+    };
+
+    // `spinlock_t` is a sleeping lock there: the casts below would be wrong.
+    #[cfg(CONFIG_PREEMPT_RT)]
+    compile_error!("rust_evnotify on Linux 7.2 does not support PREEMPT_RT");
+
+    /// `EOPNOTSUPP`, which 7.2's `error::code` does not name.
+    pub(crate) fn eopnotsupp() -> Error {
+        Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+    }
+
+    /// A spinlock taken with interrupts saved and disabled, in any context.
+    pub(crate) struct IrqSaveBackend;
+
+    /// A spinlock taken with interrupts off: 7.2's stand-in for `SpinLockIrq`.
+    pub(crate) type IrqSafeLock<T> = Lock<T, IrqSaveBackend>;
+
+    /// Initialiser of an [`IrqSafeLock`] named `$name` (a lockdep class of its own).
+    macro_rules! new_irq_safe_lock {
+        ($inner:expr, $name:literal) => {
+            $crate::compat::IrqSafeLock::new(
+                $inner,
+                kernel::optional_name!($name),
+                kernel::static_lock_class!(),
+            )
+        };
+    }
+    pub(crate) use new_irq_safe_lock;
+
+    /// The `raw_spinlock_t` inside a `spinlock_t`: its first member without PREEMPT_RT.
+    fn raw(ptr: *mut bindings::spinlock_t) -> *mut bindings::raw_spinlock_t {
+        ptr.cast()
+    }
+
+    // SAFETY: `lock` and `try_lock` take the spinlock and save the interrupt state in the guard;
+    // `unlock` releases it and restores that state, so the lock is held exactly while a guard
+    // exists, with interrupts off throughout.
+    unsafe impl Backend for IrqSaveBackend {
+        type State = bindings::spinlock_t;
+        type GuardState = c_ulong;
+
+        unsafe fn init(
+            ptr: *mut Self::State,
+            name: *const c_char,
+            key: *mut bindings::lock_class_key,
+        ) {
+            // SAFETY: The caller passes a valid place, name and key, as for `SpinLock`.
+            unsafe { bindings::__spin_lock_init(ptr, name, key) }
+        }
+
+        unsafe fn lock(ptr: *mut Self::State) -> Self::GuardState {
+            // SAFETY: The lock is initialised (by the caller's guarantee); without PREEMPT_RT
+            // its `raw_spinlock_t` is at its start.
+            unsafe { bindings::_raw_spin_lock_irqsave(raw(ptr)) }
+        }
+
+        /// Never succeeds: nothing here tries, and 7.2 has no trylock that saves interrupts.
+        unsafe fn try_lock(_ptr: *mut Self::State) -> Option<Self::GuardState> {
+            None
+        }
+
+        unsafe fn unlock(ptr: *mut Self::State, flags: &Self::GuardState) {
+            // SAFETY: The caller holds the lock, taken by `lock` with these flags.
+            unsafe { bindings::_raw_spin_unlock_irqrestore(raw(ptr), *flags) }
+        }
+
+        unsafe fn assert_is_held(ptr: *mut Self::State) {
+            // SAFETY: The lock is initialised.
+            unsafe { bindings::spin_assert_is_held(ptr) }
+        }
+    }
+
+    /// Takes `lock`, a C `spinlock_t` whose users take it with interrupts off.
+    ///
+    /// # Safety
+    ///
+    /// `lock` must point to an initialised `spinlock_t`, not held by the caller, and
+    /// interrupts must be on (process context).
+    pub(crate) unsafe fn c_lock_irq(lock: *mut bindings::spinlock_t) {
+        // SAFETY: By the function's safety requirement, as in `IrqSaveBackend::lock`.
+        unsafe { bindings::_raw_spin_lock_irq(raw(lock)) }
+    }
+
+    /// Releases what [`c_lock_irq`] took.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold `lock` through [`c_lock_irq`].
+    pub(crate) unsafe fn c_unlock_irq(lock: *mut bindings::spinlock_t) {
+        // SAFETY: By the function's safety requirement.
+        unsafe { bindings::_raw_spin_unlock_irq(raw(lock)) }
+    }
+}
+
+pub(crate) use imp::*;
+
+/// A module parameter's value: 7.3 returns it, 7.2 a reference to it.
+pub(crate) fn param<T: Copy>(value: impl core::borrow::Borrow<T>) -> T {
+    *value.borrow()
+}
