@@ -13,7 +13,15 @@
 
 #[cfg(not(evnotify_kernel_before_7_3))]
 mod imp {
+    use kernel::{fs::File, prelude::*};
+
     pub(crate) use kernel::sync::SpinLockIrq as IrqSafeLock;
+
+    /// Nothing to do: 7.3's misc device vtable names this module as its owner, so the VFS holds
+    /// a module reference for each open file and `rmmod` refuses while one is open.
+    pub(crate) fn pin_module(_file: &File) -> Result {
+        Ok(())
+    }
 
     /// `EOPNOTSUPP`.
     pub(crate) fn eopnotsupp() -> kernel::error::Error {
@@ -51,6 +59,7 @@ mod imp {
 
 #[cfg(evnotify_kernel_before_7_3)]
 mod imp {
+    use crate::channel::Channel;
     use kernel::{
         bindings,
         error::Error,
@@ -58,6 +67,9 @@ mod imp {
             c_char,
             c_ulong, //
         },
+        fs::File,
+        miscdevice::MiscDeviceOptions,
+        prelude::*,
         sync::lock::{
             Backend,
             Lock, //
@@ -67,6 +79,57 @@ mod imp {
     // `spinlock_t` is a sleeping lock there: the casts below would be wrong.
     #[cfg(CONFIG_PREEMPT_RT)]
     compile_error!("rust_evnotify on Linux 7.2 does not support PREEMPT_RT");
+    // The `_raw_spin_*` calls below need the out-of-line lock functions. Without them the
+    // module would not link (modpost: undefined symbol); say so here instead.
+    #[cfg(any(
+        not(CONFIG_SMP),
+        CONFIG_INLINE_SPIN_LOCK_IRQ,
+        CONFIG_INLINE_SPIN_LOCK_IRQSAVE,
+        CONFIG_INLINE_SPIN_UNLOCK_IRQ,
+        CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE
+    ))]
+    compile_error!("rust_evnotify on Linux 7.2 needs SMP and out-of-line irq spinlock functions");
+
+    /// 7.2's misc device vtable for [`Channel`], with this module as its owner, which 7.2
+    /// leaves out (7.3 added it).
+    struct OwnedFops(bindings::file_operations);
+
+    // SAFETY: It is never written; it holds function pointers and the address of this module.
+    unsafe impl Sync for OwnedFops {}
+
+    static FOPS: OwnedFops = OwnedFops(bindings::file_operations {
+        owner: &raw mut bindings::__this_module,
+        // SAFETY: `into_raw` points `fops` at the kernel crate's constant vtable for `Channel`,
+        // which this copies.
+        ..unsafe {
+            *MiscDeviceOptions { name: c"evnotify" }
+                .into_raw::<Channel>()
+                .fops
+        }
+    });
+
+    /// Holds a reference to this module for as long as `file` is open, as 7.3's vtable does.
+    ///
+    /// 7.2 registers the misc device with no owner, so without this `rmmod` would unload the
+    /// module under an open channel. Taking a reference in `open` and dropping it in `release`
+    /// is not enough: `release` would still be running module code after its last `module_put`.
+    /// So this does what `replace_fops` does (and `misc_open` itself): the file gets [`FOPS`],
+    /// the same functions with an owner, and the VFS drops the reference after `release` has
+    /// returned (`__fput` calls `fops_put` last). Call it last in a successful `open`.
+    pub(crate) fn pin_module(file: &File) -> Result {
+        let this = &raw mut bindings::__this_module;
+        // SAFETY: `this` is this module, alive while its code runs. `try_module_get` fails
+        // once `rmmod` has begun; otherwise the reference keeps the module loaded.
+        if !unsafe { bindings::try_module_get(this) } {
+            return Err(ENODEV);
+        }
+        // SAFETY: `file` is being opened (we are in its `open`), so nothing else uses its
+        // `f_op` yet. The old vtable has no owner, so there is nothing to put (as
+        // `replace_fops` would). `FOPS` is static, and the reference just taken is dropped
+        // by the VFS after the last call through it.
+        unsafe { (*file.as_ptr()).f_op = &FOPS.0 };
+        Ok(())
+    }
 
     /// `EOPNOTSUPP`, which 7.2's `error::code` does not name.
     pub(crate) fn eopnotsupp() -> Error {

@@ -102,15 +102,17 @@ impl kernel::InPlaceModule for EvnotifyModule {
 impl MiscDevice for Channel {
     type Ptr = KBox<Self>;
 
-    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+    fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let max = compat::param(module_parameters::max_channels.value());
         let max_user = compat::param(module_parameters::max_user_channels.value());
         let busypoll_ns = compat::param(module_parameters::busypoll_ns.value());
-        KBox::new(
+        let channel = KBox::new(
             Channel::new(max, max_user, busypoll_ns)?,
             GFP_KERNEL_ACCOUNT,
-        )
-        .map_err(Into::into)
+        )?;
+        // Last: nothing may fail after the module is pinned (see `pin_module`).
+        compat::pin_module(file)?;
+        Ok(channel)
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
