@@ -7,6 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 # The device suite runs on every tested kernel, or only on KVER if it is given.
 only_kver=${KVER:-}
+(. "$here/env.sh") || { echo "0 passed, 1 failed"; exit 1; }
 . "$here/env.sh"
 out=$repo/build/check
 mkdir -p "$out"
@@ -139,13 +140,14 @@ result "vm.sh --shell runs what it reads and returns the shell's status (130)" \
 # test line still fails the run.
 # About 30 s each here; the default limit (600 s) leaves room for slower hosts and deadlines.
 summary=()
+[ -z "$only_kver" ] || echo "# KVER=$only_kver: the device suite runs on that kernel only"
 for k in ${only_kver:-${KVERS_TESTED[*]}}; do
 	p0=$passed f0=$failed
 	echo "# kernel $k"
 	if ! kk=$(KVER=$k "$here/setup.sh"); then
 		result "kernel $k: setup" 1
 	else
-		# The version's own build of the module (7.3 is built above, with the user tools).
+		# The version's own build of the module (KVER's is built above, with the user tools).
 		[ "$kk" = "$kdir" ] || { KVER=$k "$here/build.sh" "$kk" >"$out/build-$k.log" 2>&1
 			result "kernel $k: module builds warning-free with CLIPPY=1" $?; }
 		vmout=$repo/build/vm-$k

@@ -117,6 +117,9 @@ fi
 
 # --- Kernel source: Debian linux-source-$KVER_SERIES -------------------------
 aptdir=$EVNOTIFY_CACHE/apt
+# The private apt state and src/partial are shared by every kernel: one setup at a time here.
+exec 8>"$EVNOTIFY_CACHE/src.lock"
+flock 8
 mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$EVNOTIFY_CACHE/src"
 src_list=$aptdir/backports.sources
 apt_source "$EVNOTIFY_KSUITE" >"$src_list"
@@ -142,6 +145,7 @@ if [ ! -f "$srcdir/.extracted" ]; then
 		tar -xJ -C "$srcdir" --strip-components=1
 	touch "$srcdir/.extracted"
 fi
+flock -u 8
 
 # --- Kernel build, keyed by source version, config fragments and toolchain ---
 if [ -n "${EVNOTIFY_KCONFIG:-}" ]; then KCONFIGS=("$EVNOTIFY_KCONFIG"); fi

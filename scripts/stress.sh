@@ -10,8 +10,9 @@ repo=$(dirname "$here")
 export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048}
 . "$here/env.sh"
 . "$here/lib.sh"
-out=$repo/build/stress
+out=$repo/build/stress-$KVER
 mkdir -p "$out"
+echo "# kernel $KVER (debug build)"
 log=$out/vm.log
 
 secs=${STRESS_SECS:-60}

@@ -25,8 +25,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-. "$here/env.sh"
 . "$here/lib.sh"
+kver_exit=$VM_USAGE
+. "$here/env.sh"
 
 usage() {
 	sed -n '2,14p' "$0" | cut -c3-
