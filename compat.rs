@@ -13,14 +13,25 @@
 
 #[cfg(not(evnotify_kernel_before_7_3))]
 mod imp {
-    use kernel::{fs::File, prelude::*};
+    use crate::channel::Channel;
+    use kernel::{
+        miscdevice::{
+            MiscDeviceOptions,
+            MiscDeviceRegistration, //
+        },
+        prelude::*,
+    };
 
     pub(crate) use kernel::sync::SpinLockIrq as IrqSafeLock;
 
-    /// Nothing to do: 7.3's misc device vtable names this module as its owner, so the VFS holds
-    /// a module reference for each open file and `rmmod` refuses while one is open.
-    pub(crate) fn pin_module(_file: &File) -> Result {
-        Ok(())
+    /// The registration of `/dev/evnotify`. 7.3's names this module as the owner of the
+    /// device's vtable, so the VFS holds a module reference for each open file and `rmmod`
+    /// refuses while one is open.
+    pub(crate) type MiscRegistration = MiscDeviceRegistration<Channel>;
+
+    /// Registers `/dev/evnotify`.
+    pub(crate) fn register_misc(opts: MiscDeviceOptions) -> impl PinInit<MiscRegistration, Error> {
+        MiscDeviceRegistration::register(opts)
     }
 
     /// `EOPNOTSUPP`.
@@ -62,18 +73,24 @@ mod imp {
     use crate::channel::Channel;
     use kernel::{
         bindings,
-        error::Error,
+        error::{
+            to_result,
+            Error, //
+        },
         ffi::{
             c_char,
             c_ulong, //
         },
-        fs::File,
-        miscdevice::MiscDeviceOptions,
+        miscdevice::{
+            MiscDeviceOptions,
+            MiscDeviceRegistration, //
+        },
         prelude::*,
         sync::lock::{
             Backend,
             Lock, //
         },
+        types::Opaque,
     };
 
     // `spinlock_t` is a sleeping lock there: the casts below would be wrong.
@@ -91,7 +108,7 @@ mod imp {
     compile_error!("rust_evnotify on Linux 7.2 needs SMP and out-of-line irq spinlock functions");
 
     /// 7.2's misc device vtable for [`Channel`], with this module as its owner, which 7.2
-    /// leaves out (7.3 added it).
+    /// leaves out (7.3 added it). The VFS pins the module for each open file through it.
     struct OwnedFops(bindings::file_operations);
 
     // SAFETY: It is never written; it holds function pointers and the address of this module.
@@ -108,27 +125,57 @@ mod imp {
         }
     });
 
-    /// Holds a reference to this module for as long as `file` is open, as 7.3's vtable does.
+    /// The registration of `/dev/evnotify` on 7.2: the kernel crate's, but with [`FOPS`].
     ///
-    /// 7.2 registers the misc device with no owner, so without this `rmmod` would unload the
-    /// module under an open channel. Taking a reference in `open` and dropping it in `release`
-    /// is not enough: `release` would still be running module code after its last `module_put`.
-    /// So this does what `replace_fops` does (and `misc_open` itself): the file gets [`FOPS`],
-    /// the same functions with an owner, and the VFS drops the reference after `release` has
-    /// returned (`__fput` calls `fops_put` last). Call it last in a successful `open`.
-    pub(crate) fn pin_module(file: &File) -> Result {
-        let this = &raw mut bindings::__this_module;
-        // SAFETY: `this` is this module, alive while its code runs. `try_module_get` fails
-        // once `rmmod` has begun; otherwise the reference keeps the module loaded.
-        if !unsafe { bindings::try_module_get(this) } {
-            return Err(ENODEV);
+    /// 7.2's `MiscDeviceRegistration` registers a vtable with no owner, so `misc_open` would
+    /// take no module reference for an open channel and `rmmod` would unload the module under
+    /// it. With [`FOPS`], `misc_open`'s `fops_get` takes the reference before any of this
+    /// module's code runs, on every path, and `__fput` drops it after `release` has returned:
+    /// exactly as on 7.3, whose registration sets the owner.
+    ///
+    /// # Invariants
+    ///
+    /// `inner` is registered with `misc_register` until the registration is dropped.
+    #[repr(transparent)]
+    #[pin_data(PinnedDrop)]
+    pub(crate) struct MiscRegistration {
+        #[pin]
+        inner: Opaque<bindings::miscdevice>,
+    }
+
+    // The kernel crate's `open` trampoline takes the registered `miscdevice` for a
+    // `MiscDeviceRegistration<Channel>`, which is `repr(transparent)` over
+    // `Opaque<miscdevice>`, as this is; `Channel::open` does not use it.
+    const _: () =
+        assert!(size_of::<MiscRegistration>() == size_of::<MiscDeviceRegistration<Channel>>());
+
+    // SAFETY: `misc_deregister` may be called from any thread, as for `MiscDeviceRegistration`.
+    unsafe impl Send for MiscRegistration {}
+    // SAFETY: It has no `&self` methods.
+    unsafe impl Sync for MiscRegistration {}
+
+    /// Registers `/dev/evnotify` with [`FOPS`].
+    pub(crate) fn register_misc(opts: MiscDeviceOptions) -> impl PinInit<MiscRegistration, Error> {
+        try_pin_init!(MiscRegistration {
+            inner <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                let mut dev = opts.into_raw::<Channel>();
+                dev.fops = &FOPS.0;
+                // SAFETY: The initialiser may write to `slot`.
+                unsafe { slot.write(dev) };
+                // SAFETY: `slot` holds a complete `miscdevice`. It is pinned, and deregistered
+                // by `drop` before its memory goes.
+                // INVARIANT: On success it is registered.
+                to_result(unsafe { bindings::misc_register(slot) })
+            }),
+        })
+    }
+
+    #[pinned_drop]
+    impl PinnedDrop for MiscRegistration {
+        fn drop(self: Pin<&mut Self>) {
+            // SAFETY: By the type invariant, it is registered.
+            unsafe { bindings::misc_deregister(self.inner.get()) };
         }
-        // SAFETY: `file` is being opened (we are in its `open`), so nothing else uses its
-        // `f_op` yet. The old vtable has no owner, so there is nothing to put (as
-        // `replace_fops` would). `FOPS` is static, and the reference just taken is dropped
-        // by the VFS after the last call through it.
-        unsafe { (*file.as_ptr()).f_op = &FOPS.0 };
-        Ok(())
     }
 
     /// `EOPNOTSUPP`, which 7.2's `error::code` does not name.

@@ -80,7 +80,7 @@ module! {
 #[pin_data]
 struct EvnotifyModule {
     #[pin]
-    _miscdev: MiscDeviceRegistration<Channel>,
+    _miscdev: compat::MiscRegistration,
     /// Dropped after the device is gone, when no channel can be open.
     _limits: channel::Limits,
 }
@@ -91,7 +91,7 @@ impl kernel::InPlaceModule for EvnotifyModule {
             // Initialised in this order: the limits before anyone can open the device.
             // SAFETY: The only call, before the device is registered.
             _limits: unsafe { channel::Limits::new() },
-            _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions {
+            _miscdev <- compat::register_misc(MiscDeviceOptions {
                 name: c"evnotify",
             }),
         })
@@ -102,17 +102,15 @@ impl kernel::InPlaceModule for EvnotifyModule {
 impl MiscDevice for Channel {
     type Ptr = KBox<Self>;
 
-    fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let max = compat::param(module_parameters::max_channels.value());
         let max_user = compat::param(module_parameters::max_user_channels.value());
         let busypoll_ns = compat::param(module_parameters::busypoll_ns.value());
-        let channel = KBox::new(
+        KBox::new(
             Channel::new(max, max_user, busypoll_ns)?,
             GFP_KERNEL_ACCOUNT,
-        )?;
-        // Last: nothing may fail after the module is pinned (see `pin_module`).
-        compat::pin_module(file)?;
-        Ok(channel)
+        )
+        .map_err(Into::into)
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

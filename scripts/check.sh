@@ -144,6 +144,8 @@ summary=()
 for k in ${only_kver:-${KVERS_TESTED[*]}}; do
 	p0=$passed f0=$failed
 	echo "# kernel $k"
+	# An EVNOTIFY_KSUITE given from outside is for KVER alone.
+	[ -z "$only_kver" ] && unset EVNOTIFY_KSUITE
 	if ! kk=$(KVER=$k "$here/setup.sh"); then
 		result "kernel $k: setup" 1
 	else

@@ -49,8 +49,9 @@ pub const SECTIONS: &[(&str, &str)] = &[
     (
         "FILES",
         "/dev/evnotify: the device. /proc/PID/fdinfo/FD: a channel's counters and slots, \
-         which stat reads. /sys/module/rust_evnotify/parameters: max_channels, \
-         max_user_channels, busypoll_ns.",
+         which stat reads. The module's parameters max_channels, max_user_channels and \
+         busypoll_ns are set when it is loaded (insmod rust_evnotify.ko max_channels=N); \
+         they do not appear in /sys/module.",
     ),
 ];
 

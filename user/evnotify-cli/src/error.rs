@@ -3,8 +3,10 @@
 
 use std::{fmt, io, path::Path};
 
-/// Where the module's parameters are, for the hints.
-pub const PARAMS: &str = "/sys/module/rust_evnotify/parameters";
+/// How the module's parameters are set, for the hints: only when it is loaded (Rust modules'
+/// parameters do not appear in /sys/module).
+pub const PARAMS: &str = "they are set when the module is loaded: \
+    insmod rust_evnotify.ko max_channels=N max_user_channels=N";
 
 /// A failed operation on the device: "`path`: `op`: `error`".
 #[derive(Debug)]
@@ -48,7 +50,7 @@ impl DevError {
             ),
             (libc::EMFILE, "open") => format!(
                 "too many channels: the module allows `max_channels` open in all and \
-                 `max_user_channels` per user (see {PARAMS}); or this process hit its \
+                 `max_user_channels` per user ({PARAMS}); or this process hit its \
                  open-file limit (`ulimit -n`)"
             ),
             (libc::EMFILE, op) if op.starts_with("eventfd") => "this process hit its \
