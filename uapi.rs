@@ -15,7 +15,7 @@ use kernel::{
     transmute, //
 };
 
-pub(crate) const API_VERSION: u32 = 2;
+pub(crate) const API_VERSION: u32 = 3;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
 pub(crate) const MAX_PENDING: u64 = 1 << 20;
@@ -34,6 +34,7 @@ pub(crate) const F_FDINFO: u64 = 1 << 3;
 pub(crate) const F_TIMER: u64 = 1 << 4;
 pub(crate) const F_SIGNAL: u64 = 1 << 5;
 pub(crate) const F_BUSYPOLL: u64 = 1 << 6;
+pub(crate) const F_WORKERS: u64 = 1 << 7;
 
 /// The default signal of `IOC_SIGNAL`.
 pub(crate) const SIGIO: i32 = kernel::bindings::SIGIO as i32;
@@ -117,6 +118,24 @@ pub(crate) struct BusyPollReq {
     pub(crate) reserved: u64,
 }
 
+/// `struct evnotify_share`.
+#[repr(C)]
+pub(crate) struct ShareReq {
+    pub(crate) fd: i32,
+    pub(crate) flags: u32,
+    pub(crate) reserved: u64,
+}
+
+/// `struct evnotify_worker`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct WorkerInfo {
+    pub(crate) worker_id: u32,
+    pub(crate) thread_pid: i32,
+    pub(crate) channels: u32,
+    pub(crate) reserved: u32,
+}
+
 // SAFETY: `Version` is `repr(C)` with only integer fields and no padding.
 unsafe impl transmute::AsBytes for Version {}
 // SAFETY: `Attach` is `repr(C)` with only integer fields: every bit pattern is valid.
@@ -131,6 +150,10 @@ unsafe impl transmute::FromBytes for TimerReq {}
 unsafe impl transmute::FromBytes for SignalReq {}
 // SAFETY: `BusyPollReq` is `repr(C)` with only integer fields: every bit pattern is valid.
 unsafe impl transmute::FromBytes for BusyPollReq {}
+// SAFETY: `ShareReq` is `repr(C)` with only integer fields: every bit pattern is valid.
+unsafe impl transmute::FromBytes for ShareReq {}
+// SAFETY: `WorkerInfo` is `repr(C)` with only integer fields and no padding.
+unsafe impl transmute::AsBytes for WorkerInfo {}
 
 // No implicit padding may reach user space: each size is the sum of its fields.
 const _: () = assert!(size_of::<Version>() == 16);
@@ -140,6 +163,8 @@ const _: () = assert!(size_of::<Stats>() == 120);
 const _: () = assert!(size_of::<TimerReq>() == 32);
 const _: () = assert!(size_of::<SignalReq>() == 16);
 const _: () = assert!(size_of::<BusyPollReq>() == 16);
+const _: () = assert!(size_of::<ShareReq>() == 16);
+const _: () = assert!(size_of::<WorkerInfo>() == 16);
 
 pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(IOC_MAGIC, 0x00);
 pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(IOC_MAGIC, 0x01);
@@ -149,6 +174,8 @@ pub(crate) const IOC_KICKFD: u32 = _IOW::<Attach>(IOC_MAGIC, 0x04);
 pub(crate) const IOC_TIMER: u32 = _IOW::<TimerReq>(IOC_MAGIC, 0x05);
 pub(crate) const IOC_SIGNAL: u32 = _IOW::<SignalReq>(IOC_MAGIC, 0x06);
 pub(crate) const IOC_BUSYPOLL: u32 = _IOW::<BusyPollReq>(IOC_MAGIC, 0x07);
+pub(crate) const IOC_SHARE_WORKER: u32 = _IOW::<ShareReq>(IOC_MAGIC, 0x08);
+pub(crate) const IOC_WORKER: u32 = _IOR::<WorkerInfo>(IOC_MAGIC, 0x09);
 
 /// Checks a slot number from user space.
 pub(crate) fn slot(slot: u32) -> Result<usize> {

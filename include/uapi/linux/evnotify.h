@@ -26,8 +26,9 @@
  * 2: evnotify_stats grew (coalesced, sig_refused), so EVNOTIFY_IOC_STATS has
  * another number; kick eventfds refuse EFD_SEMAPHORE; the thread starts on
  * first use.
+ * 3: shared workers (EVNOTIFY_IOC_SHARE_WORKER, EVNOTIFY_IOC_WORKER).
  */
-#define EVNOTIFY_API_VERSION	2
+#define EVNOTIFY_API_VERSION	3
 /* Number of notify slots in every channel. */
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */
@@ -47,6 +48,7 @@
 #define EVNOTIFY_F_TIMER	(1ULL << 4)	/* EVNOTIFY_IOC_TIMER: kernel-originated ticks */
 #define EVNOTIFY_F_SIGNAL	(1ULL << 5)	/* EVNOTIFY_IOC_SIGNAL: fasync-style signals */
 #define EVNOTIFY_F_BUSYPOLL	(1ULL << 6)	/* EVNOTIFY_IOC_BUSYPOLL: thread spins before sleeping */
+#define EVNOTIFY_F_WORKERS	(1ULL << 7)	/* EVNOTIFY_IOC_SHARE_WORKER, EVNOTIFY_IOC_WORKER */
 
 /* Timer periods accepted by EVNOTIFY_IOC_TIMER, in nanoseconds (1 ms .. 1 day). */
 #define EVNOTIFY_MIN_PERIOD_NS	1000000ULL
@@ -158,6 +160,46 @@ struct evnotify_busypoll {
 	__u64 reserved;		/* in: must be 0 */
 };
 
+/*
+ * Shared workers, like vhost's VHOST_ATTACH_VRING_WORKER and io_uring's
+ * IORING_SETUP_ATTACH_WQ.  A channel's kernel thread is its worker.  By
+ * default each channel starts a worker of its own on first use (its first
+ * kick, kick eventfd or timer).  EVNOTIFY_IOC_SHARE_WORKER makes this channel
+ * use the worker of the channel open as fd instead, starting that worker if it
+ * has none yet, so that many channels need few threads.  Only a process that
+ * holds fd can do so.  Errors: EBADF if fd is not open; EINVAL if it is not a
+ * /dev/evnotify channel, or is this channel; EBUSY if this channel has a
+ * worker already.
+ *
+ * A worker serves its channels round robin, one batch at a time (at most 1024
+ * kicks of one slot), and a channel's slots round robin, so a flooded channel
+ * cannot starve a quiet one.  It lives while any channel uses it: the channel
+ * that started it may close first, and the last one to close stops it.
+ * Closing a channel stops its deliveries before close(2) returns, waiting at
+ * most for its own batch in progress, never for the other channels' work.
+ * Busy polling belongs to the worker and polls all its channels: the limit
+ * set by EVNOTIFY_IOC_BUSYPOLL on any of its channels applies to the worker,
+ * evnotify_stats.busypoll_ns shows it, and a channel that shares a worker
+ * takes the worker's limit.  evnotify_stats.wakeups and polled count, on the
+ * first channel the worker serves after it wakes, as they do alone.  Every
+ * channel counts against the module's max_channels and max_user_channels,
+ * whether or not it shares a worker.
+ */
+struct evnotify_share {
+	__s32 fd;		/* in: another open /dev/evnotify channel */
+	__u32 flags;		/* in: must be 0 */
+	__u64 reserved;		/* in: must be 0 */
+};
+
+/* The worker a channel uses (EVNOTIFY_IOC_WORKER), also in fdinfo. */
+struct evnotify_worker {
+	__u32 worker_id;	/* out: 0 until the channel has a worker, then the
+				 * worker's id: its thread is named evnotify/<id> */
+	__s32 thread_pid;	/* out: as evnotify_stats.thread_pid */
+	__u32 channels;		/* out: open channels that use the worker */
+	__u32 reserved;		/* out: 0 */
+};
+
 #define EVNOTIFY_IOC_MAGIC	0xE6
 
 #define EVNOTIFY_IOC_VERSION	_IOR(EVNOTIFY_IOC_MAGIC, 0x00, struct evnotify_version)
@@ -181,5 +223,7 @@ struct evnotify_busypoll {
 #define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)
 #define EVNOTIFY_IOC_SIGNAL	_IOW(EVNOTIFY_IOC_MAGIC, 0x06, struct evnotify_signal)
 #define EVNOTIFY_IOC_BUSYPOLL	_IOW(EVNOTIFY_IOC_MAGIC, 0x07, struct evnotify_busypoll)
+#define EVNOTIFY_IOC_SHARE_WORKER _IOW(EVNOTIFY_IOC_MAGIC, 0x08, struct evnotify_share)
+#define EVNOTIFY_IOC_WORKER	_IOR(EVNOTIFY_IOC_MAGIC, 0x09, struct evnotify_worker)
 
 #endif /* _UAPI_LINUX_EVNOTIFY_H */
