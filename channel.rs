@@ -7,7 +7,6 @@
 //! signal, process signal) with no lock held.
 
 use crate::{
-    busypoll,
     compat::{
         new_irq_safe_lock,
         IrqSafeLock, //
@@ -17,11 +16,6 @@ use crate::{
         KickFd,
         KickSink, //
     },
-    kthread::{
-        KThread,
-        ThreadCtx,
-        ThreadWork, //
-    },
     signal::{
         Sent, //
         SigTarget,
@@ -30,10 +24,19 @@ use crate::{
     uapi::{
         self,
         NR_SLOTS, //
-    }, //
+    },
+    worker::{
+        Runner,
+        Woke,
+        Worker, //
+    },
 };
 use kernel::{
-    new_condvar,
+    list::{
+        AtomicTracker,
+        ListLinks,
+        TryNewListArc, // Named, unqualified, by `impl_list_arc_safe!`.
+    },
     new_mutex,
     prelude::*,
     seq_file::SeqFile,
@@ -44,7 +47,7 @@ use kernel::{
             Relaxed, //
         },
         Arc,
-        CondVar,
+        ArcBorrow,
         Mutex,
         SetOnce, //
     },
@@ -52,11 +55,12 @@ use kernel::{
     time::{
         hrtimer::{
             AbsoluteMode,
+            ArcHrTimerHandle,
             HrTimer,
             HrTimerCallback,
             HrTimerCallbackContext,
-            HrTimerRestart,
-            ScopedHrTimerPointer, //
+            HrTimerPointer,
+            HrTimerRestart, //
         },
         Delta,
         Instant,
@@ -74,14 +78,11 @@ const MAX_PENDING: u64 = uapi::MAX_PENDING;
 /// How long a kick caused by the channel's own notification (a feedback loop) waits.
 const ECHO_DELAY: Delta = Delta::from_millis(1);
 
-/// Least time between two wake-ups of the thread by its alarm: deadlines closer than this
-/// (up to 64 slots' timers and echoes, out of phase) share one, later by at most this much.
-/// Bounds one channel at 10,000 alarm wake-ups a second; a lone timer of the 1 ms minimum
-/// period never waits for it.
+/// Least time between two expiries of a channel's alarm: deadlines closer than this (up to 64
+/// slots' timers and echoes, out of phase) share one, later by at most this much. Bounds one
+/// channel at 10,000 alarms a second; a lone timer of the 1 ms minimum period never waits for
+/// it.
 const ALARM_GAP: Delta = Delta::from_micros(100);
-
-/// Channel ids, used to name the threads.
-static NEXT_ID: Atomic<u32> = Atomic::new(0);
 
 /// Channels open now, in all and per user (by euid at open).
 struct Users {
@@ -200,6 +201,8 @@ struct Inner {
     cursor: usize,
     /// A kick eventfd was closed by user space and waits to be released by the thread.
     hangup: bool,
+    /// The file was released: nothing is queued or served for the channel any more.
+    closed: bool,
     /// Kicks the thread has taken and not yet finished delivering: still counted as pending.
     in_flight: u64,
     /// The counters that the stats invariant ties together, changed only under the lock so
@@ -250,6 +253,7 @@ impl Inner {
             timer_mask: 0,
             cursor: 0,
             hangup: false,
+            closed: false,
             in_flight: 0,
             kicks: 0,
             fd_kicks: 0,
@@ -406,12 +410,13 @@ pub(crate) struct SlotSink {
 impl KickSink for SlotSink {
     fn kicked(&self, count: u64, echo: bool) {
         let source = if echo { Source::Echo } else { Source::KickFd };
-        self.shared
-            .update(|inner| inner.queue(self.slot, count, source));
+        Shared::update(self.shared.as_arc_borrow(), true, |inner| {
+            inner.queue(self.slot, count, source)
+        });
     }
 
     fn hangup(&self) {
-        self.shared.update(|inner| {
+        Shared::update(self.shared.as_arc_borrow(), true, |inner| {
             let was_idle = inner.idle();
             inner.hangup = true;
             was_idle
@@ -429,28 +434,45 @@ struct Counters {
     polled: Atomic<u64>,
 }
 
-/// The part of a channel shared by the file, its kernel thread and its kick eventfds.
+/// The channel's alarm as its worker last set it. Only the worker sets it, and `close` clears it.
+struct Alarm {
+    /// The armed timer; dropping the handle cancels it.
+    handle: Option<ArcHrTimerHandle<Shared>>,
+    /// When it was armed to expire.
+    at: Option<Instant<Monotonic>>,
+    /// It is not armed to expire before this (see `ALARM_GAP`).
+    floor: Instant<Monotonic>,
+}
+
+/// The part of a channel shared by the file, its worker and its kick eventfds.
 #[pin_data]
 pub(crate) struct Shared {
-    /// Taken from kick eventfd wake-ups, in atomic context: hence a spinlock with IRQs off.
+    /// Taken from kick eventfd wake-ups and the alarm, in atomic context: hence a spinlock
+    /// with IRQs off. Taken before the worker's run queue.
     #[pin]
     inner: IrqSafeLock<Inner>,
-    /// Signalled when `Inner` goes from idle to having work (an echo included), its timers
-    /// change, or the alarm expires.
+    /// The run queue of the worker the channel uses, set once it has one.
+    runner: SetOnce<Arc<Runner>>,
+    /// The channel's place in that run queue.
     #[pin]
-    work: CondVar,
-    /// Set with the same events as `work`, for the thread to see while it busy-polls.
-    ready: Atomic<bool>,
-    /// The limit of the thread's busy-poll window, in nanoseconds; 0 turns polling off.
+    links: ListLinks,
+    /// Whether the channel is in that run queue (or being taken off it).
+    #[pin]
+    queued: AtomicTracker,
+    /// The busy-poll limit of the worker the channel will start, until it has one.
     busypoll_ns: Atomic<u32>,
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
     kickfds: Mutex<KickFds>,
-    /// Serialises starting the thread, so that exactly one is created.
+    /// Serialises giving the channel its worker, so that it gets exactly one.
     #[pin]
     start: Mutex<()>,
-    /// Wakes the thread at its next deadline (a timer tick or an echo) with the precision of
-    /// an hrtimer, as timerfd does. Only the thread arms it, for the length of one sleep.
+    /// Held by the worker while it serves the channel, so that `close` can wait for a batch
+    /// in progress. Ordered before `inner`.
+    #[pin]
+    serving: Mutex<Alarm>,
+    /// Queues the channel on its worker at its next deadline (a timer tick or an echo), with
+    /// the precision of an hrtimer, as timerfd does.
     #[pin]
     alarm: HrTimer<Shared>,
     count: Counters,
@@ -463,127 +485,129 @@ kernel::impl_has_hr_timer! {
     }
 }
 
-impl HrTimerCallback for Shared {
-    type Pointer<'a> = Pin<&'a Shared>;
+kernel::list::impl_list_arc_safe! {
+    impl ListArcSafe<0> for Shared { tracked_by queued: AtomicTracker; }
+}
 
-    fn run(this: Pin<&Shared>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
-        // The thread armed the alarm holding `inner`, and releases it only once it waits on
-        // `work`: taking the lock first means the thread is waiting (or past its checks), so
-        // the notification cannot be lost. The thread finds the due work itself; `ready` stays
-        // clear, since a deadline is not an event for the busy-poll window.
-        let _inner = this.inner.lock();
-        this.work.notify_one();
+kernel::list::impl_list_item! {
+    impl ListItem<0> for Shared { using ListLinks { self.links }; }
+}
+
+impl HrTimerCallback for Shared {
+    type Pointer<'a> = Arc<Shared>;
+
+    fn run(this: ArcBorrow<'_, Shared>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        // The worker finds the due work itself, and sets the next alarm.
+        Shared::update(this, false, |_| true);
         HrTimerRestart::NoRestart
     }
 }
 
-impl ThreadWork for Shared {
-    fn run(self: Pin<&Self>, ctx: &ThreadCtx) {
-        let mut window = busypoll::Window::default();
-        // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
-        let mut slept = true;
-        // Kicks delivered in the previous round, retired under the next round's lock.
-        let mut done = 0;
-        // The alarm's next wake-up is not due before this (see `ALARM_GAP`).
-        let mut alarm_floor = Instant::<Monotonic>::now();
-        loop {
-            let mut guard = self.inner.lock();
-            guard.retire(core::mem::take(&mut done));
-            // When the thread ran out of work, whether it has spun since, and what the spin saw.
-            let mut idle_since = None;
-            let mut spun = false;
-            let mut caught = false;
-            let (work, event) = loop {
-                if ctx.should_stop() {
-                    return;
-                }
-                guard.fire_timers();
-                if let Some(work) = guard.take_work() {
-                    // Whether an event, not only a timer, ended the idle spell.
-                    break (work, self.ready.load(Relaxed));
-                }
-                // Under the lock, so no event after this check is missed.
-                self.ready.store(false, Relaxed);
-                let idle = *idle_since.get_or_insert_with(Instant::<Monotonic>::now);
-                let deadline = guard.next_deadline();
-                let spin_ns = window.ns().min(self.busypoll_ns.load(Relaxed).into());
-                if !spun && spin_ns != 0 {
-                    spun = true;
-                    drop(guard);
-                    let spin = Delta::from_nanos(spin_ns as i64);
-                    let spin = deadline.map_or(spin, |d| (d - idle).min(spin));
-                    caught = ctx.busy_poll(spin, || self.ready.load(Relaxed));
-                    guard = self.inner.lock();
-                    continue;
-                }
-                // A pending signal can only be `kthread_stop`'s, which the loop checks.
-                match deadline {
-                    None => {
-                        let _ = self.work.wait_interruptible(&mut guard);
-                    }
-                    Some(deadline) => {
-                        let at = if (deadline - alarm_floor).as_nanos() < 0 {
-                            alarm_floor
-                        } else {
-                            deadline
-                        };
-                        // The alarm is cancelled when the scope ends, which waits for a running
-                        // callback: so the lock, which the callback takes, is dropped first.
-                        self.start_scoped(at, move || {
-                            let mut guard = guard;
-                            let _ = self.work.wait_interruptible(&mut guard);
-                        });
-                        if (Instant::now() - at).as_nanos() >= 0 {
-                            // Woken by the alarm (or as late): space the next expiry from this
-                            // one's, so a late wake-up does not push a lone timer's next tick.
-                            alarm_floor = at + ALARM_GAP;
-                        }
-                        guard = self.inner.lock();
-                    }
-                }
-                slept = true;
-            };
-            drop(guard);
-            if let Some(idle) = idle_since {
-                let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
-                window.adapt(idle_ns, self.busypoll_ns.load(Relaxed), caught, event);
+impl Shared {
+    /// Changes `Inner` with `f` under the lock and, if `f` says so, queues the channel on its
+    /// worker: `f` returns true when the channel went from idle to having work (or a deadline
+    /// changed), as otherwise it is queued or being served already. `event` tells an event
+    /// from a deadline (see `Runner::enqueue`).
+    fn update(this: ArcBorrow<'_, Self>, event: bool, f: impl FnOnce(&mut Inner) -> bool) {
+        let mut inner = this.inner.lock();
+        if f(&mut inner) && !inner.closed {
+            if let Some(runner) = this.runner.as_ref() {
+                runner.enqueue(this, event);
             }
-            if core::mem::take(&mut slept) {
-                self.count.wakeups.add(1, Relaxed);
-            } else if caught {
-                self.count.polled.add(1, Relaxed);
-            }
-            match work {
-                Work::Kicks {
-                    slot,
-                    efd,
-                    sig,
-                    kicks,
-                } => {
-                    self.deliver(slot, efd.as_deref(), sig, kicks);
-                    done = kicks;
-                }
-                Work::Reap => self.reap_hung_up(),
-            }
-            ctx.yield_now();
         }
     }
-}
 
-impl Shared {
-    /// Changes `Inner` with `f` under the lock, then wakes the thread if `f` says it must.
-    fn update(&self, f: impl FnOnce(&mut Inner) -> bool) {
-        let wake = {
-            let mut inner = self.inner.lock();
-            let wake = f(&mut inner);
-            if wake {
-                // Under the lock, so the thread cannot clear it before seeing the change.
-                self.ready.store(true, Relaxed);
-            }
-            wake
+    /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
+    /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
+    /// if it has more; with nothing to deliver, arms the alarm for the next deadline.
+    /// `woke` is counted in `wakeups` or `polled` if there was work.
+    pub(crate) fn serve(self: Arc<Self>, runner: &Runner, woke: &mut Woke) {
+        let mut alarm = self.serving.lock();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return;
+        }
+        inner.fire_timers();
+        let Some(work) = inner.take_work() else {
+            let deadline = inner.next_deadline();
+            drop(inner);
+            self.set_alarm(&mut alarm, deadline);
+            return;
         };
-        if wake {
-            self.work.notify_one();
+        drop(inner);
+        match core::mem::replace(woke, Woke::Busy) {
+            Woke::Slept => self.count.wakeups.add(1, Relaxed),
+            Woke::Polled => self.count.polled.add(1, Relaxed),
+            Woke::Busy => {}
+        }
+        let kicks = match work {
+            Work::Kicks {
+                slot,
+                efd,
+                sig,
+                kicks,
+            } => {
+                self.deliver(slot, efd.as_deref(), sig, kicks);
+                kicks
+            }
+            Work::Reap => {
+                self.reap_hung_up();
+                0
+            }
+        };
+        let mut inner = self.inner.lock();
+        inner.retire(kicks);
+        if !inner.idle() {
+            // More to do: after the other channels in the queue.
+            runner.enqueue(self.as_arc_borrow(), true);
+            return;
+        }
+        let deadline = inner.next_deadline();
+        drop(inner);
+        self.set_alarm(&mut alarm, deadline);
+    }
+
+    /// Arms the alarm for `deadline`, or cancels it with `None`. Alarms are spaced at least
+    /// `ALARM_GAP` apart, counted from when the last one was due.
+    fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, deadline: Option<Instant<Monotonic>>) {
+        if let Some(at) = alarm.at {
+            if (Instant::now() - at).as_nanos() >= 0 {
+                // It expired (or is about to, and is served now anyway).
+                alarm.floor = at + ALARM_GAP;
+                alarm.at = None;
+            }
+        }
+        let at = deadline.map(|d| {
+            if (d - alarm.floor).as_nanos() < 0 {
+                alarm.floor
+            } else {
+                d
+            }
+        });
+        let unchanged = match (at, alarm.at) {
+            (Some(a), Some(b)) => (a - b).is_zero(),
+            _ => false,
+        };
+        if unchanged && alarm.handle.is_some() {
+            return;
+        }
+        // Cancelling waits for a running callback, which takes `inner` and the run queue:
+        // neither is held here.
+        drop(alarm.handle.take());
+        alarm.handle = at.map(|at| self.clone().start(at));
+        alarm.at = at;
+    }
+
+    /// Stops the channel: nothing is queued, served or delivered for it once this returns.
+    /// Waits for a batch in progress, not for the worker's other channels.
+    fn close(&self) {
+        self.inner.lock().closed = true;
+        // The worker checks `closed` holding `serving`: after this, it does not serve the
+        // channel again. Cancelling the alarm breaks its reference to the channel.
+        let handle = self.serving.lock().handle.take();
+        drop(handle);
+        if let Some(runner) = self.runner.as_ref() {
+            runner.dequeue(self);
         }
     }
 
@@ -635,23 +659,14 @@ impl Shared {
             }
         }
     }
-
-    /// Changes the timers under the lock, then wakes the thread to recompute its deadline.
-    fn update_timers(&self, f: impl FnOnce(&mut Inner)) {
-        self.update(|inner| {
-            f(inner);
-            true
-        });
-    }
 }
 
-/// An open `/dev/evnotify`: its shared state and, once a call needs it, the thread serving it.
+/// An open `/dev/evnotify`: its shared state and, once a call needs it, its worker.
 pub(crate) struct Channel {
     shared: Arc<Shared>,
-    /// Started by the first call that queues work, not in `open`: `misc_open` holds the global
-    /// `misc_mtx` across `open`, and creating a kthread waits for kthreadd.
-    thread: SetOnce<KThread<Shared>>,
-    id: u32,
+    /// Started (or shared) by the first call that queues work, not in `open`: `misc_open`
+    /// holds the global `misc_mtx` across `open`, and creating a kthread waits for kthreadd.
+    worker: SetOnce<Arc<Worker>>,
     _open: OpenSlot,
 }
 
@@ -661,13 +676,21 @@ impl Channel {
         let open = OpenSlot::take(max, max_user)?;
         let shared = Arc::pin_init(
             pin_init!(Shared {
-                inner <- new_irq_safe_lock!(Inner::new(), "Channel::inner"
-                ),
-                work <- new_condvar!("Channel::work"),
-                ready: Atomic::new(false),
+                inner <- new_irq_safe_lock!(Inner::new(), "Channel::inner"),
+                runner: SetOnce::new(),
+                links <- ListLinks::new(),
+                queued <- AtomicTracker::new(),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
                 kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
                 start <- new_mutex!((), "Channel::start"),
+                serving <- new_mutex!(
+                    Alarm {
+                        handle: None,
+                        at: None,
+                        floor: Instant::now(),
+                    },
+                    "Channel::serving"
+                ),
                 alarm <- HrTimer::new(),
                 count: Counters {
                     notifies: Atomic::new(0),
@@ -682,29 +705,73 @@ impl Channel {
         )?;
         Ok(Self {
             shared,
-            thread: SetOnce::new(),
-            id: NEXT_ID.fetch_add(1, Relaxed),
+            worker: SetOnce::new(),
             _open: open,
         })
     }
 
-    /// Starts the channel's thread unless it runs already. A failure (`ENOMEM`, or `EINTR` if
-    /// the caller is being killed) is the error of the call that needed the thread.
-    fn start_thread(&self) -> Result {
-        if self.thread.as_ref().is_some() {
-            return Ok(());
+    /// Gives the channel a worker, if it has none: a new one, or `share`'s. Returns it.
+    /// A failure (`ENOMEM`, or `EINTR` if the caller is being killed) is the error of the call
+    /// that needed the worker.
+    fn join(&self, share: Option<&Arc<Worker>>) -> Result<&Arc<Worker>> {
+        if let Some(worker) = self.worker.as_ref() {
+            return Ok(worker);
         }
-        let _guard = self.shared.start.lock();
-        if self.thread.as_ref().is_none() {
-            // Under `start`, so nobody else populates it meanwhile.
-            self.thread
-                .populate(KThread::spawn(self.shared.clone(), self.id)?);
+        let shared = &self.shared;
+        let _guard = shared.start.lock();
+        if let Some(worker) = self.worker.as_ref() {
+            return Ok(worker);
         }
-        Ok(())
+        let worker = match share {
+            Some(w) => w.clone(),
+            None => Worker::new(shared.busypoll_ns.load(Relaxed))?,
+        };
+        let runner = worker.runner();
+        runner.channels.add(1, Relaxed);
+        // Under `start`, so nobody else populates them meanwhile.
+        shared.runner.populate(runner.clone());
+        self.worker.populate(worker);
+        // Anything queued before (nothing is, as every call that queues work gets the worker
+        // first) would be served now.
+        Shared::update(shared.as_arc_borrow(), true, |inner| !inner.idle());
+        self.worker.as_ref().ok_or(EINVAL)
+    }
+
+    /// Makes the channel use `other`'s worker, starting it if `other` has none yet. Fails with
+    /// `EINVAL` if `other` is this channel, `EBUSY` if this one has a worker already.
+    pub(crate) fn share_worker(&self, other: &Channel) -> Result {
+        if core::ptr::eq(self, other) {
+            return Err(EINVAL);
+        }
+        if self.worker.as_ref().is_some() {
+            return Err(EBUSY);
+        }
+        // `other`'s lock is released before this channel's is taken: two channels sharing
+        // each other's worker at once cannot deadlock.
+        let worker = other.join(None)?.clone();
+        let joined = self.join(Some(&worker))?;
+        if Arc::ptr_eq(joined, &worker) {
+            Ok(())
+        } else {
+            // Another call gave this channel a worker meanwhile.
+            Err(EBUSY)
+        }
+    }
+
+    /// The worker the channel uses: `(id, thread pid, channels)`, or zeros without one.
+    pub(crate) fn worker_info(&self) -> uapi::WorkerInfo {
+        self.worker
+            .as_ref()
+            .map_or_else(Default::default, |w| uapi::WorkerInfo {
+                worker_id: w.runner().id,
+                thread_pid: w.pid(),
+                channels: w.runner().channels.load(Relaxed),
+                reserved: 0,
+            })
     }
 
     /// Attaches the eventfd `fd` to `slot`, or detaches with `fd == -1`. The previous eventfd,
-    /// if any, is released; a batch already taken by the thread still goes to it.
+    /// if any, is released; a batch already taken by the worker still goes to it.
     pub(crate) fn attach(&self, slot: usize, fd: i32) -> Result {
         let new = match fd {
             -1 => None,
@@ -716,11 +783,12 @@ impl Channel {
         Ok(())
     }
 
-    /// Queues `count` kicks on `slot` for the thread.
+    /// Queues `count` kicks on `slot` for the worker.
     pub(crate) fn kick(&self, slot: usize, count: u32) -> Result {
-        self.start_thread()?;
-        self.shared
-            .update(|inner| inner.queue(slot, count.into(), Source::Ioctl));
+        self.join(None)?;
+        Shared::update(self.shared.as_arc_borrow(), true, |inner| {
+            inner.queue(slot, count.into(), Source::Ioctl)
+        });
         Ok(())
     }
 
@@ -729,9 +797,9 @@ impl Channel {
         let new = match fd {
             -1 => None,
             fd => {
-                // The thread is started only for an fd that can be hooked.
+                // The worker is started only for an fd that can be hooked.
                 KickFd::<SlotSink>::check(fd)?;
-                self.start_thread()?;
+                self.join(None)?;
                 Some(KickFd::new(
                     fd,
                     SlotSink {
@@ -754,21 +822,30 @@ impl Channel {
             0 => None,
             p => {
                 let timer = Timer::new(p, ticks)?;
-                self.start_thread()?;
+                self.join(None)?;
                 Some(timer)
             }
         };
-        self.shared
-            .update_timers(|inner| inner.replace_timer(slot, timer));
+        // The worker re-reads the deadlines and sets the alarm.
+        Shared::update(self.shared.as_arc_borrow(), true, |inner| {
+            inner.replace_timer(slot, timer);
+            true
+        });
         Ok(())
     }
 
-    /// Sets the limit of the thread's busy-poll window; 0 turns busy polling off.
+    /// Sets the busy-poll limit of the channel's worker (of the one it will start, if it has
+    /// none yet); 0 turns busy polling off.
     pub(crate) fn set_busypoll(&self, limit_ns: u32) -> Result {
         if limit_ns > uapi::MAX_BUSYPOLL_NS {
             return Err(EINVAL);
         }
-        self.shared.busypoll_ns.store(limit_ns, Relaxed);
+        // Under `start`, so that a worker being started takes this limit.
+        let _guard = self.shared.start.lock();
+        match self.worker.as_ref() {
+            Some(w) => w.runner().busypoll_ns.store(limit_ns, Relaxed),
+            None => self.shared.busypoll_ns.store(limit_ns, Relaxed),
+        }
         Ok(())
     }
 
@@ -800,8 +877,11 @@ impl Channel {
         let shared = &self.shared;
         let c = &shared.count;
         let mut st = uapi::Stats {
-            busypoll_ns: shared.busypoll_ns.load(Relaxed),
-            thread_pid: self.thread.as_ref().map_or(0, KThread::pid),
+            busypoll_ns: self.worker.as_ref().map_or_else(
+                || shared.busypoll_ns.load(Relaxed),
+                |w| w.runner().busypoll_ns.load(Relaxed),
+            ),
+            thread_pid: self.worker.as_ref().map_or(0, |w| w.pid()),
             ..Default::default()
         };
         {
@@ -839,13 +919,16 @@ impl Channel {
     /// slot in use. No kernel pointer is printed.
     pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
         let s = self.stats();
+        let w = self.worker_info();
         seq_print!(
             m,
-            "thread_pid:\t{}\nkicks:\t{}\nfd_kicks:\t{}\ntimer_ticks:\t{}\nhandled:\t{}\n\
+            "thread_pid:\t{}\nworker:\t{}\nworker_channels:\t{}\nkicks:\t{}\nfd_kicks:\t{}\ntimer_ticks:\t{}\nhandled:\t{}\n\
              notifies:\t{}\nsignals:\t{}\ndropped:\t{}\nwakeups:\t{}\npolled:\t{}\npending:\t{}\n\
              attached:\t{}\nkickfds:\t{}\ntimers:\t{}\nsignal_slots:\t{}\nbusypoll_ns:\t{}\n\
              coalesced:\t{}\nsig_refused:\t{}\n",
             s.thread_pid,
+            w.worker_id,
+            w.channels,
             s.kicks,
             s.fd_kicks,
             s.timer_ticks,
@@ -899,10 +982,15 @@ impl Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
-        // Each kick eventfd holds the shared state: unhook them all to break the cycle, before
-        // the thread is stopped and the state released.
+        // Each kick eventfd holds the shared state: unhook them all to break the cycle; after
+        // this no wake-up callback runs for the channel.
         let fds = core::mem::replace(&mut *self.shared.kickfds.lock(), [const { None }; NR_SLOTS]);
         drop(fds);
+        self.shared.close();
+        if let Some(w) = self.worker.as_ref() {
+            w.runner().channels.fetch_sub(1, Relaxed);
+        }
+        // Then the worker is released: the last channel's release stops its thread.
     }
 }
 

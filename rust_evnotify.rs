@@ -37,9 +37,11 @@ mod channel;
 mod compat;
 mod eventfd;
 mod kthread;
+mod peer;
 mod signal;
 mod timer;
 mod uapi;
+mod worker;
 
 use channel::Channel;
 use kernel::{
@@ -102,15 +104,17 @@ impl kernel::InPlaceModule for EvnotifyModule {
 impl MiscDevice for Channel {
     type Ptr = KBox<Self>;
 
-    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+    fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         let max = compat::param(module_parameters::max_channels.value());
         let max_user = compat::param(module_parameters::max_user_channels.value());
         let busypoll_ns = compat::param(module_parameters::busypoll_ns.value());
-        KBox::new(
+        let channel = KBox::new(
             Channel::new(max, max_user, busypoll_ns)?,
             GFP_KERNEL_ACCOUNT,
-        )
-        .map_err(Into::into)
+        )?;
+        // Only channels' files have these file operations (see `peer`).
+        peer::opened(file);
+        Ok(channel)
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
@@ -126,7 +130,8 @@ impl MiscDevice for Channel {
                     | uapi::F_FDINFO
                     | uapi::F_TIMER
                     | uapi::F_SIGNAL
-                    | uapi::F_BUSYPOLL,
+                    | uapi::F_BUSYPOLL
+                    | uapi::F_WORKERS,
             })?,
             uapi::IOC_ATTACH => {
                 let req: uapi::Attach = user.reader().read()?;
@@ -162,6 +167,12 @@ impl MiscDevice for Channel {
                 me.set_busypoll(req.limit_ns)?
             }
             uapi::IOC_STATS => user.writer().write(&me.stats())?,
+            uapi::IOC_SHARE_WORKER => {
+                let req: uapi::ShareReq = user.reader().read()?;
+                uapi::must_be_zero(req.flags, req.reserved)?;
+                peer::with_channel(req.fd, |other| me.share_worker(other))??
+            }
+            uapi::IOC_WORKER => user.writer().write(&me.worker_info())?,
             _ => return Err(ENOTTY),
         }
         Ok(0)

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Workers: the kernel threads that serve channels, one each by default or shared.
+//!
+//! A worker keeps a run queue of the channels that have work or a deadline due, each at most
+//! once, and serves them round robin: one batch of one channel ([`Shared::serve`]), then that
+//! channel goes to the back of the queue if it has more. So a flooded channel delays a quiet
+//! one by at most one batch per channel ahead of it. With the queue empty the worker spins for
+//! an adaptive window ([`busypoll`]), then sleeps.
+
+use crate::{
+    busypoll,
+    channel::Shared,
+    compat::{
+        new_irq_safe_lock,
+        IrqSafeLock, //
+    },
+    kthread::{
+        KThread,
+        ThreadCtx,
+        ThreadWork, //
+    },
+    uapi, //
+};
+use kernel::{
+    list::{
+        List,
+        ListArc, //
+    },
+    new_condvar,
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        ArcBorrow,
+        CondVar, //
+    },
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
+    },
+};
+
+/// How the thread came to the channel it serves next: what the channel's `wakeups` and
+/// `polled` count, once, if the channel has work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// From sleep.
+    Slept,
+    /// From a busy poll that caught the work.
+    Polled,
+    /// Neither: it was busy, or the wake-up was counted already.
+    Busy,
+}
+
+/// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
+static NEXT_ID: Atomic<u32> = Atomic::new(1);
+
+/// What a worker's thread shares with its channels: the run queue and how to wake the thread.
+#[pin_data]
+pub(crate) struct Runner {
+    /// Channels with work or a deadline due, in the order they are served. Taken in wake-up
+    /// and timer callbacks, under a channel's lock (which is always taken first).
+    #[pin]
+    queue: IrqSafeLock<List<Shared>>,
+    /// Signalled when a channel joins the empty queue.
+    #[pin]
+    work: CondVar,
+    /// Set when an event (a kick, a hang-up, a timer change) queues a channel, for the busy
+    /// poll to see; cleared, under the queue's lock, only when the queue is empty.
+    event: Atomic<bool>,
+    /// The same for a deadline falling due: it ends a busy poll, but is not an event for the
+    /// window, since the thread sleeps until deadlines anyway.
+    due: Atomic<bool>,
+    /// The busy-poll limit, in nanoseconds; 0 turns polling off.
+    pub(crate) busypoll_ns: Atomic<u32>,
+    /// Open channels that use this worker.
+    pub(crate) channels: Atomic<u32>,
+    /// Names the thread `evnotify/<id>`.
+    pub(crate) id: u32,
+}
+
+impl Runner {
+    /// Puts `channel` at the back of the run queue, unless it is there already, and wakes the
+    /// thread. `event` tells an event from a deadline (see [`Runner::due`]).
+    ///
+    /// Called under the channel's lock, so that a channel is never queued once it is closed.
+    pub(crate) fn enqueue(&self, channel: ArcBorrow<'_, Shared>, event: bool) {
+        // Fails if the channel is queued already (or just being taken off the queue by the
+        // thread, which then serves it and so sees what the caller changed).
+        let Some(item) = ListArc::try_from_arc_borrow(channel) else {
+            return;
+        };
+        let mut queue = self.queue.lock();
+        let was_empty = queue.is_empty();
+        queue.push_back(item);
+        // Under the lock, so the thread cannot clear it before it finds the channel.
+        if event {
+            self.event.store(true, Relaxed);
+        } else {
+            self.due.store(true, Relaxed);
+        }
+        drop(queue);
+        // A thread that found the queue empty waits, or is about to, under its lock; with
+        // channels in the queue it is awake or already being woken.
+        if was_empty {
+            self.work.notify_one();
+        }
+    }
+
+    /// Takes `channel` off the run queue if it is there (when it closes).
+    pub(crate) fn dequeue(&self, channel: &Shared) {
+        // SAFETY: A channel is only ever put on its own worker's queue (`Shared::runner` is
+        // set once), so it is in no other list.
+        let item = unsafe { self.queue.lock().remove(channel) };
+        // The channel's file still holds it, so this is not the last reference.
+        drop(item);
+    }
+}
+
+impl ThreadWork for Runner {
+    fn run(self: Pin<&Self>, ctx: &ThreadCtx) {
+        let mut window = busypoll::Window::default();
+        // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
+        let mut woke = Woke::Slept;
+        loop {
+            let mut queue = self.queue.lock();
+            // When the queue ran empty, and whether the spin since caught a channel.
+            let mut idle_since = None;
+            let mut spun = false;
+            let mut caught = false;
+            let item = loop {
+                if ctx.should_stop() {
+                    return;
+                }
+                if let Some(item) = queue.pop_front() {
+                    break item;
+                }
+                // Under the lock, so no channel queued after this check is missed.
+                self.event.store(false, Relaxed);
+                self.due.store(false, Relaxed);
+                idle_since.get_or_insert_with(Instant::<Monotonic>::now);
+                let limit = self.busypoll_ns.load(Relaxed);
+                let spin_ns = window.ns().min(limit.into());
+                if !spun && spin_ns != 0 {
+                    spun = true;
+                    drop(queue);
+                    caught = ctx.busy_poll(Delta::from_nanos(spin_ns as i64), || {
+                        self.event.load(Relaxed) || self.due.load(Relaxed)
+                    });
+                    queue = self.queue.lock();
+                    continue;
+                }
+                // A pending signal can only be `kthread_stop`'s, which the loop checks.
+                let _ = self.work.wait_interruptible(&mut queue);
+                woke = Woke::Slept;
+            };
+            let event = self.event.load(Relaxed);
+            drop(queue);
+            if let Some(idle) = idle_since {
+                let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
+                window.adapt(idle_ns, self.busypoll_ns.load(Relaxed), caught, event);
+                if caught && woke == Woke::Busy {
+                    woke = Woke::Polled;
+                }
+            }
+            // The channel counts the wake-up if it had work; else the next one does.
+            item.into_arc().serve(self.get_ref(), &mut woke);
+            ctx.yield_now();
+        }
+    }
+}
+
+/// A worker: its thread and run queue. Channels hold it; the last one to close stops it.
+pub(crate) struct Worker {
+    /// Stopped first when the worker is dropped (field order), so it no longer serves.
+    thread: KThread<Runner>,
+    runner: Arc<Runner>,
+}
+
+impl Worker {
+    /// Starts a worker whose busy-poll limit is `busypoll_ns`.
+    pub(crate) fn new(busypoll_ns: u32) -> Result<Arc<Self>> {
+        let id = NEXT_ID.fetch_add(1, Relaxed);
+        let runner = Arc::pin_init(
+            pin_init!(Runner {
+                queue <- new_irq_safe_lock!(List::new(), "Worker::queue"),
+                work <- new_condvar!("Worker::work"),
+                event: Atomic::new(false),
+                due: Atomic::new(false),
+                busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
+                channels: Atomic::new(0),
+                id,
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        let thread = KThread::spawn(runner.clone(), id)?;
+        Ok(Arc::new(Self { thread, runner }, GFP_KERNEL_ACCOUNT)?)
+    }
+
+    /// The run queue, for the channels that use this worker.
+    pub(crate) fn runner(&self) -> &Arc<Runner> {
+        &self.runner
+    }
+
+    /// The thread's pid, as seen from the caller's pid namespace.
+    pub(crate) fn pid(&self) -> i32 {
+        self.thread.pid()
+    }
+}
