@@ -51,7 +51,7 @@ fn header() -> Header {
         }
     }
     assert!(
-        h.defines.len() >= 20 && h.structs.len() >= 7,
+        h.defines.len() >= 26 && h.structs.len() >= 9,
         "the header parsed"
     );
     h
@@ -222,6 +222,25 @@ fn mirrors() -> Vec<(&'static str, Layout, Layout)> {
                 reserved
             }
         ),
+        both!(
+            "evnotify_share",
+            Share,
+            ShareReq {
+                fd,
+                flags,
+                reserved
+            }
+        ),
+        both!(
+            "evnotify_worker",
+            Worker,
+            WorkerInfo {
+                worker_id,
+                thread_pid,
+                channels,
+                reserved
+            }
+        ),
     ]
 }
 
@@ -244,6 +263,7 @@ fn constants() -> Vec<(&'static str, u64, u64)> {
         F_TIMER,
         F_SIGNAL,
         F_BUSYPOLL,
+        F_WORKERS,
         MIN_PERIOD_NS,
         MAX_PERIOD_NS,
         MAX_BUSYPOLL_NS,
@@ -256,6 +276,8 @@ fn constants() -> Vec<(&'static str, u64, u64)> {
         IOC_TIMER,
         IOC_SIGNAL,
         IOC_BUSYPOLL,
+        IOC_SHARE_WORKER,
+        IOC_WORKER,
     )
 }
 

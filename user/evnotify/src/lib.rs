@@ -95,7 +95,7 @@ pub mod sys {
     use std::mem::size_of;
 
     /// `EVNOTIFY_API_VERSION`: the version this crate speaks.
-    pub const API_VERSION: u32 = 2;
+    pub const API_VERSION: u32 = 3;
     /// `EVNOTIFY_NR_SLOTS`: notify slots per channel.
     pub const NR_SLOTS: u32 = 64;
     /// `EVNOTIFY_MAX_KICK`: the largest count one kick accepts.
@@ -116,6 +116,8 @@ pub mod sys {
     pub const F_SIGNAL: u64 = 1 << 5;
     /// `EVNOTIFY_F_BUSYPOLL`: the thread spins before it sleeps.
     pub const F_BUSYPOLL: u64 = 1 << 6;
+    /// `EVNOTIFY_F_WORKERS`: shared workers ([`IOC_SHARE_WORKER`], [`IOC_WORKER`]).
+    pub const F_WORKERS: u64 = 1 << 7;
     /// `EVNOTIFY_MIN_PERIOD_NS`: the shortest timer period (1 ms).
     pub const MIN_PERIOD_NS: u64 = 1_000_000;
     /// `EVNOTIFY_MAX_PERIOD_NS`: the longest timer period (1 day).
@@ -250,6 +252,33 @@ pub mod sys {
         pub reserved: u64,
     }
 
+    /// `struct evnotify_share`, for `IOC_SHARE_WORKER`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Share {
+        /// Another open `/dev/evnotify` channel, whose worker this channel is to use.
+        pub fd: i32,
+        /// Must be 0.
+        pub flags: u32,
+        /// Must be 0.
+        pub reserved: u64,
+    }
+
+    /// `struct evnotify_worker`, from `IOC_WORKER`: the worker (kernel thread) a channel uses.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Worker {
+        /// 0 until the channel has a worker, then its id: its thread is named
+        /// `evnotify/<id>`.
+        pub worker_id: u32,
+        /// The worker thread's pid, as [`Stats::thread_pid`].
+        pub thread_pid: i32,
+        /// Open channels that use the worker.
+        pub channels: u32,
+        /// 0.
+        pub reserved: u32,
+    }
+
     /// `EVNOTIFY_IOC_VERSION`.
     pub const IOC_VERSION: u64 =
         nix::request_code_read!(IOC_MAGIC, 0x00, size_of::<Version>()) as u64;
@@ -271,6 +300,12 @@ pub mod sys {
     /// `EVNOTIFY_IOC_BUSYPOLL`.
     pub const IOC_BUSYPOLL: u64 =
         nix::request_code_write!(IOC_MAGIC, 0x07, size_of::<BusyPoll>()) as u64;
+    /// `EVNOTIFY_IOC_SHARE_WORKER`.
+    pub const IOC_SHARE_WORKER: u64 =
+        nix::request_code_write!(IOC_MAGIC, 0x08, size_of::<Share>()) as u64;
+    /// `EVNOTIFY_IOC_WORKER`.
+    pub const IOC_WORKER: u64 =
+        nix::request_code_read!(IOC_MAGIC, 0x09, size_of::<Worker>()) as u64;
 }
 
 /// The unsafe ioctl wrappers: private, so that only [`Channel`]'s safe methods reach them.
@@ -767,6 +802,8 @@ mod tests {
             size_of::<Timer>(),
             size_of::<Signal>(),
             size_of::<BusyPoll>(),
+            size_of::<Share>(),
+            size_of::<Worker>(),
         ] {
             assert_eq!(size % 8, 0, "size {size}");
         }
@@ -797,6 +834,8 @@ mod tests {
         assert_eq!(dec(IOC_TIMER), (1, 32, 0xE6, 5));
         assert_eq!(dec(IOC_SIGNAL), (1, 16, 0xE6, 6));
         assert_eq!(dec(IOC_BUSYPOLL), (1, 16, 0xE6, 7));
+        assert_eq!(dec(IOC_SHARE_WORKER), (1, 16, 0xE6, 8));
+        assert_eq!(dec(IOC_WORKER), (2, 16, 0xE6, 9));
     }
 
     #[test]
