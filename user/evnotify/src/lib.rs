@@ -4,6 +4,7 @@
 //! A [`Channel`] is one open file of the device, with its own kernel thread and
 //! [`sys::NR_SLOTS`] notify slots. Attach a [`Notifier`] (an eventfd) to a slot, then
 //! [`Channel::kick`] the slot: the kernel thread signals the notifier once per kick.
+//! Many channels can share one thread (their *worker*): see [`Channel::share_worker`].
 //!
 //! ```no_run
 //! use evnotify::{Channel, Notifier};
@@ -319,6 +320,8 @@ mod ioctl {
     nix::ioctl_write_ptr!(timer, IOC_MAGIC, 0x05, Timer);
     nix::ioctl_write_ptr!(signal, IOC_MAGIC, 0x06, Signal);
     nix::ioctl_write_ptr!(busypoll, IOC_MAGIC, 0x07, BusyPoll);
+    nix::ioctl_write_ptr!(share_worker, IOC_MAGIC, 0x08, Share);
+    nix::ioctl_read!(worker, IOC_MAGIC, 0x09, Worker);
 }
 
 pub use sys::{Stats, Version};
@@ -356,7 +359,8 @@ macro_rules! owns_fd {
     };
 }
 
-/// One open `/dev/evnotify`: a channel with its own kernel thread.
+/// One open `/dev/evnotify`: a channel with its own kernel thread, its worker, unless it
+/// shares another channel's ([`Channel::share_worker`]).
 ///
 /// Its descriptor is close-on-exec and blocking; every ioctl is answered at once.
 #[derive(Debug)]
@@ -495,9 +499,10 @@ impl Channel {
         Ok(())
     }
 
-    /// Pins the channel's kernel thread to `cpu`, as `taskset` would. Fails with `ESRCH`
-    /// while the thread has not started (it starts with the first kick, kick eventfd or
-    /// timer) or is not visible in this pid namespace, with `EINVAL` for a `cpu` beyond
+    /// Pins the channel's kernel thread (its worker, with every channel that shares it) to
+    /// `cpu`, as `taskset` would. Fails with `ESRCH` while the thread has not started (it
+    /// starts with the first kick, kick eventfd or timer, or [`Channel::share_worker`]) or
+    /// is not visible in this pid namespace, with `EINVAL` for a `cpu` beyond
     /// the CPU set, and with `EPERM` unless the caller has `CAP_SYS_NICE`: the kernel thread
     /// runs with root's credentials, and `sched_setaffinity` lets only a task's owner or a
     /// process with that capability change its CPUs.
@@ -511,6 +516,49 @@ impl Channel {
                 &set,
             )?),
         }
+    }
+
+    /// Makes this channel use the worker (kernel thread) of `other`, another open channel,
+    /// instead of starting one of its own, and starts that worker if it has none yet: many
+    /// channels, few threads. `other` is any channel descriptor this process holds: a
+    /// `&Channel`, or the [`BorrowedFd`] of one received over a Unix socket. Call it before
+    /// this channel's first kick, kick eventfd or timer, which would start a worker of its
+    /// own.
+    ///
+    /// The worker serves its channels round robin, so a flooded channel cannot starve a quiet
+    /// one, and lives while any of them is open. Its busy-poll limit is shared: this channel
+    /// takes the worker's, and [`Channel::set_busypoll`] on any of them sets it for all.
+    ///
+    /// Errors: `EINVAL` if `other` is not a `/dev/evnotify` channel or is this very channel
+    /// (also through a duplicate of its descriptor); `EBUSY` if this channel has a worker
+    /// already; `ENOMEM` or `EINTR` if the worker cannot be started; `ENOTTY` if this
+    /// channel is not a `/dev/evnotify` channel, or the module is older than API version 3
+    /// (no [`sys::F_WORKERS`]).
+    pub fn share_worker(&self, other: impl AsFd) -> Result<()> {
+        let req = sys::Share {
+            fd: other.as_fd().as_raw_fd(),
+            ..Default::default()
+        };
+        // SAFETY: `req` is a valid `struct evnotify_share`.
+        unsafe { ioctl::share_worker(self.as_raw_fd(), &req) }?;
+        Ok(())
+    }
+
+    /// The worker (kernel thread) this channel uses: its id (0 until the channel has one),
+    /// its thread's pid, and how many open channels use it. The same values are in the
+    /// [`Channel::fdinfo`] lines `worker:` and `worker_channels:`.
+    ///
+    /// Errors: `ENOTTY` if this is not a `/dev/evnotify` channel, or the module is older than
+    /// API version 3 (no [`sys::F_WORKERS`]).
+    pub fn worker(&self) -> Result<WorkerInfo> {
+        let mut w = sys::Worker::default();
+        // SAFETY: `w` is a valid, writable `struct evnotify_worker`.
+        unsafe { ioctl::worker(self.as_raw_fd(), &mut w) }?;
+        Ok(WorkerInfo {
+            id: w.worker_id,
+            thread_pid: w.thread_pid,
+            channels: w.channels,
+        })
     }
 
     /// The channel's `/proc/self/fdinfo` text.
@@ -672,6 +720,21 @@ impl Notifier {
         self.efd.write(n)?;
         Ok(())
     }
+}
+
+/// The worker a channel uses, from [`Channel::worker`] (`struct evnotify_worker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// The worker's id, 0 until the channel has a worker (it starts with the channel's first
+    /// kick, kick eventfd or timer, or with [`Channel::share_worker`]). Its thread is named
+    /// `evnotify/<id>`.
+    pub id: u32,
+    /// The worker thread's pid, as [`Stats::thread_pid`]: 0 until it starts, and always 0
+    /// seen from a child pid namespace.
+    pub thread_pid: i32,
+    /// Open channels that use the worker, this one included.
+    pub channels: u32,
 }
 
 /// One signal received by a [`SignalCatcher`] (a subset of `struct signalfd_siginfo`).

@@ -63,6 +63,23 @@ fn errors_are_io_errors_with_the_errno() {
     assert_eq!(errno(ch.detach_kickfd(0)), libc::ENOTTY);
     assert_eq!(errno(ch.set_signal(0, 0)), libc::ENOTTY);
     assert_eq!(errno(ch.wait_idle(Duration::ZERO)), libc::ENOTTY);
+    assert_eq!(errno(ch.worker()), libc::ENOTTY);
+    let other = null_channel();
+    assert_eq!(errno(ch.share_worker(&other)), libc::ENOTTY);
+}
+
+#[test]
+fn share_worker_takes_a_channel_or_any_borrowed_descriptor() {
+    let ch = null_channel();
+    let other = null_channel();
+    // A `&Channel`, its `BorrowedFd` (as of a descriptor received over a Unix socket), and an
+    // owned descriptor all reach the ioctl (ENOTTY: /dev/null is no evnotify device).
+    assert_eq!(errno(ch.share_worker(&other)), libc::ENOTTY);
+    assert_eq!(errno(ch.share_worker(other.as_fd())), libc::ENOTTY);
+    assert_eq!(errno(ch.share_worker(OwnedFd::from(other))), libc::ENOTTY);
+    // The worker description is the crate's own type, comparable and printable.
+    let w: Result<evnotify::WorkerInfo, io::Error> = ch.worker();
+    assert_eq!(errno(w), libc::ENOTTY);
 }
 
 #[test]
