@@ -48,8 +48,8 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ),
     (
         "FILES",
-        "/dev/evnotify: the device. /proc/PID/fdinfo/FD: a channel's counters and slots, \
-         which stat reads. The module's parameters max_channels, max_user_channels and \
+        "/dev/evnotify: the device. /proc/PID/fdinfo/FD: a channel's counters, worker and \
+         slots, which stat reads. The module's parameters max_channels, max_user_channels and \
          busypoll_ns are set when it is loaded (insmod rust_evnotify.ko max_channels=N); \
          they do not appear in /sys/module.",
     ),
@@ -65,15 +65,19 @@ fn after_help() -> String {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Print the API version, features, limits, and a channel's counters and fdinfo.
+    /// Print the API version, features, limits, and a channel's counters, worker and fdinfo.
     Info {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// List every channel open on the system, with its process, thread and counters (as ss
-    /// or lsof do, from /proc/*/fd and the fdinfo the module writes). `evnotify list` is
-    /// the same command.
+    /// List every channel open on the system, with its process, thread, worker and counters
+    /// (as ss or lsof do, from /proc/*/fd and the fdinfo the module writes). `evnotify list`
+    /// is the same command.
+    ///
+    /// WORKER is the id of the kernel thread that serves the channel (named evnotify/ID;
+    /// channels can share one), SERVES how many open channels it serves; both are `-` while
+    /// the channel has no worker yet.
     #[command(visible_alias = "list")]
     Stat {
         /// Print one JSON object instead of a table.

@@ -15,7 +15,7 @@ use error::{DevError, Failure};
 use evnotify::{sys, Channel, Notifier};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use stat::Counters;
+use stat::{Counters, Worker};
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
@@ -55,6 +55,11 @@ impl Dev {
     fn stats(&self) -> Result<Counters> {
         let s = self.check(self.ch.stats(), || "ioctl EVNOTIFY_IOC_STATS".into())?;
         Ok(Counters::from(&s))
+    }
+
+    fn worker(&self) -> Result<Worker> {
+        let w = self.check(self.ch.worker(), || "ioctl EVNOTIFY_IOC_WORKER".into())?;
+        Ok(Worker::from(&w))
     }
 
     fn attach(&self, slot: u32, n: &Notifier) -> Result<()> {
@@ -149,6 +154,7 @@ fn feature_names(bits: u64) -> Vec<&'static str> {
         (sys::F_TIMER, "timer"),
         (sys::F_SIGNAL, "signal"),
         (sys::F_BUSYPOLL, "busypoll"),
+        (sys::F_WORKERS, "workers"),
     ]
     .into_iter()
     .filter(|(b, _)| bits & b != 0)
@@ -183,6 +189,20 @@ fn counters_text(s: &Counters) -> String {
     )
 }
 
+/// The worker line: `None` is a module before API version 3, which has no workers.
+fn worker_text(w: Option<&Worker>) -> String {
+    match w {
+        None => "worker: not reported (the module predates API version 3)".to_owned(),
+        Some(w) if w.worker_id == 0 => {
+            "worker: none yet (it starts with the first kick, kick eventfd or timer)".to_owned()
+        }
+        Some(w) => format!(
+            "worker: {} (thread evnotify/{}, pid {}), serving {} channel(s)",
+            w.worker_id, w.worker_id, w.thread_pid, w.channels
+        ),
+    }
+}
+
 fn print_stats(dev: &Dev) -> Result<()> {
     println!("{}", counters_text(&dev.stats()?));
     Ok(())
@@ -196,6 +216,11 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 fn info(dev: &Dev, as_json: bool) -> Result<()> {
     let v = dev.version()?;
     let stats = dev.stats()?;
+    // An older module has no EVNOTIFY_IOC_WORKER (ENOTTY): ask only one that has workers.
+    let worker = match v.features & sys::F_WORKERS {
+        0 => None,
+        _ => Some(dev.worker()?),
+    };
     let fdinfo = dev.fdinfo()?;
     if as_json {
         let parsed = stat::parse_fdinfo(&fdinfo)
@@ -216,6 +241,7 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
             },
             "fd": dev.fd(),
             "stats": stats,
+            "worker": worker,
             "slots": parsed.slots,
         }));
     }
@@ -239,6 +265,7 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
         sys::MAX_PERIOD_NS / 1_000_000_000
     );
     println!("{}", counters_text(&stats));
+    println!("{}", worker_text(worker.as_ref()));
     println!("fdinfo:\n{}", fdinfo.trim_end().replace('\n', "\n  "));
     Ok(())
 }
@@ -473,6 +500,15 @@ fn slot_text(s: &stat::Slot) -> String {
     )
 }
 
+/// The WORKER and SERVES cells of `stat`'s table: the worker's id and how many channels it
+/// serves, `-` without a worker (none yet, or a module before API version 3).
+fn worker_columns(w: Option<&Worker>) -> (String, String) {
+    match w {
+        Some(w) if w.worker_id != 0 => (w.worker_id.to_string(), w.channels.to_string()),
+        _ => ("-".to_owned(), "-".to_owned()),
+    }
+}
+
 fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
     // The links in /proc name the node as it was opened: compare canonical paths.
     let path = Path::new(device);
@@ -491,12 +527,14 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
         return print_json(&serde_json::to_value(&scan)?);
     }
     println!(
-        "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
         "PID",
         "UID",
         "COMM",
         "FD",
         "THREAD",
+        "WORKER",
+        "SERVES",
         "NOTIFY",
         "KICKFD",
         "TIMER",
@@ -509,13 +547,16 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
     );
     for e in &scan.channels {
         let s = &e.info.stats;
+        let (worker, serves) = worker_columns(e.info.worker.as_ref());
         println!(
-            "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
+            "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
             e.pid,
             e.uid,
             e.comm,
             e.fd,
             s.thread_pid,
+            worker,
+            serves,
             s.attached,
             s.kickfds,
             s.timers,
@@ -528,6 +569,7 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
         );
         if verbose {
             println!("    {}", counters_text(s).replace('\n', "\n    "));
+            println!("    {}", worker_text(e.info.worker.as_ref()));
             for slot in &e.info.slots {
                 println!("    {}", slot_text(slot));
             }
@@ -619,6 +661,40 @@ mod tests {
         assert_eq!((t.tv_sec(), t.tv_nsec()), (1, 500_000_000));
         let t = poll_timeout(now + Duration::from_secs(1), now);
         assert_eq!((t.tv_sec(), t.tv_nsec()), (0, 0));
+    }
+
+    #[test]
+    fn worker_text_and_columns() {
+        let w = |worker_id, thread_pid, channels| Worker {
+            worker_id,
+            thread_pid,
+            channels,
+        };
+        assert_eq!(
+            worker_text(Some(&w(3, 52, 2))),
+            "worker: 3 (thread evnotify/3, pid 52), serving 2 channel(s)"
+        );
+        assert!(worker_text(Some(&w(0, 0, 0))).contains("none yet"));
+        assert!(worker_text(None).contains("API version 3"));
+        assert_eq!(worker_columns(Some(&w(3, 52, 2))), ("3".into(), "2".into()));
+        for none in [Some(&w(0, 0, 0)), None] {
+            assert_eq!(worker_columns(none), ("-".into(), "-".into()));
+        }
+    }
+
+    #[test]
+    fn features_have_names() {
+        let all = sys::F_NOTIFY
+            | sys::F_SLOTS
+            | sys::F_KICKFD
+            | sys::F_FDINFO
+            | sys::F_TIMER
+            | sys::F_SIGNAL
+            | sys::F_BUSYPOLL
+            | sys::F_WORKERS;
+        assert_eq!(feature_names(all).len(), 8);
+        assert_eq!(feature_names(sys::F_WORKERS), ["workers"]);
+        assert!(feature_names(1 << 63).is_empty());
     }
 
     #[test]

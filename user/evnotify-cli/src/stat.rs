@@ -56,6 +56,35 @@ impl From<&evnotify::Stats> for Counters {
     }
 }
 
+/// The worker (kernel thread) a channel uses: `struct evnotify_worker` (the JSON names), from
+/// `EVNOTIFY_IOC_WORKER` or from the fdinfo lines `worker:` and `worker_channels:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Worker {
+    /// 0 until the channel has a worker; its thread is named `evnotify/<worker_id>`.
+    pub worker_id: u32,
+    /// As [`Counters::thread_pid`].
+    pub thread_pid: i32,
+    /// Open channels that use the worker.
+    pub channels: u32,
+}
+
+impl From<&evnotify::WorkerInfo> for Worker {
+    fn from(w: &evnotify::WorkerInfo) -> Self {
+        Self {
+            worker_id: w.id,
+            thread_pid: w.thread_pid,
+            channels: w.channels,
+        }
+    }
+}
+
+/// The fdinfo lines of the worker, API version 3 on.
+#[derive(Deserialize)]
+struct WorkerLines {
+    worker: u32,
+    worker_channels: u32,
+}
+
 /// One `slot:` line of fdinfo: a slot in use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Slot {
@@ -81,11 +110,14 @@ pub struct SlotTimer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FdInfo {
     pub stats: Counters,
+    /// `None` (JSON `null`) from a module before API version 3, which has no workers.
+    pub worker: Option<Worker>,
     pub slots: Vec<Slot>,
 }
 
 /// Parses a channel's `/proc/<pid>/fdinfo/<fd>`: `key:\tvalue` lines (the VFS's own `pos`,
-/// `flags`... are skipped), then one `slot:` line per slot in use.
+/// `flags`... are skipped), then one `slot:` line per slot in use. The worker's two lines
+/// (`worker:`, `worker_channels:`) come together or not at all (before API version 3).
 pub fn parse_fdinfo(text: &str) -> Result<FdInfo> {
     let mut fields = serde_json::Map::new();
     let mut slots = Vec::new();
@@ -101,9 +133,25 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo> {
             }
         }
     }
-    let stats =
-        serde_json::from_value(fields.into()).context("not an evnotify channel's fdinfo")?;
-    Ok(FdInfo { stats, slots })
+    let fields = serde_json::Value::from(fields);
+    let stats: Counters =
+        serde_json::from_value(fields.clone()).context("not an evnotify channel's fdinfo")?;
+    let worker = if fields.get("worker").is_some() || fields.get("worker_channels").is_some() {
+        let w: WorkerLines = serde_json::from_value(fields)
+            .context("bad worker lines (worker:, worker_channels:)")?;
+        Some(Worker {
+            worker_id: w.worker,
+            thread_pid: stats.thread_pid,
+            channels: w.worker_channels,
+        })
+    } else {
+        None
+    };
+    Ok(FdInfo {
+        stats,
+        worker,
+        slots,
+    })
 }
 
 /// `9\tnotify: attached\tkickfd: none\tpending: 0\tsignal: 0\ttimer: 100000000ns left 0`.
@@ -264,6 +312,9 @@ pub mod tests {
 
     const WATCH: &str = include_str!("../testdata/fdinfo-watch.txt");
     const TIMER: &str = include_str!("../testdata/fdinfo-timer.txt");
+    /// API version 3: written by hand from the header's description (the worker's two lines
+    /// right after `thread_pid:`), not captured in the VM like the two above.
+    const SHARED: &str = include_str!("../testdata/fdinfo-shared.txt");
 
     #[test]
     fn parses_fdinfo_from_the_vm() {
@@ -305,6 +356,46 @@ pub mod tests {
         let info = parse_fdinfo(TIMER).unwrap();
         assert_eq!(info.stats.timer_ticks, 22);
         assert_eq!(info.slots[0].timer.as_ref().unwrap().left, 38);
+        // Both are API version 2: no worker lines.
+        assert_eq!(info.worker, None);
+        assert_eq!(parse_fdinfo(WATCH).unwrap().worker, None);
+    }
+
+    #[test]
+    fn parses_the_worker_lines() {
+        let info = parse_fdinfo(SHARED).unwrap();
+        assert_eq!(
+            info.worker,
+            Some(Worker {
+                worker_id: 3,
+                thread_pid: 52,
+                channels: 2
+            })
+        );
+        assert_eq!((info.stats.kicks, info.stats.thread_pid), (4, 52));
+        assert_eq!(info.slots.len(), 1);
+        // No worker yet.
+        let text = SHARED
+            .replace("worker:\t3", "worker:\t0")
+            .replace("worker_channels:\t2", "worker_channels:\t0")
+            .replace("thread_pid:\t52", "thread_pid:\t0");
+        let w = parse_fdinfo(&text).unwrap().worker.unwrap();
+        assert_eq!((w.worker_id, w.thread_pid, w.channels), (0, 0, 0));
+        // One line without the other, or a value that does not fit.
+        for (from, to) in [
+            ("worker:\t3\n", ""),
+            ("worker_channels:\t2\n", ""),
+            ("worker:\t3", "worker:\t-3"),
+            ("worker_channels:\t2", "worker_channels:\t4294967296"),
+        ] {
+            let text = SHARED.replacen(from, to, 1);
+            assert_ne!(text, SHARED, "{from}");
+            let e = parse_fdinfo(&text).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("bad worker lines"),
+                "{from}: {e:#}"
+            );
+        }
     }
 
     #[test]
@@ -359,6 +450,11 @@ pub mod tests {
         assert_eq!(keys, want);
         assert_eq!(v["slots"][0]["timer"]["period_ns"], 100_000_000);
         assert_eq!(v["slots"][1]["timer"], serde_json::Value::Null);
+        assert_eq!(v["worker"], serde_json::Value::Null);
+        // `struct evnotify_worker`'s names, without its reserved field.
+        let v = serde_json::to_value(parse_fdinfo(SHARED).unwrap()).unwrap();
+        let keys: Vec<_> = v["worker"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["channels", "thread_pid", "worker_id"]);
     }
 
     /// A fake `/proc` tree with one process holding a channel on fd 3 and a file on fd 4.

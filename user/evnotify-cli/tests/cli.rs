@@ -164,6 +164,7 @@ fn stat_json_is_json_and_needs_no_device() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.starts_with("    PID    UID COMM"), "{out}");
+    assert!(out.contains(" THREAD WORKER SERVES NOTIFY "), "{out}");
     assert!(out.contains(" process(es) scanned"), "{out}");
 }
 

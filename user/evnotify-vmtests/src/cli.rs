@@ -221,7 +221,7 @@ fn cli_info_and_ping_json() -> Result<()> {
     let features = v["features"].as_u64().context("features")?;
     ensure!(features & sys::F_BUSYPOLL != 0, "{v}");
     ensure!(
-        v["feature_names"].as_array().map(Vec::len) == Some(7),
+        v["feature_names"].as_array().map(Vec::len) == Some(8),
         "{v}"
     );
     ensure!(v["limits"]["max_kick"] == sys::MAX_KICK, "{v}");
