@@ -168,8 +168,9 @@ struct evnotify_busypoll {
  * use the worker of the channel open as fd instead, starting that worker if it
  * has none yet, so that many channels need few threads.  Only a process that
  * holds fd can do so.  Errors: EBADF if fd is not open; EINVAL if it is not a
- * /dev/evnotify channel, or is this channel; EBUSY if this channel has a
- * worker already.
+ * /dev/evnotify channel, or is this channel (through any descriptor of it);
+ * EBUSY if this channel has a worker already; ENOMEM, or EINTR for a caller
+ * being killed, if fd's channel had no worker and one could not be started.
  *
  * A worker serves its channels round robin, one batch at a time (at most 1024
  * kicks of one slot), and a channel's slots round robin, so a flooded channel
@@ -196,7 +197,8 @@ struct evnotify_worker {
 	__u32 worker_id;	/* out: 0 until the channel has a worker, then the
 				 * worker's id: its thread is named evnotify/<id> */
 	__s32 thread_pid;	/* out: as evnotify_stats.thread_pid */
-	__u32 channels;		/* out: open channels that use the worker */
+	__u32 channels;		/* out: open channels that use the worker
+				 * (0 while worker_id is 0) */
 	__u32 reserved;		/* out: 0 */
 };
 
@@ -223,7 +225,7 @@ struct evnotify_worker {
 #define EVNOTIFY_IOC_TIMER	_IOW(EVNOTIFY_IOC_MAGIC, 0x05, struct evnotify_timer)
 #define EVNOTIFY_IOC_SIGNAL	_IOW(EVNOTIFY_IOC_MAGIC, 0x06, struct evnotify_signal)
 #define EVNOTIFY_IOC_BUSYPOLL	_IOW(EVNOTIFY_IOC_MAGIC, 0x07, struct evnotify_busypoll)
-#define EVNOTIFY_IOC_SHARE_WORKER _IOW(EVNOTIFY_IOC_MAGIC, 0x08, struct evnotify_share)
+#define EVNOTIFY_IOC_SHARE_WORKER	_IOW(EVNOTIFY_IOC_MAGIC, 0x08, struct evnotify_share)
 #define EVNOTIFY_IOC_WORKER	_IOR(EVNOTIFY_IOC_MAGIC, 0x09, struct evnotify_worker)
 
 #endif /* _UAPI_LINUX_EVNOTIFY_H */
