@@ -159,19 +159,45 @@ impl Drop for OpenSlot {
     }
 }
 
-/// One notify slot.
+/// One notify slot: what every slot has.
 struct Slot {
     /// The eventfd to signal, if one is attached. Shared so the thread can signal it unlocked.
     efd: Option<Arc<EventFd>>,
+    /// Kicks and ticks accepted but not yet taken by the thread; at most [`MAX_PENDING`].
+    pending: u64,
+}
+
+// What every channel pays per slot (README: Performance, bytes per channel).
+const _: () = assert!(size_of::<Slot>() == 16);
+
+/// What only slots with a signal, a timer or a kick eventfd need. A channel allocates these
+/// for all its slots on its first such call, so that the many channels with none stay small.
+struct Extra {
     /// The process to signal, if one asked.
     sig: Option<Arc<SigTarget>>,
     /// The slot's periodic timer, if running.
     timer: Option<Timer>,
-    /// Kicks and ticks accepted but not yet taken by the thread; at most [`MAX_PENDING`].
-    pending: u64,
     /// When the slot's waiting echo becomes due, if it has one (see `Inner::echo_mask`).
     echo_due: Option<Instant<Monotonic>>,
 }
+
+/// The [`Extra`]s of a channel's slots.
+type Extras = [Extra; NR_SLOTS];
+
+impl Extra {
+    /// The extra state of all slots, empty.
+    fn all() -> Result<KBox<Extras>> {
+        const NONE: Extra = Extra {
+            sig: None,
+            timer: None,
+            echo_due: None,
+        };
+        Ok(KBox::new([NONE; NR_SLOTS], GFP_KERNEL_ACCOUNT)?)
+    }
+}
+
+/// The kick eventfds of a channel, one per slot at most; allocated on the first one.
+type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
 
 /// Where queued kicks come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -190,12 +216,14 @@ enum Source {
 /// The state guarded by [`Shared::inner`].
 struct Inner {
     slots: [Slot; NR_SLOTS],
+    /// Allocated by the first call that needs it (see [`Extra`]); never freed before the channel.
+    extra: Option<KBox<Extras>>,
     /// Bit `n` is set if and only if `slots[n].pending != 0` and the slot's kicks are due now.
     pending_mask: u64,
     /// Bit `n` is set if and only if `slots[n].pending == 1` holds an echo that waits for
-    /// `slots[n].echo_due`.
+    /// `extra[n].echo_due`.
     echo_mask: u64,
-    /// Bit `n` is set if and only if `slots[n].timer` is set.
+    /// Bit `n` is set if and only if `extra[n].timer` is set.
     timer_mask: u64,
     /// Where the thread looks first, so that slots are served round-robin.
     cursor: usize,
@@ -241,13 +269,11 @@ impl Inner {
     const fn new() -> Self {
         const EMPTY: Slot = Slot {
             efd: None,
-            sig: None,
-            timer: None,
             pending: 0,
-            echo_due: None,
         };
         Inner {
             slots: [EMPTY; NR_SLOTS],
+            extra: None,
             pending_mask: 0,
             echo_mask: 0,
             timer_mask: 0,
@@ -261,6 +287,16 @@ impl Inner {
             handled: 0,
             coalesced: 0,
         }
+    }
+
+    /// The extra state of `slot`, if the channel has allocated it.
+    fn extra(&self, slot: usize) -> Option<&Extra> {
+        self.extra.as_deref().map(|x| &x[slot])
+    }
+
+    /// The same, to change.
+    fn extra_mut(&mut self, slot: usize) -> Option<&mut Extra> {
+        self.extra.as_deref_mut().map(|x| &mut x[slot])
     }
 
     /// Whether the thread has nothing to do until woken or a deadline passes.
@@ -294,10 +330,13 @@ impl Inner {
         }
         s.pending += take;
         if source == Source::Echo {
-            s.echo_due = Some(Instant::now() + ECHO_DELAY);
-            self.echo_mask |= bit;
-            // Woken, if asleep, to sleep again until the echo is due.
-            return was_idle;
+            // A kick eventfd's slot has its extra state (`attach_kickfd` allocates it).
+            if let Some(x) = self.extra_mut(slot) {
+                x.echo_due = Some(Instant::now() + ECHO_DELAY);
+                self.echo_mask |= bit;
+                // Woken, if asleep, to sleep again until the echo is due.
+                return was_idle;
+            }
         }
         self.echo_mask &= !bit;
         self.pending_mask |= bit;
@@ -311,8 +350,9 @@ impl Inner {
         }
         let now = Instant::<Monotonic>::now();
         for slot in bits(self.echo_mask) {
-            if self.slots[slot]
-                .echo_due
+            if self
+                .extra(slot)
+                .and_then(|x| x.echo_due)
                 .is_some_and(|due| (now - due).as_nanos() >= 0)
             {
                 self.echo_mask &= !(1 << slot);
@@ -320,12 +360,15 @@ impl Inner {
             }
         }
         for slot in bits(self.timer_mask) {
-            let Some(timer) = self.slots[slot].timer.as_mut() else {
+            let Some(x) = self.extra_mut(slot) else {
+                continue;
+            };
+            let Some(timer) = x.timer.as_mut() else {
                 continue;
             };
             let (due, expired) = timer.take_due(now);
             if expired {
-                self.slots[slot].timer = None;
+                x.timer = None;
                 self.timer_mask &= !(1 << slot);
             }
             if due != 0 {
@@ -337,20 +380,24 @@ impl Inner {
     /// Replaces (or, with `None`, cancels) the timer of `slot`. Ticks the old timer already
     /// owes are queued first: a late tick is delivered late, never skipped, even when the
     /// thread had not woken for it yet.
+    /// A new timer needs the extra state: without it, only a cancel (which has nothing to do).
     fn replace_timer(&mut self, slot: usize, timer: Option<Timer>) {
         self.fire_timers();
         self.timer_mask &= !(1 << slot);
-        self.timer_mask |= u64::from(timer.is_some()) << slot;
-        self.slots[slot].timer = timer;
+        let running = u64::from(timer.is_some()) << slot;
+        if let Some(x) = self.extra_mut(slot) {
+            x.timer = timer;
+            self.timer_mask |= running;
+        }
     }
 
     /// When the earliest timer or echo is due, if any.
     fn next_deadline(&self) -> Option<Instant<Monotonic>> {
         let now = Instant::<Monotonic>::now();
-        let echoes = bits(self.echo_mask).filter_map(|slot| self.slots[slot].echo_due);
+        let echoes = bits(self.echo_mask).filter_map(|slot| self.extra(slot)?.echo_due);
         Iterator::chain(
             bits(self.timer_mask)
-                .filter_map(|slot| self.slots[slot].timer.as_ref().map(Timer::deadline)),
+                .filter_map(|slot| self.extra(slot)?.timer.as_ref().map(Timer::deadline)),
             echoes,
         )
         .min_by_key(|d| (*d - now).as_nanos())
@@ -371,8 +418,9 @@ impl Inner {
             .trailing_zeros() as usize
             + self.cursor)
             % NR_SLOTS;
+        let sig = self.extra(slot).and_then(|x| x.sig.clone());
         let s = &mut self.slots[slot];
-        let kicks = if s.efd.is_none() && s.sig.is_none() {
+        let kicks = if s.efd.is_none() && sig.is_none() {
             s.pending
         } else {
             s.pending.min(BATCH)
@@ -386,7 +434,7 @@ impl Inner {
         Some(Work::Kicks {
             slot,
             efd: s.efd.clone(),
-            sig: s.sig.clone(),
+            sig,
             kicks,
         })
     }
@@ -397,9 +445,6 @@ impl Inner {
         self.handled = self.handled.wrapping_add(kicks);
     }
 }
-
-/// The kick eventfds of a channel, one per slot at most.
-type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
 
 /// Where a kick eventfd's writes go: kicks on one slot of a channel.
 pub(crate) struct SlotSink {
@@ -463,7 +508,7 @@ pub(crate) struct Shared {
     busypoll_ns: Atomic<u32>,
     /// Ordered before `inner`; never taken from atomic context.
     #[pin]
-    kickfds: Mutex<KickFds>,
+    kickfds: Mutex<Option<KBox<KickFds>>>,
     /// Serialises giving the channel its worker, so that it gets exactly one.
     #[pin]
     start: Mutex<()>,
@@ -631,11 +676,12 @@ impl Shared {
             if gone {
                 // The process is gone: stop signalling it, and release it unless replaced.
                 let mut inner = self.inner.lock();
-                let s = &mut inner.slots[slot];
-                if s.sig.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &sig)) {
-                    let gone = s.sig.take();
-                    drop(inner);
-                    drop(gone);
+                if let Some(x) = inner.extra_mut(slot) {
+                    if x.sig.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &sig)) {
+                        let gone = x.sig.take();
+                        drop(inner);
+                        drop(gone);
+                    }
                 }
             }
         }
@@ -653,7 +699,7 @@ impl Shared {
     /// Releases the kick eventfds whose user space side was closed.
     fn reap_hung_up(&self) {
         let mut fds = self.kickfds.lock();
-        for k in fds.iter_mut() {
+        for k in fds.iter_mut().flat_map(|fds| fds.iter_mut()) {
             if k.as_ref().is_some_and(|k| k.hung_up()) {
                 *k = None;
             }
@@ -681,7 +727,7 @@ impl Channel {
                 links <- ListLinks::new(),
                 queued <- AtomicTracker::new(),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
-                kickfds <- new_mutex!([const { None }; NR_SLOTS], "Channel::kickfds"),
+                kickfds <- new_mutex!(None, "Channel::kickfds"),
                 start <- new_mutex!((), "Channel::start"),
                 serving <- new_mutex!(
                     Alarm {
@@ -770,6 +816,26 @@ impl Channel {
             })
     }
 
+    /// Allocates the slots' extra state, unless the channel has it (see [`Extra`]).
+    fn ensure_extra(&self) -> Result {
+        if self.shared.inner.lock().extra.is_some() {
+            return Ok(());
+        }
+        // Allocated unlocked, then installed unless someone else was first.
+        let new = Extra::all()?;
+        let mut inner = self.shared.inner.lock();
+        let lost = match inner.extra {
+            Some(_) => Some(new),
+            None => {
+                inner.extra = Some(new);
+                None
+            }
+        };
+        drop(inner);
+        drop(lost);
+        Ok(())
+    }
+
     /// Attaches the eventfd `fd` to `slot`, or detaches with `fd == -1`. The previous eventfd,
     /// if any, is released; a batch already taken by the worker still goes to it.
     pub(crate) fn attach(&self, slot: usize, fd: i32) -> Result {
@@ -800,6 +866,8 @@ impl Channel {
                 // The worker is started only for an fd that can be hooked.
                 KickFd::<SlotSink>::check(fd)?;
                 self.join(None)?;
+                // Its echoes wait in the slot's extra state.
+                self.ensure_extra()?;
                 Some(KickFd::new(
                     fd,
                     SlotSink {
@@ -809,7 +877,18 @@ impl Channel {
                 )?)
             }
         };
-        let old = core::mem::replace(&mut self.shared.kickfds.lock()[slot], new);
+        let mut fds = self.shared.kickfds.lock();
+        let old = match (fds.as_deref_mut(), new) {
+            (Some(fds), new) => core::mem::replace(&mut fds[slot], new),
+            (None, None) => None,
+            (None, Some(new)) => {
+                let mut all = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
+                all[slot] = Some(new);
+                *fds = Some(all);
+                None
+            }
+        };
+        drop(fds);
         // Unhooked after the guard; after this no write to it kicks the slot.
         drop(old);
         Ok(())
@@ -823,6 +902,7 @@ impl Channel {
             p => {
                 let timer = Timer::new(p, ticks)?;
                 self.join(None)?;
+                self.ensure_extra()?;
                 Some(timer)
             }
         };
@@ -863,7 +943,15 @@ impl Channel {
                 GFP_KERNEL_ACCOUNT,
             )?),
         };
-        let old = core::mem::replace(&mut self.shared.inner.lock().slots[slot].sig, new);
+        if new.is_some() {
+            self.ensure_extra()?;
+        }
+        let mut inner = self.shared.inner.lock();
+        let old = match inner.extra_mut(slot) {
+            Some(x) => core::mem::replace(&mut x.sig, new),
+            None => None,
+        };
+        drop(inner);
         drop(old);
         Ok(())
     }
@@ -892,10 +980,10 @@ impl Channel {
             st.handled = inner.handled;
             st.coalesced = inner.coalesced;
             st.pending = inner.in_flight;
-            for s in &inner.slots {
+            for (slot, s) in inner.slots.iter().enumerate() {
                 st.pending += s.pending;
                 st.attached += u32::from(s.efd.is_some());
-                st.signal_slots += u32::from(s.sig.is_some());
+                st.signal_slots += u32::from(inner.extra(slot).is_some_and(|x| x.sig.is_some()));
             }
             st.timers = inner.timer_mask.count_ones();
             st.notifies = c.notifies.load(Relaxed);
@@ -909,6 +997,7 @@ impl Channel {
             .kickfds
             .lock()
             .iter()
+            .flat_map(|fds| fds.iter())
             .flatten()
             .filter(|k| !k.hung_up())
             .count() as u32;
@@ -952,17 +1041,18 @@ impl Channel {
             let (notify, pending, signo, timer) = {
                 let inner = shared.inner.lock();
                 let s = &inner.slots[slot];
+                let x = inner.extra(slot);
                 (
                     s.efd.is_some(),
                     s.pending,
-                    s.sig.as_ref().map_or(0, |t| t.signo()),
-                    s.timer.as_ref().map(Timer::describe),
+                    x.and_then(|x| x.sig.as_ref()).map_or(0, |t| t.signo()),
+                    x.and_then(|x| x.timer.as_ref()).map(Timer::describe),
                 )
             };
-            let kickfd = match &shared.kickfds.lock()[slot] {
-                None => "none",
-                Some(k) if k.hung_up() => "closed",
-                Some(_) => "attached",
+            let kickfd = match shared.kickfds.lock().as_ref().map(|fds| &fds[slot]) {
+                None | Some(None) => "none",
+                Some(Some(k)) if k.hung_up() => "closed",
+                Some(Some(_)) => "attached",
             };
             if !notify && pending == 0 && signo == 0 && timer.is_none() && kickfd == "none" {
                 continue;
@@ -984,7 +1074,7 @@ impl Drop for Channel {
     fn drop(&mut self) {
         // Each kick eventfd holds the shared state: unhook them all to break the cycle; after
         // this no wake-up callback runs for the channel.
-        let fds = core::mem::replace(&mut *self.shared.kickfds.lock(), [const { None }; NR_SLOTS]);
+        let fds = self.shared.kickfds.lock().take();
         drop(fds);
         self.shared.close();
         if let Some(w) = self.worker.as_ref() {
@@ -1004,6 +1094,14 @@ mod tests {
         let pending = i.slots.iter().fold(i.in_flight, |n, s| n + s.pending);
         i.kicks.wrapping_add(i.timer_ticks)
             == i.handled.wrapping_add(pending).wrapping_add(i.coalesced)
+    }
+
+    /// A channel's state with the slots' extra state, as a channel with timers, signals or
+    /// kick eventfds has it.
+    fn with_extra() -> Result<KBox<Inner>> {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        i.extra = Some(Extra::all()?);
+        Ok(i)
     }
 
     /// Takes one unit of work, retires it, and returns its slot and size.
@@ -1058,7 +1156,7 @@ mod tests {
 
     #[test]
     fn echo_waits_alone() -> Result {
-        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        let mut i = with_extra()?;
         assert!(i.queue(2, 1, Source::Echo));
         assert_eq!(
             (i.echo_mask, i.pending_mask, i.slots[2].pending),
@@ -1101,8 +1199,8 @@ mod tests {
 
     #[test]
     fn batches_bounded_unless_dropped() -> Result {
-        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
-        i.slots[1].sig = Some(Arc::new(
+        let mut i = with_extra()?;
+        i.extra.as_deref_mut().ok_or(EINVAL)?[1].sig = Some(Arc::new(
             SigTarget::current_process(uapi::SIGIO)?,
             GFP_KERNEL,
         )?);
@@ -1126,7 +1224,7 @@ mod tests {
 
     #[test]
     fn cancel_delivers_owed_ticks() -> Result {
-        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        let mut i = with_extra()?;
         let min = uapi::MIN_PERIOD_NS;
         // A one-shot timer whose tick fell due before the thread came round to it, cancelled.
         let start = Instant::now() - Delta::from_micros(1500);
@@ -1139,6 +1237,21 @@ mod tests {
         i.replace_timer(2, Some(Timer::starting(start, min, 0)?));
         i.replace_timer(2, Some(Timer::new(min, 0)?));
         assert_eq!((i.slots[2].pending, i.timer_ticks), (2, 3));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn plain_channel_has_no_extra() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        // Only a kick eventfd sends echoes, and it brings the extra state; without it, an
+        // echo is an ordinary kick.
+        assert!(i.queue(2, 1, Source::Echo));
+        assert_eq!((i.echo_mask, i.pending_mask), (0, 1 << 2));
+        // A timer needs the extra state (`set_timer` allocates it); a cancel has none to stop.
+        i.replace_timer(3, Some(Timer::new(uapi::MIN_PERIOD_NS, 0)?));
+        i.replace_timer(4, None);
+        assert_eq!((i.timer_mask, i.next_deadline().is_none()), (0, true));
         assert!(identity(&i));
         Ok(())
     }
