@@ -506,7 +506,7 @@ pub(crate) struct Shared {
     queued: AtomicTracker,
     /// The busy-poll limit of the worker the channel will start, until it has one.
     busypoll_ns: Atomic<u32>,
-    /// Ordered before `inner`; never taken from atomic context.
+    /// Never held with `inner`, nor taken from atomic context.
     #[pin]
     kickfds: Mutex<Option<KBox<KickFds>>>,
     /// Serialises giving the channel its worker, so that it gets exactly one.

@@ -73,8 +73,8 @@ pub(crate) struct Runner {
     /// Set when an event (a kick, a hang-up, a timer change) queues a channel, for the busy
     /// poll to see; cleared, under the queue's lock, only when the queue is empty.
     event: Atomic<bool>,
-    /// The same for a deadline falling due: it ends a busy poll, but is not an event for the
-    /// window, since the thread sleeps until deadlines anyway.
+    /// The same for a deadline falling due: it ends a busy poll, but does not keep the window
+    /// open, since the thread sleeps until deadlines anyway.
     due: Atomic<bool>,
     /// The busy-poll limit, in nanoseconds; 0 turns polling off.
     pub(crate) busypoll_ns: Atomic<u32>,
@@ -143,7 +143,12 @@ impl ThreadWork for Runner {
                 // Under the lock, so no channel queued after this check is missed.
                 self.event.store(false, Relaxed);
                 self.due.store(false, Relaxed);
-                idle_since.get_or_insert_with(Instant::<Monotonic>::now);
+                if idle_since.is_none() {
+                    idle_since = Some(Instant::<Monotonic>::now());
+                    // A wake-up that found no work is not the next channel's: it counts the
+                    // sleep or spin that ends this idle spell.
+                    woke = Woke::Busy;
+                }
                 let limit = self.busypoll_ns.load(Relaxed);
                 let spin_ns = window.ns().min(limit.into());
                 if !spun && spin_ns != 0 {
@@ -163,7 +168,10 @@ impl ThreadWork for Runner {
             drop(queue);
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
-                window.adapt(idle_ns, self.busypoll_ns.load(Relaxed), caught, event);
+                // Only an event caught keeps the window: a deadline, which ends the spin too,
+                // does not make spinning worthwhile (the thread sleeps until deadlines anyway).
+                let limit = self.busypoll_ns.load(Relaxed);
+                window.adapt(idle_ns, limit, caught && event, event);
                 if caught && woke == Woke::Busy {
                     woke = Woke::Polled;
                 }
@@ -185,7 +193,11 @@ pub(crate) struct Worker {
 impl Worker {
     /// Starts a worker whose busy-poll limit is `busypoll_ns`.
     pub(crate) fn new(busypoll_ns: u32) -> Result<Arc<Self>> {
-        let id = NEXT_ID.fetch_add(1, Relaxed);
+        // 0 is "no worker": skipped when the counter wraps.
+        let id = match NEXT_ID.fetch_add(1, Relaxed) {
+            0 => NEXT_ID.fetch_add(1, Relaxed),
+            id => id,
+        };
         let runner = Arc::pin_init(
             pin_init!(Runner {
                 queue <- new_irq_safe_lock!(List::new(), "Worker::queue"),

@@ -167,22 +167,30 @@ struct evnotify_busypoll {
  * kick, kick eventfd or timer).  EVNOTIFY_IOC_SHARE_WORKER makes this channel
  * use the worker of the channel open as fd instead, starting that worker if it
  * has none yet, so that many channels need few threads.  Only a process that
- * holds fd can do so.  Errors: EBADF if fd is not open; EINVAL if it is not a
- * /dev/evnotify channel, or is this channel (through any descriptor of it);
- * EBUSY if this channel has a worker already; ENOMEM, or EINTR for a caller
- * being killed, if fd's channel had no worker and one could not be started.
+ * holds fd can do so, and sharing a worker shares its time: whoever holds any
+ * of its channels can add channels to it, flood them, and set its busy-poll
+ * limit (as with io_uring's ATTACH_WQ).  Two channels that share each other's
+ * worker at once may both fail with EBUSY.
+ * Errors: EBADF if fd is not open (or is an O_PATH descriptor); EINVAL if it
+ * is not a /dev/evnotify channel, or is this channel (through any descriptor
+ * of it); EBUSY if this channel has a worker already; ENOMEM, or EINTR for a
+ * caller being killed, if fd's channel had no worker and one could not be
+ * started.
  *
  * A worker serves its channels round robin, one batch at a time (at most 1024
  * kicks of one slot), and a channel's slots round robin, so a flooded channel
- * cannot starve a quiet one.  It lives while any channel uses it: the channel
- * that started it may close first, and the last one to close stops it.
+ * cannot starve a quiet one: the quiet one waits at most one batch for each
+ * channel ahead of it in the queue.  A worker lives while any channel uses
+ * it: the channel that started it may close first, and the last one to close
+ * stops it.
  * Closing a channel stops its deliveries before close(2) returns, waiting at
  * most for its own batch in progress, never for the other channels' work.
  * Busy polling belongs to the worker and polls all its channels: the limit
  * set by EVNOTIFY_IOC_BUSYPOLL on any of its channels applies to the worker,
  * evnotify_stats.busypoll_ns shows it, and a channel that shares a worker
- * takes the worker's limit.  evnotify_stats.wakeups and polled count, on the
- * first channel the worker serves after it wakes, as they do alone.  Every
+ * takes the worker's limit.  evnotify_stats.wakeups and polled count on the
+ * first channel with work that the worker serves after a sleep or a busy
+ * poll (a deadline found while polling counts as polled).  Every
  * channel counts against the module's max_channels and max_user_channels,
  * whether or not it shares a worker.
  */
