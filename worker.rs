@@ -168,10 +168,11 @@ impl ThreadWork for Runner {
             drop(queue);
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
-                // Only an event caught keeps the window: a deadline, which ends the spin too,
-                // does not make spinning worthwhile (the thread sleeps until deadlines anyway).
-                let limit = self.busypoll_ns.load(Relaxed);
-                window.adapt(idle_ns, limit, caught && event, event);
+                // Only an event caught counts, and keeps the window: a deadline, which ends the
+                // spin too, does not make spinning worthwhile (the thread sleeps until
+                // deadlines anyway), as it did before workers were shared.
+                let caught = caught && event;
+                window.adapt(idle_ns, self.busypoll_ns.load(Relaxed), caught, event);
                 if caught && woke == Woke::Busy {
                     woke = Woke::Polled;
                 }

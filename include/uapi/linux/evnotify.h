@@ -189,8 +189,9 @@ struct evnotify_busypoll {
  * set by EVNOTIFY_IOC_BUSYPOLL on any of its channels applies to the worker,
  * evnotify_stats.busypoll_ns shows it, and a channel that shares a worker
  * takes the worker's limit.  evnotify_stats.wakeups and polled count on the
- * first channel with work that the worker serves after a sleep or a busy
- * poll (a deadline found while polling counts as polled).  Every
+ * first channel with work that the worker serves after a sleep or after a
+ * busy poll that caught an event (a deadline that ends a poll counts in
+ * neither).  Every
  * channel counts against the module's max_channels and max_user_channels,
  * whether or not it shares a worker.
  */
