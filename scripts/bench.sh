@@ -84,9 +84,10 @@ for row in r["scaling_shared"]:
 print(f"\nAt {n:,} against 1: p50 {s['rtt_p50_ratio']:.2f}x, p99 {s['rtt_p99_ratio']:.2f}x (goal: at most 1.5x)")
 print(f"Open all {n:,}: {s['open_all_ns']/1e9:.1f} s; first kick and its read, all: {s['kick_all_ns']/1e9:.1f} s; "
       f"close all: {s['close_all_ns']/1e9:.1f} s")
+what = {"shared": "per channel on shared workers", "dedicated": "per channel with a worker each",
+        "eventfd": "per eventfd alone"}
 for kind, m in s["memory"].items():
     goal = "; goal: at most 4,096" if kind == "shared" else ""
-    print(f"Memory, {kind} workers: {m['bytes_per_channel']:,} bytes per channel over {m['channels']:,} channels "
-          f"(growth of Slab + PageTables + VmallocUsed + Percpu, lockdep kernel; MemFree's: "
-          f"{m['memfree_bytes_per_channel']:,}{goal})")
+    print(f"Memory: {m['bytes_per_channel']:,} bytes {what.get(kind, kind)}, over {m['channels']:,} "
+          f"(kernel memory growth, lockdep kernel; MemFree's: {m['memfree_bytes_per_channel']:,}{goal})")
 PY

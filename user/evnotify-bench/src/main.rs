@@ -934,7 +934,7 @@ fn required() -> Vec<String> {
     ] {
         keys.push(format!("/shared_workers/{k}"));
     }
-    for m in ["shared", "dedicated"] {
+    for m in ["shared", "dedicated", "eventfd"] {
         for k in ["channels", "bytes_per_channel", "memfree_bytes_per_channel"] {
             keys.push(format!("/shared_workers/memory/{m}/{k}"));
         }

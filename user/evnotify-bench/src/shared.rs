@@ -28,6 +28,8 @@ pub const WORKERS: usize = 4;
 pub const CHANNELS: usize = 100_000;
 /// Channels with a worker each, for the memory comparison.
 pub const DEDICATED: usize = 1_000;
+/// Eventfds alone, for the memory comparison.
+pub const EVENTFDS: usize = 10_000;
 /// Channel counts of the round-trip rows, as fractions of the full count.
 pub const ROWS: usize = 4;
 
@@ -43,16 +45,18 @@ const FIELDS: [&str; 9] = [
     "Percpu",
     "AnonPages",
 ];
-/// The fields whose sum is the kernel's own memory. KernelStack is not among them: with
-/// `CONFIG_VMAP_STACK` thread stacks are vmalloc pages, already in VmallocUsed (which also
-/// holds the process's descriptor table once it grows past a page).
-const KERNEL: [&str; 4] = ["Slab", "PageTables", "VmallocUsed", "Percpu"];
+/// The fields whose sum is the kernel's own memory, with KernelStack and whatever VmallocUsed
+/// grew beyond it: with `CONFIG_VMAP_STACK` thread stacks are vmalloc pages, in both fields
+/// (unless reused from the stack cache, which VmallocUsed then does not see grow), and a
+/// descriptor table too large for kmalloc is vmalloc'd.
+const KERNEL: [&str; 4] = ["Slab", "PageTables", "Percpu", "KernelStack"];
 
 /// What `n` channels added to the kernel's memory.
 #[derive(Serialize, Default, Clone)]
 pub struct Memory {
     pub channels: usize,
-    /// Growth of Slab + PageTables + VmallocUsed + Percpu, over `channels`.
+    /// Growth of Slab + PageTables + Percpu + KernelStack (+ VmallocUsed beyond KernelStack),
+    /// over `channels`.
     pub bytes_per_channel: i64,
     /// Growth of MemFree's complement over `channels`: everything, the bench's own memory too.
     pub memfree_bytes_per_channel: i64,
@@ -82,7 +86,8 @@ impl Memory {
         channels: usize,
     ) -> Self {
         let delta_kib: BTreeMap<_, _> = FIELDS.iter().map(|&f| (f, after[f] - before[f])).collect();
-        let kernel: i64 = KERNEL.iter().map(|f| delta_kib[f]).sum();
+        let kernel = KERNEL.iter().map(|f| delta_kib[f]).sum::<i64>()
+            + (delta_kib["VmallocUsed"] - delta_kib["KernelStack"]).max(0);
         let per = |kib: i64| kib * 1024 / channels.max(1) as i64;
         Self {
             channels,
@@ -122,6 +127,9 @@ pub struct Memories {
     pub shared: Memory,
     /// `DEDICATED` channels with a worker each.
     pub dedicated: Memory,
+    /// `EVENTFDS` eventfds alone, no channel: the part of a channel's cost that is its
+    /// eventfd (and one of its two descriptors).
+    pub eventfd: Memory,
 }
 
 /// Lets this process hold `fds` descriptors: raises `fs.nr_open` if needed, then
@@ -171,6 +179,17 @@ fn kick_all(chans: &[(Channel, Notifier)]) -> Result<()> {
     Ok(())
 }
 
+/// Memory of `n` eventfds.
+fn eventfds(n: usize) -> Result<Memory> {
+    let before = meminfo()?;
+    let efds = (0..n)
+        .map(|_| Notifier::new())
+        .collect::<Result<Vec<_>, _>>()?;
+    let after = meminfo()?;
+    drop(efds);
+    Ok(Memory::between(&before, &after, n))
+}
+
 /// Memory of `n` channels with a worker (kernel thread) each, started by their kick.
 fn dedicated(n: usize) -> Result<Memory> {
     let before = meminfo()?;
@@ -204,9 +223,12 @@ pub fn run(total: usize, iters: u32) -> Result<Results> {
         "at least 100 channels (the rows are 1, 1%, 10% and all)"
     );
     // Two descriptors a channel, and some to spare.
-    allow_fds(2 * total.max(DEDICATED) as u64 + 1024)?;
+    allow_fds(2 * total.max(DEDICATED).max(EVENTFDS) as u64 + 1024)?;
     unpin()?;
-    progress(&format!("memory: {DEDICATED} channels with a worker each"));
+    progress(&format!(
+        "memory: {EVENTFDS} eventfds, {DEDICATED} channels with a worker each"
+    ));
+    let eventfd = eventfds(EVENTFDS)?;
     let dedicated = dedicated(DEDICATED)?;
     // Their workers stop as they close; let the freed memory settle.
     thread::sleep(Duration::from_millis(500));
@@ -323,6 +345,7 @@ pub fn run(total: usize, iters: u32) -> Result<Results> {
     r.kick_all_ns = kick_t.as_nanos() as u64;
     r.close_all_ns = close_t.as_nanos() as u64;
     r.memory.dedicated = dedicated;
+    r.memory.eventfd = eventfd;
     Ok(r)
 }
 
@@ -331,7 +354,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernel_memory_is_slab_page_tables_vmalloc_and_percpu_not_the_stacks_twice() {
+    fn kernel_memory_counts_the_stacks_once() {
         let before: BTreeMap<_, _> = FIELDS.iter().map(|&f| (f, 1000)).collect();
         let mut after = before.clone();
         for (f, grew) in [
@@ -348,6 +371,14 @@ mod tests {
         }
         let m = Memory::between(&before, &after, 2);
         assert_eq!(m.bytes_per_channel, (10 + 1 + 16 + 2) * 1024 / 2);
+        // Stacks from the cache: VmallocUsed does not grow.
+        *after.get_mut("VmallocUsed").unwrap() -= 16;
+        let m = Memory::between(&before, &after, 2);
+        assert_eq!(m.bytes_per_channel, (10 + 1 + 16 + 2) * 1024 / 2);
+        // A vmalloc'd descriptor table on top of the stacks.
+        *after.get_mut("VmallocUsed").unwrap() += 16 + 8;
+        let m = Memory::between(&before, &after, 2);
+        assert_eq!(m.bytes_per_channel, (10 + 1 + 16 + 2 + 8) * 1024 / 2);
         assert_eq!(m.memfree_bytes_per_channel, 40 * 1024 / 2);
         assert_eq!(m.delta_kib["KernelStack"], 16);
         assert_eq!(m.channels, 2);
