@@ -13,6 +13,10 @@
 #   --demo          the CLI demo instead of CMD
 #   -h, --help      this text and the exit codes
 #
+#   EVNOTIFY_MODULE_PARAMS  module parameters for the guest's insmod, e.g.
+#                   "max_channels=200000 max_user_channels=200000" (set only at load time)
+#   EVNOTIFY_VM_MEM  the guest's memory in MB (1024)
+#
 # The guest is a busybox initramfs holding the module, the static user tools
 # (evnotify, evnotify-vmtests, evnotify-example, ...) in /bin and any --add FILE
 # in /add.  CMD runs as root; its output reaches our stdout (and $EVNOTIFY_OUT/console.log).
@@ -30,7 +34,7 @@ kver_exit=$VM_USAGE
 . "$here/env.sh"
 
 usage() {
-	sed -n '2,14p' "$0" | cut -c3-
+	sed -n '2,18p' "$0" | cut -c3-
 	echo; echo "Exit codes of the runner itself:"
 	for c in $(seq "$VM_USAGE" "$VM_LEAK"); do echo "  $c  $(vm_fault "$c")"; done
 }
@@ -71,6 +75,13 @@ fi
 : "${timeout:=$((shell ? 0 : 600))}"
 
 [ -z "${EVNOTIFY_VM_TIMEOUT:-}" ] || bad_usage "EVNOTIFY_VM_TIMEOUT is gone: use --timeout SECS"
+# Words of name=value, where a value is digits, letters, '_', ',', '.' or '-': they go into the
+# guest's init script as they are.
+params=${EVNOTIFY_MODULE_PARAMS:-}
+[[ "$params" =~ ^[[:space:]]*([a-z_][a-z0-9_]*=[A-Za-z0-9_,.-]+[[:space:]]*)*$ ]] ||
+	bad_usage "EVNOTIFY_MODULE_PARAMS: give words of name=value (got '$params')"
+read -ra words <<<"$params"
+params=${words[*]+"${words[*]}"}
 out=${EVNOTIFY_OUT:-$repo/build/vm}
 mkdir -p "$out"
 # A run that fails before QEMU must not leave the last run's logs to be read as its own.
@@ -129,7 +140,7 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 # left, so the status line is never lost. (A shell that had the port as its terminal hangs
 # it up when it exits, hence the second open.)
 {
-if insmod /lib/modules/rust_evnotify.ko; then
+if insmod /lib/modules/rust_evnotify.ko${params:+ $params}; then
 	cd /add
 	$run
 	rc=\$?

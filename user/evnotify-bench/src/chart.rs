@@ -1,5 +1,6 @@
 //! The PNG chart: latency distributions (percentile curves) per pinning, round trip against the
-//! busy-poll limit, timer lateness, and round trip against channels.
+//! busy-poll limit, timer lateness, and round trip against channels (a thread each, and on
+//! shared workers).
 
 use anyhow::{Context, Result};
 use plotters::coord::Shift;
@@ -208,34 +209,55 @@ fn lateness(r: &Value, area: &Area) -> Result<()> {
     Ok(())
 }
 
-/// p50 round trip against channels open and active.
+/// p50 round trip against channels open: a kernel thread each (active, 1 s timers), and on
+/// shared workers (idle).
 fn scaling(r: &Value, area: &Area) -> Result<()> {
-    let rows = r["scaling"].as_array().cloned().unwrap_or_default();
-    let pts: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|row| {
-            (
-                row["channels"].as_f64().unwrap_or(1.0),
-                us(&row["rtt_p50_ns"]),
-            )
-        })
-        .collect();
-    let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.3;
+    let points = |key: &str| -> Vec<(f64, f64)> {
+        r[key]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|row| {
+                (
+                    row["channels"].as_f64().unwrap_or(1.0).max(1.0),
+                    us(&row["rtt_p50_ns"]),
+                )
+            })
+            .collect()
+    };
+    let shared = format!(
+        "{} shared kernel threads",
+        r["shared_workers"]["workers"].as_u64().unwrap_or(0)
+    );
+    let series = [
+        ("a kernel thread each".to_string(), points("scaling"), RED),
+        (shared, points("scaling_shared"), BLUE),
+    ];
+    let pts = || series.iter().flat_map(|s| s.1.iter());
+    let ymax = pts().map(|p| p.1).fold(1.0, f64::max) * 1.3;
+    let xmax = pts().map(|p| p.0).fold(1024.0, f64::max) * 2.0;
     let mut c = ChartBuilder::on(area)
         .caption(
-            "ioctl round trip p50 (different CPUs) vs. active channels",
+            "ioctl round trip p50 (different CPUs) vs. open channels",
             ("sans-serif", 16),
         )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((1f64..2048f64).log_scale(), 0f64..ymax)?;
-    c.configure_mesh()
-        .x_desc("channels (a kernel thread each)")
-        .y_desc("µs")
+        .build_cartesian_2d((1f64..xmax).log_scale(), 0f64..ymax)?;
+    c.configure_mesh().x_desc("channels").y_desc("µs").draw()?;
+    for (name, pts, color) in series {
+        c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
         .draw()?;
-    c.draw_series(LineSeries::new(pts.clone(), RED.stroke_width(2)))?;
-    c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, RED.filled())))?;
     Ok(())
 }
 

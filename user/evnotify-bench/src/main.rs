@@ -5,6 +5,7 @@
 
 mod chart;
 mod peers;
+mod shared;
 mod timers;
 
 use anyhow::{ensure, Context, Result};
@@ -43,6 +44,20 @@ enum Cmd {
         /// Seconds per throughput measurement.
         #[arg(long, default_value_t = 1.0)]
         secs: f64,
+        /// Channels of the shared-workers measurement (the module's max_channels and
+        /// max_user_channels must allow them).
+        #[arg(long, default_value_t = shared::CHANNELS)]
+        channels: usize,
+    },
+    /// Only the shared-workers measurement (many channels on a few kernel threads), its JSON
+    /// between the same marker lines.
+    Shared {
+        /// Round trips in all, over the four channel counts.
+        #[arg(long, default_value_t = 20_000)]
+        iters: u32,
+        /// Channels at the largest count.
+        #[arg(long, default_value_t = shared::CHANNELS)]
+        channels: usize,
     },
     /// Draw the latency distributions, the busy-poll sweep, timer lateness and the scaling
     /// from a results file.
@@ -771,6 +786,7 @@ struct Results {
     throughput: Throughput,
     scaling: Vec<ScaleRow>,
     bytes_per_channel: i64,
+    shared: shared::Results,
     sweep: Vec<SweepRow>,
     timers: Vec<timers::Lateness>,
 }
@@ -808,7 +824,7 @@ fn report(r: &Results) -> Result<Value> {
             "start_uncertainty_ns": l.start_uncertainty_ns,
         });
     }
-    Ok(json!({
+    let mut out = json!({
         "vm": r.vm,
         "limits": {
             "busypoll_ns": r.busypoll_ns,
@@ -828,7 +844,29 @@ fn report(r: &Results) -> Result<Value> {
         "bytes_per_channel": r.bytes_per_channel,
         "busypoll_sweep": r.sweep,
         "timer_lateness_ns": lateness,
-    }))
+    });
+    if let (Value::Object(out), Value::Object(more)) = (&mut out, shared_report(&r.shared)) {
+        out.extend(more);
+    }
+    Ok(out)
+}
+
+/// The top-level keys of the shared-workers measurement (`required` lists their contents).
+const SHARED_KEYS: [&str; 4] = [
+    "/scaling_shared",
+    "/bytes_per_channel_shared",
+    "/bytes_per_channel_dedicated",
+    "/shared_workers",
+];
+
+/// The shared-workers measurement's part of the results.
+fn shared_report(r: &shared::Results) -> Value {
+    json!({
+        "scaling_shared": r.scaling,
+        "bytes_per_channel_shared": r.memory.shared.bytes_per_channel,
+        "bytes_per_channel_dedicated": r.memory.dedicated.bytes_per_channel,
+        "shared_workers": r,
+    })
 }
 
 /// The path that has no responder besides the caller (so no CPU share).
@@ -879,6 +917,28 @@ fn required() -> Vec<String> {
         }
     }
     keys.push("/bytes_per_channel".into());
+    for i in 0..shared::ROWS {
+        for k in ["channels", "rtt_p50_ns", "rtt_p99_ns"] {
+            keys.push(format!("/scaling_shared/{i}/{k}"));
+        }
+    }
+    keys.extend(["/bytes_per_channel_shared", "/bytes_per_channel_dedicated"].map(String::from));
+    for k in [
+        "workers",
+        "channels",
+        "open_all_ns",
+        "kick_all_ns",
+        "close_all_ns",
+        "rtt_p50_ratio",
+        "rtt_p99_ratio",
+    ] {
+        keys.push(format!("/shared_workers/{k}"));
+    }
+    for m in ["shared", "dedicated", "eventfd"] {
+        for k in ["channels", "bytes_per_channel", "memfree_bytes_per_channel"] {
+            keys.push(format!("/shared_workers/memory/{m}/{k}"));
+        }
+    }
     for i in 0..SWEEP_NS.len() {
         for k in [
             "limit_ns",
@@ -908,7 +968,21 @@ fn missing(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn run(iters: u32, secs: f64) -> Result<()> {
+/// Prints `out` between the marker lines that `bench.sh` looks for, once it has every key of
+/// `required` that starts with one of `only` (all of them if `only` is empty).
+fn print_results(out: &Value, only: &[&str]) -> Result<()> {
+    let lacks: Vec<_> = missing(out)
+        .into_iter()
+        .filter(|k| only.is_empty() || only.iter().any(|p| k.starts_with(p)))
+        .collect();
+    ensure!(lacks.is_empty(), "results lack {lacks:?}");
+    println!("--- evnotify-bench results ---");
+    println!("{}", serde_json::to_string_pretty(out)?);
+    println!("--- end ---");
+    Ok(())
+}
+
+fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     // The module's default busy-poll limit, as a new channel reports it.
     let busypoll_ns = Channel::open()?.stats()?.busypoll_ns;
@@ -928,6 +1002,7 @@ fn run(iters: u32, secs: f64) -> Result<()> {
     let throughput = throughput(secs, limit)?;
     progress("scaling");
     let (scaling, bytes_per_channel) = scaling(iters)?;
+    let shared = shared::run(channels, iters)?;
     let out = report(&Results {
         vm: json!({
             "accel": std::env::var("EVNOTIFY_ACCEL").unwrap_or_else(|_| "tcg".into()),
@@ -940,20 +1015,27 @@ fn run(iters: u32, secs: f64) -> Result<()> {
         throughput,
         scaling,
         bytes_per_channel,
+        shared,
         sweep,
         timers,
     })?;
-    let lacks = missing(&out);
-    ensure!(lacks.is_empty(), "results lack {lacks:?}");
-    println!("--- evnotify-bench results ---");
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    println!("--- end ---");
-    Ok(())
+    print_results(&out, &[])
+}
+
+/// `evnotify-bench shared`: the shared-workers keys alone.
+fn run_shared(iters: u32, channels: usize) -> Result<()> {
+    let out = shared_report(&shared::run(channels, iters)?);
+    print_results(&out, &SHARED_KEYS)
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Run { iters, secs } => run(iters, secs),
+        Cmd::Run {
+            iters,
+            secs,
+            channels,
+        } => run(iters, secs, channels),
+        Cmd::Shared { iters, channels } => run_shared(iters, channels),
         Cmd::Chart { results, png } => chart::draw(&results, &png),
     }
 }
@@ -988,6 +1070,10 @@ mod tests {
             throughput: Throughput::default(),
             scaling: (0..4).map(|_| ScaleRow::default()).collect(),
             bytes_per_channel: 1,
+            shared: shared::Results {
+                scaling: (0..shared::ROWS).map(|_| ScaleRow::default()).collect(),
+                ..Default::default()
+            },
             sweep: SWEEP_NS.iter().map(|_| SweepRow::default()).collect(),
             timers: ["evnotify", "timerfd"]
                 .into_iter()
@@ -1026,6 +1112,18 @@ mod tests {
             }
             assert!(missing(&v).contains(&key), "{key} not reported missing");
         }
+    }
+
+    #[test]
+    fn the_shared_run_alone_has_its_keys() {
+        let out = shared_report(&results().shared);
+        let lacks: Vec<_> = missing(&out)
+            .into_iter()
+            .filter(|k| SHARED_KEYS.iter().any(|p| k.starts_with(p)))
+            .collect();
+        assert_eq!(lacks, Vec::<String>::new());
+        // And nothing else: the filter keeps only its own keys.
+        assert!(missing(&out).iter().any(|k| k.starts_with("/scaling/")));
     }
 
     #[test]
