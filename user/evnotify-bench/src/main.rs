@@ -696,6 +696,21 @@ struct ScaleRow {
     rtt_p99_ns: u64,
 }
 
+impl ScaleRow {
+    /// One row per channel count, from the round trips measured at it.
+    fn rows(counts: &[usize], hs: &[Histogram<u64>]) -> Vec<Self> {
+        counts
+            .iter()
+            .zip(hs)
+            .map(|(&channels, h)| ScaleRow {
+                channels,
+                rtt_p50_ns: h.value_at_quantile(0.5),
+                rtt_p99_ns: h.value_at_quantile(0.99),
+            })
+            .collect()
+    }
+}
+
 /// Round trip on one channel while `n - 1` others are open and active: each has an eventfd and
 /// a 1 s timer, so each kernel thread wakes once a second.
 fn scaling(iters: u32) -> Result<(Vec<ScaleRow>, i64)> {
@@ -749,15 +764,7 @@ fn scaling(iters: u32) -> Result<(Vec<ScaleRow>, i64)> {
     }
     // The memory measure needs every channel of the per-user limit (1024 by default).
     drop((bg, ch, n));
-    let rows = SIZES
-        .iter()
-        .zip(&hs)
-        .map(|(&channels, h)| ScaleRow {
-            channels,
-            rtt_p50_ns: h.value_at_quantile(0.5),
-            rtt_p99_ns: h.value_at_quantile(0.99),
-        })
-        .collect();
+    let rows = ScaleRow::rows(&SIZES, &hs);
     // Memory: channels with a kernel thread each (started by a first kick) and nothing
     // attached, MemFree before and after.
     const N: i64 = 1024;

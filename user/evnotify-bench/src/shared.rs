@@ -328,15 +328,7 @@ pub fn run(total: usize, iters: u32) -> Result<Results> {
     drop(cs);
     close_t += t.elapsed();
     drop(es);
-    r.scaling = sizes
-        .iter()
-        .zip(&hs)
-        .map(|(&channels, h)| ScaleRow {
-            channels,
-            rtt_p50_ns: h.value_at_quantile(0.5),
-            rtt_p99_ns: h.value_at_quantile(0.99),
-        })
-        .collect();
+    r.scaling = ScaleRow::rows(&sizes, &hs);
     let first = &r.scaling[0];
     let last = &r.scaling[ROWS - 1];
     r.rtt_p50_ratio = last.rtt_p50_ns as f64 / first.rtt_p50_ns.max(1) as f64;
