@@ -49,7 +49,10 @@ fn device_node_is_root_only() -> Result<()> {
 
 fn version_and_features() -> Result<()> {
     let v = Channel::open()?.version()?;
-    ensure!(v.api_version == sys::API_VERSION, "{v:?}");
+    ensure!(
+        v.api_version == sys::API_VERSION && v.api_version == 3,
+        "{v:?}"
+    );
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");
     ensure!(
         v.features
@@ -59,7 +62,8 @@ fn version_and_features() -> Result<()> {
                 | sys::F_FDINFO
                 | sys::F_TIMER
                 | sys::F_SIGNAL
-                | sys::F_BUSYPOLL,
+                | sys::F_BUSYPOLL
+                | sys::F_WORKERS,
         "{v:?}"
     );
     Ok(())
