@@ -170,7 +170,7 @@ fn two_channels_independent() -> Result<()> {
     Ok(())
 }
 
-fn comm(pid: i32) -> std::io::Result<String> {
+pub fn comm(pid: i32) -> std::io::Result<String> {
     Ok(fs::read_to_string(format!("/proc/{pid}/comm"))?
         .trim()
         .to_string())
