@@ -487,9 +487,11 @@ fn workers_outlive_creator() -> Result<()> {
     let (na, nb) = (Notifier::new()?, Notifier::new()?);
     a.attach(0, &na)?;
     b.attach(0, &nb)?;
-    // A closes with kicks pending on it.
+    // A closes with kicks pending on it, while the worker delivers them.
     a.kick(0, sys::MAX_KICK)?;
+    ensure!(na.wait_timeout(hang())? > 0, "A's kicks never came");
     drop(a);
+    let na_at_close = na.drain()?;
     let after = worker(&b)?;
     ensure!(
         after.id == w.id && after.thread_pid == pid && after.channels == 1,
@@ -507,7 +509,7 @@ fn workers_outlive_creator() -> Result<()> {
         "{s:?}"
     );
     // Nothing reaches the closed channel's eventfd once its close returned.
-    let late = na.drain()?;
+    let late = na_at_close;
     std::thread::sleep(Duration::from_millis(50));
     ensure!(
         na.drain()? == 0,
@@ -731,13 +733,25 @@ fn workers_conservation_with_closes() -> Result<()> {
                 }
                 let ch = lanes[i].lock().unwrap_or_else(|e| e.into_inner()).take();
                 let ch = ch.context("closed twice")?;
+                // Give it the worker's longest batches (the kickers' leave short ones), and
+                // close it once the worker is at them: most likely in the middle of one.
+                let before = ch.stats()?.handled;
+                ch.kick(0, sys::MAX_KICK)?;
+                sent[i].fetch_add(sys::MAX_KICK.into(), Relaxed);
+                let t = Instant::now();
+                while ch.stats()?.handled <= before {
+                    ensure!(
+                        t.elapsed() < hang(),
+                        "channel {i} never served: {:?}",
+                        ch.stats()?
+                    );
+                    std::thread::yield_now();
+                }
                 let pending = ch.stats()?.pending;
                 drop(ch);
                 // Close has returned: whatever is in the eventfd now is all it gets.
                 closed.push((i, notifiers[i].drain()?));
-                if k == 0 {
-                    eprintln!("# channel {i} closed with {pending} kicks pending");
-                }
+                eprintln!("# channel {i} closed with {pending} kicks pending");
             }
             Ok(closed)
         })();
