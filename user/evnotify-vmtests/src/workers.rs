@@ -43,6 +43,11 @@ pub const TESTS: &[Test] = &[
     ("workers_share_races", workers_share_races),
     ("workers_outlive_creator", workers_outlive_creator),
     (
+        "workers_close_waits_only_for_own",
+        workers_close_waits_only_for_own,
+    ),
+    ("workers_timers_and_kickfds", workers_timers_and_kickfds),
+    (
         "workers_share_over_unix_socket",
         workers_share_over_unix_socket,
     ),
@@ -533,6 +538,100 @@ fn readable_within(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<()> {
         "nothing from {what} within {:?}",
         hang()
     );
+    Ok(())
+}
+
+/// Closing a channel does not wait for the other channels of its worker: with a few million
+/// kicks to deliver on F, a close of X (with work of its own) returns while F still has most
+/// of them pending. (No time is measured: a close that drained the worker first would find
+/// F idle, and one that waited for it for ever would hang past the test's limit.)
+fn workers_close_waits_only_for_own() -> Result<()> {
+    let (mut chans, _) = pool(3)?;
+    let (nf, nx) = (Notifier::new()?, Notifier::new()?);
+    let f = chans.remove(0);
+    for slot in 0..4 {
+        f.attach(slot, &nf)?;
+        f.kick(slot, sys::MAX_KICK)?;
+    }
+    let x = chans.remove(0);
+    x.attach(0, &nx)?;
+    x.kick(0, sys::MAX_KICK)?;
+    // The worker is at it: F's first deliveries came.
+    ensure!(nf.wait_timeout(hang())? > 0, "F's kicks never came");
+    drop(x);
+    let s = f.stats()?;
+    ensure!(s.pending > 0, "closing X waited for all of F's work: {s:?}");
+    eprintln!(
+        "# F had {} of {} kicks pending after X closed",
+        s.pending,
+        4 * sys::MAX_KICK
+    );
+    // The last one is still served; F drains quickly once its eventfds are detached.
+    let last = chans.remove(0);
+    let n = Notifier::new()?;
+    last.attach(0, &n)?;
+    last.kick(0, 2)?;
+    collect(&n, 2)?;
+    for slot in 0..4 {
+        f.detach(slot)?;
+    }
+    let s = idle(&f)?;
+    let got = nf.drain()?;
+    ensure!(
+        s.handled + s.coalesced == s.kicks
+            && s.pending == 0
+            && s.notifies + s.dropped == s.handled
+            && got == s.notifies,
+        "read {got}: {s:?}"
+    );
+    Ok(())
+}
+
+/// Timers and kick eventfds work on channels that share a worker, each exactly: the
+/// per-channel alarms are armed by the one worker.
+fn workers_timers_and_kickfds() -> Result<()> {
+    let (chans, w) = pool(4)?;
+    let notifiers = (0..4)
+        .map(|_| Notifier::new())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let kickfds = (0..4)
+        .map(|_| Notifier::new())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let ticks = [40u64, 25, 10, 1];
+    for (i, ch) in chans.iter().enumerate() {
+        ch.attach(1, &notifiers[i])?;
+        ch.attach(2, &notifiers[i])?;
+        ch.attach_kickfd(2, &kickfds[i])?;
+        ch.set_timer(1, Duration::from_millis(1 + i as u64), ticks[i])?;
+    }
+    for round in 1..=10u64 {
+        for k in &kickfds {
+            k.post(round)?;
+        }
+    }
+    for (i, ch) in chans.iter().enumerate() {
+        let want = ticks[i] + 55;
+        collect(&notifiers[i], want).with_context(|| format!("channel {i}"))?;
+        let s = settle(ch, &notifiers[i])?;
+        ensure!(
+            s.timer_ticks == ticks[i] && s.fd_kicks == 55 && s.notifies == want && s.timers == 0,
+            "channel {i}: {s:?}"
+        );
+        ensure!(s.thread_pid == w.thread_pid, "channel {i}: {s:?} {w:?}");
+    }
+    // One channel's periodic timer, cancelled, leaves the others' alone.
+    chans[0].set_timer(1, Duration::from_millis(2), 0)?;
+    chans[1].set_timer(1, Duration::from_millis(3), 5)?;
+    collect(&notifiers[1], 5)?;
+    chans[0].cancel_timer(1)?;
+    let s = idle(&chans[0])?;
+    let got = notifiers[0].drain()?;
+    ensure!(
+        got == s.timer_ticks - ticks[0],
+        "channel 0: read {got} after the cancel: {s:?}"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    ensure!(notifiers[0].drain()? == 0, "ticks after the cancel");
     Ok(())
 }
 
