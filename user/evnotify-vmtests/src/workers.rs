@@ -834,23 +834,18 @@ fn workers_conservation_with_closes() -> Result<()> {
                 let ch = lanes[i].lock().unwrap_or_else(|e| e.into_inner()).take();
                 let ch = ch.context("closed twice")?;
                 // Give it the worker's longest batches (the kickers' leave short ones), and
-                // close it once the worker is at them: most likely in the middle of one.
-                let before = ch.stats()?.handled;
+                // close it as soon as a notification shows the worker delivering one of
+                // its batches: most likely in the middle of it.
+                let mut got = notifiers[i].drain()?;
                 ch.kick(0, sys::MAX_KICK)?;
                 sent[i].fetch_add(sys::MAX_KICK.into(), Relaxed);
-                let t = Instant::now();
-                while ch.stats()?.handled <= before {
-                    ensure!(
-                        t.elapsed() < hang(),
-                        "channel {i} never served: {:?}",
-                        ch.stats()?
-                    );
-                    std::thread::yield_now();
-                }
+                let first = notifiers[i].wait_timeout(hang())?;
+                ensure!(first > 0, "channel {i} never served: {:?}", ch.stats()?);
+                got += first;
                 let pending = ch.stats()?.pending;
                 drop(ch);
                 // Close has returned: whatever is in the eventfd now is all it gets.
-                closed.push((i, notifiers[i].drain()?));
+                closed.push((i, got + notifiers[i].drain()?));
                 eprintln!("# channel {i} closed with {pending} kicks pending");
             }
             Ok(closed)
