@@ -55,6 +55,8 @@ struct Shared {
     ops: AtomicU64,
     /// Replies that broke an invariant (see the module's doc).
     violations: AtomicU64,
+    /// `EVNOTIFY_IOC_SHARE_WORKER` calls that succeeded, to show the path is reached.
+    shares: AtomicU64,
     /// Indexed by errno; 0 counts successes.
     errnos: [AtomicU64; 134],
 }
@@ -251,6 +253,9 @@ impl Worker<'_> {
         // memory the kernel must refuse to touch.
         let rc = unsafe { libc::ioctl(fd, cmd as _, arg) };
         self.tally(rc.into());
+        if rc == 0 && cmd == sys::IOC_SHARE_WORKER {
+            self.shared.shares.fetch_add(1, Relaxed);
+        }
         if rc == 0 && arg == self.buf.0.as_ptr() as usize {
             self.check_reply(cmd);
         }
@@ -463,6 +468,9 @@ impl Worker<'_> {
         // the `struct evnotify_worker` reply.
         let rc = unsafe { libc::ioctl(fd, sys::IOC_SHARE_WORKER as _, base) };
         self.tally(rc.into());
+        if rc == 0 {
+            self.shared.shares.fetch_add(1, Relaxed);
+        }
         // SAFETY: As above.
         let rc = unsafe { libc::ioctl(fd, sys::IOC_WORKER as _, base) };
         self.tally(rc.into());
@@ -639,6 +647,10 @@ fn main() -> Result<()> {
         args.seed, args.procs, args.threads
     );
     println!("fuzz: results {errnos:?}");
+    println!(
+        "fuzz: {} shares of a worker succeeded",
+        shared.shares.load(Relaxed)
+    );
     let violations = shared.violations.load(Relaxed);
     ensure!(failed == 0, "{failed} worker processes died");
     ensure!(
