@@ -7,8 +7,15 @@
 //! fields), open, close, dup, eventfd writes and closes, fork and exit. Every worker's random
 //! stream comes from `--seed`, so a run is reproducible up to thread interleaving.
 //!
-//! It checks only that the kernel survives: the VM runner fails the run on any splat, and the
-//! module must unload afterwards (no channel leaked). Fuzzed signals exclude those that
+//! It checks that the kernel survives: the VM runner fails the run on any splat, and the
+//! module must unload afterwards (no channel leaked). It also checks every reply it can read:
+//! each `EVNOTIFY_IOC_STATS` snapshot satisfies the header's identity (kicks + timer_ticks ==
+//! handled + pending + coalesced, modulo 2^64, and fd_kicks <= kicks), and each
+//! `EVNOTIFY_IOC_WORKER` reply is consistent (no worker: all zeros; a worker: a thread and at
+//! least the asking channel; reserved 0). Channels share workers at random
+//! (`EVNOTIFY_IOC_SHARE_WORKER` with another pooled channel, themselves, a duplicate of
+//! themselves, an eventfd or pipe, or a number that is closed), so the checks run across
+//! shared workers too. Fuzzed signals exclude those that
 //! cannot be ignored (SIGKILL, SIGSTOP, and the C library's own real-time signals); every
 //! other signal is ignored by the fuzzer.
 
@@ -46,6 +53,10 @@ struct Args {
 /// Counters shared by every process (in `MAP_SHARED` memory).
 struct Shared {
     ops: AtomicU64,
+    /// Replies that broke an invariant (see the module's doc).
+    violations: AtomicU64,
+    /// `EVNOTIFY_IOC_SHARE_WORKER` calls that succeeded, to show the path is reached.
+    shares: AtomicU64,
     /// Indexed by errno; 0 counts successes.
     errnos: [AtomicU64; 134],
 }
@@ -124,7 +135,7 @@ impl Worker<'_> {
 
     /// An ioctl number: mostly the device's, else near or far from it.
     fn cmd(&mut self) -> u64 {
-        const KNOWN: [u64; 8] = [
+        const KNOWN: [u64; 10] = [
             sys::IOC_VERSION,
             sys::IOC_ATTACH,
             sys::IOC_KICK,
@@ -133,6 +144,8 @@ impl Worker<'_> {
             sys::IOC_TIMER,
             sys::IOC_SIGNAL,
             sys::IOC_BUSYPOLL,
+            sys::IOC_SHARE_WORKER,
+            sys::IOC_WORKER,
         ];
         let r = &mut self.rng;
         match r.random_range(0..10) {
@@ -232,11 +245,97 @@ impl Worker<'_> {
             let ns = self.rng.random_range(0..2 * sys::MAX_BUSYPOLL_NS);
             self.buf.0[0..4].copy_from_slice(&ns.to_ne_bytes());
         }
+        if cmd == sys::IOC_SHARE_WORKER && self.rng.random_ratio(7, 8) {
+            self.share_request(fd);
+        }
         let arg = self.arg();
         // SAFETY: The kernel validates `arg`; it may point at our buffer, which we own, or at
         // memory the kernel must refuse to touch.
         let rc = unsafe { libc::ioctl(fd, cmd as _, arg) };
         self.tally(rc.into());
+        if rc == 0 && cmd == sys::IOC_SHARE_WORKER {
+            self.shared.shares.fetch_add(1, Relaxed);
+        }
+        if rc == 0 && arg == self.buf.0.as_ptr() as usize {
+            self.check_reply(cmd);
+        }
+    }
+
+    /// Writes a `struct evnotify_share` for channel `fd` into the buffer: mostly well formed,
+    /// naming another pooled channel, `fd` itself, a duplicate of it, a descriptor that is
+    /// not a channel, or a number that is likely closed.
+    fn share_request(&mut self, fd: i32) {
+        let target = match self.rng.random_range(0..10) {
+            0..=4 => self.pick(0),
+            5 => fd,
+            6 => {
+                // SAFETY: `dup` of any number is harmless; the copy goes to the pool.
+                let d = unsafe { libc::dup(fd) };
+                self.add(0, d);
+                d
+            }
+            7 => self.pick(1),
+            8 => self.pick(2),
+            _ => self.rng.random_range(-3..1100),
+        };
+        let flags: u32 = if self.rng.random_ratio(15, 16) {
+            0
+        } else {
+            1 << self.rng.random_range(0..32)
+        };
+        let reserved: u64 = if self.rng.random_ratio(15, 16) {
+            0
+        } else {
+            1 << self.rng.random_range(0..64)
+        };
+        self.buf.0[0..4].copy_from_slice(&target.to_ne_bytes());
+        self.buf.0[4..8].copy_from_slice(&flags.to_ne_bytes());
+        self.buf.0[8..16].copy_from_slice(&reserved.to_ne_bytes());
+    }
+
+    /// Checks the reply that a successful `cmd` wrote at the start of the buffer.
+    fn check_reply(&self, cmd: u64) {
+        // SAFETY: The buffer is larger than either reply, and both are plain integers.
+        let (st, w) = unsafe {
+            let p = self.buf.0.as_ptr();
+            (
+                std::ptr::read_unaligned(p.cast::<sys::Stats>()),
+                std::ptr::read_unaligned(p.cast::<sys::Worker>()),
+            )
+        };
+        let broken = if cmd == sys::IOC_STATS {
+            let (kicks, fd_kicks, ticks) = (st.kicks, st.fd_kicks, st.timer_ticks);
+            let (handled, pending, coalesced) = (st.handled, st.pending, st.coalesced);
+            let identity =
+                kicks.wrapping_add(ticks) == handled.wrapping_add(pending).wrapping_add(coalesced);
+            // fd_kicks <= kicks holds until kicks wraps, which a fuzz run cannot reach.
+            (!identity || fd_kicks > kicks).then(|| {
+                format!(
+                    "stats identity broken: kicks {kicks} fd_kicks {fd_kicks} timer_ticks {ticks} \
+                     handled {handled} pending {pending} coalesced {coalesced}"
+                )
+            })
+        } else if cmd == sys::IOC_WORKER {
+            let (id, pid, channels, reserved) = (w.worker_id, w.thread_pid, w.channels, w.reserved);
+            let ok = reserved == 0
+                && if id == 0 {
+                    pid == 0 && channels == 0
+                } else {
+                    // The asking channel is open and uses it; the fuzzer runs in the initial
+                    // pid namespace, where the thread has a pid.
+                    pid > 0 && channels >= 1
+                };
+            (!ok).then(|| {
+                format!("worker reply inconsistent: id {id} pid {pid} channels {channels} reserved {reserved}")
+            })
+        } else {
+            None
+        };
+        if let Some(why) = broken {
+            if self.shared.violations.fetch_add(1, Relaxed) < 10 {
+                println!("fuzz: VIOLATION: {why}");
+            }
+        }
     }
 
     fn add(&mut self, which: u32, fd: i32) {
@@ -283,7 +382,8 @@ impl Worker<'_> {
     /// rarer, as they cost a thousand ioctls in an emulated debug kernel.
     fn step(&mut self) {
         match self.rng.random_range(0..100) {
-            0..=69 => self.ioctl(),
+            0..=67 => self.ioctl(),
+            68..=69 => self.open_and_share(),
             70..=71 => {
                 // SAFETY: Plain open of the device.
                 let fd = unsafe { libc::open(c"/dev/evnotify".as_ptr(), libc::O_RDWR) };
@@ -353,6 +453,33 @@ impl Worker<'_> {
         }
     }
 
+    /// Opens a channel and, before anything starts a worker of its own, shares the worker of
+    /// another (or makes a bad request of the same kind), then asks which worker it has.
+    fn open_and_share(&mut self) {
+        // SAFETY: Plain open of the device.
+        let fd = unsafe { libc::open(c"/dev/evnotify".as_ptr(), libc::O_RDWR) };
+        self.tally(fd.into());
+        if fd < 0 {
+            return;
+        }
+        self.share_request(fd);
+        let base = self.buf.0.as_mut_ptr();
+        // SAFETY: `base` is our buffer, which holds a `struct evnotify_share` and has room for
+        // the `struct evnotify_worker` reply.
+        let rc = unsafe { libc::ioctl(fd, sys::IOC_SHARE_WORKER as _, base) };
+        self.tally(rc.into());
+        if rc == 0 {
+            self.shared.shares.fetch_add(1, Relaxed);
+        }
+        // SAFETY: As above.
+        let rc = unsafe { libc::ioctl(fd, sys::IOC_WORKER as _, base) };
+        self.tally(rc.into());
+        if rc == 0 {
+            self.check_reply(sys::IOC_WORKER);
+        }
+        self.add(0, fd);
+    }
+
     /// A short-lived child: inherits every descriptor, makes a few calls (including signal
     /// requests that name it), and exits, possibly with requests in flight.
     fn fork_child(&mut self) {
@@ -373,9 +500,20 @@ impl Worker<'_> {
                 buf[0..4].copy_from_slice(&slot.to_ne_bytes());
                 buf[4..8].copy_from_slice(&signo.to_ne_bytes());
                 buf[8..16].fill(0);
-                let cmd = [sys::IOC_SIGNAL, sys::IOC_KICK, sys::IOC_STATS][rng.random_range(0..3)];
+                let cmd = [
+                    sys::IOC_SIGNAL,
+                    sys::IOC_KICK,
+                    sys::IOC_STATS,
+                    sys::IOC_SHARE_WORKER,
+                    sys::IOC_WORKER,
+                ][rng.random_range(0..5)];
                 if cmd == sys::IOC_KICK {
                     buf[4..8].copy_from_slice(&1u32.to_ne_bytes());
+                }
+                if cmd == sys::IOC_SHARE_WORKER {
+                    // Another inherited descriptor (a channel, sometimes), flags 0.
+                    buf[0..4].copy_from_slice(&rng.random_range(3..64i32).to_ne_bytes());
+                    buf[4..8].fill(0);
                 }
                 // SAFETY: As in `ioctl`.
                 unsafe { libc::ioctl(fd, cmd as _, buf.as_mut_ptr()) };
@@ -509,7 +647,16 @@ fn main() -> Result<()> {
         args.seed, args.procs, args.threads
     );
     println!("fuzz: results {errnos:?}");
+    println!(
+        "fuzz: {} shares of a worker succeeded",
+        shared.shares.load(Relaxed)
+    );
+    let violations = shared.violations.load(Relaxed);
     ensure!(failed == 0, "{failed} worker processes died");
+    ensure!(
+        violations == 0,
+        "{violations} replies broke an invariant (the first are above)"
+    );
     ensure!(
         ops >= args.ops,
         "only {ops} of {} operations done",

@@ -167,6 +167,12 @@ fn no_kicks_taken(ch: &Channel) -> Result<()> {
         s.kicks == 0 && s.pending == 0,
         "a rejected kick was counted: {s:?}"
     );
+    // Nor did a rejected request (a share among them) give the channel a worker.
+    let w = ch.worker()?;
+    ensure!(
+        w.id == 0 && w.thread_pid == 0 && s.thread_pid == 0,
+        "a rejected request started a worker: {w:?} {s:?}"
+    );
     Ok(())
 }
 
@@ -241,6 +247,10 @@ fn err_wrong_size_enotty() -> Result<()> {
         (WRITE, 2, 12),
         (READ, 3, 40),
         (READ, 3, 56),
+        (WRITE, 8, 8),
+        (WRITE, 8, 24),
+        (READ, 9, 8),
+        (READ, 9, 24),
     ] {
         expect_errno(
             raw(&ch, ioc(dir, nr, size), p),
@@ -261,6 +271,10 @@ fn err_wrong_direction_enotty() -> Result<()> {
         (READ, 1, size_of::<sys::Attach>()),
         (READ | WRITE, 2, size_of::<sys::Kick>()),
         (WRITE, 3, size_of::<sys::Stats>()),
+        (READ, 8, size_of::<sys::Share>()),
+        (READ | WRITE, 8, size_of::<sys::Share>()),
+        (WRITE, 9, size_of::<sys::Worker>()),
+        (NONE, 9, 0),
     ] {
         expect_errno(
             raw(&ch, ioc(dir, nr, size), p),
@@ -298,7 +312,12 @@ fn err_bad_pointer_efault() -> Result<()> {
             sys::IOC_ATTACH,
             sys::IOC_KICK,
             sys::IOC_STATS,
+            sys::IOC_KICKFD,
+            sys::IOC_TIMER,
+            sys::IOC_SIGNAL,
             sys::IOC_BUSYPOLL,
+            sys::IOC_SHARE_WORKER,
+            sys::IOC_WORKER,
         ] {
             expect_errno(
                 raw(&ch, req, addr),

@@ -49,7 +49,10 @@ fn device_node_is_root_only() -> Result<()> {
 
 fn version_and_features() -> Result<()> {
     let v = Channel::open()?.version()?;
-    ensure!(v.api_version == sys::API_VERSION, "{v:?}");
+    ensure!(
+        v.api_version == sys::API_VERSION && v.api_version == 3,
+        "{v:?}"
+    );
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");
     ensure!(
         v.features
@@ -59,7 +62,8 @@ fn version_and_features() -> Result<()> {
                 | sys::F_FDINFO
                 | sys::F_TIMER
                 | sys::F_SIGNAL
-                | sys::F_BUSYPOLL,
+                | sys::F_BUSYPOLL
+                | sys::F_WORKERS,
         "{v:?}"
     );
     Ok(())
@@ -166,7 +170,7 @@ fn two_channels_independent() -> Result<()> {
     Ok(())
 }
 
-fn comm(pid: i32) -> std::io::Result<String> {
+pub fn comm(pid: i32) -> std::io::Result<String> {
     Ok(fs::read_to_string(format!("/proc/{pid}/comm"))?
         .trim()
         .to_string())

@@ -18,6 +18,7 @@ mod notify;
 mod signals;
 mod stress;
 mod timers;
+mod workers;
 
 use anyhow::{bail, ensure, Context, Result};
 use evnotify::{Channel, Notifier, Stats};
@@ -196,6 +197,7 @@ fn main() {
         faults::TESTS,
         stress::TESTS,
         busypoll::TESTS,
+        workers::TESTS,
         errors::TESTS,
         hostile::TESTS,
         contract::TESTS,
