@@ -4,6 +4,8 @@
 # and exits non-zero if any failed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# Module parameters are bench.sh's business: the tests expect the defaults.
+unset EVNOTIFY_MODULE_PARAMS
 repo=$(dirname "$here")
 # The device suite runs on every tested kernel, or only on KVER if it is given.
 only_kver=${KVER:-}

@@ -78,6 +78,7 @@ fi
 # Words of name=value, where a value is digits, letters, '_', ',', '.' or '-': they go into the
 # guest's init script as they are.
 params=${EVNOTIFY_MODULE_PARAMS:-}
+[[ "$params" != *$'\n'* ]] || bad_usage "EVNOTIFY_MODULE_PARAMS: one line of name=value words"
 [[ "$params" =~ ^[[:space:]]*([a-z_][a-z0-9_]*=[A-Za-z0-9_,.-]+[[:space:]]*)*$ ]] ||
 	bad_usage "EVNOTIFY_MODULE_PARAMS: give words of name=value (got '$params')"
 read -ra words <<<"$params"

@@ -653,6 +653,11 @@ fn main() -> Result<()> {
     );
     let violations = shared.violations.load(Relaxed);
     ensure!(failed == 0, "{failed} worker processes died");
+    // A run that never shared a worker did not test sharing.
+    ensure!(
+        ops < 10_000 || shared.shares.load(Relaxed) > 0,
+        "no share of a worker succeeded in {ops} operations"
+    );
     ensure!(
         violations == 0,
         "{violations} replies broke an invariant (the first are above)"

@@ -187,9 +187,10 @@ pub mod sys {
         pub signals: u64,
         /// Handled with no eventfd and no signal sent.
         pub dropped: u64,
-        /// Times the thread woke up from sleep and found work.
+        /// Times the thread woke up from sleep and found work (on a shared worker: counted on
+        /// the first channel with work it serves after the sleep, so others may show 0).
         pub wakeups: u64,
-        /// Times it found work while busy polling, without sleeping.
+        /// Times it found work while busy polling, without sleeping (counted like `wakeups`).
         pub polled: u64,
         /// Kicks and ticks not yet handled (or being delivered).
         pub pending: u64,
@@ -483,7 +484,8 @@ impl Channel {
         Ok(())
     }
 
-    /// Sets how long, at most, the channel's thread spins for new work before it sleeps
+    /// Sets how long, at most, the channel's worker (the thread it shares with any other
+    /// channels on it: the limit is theirs too) spins for new work before it sleeps
     /// (an adaptive window, up to [`sys::MAX_BUSYPOLL_NS`]); zero turns busy polling off.
     /// A limit beyond `u32::MAX` nanoseconds fails with `EINVAL`.
     pub fn set_busypoll(&self, limit: Duration) -> Result<()> {
@@ -529,7 +531,8 @@ impl Channel {
     /// one, and lives while any of them is open. Its busy-poll limit is shared: this channel
     /// takes the worker's, and [`Channel::set_busypoll`] on any of them sets it for all.
     ///
-    /// Errors: `EINVAL` if `other` is not a `/dev/evnotify` channel or is this very channel
+    /// Errors: `EBADF` if `other` is an `O_PATH` descriptor; `EINVAL` if it is not a
+    /// `/dev/evnotify` channel or is this very channel
     /// (also through a duplicate of its descriptor); `EBUSY` if this channel has a worker
     /// already; `ENOMEM` or `EINTR` if the worker cannot be started; `ENOTTY` if this
     /// channel is not a `/dev/evnotify` channel, or the module is older than API version 3
