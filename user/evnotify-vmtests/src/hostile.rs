@@ -139,7 +139,7 @@ impl Drop for SuidCopy {
 }
 
 /// Waits until `fd` is readable, at most [`hang`].
-fn readable_within(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<()> {
+pub(crate) fn readable_within(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let ms = PollTimeout::from(u16::try_from(hang().as_millis()).unwrap_or(u16::MAX));
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];

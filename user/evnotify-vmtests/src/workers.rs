@@ -6,8 +6,8 @@
 //! Every wait has a deadline ([`hang`]); none asserts a speed.
 
 use crate::{
-    collect, errno, errors::raw, expect_errno, faults::reload, hang, idle, settle, start_thread,
-    Test,
+    collect, errno, errors::raw, expect_errno, faults::reload, hang, hostile::readable_within,
+    idle, settle, start_thread, Test,
 };
 use anyhow::{bail, ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier, Stats, WorkerInfo};
@@ -526,19 +526,6 @@ fn workers_outlive_creator() -> Result<()> {
     );
     drop(b);
     thread_gone(pid, "the last channel of its worker")
-}
-
-/// Waits until `fd` is readable, at most [`hang`].
-fn readable_within(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<()> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let ms = PollTimeout::from(u16::try_from(hang().as_millis()).unwrap_or(u16::MAX));
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    ensure!(
-        poll(&mut fds, ms)? == 1,
-        "nothing from {what} within {:?}",
-        hang()
-    );
-    Ok(())
 }
 
 /// Closing a channel does not wait for the other channels of its worker: with a few million
