@@ -41,7 +41,7 @@ echo "$status"
 [[ $status == "$name/$ver, $kver, "*": installed"* ]] || { echo "dkms-check.sh: not installed" >&2; exit 1; }
 grep -q "^updates/dkms/$name.ko[.a-z]*:" "$tmp/root/lib/modules/$kver/modules.dep" ||
 	{ echo "dkms-check.sh: depmod does not list the installed module" >&2; exit 1; }
-ko=$(find "$tmp/root/lib/modules/$kver" -name "$name.ko*" | head -n1)
+ko=$(find "$tmp/root/lib/modules/$kver" -name "$name.ko*" -print -quit)
 magic=$(modinfo -F vermagic "$ko")
 echo "built $ko: vermagic $magic"
 [ "${magic%% *}" = "$kver" ]

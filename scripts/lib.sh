@@ -30,6 +30,11 @@ vm_run() {
 	else result "$1: guest reported, module loaded and unloaded, no kernel splat" 0; fi
 }
 
+# has LOG ERE: does a line of LOG, carriage returns dropped, match ERE?  grep reads on to the
+# end: `grep -q` would exit at the first match, and under pipefail tr's SIGPIPE would then
+# read as "no match" (CI once lost a KTAP plan so, with a log just over one pipe write).
+has() { tr -d '\r' <"$1" | grep -E "$2" >/dev/null; }
+
 # result NAME STATUS: count one check, printing it TAP-style.
 result() {
 	if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok - $1"
@@ -41,9 +46,10 @@ result() {
 # with no plan at all.
 ktap() {
 	local plan ok nok
-	if ! tr -d '\r' <"$1" | grep -qE '^1\.\.[0-9]+$'; then
+	if ! has "$1" '^1\.\.[0-9]+$'; then
 		result "the VM tests printed a KTAP plan (they died before it?)" 1
-	elif tr -d '\r' <"$1" | grep -qE '^1\.\.0$'; then
+		echo "  | the log begins:" && head -n 5 "$1" | cat -A | sed 's/^/  | /'
+	elif has "$1" '^1\.\.0$'; then
 		result "every KTAP plan announces tests (an empty plan ran nothing)" 1
 	fi
 	plan=$(tr -d '\r' <"$1" | sed -n 's/^1\.\.\([0-9]*\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')

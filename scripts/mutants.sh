@@ -63,8 +63,8 @@ boot() {
 	# A VM that ran to its end says with its exit code what of its own failed, if anything.
 	reason=$(vm_fault "$rc" | cut -c1-60)
 	if [ -n "$first" ]; then echo "caught $secs $first"
-	elif [ -n "$reason" ] && tr -d '\r' <"$log" | grep -qE '^1\.\.[1-9]'; then echo "caught $secs ($reason)"
-	elif [ "$rc" = 0 ] && tr -d '\r' <"$log" | grep -qE '^1\.\.[1-9]'; then echo "passed $secs"
+	elif [ -n "$reason" ] && has "$log" '^1\.\.[1-9]'; then echo "caught $secs ($reason)"
+	elif [ "$rc" = 0 ] && has "$log" '^1\.\.[1-9]'; then echo "passed $secs"
 	else echo "error $secs the VM did not run the tests (exit $rc, see $log)"
 	fi
 }

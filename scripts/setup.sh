@@ -71,8 +71,8 @@ apt_source() {
 toolchain() {
 	/usr/bin/rustc --version
 	"$BINDGEN" --version
-	clang-19 --version | head -n1
-	gcc --version | head -n1
+	clang-19 --version | sed -n 1p
+	gcc --version | sed -n 1p
 }
 
 [[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
@@ -86,7 +86,7 @@ pkgs=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-de
 command -v cargo >/dev/null || pkgs+=(cargo-web)
 missing=()
 for p in "${pkgs[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'ok installed' >/dev/null || missing+=("$p")
 done
 if ((${#missing[@]})); then
 	if [ "$(id -u)" != 0 ]; then
