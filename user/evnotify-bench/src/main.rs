@@ -7,6 +7,7 @@ mod chart;
 mod peers;
 mod shared;
 mod timers;
+mod watchdog;
 
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
@@ -107,11 +108,13 @@ fn measure(iters: u32, mut once: impl FnMut() -> Result<()>) -> Result<Histogram
     let mut h = Histogram::new(3)?;
     for _ in 0..iters / 10 {
         once()?;
+        watchdog::beat();
     }
     for _ in 0..iters {
         let t = Instant::now();
         once()?;
         h.record(t.elapsed().as_nanos() as u64)?;
+        watchdog::beat();
     }
     Ok(h)
 }
@@ -246,6 +249,7 @@ fn progress(what: &str) {
     static START: OnceLock<Instant> = OnceLock::new();
     let t = START.get_or_init(Instant::now).elapsed();
     eprintln!("# {:7.1} s: {what}", t.as_secs_f64());
+    watchdog::step(what);
 }
 
 /// The order of `n` measurements in round `round`: rotated by one each round, so that each
@@ -651,6 +655,7 @@ fn throughput(secs: f64, limit: Duration) -> Result<Throughput> {
         while t.elapsed() < dur {
             total += n.wait()?;
             reads += 1;
+            watchdog::beat();
         }
         let el = t.elapsed().as_secs_f64();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1035,14 +1040,25 @@ fn run_shared(iters: u32, channels: usize) -> Result<()> {
     print_results(&out, &SHARED_KEYS)
 }
 
+/// How long the run may go with nothing finished: far more than any step takes here, plus the
+/// throughput steps' own length.
+const STALL: Duration = Duration::from_secs(60);
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run {
             iters,
             secs,
             channels,
-        } => run(iters, secs, channels),
-        Cmd::Shared { iters, channels } => run_shared(iters, channels),
+        } => {
+            let steps = Duration::try_from_secs_f64(2.0 * secs).unwrap_or_default();
+            watchdog::start(STALL + steps, watchdog::abort);
+            run(iters, secs, channels)
+        }
+        Cmd::Shared { iters, channels } => {
+            watchdog::start(STALL, watchdog::abort);
+            run_shared(iters, channels)
+        }
         Cmd::Chart { results, png } => chart::draw(&results, &png),
     }
 }
