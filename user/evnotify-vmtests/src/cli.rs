@@ -1,8 +1,9 @@
 //! The `evnotify` command against the real device: `stat` sees a channel this process holds,
-//! as root and (less) as another user; `--json` of `info`, `stat` and `ping` parses and holds
-//! the right numbers; the error hints that need the module loaded.
+//! as root and (less) as another user, and which channels share a worker; `--json` of `info`,
+//! `stat` and `ping` parses and holds the right numbers; the error hints that need the module
+//! loaded.
 
-use crate::{collect, hang, idle, Test};
+use crate::{collect, hang, idle, start_thread, Test};
 use anyhow::{bail, ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier};
 use serde_json::Value;
@@ -22,6 +23,7 @@ pub const TESTS: &[Test] = &[
         cli_stat_sees_channel,
     ),
     ("cli_stat_as_a_user_shows_what_it_can", cli_stat_as_user),
+    ("cli_stat_shows_who_shares_a_worker", cli_stat_workers),
     ("cli_info_and_ping_json", cli_info_and_ping_json),
     ("cli_error_hints_with_the_module_loaded", cli_error_hints),
     ("cli_signal_counts_exactly", cli_signal_counts),
@@ -181,6 +183,66 @@ fn cli_stat_sees_channel() -> Result<()> {
         "no row {want:?} in:\n{}",
         run.out
     );
+    Ok(())
+}
+
+/// Two channels on one worker, one on its own and one with none yet: `stat` shows each one's
+/// worker in its JSON and in the table's WORKER and SERVES columns.
+fn cli_stat_workers() -> Result<()> {
+    let (a, b, c, d) = (
+        Channel::open()?,
+        Channel::open()?,
+        Channel::open()?,
+        Channel::open()?,
+    );
+    b.share_worker(&a)?;
+    start_thread(&c)?;
+    let (wa, wc) = (a.worker()?, c.worker()?);
+    ensure!(
+        wa.id != 0 && wa.channels == 2 && wc.id != 0 && wc.id != wa.id && wc.channels == 1,
+        "{wa:?} {wc:?}"
+    );
+    let v = evnotify(&["stat", "--json"], None, None)?.json()?;
+    let table = evnotify(&["stat"], None, None)?;
+    ensure!(table.code == 0, "stat: {}", table.err);
+    let pid = std::process::id().to_string();
+    for (name, ch, want) in [
+        ("a", &a, wa),
+        ("b", &b, wa),
+        ("c", &c, wc),
+        ("d", &d, d.worker()?),
+    ] {
+        let fd = ch.as_fd().as_raw_fd();
+        let e = find(&v, fd).with_context(|| format!("{name}: fd {fd} not listed: {v}"))?;
+        let w = &e["worker"];
+        ensure!(
+            w["worker_id"] == want.id
+                && w["thread_pid"] == want.thread_pid
+                && w["channels"] == want.channels,
+            "{name}: want {want:?}: {e}"
+        );
+        // PID UID COMM FD THREAD WORKER SERVES ...: a channel without a worker shows `-`.
+        let cells = if want.id == 0 {
+            ["-".to_owned(), "-".to_owned()]
+        } else {
+            [want.id.to_string(), want.channels.to_string()]
+        };
+        let row = table
+            .out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|r| {
+                r.first() == Some(&pid.as_str()) && r.get(3) == Some(&fd.to_string().as_str())
+            })
+            .with_context(|| format!("{name}: no row for fd {fd}:\n{}", table.out))?;
+        ensure!(
+            row.get(5..7) == Some(&[cells[0].as_str(), cells[1].as_str()][..]),
+            "{name}: want WORKER {} SERVES {}: {row:?}",
+            cells[0],
+            cells[1]
+        );
+    }
+    ensure!(d.worker()?.id == 0, "d has a worker");
     Ok(())
 }
 
