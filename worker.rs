@@ -67,9 +67,13 @@ pub(crate) struct Runner {
     /// and timer callbacks, under a channel's lock (which is always taken first).
     #[pin]
     queue: IrqSafeLock<List<Shared>>,
-    /// Signalled when a channel joins the empty queue.
+    /// Signalled when a channel joins the empty queue of a sleeping thread.
     #[pin]
     work: CondVar,
+    /// The thread waits on `work`, or is about to: set and cleared under the queue's lock. A
+    /// thread that is busy or polling finds the queued channel without a wake-up, which would
+    /// only cost the kick path the wait queue's lock.
+    sleeping: Atomic<bool>,
     /// Set when an event (a kick, a hang-up, a timer change) queues a channel, for the busy
     /// poll to see; cleared, under the queue's lock, only when the queue is empty.
     event: Atomic<bool>,
@@ -96,7 +100,7 @@ impl Runner {
             return;
         };
         let mut queue = self.queue.lock();
-        let was_empty = queue.is_empty();
+        let wake = queue.is_empty() && self.sleeping.load(Relaxed);
         queue.push_back(item);
         // Under the lock, so the thread cannot clear it before it finds the channel.
         if event {
@@ -105,9 +109,9 @@ impl Runner {
             self.due.store(true, Relaxed);
         }
         drop(queue);
-        // A thread that found the queue empty waits, or is about to, under its lock; with
-        // channels in the queue it is awake or already being woken.
-        if was_empty {
+        // A sleeping thread found the queue empty under its lock, and is on the wait queue
+        // before it lets go of it; with channels in the queue it is awake or being woken.
+        if wake {
             self.work.notify_one();
         }
     }
@@ -160,8 +164,10 @@ impl ThreadWork for Runner {
                     queue = self.queue.lock();
                     continue;
                 }
+                self.sleeping.store(true, Relaxed);
                 // A pending signal can only be `kthread_stop`'s, which the loop checks.
                 let _ = self.work.wait_interruptible(&mut queue);
+                self.sleeping.store(false, Relaxed);
                 woke = Woke::Slept;
             };
             let event = self.event.load(Relaxed);
@@ -205,6 +211,7 @@ impl Worker {
                 work <- new_condvar!("Worker::work"),
                 event: Atomic::new(false),
                 due: Atomic::new(false),
+                sleeping: Atomic::new(false),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
                 channels: Atomic::new(0),
                 id,
