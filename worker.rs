@@ -60,20 +60,26 @@ pub(crate) enum Woke {
 /// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
 static NEXT_ID: Atomic<u32> = Atomic::new(1);
 
+/// The run queue, and whether the thread waits for it to fill.
+struct Queue {
+    list: List<Shared>,
+    /// The thread waits on `Runner::work`, is about to, or has just woken and not yet retaken
+    /// the lock: an enqueue onto the empty list must notify it. A thread that is busy or
+    /// polling finds the channel without a wake-up, which would only cost the kick path the
+    /// wait queue's lock.
+    sleeping: bool,
+}
+
 /// What a worker's thread shares with its channels: the run queue and how to wake the thread.
 #[pin_data]
 pub(crate) struct Runner {
     /// Channels with work or a deadline due, in the order they are served. Taken in wake-up
     /// and timer callbacks, under a channel's lock (which is always taken first).
     #[pin]
-    queue: IrqSafeLock<List<Shared>>,
+    queue: IrqSafeLock<Queue>,
     /// Signalled when a channel joins the empty queue of a sleeping thread.
     #[pin]
     work: CondVar,
-    /// The thread waits on `work`, or is about to: set and cleared under the queue's lock. A
-    /// thread that is busy or polling finds the queued channel without a wake-up, which would
-    /// only cost the kick path the wait queue's lock.
-    sleeping: Atomic<bool>,
     /// Set when an event (a kick, a hang-up, a timer change) queues a channel, for the busy
     /// poll to see; cleared, under the queue's lock, only when the queue is empty.
     event: Atomic<bool>,
@@ -100,8 +106,8 @@ impl Runner {
             return;
         };
         let mut queue = self.queue.lock();
-        let wake = queue.is_empty() && self.sleeping.load(Relaxed);
-        queue.push_back(item);
+        let wake = queue.list.is_empty() && queue.sleeping;
+        queue.list.push_back(item);
         // Under the lock, so the thread cannot clear it before it finds the channel.
         if event {
             self.event.store(true, Relaxed);
@@ -120,7 +126,7 @@ impl Runner {
     pub(crate) fn dequeue(&self, channel: &Shared) {
         // SAFETY: A channel is only ever put on its own worker's queue (`Shared::runner` is
         // set once), so it is in no other list.
-        let item = unsafe { self.queue.lock().remove(channel) };
+        let item = unsafe { self.queue.lock().list.remove(channel) };
         // The channel's file still holds it, so this is not the last reference.
         drop(item);
     }
@@ -141,7 +147,7 @@ impl ThreadWork for Runner {
                 if ctx.should_stop() {
                     return;
                 }
-                if let Some(item) = queue.pop_front() {
+                if let Some(item) = queue.list.pop_front() {
                     break item;
                 }
                 // Under the lock, so no channel queued after this check is missed.
@@ -164,10 +170,10 @@ impl ThreadWork for Runner {
                     queue = self.queue.lock();
                     continue;
                 }
-                self.sleeping.store(true, Relaxed);
+                queue.sleeping = true;
                 // A pending signal can only be `kthread_stop`'s, which the loop checks.
                 let _ = self.work.wait_interruptible(&mut queue);
-                self.sleeping.store(false, Relaxed);
+                queue.sleeping = false;
                 woke = Woke::Slept;
             };
             let event = self.event.load(Relaxed);
@@ -207,11 +213,16 @@ impl Worker {
         };
         let runner = Arc::pin_init(
             pin_init!(Runner {
-                queue <- new_irq_safe_lock!(List::new(), "Worker::queue"),
+                queue <- new_irq_safe_lock!(
+                    Queue {
+                        list: List::new(),
+                        sleeping: false,
+                    },
+                    "Worker::queue"
+                ),
                 work <- new_condvar!("Worker::work"),
                 event: Atomic::new(false),
                 due: Atomic::new(false),
-                sleeping: Atomic::new(false),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
                 channels: Atomic::new(0),
                 id,
