@@ -374,6 +374,8 @@ fn interleaved(per: u32, paths: &mut [(&'static str, &mut dyn RoundTrip)]) -> Re
         for k in turn(paths.len(), round) {
             if round == 0 {
                 progress(&format!("warm-up: {}", paths[k].0));
+            } else {
+                watchdog::step(&format!("round {round}: {}", paths[k].0));
             }
             let p = &mut paths[k].1;
             // A task's CPU time is exact only while it sleeps (a running one's is brought up
@@ -618,6 +620,7 @@ fn throughput(secs: f64, limit: Duration) -> Result<Throughput> {
     let ch = Channel::open()?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
+    watchdog::step("throughput: kicks");
     let t = Instant::now();
     let mut kicks = 0u64;
     while t.elapsed() < dur {
@@ -631,10 +634,13 @@ fn throughput(secs: f64, limit: Duration) -> Result<Throughput> {
     let kicks_per_wakeup = s.handled as f64 / (s.wakeups + s.polled).max(1) as f64;
 
     // The same for io_uring NOPs: nobody reads the CQ eventfd either.
+    watchdog::step("throughput: io_uring NOPs");
     let io_uring_nops_per_s = NopRing::new(Mode::Enter, None, limit)?.nops_per_s(dur)?;
+    watchdog::step("throughput: io_uring SQPOLL NOPs");
     let io_uring_sqpoll_nops_per_s = NopRing::new(Mode::SqPoll, None, limit)?.nops_per_s(dur)?;
 
     // Notifications read: a reader drains the eventfd while bursts of 1024 keep it fed.
+    watchdog::step("throughput: notifications read");
     let ch = Channel::open()?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
@@ -655,7 +661,6 @@ fn throughput(secs: f64, limit: Duration) -> Result<Throughput> {
         while t.elapsed() < dur {
             total += n.wait()?;
             reads += 1;
-            watchdog::beat();
         }
         let el = t.elapsed().as_secs_f64();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -666,6 +671,7 @@ fn throughput(secs: f64, limit: Duration) -> Result<Throughput> {
     })?;
 
     // Timer ticks at the minimum period.
+    watchdog::step("throughput: timer ticks");
     let ch = Channel::open()?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
@@ -1040,9 +1046,10 @@ fn run_shared(iters: u32, channels: usize) -> Result<()> {
     print_results(&out, &SHARED_KEYS)
 }
 
-/// How long the run may go with nothing finished: far more than any step takes here, plus the
-/// throughput steps' own length.
-const STALL: Duration = Duration::from_secs(60);
+/// How long a step may go without a round trip finished or a new step begun: far more than any
+/// step takes here, and more than the steps' own deadlines (60 s at most), whose errors say
+/// more; the throughput steps add their own length (`--secs`).
+const STALL: Duration = Duration::from_secs(120);
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
@@ -1051,7 +1058,7 @@ fn main() -> Result<()> {
             secs,
             channels,
         } => {
-            let steps = Duration::try_from_secs_f64(2.0 * secs).unwrap_or_default();
+            let steps = Duration::try_from_secs_f64(secs).unwrap_or_default();
             watchdog::start(STALL + steps, watchdog::abort);
             run(iters, secs, channels)
         }

@@ -1,7 +1,8 @@
 //! The run's deadline. The waits in the timed paths stay plain (a deadline would put a clock
-//! read into every round trip), so instead each finished round trip or step beats, and a
-//! watchdog thread ends the run, naming the last step, when nothing has beaten for a while:
-//! a lost answer fails the bench instead of hanging it until the VM's own timeout.
+//! read into every round trip), so instead each round trip beats once it is timed, and each
+//! new step beats too; a watchdog thread ends the run, naming the last step, when a whole
+//! check period passes with no beat: a lost answer fails the bench instead of hanging it until
+//! the VM's own timeout.
 
 use std::{
     sync::{
@@ -15,7 +16,7 @@ use std::{
 static BEATS: AtomicU64 = AtomicU64::new(0);
 static STEP: Mutex<String> = Mutex::new(String::new());
 
-/// Something finished: called outside the timed part of each round trip.
+/// A round trip finished: called after it is timed.
 pub fn beat() {
     BEATS.fetch_add(1, Relaxed);
 }
@@ -28,7 +29,9 @@ pub fn step(what: &str) {
     beat();
 }
 
-/// Starts the watchdog: when nothing beats for `stall`, it calls `on_stall` with the last step.
+/// Starts the watchdog: it looks every `stall`, and when nothing has beaten since its last look,
+/// it calls `on_stall` with the last step. So it fires between one and two `stall`s after the
+/// last beat.
 pub fn start(stall: Duration, on_stall: fn(&str, Duration)) {
     thread::spawn(move || {
         let mut last = BEATS.load(Relaxed);
@@ -48,8 +51,8 @@ pub fn start(stall: Duration, on_stall: fn(&str, Duration)) {
 /// The bench's `on_stall`: the run fails, saying where.
 pub fn abort(step: &str, stall: Duration) {
     eprintln!(
-        "evnotify-bench: nothing finished for {stall:?} in step \"{step}\" (a lost answer, or a \
-         hung kernel thread?): giving up"
+        "evnotify-bench: nothing finished for at least {stall:?} in step \"{step}\" (a lost \
+         answer, or a hung kernel thread?): giving up"
     );
     std::process::exit(1);
 }
@@ -57,26 +60,42 @@ pub fn abort(step: &str, stall: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
+    use std::{sync::mpsc, time::Instant};
 
-    static SEEN: Mutex<Option<mpsc::Sender<String>>> = Mutex::new(None);
+    static SEEN: Mutex<Option<mpsc::Sender<(String, Instant)>>> = Mutex::new(None);
 
-    /// Beats keep the watchdog quiet; once they stop, it names the step.
+    /// Quiet while beats come often, and while they come once or twice per look; once they
+    /// stop, it names the step, after one to two looks (give or take a loaded host's delay).
     #[test]
     fn fires_only_when_beats_stop() {
+        const STALL: Duration = Duration::from_millis(300);
         let (tx, rx) = mpsc::channel();
         *SEEN.lock().unwrap() = Some(tx);
         step("beating");
-        start(Duration::from_millis(500), |step, _| {
-            let _ = SEEN.lock().unwrap().as_ref().unwrap().send(step.to_owned());
+        start(STALL, |step, _| {
+            let seen = SEEN.lock().unwrap();
+            let _ = seen
+                .as_ref()
+                .unwrap()
+                .send((step.to_owned(), Instant::now()));
         });
         for _ in 0..300 {
-            thread::sleep(Duration::from_millis(5));
+            thread::sleep(Duration::from_millis(10));
+            beat();
+        }
+        for _ in 0..8 {
+            thread::sleep(Duration::from_millis(200));
             beat();
         }
         assert!(rx.try_recv().is_err(), "fired while beats went on");
         step("stalled");
-        let got = rx.recv_timeout(Duration::from_secs(10));
-        assert_eq!(got.as_deref(), Ok("stalled"));
+        let last = Instant::now();
+        let (step, at) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(step, "stalled");
+        let after = at - last;
+        assert!(
+            after >= STALL && after < 2 * STALL + Duration::from_secs(1),
+            "fired {after:?} after the last beat"
+        );
     }
 }
