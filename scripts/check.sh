@@ -4,8 +4,9 @@
 # and exits non-zero if any failed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# Module parameters are bench.sh's business: the tests expect the defaults.
-unset EVNOTIFY_MODULE_PARAMS
+# Module parameters and the bench kernel are bench.sh's business: the tests expect the
+# defaults, and the kernel with its checks.
+unset EVNOTIFY_MODULE_PARAMS EVNOTIFY_BENCH
 repo=$(dirname "$here")
 # The device suite runs on every tested kernel, or only on KVER if it is given.
 only_kver=${KVER:-}
@@ -59,6 +60,8 @@ for f in "$here"/testdata/splat-*.log; do
 	"$here/splats.sh" "$f" >/dev/null
 	result "splat scanner catches $(basename "$f" .log)" $?
 done
+"$here/splats.sh" "$here/testdata/clean-user-segfault.log" >/dev/null
+result "splat scanner passes a log with only user-space segfaults" $([ $? = 1 ]; echo $?)
 for f in "$here"/testdata/ktap-no-plan.log "$here"/testdata/ktap-short.log \
 	"$here"/testdata/ktap-skip.log "$here"/testdata/ktap-empty-plan.log; do
 	( passed=0 failed=0; ktap "$f" >/dev/null; [ "$failed" -gt 0 ] )

@@ -22,13 +22,16 @@ export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 # first in PATH has none.  HOSTRUSTC builds the proc macros and must match RUSTC.
 KMAKE_VARS=(RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 	RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver BINDGEN="$BINDGEN")
-# Config fragments merged onto tinyconfig. EVNOTIFY_DEBUG=1 selects the debug
-# kernel (KASAN, kmemleak, debug objects), which must be built with clang.
+# Config fragments merged onto tinyconfig, the last to name an option deciding it.
+# EVNOTIFY_DEBUG=1 selects the debug kernel (KASAN, kmemleak, debug objects), which must be
+# built with clang; EVNOTIFY_BENCH=1 the bench kernel (no lockdep or other checks).
 _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 KCONFIGS=("$_here/kernel.config")
 if [ "${EVNOTIFY_DEBUG:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-debug.config")
 	KMAKE_VARS+=(LLVM=-19)
+elif [ "${EVNOTIFY_BENCH:-0}" = 1 ]; then
+	KCONFIGS+=("$_here/kernel-bench.config")
 fi
 mkdir -p "$EVNOTIFY_CACHE"
 # User-space binaries for the initramfs are static, built for this target.

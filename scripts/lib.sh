@@ -19,6 +19,7 @@ vm_fault() {
 	"$VM_SPLAT") echo "kernel splat in the kernel log (WARNING, BUG, Oops, lockdep, panic...)" ;;
 	"$VM_RMMOD") echo "rmmod rust_evnotify failed after the command" ;;
 	"$VM_LEAK") echo "kmemleak reported leaks after the module unloaded" ;;
+	*) [ "$1" -lt 200 ] || echo "vm.sh itself died (a signal, or a bug in it)" ;;
 	esac
 }
 
@@ -30,10 +31,10 @@ vm_run() {
 	else result "$1: guest reported, module loaded and unloaded, no kernel splat" 0; fi
 }
 
-# has LOG ERE: does a line of LOG, carriage returns dropped, match ERE?  grep reads on to the
-# end: `grep -q` would exit at the first match, and under pipefail tr's SIGPIPE would then
-# read as "no match" (CI once lost a KTAP plan so, with a log just over one pipe write).
-has() { tr -d '\r' <"$1" | grep -E "$2" >/dev/null; }
+# has LOG ERE: does a line of LOG, carriage returns dropped, match ERE?  Not a pipeline: there,
+# `grep -q` exits at the first match, and under pipefail tr's SIGPIPE reads as "no match" (CI
+# once lost a KTAP plan so, with a log just over one pipe write).
+has() { grep -aqE -e "$2" < <(tr -d '\r' <"$1"); }
 
 # result NAME STATUS: count one check, printing it TAP-style.
 result() {
@@ -48,13 +49,14 @@ ktap() {
 	local plan ok nok
 	if ! has "$1" '^1\.\.[0-9]+$'; then
 		result "the VM tests printed a KTAP plan (they died before it?)" 1
-		echo "  | the log begins:" && head -n 5 "$1" | cat -A | sed 's/^/  | /'
+		echo "  | what the guest printed first:"
+		grep -a -m 3 -E 'KTAP|^1\.\.|^ok ' "$1" | cat -A | sed 's/^/  | /'
 	elif has "$1" '^1\.\.0$'; then
 		result "every KTAP plan announces tests (an empty plan ran nothing)" 1
 	fi
 	plan=$(tr -d '\r' <"$1" | sed -n 's/^1\.\.\([0-9]*\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
-	ok=$(grep -E '^ok [0-9]+ ' "$1" | grep -cv '# SKIP')
-	nok=$(grep -cE '^not ok [0-9]+ |^ok [0-9]+ .*# SKIP' "$1")
+	ok=$(tr -d '\r' <"$1" | grep -aE '^ok [0-9]+ ' | grep -acv '# SKIP')
+	nok=$(tr -d '\r' <"$1" | grep -acE '^not ok [0-9]+ |^ok [0-9]+ .*# SKIP')
 	passed=$((passed + ok)) failed=$((failed + nok))
 	if [ "$((${plan:-1} - ok - nok))" -gt 0 ]; then
 		echo "not ok - $((plan - ok - nok)) VM tests never reported"

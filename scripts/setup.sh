@@ -165,10 +165,21 @@ if [ ! -f "$objdir/.built" ]; then
 	kmake tinyconfig
 	(cd "$objdir" && "$srcdir/scripts/kconfig/merge_config.sh" -m .config "${KCONFIGS[@]}" >&2)
 	kmake olddefconfig
-	# Every requested option must have stuck, or the test kernel is not what it claims.
+	# Every requested option must have stuck, or the kernel is not what it claims. The last
+	# fragment to name an option decides it, as in merge_config.sh.
+	declare -A want=()
 	while IFS= read -r line; do
-		case "$line" in CONFIG_*=*) grep -qx "$line" "$objdir/.config" || { log "config did not stick: $line"; exit 1; } ;; esac
+		case "$line" in
+		CONFIG_*=*) want[${line%%=*}]=$line ;;
+		"# CONFIG_"*" is not set") opt=${line#\# } && want[${opt%% *}]=$line ;;
+		esac
 	done < <(cat "${KCONFIGS[@]}")
+	for opt in "${!want[@]}"; do
+		case "${want[$opt]}" in
+		CONFIG_*) grep -qx "${want[$opt]}" "$objdir/.config" ;;
+		*) ! grep -q "^$opt=" "$objdir/.config" ;;
+		esac || { log "config did not stick: ${want[$opt]}"; exit 1; }
+	done
 	kmake -j"$(($(nproc) + 1))" bzImage modules
 	echo "$tools" >"$objdir/.built"
 fi

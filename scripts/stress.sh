@@ -6,8 +6,9 @@
 #   STRESS_SECS (60)  FUZZ_OPS (1000000)  FUZZ_SEED (1)  TIMEOUT_SECS (2400 + STRESS_SECS)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# Module parameters are bench.sh's business: the tests expect the defaults.
-unset EVNOTIFY_MODULE_PARAMS
+# Module parameters and the bench kernel are bench.sh's business: the tests expect the
+# defaults, and the kernel with its checks.
+unset EVNOTIFY_MODULE_PARAMS EVNOTIFY_BENCH
 repo=$(dirname "$here")
 export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048}
 . "$here/env.sh"

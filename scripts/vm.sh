@@ -250,7 +250,8 @@ fi
 splats=$("$here/splats.sh" "$klog" || true)
 if [ -n "$splats" ]; then
 	echo "vm: kernel splat in $klog:" >&2
-	echo "$splats" | head -n 40 >&2
+	# Not through a pipe: under pipefail, head's early exit would kill echo, and vm.sh with it.
+	head -n 40 <<<"$splats" >&2
 	((rc < VM_USAGE || rc > VM_SPLAT)) && rc=$VM_SPLAT
 fi
 exit "$rc"
