@@ -46,7 +46,7 @@ pct = lambda x: f"{x:.0%}"
 order = ["evnotify_ioctl", "evnotify_kickfd", "spin_responder", "io_uring_sqpoll",
          "evnotify_ioctl_nopoll", "evnotify_kickfd_nopoll", "eventfd_threads", "pipe_threads",
          "io_uring_iowq", "io_uring"]
-print(f"\nRound trip, µs ({r['vm']['accel'].upper()} VM, {r['vm']['cpus']} CPUs, {r['vm']['iters']} round trips each; "
+print(f"\nRound trip, µs ({r['vm']['accel'].upper()} VM, kernel {r['vm']['kernel']}{' with lockdep' if r['vm']['lockdep'] else ''}, {r['vm']['cpus']} CPUs, {r['vm']['iters']} round trips each; "
       f"busy-poll limit {r['limits']['busypoll_ns']/1e3:.0f} µs, SQ thread idle {r['limits']['sq_thread_idle_ms']} ms)\n")
 print("| path | pinning | p50 | p90 | p99 | p99.9 | max | responder CPU |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -93,5 +93,5 @@ what = {"shared": "per channel on shared workers", "dedicated": "per channel wit
 for kind, m in s["memory"].items():
     goal = "; goal: at most 4,096" if kind == "shared" else ""
     print(f"Memory: {m['bytes_per_channel']:,} bytes {what.get(kind, kind)}, over {m['channels']:,} "
-          f"(kernel memory growth, lockdep kernel; MemFree's: {m['memfree_bytes_per_channel']:,}{goal})")
+          f"(kernel memory growth, {'lockdep' if r['vm']['lockdep'] else 'no lockdep'}; MemFree's: {m['memfree_bytes_per_channel']:,}{goal})")
 PY

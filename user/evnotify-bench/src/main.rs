@@ -893,7 +893,7 @@ const CALLER_ONLY: &str = "io_uring";
 /// Every key the results must have, as JSON pointers: what `bench.sh`, the chart and the
 /// README read. Written out here, apart from `report`, so that a key `report` drops is caught.
 fn required() -> Vec<String> {
-    let mut keys: Vec<String> = ["accel", "cpus", "kernel", "iters"]
+    let mut keys: Vec<String> = ["accel", "cpus", "kernel", "lockdep", "iters"]
         .iter()
         .map(|k| format!("/vm/{k}"))
         .collect();
@@ -1026,6 +1026,8 @@ fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
             "accel": std::env::var("EVNOTIFY_ACCEL").unwrap_or_else(|_| "tcg".into()),
             "cpus": cpus(),
             "kernel": kernel.trim(),
+            // Lockdep makes every lock several times dearer, and larger (README: Performance).
+            "lockdep": std::path::Path::new("/proc/lockdep").exists(),
             "iters": iters,
         }),
         busypoll_ns,
@@ -1094,7 +1096,7 @@ mod tests {
                 .collect()
         };
         Results {
-            vm: json!({"accel": "tcg", "cpus": 2, "kernel": "7.3", "iters": 100}),
+            vm: json!({"accel": "tcg", "cpus": 2, "kernel": "7.3", "lockdep": false, "iters": 100}),
             busypoll_ns: 200_000,
             rtt: PINNINGS.iter().map(|&(name, _)| (name, rows())).collect(),
             throughput: Throughput::default(),
