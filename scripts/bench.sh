@@ -15,7 +15,7 @@ repo=$(dirname "$here")
 export EVNOTIFY_BENCH=1
 . "$here/env.sh"
 . "$here/lib.sh"
-mkdir -p "$repo/bench"
+mkdir -p "$repo/bench" "$repo/build"
 log=$repo/build/bench.log
 # TIMEOUT_SECS: the VM's part took about 30 s here; options given to bench.sh (passed on to
 # vm.sh) come after this one and win.
