@@ -63,10 +63,10 @@ static NEXT_ID: Atomic<u32> = Atomic::new(1);
 /// The run queue, and whether the thread waits for it to fill.
 struct Queue {
     list: List<Shared>,
-    /// The thread waits on `Runner::work`, is about to, or has just woken and not yet retaken
-    /// the lock: an enqueue onto the empty list must notify it. A thread that is busy or
-    /// polling finds the channel without a wake-up, which would only cost the kick path the
-    /// wait queue's lock.
+    /// The thread waits on `Runner::work` or is about to (or has just woken and not yet
+    /// retaken the lock, when a notify is merely needless): an enqueue onto the empty list
+    /// notifies it. A thread that is busy or polling finds the channel without a wake-up,
+    /// which would only cost the kick path the wait queue's lock.
     sleeping: bool,
 }
 
@@ -96,7 +96,7 @@ pub(crate) struct Runner {
 
 impl Runner {
     /// Puts `channel` at the back of the run queue, unless it is there already, and wakes the
-    /// thread. `event` tells an event from a deadline (see [`Runner::due`]).
+    /// thread if it sleeps. `event` tells an event from a deadline (see [`Runner::due`]).
     ///
     /// Called under the channel's lock, so that a channel is never queued once it is closed.
     pub(crate) fn enqueue(&self, channel: ArcBorrow<'_, Shared>, event: bool) {
