@@ -28,7 +28,8 @@ help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo "The kernel cache (\$${EVNOTIFY_CACHE:-~/.cache/evnotify}) is never removed by make."
 
-# Everything below uses the cached test kernel that scripts/setup.sh builds.
+# Everything below uses a kernel that scripts/setup.sh builds and caches: the test kernel, but
+# the debug kernel for stress and the bench kernel for bench.
 demo: ## boot the VM and show kicks and notifications flowing
 	scripts/vm.sh --demo
 

@@ -147,7 +147,7 @@ result "vm.sh --shell runs what it reads and returns the shell's status (130)" \
 # One boot per kernel: every device test, then a short fuzz run (the module must still
 # unload). The guest command fails if either program does, so that a crash after the last
 # test line still fails the run.
-# About 30 s each here; the default limit (600 s) leaves room for slower hosts and deadlines.
+# About a minute each here; the default limit (600 s) leaves room for slower hosts and deadlines.
 summary=()
 [ -z "$only_kver" ] || echo "# KVER=$only_kver: the device suite runs on that kernel only"
 for k in ${only_kver:-${KVERS_TESTED[*]}}; do

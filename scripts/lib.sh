@@ -19,7 +19,7 @@ vm_fault() {
 	"$VM_SPLAT") echo "kernel splat in the kernel log (WARNING, BUG, Oops, lockdep, panic...)" ;;
 	"$VM_RMMOD") echo "rmmod rust_evnotify failed after the command" ;;
 	"$VM_LEAK") echo "kmemleak reported leaks after the module unloaded" ;;
-	*) [ "$1" -lt 200 ] || echo "vm.sh itself died (a signal, or a bug in it)" ;;
+	*) [ "$1" -lt 200 ] || echo "vm.sh exited with a status it does not define (a bug in it)" ;;
 	esac
 }
 
@@ -50,7 +50,7 @@ ktap() {
 	if ! has "$1" '^1\.\.[0-9]+$'; then
 		result "the VM tests printed a KTAP plan (they died before it?)" 1
 		echo "  | what the guest printed first:"
-		grep -a -m 3 -E 'KTAP|^1\.\.|^ok ' "$1" | cat -A | sed 's/^/  | /'
+		{ grep -a -m 3 -E 'KTAP|^1\.\.|^ok ' "$1" || head -n 5 "$1"; } | cat -A | sed 's/^/  | /'
 	elif has "$1" '^1\.\.0$'; then
 		result "every KTAP plan announces tests (an empty plan ran nothing)" 1
 	fi

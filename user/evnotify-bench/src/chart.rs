@@ -42,9 +42,14 @@ pub fn draw(results: &Path, png: &Path) -> Result<()> {
     let root = BitMapBackend::new(png, (1500, 1160)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
-        "rust_evnotify, one {} VM run ({} CPUs): only ratios carry over",
+        "rust_evnotify, one {} VM run ({} CPUs{}): only ratios carry over",
         r["vm"]["accel"].as_str().unwrap_or("?").to_uppercase(),
-        r["vm"]["cpus"]
+        r["vm"]["cpus"],
+        if r["vm"]["lockdep"] == true {
+            ", lockdep"
+        } else {
+            ""
+        }
     );
     let root = root.titled(&title, ("sans-serif", 22))?;
     let (top, bottom) = root.split_vertically(600);

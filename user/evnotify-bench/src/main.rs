@@ -1048,9 +1048,9 @@ fn run_shared(iters: u32, channels: usize) -> Result<()> {
     print_results(&out, &SHARED_KEYS)
 }
 
-/// How long a step may go without a round trip finished or a new step begun: far more than any
-/// step takes here, and more than the steps' own deadlines (60 s at most), whose errors say
-/// more; the throughput steps add their own length (`--secs`).
+/// The watchdog's look: a run with no progress for a whole look fails (see `watchdog`). Far
+/// more than any step takes here, and more than the steps' own deadlines (60 s at most),
+/// whose errors say more; the throughput steps add their own length (`--secs`).
 const STALL: Duration = Duration::from_secs(120);
 
 fn main() -> Result<()> {

@@ -213,6 +213,11 @@ pub fn lateness(cpu: usize) -> Result<Vec<Lateness>> {
                             "first round: {} {}",
                             all[i].source, all[i].period
                         ));
+                    } else {
+                        crate::watchdog::step(&format!(
+                            "round {round}: {} {}",
+                            all[i].source, all[i].period
+                        ));
                     }
                     measure(sources[src].1, PERIODS[per].1, ticks, &mut all[i])?;
                 }
