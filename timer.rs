@@ -53,7 +53,9 @@ impl Timer {
         if late < 0 {
             return (0, false);
         }
-        let mut due = (late / self.period.as_nanos()) as u64 + 1;
+        // Never `None` (the period is positive, `late` is not negative), and unlike `/` it
+        // leaves no division-by-zero panic call, which 7.3's objtool takes for a fall-through.
+        let mut due = late.checked_div(self.period.as_nanos()).unwrap_or(0) as u64 + 1;
         if let Some(left) = self.remaining {
             due = due.min(left);
             self.remaining = Some(left - due);
