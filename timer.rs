@@ -54,7 +54,8 @@ impl Timer {
             return (0, false);
         }
         // Never `None` (the period is positive, `late` is not negative), and unlike `/` it
-        // leaves no division-by-zero panic call, which 7.3's objtool takes for a fall-through.
+        // leaves no division-by-zero panic call, which objtool (7.2's and 7.3's) takes for a
+        // fall-through.
         let mut due = late.checked_div(self.period.as_nanos()).unwrap_or(0) as u64 + 1;
         if let Some(left) = self.remaining {
             due = due.min(left);
