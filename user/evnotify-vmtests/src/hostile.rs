@@ -757,15 +757,20 @@ fn kickfd_attach_wakes_no_watcher() -> Result<()> {
     })
 }
 
-/// A channel fd and a kick eventfd passed over a unix socket to a process that never had
-/// them: both work there.
-fn fds_passed_over_unix_socket() -> Result<()> {
-    let (a, b) = socketpair(
+/// A connected pair of unix stream sockets, to pass fds over (SCM_RIGHTS).
+pub fn unix_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC,
-    )?;
+    )
+}
+
+/// A channel fd and a kick eventfd passed over a unix socket to a process that never had
+/// them: both work there.
+fn fds_passed_over_unix_socket() -> Result<()> {
+    let (a, b) = unix_pair()?;
     // Forked before the fds exist, so it can only have them from the socket.
     let pid = child(|| {
         let run = || -> Result<()> {

@@ -6,7 +6,12 @@
 //! Every wait has a deadline ([`hang`]); none asserts a speed.
 
 use crate::{
-    collect, errno, errors::raw, expect_errno, faults::reload, hang, hostile::readable_within,
+    collect, errno,
+    errors::raw,
+    expect_errno,
+    faults::reload,
+    hang,
+    hostile::{readable_within, unix_pair},
     idle, settle, start_thread, Test,
 };
 use anyhow::{bail, ensure, Context, Result};
@@ -16,10 +21,7 @@ use nix::{
     kmod::{delete_module, DeleteModuleFlags},
     sys::{
         signal::{kill, Signal},
-        socket::{
-            recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
-            MsgFlags, SockFlag, SockType,
-        },
+        socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
         wait::{waitpid, WaitPidFlag, WaitStatus},
     },
     unistd::{dup, fork, pipe, ForkResult, Pid},
@@ -665,12 +667,7 @@ fn child_ok(pid: Pid, what: &str) -> Result<()> {
 /// worker. (One that never had the fd cannot name it: `workers_share_errors` has EBADF for
 /// a number that is not open.)
 fn workers_share_over_unix_socket() -> Result<()> {
-    let (sa, sb) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
+    let (sa, sb) = unix_pair()?;
     // Forked before the channel exists, so it can only have it from the socket.
     let pid = child(|| {
         let mine = Channel::open()?;
