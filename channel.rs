@@ -12,6 +12,7 @@ use crate::{
         IrqSafeLock, //
     },
     eventfd::{
+        Armed,
         EventFd,
         KickFd,
         KickSink, //
@@ -127,8 +128,8 @@ struct OpenSlot {
 impl OpenSlot {
     /// Takes a place for the caller's euid, or fails with `EMFILE` (as inotify does past its
     /// instance limits) if `max` channels are open in all or `max_user` by that user. The lock
-    /// is held for a short search and, for a user's first channel, a small allocation; never
-    /// across a wait for another task.
+    /// is held for a short search and, for a user's first channel, a small `GFP_KERNEL`
+    /// allocation (which may enter reclaim); never across thread creation or a channel's work.
     fn take(max: u32, max_user: u32) -> Result<Self> {
         let uid = Kuid::current_euid();
         let mut users = USERS.lock();
@@ -232,7 +233,9 @@ struct Inner {
     /// The file was released: nothing is queued or served for the channel any more.
     closed: bool,
     /// Kicks the thread has taken and not yet finished delivering: still counted as pending.
+    /// They are all of one slot, `in_flight_slot` (a channel has one batch out at a time).
     in_flight: u64,
+    in_flight_slot: usize,
     /// The counters that the stats invariant ties together, changed only under the lock so
     /// that a reader sees them consistent. They wrap at 2^64, as the header says.
     kicks: u64,
@@ -281,6 +284,7 @@ impl Inner {
             hangup: false,
             closed: false,
             in_flight: 0,
+            in_flight_slot: 0,
             kicks: 0,
             fd_kicks: 0,
             timer_ticks: 0,
@@ -305,7 +309,7 @@ impl Inner {
     }
 
     /// Adds `count` kicks or ticks from `source` to `slot`, in O(1): what does not fit under
-    /// [`MAX_PENDING`] is coalesced, and an echo only waits if nothing else does. Returns
+    /// [`MAX_PENDING`] (counting the slot's batch in flight) is coalesced, and an echo only waits if nothing else does. Returns
     /// whether the thread must be woken (the transition from idle: otherwise it is awake or
     /// already being woken).
     fn queue(&mut self, slot: usize, count: u64, source: Source) -> bool {
@@ -319,8 +323,14 @@ impl Inner {
             self.fd_kicks = self.fd_kicks.wrapping_add(count);
         }
         let bit = 1u64 << slot;
+        // The batch being delivered still counts against its slot's bound.
+        let held = if slot == self.in_flight_slot {
+            self.in_flight
+        } else {
+            0
+        };
         let s = &mut self.slots[slot];
-        let mut take = count.min(MAX_PENDING - s.pending);
+        let mut take = count.min(MAX_PENDING - held - s.pending);
         if source == Source::Echo {
             take = take.min(u64::from(s.pending == 0));
         }
@@ -343,12 +353,12 @@ impl Inner {
         was_idle
     }
 
-    /// Queues the ticks of every due timer, and makes waiting echoes due once their time came.
-    fn fire_timers(&mut self) {
+    /// Queues the ticks of every timer due at `now`, and makes waiting echoes due once their
+    /// time came. The caller reads the clock, so that tests of the arithmetic need not.
+    fn fire_timers(&mut self, now: Instant<Monotonic>) {
         if self.timer_mask == 0 && self.echo_mask == 0 {
             return;
         }
-        let now = Instant::<Monotonic>::now();
         for slot in bits(self.echo_mask) {
             if self
                 .extra(slot)
@@ -381,8 +391,8 @@ impl Inner {
     /// owes are queued first: a late tick is delivered late, never skipped, even when the
     /// thread had not woken for it yet.
     /// A new timer needs the extra state: without it, only a cancel (which has nothing to do).
-    fn replace_timer(&mut self, slot: usize, timer: Option<Timer>) {
-        self.fire_timers();
+    fn replace_timer(&mut self, slot: usize, timer: Option<Timer>, now: Instant<Monotonic>) {
+        self.fire_timers(now);
         self.timer_mask &= !(1 << slot);
         let running = u64::from(timer.is_some()) << slot;
         if let Some(x) = self.extra_mut(slot) {
@@ -431,6 +441,7 @@ impl Inner {
         }
         self.cursor = (slot + 1) % NR_SLOTS;
         self.in_flight += kicks;
+        self.in_flight_slot = slot;
         Some(Work::Kicks {
             slot,
             efd: s.efd.clone(),
@@ -466,6 +477,10 @@ impl KickSink for SlotSink {
             inner.hangup = true;
             was_idle
         });
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared) && self.slot == other.slot
     }
 }
 
@@ -572,7 +587,7 @@ impl Shared {
         if inner.closed {
             return;
         }
-        inner.fire_timers();
+        inner.fire_timers(Instant::now());
         let Some(work) = inner.take_work() else {
             let deadline = inner.next_deadline();
             drop(inner);
@@ -836,6 +851,19 @@ impl Channel {
         Ok(())
     }
 
+    /// Allocates the table of kick eventfds, unless the channel has it.
+    fn ensure_kickfds(&self) -> Result {
+        if self.shared.kickfds.lock().is_some() {
+            return Ok(());
+        }
+        let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
+        let mut fds = self.shared.kickfds.lock();
+        if fds.is_none() {
+            *fds = Some(new);
+        }
+        Ok(())
+    }
+
     /// Attaches the eventfd `fd` to `slot`, or detaches with `fd == -1`. The previous eventfd,
     /// if any, is released; a batch already taken by the worker still goes to it.
     pub(crate) fn attach(&self, slot: usize, fd: i32) -> Result {
@@ -859,38 +887,57 @@ impl Channel {
     }
 
     /// Hooks the eventfd `fd` so that writes to it kick `slot`, or unhooks with `fd == -1`.
+    ///
+    /// Fails with `EBUSY` if the eventfd is the kick eventfd of another slot (of this or any
+    /// channel); hooking it again where it is hooked changes nothing. Every step that can fail
+    /// comes before the hook is armed, so a failed call takes nothing from the eventfd and
+    /// leaves the slot's hook as it was (it may have started the channel's worker).
     pub(crate) fn attach_kickfd(&self, slot: usize, fd: i32) -> Result {
         let new = match fd {
             -1 => None,
             fd => {
-                // The worker is started only for an fd that can be hooked.
-                KickFd::<SlotSink>::check(fd)?;
-                self.join(None)?;
-                // Its echoes wait in the slot's extra state.
-                self.ensure_extra()?;
-                Some(KickFd::new(
+                let hook = KickFd::new(
                     fd,
                     SlotSink {
                         shared: self.shared.clone(),
                         slot,
                     },
-                )?)
+                )?;
+                self.join(None)?;
+                // Its echoes wait in the slot's extra state.
+                self.ensure_extra()?;
+                self.ensure_kickfds()?;
+                Some(hook)
             }
         };
         let mut fds = self.shared.kickfds.lock();
-        let old = match (fds.as_deref_mut(), new) {
-            (Some(fds), new) => core::mem::replace(&mut fds[slot], new),
-            (None, None) => None,
-            (None, Some(new)) => {
-                let mut all = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
-                all[slot] = Some(new);
-                *fds = Some(all);
-                None
-            }
+        let Some(table) = fds.as_deref_mut() else {
+            // Nothing was ever hooked, so there is nothing to unhook.
+            return Ok(());
+        };
+        // `gone` is a new hook that is not kept.
+        let (old, gone) = match new {
+            None => (table[slot].take(), None),
+            // Armed under `kickfds`, so that a hang-up from now on finds the hook stored (see
+            // `reap_hung_up`).
+            Some(hook) => match hook.arm() {
+                Err(e) => {
+                    drop(fds);
+                    drop(hook);
+                    return Err(e);
+                }
+                Ok(Armed::Already) => (None, Some(hook)),
+                // The descriptor was closed since `new` let go of the file, and its hang-up
+                // came before the hook was stored: no reap would come for it. The call took
+                // effect, then the close did.
+                Ok(Armed::Now) if hook.hung_up() => (table[slot].take(), Some(hook)),
+                Ok(Armed::Now) => (table[slot].replace(hook), None),
+            },
         };
         drop(fds);
         // Unhooked after the guard; after this no write to it kicks the slot.
         drop(old);
+        drop(gone);
         Ok(())
     }
 
@@ -908,7 +955,7 @@ impl Channel {
         };
         // The worker re-reads the deadlines and sets the alarm.
         Shared::update(self.shared.as_arc_borrow(), true, |inner| {
-            inner.replace_timer(slot, timer);
+            inner.replace_timer(slot, timer, Instant::now());
             true
         });
         Ok(())
@@ -1226,16 +1273,19 @@ mod tests {
     fn cancel_delivers_owed_ticks() -> Result {
         let mut i = with_extra()?;
         let min = uapi::MIN_PERIOD_NS;
+        // The clock is read once: what is owed depends on the times given, not on how fast
+        // the machine runs.
+        let now = Instant::now();
         // A one-shot timer whose tick fell due before the thread came round to it, cancelled.
-        let start = Instant::now() - Delta::from_micros(1500);
-        i.replace_timer(1, Some(Timer::starting(start, min, 1)?));
+        let start = now - Delta::from_micros(1500);
+        i.replace_timer(1, Some(Timer::starting(start, min, 1)?), start);
         assert_eq!((i.slots[1].pending, i.timer_mask), (0, 1 << 1));
-        i.replace_timer(1, None);
+        i.replace_timer(1, None, now);
         assert_eq!((i.slots[1].pending, i.timer_ticks, i.timer_mask), (1, 1, 0));
-        // A running timer owing two ticks, replaced by another.
-        let start = Instant::now() - Delta::from_micros(2500);
-        i.replace_timer(2, Some(Timer::starting(start, min, 0)?));
-        i.replace_timer(2, Some(Timer::new(min, 0)?));
+        // A running timer owing two ticks at `now`, replaced by another.
+        let start = now - Delta::from_micros(2500);
+        i.replace_timer(2, Some(Timer::starting(start, min, 0)?), start);
+        i.replace_timer(2, Some(Timer::starting(now, min, 0)?), now);
         assert_eq!((i.slots[2].pending, i.timer_ticks), (2, 3));
         assert!(identity(&i));
         Ok(())
@@ -1249,8 +1299,8 @@ mod tests {
         assert!(i.queue(2, 1, Source::Echo));
         assert_eq!((i.echo_mask, i.pending_mask), (0, 1 << 2));
         // A timer needs the extra state (`set_timer` allocates it); a cancel has none to stop.
-        i.replace_timer(3, Some(Timer::new(uapi::MIN_PERIOD_NS, 0)?));
-        i.replace_timer(4, None);
+        i.replace_timer(3, Some(Timer::new(uapi::MIN_PERIOD_NS, 0)?), Instant::now());
+        i.replace_timer(4, None, Instant::now());
         assert_eq!((i.timer_mask, i.next_deadline().is_none()), (0, true));
         assert!(identity(&i));
         Ok(())

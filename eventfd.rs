@@ -15,6 +15,7 @@ use kernel::{
         atomic::{
             Acquire,
             Atomic,
+            Relaxed,
             Release, //
         },
     },
@@ -77,8 +78,14 @@ const EPOLLOUT: usize = 0x0004;
 const EPOLLHUP: usize = 0x0010;
 /// A wake-up key bit of our own, in the range that `eventpoll.h` and `poll.h` leave unused
 /// (bits 16 to 26), the way io_uring tags its own eventfd wake-ups with `EPOLL_URING_WAKE`.
-/// Other waiters only test the bits they asked for, so they ignore it.
+/// Other waiters only test the bits they asked for, so they ignore it. No interface tells a
+/// channel thread's wake-up from another, so this is the one place that relies on the bit
+/// being free: Kbuild refuses a kernel whose poll headers define it.
 const ECHO: usize = 1 << 26;
+const _: () = assert!(
+    ECHO & (EPOLLIN | EPOLLOUT | EPOLLHUP) == 0
+        && ECHO as u32 & (bindings::POLLRDHUP | bindings::POLLMSG | bindings::POLLREMOVE) == 0
+);
 
 /// Receives the kicks of a [`KickFd`]. Both methods may run in atomic context, under the
 /// eventfd's wait-queue lock with interrupts off: they must not sleep or signal an eventfd, and
@@ -90,6 +97,8 @@ pub(crate) trait KickSink: Send + Sync {
     /// User space closed the eventfd; no more kicks will come. The owner should drop the
     /// [`KickFd`] soon, from process context.
     fn hangup(&self);
+    /// Whether `other` delivers where this one does (the same slot of the same channel).
+    fn same(&self, other: &Self) -> bool;
 }
 
 /// An eventfd whose writes become kicks, with no syscall into the driver: a wait-queue entry
@@ -100,12 +109,20 @@ pub(crate) trait KickSink: Send + Sync {
 /// give up their count one at a time, so taking a count of up to 2^64 - 2 at once under that
 /// lock (interrupts off) is impossible.
 ///
+/// One eventfd is hooked at most once, by all channels together: a second hook would sit
+/// beside the first on the wait queue, and whichever the wake-up walk meets first would take
+/// every count (KVM refuses a second irqfd on one eventfd for the same reason). So a hook is
+/// linked disarmed, and [`KickFd::arm`] arms it only if no other armed hook is on the queue.
+///
 /// # Invariants
 ///
 /// - `wait` is initialised with `wake::<S>` and, once `new` returns, linked on the wait queue
-///   of `ctx` until `drop` removes it (also after a hang-up, as KVM's irqfd does).
-/// - While linked, `wake::<S>` may run at any time; it only touches `ctx`, `sink`, `hung_up`
-///   and the entry itself, all valid for the lifetime of `self`.
+///   of `ctx`, which its `private` field points to, until `drop` removes it (also after a
+///   hang-up, as KVM's irqfd does).
+/// - While linked, `wake::<S>` may run at any time; it only touches `ctx`, `sink`, `armed`,
+///   `hung_up` and the entry itself, all valid for the lifetime of `self`.
+/// - `armed` is only written under the lock of that wait queue, and at most one `KickFd<S>`
+///   linked on a wait queue has it set.
 #[pin_data(PinnedDrop)]
 pub(crate) struct KickFd<S: KickSink> {
     #[pin]
@@ -114,6 +131,8 @@ pub(crate) struct KickFd<S: KickSink> {
     pt: Opaque<bindings::poll_table_struct>,
     ctx: EventFd,
     sink: S,
+    /// The wake function takes counts only once this is set.
+    armed: Atomic<bool>,
     hung_up: Atomic<bool>,
 }
 
@@ -127,7 +146,9 @@ unsafe impl<S: KickSink> Sync for KickFd<S> {}
 
 /// Whether the eventfd `file` is in `EFD_SEMAPHORE` mode, read from its fdinfo text
 /// (`eventfd-semaphore: 1`): the flag lives in the private `struct eventfd_ctx`, and fdinfo is
-/// the only interface that shows it. The mode is fixed when the eventfd is created.
+/// the only interface that shows it (7.2 and 7.3 alike). The mode is fixed when the eventfd is
+/// created. Kbuild checks that `fs/eventfd.c` still prints that key, and a key or format it
+/// does not find refuses every kick eventfd with `EOPNOTSUPP`, which the VM tests show loudly.
 fn is_semaphore(file: &LocalFile) -> Result<bool> {
     const KEY: &[u8] = b"eventfd-semaphore: ";
     let mut buf = [0u8; 128];
@@ -168,16 +189,19 @@ fn kick_eventfd(fd: i32) -> Result<(EventFd, ARef<LocalFile>)> {
     Ok((ctx, file))
 }
 
-impl<S: KickSink> KickFd<S> {
-    /// Checks that `fd` could be hooked, with the errors of [`KickFd::new`].
-    pub(crate) fn check(fd: i32) -> Result {
-        kick_eventfd(fd).map(drop)
-    }
+/// What [`KickFd::arm`] found on the eventfd's wait queue.
+pub(crate) enum Armed {
+    /// The hook is armed; a count that was in the eventfd already is delivered.
+    Now,
+    /// The same eventfd is hooked for the same sink already: this hook was not armed.
+    Already,
+}
 
-    /// Hooks the eventfd open as `fd` in the current process; its writes go to `sink`.
+impl<S: KickSink> KickFd<S> {
+    /// Links a disarmed hook on the eventfd open as `fd` in the current process, for `sink`.
     ///
-    /// A count already in the eventfd is delivered at once. Fails with `EBADF` if `fd` is not
-    /// open, `EINVAL` if it is not an eventfd and `EOPNOTSUPP` if it is in semaphore mode.
+    /// Fails with `EBADF` if `fd` is not open, `EINVAL` if it is not an eventfd and `EOPNOTSUPP`
+    /// if it is in semaphore mode. Nothing is taken from the eventfd until [`KickFd::arm`].
     pub(crate) fn new(fd: i32, sink: S) -> Result<Pin<KBox<Self>>> {
         let (ctx, file) = kick_eventfd(fd)?;
         let this = KBox::pin_init(
@@ -186,6 +210,7 @@ impl<S: KickSink> KickFd<S> {
                 pt: Opaque::uninit(),
                 ctx,
                 sink,
+                armed: Atomic::new(false),
                 hung_up: Atomic::new(false),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -209,8 +234,9 @@ impl<S: KickSink> KickFd<S> {
                 _key: !0,
             });
         }
-        // SAFETY: `file` is an eventfd, whose `poll` is always set (this is `vfs_poll`). It
-        // calls `queue::<S>` once with the eventfd's wait queue, which links `wait`.
+        // SAFETY: `file` is an eventfd, whose `poll` is always set. This is `vfs_poll`, an
+        // inline function that the bindings lack. It calls `queue::<S>` once with the
+        // eventfd's wait queue, which links `wait`.
         unsafe {
             let fops = (*file.as_ptr()).f_op;
             match (*fops).poll {
@@ -218,39 +244,93 @@ impl<S: KickSink> KickFd<S> {
                 None => return Err(EINVAL),
             }
         };
-        // SAFETY: `wait` is initialised; only `queue::<S>`, which has returned, writes `private`.
-        let wqh = unsafe { (*wait).private.cast::<bindings::wait_queue_head>() };
-        if wqh.is_null() {
+        if this.queue_head().is_none() {
             // `poll` never offered its wait queue, which an eventfd always does. Nothing is
-            // hooked; `drop` removes the self-linked entry.
+            // hooked.
             return Err(EINVAL);
         }
-        // Take the count that was there before the entry was linked, under the same lock as the
-        // wake function, so that each unit is taken exactly once, by one of the two, and no
-        // other waiter of the eventfd is woken for it.
+        Ok(this)
+    }
+
+    /// The wait queue the entry is linked on, if it is.
+    fn queue_head(&self) -> Option<NonNull<bindings::wait_queue_head>> {
+        // SAFETY: `wait` is initialised; only `queue::<S>`, during `new`, writes `private`.
+        NonNull::new(unsafe { (*self.wait.get()).private.cast() })
+    }
+
+    /// Arms the hook, unless another hook of the same kind is armed on the eventfd: fails with
+    /// `EBUSY` if that one delivers elsewhere, returns [`Armed::Already`] if it delivers to the
+    /// same sink. Once armed, the count already in the eventfd is delivered, and every write.
+    pub(crate) fn arm(&self) -> Result<Armed> {
+        let wqh = self.queue_head().ok_or(EINVAL)?.as_ptr();
+        let ours = self.wait.get();
         let mut count = 0u64;
-        // SAFETY: `wqh` is the eventfd's wait queue, valid while we hold `ctx`. Its lock is
-        // taken with interrupts off, as every user of that lock does.
+        // SAFETY: `wqh` is the eventfd's wait queue (by the type invariant), valid while we
+        // hold `ctx`. Its lock is taken with interrupts off, as every
+        // user of that lock does. Under it, the queue's entries stay linked, and each one that
+        // has our wake function is the `wait` field of a live `KickFd<S>` (its `drop` unlinks
+        // it under this lock first).
         unsafe {
             let lock = &raw mut (*wqh).lock;
             compat::c_lock_irq(lock);
-            bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count);
-            if count != 0 {
-                // As `eventfd_read` does: a writer may wait for room in the counter.
-                bindings::__wake_up_locked_key(wqh, bindings::TASK_NORMAL, EPOLLOUT as *mut c_void);
+            let head = &raw mut (*wqh).head;
+            let mut pos = (*head).next;
+            let mut other = None;
+            while pos != head {
+                let entry = container_of!(pos, bindings::wait_queue_entry, entry);
+                if entry != ours && is_hook::<S>(entry) {
+                    let k = &*container_of!(entry.cast::<Opaque<_>>(), KickFd<S>, wait);
+                    if k.armed.load(Relaxed) {
+                        other = Some(k.sink.same(&self.sink));
+                        break;
+                    }
+                }
+                pos = (*pos).next;
+            }
+            if other.is_none() {
+                // INVARIANT: No other hook on this queue is armed, and the lock is held.
+                self.armed.store(true, Relaxed);
+                // Take the count that was there before, under the same lock as the wake
+                // function, so that each unit is taken exactly once, by one of the two, and no
+                // other waiter of the eventfd is woken for it.
+                bindings::eventfd_ctx_do_read(self.ctx.ctx.as_ptr(), &mut count);
+                if count != 0 {
+                    // As `eventfd_read` does: a writer may wait for room in the counter.
+                    bindings::__wake_up_locked_key(
+                        wqh,
+                        bindings::TASK_NORMAL,
+                        EPOLLOUT as *mut c_void,
+                    );
+                }
             }
             compat::c_unlock_irq(lock);
+            match other {
+                Some(true) => return Ok(Armed::Already),
+                Some(false) => return Err(EBUSY),
+                None => {}
+            }
         }
         if count != 0 {
-            this.sink.kicked(count, false);
+            self.sink.kicked(count, false);
         }
-        Ok(this)
+        Ok(Armed::Now)
     }
 
     /// Whether user space closed the eventfd.
     pub(crate) fn hung_up(&self) -> bool {
         self.hung_up.load(Acquire)
     }
+}
+
+/// Whether `entry` is a `KickFd<S>`'s: it has that type's wake function.
+///
+/// # Safety
+///
+/// `entry` must be a valid wait-queue entry.
+unsafe fn is_hook<S: KickSink>(entry: *const bindings::wait_queue_entry) -> bool {
+    let ours: unsafe extern "C" fn(_, _, _, _) -> _ = wake::<S>;
+    // SAFETY: By the safety requirement.
+    unsafe { (*entry).func }.is_some_and(|f| core::ptr::fn_addr_eq(f, ours))
 }
 
 /// `poll_queue_proc`: links the entry on the eventfd's wait queue.
@@ -289,7 +369,8 @@ unsafe extern "C" fn wake<S: KickSink>(
     // SAFETY: By the safety requirement `wait` lives in a `KickFd<S>`.
     let this = unsafe { &*container_of!(wait.cast::<Opaque<_>>(), KickFd<S>, wait) };
     let mask = key as usize;
-    if mask & EPOLLIN != 0 {
+    // A disarmed hook leaves the count to the armed one, or to `arm`.
+    if mask & EPOLLIN != 0 && this.armed.load(Relaxed) {
         let mut count = 0u64;
         // SAFETY: `ctx` is valid and its wait-queue lock is held by our caller.
         unsafe { bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count) };
@@ -298,7 +379,8 @@ unsafe extern "C" fn wake<S: KickSink>(
         }
     }
     // The entry stays linked: `drop` removes it under the lock, as KVM's irqfd shutdown does.
-    // The context cannot go away meanwhile, since `ctx` holds a reference to it.
+    // The context cannot go away meanwhile, since `ctx` holds a reference to it. A disarmed
+    // hook notes the hang-up too: its owner may still arm and keep it.
     if mask & EPOLLHUP != 0 && !this.hung_up.xchg(true, Release) {
         this.sink.hangup();
     }
@@ -308,17 +390,15 @@ unsafe extern "C" fn wake<S: KickSink>(
 #[pinned_drop]
 impl<S: KickSink> PinnedDrop for KickFd<S> {
     fn drop(self: Pin<&mut Self>) {
-        let mut count = 0u64;
-        // SAFETY: `ctx` is valid and `wait` is linked on its queue or self-linked. This takes the
-        // queue's lock, so once it returns no `wake::<S>` is running or can start, and `ctx` is
-        // released only afterwards, when the fields drop. The wake function consumed every
-        // write before this, so `count` is 0.
-        unsafe {
-            bindings::eventfd_ctx_remove_wait_queue(
-                self.ctx.ctx.as_ptr(),
-                self.wait.get(),
-                &mut count,
-            )
+        let Some(wqh) = self.queue_head() else {
+            return;
         };
+        // SAFETY: `wait` is linked on `wqh`, the eventfd's wait queue, valid while we hold
+        // `ctx`. This takes the queue's lock, so once it returns no `wake::<S>` is running or
+        // can start, and `ctx` is released only afterwards, when the fields drop. Unlike
+        // `eventfd_ctx_remove_wait_queue`, it leaves the count alone: an armed hook's wake
+        // function took every write already, and a disarmed one's count belongs to the armed
+        // hook of the eventfd, or to its reader.
+        unsafe { bindings::remove_wait_queue(wqh.as_ptr(), self.wait.get()) };
     }
 }

@@ -2,16 +2,24 @@
 /*
  * rust_evnotify: eventfd notification channels between the kernel and user space.
  *
- * Each open file of /dev/evnotify is a channel with its own kernel thread and
- * EVNOTIFY_NR_SLOTS numbered notify slots.  User space attaches an eventfd to a
- * slot, then kicks the slot; the channel's kernel thread answers every kick by
- * signalling the slot's eventfd once (eventfd_signal(), which adds 1).
+ * Each open file of /dev/evnotify is a channel with EVNOTIFY_NR_SLOTS numbered
+ * notify slots, served by a kernel thread: its own, started on first use, or
+ * one it shares with other channels (EVNOTIFY_IOC_SHARE_WORKER).  User space
+ * attaches an eventfd to a slot, then kicks the slot; the kernel thread answers
+ * every kick by signalling the slot's eventfd once (eventfd_signal(), which
+ * adds 1).
  *
  * Rules, as in Documentation/process/botching-up-ioctls.rst:
  *  - every struct is a multiple of 64 bits, with explicit padding;
  *  - flags and reserved fields must be zero, or the ioctl fails with EINVAL;
  *  - an unknown command, or a known number with another size or direction,
- *    fails with ENOTTY.
+ *    fails with ENOTTY;
+ *  - a call that fails changes no slot, hook, timer, signal or counter: it
+ *    takes nothing from the eventfds it is given.  It may have started the
+ *    channel's kernel thread, which any later call would start anyway.
+ * A call that needs the channel's thread and has none starts it, and fails
+ * with ENOMEM or EAGAIN if the thread cannot be created, or EINTR if the
+ * caller is being killed meanwhile.
  *
  * The magic 0xE6 (commands 0x00-0x1F) is unused in
  * Documentation/userspace-api/ioctl/ioctl-number.rst as of Linux 7.3.
@@ -27,16 +35,21 @@
  * another number; kick eventfds refuse EFD_SEMAPHORE; the thread starts on
  * first use.
  * 3: shared workers (EVNOTIFY_IOC_SHARE_WORKER, EVNOTIFY_IOC_WORKER).
+ * 4: an eventfd is the kick eventfd of at most one slot (EBUSY); the batch
+ * being delivered counts against EVNOTIFY_MAX_PENDING; a process that exits
+ * or is a zombie is no longer signalled.
  */
-#define EVNOTIFY_API_VERSION	3
+#define EVNOTIFY_API_VERSION	4
 /* Number of notify slots in every channel. */
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */
 #define EVNOTIFY_MAX_KICK	(1U << 20)
 /*
- * Most kicks and ticks one slot holds pending.  Beyond it, further kicks and
- * ticks on that slot are coalesced: counted in evnotify_stats.coalesced and
- * not delivered, never silently lost.
+ * Most kicks and ticks one slot holds pending, the batch the thread is
+ * delivering included.  Beyond it, further kicks and ticks on that slot are
+ * coalesced: counted in evnotify_stats.coalesced and not delivered, never
+ * silently lost.  So evnotify_stats.pending is at most EVNOTIFY_MAX_PENDING
+ * times the number of slots with work.
  */
 #define EVNOTIFY_MAX_PENDING	(1ULL << 20)
 
@@ -129,8 +142,11 @@ struct evnotify_timer {
 /*
  * Make a slot also send a signal to the calling process for every kick or tick
  * it handles, as F_SETOWN + O_ASYNC do for fasync drivers.  The signal goes to
- * the process (thread group) that made this call; once it exits, the slot
- * stops signalling and releases it.  The caller's credentials are recorded
+ * the process (thread group) that made this call, also after the calling
+ * thread has exited.  Once the process is exiting or has exited (a zombie
+ * included), the slot's next kick or tick sends nothing, counts in neither
+ * signals nor sig_refused (in dropped, if the slot has no eventfd), and the
+ * slot stops signalling and releases the process.  The caller's credentials are recorded
  * here and checked at every send, as kill(2) from the caller would be: the
  * recorded uid or euid must equal the target's uid or saved uid (no
  * capability overrides this), and the LSMs are asked.  A refused send is
@@ -173,9 +189,9 @@ struct evnotify_busypoll {
  * worker at once may both fail with EBUSY.
  * Errors: EBADF if fd is not open (or is an O_PATH descriptor); EINVAL if it
  * is not a /dev/evnotify channel, or is this channel (through any descriptor
- * of it); EBUSY if this channel has a worker already; ENOMEM, or EINTR for a
- * caller being killed, if fd's channel had no worker and one could not be
- * started.
+ * of it, whether or not it has a worker); EBUSY if this channel has a worker
+ * already; ENOMEM or EAGAIN, or EINTR for a caller being killed, if fd's
+ * channel had no worker and one could not be started.
  *
  * A worker serves its channels round robin, one batch at a time (at most 1024
  * kicks of one slot), and a channel's slots round robin, so a flooded channel
@@ -220,7 +236,11 @@ struct evnotify_worker {
 /*
  * Hook an eventfd so that a write(2) of N to it kicks the slot N times, with no
  * syscall into the driver (like KVM's irqfd).  A count already in the eventfd
- * is taken at once.  When user space closes it, it is unhooked and released.
+ * is taken at once.  When user space closes it (its last descriptor, also
+ * while this call runs), it is unhooked and released.  An eventfd is the kick
+ * eventfd of at most one slot of all channels: hooking it to another slot, of
+ * this channel or another, fails with EBUSY (unhook it there first, with fd
+ * -1); hooking it again to the slot it kicks succeeds and changes nothing.
  * Eventfds in EFD_SEMAPHORE mode fail with EOPNOTSUPP: they give up their count
  * one unit at a time, so taking a write of N as N kicks would cost N steps with
  * interrupts off.  Kicks beyond EVNOTIFY_MAX_PENDING are coalesced.  A kick

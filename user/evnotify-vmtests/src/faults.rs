@@ -143,16 +143,32 @@ fn fault_inject_kickfd() -> Result<()> {
     let ch = Channel::open()?;
     let (n, k) = (Notifier::new()?, Notifier::new()?);
     ch.attach(0, &n)?;
+    // A count already in the eventfd: a hook takes it at once, a failed one must leave it.
+    k.post(5)?;
+    let taken = std::cell::Cell::new(0u64);
     let hook = || ch.attach_kickfd(0, &k);
     let faults = each_allocation("kickfd", &[Errno::ENOMEM], hook, |ok| {
+        let s = ch.stats()?;
         ensure!(
-            ch.stats()?.kickfds == u32::from(ok),
-            "kickfd attach had the wrong effect"
+            s.kickfds == u32::from(ok),
+            "kickfd attach had the wrong effect: {s:?}"
         );
-        Ok(ch.detach_kickfd(0)?)
+        if ok {
+            taken.set(taken.get() + 5);
+            collect(&n, 5)?;
+            ch.detach_kickfd(0)?;
+        } else {
+            ensure!(
+                k.drain()? == 5,
+                "a failed hook took the eventfd's count: {s:?}"
+            );
+        }
+        ensure!(s.kicks == taken.get(), "a failed hook kicked: {s:?}");
+        Ok(k.post(5)?)
     })?;
     ensure!(faults >= 1, "kickfd attach allocated nothing");
-    ch.attach_kickfd(0, &k)?;
+    // The last attempt hooked it, and took the count.
+    collect(&n, 5)?;
     k.post(3)?;
     collect(&n, 3)?;
     println!("# fault_inject_kickfd: {faults} faults injected");

@@ -18,6 +18,7 @@ mod notify;
 mod signals;
 mod stress;
 mod timers;
+mod twice;
 mod workers;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -192,6 +193,7 @@ fn main() {
         notify::TESTS,
         async_notify::TESTS,
         kickfd::TESTS,
+        twice::TESTS,
         timers::TESTS,
         signals::TESTS,
         faults::TESTS,

@@ -1,0 +1,366 @@
+//! The same object twice, an fd closed under the ioctl that uses it, and the bounds as the
+//! header states them: one eventfd as the kick eventfd of two slots or two channels, a close
+//! racing `EVNOTIFY_IOC_KICKFD`, the pending bound with a batch in flight, and a signal target
+//! that is a zombie.
+
+use crate::{collect, expect_errno, hang, settle, Test};
+use anyhow::{bail, ensure, Context, Result};
+use evnotify::{sys, Channel, Notifier};
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::Signal,
+        wait::{waitpid, WaitStatus},
+    },
+    unistd::{dup, fork, ForkResult, Pid},
+};
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const TESTS: &[Test] = &[
+    (
+        "kickfd_one_eventfd_two_slots_ebusy",
+        kickfd_one_eventfd_two_slots_ebusy,
+    ),
+    (
+        "kickfd_one_eventfd_two_channels_ebusy",
+        kickfd_one_eventfd_two_channels_ebusy,
+    ),
+    ("kickfd_racing_hooks_one_wins", kickfd_racing_hooks_one_wins),
+    (
+        "kickfd_close_racing_hook_released",
+        kickfd_close_racing_hook_released,
+    ),
+    (
+        "pending_bound_counts_batch_in_flight",
+        pending_bound_counts_batch_in_flight,
+    ),
+    (
+        "signal_zombie_target_not_signalled",
+        signal_zombie_target_not_signalled,
+    ),
+];
+
+/// Posts `n` to `kick` and checks that exactly `n` notifications reach `got` and none `not`.
+fn kicks_reach(
+    ch: &Channel,
+    kick: &Notifier,
+    n: u64,
+    got: &Notifier,
+    not: &Notifier,
+) -> Result<()> {
+    kick.post(n)?;
+    collect(got, n)?;
+    settle(ch, got)?;
+    ensure!(not.drain()? == 0, "a kick reached the other slot");
+    Ok(())
+}
+
+/// The header: an eventfd is the kick eventfd of at most one slot; another slot gets `EBUSY`,
+/// and hooking it again where it is hooked changes nothing. (Before, both hooks were kept, and
+/// only the newest ever fired.)
+fn kickfd_one_eventfd_two_slots_ebusy() -> Result<()> {
+    let ch = Channel::open()?;
+    let (n1, n2, k) = (Notifier::new()?, Notifier::new()?, Notifier::new()?);
+    ch.attach(1, &n1)?;
+    ch.attach(2, &n2)?;
+    ch.attach_kickfd(1, &k)?;
+    expect_errno(
+        ch.attach_kickfd(2, &k),
+        Errno::EBUSY,
+        "the same eventfd on slot 2",
+    )?;
+    // Through another descriptor of the same eventfd, too.
+    let k2 = dup(k.as_fd())?;
+    expect_errno(ch.attach_kickfd(2, &k2), Errno::EBUSY, "a dup on slot 2")?;
+    kicks_reach(&ch, &k, 5, &n1, &n2)?;
+    // Again on its own slot: still one hook, still every kick.
+    ch.attach_kickfd(1, &k2)?;
+    kicks_reach(&ch, &k, 3, &n1, &n2)?;
+    let s = ch.stats()?;
+    ensure!(
+        s.kickfds == 1 && s.fd_kicks == 8 && s.notifies == 8,
+        "{s:?}"
+    );
+    // Unhooked from slot 1, it may go to slot 2.
+    ch.detach_kickfd(1)?;
+    ch.attach_kickfd(2, &k)?;
+    kicks_reach(&ch, &k, 2, &n2, &n1)?;
+    let s = ch.stats()?;
+    ensure!(s.kickfds == 1 && s.fd_kicks == 10, "{s:?}");
+    Ok(())
+}
+
+/// The same across channels: the second channel gets `EBUSY` until the first lets go (by
+/// unhooking, or by closing).
+fn kickfd_one_eventfd_two_channels_ebusy() -> Result<()> {
+    let (a, b) = (Channel::open()?, Channel::open()?);
+    let (na, nb, k) = (Notifier::new()?, Notifier::new()?, Notifier::new()?);
+    a.attach(0, &na)?;
+    b.attach(0, &nb)?;
+    a.attach_kickfd(0, &k)?;
+    expect_errno(
+        b.attach_kickfd(0, &k),
+        Errno::EBUSY,
+        "hooked by another channel",
+    )?;
+    // A failed hook takes nothing: the write goes to channel a whole.
+    kicks_reach(&a, &k, 4, &na, &nb)?;
+    ensure!(b.stats()?.kicks == 0, "channel b was kicked");
+    drop(a);
+    b.attach_kickfd(0, &k)?;
+    k.post(6)?;
+    collect(&nb, 6)?;
+    let s = settle(&b, &nb)?;
+    ensure!(s.kickfds == 1 && s.fd_kicks == 6, "{s:?}");
+    Ok(())
+}
+
+/// Two threads hook one eventfd on two channels at once, many times: exactly one wins, and
+/// the eventfd's writes all go to the winner.
+fn kickfd_racing_hooks_one_wins() -> Result<()> {
+    let (a, b) = (Channel::open()?, Channel::open()?);
+    let (na, nb) = (Notifier::new()?, Notifier::new()?);
+    a.attach(0, &na)?;
+    b.attach(0, &nb)?;
+    let mut wins = [0u32; 2];
+    for round in 0..200 {
+        let k = Notifier::new()?;
+        let barrier = std::sync::Barrier::new(2);
+        let hook = |ch: &Channel| {
+            barrier.wait();
+            ch.attach_kickfd(0, &k).map_err(crate::errno)
+        };
+        let (ra, rb) = thread::scope(|s| {
+            let ta = s.spawn(|| hook(&a));
+            let rb = hook(&b);
+            (ta.join(), rb)
+        });
+        let ra = ra.map_err(|_| anyhow::anyhow!("hooking thread panicked"))?;
+        let winner = match (ra, rb) {
+            (Ok(()), Err(Errno::EBUSY)) => 0,
+            (Err(Errno::EBUSY), Ok(())) => 1,
+            r => bail!("round {round}: want one hook and one EBUSY, got {r:?}"),
+        };
+        wins[winner] += 1;
+        let (ch, n) = if winner == 0 { (&a, &na) } else { (&b, &nb) };
+        k.post(2)?;
+        collect(n, 2)?;
+        ch.detach_kickfd(0)?;
+    }
+    let (sa, sb) = (settle(&a, &na)?, settle(&b, &nb)?);
+    ensure!(
+        sa.fd_kicks == 2 * u64::from(wins[0]) && sb.fd_kicks == 2 * u64::from(wins[1]),
+        "wins {wins:?}: {sa:?} {sb:?}"
+    );
+    println!("# kickfd_racing_hooks_one_wins: wins {wins:?}");
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu`, optionally at `SCHED_FIFO`.
+fn pin(cpu: usize, fifo: bool) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)?;
+    if fifo {
+        let param = libc::sched_param { sched_priority: 50 };
+        // SAFETY: Sets the calling thread's policy; `param` is a valid sched_param.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        ensure!(rc == 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The slot's kick eventfd, as fdinfo shows it ("none" when the slot has no line).
+fn kickfd_state(ch: &Channel, slot: u32) -> Result<String> {
+    let info = ch.fdinfo()?;
+    let prefix = format!("slot:\t{slot}\t");
+    Ok(info
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.split('\t').find_map(|f| f.strip_prefix("kickfd: ")))
+        .unwrap_or("none")
+        .to_string())
+}
+
+/// The header: a kick eventfd closed by user space is unhooked and released, also when the
+/// close comes while `EVNOTIFY_IOC_KICKFD` runs. A `SCHED_FIFO` thread on the ioctl's CPU
+/// closes the last descriptor from a timer, at delays swept over the ioctl's length, so it
+/// lands at every point of the ioctl, the moment between the module letting go of the file
+/// and storing the hook included (where a hang-up used to be lost, leaving the hook for ever).
+fn kickfd_close_racing_hook_released() -> Result<()> {
+    let ch = Channel::open()?;
+    let cpu = 0;
+    pin(cpu, false)?;
+    // How long the ioctl takes here: the sweep's range. (Timing only spreads the closes; no
+    // expectation depends on it.)
+    let mut lens = Vec::new();
+    for _ in 0..20 {
+        let k = Notifier::new()?;
+        let t = Instant::now();
+        ch.attach_kickfd(0, &k)?;
+        lens.push(t.elapsed());
+        ch.detach_kickfd(0)?;
+    }
+    lens.sort();
+    let span = (lens[lens.len() / 2] * 3).max(Duration::from_micros(20));
+    let (mut hooked, mut ebadf, mut closed_first) = (0u32, 0u32, 0u32);
+    let rounds = 1500u32;
+    for round in 0..rounds {
+        // SAFETY: `eventfd` has no memory-safety preconditions.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        ensure!(raw >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        let delay = span * (round % 97) / 96;
+        let r = thread::scope(|s| -> Result<std::io::Result<()>> {
+            let closer = s.spawn(move || -> Result<()> {
+                pin(cpu, true)?;
+                thread::sleep(delay);
+                // SAFETY: `raw` is ours; the hooking thread only borrows the number.
+                unsafe { libc::close(raw) };
+                Ok(())
+            });
+            // SAFETY: The number may be closed meanwhile; the kernel then reports `EBADF` (or
+            // a reused number refers to another file, which gives `EINVAL`).
+            let r = ch.attach_kickfd(0, unsafe { BorrowedFd::borrow_raw(raw) });
+            crate::join(closer, "closer")?;
+            Ok(r)
+        })?;
+        match r.map_err(crate::errno) {
+            Ok(()) => hooked += 1,
+            Err(Errno::EBADF | Errno::EINVAL) => {
+                ebadf += 1;
+                continue;
+            }
+            Err(e) => bail!("round {round}: KICKFD failed with {e}"),
+        }
+        // Hooked, then closed: released, whichever came first in the kernel.
+        let t = Instant::now();
+        let mut first = true;
+        loop {
+            let state = kickfd_state(&ch, 0)?;
+            if state == "none" {
+                break;
+            }
+            // The close came late enough that the hook was seen stored and hung up.
+            closed_first += u32::from(first && state == "closed");
+            first = false;
+            ensure!(
+                t.elapsed() < hang() / 3,
+                "round {round} (close after {delay:?}): a closed kick eventfd stayed hooked \
+                 ({state}): {:?}",
+                ch.stats()?
+            );
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let s = ch.stats()?;
+    ensure!(s.kickfds == 0, "{s:?}");
+    ensure!(
+        hooked > 0,
+        "no round hooked before the close: the sweep missed the ioctl"
+    );
+    println!(
+        "# kickfd_close_racing_hook_released: {rounds} rounds over {span:?}: {hooked} hooked, \
+         {ebadf} closed before the ioctl took the file, {closed_first} seen closed first"
+    );
+    Ok(())
+}
+
+/// The header: a slot holds at most `EVNOTIFY_MAX_PENDING` kicks, the batch being delivered
+/// included, so with one slot at work every snapshot shows `pending <= EVNOTIFY_MAX_PENDING`.
+fn pending_bound_counts_batch_in_flight() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_busypoll(Duration::ZERO)?;
+    let mut full = 0;
+    for _ in 0..64 {
+        ch.kick(0, sys::MAX_KICK)?;
+        let s = ch.stats()?;
+        ensure!(
+            s.pending <= sys::MAX_PENDING,
+            "pending {} > EVNOTIFY_MAX_PENDING: {s:?}",
+            s.pending
+        );
+        full += u32::from(s.coalesced > 0);
+    }
+    ensure!(full > 0, "the slot never filled: the bound was not reached");
+    let s = crate::idle(&ch)?;
+    ensure!(
+        s.kicks == 64 * u64::from(sys::MAX_KICK)
+            && s.kicks == s.handled + s.coalesced
+            && s.notifies == s.handled,
+        "{s:?}"
+    );
+    Ok(())
+}
+
+/// Waits until process `pid` is a zombie (state `Z` in `/proc/<pid>/stat`).
+fn wait_zombie(pid: Pid) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The state follows the command name, which is in parentheses.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if state == Some("Z") {
+            return Ok(());
+        }
+        ensure!(
+            t.elapsed() < hang(),
+            "child {pid} never became a zombie: {stat}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The header: once the process that set a signal has exited, a zombie included, the slot's
+/// next kick sends nothing, counts in neither `signals` nor `sig_refused`, and releases it.
+fn signal_zombie_target_not_signalled() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(1, &n)?;
+    // SAFETY: The child makes two ioctls and exits; it touches no lock of the parent.
+    let child = match unsafe { fork() }? {
+        ForkResult::Child => {
+            let rc = (|| -> evnotify::Result<()> {
+                ch.set_signal(0, Signal::SIGUSR1 as i32)?;
+                ch.set_signal(1, Signal::SIGUSR2 as i32)
+            })()
+            .map_or(1, |_| 0);
+            // SAFETY: Exits the child at once, without running the parent's destructors.
+            unsafe { libc::_exit(rc) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let reaped = (|| -> Result<()> {
+        wait_zombie(child)?;
+        ensure!(
+            ch.stats()?.signal_slots == 2,
+            "the child's requests were not kept"
+        );
+        // Not reaped yet: the child is a zombie.
+        ch.kick(0, 3)?;
+        ch.kick(1, 2)?;
+        collect(&n, 2)?;
+        let s = settle(&ch, &n)?;
+        ensure!(
+            s.signals == 0 && s.sig_refused == 0 && s.dropped == 3 && s.notifies == 2,
+            "a zombie was signalled: {s:?}"
+        );
+        ensure!(s.signal_slots == 0, "the zombie is still referenced: {s:?}");
+        Ok(())
+    })();
+    let st = waitpid(child, None).context("waitpid")?;
+    reaped?;
+    ensure!(
+        matches!(st, WaitStatus::Exited(_, 0)),
+        "child failed: {st:?}"
+    );
+    Ok(())
+}
