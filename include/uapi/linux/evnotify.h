@@ -36,8 +36,7 @@
  * first use.
  * 3: shared workers (EVNOTIFY_IOC_SHARE_WORKER, EVNOTIFY_IOC_WORKER).
  * 4: an eventfd is the kick eventfd of at most one slot (EBUSY); the batch
- * being delivered counts against EVNOTIFY_MAX_PENDING; a process that exits
- * or is a zombie is no longer signalled.
+ * being delivered counts against EVNOTIFY_MAX_PENDING.
  */
 #define EVNOTIFY_API_VERSION	4
 /* Number of notify slots in every channel. */
@@ -143,10 +142,11 @@ struct evnotify_timer {
  * Make a slot also send a signal to the calling process for every kick or tick
  * it handles, as F_SETOWN + O_ASYNC do for fasync drivers.  The signal goes to
  * the process (thread group) that made this call, also after the calling
- * thread has exited.  Once the process is exiting or has exited (a zombie
- * included), the slot's next kick or tick sends nothing, counts in neither
- * signals nor sig_refused (in dropped, if the slot has no eventfd), and the
- * slot stops signalling and releases the process.  The caller's credentials are recorded
+ * thread has exited.  While the process is exiting, and as a zombie until its
+ * parent reaps it, sends still count in signals, though the kernel discards
+ * them.  Once it is reaped, the slot's next kick or tick sends nothing,
+ * counts in neither signals nor sig_refused (in dropped, if the slot has no
+ * eventfd), and the slot stops signalling and releases the process.  The caller's credentials are recorded
  * here and checked at every send, as kill(2) from the caller would be: the
  * recorded uid or euid must equal the target's uid or saved uid (no
  * capability overrides this), and the LSMs are asked.  A refused send is

@@ -1,7 +1,7 @@
 //! The same object twice, an fd closed under the ioctl that uses it, and the bounds as the
 //! header states them: one eventfd as the kick eventfd of two slots or two channels, a close
 //! racing `EVNOTIFY_IOC_KICKFD`, the pending bound with a batch in flight, and a signal target
-//! that is a zombie.
+//! that is a zombie, then reaped.
 
 use crate::{collect, expect_errno, hang, settle, Test};
 use anyhow::{bail, ensure, Context, Result};
@@ -39,8 +39,8 @@ pub const TESTS: &[Test] = &[
         pending_bound_counts_batch_in_flight,
     ),
     (
-        "signal_zombie_target_not_signalled",
-        signal_zombie_target_not_signalled,
+        "signal_zombie_target_kept_until_reaped",
+        signal_zombie_target_kept_until_reaped,
     ),
 ];
 
@@ -319,9 +319,9 @@ fn wait_zombie(pid: Pid) -> Result<()> {
     }
 }
 
-/// The header: once the process that set a signal has exited, a zombie included, the slot's
-/// next kick sends nothing, counts in neither `signals` nor `sig_refused`, and releases it.
-fn signal_zombie_target_not_signalled() -> Result<()> {
+/// The header: a zombie still counts sends in `signals` (the kernel discards them) and is
+/// kept; once reaped, the slot's next kick sends nothing and releases it.
+fn signal_zombie_target_kept_until_reaped() -> Result<()> {
     let ch = Channel::open()?;
     let n = Notifier::new()?;
     ch.attach(1, &n)?;
@@ -338,29 +338,39 @@ fn signal_zombie_target_not_signalled() -> Result<()> {
         }
         ForkResult::Parent { child } => child,
     };
-    let reaped = (|| -> Result<()> {
+    let as_zombie = (|| -> Result<()> {
         wait_zombie(child)?;
         ensure!(
             ch.stats()?.signal_slots == 2,
             "the child's requests were not kept"
         );
-        // Not reaped yet: the child is a zombie.
         ch.kick(0, 3)?;
         ch.kick(1, 2)?;
         collect(&n, 2)?;
         let s = settle(&ch, &n)?;
         ensure!(
-            s.signals == 0 && s.sig_refused == 0 && s.dropped == 3 && s.notifies == 2,
-            "a zombie was signalled: {s:?}"
+            s.signals == 5 && s.sig_refused == 0 && s.dropped == 0 && s.signal_slots == 2,
+            "sends to a zombie: {s:?}"
         );
-        ensure!(s.signal_slots == 0, "the zombie is still referenced: {s:?}");
         Ok(())
     })();
     let st = waitpid(child, None).context("waitpid")?;
-    reaped?;
+    as_zombie?;
     ensure!(
         matches!(st, WaitStatus::Exited(_, 0)),
         "child failed: {st:?}"
+    );
+    ch.kick(0, 3)?;
+    ch.kick(1, 2)?;
+    collect(&n, 2)?;
+    let s = settle(&ch, &n)?;
+    ensure!(
+        s.signals == 5 && s.sig_refused == 0 && s.dropped == 3 && s.notifies == 4,
+        "sends to a reaped process: {s:?}"
+    );
+    ensure!(
+        s.signal_slots == 0,
+        "the reaped process is still referenced: {s:?}"
     );
     Ok(())
 }
