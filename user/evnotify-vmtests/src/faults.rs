@@ -140,37 +140,50 @@ fn fault_inject_attach() -> Result<()> {
 }
 
 fn fault_inject_kickfd() -> Result<()> {
-    let ch = Channel::open()?;
-    let (n, k) = (Notifier::new()?, Notifier::new()?);
-    ch.attach(0, &n)?;
+    // A new channel for each attempt, so that every allocation of a first hook (the worker,
+    // the slots' extra state, the hook, the table) fails in turn: a step that succeeded would
+    // otherwise be skipped by the next attempt.
+    let fresh = || -> Result<(Channel, Notifier)> {
+        let ch = Channel::open()?;
+        let n = Notifier::new()?;
+        ch.attach(0, &n)?;
+        Ok((ch, n))
+    };
+    let cur = std::cell::RefCell::new(fresh()?);
+    let k = Notifier::new()?;
     // A count already in the eventfd: a hook takes it at once, a failed one must leave it.
     k.post(5)?;
-    let taken = std::cell::Cell::new(0u64);
-    let hook = || ch.attach_kickfd(0, &k);
+    let hook = || cur.borrow().0.attach_kickfd(0, &k);
     let faults = each_allocation("kickfd", &[Errno::ENOMEM], hook, |ok| {
-        let s = ch.stats()?;
-        ensure!(
-            s.kickfds == u32::from(ok),
-            "kickfd attach had the wrong effect: {s:?}"
-        );
-        if ok {
-            taken.set(taken.get() + 5);
-            collect(&n, 5)?;
-            ch.detach_kickfd(0)?;
-        } else {
+        {
+            let (ch, n) = &*cur.borrow();
+            let s = ch.stats()?;
             ensure!(
-                k.drain()? == 5,
-                "a failed hook took the eventfd's count: {s:?}"
+                s.kickfds == u32::from(ok),
+                "kickfd attach had the wrong effect: {s:?}"
             );
+            if ok {
+                ensure!(s.kicks == 5, "{s:?}");
+                collect(n, 5)?;
+            } else {
+                ensure!(s.kicks == 0, "a failed hook kicked: {s:?}");
+                ensure!(k.drain()? == 5, "a failed hook took the eventfd's count");
+            }
         }
-        ensure!(s.kicks == taken.get(), "a failed hook kicked: {s:?}");
+        // Released with the old channel before the next attempt hooks it.
+        *cur.borrow_mut() = fresh()?;
         Ok(k.post(5)?)
     })?;
-    ensure!(faults >= 1, "kickfd attach allocated nothing");
+    ensure!(
+        faults >= 4,
+        "only {faults} allocations in a first kickfd hook"
+    );
     // The last attempt hooked it, and took the count.
-    collect(&n, 5)?;
+    let (ch, n) = &*cur.borrow();
+    collect(n, 5)?;
     k.post(3)?;
-    collect(&n, 3)?;
+    collect(n, 3)?;
+    ensure!(ch.stats()?.fd_kicks == 8, "{:?}", ch.stats()?);
     println!("# fault_inject_kickfd: {faults} faults injected");
     Ok(())
 }

@@ -191,10 +191,30 @@ fn kickfd_state(ch: &Channel, slot: u32) -> Result<String> {
 /// closes the last descriptor from a timer, at delays swept over the ioctl's length, so it
 /// lands at every point of the ioctl, the moment between the module letting go of the file
 /// and storing the hook included (where a hang-up used to be lost, leaving the hook for ever).
+/// A thread on the other CPU reads the channel's fdinfo meanwhile, which takes the lock the
+/// ioctl stores the hook under, and so widens that moment.
 fn kickfd_close_racing_hook_released() -> Result<()> {
     let ch = Channel::open()?;
     let cpu = 0;
     pin(cpu, false)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| -> Result<()> {
+        let hammer = s.spawn(|| -> Result<()> {
+            pin(1, false)?;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ch.fdinfo()?;
+            }
+            Ok(())
+        });
+        let r = close_racing_rounds(&ch, cpu);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::join(hammer, "fdinfo reader")?;
+        r
+    })
+}
+
+/// The rounds of [`kickfd_close_racing_hook_released`].
+fn close_racing_rounds(ch: &Channel, cpu: usize) -> Result<()> {
     // How long the ioctl takes here: the sweep's range. (Timing only spreads the closes; no
     // expectation depends on it.)
     let mut lens = Vec::new();
@@ -206,9 +226,9 @@ fn kickfd_close_racing_hook_released() -> Result<()> {
         ch.detach_kickfd(0)?;
     }
     lens.sort();
-    let span = (lens[lens.len() / 2] * 3).max(Duration::from_micros(20));
+    let span = (lens[lens.len() / 2] * 3 / 2).max(Duration::from_micros(20));
     let (mut hooked, mut ebadf, mut closed_first) = (0u32, 0u32, 0u32);
-    let rounds = 1500u32;
+    let rounds = 3000u32;
     for round in 0..rounds {
         // SAFETY: `eventfd` has no memory-safety preconditions.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -240,7 +260,7 @@ fn kickfd_close_racing_hook_released() -> Result<()> {
         let t = Instant::now();
         let mut first = true;
         loop {
-            let state = kickfd_state(&ch, 0)?;
+            let state = kickfd_state(ch, 0)?;
             if state == "none" {
                 break;
             }
