@@ -12,7 +12,6 @@ use crate::{
         IrqSafeLock, //
     },
     eventfd::{
-        Armed,
         EventFd,
         KickFd,
         KickSink, //
@@ -330,7 +329,9 @@ impl Inner {
             0
         };
         let s = &mut self.slots[slot];
-        let mut take = count.min(MAX_PENDING - held - s.pending);
+        // Saturating: a broken invariant must not panic here, in a wake-up callback.
+        let room = MAX_PENDING.saturating_sub(held + s.pending);
+        let mut take = count.min(room);
         if source == Source::Echo {
             take = take.min(u64::from(s.pending == 0));
         }
@@ -478,10 +479,6 @@ impl KickSink for SlotSink {
             was_idle
         });
     }
-
-    fn same(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared) && self.slot == other.slot
-    }
 }
 
 /// The counters of what the thread did; see `struct evnotify_stats`.
@@ -521,7 +518,9 @@ pub(crate) struct Shared {
     queued: AtomicTracker,
     /// The busy-poll limit of the worker the channel will start, until it has one.
     busypoll_ns: Atomic<u32>,
-    /// Never held with `inner`, nor taken from atomic context.
+    /// Never taken from atomic context, nor with `inner` held; `attach_kickfd` holds it
+    /// while it arms a hook, which may take `inner` (the order is `kickfds`, then the
+    /// eventfd's wait-queue lock, then `inner`).
     #[pin]
     kickfds: Mutex<Option<KBox<KickFds>>>,
     /// Serialises giving the channel its worker, so that it gets exactly one.
@@ -888,21 +887,22 @@ impl Channel {
 
     /// Hooks the eventfd `fd` so that writes to it kick `slot`, or unhooks with `fd == -1`.
     ///
-    /// Fails with `EBUSY` if the eventfd is the kick eventfd of another slot (of this or any
-    /// channel); hooking it again where it is hooked changes nothing. Every step that can fail
+    /// Fails with `EBUSY` if the eventfd is hooked elsewhere (another slot, another channel, an
+    /// irqfd); hooking it again where it is hooked changes nothing. Every step that can fail
     /// comes before the hook is armed, so a failed call takes nothing from the eventfd and
     /// leaves the slot's hook as it was (it may have started the channel's worker).
     pub(crate) fn attach_kickfd(&self, slot: usize, fd: i32) -> Result {
         let new = match fd {
             -1 => None,
             fd => {
-                let hook = KickFd::new(
-                    fd,
-                    SlotSink {
-                        shared: self.shared.clone(),
-                        slot,
-                    },
-                )?;
+                let sink = SlotSink {
+                    shared: self.shared.clone(),
+                    slot,
+                };
+                let hook = match KickFd::new(fd, sink) {
+                    Err(e) if e == EBUSY && self.hooked_at(slot, fd) => return Ok(()),
+                    r => r?,
+                };
                 self.join(None)?;
                 // Its echoes wait in the slot's extra state.
                 self.ensure_extra()?;
@@ -918,27 +918,39 @@ impl Channel {
         // `gone` is a new hook that is not kept.
         let (old, gone) = match new {
             None => (table[slot].take(), None),
-            // Armed under `kickfds`, so that a hang-up from now on finds the hook stored (see
-            // `reap_hung_up`).
-            Some(hook) => match hook.arm() {
-                Err(e) => {
-                    drop(fds);
-                    drop(hook);
-                    return Err(e);
+            Some(hook) => {
+                // Armed under `kickfds`, so that a hang-up from now on is reaped only once the
+                // hook is stored (see `reap_hung_up`).
+                hook.arm();
+                if hook.hung_up() {
+                    // The descriptor was closed since `new` let go of the file, before the
+                    // hook was armed: no reap comes for it. The call took effect, then the
+                    // close did.
+                    (table[slot].take(), Some(hook))
+                } else {
+                    (table[slot].replace(hook), None)
                 }
-                Ok(Armed::Already) => (None, Some(hook)),
-                // The descriptor was closed since `new` let go of the file, and its hang-up
-                // came before the hook was stored: no reap would come for it. The call took
-                // effect, then the close did.
-                Ok(Armed::Now) if hook.hung_up() => (table[slot].take(), Some(hook)),
-                Ok(Armed::Now) => (table[slot].replace(hook), None),
-            },
+            }
         };
         drop(fds);
         // Unhooked after the guard; after this no write to it kicks the slot.
         drop(old);
         drop(gone);
         Ok(())
+    }
+
+    /// Whether the eventfd open as `fd` is the kick eventfd of `slot` already.
+    fn hooked_at(&self, slot: usize, fd: i32) -> bool {
+        let Ok(efd) = EventFd::from_fd(fd) else {
+            return false;
+        };
+        let fds = self.shared.kickfds.lock();
+        let found = fds
+            .as_deref()
+            .and_then(|t| t[slot].as_ref())
+            .is_some_and(|k| k.hooks(&efd));
+        drop(fds);
+        found
     }
 
     /// Starts (or replaces) the periodic timer of `slot`, or cancels it with `period_ns == 0`.

@@ -95,10 +95,8 @@ pub(crate) trait KickSink: Send + Sync {
     /// whether the write was a channel thread's [`EventFd::signal`].
     fn kicked(&self, count: u64, echo: bool);
     /// User space closed the eventfd; no more kicks will come. The owner should drop the
-    /// [`KickFd`] soon, from process context.
+    /// [`KickFd`] soon, from process context. Only an armed hook reports it.
     fn hangup(&self);
-    /// Whether `other` delivers where this one does (the same slot of the same channel).
-    fn same(&self, other: &Self) -> bool;
 }
 
 /// An eventfd whose writes become kicks, with no syscall into the driver: a wait-queue entry
@@ -109,10 +107,15 @@ pub(crate) trait KickSink: Send + Sync {
 /// give up their count one at a time, so taking a count of up to 2^64 - 2 at once under that
 /// lock (interrupts off) is impossible.
 ///
-/// One eventfd is hooked at most once, by all channels together: a second hook would sit
-/// beside the first on the wait queue, and whichever the wake-up walk meets first would take
-/// every count (KVM refuses a second irqfd on one eventfd for the same reason). So a hook is
-/// linked disarmed, and [`KickFd::arm`] arms it only if no other armed hook is on the queue.
+/// The entry is linked as the wait queue's one exclusive priority waiter
+/// (`add_wait_queue_priority_exclusive`), as KVM links an irqfd: so it is the first entry a
+/// wake-up meets, and an eventfd that already has such a waiter (another kick hook, of any
+/// channel, or a KVM, Xen or MSHV irqfd) is refused with `EBUSY`. Two consumers of one counter
+/// would each drain it, and only the first met would ever fire. The wake function returns 0,
+/// so the eventfd's other waiters are still woken.
+///
+/// A hook is linked disarmed: it takes no count and reports no hang-up until [`KickFd::arm`],
+/// so that a call that fails after linking takes nothing.
 ///
 /// # Invariants
 ///
@@ -121,8 +124,7 @@ pub(crate) trait KickSink: Send + Sync {
 ///   hang-up, as KVM's irqfd does).
 /// - While linked, `wake::<S>` may run at any time; it only touches `ctx`, `sink`, `armed`,
 ///   `hung_up` and the entry itself, all valid for the lifetime of `self`.
-/// - `armed` is only written under the lock of that wait queue, and at most one `KickFd<S>`
-///   linked on a wait queue has it set.
+/// - `armed` is only written under the lock of that wait queue.
 #[pin_data(PinnedDrop)]
 pub(crate) struct KickFd<S: KickSink> {
     #[pin]
@@ -131,17 +133,20 @@ pub(crate) struct KickFd<S: KickSink> {
     pt: Opaque<bindings::poll_table_struct>,
     ctx: EventFd,
     sink: S,
-    /// The wake function takes counts only once this is set.
+    /// The wake function takes counts and reports a hang-up only once this is set.
     armed: Atomic<bool>,
+    /// Set by `queue::<S>` when the eventfd had an exclusive priority waiter already.
+    busy: Atomic<bool>,
     hung_up: Atomic<bool>,
 }
 
-// SAFETY: Once `new` returns, the raw C entries are only touched under the eventfd's wait-queue
-// lock, and `S` is `Send`.
+// SAFETY: Once `new` returns, the raw C entry is only written under the eventfd's wait-queue
+// lock (its `private` field, read without it, is never written after `new`), and `S` is
+// `Send`.
 unsafe impl<S: KickSink> Send for KickFd<S> {}
 
-// SAFETY: `&self` methods only read atomics; the wake function synchronises on the wait-queue
-// lock, and `S` is `Sync`.
+// SAFETY: `&self` methods read atomics, take the wait-queue lock to change the entry's state or
+// the eventfd's count, and call `S`'s methods, which are `Sync`.
 unsafe impl<S: KickSink> Sync for KickFd<S> {}
 
 /// Whether the eventfd `file` is in `EFD_SEMAPHORE` mode, read from its fdinfo text
@@ -189,19 +194,12 @@ fn kick_eventfd(fd: i32) -> Result<(EventFd, ARef<LocalFile>)> {
     Ok((ctx, file))
 }
 
-/// What [`KickFd::arm`] found on the eventfd's wait queue.
-pub(crate) enum Armed {
-    /// The hook is armed; a count that was in the eventfd already is delivered.
-    Now,
-    /// The same eventfd is hooked for the same sink already: this hook was not armed.
-    Already,
-}
-
 impl<S: KickSink> KickFd<S> {
     /// Links a disarmed hook on the eventfd open as `fd` in the current process, for `sink`.
     ///
-    /// Fails with `EBADF` if `fd` is not open, `EINVAL` if it is not an eventfd and `EOPNOTSUPP`
-    /// if it is in semaphore mode. Nothing is taken from the eventfd until [`KickFd::arm`].
+    /// Fails with `EBADF` if `fd` is not open, `EINVAL` if it is not an eventfd, `EOPNOTSUPP`
+    /// if it is in semaphore mode and `EBUSY` if it is hooked already (by a kick hook or an
+    /// irqfd). Nothing is taken from the eventfd until [`KickFd::arm`].
     pub(crate) fn new(fd: i32, sink: S) -> Result<Pin<KBox<Self>>> {
         let (ctx, file) = kick_eventfd(fd)?;
         let this = KBox::pin_init(
@@ -211,6 +209,7 @@ impl<S: KickSink> KickFd<S> {
                 ctx,
                 sink,
                 armed: Atomic::new(false),
+                busy: Atomic::new(false),
                 hung_up: Atomic::new(false),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -218,7 +217,7 @@ impl<S: KickSink> KickFd<S> {
         let wait = this.wait.get();
         let pt = this.pt.get();
         // SAFETY: `wait` and `pt` are pinned, not yet shared with C, so plain writes are fine.
-        // The entry starts self-linked so that removing it is always valid.
+        // The entry starts self-linked and unlinked (`private` null) until `queue::<S>` links it.
         unsafe {
             wait.write(bindings::wait_queue_entry {
                 flags: 0,
@@ -236,7 +235,7 @@ impl<S: KickSink> KickFd<S> {
         }
         // SAFETY: `file` is an eventfd, whose `poll` is always set. This is `vfs_poll`, an
         // inline function that the bindings lack. It calls `queue::<S>` once with the
-        // eventfd's wait queue, which links `wait`.
+        // eventfd's wait queue, which links `wait` unless the queue has a priority waiter.
         unsafe {
             let fops = (*file.as_ptr()).f_op;
             match (*fops).poll {
@@ -244,9 +243,11 @@ impl<S: KickSink> KickFd<S> {
                 None => return Err(EINVAL),
             }
         };
+        if this.busy.load(Relaxed) {
+            return Err(EBUSY);
+        }
         if this.queue_head().is_none() {
-            // `poll` never offered its wait queue, which an eventfd always does. Nothing is
-            // hooked.
+            // `poll` never offered its wait queue, which an eventfd always does.
             return Err(EINVAL);
         }
         Ok(this)
@@ -258,82 +259,51 @@ impl<S: KickSink> KickFd<S> {
         NonNull::new(unsafe { (*self.wait.get()).private.cast() })
     }
 
-    /// Arms the hook, unless another hook of the same kind is armed on the eventfd: fails with
-    /// `EBUSY` if that one delivers elsewhere, returns [`Armed::Already`] if it delivers to the
-    /// same sink. Once armed, the count already in the eventfd is delivered, and every write.
-    pub(crate) fn arm(&self) -> Result<Armed> {
-        let wqh = self.queue_head().ok_or(EINVAL)?.as_ptr();
-        let ours = self.wait.get();
+    /// Arms the hook: from now on every write is delivered, and the count already in the
+    /// eventfd is delivered at once. Call it from process context, with interrupts on.
+    pub(crate) fn arm(&self) {
+        let Some(wqh) = self.queue_head() else {
+            return;
+        };
+        let wqh = wqh.as_ptr();
         let mut count = 0u64;
         // SAFETY: `wqh` is the eventfd's wait queue (by the type invariant), valid while we
-        // hold `ctx`. Its lock is taken with interrupts off, as every
-        // user of that lock does. Under it, the queue's entries stay linked, and each one that
-        // has our wake function is the `wait` field of a live `KickFd<S>` (its `drop` unlinks
-        // it under this lock first).
+        // hold `ctx`. Its lock is taken with interrupts off, as every user of that lock does;
+        // we are in process context with interrupts on, as `c_lock_irq` requires.
         unsafe {
             let lock = &raw mut (*wqh).lock;
             compat::c_lock_irq(lock);
-            let head = &raw mut (*wqh).head;
-            let mut pos = (*head).next;
-            let mut other = None;
-            while pos != head {
-                let entry = container_of!(pos, bindings::wait_queue_entry, entry);
-                if entry != ours && is_hook::<S>(entry) {
-                    let k = &*container_of!(entry.cast::<Opaque<_>>(), KickFd<S>, wait);
-                    if k.armed.load(Relaxed) {
-                        other = Some(k.sink.same(&self.sink));
-                        break;
-                    }
-                }
-                pos = (*pos).next;
-            }
-            if other.is_none() {
-                // INVARIANT: No other hook on this queue is armed, and the lock is held.
-                self.armed.store(true, Relaxed);
-                // Take the count that was there before, under the same lock as the wake
-                // function, so that each unit is taken exactly once, by one of the two, and no
-                // other waiter of the eventfd is woken for it.
-                bindings::eventfd_ctx_do_read(self.ctx.ctx.as_ptr(), &mut count);
-                if count != 0 {
-                    // As `eventfd_read` does: a writer may wait for room in the counter.
-                    bindings::__wake_up_locked_key(
-                        wqh,
-                        bindings::TASK_NORMAL,
-                        EPOLLOUT as *mut c_void,
-                    );
-                }
+            // INVARIANT: Written under the queue's lock.
+            self.armed.store(true, Relaxed);
+            // Take the count that was there before, under the same lock as the wake function,
+            // so that each unit is taken exactly once, by one of the two.
+            bindings::eventfd_ctx_do_read(self.ctx.ctx.as_ptr(), &mut count);
+            if count != 0 {
+                // As `eventfd_read` does: a writer may wait for room in the counter.
+                // (`eventfd_read` also marks the task as in an eventfd wake-up, against
+                // recursion; nothing that a wake-up of this queue runs signals an eventfd.)
+                bindings::__wake_up_locked_key(wqh, bindings::TASK_NORMAL, EPOLLOUT as *mut c_void);
             }
             compat::c_unlock_irq(lock);
-            match other {
-                Some(true) => return Ok(Armed::Already),
-                Some(false) => return Err(EBUSY),
-                None => {}
-            }
         }
         if count != 0 {
             self.sink.kicked(count, false);
         }
-        Ok(Armed::Now)
     }
 
     /// Whether user space closed the eventfd.
     pub(crate) fn hung_up(&self) -> bool {
         self.hung_up.load(Acquire)
     }
+
+    /// Whether this hooks the eventfd `efd`.
+    pub(crate) fn hooks(&self, efd: &EventFd) -> bool {
+        self.ctx.ctx == efd.ctx
+    }
 }
 
-/// Whether `entry` is a `KickFd<S>`'s: it has that type's wake function.
-///
-/// # Safety
-///
-/// `entry` must be a valid wait-queue entry.
-unsafe fn is_hook<S: KickSink>(entry: *const bindings::wait_queue_entry) -> bool {
-    let ours: unsafe extern "C" fn(_, _, _, _) -> _ = wake::<S>;
-    // SAFETY: By the safety requirement.
-    unsafe { (*entry).func }.is_some_and(|f| core::ptr::fn_addr_eq(f, ours))
-}
-
-/// `poll_queue_proc`: links the entry on the eventfd's wait queue.
+/// `poll_queue_proc`: links the entry on the eventfd's wait queue as its exclusive priority
+/// waiter, or notes that the queue has one already.
 ///
 /// # Safety
 ///
@@ -344,13 +314,16 @@ unsafe extern "C" fn queue<S: KickSink>(
     pt: *mut bindings::poll_table_struct,
 ) {
     // SAFETY: By the safety requirement `pt` lives in a `KickFd<S>`; `Opaque` is transparent.
-    let this = unsafe { container_of!(pt.cast::<Opaque<_>>(), KickFd<S>, pt) };
-    // SAFETY: `this` is valid and pinned. `private` records the queue head for `new`; the
-    // entry is initialised, and `wqh` is valid by the safety requirement.
+    let this = unsafe { &*container_of!(pt.cast::<Opaque<_>>(), KickFd<S>, pt) };
+    let wait = this.wait.get();
+    // SAFETY: `this` is pinned and its entry initialised; `wqh` is valid by the safety
+    // requirement. On success the entry is linked, and `private` records the queue for `new`.
     unsafe {
-        let wait = (*this).wait.get();
-        (*wait).private = wqh.cast();
-        bindings::add_wait_queue(wqh, wait);
+        if bindings::add_wait_queue_priority_exclusive(wqh, wait) == 0 {
+            (*wait).private = wqh.cast();
+        } else {
+            this.busy.store(true, Relaxed);
+        }
     }
 }
 
@@ -369,8 +342,9 @@ unsafe extern "C" fn wake<S: KickSink>(
     // SAFETY: By the safety requirement `wait` lives in a `KickFd<S>`.
     let this = unsafe { &*container_of!(wait.cast::<Opaque<_>>(), KickFd<S>, wait) };
     let mask = key as usize;
-    // A disarmed hook leaves the count to the armed one, or to `arm`.
-    if mask & EPOLLIN != 0 && this.armed.load(Relaxed) {
+    // A disarmed hook leaves the count to `arm`, and a hang-up to its owner.
+    let armed = this.armed.load(Relaxed);
+    if mask & EPOLLIN != 0 && armed {
         let mut count = 0u64;
         // SAFETY: `ctx` is valid and its wait-queue lock is held by our caller.
         unsafe { bindings::eventfd_ctx_do_read(this.ctx.ctx.as_ptr(), &mut count) };
@@ -380,10 +354,12 @@ unsafe extern "C" fn wake<S: KickSink>(
     }
     // The entry stays linked: `drop` removes it under the lock, as KVM's irqfd shutdown does.
     // The context cannot go away meanwhile, since `ctx` holds a reference to it. A disarmed
-    // hook notes the hang-up too: its owner may still arm and keep it.
-    if mask & EPOLLHUP != 0 && !this.hung_up.xchg(true, Release) {
+    // hook notes the hang-up, for its owner to see after arming it, but does not report it: a
+    // call that fails must change nothing.
+    if mask & EPOLLHUP != 0 && !this.hung_up.xchg(true, Release) && armed {
         this.sink.hangup();
     }
+    // Not 1: the eventfd's other waiters (readers, pollers) are woken too.
     0
 }
 
@@ -397,8 +373,8 @@ impl<S: KickSink> PinnedDrop for KickFd<S> {
         // `ctx`. This takes the queue's lock, so once it returns no `wake::<S>` is running or
         // can start, and `ctx` is released only afterwards, when the fields drop. Unlike
         // `eventfd_ctx_remove_wait_queue`, it leaves the count alone: an armed hook's wake
-        // function took every write already, and a disarmed one's count belongs to the armed
-        // hook of the eventfd, or to its reader.
+        // function took every write already, and a disarmed one's count belongs to the
+        // eventfd's reader.
         unsafe { bindings::remove_wait_queue(wqh.as_ptr(), self.wait.get()) };
     }
 }

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `/dev/evnotify`: eventfd notification channels served by a kernel thread each.
+//! `/dev/evnotify`: eventfd notification channels served by kernel threads.
 //!
-//! Every open file is a channel with [`uapi::NR_SLOTS`] notify slots and its own kernel thread,
-//! `evnotify/<id>`, started by the first call that queues work. User space attaches an eventfd
+//! Every open file is a channel with [`uapi::NR_SLOTS`] notify slots, served by a kernel thread,
+//! `evnotify/<id>`: its own, started by the first call that queues work, or one it shares with
+//! other channels (`EVNOTIFY_IOC_SHARE_WORKER`). User space attaches an eventfd
 //! to a slot and kicks the slot by ioctl; the thread answers each kick by signalling the slot's
 //! eventfd once. A kick on a slot with no eventfd is consumed and counted as dropped. The ABI is `include/uapi/linux/evnotify.h`.
 //!

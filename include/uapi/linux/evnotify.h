@@ -240,7 +240,8 @@ struct evnotify_worker {
  * while this call runs), it is unhooked and released.  An eventfd is the kick
  * eventfd of at most one slot of all channels: hooking it to another slot, of
  * this channel or another, fails with EBUSY (unhook it there first, with fd
- * -1); hooking it again to the slot it kicks succeeds and changes nothing.
+ * -1), as does an eventfd that is a KVM irqfd; hooking it again to the slot it
+ * kicks succeeds and changes nothing.
  * Eventfds in EFD_SEMAPHORE mode fail with EOPNOTSUPP: they give up their count
  * one unit at a time, so taking a write of N as N kicks would cost N steps with
  * interrupts off.  Kicks beyond EVNOTIFY_MAX_PENDING are coalesced.  A kick
