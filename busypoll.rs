@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Adaptive busy polling for a channel's thread, after KVM's halt polling.
+//! Adaptive busy polling for a channel's thread, after KVM's halt polling. Owns the window's
+//! policy (pure arithmetic, with its KUnit cases); calls nothing of the module.
 //!
 //! A kick that finds the thread asleep pays a wake-up: on another CPU that is an IPI and the
 //! idle exit, the largest part of a round trip. So when the thread runs out of work it first

@@ -2,7 +2,8 @@
 
 //! What differs between the kernels this module builds for, in one place: Linux 7.3 (the
 //! default) and 7.2. Kbuild sets `evnotify_kernel_before_7_3` from the kernel's `VERSION` and
-//! `PATCHLEVEL`; nothing outside this file looks at it.
+//! `PATCHLEVEL`; nothing outside this file looks at it. A leaf: it knows no type of the module
+//! (the misc registration is generic over the device it registers).
 //!
 //! 7.2 has no `SpinLockIrq` (nor the `spin_lock_irq_disable` it is built on). The channel's
 //! state is taken from eventfd wake-up callbacks and from its hrtimer callback, both with
@@ -13,9 +14,9 @@
 
 #[cfg(not(evnotify_kernel_before_7_3))]
 mod imp {
-    use crate::channel::Channel;
     use kernel::{
         miscdevice::{
+            MiscDevice,
             MiscDeviceOptions,
             MiscDeviceRegistration, //
         },
@@ -27,10 +28,12 @@ mod imp {
     /// The registration of `/dev/evnotify`. 7.3's names this module as the owner of the
     /// device's vtable, so the VFS holds a module reference for each open file and `rmmod`
     /// refuses while one is open.
-    pub(crate) type MiscRegistration = MiscDeviceRegistration<Channel>;
+    pub(crate) type MiscRegistration<T> = MiscDeviceRegistration<T>;
 
-    /// Registers `/dev/evnotify`.
-    pub(crate) fn register_misc(opts: MiscDeviceOptions) -> impl PinInit<MiscRegistration, Error> {
+    /// Registers the misc device `T`.
+    pub(crate) fn register_misc<T: MiscDevice>(
+        opts: MiscDeviceOptions,
+    ) -> impl PinInit<MiscRegistration<T>, Error> {
         MiscDeviceRegistration::register(opts)
     }
 
@@ -70,7 +73,7 @@ mod imp {
 
 #[cfg(evnotify_kernel_before_7_3)]
 mod imp {
-    use crate::channel::Channel;
+    use core::marker::PhantomData;
     use kernel::{
         bindings,
         error::{
@@ -82,8 +85,8 @@ mod imp {
             c_ulong, //
         },
         miscdevice::{
-            MiscDeviceOptions,
-            MiscDeviceRegistration, //
+            MiscDevice,
+            MiscDeviceOptions, //
         },
         prelude::*,
         sync::lock::{
@@ -107,29 +110,30 @@ mod imp {
     ))]
     compile_error!("rust_evnotify on Linux 7.2 needs SMP and out-of-line irq spinlock functions");
 
-    /// 7.2's misc device vtable for [`Channel`], with this module as its owner, which 7.2
-    /// leaves out (7.3 added it). The VFS pins the module for each open file through it.
-    struct OwnedFops(bindings::file_operations);
+    /// 7.2's misc device vtable for `T`, with this module as its owner, which 7.2 leaves out
+    /// (7.3 added it). The VFS pins the module for each open file through it.
+    struct OwnedFops<T>(PhantomData<T>);
 
-    // SAFETY: It is never written; it holds function pointers and the address of this module.
-    unsafe impl Sync for OwnedFops {}
+    impl<T: MiscDevice> OwnedFops<T> {
+        const FOPS: bindings::file_operations = bindings::file_operations {
+            owner: &raw mut bindings::__this_module,
+            // SAFETY: `into_raw` points `fops` at the kernel crate's constant vtable for `T`,
+            // which this copies.
+            ..unsafe { *MiscDeviceOptions { name: c"evnotify" }.into_raw::<T>().fops }
+        };
 
-    static FOPS: OwnedFops = OwnedFops(bindings::file_operations {
-        owner: &raw mut bindings::__this_module,
-        // SAFETY: `into_raw` points `fops` at the kernel crate's constant vtable for `Channel`,
-        // which this copies.
-        ..unsafe {
-            *MiscDeviceOptions { name: c"evnotify" }
-                .into_raw::<Channel>()
-                .fops
+        /// The vtable, as a constant promoted to `'static`, as the kernel crate's own is.
+        const fn get() -> &'static bindings::file_operations {
+            &Self::FOPS
         }
-    });
+    }
 
-    /// The registration of `/dev/evnotify` on 7.2: the kernel crate's, but with [`FOPS`].
+    /// The registration of a misc device `T` on 7.2: the kernel crate's, but with
+    /// [`OwnedFops`].
     ///
     /// 7.2's `MiscDeviceRegistration` registers a vtable with no owner, so `misc_open` would
     /// take no module reference for an open channel and `rmmod` would unload the module under
-    /// it. With [`FOPS`], `misc_open`'s `fops_get` takes the reference before any of this
+    /// it. With [`OwnedFops`], `misc_open`'s `fops_get` takes the reference before any of this
     /// module's code runs, on every path, and `__fput` drops it after `release` has returned:
     /// exactly as on 7.3, whose registration sets the owner.
     ///
@@ -138,28 +142,31 @@ mod imp {
     /// `inner` is registered with `misc_register` until the registration is dropped.
     #[repr(transparent)]
     #[pin_data(PinnedDrop)]
-    pub(crate) struct MiscRegistration {
+    pub(crate) struct MiscRegistration<T> {
         #[pin]
         inner: Opaque<bindings::miscdevice>,
+        _device: PhantomData<T>,
     }
 
     // The kernel crate's `open` trampoline takes the registered `miscdevice` for a
-    // `MiscDeviceRegistration<Channel>`, which is `repr(transparent)` over
-    // `Opaque<miscdevice>`, as this is; `Channel::open` does not use it.
+    // `MiscDeviceRegistration<T>`, which is `repr(transparent)` over `Opaque<miscdevice>`, as
+    // this is (`PhantomData` has no size); the module's `open` does not use it.
     const _: () =
-        assert!(size_of::<MiscRegistration>() == size_of::<MiscDeviceRegistration<Channel>>());
+        assert!(size_of::<MiscRegistration<()>>() == size_of::<Opaque<bindings::miscdevice>>());
 
     // SAFETY: `misc_deregister` may be called from any thread, as for `MiscDeviceRegistration`.
-    unsafe impl Send for MiscRegistration {}
+    unsafe impl<T> Send for MiscRegistration<T> {}
     // SAFETY: It has no `&self` methods.
-    unsafe impl Sync for MiscRegistration {}
+    unsafe impl<T> Sync for MiscRegistration<T> {}
 
-    /// Registers `/dev/evnotify` with [`FOPS`].
-    pub(crate) fn register_misc(opts: MiscDeviceOptions) -> impl PinInit<MiscRegistration, Error> {
+    /// Registers the misc device `T` with [`OwnedFops`].
+    pub(crate) fn register_misc<T: MiscDevice>(
+        opts: MiscDeviceOptions,
+    ) -> impl PinInit<MiscRegistration<T>, Error> {
         try_pin_init!(MiscRegistration {
             inner <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
-                let mut dev = opts.into_raw::<Channel>();
-                dev.fops = &FOPS.0;
+                let mut dev = opts.into_raw::<T>();
+                dev.fops = OwnedFops::<T>::get();
                 // SAFETY: The initialiser may write to `slot`.
                 unsafe { slot.write(dev) };
                 // SAFETY: `slot` holds a complete `miscdevice`. It is pinned, and deregistered
@@ -167,11 +174,12 @@ mod imp {
                 // INVARIANT: On success it is registered.
                 to_result(unsafe { bindings::misc_register(slot) })
             }),
+            _device: PhantomData,
         })
     }
 
     #[pinned_drop]
-    impl PinnedDrop for MiscRegistration {
+    impl<T> PinnedDrop for MiscRegistration<T> {
         fn drop(self: Pin<&mut Self>) {
             // SAFETY: By the type invariant, it is registered.
             unsafe { bindings::misc_deregister(self.inner.get()) };

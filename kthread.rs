@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A kernel thread bound to shared data: the only user of the kthread C API.
+//! A kernel thread bound to shared data: the only user of the kthread C API. A leaf: it runs
+//! what implements its [`ThreadWork`] trait and calls nothing of the module.
 
 use core::{
     marker::PhantomData,

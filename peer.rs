@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The channel open as another file descriptor: the only code that looks inside another file.
+//! Owns the record of what a channel's file operations are; calls only `channel`, for the type.
 
 use crate::channel::Channel;
 use kernel::{

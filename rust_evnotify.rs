@@ -38,8 +38,11 @@ mod channel;
 mod compat;
 mod eventfd;
 mod kthread;
+mod limits;
 mod peer;
+mod shared;
 mod signal;
+mod slots;
 mod timer;
 mod uapi;
 mod worker;
@@ -83,9 +86,9 @@ module! {
 #[pin_data]
 struct EvnotifyModule {
     #[pin]
-    _miscdev: compat::MiscRegistration,
+    _miscdev: compat::MiscRegistration<Channel>,
     /// Dropped after the device is gone, when no channel can be open.
-    _limits: channel::Limits,
+    _limits: limits::Limits,
 }
 
 impl kernel::InPlaceModule for EvnotifyModule {
@@ -93,7 +96,7 @@ impl kernel::InPlaceModule for EvnotifyModule {
         try_pin_init!(Self {
             // Initialised in this order: the limits before anyone can open the device.
             // SAFETY: The only call, before the device is registered.
-            _limits: unsafe { channel::Limits::new() },
+            _limits: unsafe { limits::Limits::new() },
             _miscdev <- compat::register_misc(MiscDeviceOptions {
                 name: c"evnotify",
             }),

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A process to signal, as `F_SETOWN` records for fasync: the only user of the pid and signal
-//! C API.
+//! C API. A leaf: it calls nothing of the module.
 
 use core::ptr::NonNull;
 use kernel::{

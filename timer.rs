@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Periodic ticks that a channel's thread delivers on its own: pure arithmetic on the
-//! monotonic clock. The thread sleeps until the earliest deadline on an hrtimer (`alarm` in
-//! `channel.rs`), so ticks are as punctual as timerfd's.
+//! monotonic clock, with its KUnit cases; calls only `uapi` for the bounds. The thread sleeps
+//! until the earliest deadline on an hrtimer (`alarm` in `shared.rs`), so ticks are as
+//! punctual as timerfd's.
 
 use crate::uapi;
 use kernel::{

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Rust mirror of `include/uapi/linux/evnotify.h`, the one definition of the ABI.
+//! Rust mirror of `include/uapi/linux/evnotify.h`, the one definition of the ABI. A leaf: it
+//! calls nothing of the module.
 //!
 //! The sizes are asserted at compile time. The host test `user/evnotify-abi` compiles this very
 //! file against a stand-in for the few `kernel` items it uses and compares every constant,

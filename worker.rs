@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Workers: the kernel threads that serve channels, one each by default or shared.
+//! Workers: the kernel threads that serve channels, one each by default or shared. Owns the
+//! run queue and the thread's loop; knows what it serves only through [`Served`], and calls
+//! only the leaf wrappers (`kthread`, `busypoll`, `compat`).
 //!
 //! A worker keeps a run queue of the channels that have work or a deadline due, each at most
-//! once, and serves them round robin: one batch of one channel ([`Shared::serve`]), then that
+//! once, and serves them round robin: one batch of one channel ([`Served::serve`]), then that
 //! channel goes to the back of the queue if it has more. So a flooded channel delays a quiet
 //! one by at most one batch per channel ahead of it. With the queue empty the worker spins for
 //! an adaptive window ([`busypoll`]), then sleeps.
 
 use crate::{
     busypoll,
-    channel::Shared,
     compat::{
         new_irq_safe_lock,
         IrqSafeLock, //
@@ -25,7 +26,9 @@ use crate::{
 use kernel::{
     list::{
         List,
-        ListArc, //
+        ListArc,
+        ListItem,
+        TryNewListArc, //
     },
     new_condvar,
     prelude::*,
@@ -57,12 +60,25 @@ pub(crate) enum Woke {
     Busy,
 }
 
+/// What a worker serves: something that can sit in its run queue and be served one batch at a
+/// time. The worker knows what it serves only through this trait, as `kernel::workqueue` knows
+/// its work items through `WorkItem`.
+pub(crate) trait Served:
+    ListItem<0> + TryNewListArc<0> + Send + Sync + Sized + 'static
+{
+    /// Serves once, for the worker whose run queue is `runner`: at most one batch, then puts
+    /// itself back at the end of the queue (`Runner::enqueue`) if it has more. `woke` tells
+    /// how the thread came to it; the first that has work counts it, and sets it to
+    /// [`Woke::Busy`].
+    fn serve(self: Arc<Self>, runner: &Runner<Self>, woke: &mut Woke);
+}
+
 /// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
 static NEXT_ID: Atomic<u32> = Atomic::new(1);
 
 /// The run queue, and whether the thread waits for it to fill.
-struct Queue {
-    list: List<Shared>,
+struct Queue<T: Served> {
+    list: List<T>,
     /// The thread waits on `Runner::work` or is about to (or has just woken and not yet
     /// retaken the lock, when a notify is merely needless): an enqueue onto the empty list
     /// notifies it. A thread that is busy or polling finds the channel without a wake-up,
@@ -72,11 +88,11 @@ struct Queue {
 
 /// What a worker's thread shares with its channels: the run queue and how to wake the thread.
 #[pin_data]
-pub(crate) struct Runner {
+pub(crate) struct Runner<T: Served> {
     /// Channels with work or a deadline due, in the order they are served. Taken in wake-up
     /// and timer callbacks, under a channel's lock (which is always taken first).
     #[pin]
-    queue: IrqSafeLock<Queue>,
+    queue: IrqSafeLock<Queue<T>>,
     /// Signalled when a channel joins the empty queue of a sleeping thread.
     #[pin]
     work: CondVar,
@@ -94,12 +110,12 @@ pub(crate) struct Runner {
     pub(crate) id: u32,
 }
 
-impl Runner {
+impl<T: Served> Runner<T> {
     /// Puts `channel` at the back of the run queue, unless it is there already, and wakes the
     /// thread if it sleeps. `event` tells an event from a deadline (see [`Runner::due`]).
     ///
     /// Called under the channel's lock, so that a channel is never queued once it is closed.
-    pub(crate) fn enqueue(&self, channel: ArcBorrow<'_, Shared>, event: bool) {
+    pub(crate) fn enqueue(&self, channel: ArcBorrow<'_, T>, event: bool) {
         // Fails if the channel is queued already (or just being taken off the queue by the
         // thread, which then serves it and so sees what the caller changed).
         let Some(item) = ListArc::try_from_arc_borrow(channel) else {
@@ -123,16 +139,16 @@ impl Runner {
     }
 
     /// Takes `channel` off the run queue if it is there (when it closes).
-    pub(crate) fn dequeue(&self, channel: &Shared) {
-        // SAFETY: A channel is only ever put on its own worker's queue (`Shared::runner` is
-        // set once), so it is in no other list.
+    pub(crate) fn dequeue(&self, channel: &T) {
+        // SAFETY: A channel is only ever put on its own worker's queue (its users keep the
+        // worker they joined for life), so it is in no other list of ID 0.
         let item = unsafe { self.queue.lock().list.remove(channel) };
         // The channel's file still holds it, so this is not the last reference.
         drop(item);
     }
 }
 
-impl ThreadWork for Runner {
+impl<T: Served> ThreadWork for Runner<T> {
     fn run(self: Pin<&Self>, ctx: &ThreadCtx) {
         let mut window = busypoll::Window::default();
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
@@ -190,20 +206,20 @@ impl ThreadWork for Runner {
                 }
             }
             // The channel counts the wake-up if it had work; else the next one does.
-            item.into_arc().serve(self.get_ref(), &mut woke);
+            T::serve(item.into_arc(), self.get_ref(), &mut woke);
             ctx.yield_now();
         }
     }
 }
 
 /// A worker: its thread and run queue. Channels hold it; the last one to close stops it.
-pub(crate) struct Worker {
+pub(crate) struct Worker<T: Served> {
     /// Stopped first when the worker is dropped (field order), so it no longer serves.
-    thread: KThread<Runner>,
-    runner: Arc<Runner>,
+    thread: KThread<Runner<T>>,
+    runner: Arc<Runner<T>>,
 }
 
-impl Worker {
+impl<T: Served> Worker<T> {
     /// Starts a worker whose busy-poll limit is `busypoll_ns`.
     pub(crate) fn new(busypoll_ns: u32) -> Result<Arc<Self>> {
         // 0 is "no worker": skipped when the counter wraps.
@@ -234,7 +250,7 @@ impl Worker {
     }
 
     /// The run queue, for the channels that use this worker.
-    pub(crate) fn runner(&self) -> &Arc<Runner> {
+    pub(crate) fn runner(&self) -> &Arc<Runner<T>> {
         &self.runner
     }
 

@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What a worker serves: the part of a channel shared by its file, its worker, its kick
+//! eventfds and its alarm. It owns the channel's lock, its counters, its alarm and its kick
+//! eventfds, and implements [`Served`] for the worker; the worker knows it only through that
+//! trait. Calls the slot state, the worker's run queue and the leaf wrappers.
+
+use crate::{
+    compat::{
+        new_irq_safe_lock,
+        IrqSafeLock, //
+    },
+    eventfd::{
+        EventFd,
+        KickFd,
+        KickSink, //
+    },
+    signal::{
+        Sent, //
+        SigTarget,
+    },
+    slots::{
+        Inner,
+        Source,
+        Work, //
+    },
+    uapi::{
+        self,
+        NR_SLOTS, //
+    },
+    worker::{
+        Runner,
+        Served,
+        Woke, //
+    },
+};
+use kernel::{
+    list::{
+        AtomicTracker,
+        ListLinks,
+        TryNewListArc, // Named, unqualified, by `impl_list_arc_safe!`.
+    },
+    new_mutex,
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        ArcBorrow,
+        Mutex,
+        SetOnce, //
+    },
+    time::{
+        hrtimer::{
+            AbsoluteMode,
+            ArcHrTimerHandle,
+            HrTimer,
+            HrTimerCallback,
+            HrTimerCallbackContext,
+            HrTimerPointer,
+            HrTimerRestart, //
+        },
+        Delta,
+        Instant,
+        Monotonic, //
+    }, //
+};
+
+/// Least time between two expiries of a channel's alarm: deadlines closer than this (up to 64
+/// slots' timers and echoes, out of phase) share one, later by at most this much. Bounds one
+/// channel at 10,000 alarms a second; a lone timer of the 1 ms minimum period never waits for
+/// it.
+const ALARM_GAP: Delta = Delta::from_micros(100);
+
+/// The kick eventfds of a channel, one per slot at most; allocated on the first one.
+pub(crate) type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
+
+/// Where a kick eventfd's writes go: kicks on one slot of a channel.
+pub(crate) struct SlotSink {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: usize,
+}
+
+impl KickSink for SlotSink {
+    fn kicked(&self, count: u64, echo: bool) {
+        let source = if echo { Source::Echo } else { Source::KickFd };
+        Shared::update(self.shared.as_arc_borrow(), true, |inner| {
+            inner.queue(self.slot, count, source)
+        });
+    }
+
+    fn hangup(&self) {
+        Shared::update(self.shared.as_arc_borrow(), true, |inner| {
+            let was_idle = inner.idle();
+            inner.hangup = true;
+            was_idle
+        });
+    }
+}
+
+/// The counters of what the thread did; see `struct evnotify_stats`.
+pub(crate) struct Counters {
+    pub(crate) notifies: Atomic<u64>,
+    pub(crate) signals: Atomic<u64>,
+    pub(crate) sig_refused: Atomic<u64>,
+    pub(crate) dropped: Atomic<u64>,
+    pub(crate) wakeups: Atomic<u64>,
+    pub(crate) polled: Atomic<u64>,
+}
+
+/// The channel's alarm as its worker last set it. Only the worker sets it, and `close` clears it.
+struct Alarm {
+    /// The armed timer; dropping the handle cancels it.
+    handle: Option<ArcHrTimerHandle<Shared>>,
+    /// When it was armed to expire.
+    at: Option<Instant<Monotonic>>,
+    /// It is not armed to expire before this (see `ALARM_GAP`).
+    floor: Instant<Monotonic>,
+}
+
+/// The part of a channel shared by the file, its worker and its kick eventfds.
+#[pin_data]
+pub(crate) struct Shared {
+    /// Taken from kick eventfd wake-ups and the alarm, in atomic context: hence a spinlock
+    /// with IRQs off. Taken before the worker's run queue.
+    #[pin]
+    pub(crate) inner: IrqSafeLock<Inner>,
+    /// The run queue of the worker the channel uses, set once it has one.
+    pub(crate) runner: SetOnce<Arc<Runner<Shared>>>,
+    /// The channel's place in that run queue.
+    #[pin]
+    links: ListLinks,
+    /// Whether the channel is in that run queue (or being taken off it).
+    #[pin]
+    queued: AtomicTracker,
+    /// The busy-poll limit of the worker the channel will start, until it has one.
+    pub(crate) busypoll_ns: Atomic<u32>,
+    /// Never taken from atomic context, nor with `inner` held; `attach_kickfd` holds it
+    /// while it arms a hook, which may take `inner` (the order is `kickfds`, then the
+    /// eventfd's wait-queue lock, then `inner`).
+    #[pin]
+    pub(crate) kickfds: Mutex<Option<KBox<KickFds>>>,
+    /// Serialises giving the channel its worker, so that it gets exactly one.
+    #[pin]
+    pub(crate) start: Mutex<()>,
+    /// Held by the worker while it serves the channel, so that `close` can wait for a batch
+    /// in progress. Ordered before `inner`.
+    #[pin]
+    serving: Mutex<Alarm>,
+    /// Queues the channel on its worker at its next deadline (a timer tick or an echo), with
+    /// the precision of an hrtimer, as timerfd does.
+    #[pin]
+    alarm: HrTimer<Shared>,
+    pub(crate) count: Counters,
+}
+
+kernel::impl_has_hr_timer! {
+    impl HasHrTimer<Self> for Shared {
+        mode: AbsoluteMode<Monotonic>,
+        field: self.alarm
+    }
+}
+
+kernel::list::impl_list_arc_safe! {
+    impl ListArcSafe<0> for Shared { tracked_by queued: AtomicTracker; }
+}
+
+kernel::list::impl_list_item! {
+    impl ListItem<0> for Shared { using ListLinks { self.links }; }
+}
+
+impl HrTimerCallback for Shared {
+    type Pointer<'a> = Arc<Shared>;
+
+    fn run(this: ArcBorrow<'_, Shared>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+        // The worker finds the due work itself, and sets the next alarm.
+        Shared::update(this, false, |_| true);
+        HrTimerRestart::NoRestart
+    }
+}
+
+impl Shared {
+    /// A channel's shared state, with nothing attached or queued and no worker yet; its worker
+    /// will start with a busy-poll limit of `busypoll_ns`.
+    pub(crate) fn new(busypoll_ns: u32) -> impl PinInit<Self, Error> {
+        try_pin_init!(Shared {
+            inner <- new_irq_safe_lock!(Inner::new(), "Channel::inner"),
+            runner: SetOnce::new(),
+            links <- ListLinks::new(),
+            queued <- AtomicTracker::new(),
+            busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
+            kickfds <- new_mutex!(None, "Channel::kickfds"),
+            start <- new_mutex!((), "Channel::start"),
+            serving <- new_mutex!(
+                Alarm {
+                    handle: None,
+                    at: None,
+                    floor: Instant::now(),
+                },
+                "Channel::serving"
+            ),
+            alarm <- HrTimer::new(),
+            count: Counters {
+                notifies: Atomic::new(0),
+                signals: Atomic::new(0),
+                sig_refused: Atomic::new(0),
+                dropped: Atomic::new(0),
+                wakeups: Atomic::new(0),
+                polled: Atomic::new(0),
+            },
+        })
+    }
+
+    /// Changes `Inner` with `f` under the lock and, if `f` says so, queues the channel on its
+    /// worker: `f` returns true when the channel went from idle to having work (or a deadline
+    /// changed), as otherwise it is queued or being served already. `event` tells an event
+    /// from a deadline (see `Runner::enqueue`).
+    pub(crate) fn update(
+        this: ArcBorrow<'_, Self>,
+        event: bool,
+        f: impl FnOnce(&mut Inner) -> bool,
+    ) {
+        let mut inner = this.inner.lock();
+        if f(&mut inner) && !inner.closed {
+            if let Some(runner) = this.runner.as_ref() {
+                runner.enqueue(this, event);
+            }
+        }
+    }
+
+    /// Arms the alarm for `deadline`, or cancels it with `None`. Alarms are spaced at least
+    /// `ALARM_GAP` apart, counted from when the last one was due.
+    fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, deadline: Option<Instant<Monotonic>>) {
+        if let Some(at) = alarm.at {
+            if (Instant::now() - at).as_nanos() >= 0 {
+                // It expired (or is about to, and is served now anyway).
+                alarm.floor = at + ALARM_GAP;
+                alarm.at = None;
+            }
+        }
+        let at = deadline.map(|d| {
+            if (d - alarm.floor).as_nanos() < 0 {
+                alarm.floor
+            } else {
+                d
+            }
+        });
+        let unchanged = match (at, alarm.at) {
+            (Some(a), Some(b)) => (a - b).is_zero(),
+            _ => false,
+        };
+        if unchanged && alarm.handle.is_some() {
+            return;
+        }
+        // Cancelling waits for a running callback, which takes `inner` and the run queue:
+        // neither is held here.
+        drop(alarm.handle.take());
+        alarm.handle = at.map(|at| self.clone().start(at));
+        alarm.at = at;
+    }
+
+    /// Stops the channel: nothing is queued, served or delivered for it once this returns.
+    /// Waits for a batch in progress, not for the worker's other channels.
+    pub(crate) fn close(&self) {
+        self.inner.lock().closed = true;
+        // The worker checks `closed` holding `serving`: after this, it does not serve the
+        // channel again. Cancelling the alarm breaks its reference to the channel.
+        let handle = self.serving.lock().handle.take();
+        drop(handle);
+        if let Some(runner) = self.runner.as_ref() {
+            runner.dequeue(self);
+        }
+    }
+
+    /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each.
+    fn deliver(&self, slot: usize, efd: Option<&EventFd>, sig: Option<Arc<SigTarget>>, kicks: u64) {
+        let mut signalled = 0;
+        if let Some(sig) = sig {
+            let mut refused = 0;
+            let mut gone = false;
+            for _ in 0..kicks {
+                match sig.send() {
+                    Sent::Delivered => signalled += 1,
+                    Sent::Refused => refused += 1,
+                    Sent::Gone => {
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            self.count.sig_refused.add(refused, Relaxed);
+            if gone {
+                // The process is gone: stop signalling it, and release it unless replaced.
+                let mut inner = self.inner.lock();
+                if let Some(x) = inner.extra_mut(slot) {
+                    if x.sig.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &sig)) {
+                        let gone = x.sig.take();
+                        drop(inner);
+                        drop(gone);
+                    }
+                }
+            }
+        }
+        if let Some(efd) = efd {
+            for _ in 0..kicks {
+                efd.signal();
+            }
+            self.count.notifies.add(kicks, Relaxed);
+        } else {
+            self.count.dropped.add(kicks - signalled, Relaxed);
+        }
+        self.count.signals.add(signalled, Relaxed);
+    }
+
+    /// Releases the kick eventfds whose user space side was closed.
+    fn reap_hung_up(&self) {
+        let mut fds = self.kickfds.lock();
+        for k in fds.iter_mut().flat_map(|fds| fds.iter_mut()) {
+            if k.as_ref().is_some_and(|k| k.hung_up()) {
+                *k = None;
+            }
+        }
+    }
+}
+
+impl Served for Shared {
+    /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
+    /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
+    /// if it has more; with nothing to deliver, arms the alarm for the next deadline.
+    /// `woke` is counted in `wakeups` or `polled` if there was work.
+    fn serve(self: Arc<Self>, runner: &Runner<Self>, woke: &mut Woke) {
+        let mut alarm = self.serving.lock();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return;
+        }
+        inner.fire_timers(Instant::now());
+        let Some(work) = inner.take_work() else {
+            let deadline = inner.next_deadline();
+            drop(inner);
+            self.set_alarm(&mut alarm, deadline);
+            return;
+        };
+        drop(inner);
+        match core::mem::replace(woke, Woke::Busy) {
+            Woke::Slept => self.count.wakeups.add(1, Relaxed),
+            Woke::Polled => self.count.polled.add(1, Relaxed),
+            Woke::Busy => {}
+        }
+        let kicks = match work {
+            Work::Kicks {
+                slot,
+                efd,
+                sig,
+                kicks,
+            } => {
+                self.deliver(slot, efd.as_deref(), sig, kicks);
+                kicks
+            }
+            Work::Reap => {
+                self.reap_hung_up();
+                0
+            }
+        };
+        let mut inner = self.inner.lock();
+        inner.retire(kicks);
+        if !inner.idle() {
+            // More to do: after the other channels in the queue.
+            runner.enqueue(self.as_arc_borrow(), true);
+            return;
+        }
+        let deadline = inner.next_deadline();
+        drop(inner);
+        self.set_alarm(&mut alarm, deadline);
+    }
+}

@@ -1,0 +1,523 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A channel's slots and their arithmetic, under the channel's lock: pending kicks and their
+//! bound, coalescing, echoes, timers' ticks, round robin, and the counters of the stats
+//! identity. Pure state: it takes no lock and wakes nobody (the caller holds the lock and
+//! acts on what the methods return). Calls only the leaf wrappers it stores.
+
+use crate::{
+    eventfd::EventFd,
+    signal::SigTarget,
+    timer::Timer,
+    uapi::{
+        self,
+        NR_SLOTS, //
+    },
+};
+use kernel::{
+    prelude::*,
+    sync::Arc,
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
+    }, //
+};
+
+/// Most kicks the thread answers for one slot before it re-checks the stop flag and the other
+/// slots, so a huge burst can neither delay `close` nor starve the other slots.
+pub(crate) const BATCH: u64 = 1024;
+
+/// Most kicks and ticks one slot holds pending; more are coalesced (`uapi::MAX_PENDING`).
+const MAX_PENDING: u64 = uapi::MAX_PENDING;
+
+/// How long a kick caused by the channel's own notification (a feedback loop) waits.
+const ECHO_DELAY: Delta = Delta::from_millis(1);
+
+/// One notify slot: what every slot has.
+pub(crate) struct Slot {
+    /// The eventfd to signal, if one is attached. Shared so the thread can signal it unlocked.
+    pub(crate) efd: Option<Arc<EventFd>>,
+    /// Kicks and ticks accepted but not yet taken by the thread; at most [`MAX_PENDING`].
+    pub(crate) pending: u64,
+}
+
+// What every channel pays per slot (README: Performance, bytes per channel).
+const _: () = assert!(size_of::<Slot>() == 16);
+
+/// What only slots with a signal, a timer or a kick eventfd need. A channel allocates these
+/// for all its slots on its first such call, so that the many channels with none stay small.
+pub(crate) struct Extra {
+    /// The process to signal, if one asked.
+    pub(crate) sig: Option<Arc<SigTarget>>,
+    /// The slot's periodic timer, if running.
+    pub(crate) timer: Option<Timer>,
+    /// When the slot's waiting echo becomes due, if it has one (see `Inner::echo_mask`).
+    echo_due: Option<Instant<Monotonic>>,
+}
+
+/// The [`Extra`]s of a channel's slots.
+pub(crate) type Extras = [Extra; NR_SLOTS];
+
+impl Extra {
+    /// The extra state of all slots, empty.
+    pub(crate) fn all() -> Result<KBox<Extras>> {
+        const NONE: Extra = Extra {
+            sig: None,
+            timer: None,
+            echo_due: None,
+        };
+        Ok(KBox::new([NONE; NR_SLOTS], GFP_KERNEL_ACCOUNT)?)
+    }
+}
+
+/// Where queued kicks come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `EVNOTIFY_IOC_KICK`.
+    Ioctl,
+    /// A write to a kick eventfd.
+    KickFd,
+    /// A kick eventfd signalled by a channel thread (this one or another): a feedback loop
+    /// or a chain.
+    Echo,
+    /// A due timer.
+    Timer,
+}
+
+/// The state of a channel's slots, guarded by the channel's lock (`Shared::inner`).
+pub(crate) struct Inner {
+    pub(crate) slots: [Slot; NR_SLOTS],
+    /// Allocated by the first call that needs it (see [`Extra`]); never freed before the channel.
+    pub(crate) extra: Option<KBox<Extras>>,
+    /// Bit `n` is set if and only if `slots[n].pending != 0` and the slot's kicks are due now.
+    pub(crate) pending_mask: u64,
+    /// Bit `n` is set if and only if `slots[n].pending == 1` holds an echo that waits for
+    /// `extra[n].echo_due`.
+    pub(crate) echo_mask: u64,
+    /// Bit `n` is set if and only if `extra[n].timer` is set.
+    pub(crate) timer_mask: u64,
+    /// Where the thread looks first, so that slots are served round-robin.
+    pub(crate) cursor: usize,
+    /// A kick eventfd was closed by user space and waits to be released by the thread.
+    pub(crate) hangup: bool,
+    /// The file was released: nothing is queued or served for the channel any more.
+    pub(crate) closed: bool,
+    /// Kicks the thread has taken and not yet finished delivering: still counted as pending.
+    /// They are all of one slot, `in_flight_slot` (a channel has one batch out at a time).
+    pub(crate) in_flight: u64,
+    pub(crate) in_flight_slot: usize,
+    /// The counters that the stats invariant ties together, changed only under the lock so
+    /// that a reader sees them consistent. They wrap at 2^64, as the header says.
+    pub(crate) kicks: u64,
+    pub(crate) fd_kicks: u64,
+    pub(crate) timer_ticks: u64,
+    pub(crate) handled: u64,
+    pub(crate) coalesced: u64,
+}
+
+/// A unit of work the thread took from [`Inner`].
+pub(crate) enum Work {
+    /// Deliver `kicks` kicks of `slot` to its eventfd and process, as attached then.
+    Kicks {
+        slot: usize,
+        efd: Option<Arc<EventFd>>,
+        sig: Option<Arc<SigTarget>>,
+        kicks: u64,
+    },
+    /// Release the kick eventfds that user space closed.
+    Reap,
+}
+
+/// Iterates over the set bits of `mask`.
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        let bit = mask.trailing_zeros() as usize;
+        mask &= mask.wrapping_sub(1);
+        (bit < 64).then_some(bit)
+    })
+}
+
+impl Inner {
+    /// A channel's state before anything is attached or queued.
+    pub(crate) const fn new() -> Self {
+        const EMPTY: Slot = Slot {
+            efd: None,
+            pending: 0,
+        };
+        Inner {
+            slots: [EMPTY; NR_SLOTS],
+            extra: None,
+            pending_mask: 0,
+            echo_mask: 0,
+            timer_mask: 0,
+            cursor: 0,
+            hangup: false,
+            closed: false,
+            in_flight: 0,
+            in_flight_slot: 0,
+            kicks: 0,
+            fd_kicks: 0,
+            timer_ticks: 0,
+            handled: 0,
+            coalesced: 0,
+        }
+    }
+
+    /// The extra state of `slot`, if the channel has allocated it.
+    pub(crate) fn extra(&self, slot: usize) -> Option<&Extra> {
+        self.extra.as_deref().map(|x| &x[slot])
+    }
+
+    /// The same, to change.
+    pub(crate) fn extra_mut(&mut self, slot: usize) -> Option<&mut Extra> {
+        self.extra.as_deref_mut().map(|x| &mut x[slot])
+    }
+
+    /// Whether the thread has nothing to do until woken or a deadline passes.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending_mask == 0 && !self.hangup
+    }
+
+    /// Adds `count` kicks or ticks from `source` to `slot`, in O(1): what does not fit under
+    /// [`MAX_PENDING`] (counting the slot's batch in flight) is coalesced, and an echo only waits if nothing else does. Returns
+    /// whether the thread must be woken (the transition from idle: otherwise it is awake or
+    /// already being woken).
+    pub(crate) fn queue(&mut self, slot: usize, count: u64, source: Source) -> bool {
+        let was_idle = self.idle();
+        if source == Source::Timer {
+            self.timer_ticks = self.timer_ticks.wrapping_add(count);
+        } else {
+            self.kicks = self.kicks.wrapping_add(count);
+        }
+        if matches!(source, Source::KickFd | Source::Echo) {
+            self.fd_kicks = self.fd_kicks.wrapping_add(count);
+        }
+        let bit = 1u64 << slot;
+        // The batch being delivered still counts against its slot's bound.
+        let held = if slot == self.in_flight_slot {
+            self.in_flight
+        } else {
+            0
+        };
+        let s = &mut self.slots[slot];
+        // Saturating: a broken invariant must not panic here, in a wake-up callback.
+        let room = MAX_PENDING.saturating_sub(held + s.pending);
+        let mut take = count.min(room);
+        if source == Source::Echo {
+            take = take.min(u64::from(s.pending == 0));
+        }
+        self.coalesced = self.coalesced.wrapping_add(count - take);
+        if take == 0 {
+            return false;
+        }
+        s.pending += take;
+        if source == Source::Echo {
+            // A kick eventfd's slot has its extra state (`attach_kickfd` allocates it).
+            if let Some(x) = self.extra_mut(slot) {
+                x.echo_due = Some(Instant::now() + ECHO_DELAY);
+                self.echo_mask |= bit;
+                // Woken, if asleep, to sleep again until the echo is due.
+                return was_idle;
+            }
+        }
+        self.echo_mask &= !bit;
+        self.pending_mask |= bit;
+        was_idle
+    }
+
+    /// Queues the ticks of every timer due at `now`, and makes waiting echoes due once their
+    /// time came. The caller reads the clock, so that tests of the arithmetic need not.
+    pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>) {
+        if self.timer_mask == 0 && self.echo_mask == 0 {
+            return;
+        }
+        for slot in bits(self.echo_mask) {
+            if self
+                .extra(slot)
+                .and_then(|x| x.echo_due)
+                .is_some_and(|due| (now - due).as_nanos() >= 0)
+            {
+                self.echo_mask &= !(1 << slot);
+                self.pending_mask |= 1 << slot;
+            }
+        }
+        for slot in bits(self.timer_mask) {
+            let Some(x) = self.extra_mut(slot) else {
+                continue;
+            };
+            let Some(timer) = x.timer.as_mut() else {
+                continue;
+            };
+            let (due, expired) = timer.take_due(now);
+            if expired {
+                x.timer = None;
+                self.timer_mask &= !(1 << slot);
+            }
+            if due != 0 {
+                self.queue(slot, due, Source::Timer);
+            }
+        }
+    }
+
+    /// Replaces (or, with `None`, cancels) the timer of `slot`. Ticks the old timer already
+    /// owes are queued first: a late tick is delivered late, never skipped, even when the
+    /// thread had not woken for it yet.
+    /// A new timer needs the extra state: without it, only a cancel (which has nothing to do).
+    pub(crate) fn replace_timer(
+        &mut self,
+        slot: usize,
+        timer: Option<Timer>,
+        now: Instant<Monotonic>,
+    ) {
+        self.fire_timers(now);
+        self.timer_mask &= !(1 << slot);
+        let running = u64::from(timer.is_some()) << slot;
+        if let Some(x) = self.extra_mut(slot) {
+            x.timer = timer;
+            self.timer_mask |= running;
+        }
+    }
+
+    /// When the earliest timer or echo is due, if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant<Monotonic>> {
+        let now = Instant::<Monotonic>::now();
+        let echoes = bits(self.echo_mask).filter_map(|slot| self.extra(slot)?.echo_due);
+        Iterator::chain(
+            bits(self.timer_mask)
+                .filter_map(|slot| self.extra(slot)?.timer.as_ref().map(Timer::deadline)),
+            echoes,
+        )
+        .min_by_key(|d| (*d - now).as_nanos())
+    }
+
+    /// Takes the pending kicks of the next slot with work, with its targets: up to [`BATCH`],
+    /// or all at once (in O(1)) if the slot has no target and they are only to be dropped.
+    pub(crate) fn take_work(&mut self) -> Option<Work> {
+        if core::mem::take(&mut self.hangup) {
+            return Some(Work::Reap);
+        }
+        if self.pending_mask == 0 {
+            return None;
+        }
+        let slot = (self
+            .pending_mask
+            .rotate_right(self.cursor as u32)
+            .trailing_zeros() as usize
+            + self.cursor)
+            % NR_SLOTS;
+        let sig = self.extra(slot).and_then(|x| x.sig.clone());
+        let s = &mut self.slots[slot];
+        let kicks = if s.efd.is_none() && sig.is_none() {
+            s.pending
+        } else {
+            s.pending.min(BATCH)
+        };
+        s.pending -= kicks;
+        if s.pending == 0 {
+            self.pending_mask &= !(1 << slot);
+        }
+        self.cursor = (slot + 1) % NR_SLOTS;
+        self.in_flight += kicks;
+        self.in_flight_slot = slot;
+        Some(Work::Kicks {
+            slot,
+            efd: s.efd.clone(),
+            sig,
+            kicks,
+        })
+    }
+
+    /// Marks `kicks` taken kicks as delivered: they leave `pending` and enter `handled` at once.
+    pub(crate) fn retire(&mut self, kicks: u64) {
+        self.in_flight -= kicks;
+        self.handled = self.handled.wrapping_add(kicks);
+    }
+}
+
+#[kunit_tests(rust_evnotify_channel)]
+mod tests {
+    use super::*;
+
+    /// Every kick and tick accepted is handled, pending (in a slot or in flight) or
+    /// coalesced, modulo 2^64: the header's stats identity.
+    fn identity(i: &Inner) -> bool {
+        let pending = i.slots.iter().fold(i.in_flight, |n, s| n + s.pending);
+        i.kicks.wrapping_add(i.timer_ticks)
+            == i.handled.wrapping_add(pending).wrapping_add(i.coalesced)
+    }
+
+    /// A channel's state with the slots' extra state, as a channel with timers, signals or
+    /// kick eventfds has it.
+    fn with_extra() -> Result<KBox<Inner>> {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        i.extra = Some(Extra::all()?);
+        Ok(i)
+    }
+
+    /// Takes one unit of work, retires it, and returns its slot and size.
+    fn take(i: &mut Inner) -> Option<(usize, u64)> {
+        match i.take_work()? {
+            Work::Kicks { slot, kicks, .. } => {
+                i.retire(kicks);
+                Some((slot, kicks))
+            }
+            Work::Reap => Some((usize::MAX, 0)),
+        }
+    }
+
+    #[test]
+    fn wakes_only_from_idle() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        assert!(i.queue(3, 1, Source::Ioctl));
+        assert!(!i.queue(3, 1, Source::Ioctl));
+        assert!(!i.queue(4, 2, Source::KickFd));
+        assert!(!i.queue(5, 4, Source::Timer));
+        assert_eq!((i.kicks, i.fd_kicks, i.timer_ticks), (4, 2, 4));
+        assert_eq!(i.pending_mask, 0b111 << 3);
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn pending_is_bounded() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        i.queue(0, MAX_PENDING + 5, Source::KickFd);
+        assert_eq!((i.slots[0].pending, i.coalesced), (MAX_PENDING, 5));
+        // The largest count a kick eventfd can carry, on a full slot: all coalesced.
+        i.queue(0, u64::MAX - 1, Source::KickFd);
+        assert_eq!(i.slots[0].pending, MAX_PENDING);
+        assert_eq!(i.coalesced, 5u64.wrapping_add(u64::MAX - 1));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn counters_wrap() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        (i.kicks, i.handled) = (u64::MAX - 1, u64::MAX - 1);
+        i.queue(1, 3, Source::Ioctl);
+        assert_eq!(i.kicks, 1);
+        assert!(identity(&i));
+        assert_eq!(take(&mut i), Some((1, 3)));
+        assert_eq!((i.handled, i.in_flight), (1, 0));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn echo_waits_alone() -> Result {
+        let mut i = with_extra()?;
+        assert!(i.queue(2, 1, Source::Echo));
+        assert_eq!(
+            (i.echo_mask, i.pending_mask, i.slots[2].pending),
+            (1 << 2, 0, 1)
+        );
+        assert!(i.idle());
+        assert!(i.next_deadline().is_some());
+        // A second echo while one waits is coalesced, whatever its count.
+        i.queue(2, 7, Source::Echo);
+        assert_eq!((i.slots[2].pending, i.coalesced), (1, 7));
+        // Any other kick makes the slot due at once, the echo with it.
+        assert!(i.queue(2, 5, Source::Ioctl));
+        assert_eq!(
+            (i.echo_mask, i.pending_mask, i.slots[2].pending),
+            (0, 1 << 2, 6)
+        );
+        assert_eq!(take(&mut i), Some((2, 6)));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn slots_served_round_robin() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        for slot in [9, 2, 5, 63] {
+            i.queue(slot, 1, Source::Ioctl);
+        }
+        assert_eq!(take(&mut i), Some((2, 1)));
+        // Slot 2 has work again, but slots after it come first.
+        i.queue(2, 1, Source::Ioctl);
+        assert_eq!(take(&mut i), Some((5, 1)));
+        assert_eq!(take(&mut i), Some((9, 1)));
+        assert_eq!(take(&mut i), Some((63, 1)));
+        // The cursor wraps from the last slot to the first.
+        assert_eq!(take(&mut i), Some((2, 1)));
+        assert_eq!(take(&mut i), None);
+        assert!(i.idle() && identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn batches_bounded_unless_dropped() -> Result {
+        let mut i = with_extra()?;
+        i.extra.as_deref_mut().ok_or(EINVAL)?[1].sig = Some(Arc::new(
+            SigTarget::current_process(uapi::SIGIO)?,
+            GFP_KERNEL,
+        )?);
+        i.queue(1, BATCH * 2 + 1, Source::Ioctl);
+        i.queue(7, MAX_PENDING, Source::Ioctl);
+        // A slot with a target gives at most a batch at a time; in flight stays pending.
+        let Some(Work::Kicks { slot: 1, kicks, .. }) = i.take_work() else {
+            return Err(EINVAL);
+        };
+        assert_eq!((kicks, i.in_flight), (BATCH, BATCH));
+        assert!(identity(&i));
+        i.retire(kicks);
+        // A slot with no target drops everything pending at once.
+        assert_eq!(take(&mut i), Some((7, MAX_PENDING)));
+        assert_eq!(take(&mut i), Some((1, BATCH)));
+        assert_eq!(take(&mut i), Some((1, 1)));
+        assert_eq!(take(&mut i), None);
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn cancel_delivers_owed_ticks() -> Result {
+        let mut i = with_extra()?;
+        let min = uapi::MIN_PERIOD_NS;
+        // The clock is read once: what is owed depends on the times given, not on how fast
+        // the machine runs.
+        let now = Instant::now();
+        // A one-shot timer whose tick fell due before the thread came round to it, cancelled.
+        let start = now - Delta::from_micros(1500);
+        i.replace_timer(1, Some(Timer::starting(start, min, 1)?), start);
+        assert_eq!((i.slots[1].pending, i.timer_mask), (0, 1 << 1));
+        i.replace_timer(1, None, now);
+        assert_eq!((i.slots[1].pending, i.timer_ticks, i.timer_mask), (1, 1, 0));
+        // A running timer owing two ticks at `now`, replaced by another.
+        let start = now - Delta::from_micros(2500);
+        i.replace_timer(2, Some(Timer::starting(start, min, 0)?), start);
+        i.replace_timer(2, Some(Timer::starting(now, min, 0)?), now);
+        assert_eq!((i.slots[2].pending, i.timer_ticks), (2, 3));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn plain_channel_has_no_extra() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        // Only a kick eventfd sends echoes, and it brings the extra state; without it, an
+        // echo is an ordinary kick.
+        assert!(i.queue(2, 1, Source::Echo));
+        assert_eq!((i.echo_mask, i.pending_mask), (0, 1 << 2));
+        // A timer needs the extra state (`set_timer` allocates it); a cancel has none to stop.
+        i.replace_timer(3, Some(Timer::new(uapi::MIN_PERIOD_NS, 0)?), Instant::now());
+        i.replace_timer(4, None, Instant::now());
+        assert_eq!((i.timer_mask, i.next_deadline().is_none()), (0, true));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn hangup_reaped_first() -> Result {
+        let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
+        i.queue(0, 1, Source::KickFd);
+        i.hangup = true;
+        assert_eq!(take(&mut i), Some((usize::MAX, 0)));
+        assert_eq!(take(&mut i), Some((0, 1)));
+        assert!(i.idle());
+        Ok(())
+    }
+}
