@@ -270,7 +270,7 @@ fn scaling(r: &Value, area: &Area) -> Result<()> {
 mod tests {
     #[test]
     fn every_path_has_a_colour() {
-        for path in crate::PATHS {
+        for path in crate::rtt::PATHS {
             assert!(super::PATHS.iter().any(|(p, _)| *p == path), "{path}");
         }
     }

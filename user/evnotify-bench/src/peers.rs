@@ -173,10 +173,10 @@ mod tests {
                 r.round_trip().unwrap();
             }
             // The tasks whose CPU time the benchmark reads.
-            let sqp = crate::tasks_named("iou-sqp-").unwrap().len();
+            let sqp = crate::cpu::tasks_named("iou-sqp-").unwrap().len();
             assert_eq!(sqp, usize::from(mode == Mode::SqPoll));
             if mode == Mode::Iowq {
-                assert!(!crate::tasks_named("iou-wrk-").unwrap().is_empty());
+                assert!(!crate::cpu::tasks_named("iou-wrk-").unwrap().is_empty());
             }
             r.settle();
             if mode == Mode::SqPoll {
@@ -207,5 +207,13 @@ mod tests {
         assert!(spin_recv(&n, Duration::from_millis(1)).is_err());
         n.post(2).unwrap();
         assert!(spin_recv(&n, Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn sq_thread_idle_rounds_up_to_whole_milliseconds() {
+        assert_eq!(sq_idle_ms(Duration::ZERO), 1);
+        assert_eq!(sq_idle_ms(Duration::from_micros(200)), 1);
+        assert_eq!(sq_idle_ms(Duration::from_micros(1000)), 1);
+        assert_eq!(sq_idle_ms(Duration::from_micros(1001)), 2);
     }
 }

@@ -11,7 +11,11 @@
 //! default to 4096 and 1024) and 2 descriptors per channel, which the run raises itself as
 //! root (`RLIMIT_NOFILE`, `fs.nr_open`).
 
-use crate::{measure, pin, progress, unpin, ScaleRow};
+use crate::{
+    cpu::{pin, unpin},
+    measure::{measure, progress},
+    scaling::ScaleRow,
+};
 use anyhow::{ensure, Context, Result};
 use evnotify::{Channel, Notifier};
 use hdrhistogram::Histogram;

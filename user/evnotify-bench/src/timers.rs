@@ -163,7 +163,7 @@ fn measure(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Re
 
 /// Makes the calling thread `SCHED_FIFO` at `prio`, pinned to `cpu`.
 fn realtime(cpu: usize, prio: i32) -> Result<()> {
-    crate::pin(0, cpu)?;
+    crate::cpu::pin(0, cpu)?;
     let p = libc::sched_param {
         sched_priority: prio,
     };
@@ -205,11 +205,11 @@ pub fn lateness(cpu: usize) -> Result<Vec<Lateness>> {
                 }
             }
             for round in 0..ROUNDS as usize {
-                for i in crate::turn(all.len(), round) {
+                for i in crate::measure::turn(all.len(), round) {
                     let (src, per) = (i / PERIODS.len(), i % PERIODS.len());
                     let ticks = TICKS[per] / ROUNDS;
                     if round == 0 {
-                        crate::progress(&format!(
+                        crate::measure::progress(&format!(
                             "first round: {} {}",
                             all[i].source, all[i].period
                         ));
