@@ -85,7 +85,8 @@ impl SigTarget {
     /// process that is exiting or a zombie (`prepare_signal` discards the signal): such a send
     /// counts as delivered. Telling those apart would mean reading `task_struct` fields, whose
     /// layout as bindgen sees it differs from C's in the test kernel (`signal` at 0x6f8 against
-    /// 0x728), so the header states this instead.
+    /// 0x728: with `SCHEDSTATS` off, `struct sched_statistics` is empty but cacheline-aligned,
+    /// and bindgen drops the alignment), so the header states this instead.
     pub(crate) fn send(&self) -> Sent {
         // SAFETY: Zero is a valid `sigval_t` (a union of an int and a pointer).
         let value: bindings::sigval_t = unsafe { core::mem::zeroed() };
