@@ -239,7 +239,8 @@ fn promise_timers_keep_own_schedule() -> Result<()> {
 
 /// "fd_kicks is the part of kicks that came from kick eventfds": writes to a kick eventfd, a
 /// count already in it when it is hooked, and echoes (a channel thread's signal of an eventfd
-/// that is a kick eventfd: this channel's, or another's) all count, exactly.
+/// that is a kick eventfd: this channel's, or another's) all count, exactly, also the echoes
+/// of a burst that are coalesced into the one that waits.
 fn promise_fd_kicks_with_echoes() -> Result<()> {
     let (a, b) = (Channel::open()?, Channel::open()?);
     // Writes: slot 0 of A.
@@ -282,6 +283,18 @@ fn promise_fd_kicks_with_echoes() -> Result<()> {
     );
     let sb = idle(&b)?;
     ensure!(sb.kicks == 7 && sb.fd_kicks == 0, "{sb:?}");
+    // A burst of echoes, one batch of 100 signals of `e`: "at most one waits per slot, and
+    // the rest are coalesced", and every one counts in fd_kicks.
+    a.kick(2, 100)?;
+    collect(&n3, 1)?;
+    let s2 = settle(&a, &n3)?;
+    ensure!(
+        s2.kicks - s.kicks == 200
+            && s2.fd_kicks - s.fd_kicks == 100
+            && s2.coalesced == 99
+            && s2.handled - s.handled == 101,
+        "100 echoes in one batch: {s:?} -> {s2:?}"
+    );
     Ok(())
 }
 
@@ -382,7 +395,9 @@ fn promise_close_stops_shared_worker() -> Result<()> {
             crate::join(writer, "kick eventfd writer")?;
             res
         })?;
-        // The worker is still there for B, and passed anything it had queued.
+        // The worker is still there for B, counts A out, and passed anything it had queued.
+        let w = b.worker()?;
+        ensure!(w.channels == 1, "round {round}: after A's close: {w:?}");
         for _ in 0..3 {
             b.kick(0, 1)?;
             collect(&nb, 1).with_context(|| format!("round {round}: B after A's close"))?;
