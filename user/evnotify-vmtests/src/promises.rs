@@ -56,7 +56,7 @@ const DAY: Duration = Duration::from_nanos(sys::MAX_PERIOD_NS);
 /// The CPU that a test pins a channel's thread to; the test's own thread runs on CPU 0.
 const CPU: usize = 1;
 
-/// Waits until `cond` holds, failing with `what` (and the last error) once [`hang`] passed.
+/// Waits until `cond` holds, failing with `what` once [`hang`] has passed.
 fn wait_for(what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
     let t = Instant::now();
     while !cond()? {
