@@ -15,6 +15,7 @@ mod hostile;
 mod kickfd;
 mod lifecycle;
 mod notify;
+mod promises;
 mod signals;
 mod stress;
 mod timers;
@@ -190,6 +191,7 @@ fn test_limit() -> Duration {
 fn main() {
     let tests: Vec<Test> = [
         lifecycle::TESTS,
+        promises::TESTS,
         notify::TESTS,
         async_notify::TESTS,
         kickfd::TESTS,
