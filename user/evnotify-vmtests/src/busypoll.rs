@@ -127,7 +127,8 @@ fn busypoll_catches_ping_pong() -> Result<()> {
     // blocks are tried on fresh channels until one catches, until a hang's deadline (a
     // module that never polls reaches it).
     let t = std::time::Instant::now();
-    let (ch, s) = loop {
+    // The channel stays open for the check of its idle thread below.
+    let (_ch, s) = loop {
         let ch = Channel::open()?;
         ch.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
         let s = ping_pong_across_cpus(&ch)?;
