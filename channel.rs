@@ -2,12 +2,9 @@
 
 //! An open `/dev/evnotify`: the ioctls a channel answers, each decoded already by the entry
 //! (`rust_evnotify.rs`). Owns the file's view of a channel: its [`Shared`] state, its worker and
-//! its place in the limits. A new ioctl is a method here; a new way to deliver belongs to the
-//! slot state (`slots.rs`) and `Shared::deliver` (`shared.rs`).
-//!
-//! Data flows one way: an ioctl, a kick eventfd or a due timer queues kicks on a slot in
-//! [`Inner`] and wakes the worker; the worker takes them in batches and delivers them (eventfd
-//! signal, process signal) with no lock held.
+//! its place in the limits. May call `shared`, `slots`, `limits`, `worker` and the leaf
+//! wrappers. A new ioctl is a method here; a new way to deliver belongs to the slot state
+//! (`slots.rs`) and `Shared::deliver` (`shared.rs`).
 
 use crate::{
     eventfd::{
@@ -144,19 +141,6 @@ impl Channel {
         Ok(())
     }
 
-    /// Allocates the table of kick eventfds, unless the channel has it.
-    fn ensure_kickfds(&self) -> Result {
-        if self.shared.kickfds.lock().is_some() {
-            return Ok(());
-        }
-        let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
-        let mut fds = self.shared.kickfds.lock();
-        if fds.is_none() {
-            *fds = Some(new);
-        }
-        Ok(())
-    }
-
     /// Attaches the eventfd `fd` to `slot`, or detaches with `fd == -1`. The previous eventfd,
     /// if any, is released; a batch already taken by the worker still goes to it.
     pub(crate) fn attach(&self, slot: usize, fd: i32) -> Result {
@@ -181,70 +165,31 @@ impl Channel {
 
     /// Hooks the eventfd `fd` so that writes to it kick `slot`, or unhooks with `fd == -1`.
     ///
-    /// Fails with `EBUSY` if the eventfd is hooked elsewhere (another slot, another channel, an
-    /// irqfd); hooking it again where it is hooked changes nothing. Every step that can fail
-    /// comes before the hook is armed, so a failed call takes nothing from the eventfd and
+    /// Fails with `EBUSY` if the eventfd is hooked elsewhere (another slot, another channel, a
+    /// KVM irqfd); hooking it again where it is hooked changes nothing. Every step that can
+    /// fail comes before the hook is armed, so a failed call takes nothing from the eventfd and
     /// leaves the slot's hook as it was (it may have started the channel's worker).
     pub(crate) fn attach_kickfd(&self, slot: usize, fd: i32) -> Result {
-        let new = match fd {
+        let hook = match fd {
             -1 => None,
             fd => {
                 let sink = SlotSink {
                     shared: self.shared.clone(),
                     slot,
                 };
-                let hook = match KickFd::new(fd, sink) {
-                    Err(e) if e == EBUSY && self.hooked_at(slot, fd) => return Ok(()),
-                    r => r?,
+                let Some(hook) = KickFd::new(fd, sink, |efd| self.shared.hooked_at(slot, efd))?
+                else {
+                    return Ok(());
                 };
                 self.join(None)?;
                 // Its echoes wait in the slot's extra state.
                 self.ensure_extra()?;
-                self.ensure_kickfds()?;
+                self.shared.ensure_kickfds()?;
                 Some(hook)
             }
         };
-        let mut fds = self.shared.kickfds.lock();
-        let Some(table) = fds.as_deref_mut() else {
-            // Nothing was ever hooked, so there is nothing to unhook.
-            return Ok(());
-        };
-        // `gone` is a new hook that is not kept.
-        let (old, gone) = match new {
-            None => (table[slot].take(), None),
-            Some(hook) => {
-                // Armed under `kickfds`, so that a hang-up from now on is reaped only once the
-                // hook is stored (see `reap_hung_up`).
-                hook.arm();
-                if hook.hung_up() {
-                    // The descriptor was closed since `new` let go of the file, before the
-                    // hook was armed: no reap comes for it. The call took effect, then the
-                    // close did.
-                    (table[slot].take(), Some(hook))
-                } else {
-                    (table[slot].replace(hook), None)
-                }
-            }
-        };
-        drop(fds);
-        // Unhooked after the guard; after this no write to it kicks the slot.
-        drop(old);
-        drop(gone);
+        self.shared.hook(slot, hook);
         Ok(())
-    }
-
-    /// Whether the eventfd open as `fd` is the kick eventfd of `slot` already.
-    fn hooked_at(&self, slot: usize, fd: i32) -> bool {
-        let Ok(efd) = EventFd::from_fd(fd) else {
-            return false;
-        };
-        let fds = self.shared.kickfds.lock();
-        let found = fds
-            .as_deref()
-            .and_then(|t| t[slot].as_ref())
-            .is_some_and(|k| k.hooks(&efd));
-        drop(fds);
-        found
     }
 
     /// Starts (or replaces) the periodic timer of `slot`, or cancels it with `period_ns == 0`.
@@ -346,14 +291,7 @@ impl Channel {
             st.wakeups = c.wakeups.load(Relaxed);
             st.polled = c.polled.load(Relaxed);
         }
-        st.kickfds = shared
-            .kickfds
-            .lock()
-            .iter()
-            .flat_map(|fds| fds.iter())
-            .flatten()
-            .filter(|k| !k.hung_up())
-            .count() as u32;
+        st.kickfds = shared.kickfds_hooked();
         st
     }
 
@@ -402,11 +340,7 @@ impl Channel {
                     x.and_then(|x| x.timer.as_ref()).map(Timer::describe),
                 )
             };
-            let kickfd = match shared.kickfds.lock().as_ref().map(|fds| &fds[slot]) {
-                None | Some(None) => "none",
-                Some(Some(k)) if k.hung_up() => "closed",
-                Some(Some(_)) => "attached",
-            };
+            let kickfd = shared.kickfd_state(slot);
             if !notify && pending == 0 && signo == 0 && timer.is_none() && kickfd == "none" {
                 continue;
             }
@@ -425,10 +359,6 @@ impl Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
-        // Each kick eventfd holds the shared state: unhook them all to break the cycle; after
-        // this no wake-up callback runs for the channel.
-        let fds = self.shared.kickfds.lock().take();
-        drop(fds);
         self.shared.close();
         if let Some(w) = self.worker.as_ref() {
             w.runner().channels.fetch_sub(1, Relaxed);

@@ -86,7 +86,8 @@ mod imp {
         },
         miscdevice::{
             MiscDevice,
-            MiscDeviceOptions, //
+            MiscDeviceOptions,
+            MiscDeviceRegistration, //
         },
         prelude::*,
         sync::lock::{
@@ -151,8 +152,10 @@ mod imp {
     // The kernel crate's `open` trampoline takes the registered `miscdevice` for a
     // `MiscDeviceRegistration<T>`, which is `repr(transparent)` over `Opaque<miscdevice>`, as
     // this is (`PhantomData` has no size); the module's `open` does not use it.
-    const _: () =
-        assert!(size_of::<MiscRegistration<()>>() == size_of::<Opaque<bindings::miscdevice>>());
+    const _: () = assert!(
+        size_of::<MiscRegistration<()>>() == size_of::<MiscDeviceRegistration<()>>()
+            && align_of::<MiscRegistration<()>>() == align_of::<MiscDeviceRegistration<()>>()
+    );
 
     // SAFETY: `misc_deregister` may be called from any thread, as for `MiscDeviceRegistration`.
     unsafe impl<T> Send for MiscRegistration<T> {}

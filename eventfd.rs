@@ -200,9 +200,14 @@ impl<S: KickSink> KickFd<S> {
     /// Links a disarmed hook on the eventfd open as `fd` in the current process, for `sink`.
     ///
     /// Fails with `EBADF` if `fd` is not open, `EINVAL` if it is not an eventfd, `EOPNOTSUPP`
-    /// if it is in semaphore mode and `EBUSY` if it is hooked already (by a kick hook or an
-    /// irqfd). Nothing is taken from the eventfd until [`KickFd::arm`].
-    pub(crate) fn new(fd: i32, sink: S) -> Result<Pin<KBox<Self>>> {
+    /// if it is in semaphore mode and `EBUSY` if it is hooked already (by a kick hook or a
+    /// KVM irqfd), unless `hooked_here` says that eventfd is hooked where this one would go:
+    /// then it returns `None`. Nothing is taken from the eventfd until [`KickFd::arm`].
+    pub(crate) fn new(
+        fd: i32,
+        sink: S,
+        hooked_here: impl FnOnce(&EventFd) -> bool,
+    ) -> Result<Option<Pin<KBox<Self>>>> {
         let (ctx, file) = kick_eventfd(fd)?;
         let this = KBox::pin_init(
             pin_init!(Self {
@@ -246,13 +251,18 @@ impl<S: KickSink> KickFd<S> {
             }
         };
         if this.busy.load(Relaxed) {
-            return Err(EBUSY);
+            // Looked at through the same reference, so that a `dup2` over `fd` meanwhile
+            // cannot turn the answer into another eventfd's.
+            return match hooked_here(&this.ctx) {
+                true => Ok(None),
+                false => Err(EBUSY),
+            };
         }
         if this.queue_head().is_none() {
             // `poll` never offered its wait queue, which an eventfd always does.
             return Err(EINVAL);
         }
-        Ok(this)
+        Ok(Some(this))
     }
 
     /// The wait queue the entry is linked on, if it is.
@@ -279,13 +289,15 @@ impl<S: KickSink> KickFd<S> {
             self.armed.store(true, Relaxed);
             // Take the count that was there before, under the same lock as the wake function,
             // so that each unit is taken exactly once, by one of the two.
+            //
+            // Writers that wait for room in the counter are not woken, as the wake function
+            // and KVM's irqfd do not wake them either: `eventfd_read` does so with the task
+            // marked as in an eventfd wake-up (`current->in_eventfd`), which nothing here can
+            // set, and without the mark 7.2's AIO poll completes inline from that wake-up and
+            // signals its result eventfd, which may be this one, whose lock we hold. (A writer
+            // waits only if its write would take the counter to 2^64 - 1, and its wait is
+            // interruptible; once armed, the hook keeps the counter at 0.)
             bindings::eventfd_ctx_do_read(self.ctx.ctx.as_ptr(), &mut count);
-            if count != 0 {
-                // As `eventfd_read` does: a writer may wait for room in the counter.
-                // (`eventfd_read` also marks the task as in an eventfd wake-up, against
-                // recursion; nothing that a wake-up of this queue runs signals an eventfd.)
-                bindings::__wake_up_locked_key(wqh, bindings::TASK_NORMAL, EPOLLOUT as *mut c_void);
-            }
             compat::c_unlock_irq(lock);
         }
         if count != 0 {
@@ -298,7 +310,7 @@ impl<S: KickSink> KickFd<S> {
         self.hung_up.load(Acquire)
     }
 
-    /// Whether this hooks the eventfd `efd`.
+    /// Whether this hooks the eventfd `efd` (the same `struct eventfd_ctx`).
     pub(crate) fn hooks(&self, efd: &EventFd) -> bool {
         self.ctx.ctx == efd.ctx
     }

@@ -75,7 +75,7 @@ use kernel::{
 const ALARM_GAP: Delta = Delta::from_micros(100);
 
 /// The kick eventfds of a channel, one per slot at most; allocated on the first one.
-pub(crate) type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
+type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
 
 /// Where a kick eventfd's writes go: kicks on one slot of a channel.
 pub(crate) struct SlotSink {
@@ -137,11 +137,12 @@ pub(crate) struct Shared {
     queued: AtomicTracker,
     /// The busy-poll limit of the worker the channel will start, until it has one.
     pub(crate) busypoll_ns: Atomic<u32>,
-    /// Never taken from atomic context, nor with `inner` held; `attach_kickfd` holds it
-    /// while it arms a hook, which may take `inner` (the order is `kickfds`, then the
-    /// eventfd's wait-queue lock, then `inner`).
+    /// The kick eventfds and their protocol ([`Shared::hook`], [`Shared::reap_hung_up`]).
+    /// Never taken from atomic context, nor with `inner` held; `hook` holds it while it arms
+    /// a hook, which may take `inner` (the order is `kickfds`, then the eventfd's wait-queue
+    /// lock, then `inner`).
     #[pin]
-    pub(crate) kickfds: Mutex<Option<KBox<KickFds>>>,
+    kickfds: Mutex<Option<KBox<KickFds>>>,
     /// Serialises giving the channel its worker, so that it gets exactly one.
     #[pin]
     pub(crate) start: Mutex<()>,
@@ -264,6 +265,7 @@ impl Shared {
     /// Stops the channel: nothing is queued, served or delivered for it once this returns.
     /// Waits for a batch in progress, not for the worker's other channels.
     pub(crate) fn close(&self) {
+        self.unhook_all();
         self.inner.lock().closed = true;
         // The worker checks `closed` holding `serving`: after this, it does not serve the
         // channel again. Cancelling the alarm breaks its reference to the channel.
@@ -274,7 +276,10 @@ impl Shared {
         }
     }
 
-    /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each.
+    /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each. In
+    /// process context only (the worker's thread, under `serving`, a mutex): a loop of up to a
+    /// batch, and it may drop the last reference to a signal target. A delivery path that must
+    /// run in a timer or wake-up callback needs bounded work and no sleeping lock.
     fn deliver(&self, slot: usize, efd: Option<&EventFd>, sig: Option<Arc<SigTarget>>, kicks: u64) {
         let mut signalled = 0;
         if let Some(sig) = sig {
@@ -314,6 +319,89 @@ impl Shared {
         self.count.signals.add(signalled, Relaxed);
     }
 
+    /// Allocates the table of kick eventfds, unless the channel has it.
+    pub(crate) fn ensure_kickfds(&self) -> Result {
+        if self.kickfds.lock().is_some() {
+            return Ok(());
+        }
+        let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
+        let mut fds = self.kickfds.lock();
+        if fds.is_none() {
+            *fds = Some(new);
+        }
+        Ok(())
+    }
+
+    /// Whether `efd` is the kick eventfd of `slot` already.
+    pub(crate) fn hooked_at(&self, slot: usize, efd: &EventFd) -> bool {
+        let fds = self.kickfds.lock();
+        let found = fds
+            .as_deref()
+            .and_then(|t| t[slot].as_ref())
+            .is_some_and(|k| k.hooks(efd));
+        drop(fds);
+        found
+    }
+
+    /// Makes `hook` (linked, disarmed) the kick eventfd of `slot`, replacing the one there, or
+    /// unhooks it with `None`. Needs the table ([`Shared::ensure_kickfds`]) for a new hook.
+    ///
+    /// The hook is armed and stored under `kickfds`, so that a hang-up from then on is reaped
+    /// only once it is stored (see [`Shared::reap_hung_up`]); a hang-up that came before, while
+    /// it was disarmed, was not reported, so it is released here.
+    pub(crate) fn hook(&self, slot: usize, hook: Option<Pin<KBox<KickFd<SlotSink>>>>) {
+        let mut fds = self.kickfds.lock();
+        let Some(table) = fds.as_deref_mut() else {
+            // Nothing was ever hooked, so there is nothing to unhook.
+            return;
+        };
+        // `gone` is a new hook that is not kept.
+        let (old, gone) = match hook {
+            None => (table[slot].take(), None),
+            Some(hook) => {
+                hook.arm();
+                if hook.hung_up() {
+                    // The descriptor was closed since `KickFd::new` let go of the file: the
+                    // call took effect, then the close did.
+                    (table[slot].take(), Some(hook))
+                } else {
+                    (table[slot].replace(hook), None)
+                }
+            }
+        };
+        drop(fds);
+        // Unhooked after the guard; after this no write to it kicks the slot.
+        drop(old);
+        drop(gone);
+    }
+
+    /// How many slots have a kick eventfd that user space has not closed.
+    pub(crate) fn kickfds_hooked(&self) -> u32 {
+        let fds = self.kickfds.lock();
+        fds.iter()
+            .flat_map(|fds| fds.iter())
+            .flatten()
+            .filter(|k| !k.hung_up())
+            .count() as u32
+    }
+
+    /// The kick eventfd of `slot`, for fdinfo: "none", "attached", or "closed" (by user space,
+    /// and not yet released by the worker).
+    pub(crate) fn kickfd_state(&self, slot: usize) -> &'static str {
+        match self.kickfds.lock().as_ref().map(|fds| &fds[slot]) {
+            None | Some(None) => "none",
+            Some(Some(k)) if k.hung_up() => "closed",
+            Some(Some(_)) => "attached",
+        }
+    }
+
+    /// Unhooks every kick eventfd: each holds the shared state, so this breaks the cycle when
+    /// the file is released; after it, no wake-up callback runs for the channel.
+    fn unhook_all(&self) {
+        let fds = self.kickfds.lock().take();
+        drop(fds);
+    }
+
     /// Releases the kick eventfds whose user space side was closed.
     fn reap_hung_up(&self) {
         let mut fds = self.kickfds.lock();
@@ -325,7 +413,10 @@ impl Shared {
     }
 }
 
-impl Served for Shared {
+// SAFETY: A channel's links of ID 0 are used by the queue of the runner in `Shared::runner`
+// only, which is set once (`SetOnce`) and never changes; `serve` re-enqueues on that runner, and
+// `Shared::update` and `serve` enqueue under `inner` after checking `closed`.
+unsafe impl Served for Shared {
     /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
     /// if it has more; with nothing to deliver, arms the alarm for the next deadline.

@@ -335,7 +335,7 @@ impl Inner {
     }
 }
 
-#[kunit_tests(rust_evnotify_channel)]
+#[kunit_tests(rust_evnotify_slots)]
 mod tests {
     use super::*;
 

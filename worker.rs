@@ -2,7 +2,7 @@
 
 //! Workers: the kernel threads that serve channels, one each by default or shared. Owns the
 //! run queue and the thread's loop; knows what it serves only through [`Served`], and calls
-//! only the leaf wrappers (`kthread`, `busypoll`, `compat`).
+//! only the leaf wrappers (`kthread`, `busypoll`, `compat`) and `uapi` for a bound.
 //!
 //! A worker keeps a run queue of the channels that have work or a deadline due, each at most
 //! once, and serves them round robin: one batch of one channel ([`Served::serve`]), then that
@@ -63,7 +63,13 @@ pub(crate) enum Woke {
 /// What a worker serves: something that can sit in its run queue and be served one batch at a
 /// time. The worker knows what it serves only through this trait, as `kernel::workqueue` knows
 /// its work items through `WorkItem`.
-pub(crate) trait Served:
+///
+/// # Safety
+///
+/// An implementer's list links of ID 0 are used by one [`Runner`]'s queue only, the same for
+/// the item's whole life ([`Runner::dequeue`] relies on it), and it is enqueued only under its
+/// own lock, after checking that it is not closed.
+pub(crate) unsafe trait Served:
     ListItem<0> + TryNewListArc<0> + Send + Sync + Sized + 'static
 {
     /// Serves once, for the worker whose run queue is `runner`: at most one batch, then puts
@@ -140,8 +146,8 @@ impl<T: Served> Runner<T> {
 
     /// Takes `channel` off the run queue if it is there (when it closes).
     pub(crate) fn dequeue(&self, channel: &T) {
-        // SAFETY: A channel is only ever put on its own worker's queue (its users keep the
-        // worker they joined for life), so it is in no other list of ID 0.
+        // SAFETY: By `Served`'s safety requirement, `channel`'s links of ID 0 are used by this
+        // queue only, so it is in no other list of that ID.
         let item = unsafe { self.queue.lock().list.remove(channel) };
         // The channel's file still holds it, so this is not the last reference.
         drop(item);
