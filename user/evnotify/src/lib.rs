@@ -52,8 +52,8 @@
 //! # Async (feature `tokio`)
 //!
 //! With the `tokio` feature, `AsyncNotifier` wraps a [`Notifier`] in Tokio's reactor:
-//! `wait().await` returns the count, and it is a `futures_core::Stream` of counts, so many
-//! slots can be served from one task. `examples/async_slots.rs` serves all 64 slots of a
+//! `wait().await` returns the count (any number of tasks may await one notifier at once), and
+//! it is a `futures_core::Stream` of counts, so many slots can be served from one task. `examples/async_slots.rs` serves all 64 slots of a
 //! channel that way.
 
 #![deny(missing_docs)]
