@@ -406,7 +406,26 @@ impl Channel {
     }
 
     /// Attaches an eventfd to `slot`; the kernel keeps its own reference to it.
-    pub fn attach(&self, slot: u32, efd: impl AsFd) -> Result<()> {
+    ///
+    /// `efd` is borrowed (`&notifier`, `&async_notifier`, `&owned_fd`, `&borrowed_fd`): the
+    /// caller keeps its descriptor. Passing one by value, which would close the caller's only
+    /// handle as the call returns, does not compile:
+    ///
+    /// ```compile_fail,E0308
+    /// # fn f(ch: &evnotify::Channel) -> std::io::Result<()> {
+    /// let n = evnotify::Notifier::new()?;
+    /// ch.attach(0, n)?; // expected `&_`, found `Notifier`
+    /// # Ok(())
+    /// # }
+    /// ```
+    /// ```no_run
+    /// # fn f(ch: &evnotify::Channel) -> std::io::Result<()> {
+    /// let n = evnotify::Notifier::new()?;
+    /// ch.attach(0, &n)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn attach(&self, slot: u32, efd: &impl AsFd) -> Result<()> {
         self.attach_raw(slot, efd.as_fd().as_raw_fd())
     }
 
@@ -427,7 +446,17 @@ impl Channel {
     }
 
     /// Hooks an eventfd so that writing N to it kicks `slot` N times, with no ioctl.
-    pub fn attach_kickfd(&self, slot: u32, efd: impl AsFd) -> Result<()> {
+    ///
+    /// `efd` is borrowed, as in [`Channel::attach`]: the caller keeps it, to write to it.
+    ///
+    /// ```compile_fail,E0308
+    /// # fn f(ch: &evnotify::Channel) -> std::io::Result<()> {
+    /// let kick = evnotify::Notifier::new()?;
+    /// ch.attach_kickfd(0, kick)?; // expected `&_`, found `Notifier`
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn attach_kickfd(&self, slot: u32, efd: &impl AsFd) -> Result<()> {
         self.kickfd_raw(slot, efd.as_fd().as_raw_fd())
     }
 

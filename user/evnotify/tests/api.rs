@@ -59,7 +59,7 @@ fn errors_are_io_errors_with_the_errno() {
     assert_eq!(errno(ch.version()), libc::ENOTTY);
     assert_eq!(errno(ch.stats()), libc::ENOTTY);
     assert_eq!(errno(ch.kick(0, 1)), libc::ENOTTY);
-    assert_eq!(errno(ch.attach(0, Notifier::new().unwrap())), libc::ENOTTY);
+    assert_eq!(errno(ch.attach(0, &Notifier::new().unwrap())), libc::ENOTTY);
     assert_eq!(errno(ch.detach_kickfd(0)), libc::ENOTTY);
     assert_eq!(errno(ch.set_signal(0, 0)), libc::ENOTTY);
     assert_eq!(errno(ch.wait_idle(Duration::ZERO)), libc::ENOTTY);
