@@ -838,6 +838,13 @@ impl SignalCatcher {
 /// each thread. The catcher may then be read from any thread, since a process signal stays
 /// pending for the whole process.
 ///
+/// # Errors
+///
+/// A call that fails leaves the thread's signal mask as it was:
+/// - `EINVAL`: `signo` is not one of the numbers above;
+/// - `EMFILE`, `ENFILE`, `ENOMEM`: from `signalfd(2)` (the process's or the system's
+///   open-file limit, or memory).
+///
 /// ```no_run
 /// use evnotify::{catch_signal, Channel};
 /// use std::time::Duration;
@@ -877,8 +884,17 @@ pub fn catch_signal(signo: i32) -> Result<SignalCatcher> {
         }
         SigSet::from_sigset_t_unchecked(raw)
     };
-    set.thread_block()?;
+    // The signalfd first: it can fail (`EMFILE`, `ENFILE`, `ENOMEM`), and then nothing may
+    // have been blocked. Blocking after it changes nothing for the signal: one that arrives in
+    // between is delivered as it would have been before the call.
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    // The old mask, restored should the block fail (`pthread_sigmask` fails only for a bad
+    // `how`, but a failed call must leave nothing changed whatever the cause).
+    let old = SigSet::thread_get_mask()?;
+    if let Err(e) = set.thread_block() {
+        let _ = old.thread_set_mask();
+        return Err(e.into());
+    }
     Ok(SignalCatcher { sfd })
 }
 
