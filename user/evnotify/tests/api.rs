@@ -385,7 +385,8 @@ fn catch_signal_that_fails_leaves_the_mask_as_it_was() {
             WaitStatus::Exited(_, 0) => {}
             WaitStatus::Exited(_, code) => panic!(
                 "exit {code}: {}",
-                WHAT.get(code as usize).unwrap_or(&"the child could not lower its limit")
+                WHAT.get(code as usize)
+                    .unwrap_or(&"the child could not lower its limit")
             ),
             status => panic!("the child died: {status:?}"),
         },
