@@ -140,6 +140,11 @@ result "vm.sh fails when insmod fails ($VM_INSMOD)" $([ $? = "$VM_INSMOD" ]; ech
 # which the guest must get back to report.
 vm_self -- sh -c 'exec 3</dev/evnotify; sleep 600 &' </dev/null
 result "vm.sh fails when the module cannot unload after the command ($VM_RMMOD)" $([ $? = "$VM_RMMOD" ]; echo $?)
+# kmemleak that does not scan (here a directory stands in for its file, which refuses the
+# write as a disabled kmemleak does) must fail the run, not read as "no leaks".
+EVNOTIFY_KMEMLEAK=/tmp/kmemleak-stand-in vm_self -- mkdir /tmp/kmemleak-stand-in </dev/null
+result "vm.sh fails when kmemleak does not scan ($VM_NOSCAN)" \
+	$([ $? = "$VM_NOSCAN" ] && has "$out/vm-self.log" '^vm: kmemleak: the scan did not run'; echo $?)
 # The serial port drops what arrives before the guest opens it: newlines first, as padding.
 { printf '\n%.0s' $(seq 64); echo 'echo hi from the shell; exit 130'; } | vm_self --shell --timeout 120
 result "vm.sh --shell runs what it reads and returns the shell's status (130)" \

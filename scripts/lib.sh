@@ -6,6 +6,9 @@ passed=0 failed=0
 # vm.sh's own exit codes. A guest command's status is always below 200 (one above 199 is
 # reported as 199), so none of these can be mistaken for it. When several apply, the lowest wins.
 VM_USAGE=200 VM_SETUP=201 VM_NOREPORT=202 VM_TIMEOUT=203 VM_INSMOD=204 VM_SPLAT=205 VM_RMMOD=206 VM_LEAK=207
+VM_NOSCAN=208
+# The last of them, for listings.
+VM_LAST=$VM_NOSCAN
 
 # vm_fault RC: what vm.sh's exit code RC says went wrong in the runner, or nothing for a
 # guest status.
@@ -19,6 +22,7 @@ vm_fault() {
 	"$VM_SPLAT") echo "kernel splat in the kernel log (WARNING, BUG, Oops, lockdep, panic...)" ;;
 	"$VM_RMMOD") echo "rmmod rust_evnotify failed after the command" ;;
 	"$VM_LEAK") echo "kmemleak reported leaks after the module unloaded" ;;
+	"$VM_NOSCAN") echo "kmemleak did not scan (disabled at boot or by an error of its own): leaks unchecked" ;;
 	*) [ "$1" -lt 200 ] || echo "vm.sh exited with a status it does not define (a bug in it)" ;;
 	esac
 }
