@@ -509,10 +509,30 @@ fn worker_columns(w: Option<&Worker>) -> (String, String) {
     }
 }
 
+/// The device node `stat` looks for, made canonical (the links in /proc name the node as it
+/// was opened). A path that does not exist, or is not a character device, is an error: it
+/// would list no channel, which reads as "none open".
+fn device_node(device: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let fail = |e| DevError::new(device, error::LOOKUP, e);
+    let path = Path::new(device).canonicalize().map_err(fail)?;
+    let meta = std::fs::metadata(&path).map_err(fail)?;
+    if !meta.file_type().is_char_device() {
+        return Err(Failure {
+            what: format!("{device}: not a character device"),
+            hint: format!(
+                "stat lists the descriptors open on a device node: give --device the node \
+                 the module created ({})",
+                evnotify::DEVICE
+            ),
+        }
+        .into());
+    }
+    Ok(path)
+}
+
 fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
-    // The links in /proc name the node as it was opened: compare canonical paths.
-    let path = Path::new(device);
-    let device = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let device = device_node(device)?;
     let scan = stat::scan(Path::new("/proc"), &device)?;
     for nc in &scan.not_channels {
         eprintln!(

@@ -148,10 +148,41 @@ fn an_eventfd_past_the_open_file_limit_names_the_slot_and_the_limit() {
     }
 }
 
+/// A character device no process here holds: `stat` needs a device node to look for, and
+/// finds no channel behind this one.
+const STAND_IN: &str = "/dev/full";
+
 #[test]
-fn stat_json_is_json_and_needs_no_device() {
-    // No module on the host: no channels, and no device needed to look.
-    let o = run(&["--device", MISSING, "stat", "--json"]);
+fn stat_of_a_path_that_is_no_device_is_an_error() {
+    let o = run(&["stat", "--device", MISSING]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        err.starts_with(&format!(
+            "evnotify: {MISSING}: look up the device node: No such file or directory\n"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+    let o = run(&["stat", "--json", "--device", "/etc/passwd"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("evnotify: /etc/passwd: not a character device\n"),
+        "{err}"
+    );
+    assert!(err.contains("hint: stat lists the descriptors"), "{err}");
+}
+
+#[test]
+fn stat_json_is_json_and_needs_no_channel() {
+    // No module on the host: no channels, and no access to the device needed to look.
+    let o = run(&["--device", STAND_IN, "stat", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stat --json");
     assert!(v["channels"].as_array().is_some(), "{v}");
@@ -160,7 +191,7 @@ fn stat_json_is_json_and_needs_no_device() {
         assert!(v[key].is_u64(), "{key}: {v}");
     }
     // The alias, the table and the summary line.
-    let o = run(&["list"]);
+    let o = run(&["list", "--device", STAND_IN]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.starts_with("    PID    UID COMM"), "{out}");
@@ -246,7 +277,7 @@ fn a_closed_pipe_ends_quietly() {
     let (read, write) = nix::unistd::pipe().expect("pipe");
     drop(read);
     let o = Command::new(EXE)
-        .arg("stat")
+        .args(["stat", "--device", STAND_IN])
         .stdout(std::process::Stdio::from(write))
         .output()
         .expect("run evnotify");
