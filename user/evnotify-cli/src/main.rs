@@ -531,6 +531,52 @@ fn device_node(device: &str) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// The columns of `stat`'s table. COMM, the process's name, comes last, as in `ps`: it may
+/// hold spaces, so every column before it stays one word.
+const STAT_COLUMNS: [&str; 16] = [
+    "PID", "UID", "FD", "THREAD", "WORKER", "SERVES", "NOTIFY", "KICKFD", "TIMER", "SIGNAL",
+    "KICKS", "TICKS", "HANDLED", "PENDING", "DROPPED", "COMM",
+];
+
+/// The widths of the columns but the last: numbers are right-aligned.
+const STAT_WIDTHS: [usize; 15] = [7, 6, 4, 7, 6, 6, 6, 6, 6, 6, 10, 10, 10, 8, 8];
+
+fn stat_line(cells: &[String]) -> String {
+    let mut line = String::new();
+    for (cell, width) in cells.iter().zip(STAT_WIDTHS) {
+        line += &format!("{cell:>width$} ");
+    }
+    line + &cells[STAT_WIDTHS.len()]
+}
+
+fn stat_header() -> String {
+    stat_line(&STAT_COLUMNS.map(String::from))
+}
+
+/// One channel's row of `stat`'s table, in [`STAT_COLUMNS`]' order.
+fn stat_row(e: &stat::Entry) -> String {
+    let s = &e.info.stats;
+    let (worker, serves) = worker_columns(e.info.worker.as_ref());
+    stat_line(&[
+        e.pid.to_string(),
+        e.uid.to_string(),
+        e.fd.to_string(),
+        s.thread_pid.to_string(),
+        worker,
+        serves,
+        s.attached.to_string(),
+        s.kickfds.to_string(),
+        s.timers.to_string(),
+        s.signal_slots.to_string(),
+        s.kicks.to_string(),
+        s.timer_ticks.to_string(),
+        s.handled.to_string(),
+        s.pending.to_string(),
+        s.dropped.to_string(),
+        e.comm.clone(),
+    ])
+}
+
 fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
     let device = device_node(device)?;
     let scan = stat::scan(Path::new("/proc"), &device)?;
@@ -546,47 +592,10 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
     if as_json {
         return print_json(&serde_json::to_value(&scan)?);
     }
-    println!(
-        "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "PID",
-        "UID",
-        "COMM",
-        "FD",
-        "THREAD",
-        "WORKER",
-        "SERVES",
-        "NOTIFY",
-        "KICKFD",
-        "TIMER",
-        "SIGNAL",
-        "KICKS",
-        "TICKS",
-        "HANDLED",
-        "PENDING",
-        "DROPPED"
-    );
+    println!("{}", stat_header());
     for e in &scan.channels {
         let s = &e.info.stats;
-        let (worker, serves) = worker_columns(e.info.worker.as_ref());
-        println!(
-            "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
-            e.pid,
-            e.uid,
-            e.comm,
-            e.fd,
-            s.thread_pid,
-            worker,
-            serves,
-            s.attached,
-            s.kickfds,
-            s.timers,
-            s.signal_slots,
-            s.kicks,
-            s.timer_ticks,
-            s.handled,
-            s.pending,
-            s.dropped
-        );
+        println!("{}", stat_row(e));
         if verbose {
             println!("    {}", counters_text(s).replace('\n', "\n    "));
             println!("    {}", worker_text(e.info.worker.as_ref()));
@@ -700,6 +709,35 @@ mod tests {
         for none in [Some(&w(0, 0, 0)), None] {
             assert_eq!(worker_columns(none), ("-".into(), "-".into()));
         }
+    }
+
+    #[test]
+    fn stat_puts_comm_last_so_that_spaces_in_it_split_nothing() {
+        let header = stat_header();
+        let cols: Vec<_> = header.split_whitespace().collect();
+        assert_eq!(cols, STAT_COLUMNS, "{header}");
+        assert!(
+            header.starts_with("    PID    UID   FD  THREAD WORKER SERVES"),
+            "{header}"
+        );
+        let info = stat::parse_fdinfo(include_str!("../testdata/fdinfo-shared.txt")).unwrap();
+        let e = stat::Entry {
+            pid: 4242,
+            comm: "my server 2".into(),
+            uid: 1000,
+            fd: 7,
+            info,
+        };
+        let row = stat_row(&e);
+        let cells: Vec<_> = row.split_whitespace().collect();
+        assert_eq!(cells[..6], ["4242", "1000", "7", "52", "3", "2"], "{row}");
+        assert_eq!(cells[15..].join(" "), "my server 2", "{row}");
+        assert!(row.ends_with(" my server 2"), "{row}");
+        // Every column starts where its header does: the numbers end under their names.
+        assert_eq!(
+            row.find(" my server").unwrap(),
+            header.find(" COMM").unwrap()
+        );
     }
 
     #[test]

@@ -194,8 +194,13 @@ fn stat_json_is_json_and_needs_no_channel() {
     let o = run(&["list", "--device", STAND_IN]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out.starts_with("    PID    UID COMM"), "{out}");
-    assert!(out.contains(" THREAD WORKER SERVES NOTIFY "), "{out}");
+    // COMM, which may hold spaces, comes last, as in ps.
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("    PID    UID   FD  THREAD WORKER SERVES NOTIFY "),
+        "{out}"
+    );
+    assert!(header.ends_with(" DROPPED COMM"), "{out}");
     assert!(out.contains(" process(es) scanned"), "{out}");
 }
 

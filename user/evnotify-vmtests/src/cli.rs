@@ -165,22 +165,22 @@ fn cli_stat_sees_channel() -> Result<()> {
     for other in v["channels"].as_array().into_iter().flatten() {
         ensure!(other["comm"] != "evnotify", "stat listed itself: {v}");
     }
-    // The table has a row for it: pid, uid, comm, fd, thread.
+    // The table has a row for it: pid, uid, fd, thread, ..., and comm last.
     let run = evnotify(&["stat"], None, None)?;
     ensure!(run.code == 0, "stat: {}", run.err);
     let want = [
         std::process::id().to_string(),
         "0".into(),
-        comm.trim_end().to_owned(),
         fd.to_string(),
         s.thread_pid.to_string(),
     ];
     ensure!(
         run.out.lines().any(|l| l
             .split_whitespace()
-            .take(5)
-            .eq(want.iter().map(String::as_str))),
-        "no row {want:?} in:\n{}",
+            .take(4)
+            .eq(want.iter().map(String::as_str))
+            && l.ends_with(&format!(" {}", comm.trim_end()))),
+        "no row {want:?} ... {comm:?} in:\n{}",
         run.out
     );
     Ok(())
@@ -221,7 +221,7 @@ fn cli_stat_workers() -> Result<()> {
                 && w["channels"] == want.channels,
             "{name}: want {want:?}: {e}"
         );
-        // PID UID COMM FD THREAD WORKER SERVES ...: a channel without a worker shows `-`.
+        // PID UID FD THREAD WORKER SERVES ...: a channel without a worker shows `-`.
         let cells = if want.id == 0 {
             ["-".to_owned(), "-".to_owned()]
         } else {
@@ -232,11 +232,11 @@ fn cli_stat_workers() -> Result<()> {
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .find(|r| {
-                r.first() == Some(&pid.as_str()) && r.get(3) == Some(&fd.to_string().as_str())
+                r.first() == Some(&pid.as_str()) && r.get(2) == Some(&fd.to_string().as_str())
             })
             .with_context(|| format!("{name}: no row for fd {fd}:\n{}", table.out))?;
         ensure!(
-            row.get(5..7) == Some(&[cells[0].as_str(), cells[1].as_str()][..]),
+            row.get(4..6) == Some(&[cells[0].as_str(), cells[1].as_str()][..]),
             "{name}: want WORKER {} SERVES {}: {row:?}",
             cells[0],
             cells[1]
