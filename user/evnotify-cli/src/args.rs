@@ -120,7 +120,7 @@ pub enum Cmd {
         /// Run a timer with this period (1ms..=1day) on slot 0.
         #[arg(long, value_parser = period)]
         timer: Option<Duration>,
-        /// Also kick slot 1 this often (1ns..=1day), through a kick eventfd.
+        /// Also kick slot 1 this often (1ms..=1day), through a kick eventfd.
         #[arg(long, value_parser = kick_interval)]
         kick_every: Option<Duration>,
         /// How long to watch, 0s..=1day.
@@ -199,9 +199,14 @@ pub fn busypoll(s: &str) -> Result<Duration, String> {
 /// overflow `Instant`.
 const MAX_WATCH: Duration = Duration::from_secs(86_400);
 
-/// Above zero (a zero kick interval would spin), at most [`MAX_WATCH`].
+/// The shortest `watch --kick-every`: the shortest timer period. Shorter, the command would
+/// spin a CPU writing the kick eventfd (at 1ns, 100% of one), and what it prints could not be
+/// read anyway.
+const MIN_KICK_INTERVAL: Duration = Duration::from_nanos(sys::MIN_PERIOD_NS);
+
+/// [`MIN_KICK_INTERVAL`]..=[`MAX_WATCH`].
 fn kick_interval(s: &str) -> Result<Duration, String> {
-    duration_in(s, Duration::from_nanos(1), MAX_WATCH)
+    duration_in(s, MIN_KICK_INTERVAL, MAX_WATCH)
 }
 
 /// At most [`MAX_WATCH`].
@@ -381,14 +386,22 @@ mod tests {
 
     #[test]
     fn watch_intervals_are_bounded() {
-        for bad in ["0s", "1day 1ns", "18446744073709551615s"] {
-            rejected(&["watch", "--kick-every", bad], "1ns..=1day");
+        // Below a millisecond the command would spin (at 1ns, a whole CPU).
+        for bad in [
+            "0s",
+            "1ns",
+            "999us",
+            "999999ns",
+            "1day 1ns",
+            "18446744073709551615s",
+        ] {
+            rejected(&["watch", "--kick-every", bad], "1ms..=1day");
         }
-        rejected(&["watch", "--kick-every", "often"], "1ns..=1day");
+        rejected(&["watch", "--kick-every", "often"], "1ms..=1day");
         for bad in ["1day 1ns", "18446744073709551615s", "forever"] {
             rejected(&["watch", "--duration", bad], "0s..=1day");
         }
-        for good in ["1ns", "1day"] {
+        for good in ["1ms", "1day"] {
             assert!(parse(&["watch", "--kick-every", good, "-d", good]).is_ok());
         }
         assert!(parse(&["watch", "-d", "0s"]).is_ok());

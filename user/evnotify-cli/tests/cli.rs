@@ -24,10 +24,12 @@ fn bad_values_are_usage_errors_before_the_device_is_opened() {
         (&["timer", "--period", "999us"][..], "1ms..=1day"),
         (&["timer", "--period", "25h"], "1ms..=1day"),
         (&["watch", "--timer", "0s"], "1ms..=1day"),
-        (&["watch", "--kick-every", "0s"], "1ns..=1day"),
+        (&["watch", "--kick-every", "0s"], "1ms..=1day"),
+        (&["watch", "--kick-every", "1ns"], "1ms..=1day"),
+        (&["watch", "--kick-every", "999us"], "1ms..=1day"),
         (
             &["watch", "--kick-every", "18446744073709551615s"],
-            "1ns..=1day",
+            "1ms..=1day",
         ),
         (
             &["watch", "--duration", "18446744073709551615s"],
