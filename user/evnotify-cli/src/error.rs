@@ -65,9 +65,28 @@ impl DevError {
                  `max_user_channels` per user ({PARAMS}); or this process hit its \
                  open-file limit (`ulimit -n`)"
             ),
-            (libc::EMFILE, op) if op.starts_with("eventfd") => "this process hit its \
-                 open-file limit (`ulimit -n`, RLIMIT_NOFILE): raise it, or close descriptors"
-                .to_owned(),
+            (libc::EMFILE, op) if op.starts_with("eventfd") || op.starts_with("signalfd") => {
+                "this process hit its open-file limit (`ulimit -n`, RLIMIT_NOFILE): raise it, \
+                 or close descriptors"
+                    .to_owned()
+            }
+            (libc::EAGAIN, op) if op.contains("kick eventfd") => format!(
+                "the kick eventfd's counter is full: the channel's thread stopped taking kicks \
+                 from it (it unhooks a kick eventfd when it is closed or replaced). \
+                 `evnotify stat -v --device {path}` shows the slot's kickfd (this process's \
+                 channel, while it runs); if it still says attached, look for the module's \
+                 warnings in `dmesg`"
+            ),
+            (_, op)
+                if op.starts_with("read(2)")
+                    || op.starts_with("write(2)")
+                    || op.starts_with("ppoll(2)") =>
+            {
+                "a read, write or poll of this program's own eventfds or signalfd should not \
+                 fail: this is a bug in evnotify or in the kernel; please report it with this \
+                 message"
+                    .to_owned()
+            }
             (libc::ENFILE, _) => "the system's open-file limit is reached \
                  (/proc/sys/fs/file-max): close files elsewhere"
                 .to_owned(),

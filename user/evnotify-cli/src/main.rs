@@ -270,6 +270,16 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The operation of a write of `n` kicks to `slot`'s kick eventfd, for its error.
+fn kick_write(slot: u32, n: u64) -> String {
+    format!("write(2) of {n} to slot {slot}'s kick eventfd")
+}
+
+/// The operation of a read of `slot`'s notify eventfd, for its error.
+fn notify_read(slot: u32) -> String {
+    format!("read(2) of slot {slot}'s notify eventfd")
+}
+
 /// Blocks until `want` notifications arrived on `n`, attached to `slot`.
 fn collect(dev: &Dev, n: &Notifier, slot: u32, want: u64) -> Result<u64> {
     let mut got = 0;
@@ -300,7 +310,7 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
     for i in 0..a.count {
         let t = Instant::now();
         if a.kickfd {
-            kick.post(burst.into())?;
+            dev.check(kick.post(burst.into()), || kick_write(slot, burst.into()))?;
         } else {
             dev.kick(slot, burst)?;
         }
@@ -375,14 +385,20 @@ fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32) -> Result<()> {
 }
 
 fn signal(dev: &Dev, signo: i32, count: u32, slot: u32) -> Result<()> {
-    let sfd = evnotify::catch_signal(signo).with_context(|| format!("catch signal {signo}"))?;
+    let sfd = dev.check(evnotify::catch_signal(signo), || {
+        format!("signalfd(2) for signal {signo}")
+    })?;
     dev.set_signal(slot, signo)?;
     dev.kick(slot, count)?;
     dev.wait_idle(Duration::from_secs(10))?;
     let want = signals_wanted(signo, count);
     let mut got = 0;
     while got < want {
-        let Some(info) = sfd.try_read().context("read the signalfd")? else {
+        let read = sfd.try_read();
+        let Some(info) = dev.check(read, || {
+            format!("read(2) of the signalfd for signal {signo}")
+        })?
+        else {
             break;
         };
         got += 1;
@@ -462,18 +478,25 @@ fn watch(
         ];
         match ppoll(&mut fds, Some(poll_timeout(Instant::now(), until)), None) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("ppoll"),
+            Err(e) => {
+                return Err(DevError::new(
+                    &dev.path,
+                    "ppoll(2) on the notify eventfds of slots 0 and 1",
+                    e,
+                )
+                .into())
+            }
         }
         let t = start.elapsed().as_secs_f64() * 1e3;
-        for (name, n) in [("timer", &tn), ("kick ", &kn)] {
-            let v = n.drain()?;
+        for (slot, name, n) in [(0, "timer", &tn), (1, "kick ", &kn)] {
+            let v = dev.check(n.drain(), || notify_read(slot))?;
             if v > 0 {
                 println!("{t:>10.3} ms  {name} +{v}");
             }
         }
         if let (Some(k), Some(every)) = (next_kick, kick_every) {
             if Instant::now() >= k {
-                kick.post(1).context("write the kick eventfd of slot 1")?;
+                dev.check(kick.post(1), || kick_write(1, 1))?;
                 next_kick = Some(later(k, every)?);
             }
         }
@@ -738,6 +761,31 @@ mod tests {
             row.find(" my server").unwrap(),
             header.find(" COMM").unwrap()
         );
+    }
+
+    /// The eventfd calls of `ping` and `watch` fail naming the device, the call and the
+    /// slot, with a hint of what to do.
+    #[test]
+    fn eventfd_errors_name_the_call_and_say_what_to_do() {
+        use nix::errno::Errno;
+        let e = DevError::new("/dev/evnotify", kick_write(3, 2), Errno::EAGAIN);
+        assert_eq!(
+            e.to_string(),
+            "/dev/evnotify: write(2) of 2 to slot 3's kick eventfd: \
+             Resource temporarily unavailable"
+        );
+        let hint = e.hint().unwrap();
+        for part in ["counter is full", "evnotify stat -v", "dmesg"] {
+            assert!(hint.contains(part), "{hint:?} lacks {part:?}");
+        }
+        let e = DevError::new("/dev/evnotify", notify_read(1), Errno::EBADF);
+        assert_eq!(
+            e.to_string(),
+            "/dev/evnotify: read(2) of slot 1's notify eventfd: Bad file descriptor"
+        );
+        assert!(e.hint().unwrap().contains("report it"), "{:?}", e.hint());
+        let e = DevError::new("/dev/evnotify", "signalfd(2) for signal 10", Errno::EMFILE);
+        assert!(e.hint().unwrap().contains("ulimit -n"), "{:?}", e.hint());
     }
 
     #[test]
