@@ -16,6 +16,30 @@ out=$repo/build/check
 mkdir -p "$out"
 . "$here/lib.sh"
 
+# tools_lint: prints each command of the scripts that scripts/tools.txt lacks, and each
+# package there that no one installs; fails if it printed anything.
+tools_lint() (
+	. "$here/setup.sh" # SETUP_PACKAGES, SETUP_CARGO_PACKAGE
+	allowed=" ${SETUP_PACKAGES[*]} $SETUP_CARGO_PACKAGE "
+	"$here/commands.py" "$here"/*.sh "$repo/Makefile" >"$out/commands.txt" || exit 1
+	while IFS=$'\t' read -r cmd where; do
+		case $(type -t "$cmd") in builtin | keyword) continue ;; esac
+		awk -v c="$cmd" '$1 == c { found = 1 } END { exit !found }' "$here/tools.txt" ||
+			echo "$where: $cmd is not in scripts/tools.txt (add it with its Debian package)"
+	done <"$out/commands.txt" | sort -u >"$out/tools-problems.txt"
+	while read -r cmd pkg by; do
+		case $cmd in '' | '#'*) continue ;; esac
+		if [ -n "$by" ]; then
+			[ "$by" = system ] || grep -qE "apt-get install .*[ ]$pkg( |;|$)" "$here/$by" ||
+				echo "tools.txt: $cmd: $by does not install $pkg"
+		elif [[ $allowed != *" $pkg "* ]] && [ "$(dpkg-query -W -f='${Essential}' "$pkg" 2>/dev/null)" != yes ]; then
+			echo "tools.txt: $cmd: its package $pkg is neither Essential nor installed by setup.sh (SETUP_PACKAGES)"
+		fi
+	done <"$here/tools.txt" >>"$out/tools-problems.txt"
+	cat "$out/tools-problems.txt"
+	[ ! -s "$out/tools-problems.txt" ]
+)
+
 kdir=$("$here/setup.sh") || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 src=$(readlink -f "$kdir/source")
 
@@ -36,6 +60,13 @@ rm -f "$repo/rust-project.json"
 KDIR=$kdir "$here/rust-analyzer.sh" >"$out/rust-analyzer.log" 2>&1 &&
 	grep -q '"root_module": *"[^"]*rust_evnotify.rs"' "$repo/rust-project.json"
 result "make rust-analyzer writes rust-project.json with the module" $?
+# Every command a script runs comes from a package that set-up installs (or an Essential
+# one): scripts/tools.txt maps each to its package, commands.py finds them in the scripts.
+"$here/commands.py" "$here/testdata/commands-sample.sh" | diff -u "$here/testdata/commands-sample.expected" - >"$out/tools.log" 2>&1
+result "commands.py finds the commands of a sample script, and nothing else" $?
+tools_lint >>"$out/tools.log" 2>&1
+result "every command the scripts run is in scripts/tools.txt, from a package set-up installs" $?
+[ ! -s "$out/tools.log" ] || sed 's/^/  | /' "$out/tools.log" | head -n 30
 # DKMS needs root (as dkms itself says); CI runs as root. Not counted when skipped.
 if [ "$(id -u)" = 0 ]; then
 	"$here/dkms-check.sh" "$kdir" >"$out/dkms.log" 2>&1

@@ -75,15 +75,23 @@ toolchain() {
 	gcc --version | sed -n 1p
 }
 
+# The host's packages: the kernel build's toolchain, and every command a script runs that
+# no Essential package has (scripts/tools.txt maps each command to its package, and
+# check.sh checks that the table covers the scripts and that each package is here or
+# Essential): python3 (bench.sh, mutants.sh, rust-analyzer.sh, the lint), mawk (awk is not
+# Essential), qemu, busybox...
+SETUP_PACKAGES=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
+	lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
+	qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core python3 mawk)
+# Without a cargo of its own (no rustup toolchain): Debian's, which matches rustc-web.
+SETUP_CARGO_PACKAGE=cargo-web
+
 [[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 set -euo pipefail
 
 # --- Host packages -----------------------------------------------------------
-pkgs=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
-      lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
-      qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core)
-# No cargo (no rustup toolchain): Debian's, which matches rustc-web.
-command -v cargo >/dev/null || pkgs+=(cargo-web)
+pkgs=("${SETUP_PACKAGES[@]}")
+command -v cargo >/dev/null || pkgs+=("$SETUP_CARGO_PACKAGE")
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'ok installed' >/dev/null || missing+=("$p")
