@@ -12,6 +12,7 @@ repo=$(dirname "$here")
 only_kver=${KVER:-}
 (. "$here/env.sh") || { echo "0 passed, 1 failed"; exit 1; }
 . "$here/env.sh"
+lock_checkout
 out=$repo/build/check
 mkdir -p "$out"
 . "$here/lib.sh"
@@ -131,8 +132,24 @@ for t in bash dirname mkdir grep; do ln -s "$(command -v $t)" "$fake/"; done
 EVNOTIFY_CACHE=$fake/cache PATH=$fake "$here/setup.sh" >"$out/setup-nonroot.log" 2>&1
 result "setup.sh, not root, packages and cargo missing: exits, naming them (and cargo-web) and the apt-get line" \
 	$([ $? != 0 ] && [ ! -e "$fake/apt-get-ran" ] && grep -q 'apt-get install .*busybox-static.*cargo-web' "$out/setup-nonroot.log"; echo $?)
-[ "$("$here/setup.sh" 2>"$out/setup-again.log")" = "$kdir" ] && [ ! -s "$out/setup-again.log" ]
+# (Another run's set-up may hold a lock a moment: saying that it waits is not doing anything.)
+[ "$("$here/setup.sh" 2>"$out/setup-again.log")" = "$kdir" ] && ! grep -qv ': waiting: ' "$out/setup-again.log"
 result "setup.sh run again: the same KDIR, nothing installed or built" $?
+# A set-up waits for another one working on the same cache, and says so (here: this shell
+# holds the kernel sources' lock of a cache of its own; the waiting set-up is then stopped).
+lockcache=$repo/build/setup-lock-cache
+rm -rf "$lockcache" && mkdir -p "$lockcache"
+exec {lockfd}>"$lockcache/src.lock"
+flock "$lockfd"
+BINDGEN=$BINDGEN EVNOTIFY_CACHE=$lockcache setsid "$here/setup.sh" >/dev/null 2>"$out/setup-lock.log" &
+waiter=$!
+sleep 3
+grep -q '^setup.sh: waiting: another set-up is fetching or unpacking a kernel source' "$out/setup-lock.log" &&
+	[ ! -e "$lockcache/src/partial" ]
+rc=$?
+kill -- -"$waiter" 2>/dev/null; wait "$waiter" 2>/dev/null
+exec {lockfd}>&-
+result "setup.sh waits for another set-up of the same cache, saying so" $rc
 result "the cached kernel records the toolchain that built it" \
 	$(. "$here/setup.sh" && toolchain | cmp -s - "$kdir/.built"; echo $?)
 
@@ -151,6 +168,17 @@ make -C "$mk" clean KDIR=/nonexistent >"$out/make-clean.log" 2>&1 &&
 result "make clean works with KDIR pointing nowhere and removes only build products" $?
 make -C "$mk" distclean KDIR=/nonexistent >>"$out/make-clean.log" 2>&1 && [ ! -e "$mk/user/target" ]
 result "make distclean also removes user/target" $?
+
+# A second run in this checkout waits for this one (which holds the checkout's lock), and
+# says so; it is stopped before it can start.
+EVNOTIFY_CHECKOUT_LOCKED= setsid "$here/vm.sh" -- true >"$out/lock.log" 2>&1 &
+waiter=$!
+sleep 3
+grep -q '^vm.sh: waiting: another run is using this checkout (pid [0-9]*, check.sh' "$out/lock.log" &&
+	! grep -q '^vm: exit' "$out/lock.log"
+rc=$?
+kill -- -"$waiter" 2>/dev/null; wait "$waiter" 2>/dev/null
+result "a second run in this checkout waits for the first, saying so" $rc
 
 # vm.sh: its usage, and its own exit codes, which no guest status can take.
 rm -rf "$repo/build/vm-none"

@@ -213,6 +213,10 @@ class Scanner:
                 if not wrapper:
                     at_command = True
                 continue
+            named_fd = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}[<>]").match(self.s, self.i)
+            if named_fd:
+                self.advance(named_fd.end() - 1 - self.i)  # {fd}>file: the redirection follows
+                continue
             if c == "(" and self.peek(1) == "(" and at_command:
                 self.arithmetic_command()
                 at_command = False

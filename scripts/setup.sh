@@ -92,10 +92,14 @@ set -euo pipefail
 # --- Host packages -----------------------------------------------------------
 pkgs=("${SETUP_PACKAGES[@]}")
 command -v cargo >/dev/null || pkgs+=("$SETUP_CARGO_PACKAGE")
-missing=()
-for p in "${pkgs[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'ok installed' >/dev/null || missing+=("$p")
-done
+# find_missing: the packages of pkgs not installed, into missing.
+find_missing() {
+	missing=()
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'ok installed' >/dev/null || missing+=("$p")
+	done
+}
+find_missing
 if ((${#missing[@]})); then
 	if [ "$(id -u)" != 0 ]; then
 		log "missing packages: ${missing[*]}"
@@ -103,10 +107,19 @@ if ((${#missing[@]})); then
 		log "  apt-get update && apt-get install ${missing[*]}"
 		exit 1
 	fi
+	# One set-up at a time installs (two first runs would race on apt and on cargo install);
+	# the second waits, then finds the packages there. apt itself waits for dpkg's lock
+	# (another apt, or a set-up with another cache).
+	exec 7>>"$EVNOTIFY_CACHE/setup.lock"
+	wait_lock 7 "another set-up is installing packages or bindgen (lock $EVNOTIFY_CACHE/setup.lock)"
+	find_missing
+fi
+if ((${#missing[@]})); then
 	log "installing ${missing[*]}"
 	aptlog=$EVNOTIFY_CACHE/apt-install.log
-	{ DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$aptlog" 2>&1 ||
+	apt=(apt-get -o DPkg::Lock::Timeout=600)
+	{ DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -qq &&
+		DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "${missing[@]}"; } >"$aptlog" 2>&1 ||
 		{ tail -n 30 "$aptlog" >&2; exit 1; }
 fi
 
@@ -114,11 +127,17 @@ fi
 # 0.73.2 is the version the kernel was tried with (7.3 wants >= 0.71.1).  A BINDGEN given
 # from outside is used as it is.
 BINDGEN_VERSION=0.73.2
+bindgen_ok() { [ "$("$BINDGEN" --version 2>/dev/null)" = "bindgen $BINDGEN_VERSION" ]; }
 if [ "$BINDGEN" = "$EVNOTIFY_CACHE/tools/bin/bindgen" ]; then
-	if [ "$("$BINDGEN" --version 2>/dev/null)" != "bindgen $BINDGEN_VERSION" ]; then
+	if ! bindgen_ok; then
+		exec 7>>"$EVNOTIFY_CACHE/setup.lock"
+		wait_lock 7 "another set-up is installing packages or bindgen (lock $EVNOTIFY_CACHE/setup.lock)"
+	fi
+	if ! bindgen_ok; then
 		log "cargo install bindgen-cli $BINDGEN_VERSION"
 		cargo install --locked --force --version "$BINDGEN_VERSION" --root "$EVNOTIFY_CACHE/tools" bindgen-cli >&2
 	fi
+	flock -u 7 2>/dev/null || true
 elif ! "$BINDGEN" --version >/dev/null 2>&1; then
 	log "BINDGEN=$BINDGEN does not run"; exit 1
 fi
@@ -127,7 +146,7 @@ fi
 aptdir=$EVNOTIFY_CACHE/apt
 # The private apt state and src/partial are shared by every kernel: one setup at a time here.
 exec 8>"$EVNOTIFY_CACHE/src.lock"
-flock 8
+wait_lock 8 "another set-up is fetching or unpacking a kernel source (lock $EVNOTIFY_CACHE/src.lock)"
 mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$EVNOTIFY_CACHE/src"
 src_list=$aptdir/backports.sources
 apt_source "$EVNOTIFY_KSUITE" >"$src_list"
@@ -163,7 +182,7 @@ objdir=$EVNOTIFY_CACHE/build/$key
 mkdir -p "$EVNOTIFY_CACHE/build"
 # One build per directory at a time: a second caller waits, then finds it built.
 exec 9>"$objdir.lock"
-flock 9
+wait_lock 9 "another set-up is building kernel $key (several minutes; lock $objdir.lock)"
 # .built is written only after the whole build succeeded: an interrupted or failed build
 # leaves none, and the next run resumes it.
 if [ ! -f "$objdir/.built" ]; then

@@ -88,6 +88,8 @@ params=${words[*]+"${words[*]}"}
 # kmemleak's file in the guest: it goes into the init script as it is.
 leaks=${EVNOTIFY_KMEMLEAK:-/sys/kernel/debug/kmemleak}
 [[ "$leaks" =~ ^/[A-Za-z0-9/_.-]+$ ]] || bad_usage "EVNOTIFY_KMEMLEAK: an absolute path of letters, digits and /_.- (got '$leaks')"
+# One run at a time in this checkout (build/ and the builds are shared): a second waits.
+lock_checkout
 out=${EVNOTIFY_OUT:-$repo/build/vm}
 mkdir -p "$out"
 # A run that fails before QEMU must not leave the last run's logs to be read as its own.

@@ -5,7 +5,7 @@ set -euo pipefail
 helper() { local x=() y; grep -q a "$1"; }
 arr=(notcmd1 notcmd2 "$(cmdinarray)")
 LC_ALL=C sort -u <in >out 2>&1
-exec 8>"$HOME/lock"
+exec 8>"$HOME/lock" {fd}>"$HOME/lock2"
 flock 8
 if [[ "$a" =~ ^(0|[1-9])$ ]] && ((n > 1)); then echo "$(basename "$f") `uname`"; fi
 case $x in
