@@ -133,6 +133,12 @@ EVNOTIFY_CACHE=$fake/cache PATH=$fake "$here/setup.sh" >"$out/setup-nonroot.log"
 result "setup.sh, not root, packages and cargo missing: exits, naming them (and cargo-web) and the apt-get line" \
 	$([ $? != 0 ] && [ ! -e "$fake/apt-get-ran" ] && grep -q 'apt-get install .*busybox-static.*cargo-web' "$out/setup-nonroot.log"; echo $?)
 # (Another run's set-up may hold a lock a moment: saying that it waits is not doing anything.)
+rm -f "$fake/apt-get-ran"
+EVNOTIFY_OS_RELEASE=$here/testdata/os-release-ubuntu EVNOTIFY_CACHE=$fake/cache PATH=$fake \
+	"$here/setup.sh" >"$out/setup-os.log" 2>&1
+result "setup.sh on a host that is not Debian 12: stops first, saying what it supports and what to do" \
+	$([ $? != 0 ] && [ ! -e "$fake/apt-get-ran" ] && grep -q 'this host is Ubuntu 24.04.1 LTS .*supports Debian 12' "$out/setup-os.log" &&
+		grep -q 'EVNOTIFY_ANY_OS=1' "$out/setup-os.log" && ! grep -q 'missing packages' "$out/setup-os.log"; echo $?)
 [ "$("$here/setup.sh" 2>"$out/setup-again.log")" = "$kdir" ] && ! grep -qv ': waiting: ' "$out/setup-again.log"
 result "setup.sh run again: the same KDIR, nothing installed or built" $?
 # A set-up waits for another one working on the same cache, and says so (here: this shell

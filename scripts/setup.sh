@@ -6,6 +6,7 @@
 #   EVNOTIFY_APT_ROOT (/etc/apt)  where the host's apt sources are read from
 #   KVER (7.3)                          the kernel series: 7.2 (sid) or 7.3 (trixie-backports)
 #   EVNOTIFY_KSUITE                     the Debian suite of linux-source-$KVER (by KVER)
+#   EVNOTIFY_ANY_OS=1                   go on on a host that is not Debian 12 (unsupported)
 #
 # Sourcing it (as check.sh's self-tests do) defines the functions and runs nothing.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -86,8 +87,31 @@ SETUP_PACKAGES=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libc
 # Without a cargo of its own (no rustup toolchain): Debian's, which matches rustc-web.
 SETUP_CARGO_PACKAGE=cargo-web
 
+# host_os: "ID VERSION_ID PRETTY_NAME" from os-release (EVNOTIFY_OS_RELEASE, for the
+# self-tests; else /etc/os-release), read by the shell alone (it is made to be sourced).
+host_os() (
+	ID='' VERSION_ID='' PRETTY_NAME=''
+	# shellcheck disable=SC1090
+	. "${EVNOTIFY_OS_RELEASE:-/etc/os-release}" 2>/dev/null
+	echo "${ID:-unknown} ${VERSION_ID:-unknown} ${PRETTY_NAME:-an unknown system (no os-release)}"
+)
+
 [[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 set -euo pipefail
+
+# --- The host ----------------------------------------------------------------
+# The package names, the Rust toolchain (rustc-web) and the apt sources are Debian 12's: on
+# another system apt would fail deep inside, or install something else. Say so first.
+read -r os_id os_version os_name <<<"$(host_os)"
+if [ "$os_id $os_version" != "debian 12" ] && [ "${EVNOTIFY_ANY_OS:-0}" != 1 ]; then
+	log "this host is $os_name (ID=$os_id, VERSION_ID=$os_version): set-up supports Debian 12"
+	log "(bookworm) only. It installs Debian 12's packages with apt (rustc-web, clang-19,"
+	log "qemu-system-x86, ...) and builds a test kernel with that toolchain."
+	log "Run it on Debian 12: a VM or a container (docker run -it -v \"\$PWD\":/src debian:12)."
+	log "If this host has the same tools under the same paths (/usr/bin/rustc of the version"
+	log "the kernel wants, clang-19, ...), EVNOTIFY_ANY_OS=1 skips this check, at your own risk."
+	exit 1
+fi
 
 # --- Host packages -----------------------------------------------------------
 pkgs=("${SETUP_PACKAGES[@]}")
