@@ -186,6 +186,19 @@ rc=$?
 kill -- -"$waiter" 2>/dev/null; wait "$waiter" 2>/dev/null
 result "a second run in this checkout waits for the first, saying so" $rc
 
+# A checkout whose path has a space is refused before anything runs (a copy of scripts/ in
+# such a path stands for it).
+spaced="$repo/build/with space"
+rm -rf "$spaced" && mkdir -p "$spaced" && cp -r "$here" "$spaced/"
+EVNOTIFY_OUT=$repo/build/vm-spaced "$spaced/scripts/vm.sh" -- true >"$out/spaced.log" 2>&1
+result "a checkout path with a space is refused at once, saying why and what to do" \
+	$([ $? = "$VM_USAGE" ] && grep -q "^vm.sh: this checkout's path has a blank in it: '$spaced'.* move the checkout" "$out/spaced.log" &&
+		[ ! -e "$repo/build/vm-spaced" ]; echo $?)
+"$spaced/scripts/kbuild.sh" "$kdir" >"$out/spaced-kbuild.log" 2>&1
+result "make (kbuild.sh) refuses a module path with a space" \
+	$([ $? = 1 ] && grep -q "^kbuild.sh: the module's path has a blank in it" "$out/spaced-kbuild.log"; echo $?)
+rm -rf "$spaced"
+
 # vm.sh: its usage, and its own exit codes, which no guest status can take.
 rm -rf "$repo/build/vm-none"
 EVNOTIFY_OUT=$repo/build/vm-none "$here/vm.sh" --no-such-option -- true >"$out/vm-usage.log" 2>&1

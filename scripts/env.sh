@@ -26,6 +26,16 @@ KMAKE_VARS=(RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustd
 # EVNOTIFY_DEBUG=1 selects the debug kernel (KASAN, kmemleak, debug objects), which must be
 # built with clang; EVNOTIFY_BENCH=1 the bench kernel (no lockdep or other checks).
 _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# A checkout whose path has a space (or any blank) cannot build: Kbuild's M= and the VM's
+# initramfs list split paths at blanks. Refuse before anything starts, saying so (a usage
+# error; vm.sh sets kver_exit to its own code).
+if [[ "$(dirname "$_here")" == *[[:space:]]* ]]; then
+	echo "${0##*/}: this checkout's path has a blank in it: '$(dirname "$_here")'." \
+		"Kbuild (make M=DIR) and the VM's initramfs list split paths at blanks, so nothing" \
+		"can be built or booted from here: move the checkout (or clone it) to a path" \
+		"without spaces, and run it from there." >&2
+	exit "${kver_exit:-2}"
+fi
 
 # wait_lock FD WHAT: takes the lock on descriptor FD (flock); if another process holds it,
 # says so first (WHAT: what the holder does) and waits for it.
