@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 use args::{Cli, Cmd, PingArgs};
 use clap::{CommandFactory, Parser};
 use error::{DevError, Failure};
-use evnotify::{sys, Channel, Notifier};
+use evnotify::{sys, Channel, Notifier, Stats};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use stat::{Counters, Worker};
+use stat::Worker;
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
@@ -52,9 +52,8 @@ impl Dev {
         self.check(self.ch.version(), || "ioctl EVNOTIFY_IOC_VERSION".into())
     }
 
-    fn stats(&self) -> Result<Counters> {
-        let s = self.check(self.ch.stats(), || "ioctl EVNOTIFY_IOC_STATS".into())?;
-        Ok(Counters::from(&s))
+    fn stats(&self) -> Result<Stats> {
+        self.check(self.ch.stats(), || "ioctl EVNOTIFY_IOC_STATS".into())
     }
 
     fn worker(&self) -> Result<Worker> {
@@ -163,7 +162,7 @@ fn feature_names(bits: u64) -> Vec<&'static str> {
 }
 
 /// Every counter, on two lines.
-fn counters_text(s: &Counters) -> String {
+fn counters_text(s: &Stats) -> String {
     format!(
         "stats: kicks={} (by fd {}) timer_ticks={} handled={} notifies={} signals={} dropped={} \
          wakeups={} polled={} pending={} coalesced={} sig_refused={}\n\
@@ -421,14 +420,7 @@ fn signals_wanted(signo: i32, count: u32) -> u32 {
 }
 
 /// Fails unless `got` signals are all that `count` kicks must bring.
-fn check_signals(
-    path: &str,
-    slot: u32,
-    signo: i32,
-    count: u32,
-    got: u32,
-    s: &Counters,
-) -> Result<()> {
+fn check_signals(path: &str, slot: u32, signo: i32, count: u32, got: u32, s: &Stats) -> Result<()> {
     let want = signals_wanted(signo, count);
     if got >= want {
         return Ok(());
@@ -806,11 +798,11 @@ mod tests {
     #[test]
     fn too_few_signals_fail_with_the_counters_and_a_hint() {
         let rt = libc::SIGRTMIN() + 1;
-        let s = Counters::from(&evnotify::Stats {
+        let s = Stats {
             signals: 3,
             sig_refused: 2,
             ..Default::default()
-        });
+        };
         assert!(check_signals("/dev/evnotify", 4, rt, 5, 5, &s).is_ok());
         // A standard signal coalesces: one is enough, none is not.
         assert!(check_signals("/dev/evnotify", 4, libc::SIGIO, 5, 1, &s).is_ok());

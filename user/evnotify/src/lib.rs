@@ -55,6 +55,11 @@
 //! `wait().await` returns the count (any number of tasks may await one notifier at once), and
 //! it is a `futures_core::Stream` of counts, so many slots can be served from one task. `examples/async_slots.rs` serves all 64 slots of a
 //! channel that way.
+//!
+//! # Serde (feature `serde`)
+//!
+//! With the `serde` feature, [`Stats`] implements `serde::Serialize` and `Deserialize`, with
+//! the field names of `struct evnotify_stats` (which fdinfo uses too).
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -170,8 +175,12 @@ pub mod sys {
 
     /// `struct evnotify_stats`: a consistent snapshot of a channel's counters, in which
     /// `kicks + timer_ticks == handled + pending + coalesced` (modulo 2^64).
+    ///
+    /// With the `serde` feature it is `Serialize` and `Deserialize`, with the header's field
+    /// names (those of `/proc/<pid>/fdinfo/<fd>` too): a stable format.
     #[repr(C)]
     #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct Stats {
         /// Kicks accepted, by ioctl and by kick eventfd.
         pub kicks: u64,
@@ -947,6 +956,48 @@ mod tests {
         assert_eq!(dec(IOC_BUSYPOLL), (1, 16, 0xE6, 7));
         assert_eq!(dec(IOC_SHARE_WORKER), (1, 16, 0xE6, 8));
         assert_eq!(dec(IOC_WORKER), (2, 16, 0xE6, 9));
+    }
+
+    /// The serde names are the header's, as fdinfo prints them, and a round trip keeps
+    /// every value.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn stats_serialize_with_the_headers_names() {
+        let s = Stats {
+            kicks: 1,
+            fd_kicks: 2,
+            thread_pid: -3,
+            busypoll_ns: 4,
+            sig_refused: u64::MAX,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(s).unwrap();
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        let mut want = [
+            "kicks",
+            "fd_kicks",
+            "timer_ticks",
+            "handled",
+            "notifies",
+            "signals",
+            "dropped",
+            "wakeups",
+            "polled",
+            "pending",
+            "thread_pid",
+            "attached",
+            "kickfds",
+            "timers",
+            "signal_slots",
+            "busypoll_ns",
+            "coalesced",
+            "sig_refused",
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(v["thread_pid"], -3);
+        assert_eq!(serde_json::from_value::<Stats>(v).unwrap(), s);
     }
 
     #[test]
