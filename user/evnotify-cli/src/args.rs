@@ -25,6 +25,14 @@ pub struct Cli {
     /// default: the module's busypoll_ns; not with stat, which opens no channel).
     #[arg(long, global = true, value_parser = busypoll)]
     pub busypoll: Option<Duration>,
+    /// Print JSON instead of text: one object (info, stat, ping), or JSON Lines, one object
+    /// per event as it comes and a last one with the counters (timer, signal, watch).
+    /// Compact, one line per object, unless --pretty.
+    #[arg(short, long, global = true)]
+    pub json: bool,
+    /// Print JSON, pretty: indented, several lines per object (implies --json).
+    #[arg(long, global = true)]
+    pub pretty: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -47,6 +55,18 @@ pub const SECTIONS: &[(&str, &str)] = &[
          device, or another API version).",
     ),
     (
+        "JSON",
+        "With -j/--json every command prints JSON: info, stat and ping one object, timer, \
+         signal and watch JSON Lines (one object per line: each event as it arrives, with a \
+         \"type\" of \"ticks\", \"signal\" or \"notify\", then one of type \"end\" with the \
+         channel's counters), as `ip -j monitor` does. --pretty indents them (then the lines are \
+         no longer one object each). Every object has \"schema_version\" (1): within a \
+         version the field names and their meaning are stable, new fields may be added; a \
+         field renamed or removed bumps it. The counters are under \"stats\", with the names of \
+         struct evnotify_stats. Times are integers in nanoseconds (fields ending in _ns). \
+         Errors still go to standard error as text, with exit status 1.",
+    ),
+    (
         "FILES",
         "/dev/evnotify: the device. /proc/PID/fdinfo/FD: a channel's counters, worker and \
          slots, which stat reads. The module's parameters max_channels, max_user_channels and \
@@ -66,11 +86,7 @@ fn after_help() -> String {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Print the API version, features, limits, and a channel's counters, worker and fdinfo.
-    Info {
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Info,
     /// List every channel open on the system, with its process, thread, worker and counters
     /// (as ss or lsof do, from /proc/*/fd and the fdinfo the module writes). `evnotify list`
     /// is the same command.
@@ -80,9 +96,6 @@ pub enum Cmd {
     /// the channel has no worker yet.
     #[command(visible_alias = "list")]
     Stat {
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
         /// Also print every counter and one line per slot in use.
         #[arg(short, long)]
         verbose: bool,
@@ -146,12 +159,10 @@ pub struct PingArgs {
     /// Kick by writing to a kick eventfd instead of by ioctl.
     #[arg(long)]
     pub kickfd: bool,
-    /// Print only the summary.
+    /// Print only the summary (with --json, which prints only the summary, it changes
+    /// nothing).
     #[arg(short, long)]
     pub quiet: bool,
-    /// Print one JSON object (the summary and the counters) instead of text.
-    #[arg(long, conflicts_with = "quiet")]
-    pub json: bool,
 }
 
 fn slot() -> RangedU64ValueParser<u32> {
@@ -416,6 +427,23 @@ mod tests {
             let cli = parse(args).unwrap();
             assert_eq!(cli.busypoll, Some(Duration::from_micros(50)), "{args:?}");
         }
+    }
+
+    /// -j/--json and --pretty go before or after any command.
+    #[test]
+    fn json_is_global() {
+        for cmd in ["info", "stat", "ping", "timer", "signal", "watch"] {
+            for args in [
+                &["-j", cmd][..],
+                &[cmd, "--json"],
+                &["--pretty", cmd],
+                &[cmd, "-j"],
+            ] {
+                let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert!(cli.json || cli.pretty, "{args:?}");
+            }
+        }
+        assert!(!parse(&["info"]).unwrap().json);
     }
 
     #[test]

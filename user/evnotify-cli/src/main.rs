@@ -14,11 +14,11 @@ use clap::{CommandFactory, Parser};
 use error::{DevError, Failure};
 use evnotify::{sys, Channel, Notifier, Stats};
 use hdrhistogram::Histogram;
-use serde_json::json;
+use serde_json::{json, Value};
 use stat::Worker;
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     path::Path,
     process::ExitCode,
     time::{Duration, Instant},
@@ -138,10 +138,6 @@ impl Dev {
     fn fdinfo(&self) -> Result<String> {
         self.check(self.ch.fdinfo(), || "read its fdinfo".into())
     }
-
-    fn fd(&self) -> i32 {
-        self.ch.as_fd().as_raw_fd()
-    }
 }
 
 fn feature_names(bits: u64) -> Vec<&'static str> {
@@ -207,12 +203,60 @@ fn print_stats(dev: &Dev) -> Result<()> {
     Ok(())
 }
 
-fn print_json(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// The version of the JSON output's layout, in every object as `schema_version`: within a
+/// version the field names and their meaning are stable (a field may be added); renaming or
+/// removing one bumps it.
+const SCHEMA_VERSION: u32 = 1;
+
+/// How results are printed: text, or JSON (`-j`), compact unless `--pretty`.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    json: bool,
+    pretty: bool,
 }
 
-fn info(dev: &Dev, as_json: bool) -> Result<()> {
+impl Output {
+    /// One JSON object, with `schema_version`, on one line (or indented with `--pretty`).
+    fn render(self, mut v: Value) -> Result<String> {
+        if let Value::Object(m) = &mut v {
+            m.insert("schema_version".into(), SCHEMA_VERSION.into());
+        }
+        Ok(if self.pretty {
+            serde_json::to_string_pretty(&v)?
+        } else {
+            serde_json::to_string(&v)?
+        })
+    }
+
+    /// Prints [`Output::render`]'s object (stdout is flushed at each line: a reader of the
+    /// JSON Lines gets each event as it comes).
+    fn emit(self, v: Value) -> Result<()> {
+        println!("{}", self.render(v)?);
+        Ok(())
+    }
+}
+
+/// Nanoseconds, for the JSON's `_ns` fields (saturating: a day is far below 2^64 ns).
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().try_into().unwrap_or(u64::MAX)
+}
+
+/// A JSON Lines event of `timer`: `count` ticks arrived on `slot`, `total` in all.
+fn ticks_record(elapsed: Duration, slot: u32, count: u64, total: u64) -> Value {
+    json!({"type": "ticks", "elapsed_ns": nanos(elapsed), "slot": slot, "ticks": count, "total": total})
+}
+
+/// A JSON Lines event of `watch`: `count` notifications on `slot`, from its `source`.
+fn notify_record(elapsed: Duration, source: &str, slot: u32, count: u64) -> Value {
+    json!({"type": "notify", "elapsed_ns": nanos(elapsed), "source": source, "slot": slot, "count": count})
+}
+
+/// A JSON Lines event of `signal`: one signal received, with its `si_code`.
+fn signal_record(elapsed: Duration, signo: i32, code: i32) -> Value {
+    json!({"type": "signal", "elapsed_ns": nanos(elapsed), "signo": signo, "code": code})
+}
+
+fn info(dev: &Dev, out: Output) -> Result<()> {
     let v = dev.version()?;
     let stats = dev.stats()?;
     // An older module has no EVNOTIFY_IOC_WORKER (ENOTTY): ask only one that has workers.
@@ -221,10 +265,10 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
         _ => Some(dev.worker()?),
     };
     let fdinfo = dev.fdinfo()?;
-    if as_json {
+    if out.json {
         let parsed = stat::parse_fdinfo(&fdinfo)
             .with_context(|| format!("{}: parse its fdinfo", dev.path))?;
-        return print_json(&json!({
+        return out.emit(json!({
             "device": dev.path,
             "api_version": v.api_version,
             "cli_api_version": sys::API_VERSION,
@@ -238,7 +282,6 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
                 "max_period_ns": sys::MAX_PERIOD_NS,
                 "max_busypoll_ns": sys::MAX_BUSYPOLL_NS,
             },
-            "fd": dev.fd(),
             "stats": stats,
             "worker": worker,
             "slots": parsed.slots,
@@ -296,7 +339,7 @@ fn collect(dev: &Dev, n: &Notifier, slot: u32, want: u64) -> Result<u64> {
     Ok(got)
 }
 
-fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
+fn ping(dev: &Dev, a: &PingArgs, out: Output) -> Result<()> {
     let (slot, burst) = (a.slot, a.burst);
     let n = dev.notifier(slot, "notify")?;
     dev.attach(slot, &n)?;
@@ -316,7 +359,7 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
         let got = collect(dev, &n, slot, burst.into())?;
         let ns = t.elapsed().as_nanos() as u64;
         hist.record(ns)?;
-        if !a.quiet && !a.json {
+        if !a.quiet && !out.json {
             println!(
                 "kick {i} ({how}): slot {slot} +{burst} -> notified {got} in {:.1} us",
                 ns as f64 / 1e3
@@ -329,8 +372,8 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
         hist.value_at_quantile(0.99),
         hist.max(),
     );
-    if a.json {
-        return print_json(&json!({
+    if out.json {
+        return out.emit(json!({
             "device": dev.path,
             "slot": slot,
             "burst": burst,
@@ -352,7 +395,7 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
     print_stats(dev)
 }
 
-fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32) -> Result<()> {
+fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32, out: Output) -> Result<()> {
     let n = dev.notifier(slot, "notify")?;
     dev.attach(slot, &n)?;
     dev.set_timer(slot, period, ticks)?;
@@ -375,15 +418,30 @@ fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32) -> Result<()> {
             )));
         }
         total += v;
-        println!(
-            "{:>10.3} ms  +{v} tick(s), {total} in all",
-            start.elapsed().as_secs_f64() * 1e3
-        );
+        if out.json {
+            out.emit(ticks_record(start.elapsed(), slot, v, total))?;
+        } else {
+            println!(
+                "{:>10.3} ms  +{v} tick(s), {total} in all",
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+    if out.json {
+        return out.emit(json!({
+            "type": "end",
+            "device": dev.path,
+            "slot": slot,
+            "period_ns": nanos(period),
+            "ticks": total,
+            "stats": dev.stats()?,
+        }));
     }
     print_stats(dev)
 }
 
-fn signal(dev: &Dev, signo: i32, count: u32, slot: u32) -> Result<()> {
+fn signal(dev: &Dev, signo: i32, count: u32, slot: u32, out: Output) -> Result<()> {
+    let start = Instant::now();
     let sfd = dev.check(evnotify::catch_signal(signo), || {
         format!("signalfd(2) for signal {signo}")
     })?;
@@ -401,11 +459,28 @@ fn signal(dev: &Dev, signo: i32, count: u32, slot: u32) -> Result<()> {
             break;
         };
         got += 1;
-        println!("signal {} from the kernel (code {})", info.signo, info.code);
+        if out.json {
+            out.emit(signal_record(start.elapsed(), info.signo, info.code))?;
+        } else {
+            println!("signal {} from the kernel (code {})", info.signo, info.code);
+        }
     }
-    println!("{count} kicks -> {got} signal(s) received");
     let s = dev.stats()?;
-    println!("{}", counters_text(&s));
+    if out.json {
+        out.emit(json!({
+            "type": "end",
+            "device": dev.path,
+            "slot": slot,
+            "signo": signo,
+            "kicks": count,
+            "signals_expected": want,
+            "signals_received": got,
+            "stats": s,
+        }))?;
+    } else {
+        println!("{count} kicks -> {got} signal(s) received");
+        println!("{}", counters_text(&s));
+    }
     check_signals(&dev.path, slot, signo, count, got, &s)
 }
 
@@ -444,6 +519,7 @@ fn watch(
     timer: Option<Duration>,
     kick_every: Option<Duration>,
     dur: Duration,
+    out: Output,
 ) -> Result<()> {
     use nix::poll::{ppoll, PollFd, PollFlags};
     let (tn, kn, kick) = (
@@ -479,11 +555,14 @@ fn watch(
                 .into())
             }
         }
-        let t = start.elapsed().as_secs_f64() * 1e3;
-        for (slot, name, n) in [(0, "timer", &tn), (1, "kick ", &kn)] {
+        let elapsed = start.elapsed();
+        for (slot, name, n) in [(0, "timer", &tn), (1, "kick", &kn)] {
             let v = dev.check(n.drain(), || notify_read(slot))?;
-            if v > 0 {
-                println!("{t:>10.3} ms  {name} +{v}");
+            if v > 0 && out.json {
+                out.emit(notify_record(elapsed, name, slot, v))?;
+            } else if v > 0 {
+                let t = elapsed.as_secs_f64() * 1e3;
+                println!("{t:>10.3} ms  {name:<5} +{v}");
             }
         }
         if let (Some(k), Some(every)) = (next_kick, kick_every) {
@@ -494,6 +573,16 @@ fn watch(
         }
     }
     dev.set_timer(0, Duration::ZERO, 0)?;
+    if out.json {
+        return out.emit(json!({
+            "type": "end",
+            "device": dev.path,
+            "duration_ns": nanos(dur),
+            "timer_period_ns": timer.map(nanos),
+            "kick_every_ns": kick_every.map(nanos),
+            "stats": dev.stats()?,
+        }));
+    }
     print_stats(dev)
 }
 
@@ -592,7 +681,7 @@ fn stat_row(e: &stat::Entry) -> String {
     ])
 }
 
-fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
+fn stat(device: &str, out: Output, verbose: bool) -> Result<()> {
     let device = device_node(device)?;
     let scan = stat::scan(Path::new("/proc"), &device)?;
     for nc in &scan.not_channels {
@@ -604,8 +693,8 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
             nc.error
         );
     }
-    if as_json {
-        return print_json(&serde_json::to_value(&scan)?);
+    if out.json {
+        return out.emit(serde_json::to_value(&scan)?);
     }
     println!("{}", stat_header());
     for e in &scan.channels {
@@ -638,8 +727,12 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let out = Output {
+        json: cli.json || cli.pretty,
+        pretty: cli.pretty,
+    };
     match cli.cmd {
-        Cmd::Stat { json, verbose } => {
+        Cmd::Stat { verbose } => {
             if cli.busypoll.is_some() {
                 Cli::command()
                     .error(
@@ -648,7 +741,7 @@ fn run(cli: Cli) -> Result<()> {
                     )
                     .exit();
             }
-            return stat(&cli.device, json, verbose);
+            return stat(&cli.device, out, verbose);
         }
         Cmd::Manpage { dir } => return manpage::write(&dir),
         _ => {}
@@ -658,19 +751,19 @@ fn run(cli: Cli) -> Result<()> {
         dev.set_busypoll(limit)?;
     }
     match cli.cmd {
-        Cmd::Info { json } => info(&dev, json),
-        Cmd::Ping(a) => ping(&dev, &a),
+        Cmd::Info => info(&dev, out),
+        Cmd::Ping(a) => ping(&dev, &a, out),
         Cmd::Timer {
             period,
             ticks,
             slot,
-        } => timer(&dev, period, ticks, slot),
-        Cmd::Signal { signo, count, slot } => signal(&dev, signo, count, slot),
+        } => timer(&dev, period, ticks, slot, out),
+        Cmd::Signal { signo, count, slot } => signal(&dev, signo, count, slot, out),
         Cmd::Watch {
             timer,
             kick_every,
             duration,
-        } => watch(&dev, timer, kick_every, duration),
+        } => watch(&dev, timer, kick_every, duration, out),
         Cmd::Stat { .. } | Cmd::Manpage { .. } => unreachable!("handled above"),
     }
 }
@@ -778,6 +871,43 @@ mod tests {
         assert!(e.hint().unwrap().contains("report it"), "{:?}", e.hint());
         let e = DevError::new("/dev/evnotify", "signalfd(2) for signal 10", Errno::EMFILE);
         assert!(e.hint().unwrap().contains("ulimit -n"), "{:?}", e.hint());
+    }
+
+    /// Compact JSON is one line per object, pretty JSON several; both carry the schema
+    /// version. The events of timer, signal and watch have their type, and integer times.
+    #[test]
+    fn json_is_compact_or_pretty_and_versioned() {
+        let compact = Output {
+            json: true,
+            pretty: false,
+        };
+        let pretty = Output {
+            json: true,
+            pretty: true,
+        };
+        let t = Duration::from_micros(1500);
+        let line = compact.render(ticks_record(t, 3, 2, 7)).unwrap();
+        assert!(!line.contains('\n'), "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            json!({"schema_version": SCHEMA_VERSION, "type": "ticks", "elapsed_ns": 1_500_000,
+                   "slot": 3, "ticks": 2, "total": 7})
+        );
+        let text = pretty.render(notify_record(t, "kick", 1, 4)).unwrap();
+        assert!(text.lines().count() > 3, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"schema_version": SCHEMA_VERSION, "type": "notify", "elapsed_ns": 1_500_000,
+                   "source": "kick", "slot": 1, "count": 4})
+        );
+        let v = compact.render(signal_record(t, 35, -4)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&v).unwrap(),
+            json!({"schema_version": SCHEMA_VERSION, "type": "signal", "elapsed_ns": 1_500_000,
+                   "signo": 35, "code": -4})
+        );
     }
 
     #[test]

@@ -192,6 +192,18 @@ fn stat_json_is_json_and_needs_no_channel() {
     for key in ["unreadable", "vanished"] {
         assert!(v[key].is_u64(), "{key}: {v}");
     }
+    // Compact (one line) and versioned; -j before the command; --pretty indents.
+    assert_eq!(v["schema_version"], 1, "{v}");
+    let o = run(&["-j", "--device", STAND_IN, "stat"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout.iter().filter(|&&b| b == b'\n').count(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("-j stat");
+    assert_eq!(v["schema_version"], 1, "{v}");
+    let o = run(&["stat", "--pretty", "--device", STAND_IN]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.iter().filter(|&&b| b == b'\n').count() > 3);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stat --pretty");
+    assert_eq!(v["schema_version"], 1, "{v}");
     // The alias, the table and the summary line.
     let o = run(&["list", "--device", STAND_IN]);
     let out = String::from_utf8_lossy(&o.stdout);
@@ -204,6 +216,21 @@ fn stat_json_is_json_and_needs_no_channel() {
     );
     assert!(header.ends_with(" DROPPED COMM"), "{out}");
     assert!(out.contains(" process(es) scanned"), "{out}");
+}
+
+/// Every command takes -j/--json, before or after it (here each fails at the device, after
+/// the parse).
+#[test]
+fn every_command_takes_json() {
+    for cmd in ["info", "ping", "timer", "signal", "watch"] {
+        for args in [["-j", cmd], [cmd, "--json"]] {
+            let mut all = vec!["--device", MISSING];
+            all.extend_from_slice(&args);
+            let o = run(&all);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(": open: "), "{args:?}: {}", stderr(&o));
+        }
+    }
 }
 
 #[test]

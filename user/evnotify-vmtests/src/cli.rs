@@ -275,8 +275,33 @@ fn cli_stat_as_user() -> Result<()> {
     Ok(())
 }
 
+/// The JSON Lines of a run: every line one object of the schema version, the last of type
+/// `end`.
+fn json_lines(run: &Run) -> Result<Vec<Value>> {
+    ensure!(run.code == 0, "exit {}: {}", run.code, run.err);
+    let lines = run
+        .out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).with_context(|| format!("not JSON: {l:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(
+        lines.iter().all(|v| v["schema_version"] == 1),
+        "{}",
+        run.out
+    );
+    ensure!(
+        lines.last().is_some_and(|v| v["type"] == "end"),
+        "no end: {}",
+        run.out
+    );
+    Ok(lines)
+}
+
 fn cli_info_and_ping_json() -> Result<()> {
     let v = evnotify(&["info", "--json"], None, None)?.json()?;
+    ensure!(v["schema_version"] == 1, "{v}");
+    // The descriptor is this run's own business, not the channel's.
+    ensure!(v.get("fd").is_none(), "{v}");
     ensure!(v["api_version"] == sys::API_VERSION, "{v}");
     ensure!(v["cli_api_version"] == sys::API_VERSION, "{v}");
     ensure!(v["nr_slots"] == sys::NR_SLOTS, "{v}");
@@ -316,6 +341,66 @@ fn cli_info_and_ping_json() -> Result<()> {
     let v = evnotify(&["ping", "-n", "4", "--kickfd", "--json"], None, None)?.json()?;
     ensure!(v["kick"] == "kickfd" && v["stats"]["fd_kicks"] == 4, "{v}");
     ensure!(v["stats"]["notifies"] == 4, "{v}");
+    // timer, signal and watch: JSON Lines, each event as it comes, then the end.
+    let run = evnotify(
+        &["-j", "timer", "-p", "5ms", "-n", "4", "-s", "2"],
+        None,
+        None,
+    )?;
+    let lines = json_lines(&run)?;
+    let (end, ticks) = lines.split_last().context("no lines")?;
+    let total: u64 = ticks.iter().map(|v| v["ticks"].as_u64().unwrap_or(0)).sum();
+    ensure!(
+        total == 4 && ticks.iter().all(|v| v["type"] == "ticks" && v["slot"] == 2),
+        "{}",
+        run.out
+    );
+    ensure!(
+        end["ticks"] == 4 && end["stats"]["timer_ticks"] == 4 && end["period_ns"] == 5_000_000,
+        "{}",
+        run.out
+    );
+    let run = evnotify(
+        &["signal", "--json", "--signo", "RTMIN+1", "-n", "3"],
+        None,
+        None,
+    )?;
+    let lines = json_lines(&run)?;
+    let (end, signals) = lines.split_last().context("no lines")?;
+    ensure!(
+        signals.len() == 3 && signals.iter().all(|v| v["type"] == "signal"),
+        "{}",
+        run.out
+    );
+    ensure!(
+        end["signals_received"] == 3 && end["stats"]["signals"] == 3,
+        "{}",
+        run.out
+    );
+    let run = evnotify(
+        &["watch", "-j", "--kick-every", "20ms", "-d", "200ms"],
+        None,
+        None,
+    )?;
+    let lines = json_lines(&run)?;
+    let (end, events) = lines.split_last().context("no lines")?;
+    let kicks: u64 = events
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap_or(0))
+        .sum();
+    ensure!(
+        kicks > 0
+            && events
+                .iter()
+                .all(|v| v["type"] == "notify" && v["source"] == "kick"),
+        "{}",
+        run.out
+    );
+    ensure!(
+        end["stats"]["fd_kicks"].as_u64() >= Some(kicks),
+        "{}",
+        run.out
+    );
     Ok(())
 }
 
