@@ -5,10 +5,14 @@ use clap::{builder::RangedU64ValueParser, Args, Parser, Subcommand};
 use evnotify::sys;
 use std::time::Duration;
 
+/// What `--version` prints after the name: the command's version and the module API version
+/// it speaks (`EVNOTIFY_API_VERSION`; a test keeps the two in step).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (API version 3)");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "evnotify",
-    version,
+    version = VERSION,
     propagate_version = true,
     about = "Inspect and exercise /dev/evnotify channels",
     long_about = "Inspect and exercise /dev/evnotify channels.\n\n\
@@ -143,6 +147,13 @@ pub enum Cmd {
     /// Write the manual pages (evnotify.1, one per command) into DIR.
     #[command(hide = true)]
     Manpage { dir: std::path::PathBuf },
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) on
+    /// standard output: `make install-user` installs those of bash, zsh and fish.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +174,17 @@ pub struct PingArgs {
     /// nothing).
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// The command as the shells' completions see it: its options and visible commands, without
+/// the hidden ones (clap_complete lists hidden commands too).
+pub fn completion_command() -> clap::Command {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    clap::Command::new("evnotify")
+        .version(VERSION)
+        .args(cli.get_arguments().cloned())
+        .subcommands(cli.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
 }
 
 fn slot() -> RangedU64ValueParser<u32> {
@@ -302,6 +324,16 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_api_version_the_command_speaks() {
+        assert!(
+            VERSION.ends_with(&format!(" (API version {})", sys::API_VERSION)),
+            "{VERSION}"
+        );
+        let v = Cli::command().render_version();
+        assert_eq!(v.trim(), format!("evnotify {}", VERSION));
     }
 
     #[test]

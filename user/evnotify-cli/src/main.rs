@@ -744,6 +744,11 @@ fn run(cli: Cli) -> Result<()> {
             return stat(&cli.device, out, verbose);
         }
         Cmd::Manpage { dir } => return manpage::write(&dir),
+        Cmd::Completions { shell } => {
+            let mut cmd = args::completion_command();
+            clap_complete::generate(shell, &mut cmd, "evnotify", &mut io::stdout());
+            return Ok(());
+        }
         _ => {}
     }
     let dev = Dev::open(&cli.device)?;
@@ -764,7 +769,9 @@ fn run(cli: Cli) -> Result<()> {
             kick_every,
             duration,
         } => watch(&dev, timer, kick_every, duration, out),
-        Cmd::Stat { .. } | Cmd::Manpage { .. } => unreachable!("handled above"),
+        Cmd::Stat { .. } | Cmd::Manpage { .. } | Cmd::Completions { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

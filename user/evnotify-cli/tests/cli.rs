@@ -262,12 +262,42 @@ fn install_script_installs_the_command_and_its_manual_pages() {
     assert!(o.status.success(), "{}", stderr(&o));
     let bin = dest.join("usr/bin/evnotify");
     let v = Command::new(&bin).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "evnotify 0.1.0");
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        "evnotify 0.1.0 (API version 3)"
+    );
     let man = dest.join("usr/share/man/man1");
     let page = std::fs::read_to_string(man.join("evnotify.1")).unwrap();
     for cmd in ["info", "stat", "ping", "timer", "signal", "watch"] {
         assert!(page.contains(&format!("evnotify\\-{cmd}(1)")), "{cmd}");
         assert!(man.join(format!("evnotify-{cmd}.1")).is_file(), "{cmd}");
+    }
+    // The completions, where bash-completion, zsh and fish look for them, complete the
+    // commands (and not the hidden ones).
+    for (path, mark) in [
+        (
+            "usr/share/bash-completion/completions/evnotify",
+            "complete -F",
+        ),
+        (
+            "usr/share/zsh/site-functions/_evnotify",
+            "#compdef evnotify",
+        ),
+        (
+            "usr/share/fish/vendor_completions.d/evnotify.fish",
+            "complete -c evnotify",
+        ),
+    ] {
+        let text = std::fs::read_to_string(dest.join(path)).unwrap_or_default();
+        assert!(text.contains(mark), "{path}: no {mark:?}");
+        assert!(
+            text.contains("timer") && text.contains("kick-every"),
+            "{path}"
+        );
+        assert!(
+            !text.contains("manpage"),
+            "{path}: lists the hidden command"
+        );
     }
     std::fs::remove_dir_all(&dest).unwrap();
     // A failure stops it: a binary that cannot write the pages installs nothing.
