@@ -30,12 +30,29 @@
 //!   including the ones it detects itself (`EINVAL` for an out-of-range duration, `ETIMEDOUT`
 //!   from [`Channel::wait_idle`]). No dependency's type appears in the API, except the
 //!   `futures_core::Stream` trait implemented with the `tokio` feature.
-//! - **Never blocks:** every [`Channel`] call (an ioctl, answered at once) except
-//!   [`Channel::wait_idle`]; [`Notifier::try_read`], [`Notifier::drain`], [`Notifier::post`]
-//!   and [`SignalCatcher::try_read`]. The notifier's and the catcher's descriptors are
-//!   non-blocking (`O_NONBLOCK`), so they can be registered with `mio`, `tokio`, `calloop` or
-//!   a plain `epoll`; a reader that finds nothing gets `Ok(None)` (or 0 from `drain`), even
+//! - **Never waits:** [`Notifier::try_read`], [`Notifier::drain`], [`Notifier::post`] and
+//!   [`SignalCatcher::try_read`] return at once. The notifier's and the catcher's descriptors
+//!   are non-blocking (`O_NONBLOCK`), so they can be registered with `mio`, `tokio`, `calloop`
+//!   or a plain `epoll`; a reader that finds nothing gets `Ok(None)` (or 0 from `drain`), even
 //!   when another reader took the count between a readiness report and the read.
+//! - **May sleep, briefly, never for an event:** each [`Channel`] call is one ioctl, answered
+//!   without waiting for a kick, a tick or another process (only [`Channel::wait_idle`]
+//!   waits, for the channel to go idle). But the kernel may put the caller to sleep while it
+//!   answers, as any system call may:
+//!   - the first [`Channel::kick`], [`Channel::attach_kickfd`] or [`Channel::set_timer`] of a
+//!     channel that has no worker yet, and [`Channel::share_worker`] when the other channel
+//!     has none, create the worker's kernel thread, and wait until `kthreadd` has made it;
+//!   - [`Channel::open`] and the first [`Channel::set_signal`], [`Channel::set_timer`] or
+//!     [`Channel::attach_kickfd`] of a channel allocate (and may reclaim memory); `open` runs
+//!     under the kernel's global `misc_mtx`, which every misc device's `open` takes;
+//!   - every call takes the channel's own locks, which its worker holds only briefly (one
+//!     batch: at most 1024 kicks of one slot);
+//!   - [`Channel::pin_thread`] waits for the thread to move to its CPU.
+//!
+//!   **Dropping a [`Channel`]** (closing its last descriptor) waits until its worker has
+//!   finished the batch it is delivering for it, and its timers' callbacks; dropping the last
+//!   channel of a worker also waits for the worker's thread to stop (`kthread_stop`). None of
+//!   these waits for user space.
 //! - **Waits** ([`Notifier::wait`], [`Notifier::wait_timeout`], [`SignalCatcher::wait`],
 //!   [`SignalCatcher::wait_timeout`]) sleep in `ppoll` with a nanosecond deadline of any
 //!   length ([`Duration::MAX`] is "for ever") and keep that deadline across signal handlers
@@ -372,7 +389,10 @@ macro_rules! owns_fd {
 /// One open `/dev/evnotify`: a channel with its own kernel thread, its worker, unless it
 /// shares another channel's ([`Channel::share_worker`]).
 ///
-/// Its descriptor is close-on-exec and blocking; every ioctl is answered at once.
+/// Its descriptor is close-on-exec. Every call is answered without waiting for an event, but
+/// the first one that needs the worker creates its thread, and dropping the channel waits
+/// for its worker's batch in progress (and for the thread to stop, if it was the worker's last
+/// channel): see the crate's documentation, "May sleep".
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
