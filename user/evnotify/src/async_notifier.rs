@@ -45,6 +45,11 @@ pub struct AsyncNotifier {
 impl AsyncNotifier {
     /// A new eventfd, registered with the current Tokio runtime.
     ///
+    /// # Errors
+    ///
+    /// [`Notifier::new`]'s, and the reactor's when it registers the descriptor
+    /// (`epoll_ctl(2)`: `ENOMEM`, or `ENOSPC` past `/proc/sys/fs/epoll/max_user_watches`).
+    ///
     /// # Panics
     ///
     /// Outside a Tokio runtime with IO enabled, as `tokio::io::unix::AsyncFd::register`.
@@ -53,6 +58,11 @@ impl AsyncNotifier {
     }
 
     /// Registers `n` with the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The reactor's when it registers the descriptor (`epoll_ctl(2)`: `ENOMEM`, or `ENOSPC`
+    /// past `/proc/sys/fs/epoll/max_user_watches`); `n` is then dropped, closing it.
     ///
     /// # Panics
     ///
