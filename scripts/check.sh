@@ -63,7 +63,7 @@ KDIR=$kdir "$here/rust-analyzer.sh" >"$out/rust-analyzer.log" 2>&1 &&
 result "make rust-analyzer writes rust-project.json with the module" $?
 # Every command a script runs comes from a package that set-up installs (or an Essential
 # one): scripts/tools.txt maps each to its package, commands.py finds them in the scripts.
-"$here/commands.py" "$here/testdata/commands-sample.sh" | diff -u "$here/testdata/commands-sample.expected" - >"$out/tools.log" 2>&1
+(cd "$here" && ./commands.py testdata/commands-sample.sh) | diff -u "$here/testdata/commands-sample.expected" - >"$out/tools.log" 2>&1
 result "commands.py finds the commands of a sample script, and nothing else" $?
 tools_lint >>"$out/tools.log" 2>&1
 result "every command the scripts run is in scripts/tools.txt, from a package set-up installs" $?
