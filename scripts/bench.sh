@@ -16,6 +16,7 @@ export EVNOTIFY_BENCH=1
 unset EVNOTIFY_DEBUG
 . "$here/env.sh"
 . "$here/lib.sh"
+lock_checkout
 mkdir -p "$repo/bench" "$repo/build"
 log=$repo/build/bench.log
 # TIMEOUT_SECS: the VM's part took about 70 s here; options given to bench.sh (passed on to

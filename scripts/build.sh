@@ -6,6 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 . "$here/env.sh"
+lock_checkout
 kdir=$1
 
 log=$(mktemp)

@@ -12,9 +12,34 @@ repo=$(dirname "$here")
 only_kver=${KVER:-}
 (. "$here/env.sh") || { echo "0 passed, 1 failed"; exit 1; }
 . "$here/env.sh"
+lock_checkout
 out=$repo/build/check
 mkdir -p "$out"
 . "$here/lib.sh"
+
+# tools_lint: prints each command of the scripts that scripts/tools.txt lacks, and each
+# package there that no one installs; fails if it printed anything.
+tools_lint() (
+	. "$here/setup.sh" # SETUP_PACKAGES, SETUP_CARGO_PACKAGE
+	allowed=" ${SETUP_PACKAGES[*]} $SETUP_CARGO_PACKAGE "
+	"$here/commands.py" "$here"/*.sh "$repo/Makefile" >"$out/commands.txt" || exit 1
+	while IFS=$'\t' read -r cmd where; do
+		case $(type -t "$cmd") in builtin | keyword) continue ;; esac
+		awk -v c="$cmd" '$1 == c { found = 1 } END { exit !found }' "$here/tools.txt" ||
+			echo "$where: $cmd is not in scripts/tools.txt (add it with its Debian package)"
+	done <"$out/commands.txt" | sort -u >"$out/tools-problems.txt"
+	while read -r cmd pkg by; do
+		case $cmd in '' | '#'*) continue ;; esac
+		if [ -n "$by" ]; then
+			[ "$by" = system ] || grep -qE "apt-get install .*[ ]$pkg( |;|$)" "$here/$by" ||
+				echo "tools.txt: $cmd: $by does not install $pkg"
+		elif [[ $allowed != *" $pkg "* ]] && [ "$(dpkg-query -W -f='${Essential}' "$pkg" 2>/dev/null)" != yes ]; then
+			echo "tools.txt: $cmd: its package $pkg is neither Essential nor installed by setup.sh (SETUP_PACKAGES)"
+		fi
+	done <"$here/tools.txt" >>"$out/tools-problems.txt"
+	cat "$out/tools-problems.txt"
+	[ ! -s "$out/tools-problems.txt" ]
+)
 
 kdir=$("$here/setup.sh") || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 src=$(readlink -f "$kdir/source")
@@ -36,6 +61,13 @@ rm -f "$repo/rust-project.json"
 KDIR=$kdir "$here/rust-analyzer.sh" >"$out/rust-analyzer.log" 2>&1 &&
 	grep -q '"root_module": *"[^"]*rust_evnotify.rs"' "$repo/rust-project.json"
 result "make rust-analyzer writes rust-project.json with the module" $?
+# Every command a script runs comes from a package that set-up installs (or an Essential
+# one): scripts/tools.txt maps each to its package, commands.py finds them in the scripts.
+(cd "$here" && ./commands.py testdata/commands-sample.sh) | diff -u "$here/testdata/commands-sample.expected" - >"$out/tools.log" 2>&1
+result "commands.py finds the commands of a sample script, and nothing else" $?
+tools_lint >>"$out/tools.log" 2>&1
+result "every command the scripts run is in scripts/tools.txt, from a package set-up installs" $?
+[ ! -s "$out/tools.log" ] || sed 's/^/  | /' "$out/tools.log" | head -n 30
 # DKMS needs root (as dkms itself says); CI runs as root. Not counted when skipped.
 if [ "$(id -u)" = 0 ]; then
 	"$here/dkms-check.sh" "$kdir" >"$out/dkms.log" 2>&1
@@ -62,10 +94,12 @@ for f in "$here"/testdata/splat-*.log; do
 done
 "$here/splats.sh" "$here/testdata/clean-user-segfault.log" >/dev/null
 result "splat scanner passes a log with only user-space segfaults" $([ $? = 1 ]; echo $?)
-for f in "$here"/testdata/ktap-no-plan.log "$here"/testdata/ktap-short.log \
-	"$here"/testdata/ktap-skip.log "$here"/testdata/ktap-empty-plan.log; do
-	( passed=0 failed=0; ktap "$f" >/dev/null; [ "$failed" -gt 0 ] )
-	result "KTAP counter fails $(basename "$f" .log)" $?
+# Each fixture's first line says the tally it must give: "# expect: P passed, F failed (why)".
+for f in "$here"/testdata/ktap-*.log; do
+	want=$(sed -n '1s/^# expect: \([0-9]* passed, [0-9]* failed\).*/\1/p' "$f")
+	got=$(passed=0 failed=0; ktap "$f" >/dev/null; echo "$passed passed, $failed failed")
+	result "KTAP counter on $(basename "$f" .log): ${want:-no expectation in the fixture} (got $got)" \
+		$([ -n "$want" ] && [ "$got" = "$want" ]; echo $?)
 done
 # A good log much bigger than a pipe buffer: tr's SIGPIPE must not read as "no plan".
 { printf 'KTAP version 1\n1..1\n'; seq 200000 | sed 's/^/# padding /'; echo 'ok 1 big'; } >"$out/ktap-big.log"
@@ -98,8 +132,30 @@ for t in bash dirname mkdir grep; do ln -s "$(command -v $t)" "$fake/"; done
 EVNOTIFY_CACHE=$fake/cache PATH=$fake "$here/setup.sh" >"$out/setup-nonroot.log" 2>&1
 result "setup.sh, not root, packages and cargo missing: exits, naming them (and cargo-web) and the apt-get line" \
 	$([ $? != 0 ] && [ ! -e "$fake/apt-get-ran" ] && grep -q 'apt-get install .*busybox-static.*cargo-web' "$out/setup-nonroot.log"; echo $?)
-[ "$("$here/setup.sh" 2>"$out/setup-again.log")" = "$kdir" ] && [ ! -s "$out/setup-again.log" ]
+# (Another run's set-up may hold a lock a moment: saying that it waits is not doing anything.)
+rm -f "$fake/apt-get-ran"
+EVNOTIFY_OS_RELEASE=$here/testdata/os-release-ubuntu EVNOTIFY_CACHE=$fake/cache PATH=$fake \
+	"$here/setup.sh" >"$out/setup-os.log" 2>&1
+result "setup.sh on a host that is not Debian 12: stops first, saying what it supports and what to do" \
+	$([ $? != 0 ] && [ ! -e "$fake/apt-get-ran" ] && grep -q 'this host is Ubuntu 24.04.1 LTS .*supports Debian 12' "$out/setup-os.log" &&
+		grep -q 'EVNOTIFY_ANY_OS=1' "$out/setup-os.log" && ! grep -q 'missing packages' "$out/setup-os.log"; echo $?)
+[ "$("$here/setup.sh" 2>"$out/setup-again.log")" = "$kdir" ] && ! grep -qv ': waiting: ' "$out/setup-again.log"
 result "setup.sh run again: the same KDIR, nothing installed or built" $?
+# A set-up waits for another one working on the same cache, and says so (here: this shell
+# holds the kernel sources' lock of a cache of its own; the waiting set-up is then stopped).
+lockcache=$repo/build/setup-lock-cache
+rm -rf "$lockcache" && mkdir -p "$lockcache"
+exec {lockfd}>"$lockcache/src.lock"
+flock "$lockfd"
+BINDGEN=$BINDGEN EVNOTIFY_CACHE=$lockcache setsid "$here/setup.sh" >/dev/null 2>"$out/setup-lock.log" &
+waiter=$!
+sleep 3
+grep -q '^setup.sh: waiting: another set-up is fetching or unpacking a kernel source' "$out/setup-lock.log" &&
+	[ ! -e "$lockcache/src/partial" ]
+rc=$?
+kill -- -"$waiter" 2>/dev/null; wait "$waiter" 2>/dev/null
+exec {lockfd}>&-
+result "setup.sh waits for another set-up of the same cache, saying so" $rc
 result "the cached kernel records the toolchain that built it" \
 	$(. "$here/setup.sh" && toolchain | cmp -s - "$kdir/.built"; echo $?)
 
@@ -118,6 +174,30 @@ make -C "$mk" clean KDIR=/nonexistent >"$out/make-clean.log" 2>&1 &&
 result "make clean works with KDIR pointing nowhere and removes only build products" $?
 make -C "$mk" distclean KDIR=/nonexistent >>"$out/make-clean.log" 2>&1 && [ ! -e "$mk/user/target" ]
 result "make distclean also removes user/target" $?
+
+# A second run in this checkout waits for this one (which holds the checkout's lock), and
+# says so; it is stopped before it can start.
+EVNOTIFY_CHECKOUT_LOCKED= setsid "$here/vm.sh" -- true >"$out/lock.log" 2>&1 &
+waiter=$!
+sleep 3
+grep -q '^vm.sh: waiting: another run is using this checkout (pid [0-9]*, check.sh' "$out/lock.log" &&
+	! grep -q '^vm: exit' "$out/lock.log"
+rc=$?
+kill -- -"$waiter" 2>/dev/null; wait "$waiter" 2>/dev/null
+result "a second run in this checkout waits for the first, saying so" $rc
+
+# A checkout whose path has a space is refused before anything runs (a copy of scripts/ in
+# such a path stands for it).
+spaced="$repo/build/with space"
+rm -rf "$spaced" && mkdir -p "$spaced" && cp -r "$here" "$spaced/"
+EVNOTIFY_OUT=$repo/build/vm-spaced "$spaced/scripts/vm.sh" -- true >"$out/spaced.log" 2>&1
+result "a checkout path with a space is refused at once, saying why and what to do" \
+	$([ $? = "$VM_USAGE" ] && grep -q "^vm.sh: this checkout's path has a blank in it: '$spaced'.* move the checkout" "$out/spaced.log" &&
+		[ ! -e "$repo/build/vm-spaced" ]; echo $?)
+"$spaced/scripts/kbuild.sh" "$kdir" >"$out/spaced-kbuild.log" 2>&1
+result "make (kbuild.sh) refuses a module path with a space" \
+	$([ $? = 1 ] && grep -q "^kbuild.sh: the module's path has a blank in it" "$out/spaced-kbuild.log"; echo $?)
+rm -rf "$spaced"
 
 # vm.sh: its usage, and its own exit codes, which no guest status can take.
 rm -rf "$repo/build/vm-none"
@@ -138,6 +218,11 @@ result "vm.sh fails when insmod fails ($VM_INSMOD)" $([ $? = "$VM_INSMOD" ]; ech
 # which the guest must get back to report.
 vm_self -- sh -c 'exec 3</dev/evnotify; sleep 600 &' </dev/null
 result "vm.sh fails when the module cannot unload after the command ($VM_RMMOD)" $([ $? = "$VM_RMMOD" ]; echo $?)
+# kmemleak that does not scan (here a directory stands in for its file, which refuses the
+# write as a disabled kmemleak does) must fail the run, not read as "no leaks".
+EVNOTIFY_KMEMLEAK=/tmp/kmemleak-stand-in vm_self -- mkdir /tmp/kmemleak-stand-in </dev/null
+result "vm.sh fails when kmemleak does not scan ($VM_NOSCAN)" \
+	$([ $? = "$VM_NOSCAN" ] && has "$out/vm-self.log" '^vm: kmemleak: the scan did not run'; echo $?)
 # The serial port drops what arrives before the guest opens it: newlines first, as padding.
 { printf '\n%.0s' $(seq 64); echo 'echo hi from the shell; exit 130'; } | vm_self --shell --timeout 120
 result "vm.sh --shell runs what it reads and returns the shell's status (130)" \

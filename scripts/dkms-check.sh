@@ -13,7 +13,7 @@ PATH=$PATH:/usr/sbin:/sbin
 if ! command -v dkms >/dev/null; then
 	[ "$(id -u)" = 0 ] || { echo "dkms-check.sh: dkms is not installed (apt-get install dkms)" >&2; exit 1; }
 	{ DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dkms; } >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dkms kmod; } >/dev/null
 fi
 name=$(sed -n 's/^PACKAGE_NAME="\(.*\)"$/\1/p' "$repo/dkms.conf")
 ver=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$repo/dkms.conf")

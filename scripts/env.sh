@@ -26,6 +26,38 @@ KMAKE_VARS=(RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustd
 # EVNOTIFY_DEBUG=1 selects the debug kernel (KASAN, kmemleak, debug objects), which must be
 # built with clang; EVNOTIFY_BENCH=1 the bench kernel (no lockdep or other checks).
 _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# A checkout whose path has a space (or any blank) cannot build: Kbuild's M= and the VM's
+# initramfs list split paths at blanks. Refuse before anything starts, saying so (a usage
+# error; vm.sh sets kver_exit to its own code).
+if [[ "$(dirname "$_here")" == *[[:space:]]* ]]; then
+	echo "${0##*/}: this checkout's path has a blank in it: '$(dirname "$_here")'." \
+		"Kbuild (make M=DIR) and the VM's initramfs list split paths at blanks, so nothing" \
+		"can be built or booted from here: move the checkout (or clone it) to a path" \
+		"without spaces, and run it from there." >&2
+	exit "${kver_exit:-2}"
+fi
+
+# wait_lock FD WHAT: takes the lock on descriptor FD (flock); if another process holds it,
+# says so first (WHAT: what the holder does) and waits for it.
+wait_lock() {
+	flock -n "$1" && return 0
+	echo "${0##*/}: waiting: $2" >&2
+	flock "$1"
+}
+
+# lock_checkout: one run at a time in this checkout. Runs share build/, the module's build
+# products and user/target, and would corrupt each other's; a second one waits, naming the
+# first. The scripts a run calls (check.sh's vm.sh, build.sh) hold it already. The lock file
+# is .evnotify.lock at the top (make clean leaves it).
+lock_checkout() {
+	[ -z "${EVNOTIFY_CHECKOUT_LOCKED:-}" ] || return 0
+	local lock
+	lock=$(dirname "$_here")/.evnotify.lock
+	exec 6>>"$lock"
+	wait_lock 6 "another run is using this checkout ($(cat "$lock" 2>/dev/null)); it shares build/ and the builds with this one, which starts when that one ends"
+	echo "pid $$, ${0##*/}, since $(date -u '+%H:%M:%S UTC')" >"$lock"
+	export EVNOTIFY_CHECKOUT_LOCKED=$$
+}
 KCONFIGS=("$_here/kernel.config")
 if [ "${EVNOTIFY_DEBUG:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-debug.config")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install the evnotify command and its manual pages (generated from the command's own
-# definitions): evnotify in $PREFIX/bin, evnotify.1 and evnotify-<command>.1 in
-# $PREFIX/share/man/man1.
+# Install the evnotify command, its manual pages and its shell completions (generated from the
+# command's own definitions): evnotify in $PREFIX/bin, evnotify.1 and evnotify-<command>.1 in
+# $PREFIX/share/man/man1, and the completions of bash, zsh and fish where each looks for them:
+# $PREFIX/share/bash-completion/completions/evnotify, $PREFIX/share/zsh/site-functions/_evnotify
+# and $PREFIX/share/fish/vendor_completions.d/evnotify.fish.
 #   scripts/install-user.sh                 (make install-user)
 # PREFIX (default /usr/local) and DESTDIR (a staging root) as usual. EVNOTIFY_BIN installs
 # that binary instead of building one with cargo.
@@ -24,10 +26,18 @@ if [ -z "$bin" ]; then
 	bin=$work/root/bin/evnotify
 fi
 "$bin" manpage "$work/man"
-# The pages first, then the binary under a temporary name renamed over the old one: an
-# interrupted install leaves no new binary without its pages, nor a half-written binary.
+completions=(bash:share/bash-completion/completions/evnotify zsh:share/zsh/site-functions/_evnotify
+	fish:share/fish/vendor_completions.d/evnotify.fish)
+for c in "${completions[@]}"; do
+	"$bin" completions "${c%%:*}" >"$work/completion.${c%%:*}"
+done
+# The pages and completions first, then the binary under a temporary name renamed over the
+# old one: an interrupted install leaves no new binary without them, nor a half-written binary.
 install -d "$dest$prefix/share/man/man1" "$dest$prefix/bin"
 install -m 644 "$work/man"/*.1 "$dest$prefix/share/man/man1/"
+for c in "${completions[@]}"; do
+	install -D -m 644 "$work/completion.${c%%:*}" "$dest$prefix/${c#*:}"
+done
 install -m 755 "$bin" "$dest$prefix/bin/.evnotify.new"
 mv -f "$dest$prefix/bin/.evnotify.new" "$dest$prefix/bin/evnotify"
-echo "installed $dest$prefix/bin/evnotify and $(cd "$work/man" && echo *.1 | wc -w) manual pages in $dest$prefix/share/man/man1"
+echo "installed $dest$prefix/bin/evnotify, $(cd "$work/man" && echo *.1 | wc -w) manual pages in $dest$prefix/share/man/man1, and the completions of bash, zsh and fish"

@@ -8,6 +8,11 @@ set -euo pipefail
 kdir=${1:?usage: scripts/kbuild.sh KDIR [MAKE ARGS...]}
 shift
 src=$(cd "$(dirname "$0")/.." && pwd)
+if [[ "$src" == *[[:space:]]* ]]; then
+	echo "kbuild.sh: the module's path has a blank in it: '$src'. Kbuild's M=DIR splits it" \
+		"there and would build elsewhere: move the sources to a path without spaces." >&2
+	exit 1
+fi
 conf=$kdir/include/config/auto.conf
 if ! grep -q '^CONFIG_RUST=y' "$conf" 2>/dev/null; then
 	echo "kbuild.sh: $kdir is not a configured kernel build with CONFIG_RUST=y ($conf)" >&2

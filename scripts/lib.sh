@@ -6,6 +6,9 @@ passed=0 failed=0
 # vm.sh's own exit codes. A guest command's status is always below 200 (one above 199 is
 # reported as 199), so none of these can be mistaken for it. When several apply, the lowest wins.
 VM_USAGE=200 VM_SETUP=201 VM_NOREPORT=202 VM_TIMEOUT=203 VM_INSMOD=204 VM_SPLAT=205 VM_RMMOD=206 VM_LEAK=207
+VM_NOSCAN=208
+# The last of them, for listings.
+VM_LAST=$VM_NOSCAN
 
 # vm_fault RC: what vm.sh's exit code RC says went wrong in the runner, or nothing for a
 # guest status.
@@ -19,6 +22,7 @@ vm_fault() {
 	"$VM_SPLAT") echo "kernel splat in the kernel log (WARNING, BUG, Oops, lockdep, panic...)" ;;
 	"$VM_RMMOD") echo "rmmod rust_evnotify failed after the command" ;;
 	"$VM_LEAK") echo "kmemleak reported leaks after the module unloaded" ;;
+	"$VM_NOSCAN") echo "kmemleak did not scan (disabled at boot or by an error of its own): leaks unchecked" ;;
 	*) [ "$1" -lt 200 ] || echo "vm.sh exited with a status it does not define (a bug in it)" ;;
 	esac
 }
@@ -42,11 +46,14 @@ result() {
 	else failed=$((failed + 1)); echo "not ok - $1"; fi
 }
 
-# ktap LOG: count every KTAP test line of LOG. In the VM nothing may skip, so a skipped
-# test counts as failed, as does one that a plan announced but never reported, and a log
-# with no plan at all.
+# ktap LOG: count the KTAP tests of LOG by number, as the kernel's `kunit.py parse` does. Each
+# plan `1..N` (after a `KTAP version` line, or on its own) starts a document, and each of its
+# tests 1..N must be reported exactly once: `ok` passes, `not ok` fails, and so does a
+# `# SKIP` (in the VM nothing may skip). A test reported twice, a number beyond the plan or
+# before any plan, and each number the plan announced but no line reported, is one failure
+# more. A log with no plan at all fails, as does an empty plan.
 ktap() {
-	local plan ok nok
+	local tally p f
 	if ! has "$1" '^1\.\.[0-9]+$'; then
 		result "the VM tests printed a KTAP plan (they died before it?)" 1
 		echo "  | what the guest printed first:"
@@ -54,14 +61,31 @@ ktap() {
 	elif has "$1" '^1\.\.0$'; then
 		result "every KTAP plan announces tests (an empty plan ran nothing)" 1
 	fi
-	plan=$(tr -d '\r' <"$1" | sed -n 's/^1\.\.\([0-9]*\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
-	ok=$(tr -d '\r' <"$1" | grep -aE '^ok [0-9]+ ' | grep -acv '# SKIP')
-	nok=$(tr -d '\r' <"$1" | grep -acE '^not ok [0-9]+ |^ok [0-9]+ .*# SKIP')
-	passed=$((passed + ok)) failed=$((failed + nok))
-	if [ "$((${plan:-1} - ok - nok))" -gt 0 ]; then
-		echo "not ok - $((plan - ok - nok)) VM tests never reported"
-		failed=$((failed + plan - ok - nok))
-	fi
+	# Not `grep | awk` alone: awk reads to the end, so no SIGPIPE can cut the log short.
+	tally=$(tr -d '\r' <"$1" | awk '
+		function close_plan(   i, missing) {
+			if (plan == "") return
+			for (i = 1; i <= plan; i++) if (!(i in seen)) missing++
+			if (missing) {
+				print "not ok - " missing " of the " plan " VM tests of plan 1.." plan " never reported"
+				f += missing
+			}
+			split("", seen); plan = ""
+		}
+		/^KTAP version / { close_plan(); next }
+		/^1\.\.[0-9]+$/ { close_plan(); plan = substr($0, 4) + 0; next }
+		/^(not )?ok [0-9]+( |$)/ {
+			bad = ($1 == "not"); num = (bad ? $3 : $2) + 0
+			if (plan == "") { print "not ok - test " num " reported outside a KTAP plan"; f++; next }
+			if (num < 1 || num > plan) { print "not ok - test " num " is beyond the plan 1.." plan; f++; next }
+			if (num in seen) { print "not ok - test " num " reported twice (plan 1.." plan ")"; f++; next }
+			seen[num] = 1
+			if (bad || / # SKIP/) f++; else p++
+		}
+		END { close_plan(); print "tally " p + 0, f + 0 }')
+	grep -v '^tally ' <<<"$tally" || true
+	read -r _ p f < <(grep '^tally ' <<<"$tally")
+	passed=$((passed + p)) failed=$((failed + f))
 }
 
 # fuzz_ops LOG: operations the fuzzer reports (empty if it never finished).

@@ -22,6 +22,7 @@ unset EVNOTIFY_MODULE_PARAMS EVNOTIFY_BENCH
 repo=$(dirname "$here")
 . "$here/env.sh"
 . "$here/lib.sh"
+lock_checkout
 list=$here/mutants.txt
 if [ $# -gt 0 ] && [ -f "$1" ]; then list=$1; shift; fi
 only=" $* "

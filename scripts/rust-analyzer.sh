@@ -6,6 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 . "$here/env.sh"
+lock_checkout
 kdir=${KDIR:-$("$here/setup.sh")}
 make -s -C "$kdir" M="$repo" "${KMAKE_VARS[@]}" rust-analyzer
 # The kernel's generator gives the module only the kernel's cfgs, not Kbuild's rustflags-y:

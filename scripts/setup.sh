@@ -6,6 +6,7 @@
 #   EVNOTIFY_APT_ROOT (/etc/apt)  where the host's apt sources are read from
 #   KVER (7.3)                          the kernel series: 7.2 (sid) or 7.3 (trixie-backports)
 #   EVNOTIFY_KSUITE                     the Debian suite of linux-source-$KVER (by KVER)
+#   EVNOTIFY_ANY_OS=1                   go on on a host that is not Debian 12 (unsupported)
 #
 # Sourcing it (as check.sh's self-tests do) defines the functions and runs nothing.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -75,19 +76,54 @@ toolchain() {
 	gcc --version | sed -n 1p
 }
 
+# The host's packages: the kernel build's toolchain, and every command a script runs that
+# no Essential package has (scripts/tools.txt maps each command to its package, and
+# check.sh checks that the table covers the scripts and that each package is here or
+# Essential): python3 (bench.sh, mutants.sh, rust-analyzer.sh, the lint), mawk (awk is not
+# Essential), qemu, busybox...
+SETUP_PACKAGES=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
+	lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
+	qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core python3 mawk)
+# Without a cargo of its own (no rustup toolchain): Debian's, which matches rustc-web.
+SETUP_CARGO_PACKAGE=cargo-web
+
+# host_os: "ID VERSION_ID PRETTY_NAME" from os-release (EVNOTIFY_OS_RELEASE, for the
+# self-tests; else /etc/os-release), read by the shell alone (it is made to be sourced).
+host_os() (
+	ID='' VERSION_ID='' PRETTY_NAME=''
+	# shellcheck disable=SC1090
+	. "${EVNOTIFY_OS_RELEASE:-/etc/os-release}" 2>/dev/null
+	echo "${ID:-unknown} ${VERSION_ID:-unknown} ${PRETTY_NAME:-an unknown system (no os-release)}"
+)
+
 [[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 set -euo pipefail
 
+# --- The host ----------------------------------------------------------------
+# The package names, the Rust toolchain (rustc-web) and the apt sources are Debian 12's: on
+# another system apt would fail deep inside, or install something else. Say so first.
+read -r os_id os_version os_name <<<"$(host_os)"
+if [ "$os_id $os_version" != "debian 12" ] && [ "${EVNOTIFY_ANY_OS:-0}" != 1 ]; then
+	log "this host is $os_name (ID=$os_id, VERSION_ID=$os_version): set-up supports Debian 12"
+	log "(bookworm) only. It installs Debian 12's packages with apt (rustc-web, clang-19,"
+	log "qemu-system-x86, ...) and builds a test kernel with that toolchain."
+	log "Run it on Debian 12: a VM or a container (docker run -it -v \"\$PWD\":/src debian:12)."
+	log "If this host has the same tools under the same paths (/usr/bin/rustc of the version"
+	log "the kernel wants, clang-19, ...), EVNOTIFY_ANY_OS=1 skips this check, at your own risk."
+	exit 1
+fi
+
 # --- Host packages -----------------------------------------------------------
-pkgs=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
-      lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
-      qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core)
-# No cargo (no rustup toolchain): Debian's, which matches rustc-web.
-command -v cargo >/dev/null || pkgs+=(cargo-web)
-missing=()
-for p in "${pkgs[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'ok installed' >/dev/null || missing+=("$p")
-done
+pkgs=("${SETUP_PACKAGES[@]}")
+command -v cargo >/dev/null || pkgs+=("$SETUP_CARGO_PACKAGE")
+# find_missing: the packages of pkgs not installed, into missing.
+find_missing() {
+	missing=()
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'ok installed' >/dev/null || missing+=("$p")
+	done
+}
+find_missing
 if ((${#missing[@]})); then
 	if [ "$(id -u)" != 0 ]; then
 		log "missing packages: ${missing[*]}"
@@ -95,10 +131,19 @@ if ((${#missing[@]})); then
 		log "  apt-get update && apt-get install ${missing[*]}"
 		exit 1
 	fi
+	# One set-up at a time installs (two first runs would race on apt and on cargo install);
+	# the second waits, then finds the packages there. apt itself waits for dpkg's lock
+	# (another apt, or a set-up with another cache).
+	exec 7>>"$EVNOTIFY_CACHE/setup.lock"
+	wait_lock 7 "another set-up is installing packages or bindgen (lock $EVNOTIFY_CACHE/setup.lock)"
+	find_missing
+fi
+if ((${#missing[@]})); then
 	log "installing ${missing[*]}"
 	aptlog=$EVNOTIFY_CACHE/apt-install.log
-	{ DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$aptlog" 2>&1 ||
+	apt=(apt-get -o DPkg::Lock::Timeout=600)
+	{ DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -qq &&
+		DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "${missing[@]}"; } >"$aptlog" 2>&1 ||
 		{ tail -n 30 "$aptlog" >&2; exit 1; }
 fi
 
@@ -106,11 +151,17 @@ fi
 # 0.73.2 is the version the kernel was tried with (7.3 wants >= 0.71.1).  A BINDGEN given
 # from outside is used as it is.
 BINDGEN_VERSION=0.73.2
+bindgen_ok() { [ "$("$BINDGEN" --version 2>/dev/null)" = "bindgen $BINDGEN_VERSION" ]; }
 if [ "$BINDGEN" = "$EVNOTIFY_CACHE/tools/bin/bindgen" ]; then
-	if [ "$("$BINDGEN" --version 2>/dev/null)" != "bindgen $BINDGEN_VERSION" ]; then
+	if ! bindgen_ok; then
+		exec 7>>"$EVNOTIFY_CACHE/setup.lock"
+		wait_lock 7 "another set-up is installing packages or bindgen (lock $EVNOTIFY_CACHE/setup.lock)"
+	fi
+	if ! bindgen_ok; then
 		log "cargo install bindgen-cli $BINDGEN_VERSION"
 		cargo install --locked --force --version "$BINDGEN_VERSION" --root "$EVNOTIFY_CACHE/tools" bindgen-cli >&2
 	fi
+	flock -u 7 2>/dev/null || true
 elif ! "$BINDGEN" --version >/dev/null 2>&1; then
 	log "BINDGEN=$BINDGEN does not run"; exit 1
 fi
@@ -119,7 +170,7 @@ fi
 aptdir=$EVNOTIFY_CACHE/apt
 # The private apt state and src/partial are shared by every kernel: one setup at a time here.
 exec 8>"$EVNOTIFY_CACHE/src.lock"
-flock 8
+wait_lock 8 "another set-up is fetching or unpacking a kernel source (lock $EVNOTIFY_CACHE/src.lock)"
 mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$EVNOTIFY_CACHE/src"
 src_list=$aptdir/backports.sources
 apt_source "$EVNOTIFY_KSUITE" >"$src_list"
@@ -155,7 +206,7 @@ objdir=$EVNOTIFY_CACHE/build/$key
 mkdir -p "$EVNOTIFY_CACHE/build"
 # One build per directory at a time: a second caller waits, then finds it built.
 exec 9>"$objdir.lock"
-flock 9
+wait_lock 9 "another set-up is building kernel $key (several minutes; lock $objdir.lock)"
 # .built is written only after the whole build succeeded: an interrupted or failed build
 # leaves none, and the next run resumes it.
 if [ ! -f "$objdir/.built" ]; then

@@ -13,6 +13,7 @@ repo=$(dirname "$here")
 export EVNOTIFY_DEBUG=1 EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-2048}
 . "$here/env.sh"
 . "$here/lib.sh"
+lock_checkout
 out=$repo/build/stress-$KVER
 mkdir -p "$out"
 echo "# kernel $KVER (debug build)"

@@ -16,6 +16,8 @@
 #   EVNOTIFY_MODULE_PARAMS  module parameters for the guest's insmod, e.g.
 #                   "max_channels=200000 max_user_channels=200000" (set only at load time)
 #   EVNOTIFY_VM_MEM  the guest's memory in MB (1024)
+#   EVNOTIFY_KMEMLEAK  the guest's kmemleak file, checked even on a kernel without kmemleak
+#                   (for the runner's self-tests; default /sys/kernel/debug/kmemleak)
 #
 # The guest is a busybox initramfs holding the module, the static user tools
 # (evnotify, evnotify-vmtests, evnotify-example, ...) in /bin and any --add FILE
@@ -24,8 +26,8 @@
 #
 # Exit status: 0-199 is CMD's own (a status above 199 is reported as 199); 200 and above are
 # the runner's own, listed by --help (scripts/lib.sh defines them).  A kernel splat, a failed
-# insmod or module unload, a leak, a guest that never reports and a timeout each fail the run
-# even if CMD passed.
+# insmod or module unload, a leak or a kmemleak scan that did not run (on a kernel with
+# kmemleak), a guest that never reports and a timeout each fail the run even if CMD passed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -34,9 +36,9 @@ kver_exit=$VM_USAGE
 . "$here/env.sh"
 
 usage() {
-	sed -n '2,18p' "$0" | cut -c3-
+	sed -n '2,20p' "$0" | cut -c3-
 	echo; echo "Exit codes of the runner itself:"
-	for c in $(seq "$VM_USAGE" "$VM_LEAK"); do echo "  $c  $(vm_fault "$c")"; done
+	for c in $(seq "$VM_USAGE" "$VM_LAST"); do echo "  $c  $(vm_fault "$c")"; done
 }
 bad_usage() {
 	{ echo "vm.sh: $*"; echo "usage:"; sed -n '5,6p' "$0" | cut -c2-; echo "(vm.sh --help: the options and exit codes)"; } >&2
@@ -83,11 +85,20 @@ params=${EVNOTIFY_MODULE_PARAMS:-}
 	bad_usage "EVNOTIFY_MODULE_PARAMS: give words of name=value (got '$params')"
 read -ra words <<<"$params"
 params=${words[*]+"${words[*]}"}
+# kmemleak's file in the guest: it goes into the init script as it is.
+leaks=${EVNOTIFY_KMEMLEAK:-/sys/kernel/debug/kmemleak}
+[[ "$leaks" =~ ^/[A-Za-z0-9/_.-]+$ ]] || bad_usage "EVNOTIFY_KMEMLEAK: an absolute path of letters, digits and /_.- (got '$leaks')"
+# One run at a time in this checkout (build/ and the builds are shared): a second waits.
+lock_checkout
 out=${EVNOTIFY_OUT:-$repo/build/vm}
 mkdir -p "$out"
 # A run that fails before QEMU must not leave the last run's logs to be read as its own.
 rm -f "$out/kernel.log" "$out/console.log"
 kdir=$("$here/setup.sh") || { echo "vm.sh: setup failed" >&2; exit "$VM_SETUP"; }
+# A kernel with kmemleak must scan: without its file, or if it refuses to scan, leaks would go
+# unseen, so the run fails ($VM_NOSCAN).
+want_leaks=0
+if grep -q '^CONFIG_DEBUG_KMEMLEAK=y' "$kdir/.config" || [ -n "${EVNOTIFY_KMEMLEAK:-}" ]; then want_leaks=1; fi
 # EVNOTIFY_KO: boot this prebuilt module (the user tools must be built already), as the
 # mutation runner does; otherwise build everything first.
 ko=${EVNOTIFY_KO:-$repo/rust_evnotify.ko}
@@ -132,7 +143,7 @@ others() {
 	done
 	return 1
 }
-leaks=/sys/kernel/debug/kmemleak
+leaks=$leaks
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 # Debug kernel: forget what boot allocated, so only this run's leaks count.
 [ -e \$leaks ] && echo clear >\$leaks
@@ -160,12 +171,18 @@ else
 		echo "vm: rmmod rust_evnotify failed after the command (which exited \$rc)"
 		code=$VM_RMMOD
 	fi
-	if [ -e \$leaks ]; then
-		# Two scans, as Documentation/dev-tools/kmemleak.rst advises against transient false reports.
-		echo scan >\$leaks; sleep 6; echo scan >\$leaks
+	if [ -e \$leaks ] || [ $want_leaks = 1 ]; then
+		# Two scans, as Documentation/dev-tools/kmemleak.rst advises against transient false
+		# reports. Each must be accepted: a disabled kmemleak refuses with EPERM and would
+		# then report nothing, which is no proof of no leaks.
+		if ! { echo scan >\$leaks && sleep 6 && echo scan >\$leaks; } 2>/tmp/kmemleak.err; then
+			echo "vm: kmemleak: the scan did not run (\$(cat /tmp/kmemleak.err)): disabled at boot, or by an error of its own (look for 'kmemleak' in the kernel log)"
+			[ \$code -lt 200 ] && code=$VM_NOSCAN
 		# debugfs reports size 0: copy the report before testing for content.
-		cat \$leaks >/tmp/kmemleak.txt
-		if [ -s /tmp/kmemleak.txt ]; then
+		elif ! cat \$leaks >/tmp/kmemleak.txt 2>/tmp/kmemleak.err; then
+			echo "vm: kmemleak: its report could not be read (\$(cat /tmp/kmemleak.err))"
+			[ \$code -lt 200 ] && code=$VM_NOSCAN
+		elif [ -s /tmp/kmemleak.txt ]; then
 			echo "vm: kmemleak reports leaks:"; head -n 40 /tmp/kmemleak.txt
 			[ \$code -lt 200 ] && code=$VM_LEAK
 		else

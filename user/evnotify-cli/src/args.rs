@@ -5,10 +5,14 @@ use clap::{builder::RangedU64ValueParser, Args, Parser, Subcommand};
 use evnotify::sys;
 use std::time::Duration;
 
+/// What `--version` prints after the name: the command's version and the module API version
+/// it speaks (`EVNOTIFY_API_VERSION`; a test keeps the two in step).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (API version 3)");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "evnotify",
-    version,
+    version = VERSION,
     propagate_version = true,
     about = "Inspect and exercise /dev/evnotify channels",
     long_about = "Inspect and exercise /dev/evnotify channels.\n\n\
@@ -25,6 +29,14 @@ pub struct Cli {
     /// default: the module's busypoll_ns; not with stat, which opens no channel).
     #[arg(long, global = true, value_parser = busypoll)]
     pub busypoll: Option<Duration>,
+    /// Print JSON instead of text: one object (info, stat, ping), or JSON Lines, one object
+    /// per event as it comes and a last one with the counters (timer, signal, watch).
+    /// Compact, one line per object, unless --pretty.
+    #[arg(short, long, global = true)]
+    pub json: bool,
+    /// Print JSON, pretty: indented, several lines per object (implies --json).
+    #[arg(long, global = true)]
+    pub pretty: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -47,6 +59,18 @@ pub const SECTIONS: &[(&str, &str)] = &[
          device, or another API version).",
     ),
     (
+        "JSON",
+        "With -j/--json every command prints JSON: info, stat and ping one object, timer, \
+         signal and watch JSON Lines (one object per line: each event as it arrives, with a \
+         \"type\" of \"ticks\", \"signal\" or \"notify\", then one of type \"end\" with the \
+         channel's counters), as `ip -j monitor` does. --pretty indents them (then the lines are \
+         no longer one object each). Every object has \"schema_version\" (1): within a \
+         version the field names and their meaning are stable, new fields may be added; a \
+         field renamed or removed bumps it. The counters are under \"stats\", with the names of \
+         struct evnotify_stats. Times are integers in nanoseconds (fields ending in _ns). \
+         Errors still go to standard error as text, with exit status 1.",
+    ),
+    (
         "FILES",
         "/dev/evnotify: the device. /proc/PID/fdinfo/FD: a channel's counters, worker and \
          slots, which stat reads. The module's parameters max_channels, max_user_channels and \
@@ -66,11 +90,7 @@ fn after_help() -> String {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Print the API version, features, limits, and a channel's counters, worker and fdinfo.
-    Info {
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Info,
     /// List every channel open on the system, with its process, thread, worker and counters
     /// (as ss or lsof do, from /proc/*/fd and the fdinfo the module writes). `evnotify list`
     /// is the same command.
@@ -80,9 +100,6 @@ pub enum Cmd {
     /// the channel has no worker yet.
     #[command(visible_alias = "list")]
     Stat {
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
         /// Also print every counter and one line per slot in use.
         #[arg(short, long)]
         verbose: bool,
@@ -120,7 +137,7 @@ pub enum Cmd {
         /// Run a timer with this period (1ms..=1day) on slot 0.
         #[arg(long, value_parser = period)]
         timer: Option<Duration>,
-        /// Also kick slot 1 this often (1ns..=1day), through a kick eventfd.
+        /// Also kick slot 1 this often (1ms..=1day), through a kick eventfd.
         #[arg(long, value_parser = kick_interval)]
         kick_every: Option<Duration>,
         /// How long to watch, 0s..=1day.
@@ -130,6 +147,13 @@ pub enum Cmd {
     /// Write the manual pages (evnotify.1, one per command) into DIR.
     #[command(hide = true)]
     Manpage { dir: std::path::PathBuf },
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) on
+    /// standard output: `make install-user` installs those of bash, zsh and fish.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -146,12 +170,21 @@ pub struct PingArgs {
     /// Kick by writing to a kick eventfd instead of by ioctl.
     #[arg(long)]
     pub kickfd: bool,
-    /// Print only the summary.
+    /// Print only the summary (with --json, which prints only the summary, it changes
+    /// nothing).
     #[arg(short, long)]
     pub quiet: bool,
-    /// Print one JSON object (the summary and the counters) instead of text.
-    #[arg(long, conflicts_with = "quiet")]
-    pub json: bool,
+}
+
+/// The command as the shells' completions see it: its options and visible commands, without
+/// the hidden ones (clap_complete lists hidden commands too).
+pub fn completion_command() -> clap::Command {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    clap::Command::new("evnotify")
+        .version(VERSION)
+        .args(cli.get_arguments().cloned())
+        .subcommands(cli.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
 }
 
 fn slot() -> RangedU64ValueParser<u32> {
@@ -199,9 +232,14 @@ pub fn busypoll(s: &str) -> Result<Duration, String> {
 /// overflow `Instant`.
 const MAX_WATCH: Duration = Duration::from_secs(86_400);
 
-/// Above zero (a zero kick interval would spin), at most [`MAX_WATCH`].
+/// The shortest `watch --kick-every`: the shortest timer period. Shorter, the command would
+/// spin a CPU writing the kick eventfd (at 1ns, 100% of one), and what it prints could not be
+/// read anyway.
+const MIN_KICK_INTERVAL: Duration = Duration::from_nanos(sys::MIN_PERIOD_NS);
+
+/// [`MIN_KICK_INTERVAL`]..=[`MAX_WATCH`].
 fn kick_interval(s: &str) -> Result<Duration, String> {
-    duration_in(s, Duration::from_nanos(1), MAX_WATCH)
+    duration_in(s, MIN_KICK_INTERVAL, MAX_WATCH)
 }
 
 /// At most [`MAX_WATCH`].
@@ -286,6 +324,16 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_api_version_the_command_speaks() {
+        assert!(
+            VERSION.ends_with(&format!(" (API version {})", sys::API_VERSION)),
+            "{VERSION}"
+        );
+        let v = Cli::command().render_version();
+        assert_eq!(v.trim(), format!("evnotify {}", VERSION));
     }
 
     #[test]
@@ -381,14 +429,22 @@ mod tests {
 
     #[test]
     fn watch_intervals_are_bounded() {
-        for bad in ["0s", "1day 1ns", "18446744073709551615s"] {
-            rejected(&["watch", "--kick-every", bad], "1ns..=1day");
+        // Below a millisecond the command would spin (at 1ns, a whole CPU).
+        for bad in [
+            "0s",
+            "1ns",
+            "999us",
+            "999999ns",
+            "1day 1ns",
+            "18446744073709551615s",
+        ] {
+            rejected(&["watch", "--kick-every", bad], "1ms..=1day");
         }
-        rejected(&["watch", "--kick-every", "often"], "1ns..=1day");
+        rejected(&["watch", "--kick-every", "often"], "1ms..=1day");
         for bad in ["1day 1ns", "18446744073709551615s", "forever"] {
             rejected(&["watch", "--duration", bad], "0s..=1day");
         }
-        for good in ["1ns", "1day"] {
+        for good in ["1ms", "1day"] {
             assert!(parse(&["watch", "--kick-every", good, "-d", good]).is_ok());
         }
         assert!(parse(&["watch", "-d", "0s"]).is_ok());
@@ -403,6 +459,23 @@ mod tests {
             let cli = parse(args).unwrap();
             assert_eq!(cli.busypoll, Some(Duration::from_micros(50)), "{args:?}");
         }
+    }
+
+    /// -j/--json and --pretty go before or after any command.
+    #[test]
+    fn json_is_global() {
+        for cmd in ["info", "stat", "ping", "timer", "signal", "watch"] {
+            for args in [
+                &["-j", cmd][..],
+                &[cmd, "--json"],
+                &["--pretty", cmd],
+                &[cmd, "-j"],
+            ] {
+                let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert!(cli.json || cli.pretty, "{args:?}");
+            }
+        }
+        assert!(!parse(&["info"]).unwrap().json);
     }
 
     #[test]

@@ -8,6 +8,10 @@ use std::{fmt, io, path::Path};
 pub const PARAMS: &str = "they are set when the module is loaded: \
     insmod rust_evnotify.ko max_channels=N max_user_channels=N";
 
+/// The operation of `stat`, which opens no channel but looks the device node up: its errors
+/// get the same hints as `open`'s.
+pub const LOOKUP: &str = "look up the device node";
+
 /// A failed operation on the device: "`path`: `op`: `error`".
 #[derive(Debug)]
 pub struct DevError {
@@ -33,7 +37,11 @@ impl DevError {
     /// What to check next, for the errors whose cause is usually outside this program.
     pub fn hint(&self) -> Option<String> {
         let path = &self.path;
-        let hint = match (self.errno()?, self.op.as_str()) {
+        let op = match self.op.as_str() {
+            LOOKUP => "open",
+            op => op,
+        };
+        let hint = match (self.errno()?, op) {
             (libc::ENOENT, "open") if Path::new("/sys/module/rust_evnotify").exists() => format!(
                 "the module rust_evnotify is loaded, but there is no {path}: check --device, \
                  and that devtmpfs or udev created the node (`ls -l /dev/evnotify`)"
@@ -42,6 +50,10 @@ impl DevError {
                  `insmod rust_evnotify.ko` (from the build tree) or `modprobe rust_evnotify`; \
                  `lsmod | grep rust_evnotify` shows it"
                 .to_owned(),
+            (libc::EACCES | libc::EPERM, "open") if self.op == LOOKUP => format!(
+                "permission denied on a directory of {path}: stat needs to look the node up \
+                 (not to open it); check the directories' modes"
+            ),
             (libc::EACCES | libc::EPERM, "open") => format!(
                 "permission denied: {path} is root's with mode 0600 unless a udev rule says \
                  otherwise (`ls -l {path}`); to let a group use it, add \
@@ -53,9 +65,28 @@ impl DevError {
                  `max_user_channels` per user ({PARAMS}); or this process hit its \
                  open-file limit (`ulimit -n`)"
             ),
-            (libc::EMFILE, op) if op.starts_with("eventfd") => "this process hit its \
-                 open-file limit (`ulimit -n`, RLIMIT_NOFILE): raise it, or close descriptors"
-                .to_owned(),
+            (libc::EMFILE, op) if op.starts_with("eventfd") || op.starts_with("signalfd") => {
+                "this process hit its open-file limit (`ulimit -n`, RLIMIT_NOFILE): raise it, \
+                 or close descriptors"
+                    .to_owned()
+            }
+            (libc::EAGAIN, op) if op.contains("kick eventfd") => format!(
+                "the kick eventfd's counter is full: the channel's thread stopped taking kicks \
+                 from it (it unhooks a kick eventfd when it is closed or replaced). \
+                 `evnotify stat -v --device {path}` shows the slot's kickfd (this process's \
+                 channel, while it runs); if it still says attached, look for the module's \
+                 warnings in `dmesg`"
+            ),
+            (_, op)
+                if op.starts_with("read(2)")
+                    || op.starts_with("write(2)")
+                    || op.starts_with("ppoll(2)") =>
+            {
+                "a read, write or poll of this program's own eventfds or signalfd should not \
+                 fail: this is a bug in evnotify or in the kernel; please report it with this \
+                 message"
+                    .to_owned()
+            }
             (libc::ENFILE, _) => "the system's open-file limit is reached \
                  (/proc/sys/fs/file-max): close files elsewhere"
                 .to_owned(),

@@ -12,13 +12,13 @@ use anyhow::{Context, Result};
 use args::{Cli, Cmd, PingArgs};
 use clap::{CommandFactory, Parser};
 use error::{DevError, Failure};
-use evnotify::{sys, Channel, Notifier};
+use evnotify::{sys, Channel, Notifier, Stats};
 use hdrhistogram::Histogram;
-use serde_json::json;
-use stat::{Counters, Worker};
+use serde_json::{json, Value};
+use stat::Worker;
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     path::Path,
     process::ExitCode,
     time::{Duration, Instant},
@@ -52,9 +52,8 @@ impl Dev {
         self.check(self.ch.version(), || "ioctl EVNOTIFY_IOC_VERSION".into())
     }
 
-    fn stats(&self) -> Result<Counters> {
-        let s = self.check(self.ch.stats(), || "ioctl EVNOTIFY_IOC_STATS".into())?;
-        Ok(Counters::from(&s))
+    fn stats(&self) -> Result<Stats> {
+        self.check(self.ch.stats(), || "ioctl EVNOTIFY_IOC_STATS".into())
     }
 
     fn worker(&self) -> Result<Worker> {
@@ -139,10 +138,6 @@ impl Dev {
     fn fdinfo(&self) -> Result<String> {
         self.check(self.ch.fdinfo(), || "read its fdinfo".into())
     }
-
-    fn fd(&self) -> i32 {
-        self.ch.as_fd().as_raw_fd()
-    }
 }
 
 fn feature_names(bits: u64) -> Vec<&'static str> {
@@ -163,7 +158,7 @@ fn feature_names(bits: u64) -> Vec<&'static str> {
 }
 
 /// Every counter, on two lines.
-fn counters_text(s: &Counters) -> String {
+fn counters_text(s: &Stats) -> String {
     format!(
         "stats: kicks={} (by fd {}) timer_ticks={} handled={} notifies={} signals={} dropped={} \
          wakeups={} polled={} pending={} coalesced={} sig_refused={}\n\
@@ -208,12 +203,60 @@ fn print_stats(dev: &Dev) -> Result<()> {
     Ok(())
 }
 
-fn print_json(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// The version of the JSON output's layout, in every object as `schema_version`: within a
+/// version the field names and their meaning are stable (a field may be added); renaming or
+/// removing one bumps it.
+const SCHEMA_VERSION: u32 = 1;
+
+/// How results are printed: text, or JSON (`-j`), compact unless `--pretty`.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    json: bool,
+    pretty: bool,
 }
 
-fn info(dev: &Dev, as_json: bool) -> Result<()> {
+impl Output {
+    /// One JSON object, with `schema_version`, on one line (or indented with `--pretty`).
+    fn render(self, mut v: Value) -> Result<String> {
+        if let Value::Object(m) = &mut v {
+            m.insert("schema_version".into(), SCHEMA_VERSION.into());
+        }
+        Ok(if self.pretty {
+            serde_json::to_string_pretty(&v)?
+        } else {
+            serde_json::to_string(&v)?
+        })
+    }
+
+    /// Prints [`Output::render`]'s object (stdout is flushed at each line: a reader of the
+    /// JSON Lines gets each event as it comes).
+    fn emit(self, v: Value) -> Result<()> {
+        println!("{}", self.render(v)?);
+        Ok(())
+    }
+}
+
+/// Nanoseconds, for the JSON's `_ns` fields (saturating: a day is far below 2^64 ns).
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().try_into().unwrap_or(u64::MAX)
+}
+
+/// A JSON Lines event of `timer`: `count` ticks arrived on `slot`, `total` in all.
+fn ticks_record(elapsed: Duration, slot: u32, count: u64, total: u64) -> Value {
+    json!({"type": "ticks", "elapsed_ns": nanos(elapsed), "slot": slot, "ticks": count, "total": total})
+}
+
+/// A JSON Lines event of `watch`: `count` notifications on `slot`, from its `source`.
+fn notify_record(elapsed: Duration, source: &str, slot: u32, count: u64) -> Value {
+    json!({"type": "notify", "elapsed_ns": nanos(elapsed), "source": source, "slot": slot, "count": count})
+}
+
+/// A JSON Lines event of `signal`: one signal received, with its `si_code`.
+fn signal_record(elapsed: Duration, signo: i32, code: i32) -> Value {
+    json!({"type": "signal", "elapsed_ns": nanos(elapsed), "signo": signo, "code": code})
+}
+
+fn info(dev: &Dev, out: Output) -> Result<()> {
     let v = dev.version()?;
     let stats = dev.stats()?;
     // An older module has no EVNOTIFY_IOC_WORKER (ENOTTY): ask only one that has workers.
@@ -222,10 +265,10 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
         _ => Some(dev.worker()?),
     };
     let fdinfo = dev.fdinfo()?;
-    if as_json {
+    if out.json {
         let parsed = stat::parse_fdinfo(&fdinfo)
             .with_context(|| format!("{}: parse its fdinfo", dev.path))?;
-        return print_json(&json!({
+        return out.emit(json!({
             "device": dev.path,
             "api_version": v.api_version,
             "cli_api_version": sys::API_VERSION,
@@ -239,7 +282,6 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
                 "max_period_ns": sys::MAX_PERIOD_NS,
                 "max_busypoll_ns": sys::MAX_BUSYPOLL_NS,
             },
-            "fd": dev.fd(),
             "stats": stats,
             "worker": worker,
             "slots": parsed.slots,
@@ -270,6 +312,16 @@ fn info(dev: &Dev, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The operation of a write of `n` kicks to `slot`'s kick eventfd, for its error.
+fn kick_write(slot: u32, n: u64) -> String {
+    format!("write(2) of {n} to slot {slot}'s kick eventfd")
+}
+
+/// The operation of a read of `slot`'s notify eventfd, for its error.
+fn notify_read(slot: u32) -> String {
+    format!("read(2) of slot {slot}'s notify eventfd")
+}
+
 /// Blocks until `want` notifications arrived on `n`, attached to `slot`.
 fn collect(dev: &Dev, n: &Notifier, slot: u32, want: u64) -> Result<u64> {
     let mut got = 0;
@@ -287,7 +339,7 @@ fn collect(dev: &Dev, n: &Notifier, slot: u32, want: u64) -> Result<u64> {
     Ok(got)
 }
 
-fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
+fn ping(dev: &Dev, a: &PingArgs, out: Output) -> Result<()> {
     let (slot, burst) = (a.slot, a.burst);
     let n = dev.notifier(slot, "notify")?;
     dev.attach(slot, &n)?;
@@ -300,14 +352,14 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
     for i in 0..a.count {
         let t = Instant::now();
         if a.kickfd {
-            kick.post(burst.into())?;
+            dev.check(kick.post(burst.into()), || kick_write(slot, burst.into()))?;
         } else {
             dev.kick(slot, burst)?;
         }
         let got = collect(dev, &n, slot, burst.into())?;
         let ns = t.elapsed().as_nanos() as u64;
         hist.record(ns)?;
-        if !a.quiet && !a.json {
+        if !a.quiet && !out.json {
             println!(
                 "kick {i} ({how}): slot {slot} +{burst} -> notified {got} in {:.1} us",
                 ns as f64 / 1e3
@@ -320,8 +372,8 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
         hist.value_at_quantile(0.99),
         hist.max(),
     );
-    if a.json {
-        return print_json(&json!({
+    if out.json {
+        return out.emit(json!({
             "device": dev.path,
             "slot": slot,
             "burst": burst,
@@ -343,7 +395,7 @@ fn ping(dev: &Dev, a: &PingArgs) -> Result<()> {
     print_stats(dev)
 }
 
-fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32) -> Result<()> {
+fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32, out: Output) -> Result<()> {
     let n = dev.notifier(slot, "notify")?;
     dev.attach(slot, &n)?;
     dev.set_timer(slot, period, ticks)?;
@@ -366,31 +418,69 @@ fn timer(dev: &Dev, period: Duration, ticks: u64, slot: u32) -> Result<()> {
             )));
         }
         total += v;
-        println!(
-            "{:>10.3} ms  +{v} tick(s), {total} in all",
-            start.elapsed().as_secs_f64() * 1e3
-        );
+        if out.json {
+            out.emit(ticks_record(start.elapsed(), slot, v, total))?;
+        } else {
+            println!(
+                "{:>10.3} ms  +{v} tick(s), {total} in all",
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+    if out.json {
+        return out.emit(json!({
+            "type": "end",
+            "device": dev.path,
+            "slot": slot,
+            "period_ns": nanos(period),
+            "ticks": total,
+            "stats": dev.stats()?,
+        }));
     }
     print_stats(dev)
 }
 
-fn signal(dev: &Dev, signo: i32, count: u32, slot: u32) -> Result<()> {
-    let sfd = evnotify::catch_signal(signo).with_context(|| format!("catch signal {signo}"))?;
+fn signal(dev: &Dev, signo: i32, count: u32, slot: u32, out: Output) -> Result<()> {
+    let start = Instant::now();
+    let sfd = dev.check(evnotify::catch_signal(signo), || {
+        format!("signalfd(2) for signal {signo}")
+    })?;
     dev.set_signal(slot, signo)?;
     dev.kick(slot, count)?;
     dev.wait_idle(Duration::from_secs(10))?;
     let want = signals_wanted(signo, count);
     let mut got = 0;
     while got < want {
-        let Some(info) = sfd.try_read().context("read the signalfd")? else {
+        let read = sfd.try_read();
+        let Some(info) = dev.check(read, || {
+            format!("read(2) of the signalfd for signal {signo}")
+        })?
+        else {
             break;
         };
         got += 1;
-        println!("signal {} from the kernel (code {})", info.signo, info.code);
+        if out.json {
+            out.emit(signal_record(start.elapsed(), info.signo, info.code))?;
+        } else {
+            println!("signal {} from the kernel (code {})", info.signo, info.code);
+        }
     }
-    println!("{count} kicks -> {got} signal(s) received");
     let s = dev.stats()?;
-    println!("{}", counters_text(&s));
+    if out.json {
+        out.emit(json!({
+            "type": "end",
+            "device": dev.path,
+            "slot": slot,
+            "signo": signo,
+            "kicks": count,
+            "signals_expected": want,
+            "signals_received": got,
+            "stats": s,
+        }))?;
+    } else {
+        println!("{count} kicks -> {got} signal(s) received");
+        println!("{}", counters_text(&s));
+    }
     check_signals(&dev.path, slot, signo, count, got, &s)
 }
 
@@ -405,14 +495,7 @@ fn signals_wanted(signo: i32, count: u32) -> u32 {
 }
 
 /// Fails unless `got` signals are all that `count` kicks must bring.
-fn check_signals(
-    path: &str,
-    slot: u32,
-    signo: i32,
-    count: u32,
-    got: u32,
-    s: &Counters,
-) -> Result<()> {
+fn check_signals(path: &str, slot: u32, signo: i32, count: u32, got: u32, s: &Stats) -> Result<()> {
     let want = signals_wanted(signo, count);
     if got >= want {
         return Ok(());
@@ -436,6 +519,7 @@ fn watch(
     timer: Option<Duration>,
     kick_every: Option<Duration>,
     dur: Duration,
+    out: Output,
 ) -> Result<()> {
     use nix::poll::{ppoll, PollFd, PollFlags};
     let (tn, kn, kick) = (
@@ -462,23 +546,43 @@ fn watch(
         ];
         match ppoll(&mut fds, Some(poll_timeout(Instant::now(), until)), None) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("ppoll"),
+            Err(e) => {
+                return Err(DevError::new(
+                    &dev.path,
+                    "ppoll(2) on the notify eventfds of slots 0 and 1",
+                    e,
+                )
+                .into())
+            }
         }
-        let t = start.elapsed().as_secs_f64() * 1e3;
-        for (name, n) in [("timer", &tn), ("kick ", &kn)] {
-            let v = n.drain()?;
-            if v > 0 {
-                println!("{t:>10.3} ms  {name} +{v}");
+        let elapsed = start.elapsed();
+        for (slot, name, n) in [(0, "timer", &tn), (1, "kick", &kn)] {
+            let v = dev.check(n.drain(), || notify_read(slot))?;
+            if v > 0 && out.json {
+                out.emit(notify_record(elapsed, name, slot, v))?;
+            } else if v > 0 {
+                let t = elapsed.as_secs_f64() * 1e3;
+                println!("{t:>10.3} ms  {name:<5} +{v}");
             }
         }
         if let (Some(k), Some(every)) = (next_kick, kick_every) {
             if Instant::now() >= k {
-                kick.post(1).context("write the kick eventfd of slot 1")?;
+                dev.check(kick.post(1), || kick_write(1, 1))?;
                 next_kick = Some(later(k, every)?);
             }
         }
     }
     dev.set_timer(0, Duration::ZERO, 0)?;
+    if out.json {
+        return out.emit(json!({
+            "type": "end",
+            "device": dev.path,
+            "duration_ns": nanos(dur),
+            "timer_period_ns": timer.map(nanos),
+            "kick_every_ns": kick_every.map(nanos),
+            "stats": dev.stats()?,
+        }));
+    }
     print_stats(dev)
 }
 
@@ -509,10 +613,76 @@ fn worker_columns(w: Option<&Worker>) -> (String, String) {
     }
 }
 
-fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
-    // The links in /proc name the node as it was opened: compare canonical paths.
-    let path = Path::new(device);
-    let device = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+/// The device node `stat` looks for, made canonical (the links in /proc name the node as it
+/// was opened). A path that does not exist, or is not a character device, is an error: it
+/// would list no channel, which reads as "none open".
+fn device_node(device: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let fail = |e| DevError::new(device, error::LOOKUP, e);
+    let path = Path::new(device).canonicalize().map_err(fail)?;
+    let meta = std::fs::metadata(&path).map_err(fail)?;
+    if !meta.file_type().is_char_device() {
+        return Err(Failure {
+            what: format!("{device}: not a character device"),
+            hint: format!(
+                "stat lists the descriptors open on a device node: give --device the node \
+                 the module created ({})",
+                evnotify::DEVICE
+            ),
+        }
+        .into());
+    }
+    Ok(path)
+}
+
+/// The columns of `stat`'s table. COMM, the process's name, comes last, as in `ps`: it may
+/// hold spaces, so every column before it stays one word.
+const STAT_COLUMNS: [&str; 16] = [
+    "PID", "UID", "FD", "THREAD", "WORKER", "SERVES", "NOTIFY", "KICKFD", "TIMER", "SIGNAL",
+    "KICKS", "TICKS", "HANDLED", "PENDING", "DROPPED", "COMM",
+];
+
+/// The widths of the columns but the last: numbers are right-aligned.
+const STAT_WIDTHS: [usize; 15] = [7, 6, 4, 7, 6, 6, 6, 6, 6, 6, 10, 10, 10, 8, 8];
+
+fn stat_line(cells: &[String]) -> String {
+    let mut line = String::new();
+    for (cell, width) in cells.iter().zip(STAT_WIDTHS) {
+        line += &format!("{cell:>width$} ");
+    }
+    line + &cells[STAT_WIDTHS.len()]
+}
+
+fn stat_header() -> String {
+    stat_line(&STAT_COLUMNS.map(String::from))
+}
+
+/// One channel's row of `stat`'s table, in [`STAT_COLUMNS`]' order.
+fn stat_row(e: &stat::Entry) -> String {
+    let s = &e.info.stats;
+    let (worker, serves) = worker_columns(e.info.worker.as_ref());
+    stat_line(&[
+        e.pid.to_string(),
+        e.uid.to_string(),
+        e.fd.to_string(),
+        s.thread_pid.to_string(),
+        worker,
+        serves,
+        s.attached.to_string(),
+        s.kickfds.to_string(),
+        s.timers.to_string(),
+        s.signal_slots.to_string(),
+        s.kicks.to_string(),
+        s.timer_ticks.to_string(),
+        s.handled.to_string(),
+        s.pending.to_string(),
+        s.dropped.to_string(),
+        e.comm.clone(),
+    ])
+}
+
+fn stat(device: &str, out: Output, verbose: bool) -> Result<()> {
+    let device = device_node(device)?;
     let scan = stat::scan(Path::new("/proc"), &device)?;
     for nc in &scan.not_channels {
         eprintln!(
@@ -523,50 +693,13 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
             nc.error
         );
     }
-    if as_json {
-        return print_json(&serde_json::to_value(&scan)?);
+    if out.json {
+        return out.emit(serde_json::to_value(&scan)?);
     }
-    println!(
-        "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "PID",
-        "UID",
-        "COMM",
-        "FD",
-        "THREAD",
-        "WORKER",
-        "SERVES",
-        "NOTIFY",
-        "KICKFD",
-        "TIMER",
-        "SIGNAL",
-        "KICKS",
-        "TICKS",
-        "HANDLED",
-        "PENDING",
-        "DROPPED"
-    );
+    println!("{}", stat_header());
     for e in &scan.channels {
         let s = &e.info.stats;
-        let (worker, serves) = worker_columns(e.info.worker.as_ref());
-        println!(
-            "{:>7} {:>6} {:<15} {:>4} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8}",
-            e.pid,
-            e.uid,
-            e.comm,
-            e.fd,
-            s.thread_pid,
-            worker,
-            serves,
-            s.attached,
-            s.kickfds,
-            s.timers,
-            s.signal_slots,
-            s.kicks,
-            s.timer_ticks,
-            s.handled,
-            s.pending,
-            s.dropped
-        );
+        println!("{}", stat_row(e));
         if verbose {
             println!("    {}", counters_text(s).replace('\n', "\n    "));
             println!("    {}", worker_text(e.info.worker.as_ref()));
@@ -594,8 +727,12 @@ fn stat(device: &str, as_json: bool, verbose: bool) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let out = Output {
+        json: cli.json || cli.pretty,
+        pretty: cli.pretty,
+    };
     match cli.cmd {
-        Cmd::Stat { json, verbose } => {
+        Cmd::Stat { verbose } => {
             if cli.busypoll.is_some() {
                 Cli::command()
                     .error(
@@ -604,9 +741,14 @@ fn run(cli: Cli) -> Result<()> {
                     )
                     .exit();
             }
-            return stat(&cli.device, json, verbose);
+            return stat(&cli.device, out, verbose);
         }
         Cmd::Manpage { dir } => return manpage::write(&dir),
+        Cmd::Completions { shell } => {
+            let mut cmd = args::completion_command();
+            clap_complete::generate(shell, &mut cmd, "evnotify", &mut io::stdout());
+            return Ok(());
+        }
         _ => {}
     }
     let dev = Dev::open(&cli.device)?;
@@ -614,20 +756,22 @@ fn run(cli: Cli) -> Result<()> {
         dev.set_busypoll(limit)?;
     }
     match cli.cmd {
-        Cmd::Info { json } => info(&dev, json),
-        Cmd::Ping(a) => ping(&dev, &a),
+        Cmd::Info => info(&dev, out),
+        Cmd::Ping(a) => ping(&dev, &a, out),
         Cmd::Timer {
             period,
             ticks,
             slot,
-        } => timer(&dev, period, ticks, slot),
-        Cmd::Signal { signo, count, slot } => signal(&dev, signo, count, slot),
+        } => timer(&dev, period, ticks, slot, out),
+        Cmd::Signal { signo, count, slot } => signal(&dev, signo, count, slot, out),
         Cmd::Watch {
             timer,
             kick_every,
             duration,
-        } => watch(&dev, timer, kick_every, duration),
-        Cmd::Stat { .. } | Cmd::Manpage { .. } => unreachable!("handled above"),
+        } => watch(&dev, timer, kick_every, duration, out),
+        Cmd::Stat { .. } | Cmd::Manpage { .. } | Cmd::Completions { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -683,6 +827,97 @@ mod tests {
     }
 
     #[test]
+    fn stat_puts_comm_last_so_that_spaces_in_it_split_nothing() {
+        let header = stat_header();
+        let cols: Vec<_> = header.split_whitespace().collect();
+        assert_eq!(cols, STAT_COLUMNS, "{header}");
+        assert!(
+            header.starts_with("    PID    UID   FD  THREAD WORKER SERVES"),
+            "{header}"
+        );
+        let info = stat::parse_fdinfo(include_str!("../testdata/fdinfo-shared.txt")).unwrap();
+        let e = stat::Entry {
+            pid: 4242,
+            comm: "my server 2".into(),
+            uid: 1000,
+            fd: 7,
+            info,
+        };
+        let row = stat_row(&e);
+        let cells: Vec<_> = row.split_whitespace().collect();
+        assert_eq!(cells[..6], ["4242", "1000", "7", "52", "3", "2"], "{row}");
+        assert_eq!(cells[15..].join(" "), "my server 2", "{row}");
+        assert!(row.ends_with(" my server 2"), "{row}");
+        // Every column starts where its header does: the numbers end under their names.
+        assert_eq!(
+            row.find(" my server").unwrap(),
+            header.find(" COMM").unwrap()
+        );
+    }
+
+    /// The eventfd calls of `ping` and `watch` fail naming the device, the call and the
+    /// slot, with a hint of what to do.
+    #[test]
+    fn eventfd_errors_name_the_call_and_say_what_to_do() {
+        use nix::errno::Errno;
+        let e = DevError::new("/dev/evnotify", kick_write(3, 2), Errno::EAGAIN);
+        assert_eq!(
+            e.to_string(),
+            "/dev/evnotify: write(2) of 2 to slot 3's kick eventfd: \
+             Resource temporarily unavailable"
+        );
+        let hint = e.hint().unwrap();
+        for part in ["counter is full", "evnotify stat -v", "dmesg"] {
+            assert!(hint.contains(part), "{hint:?} lacks {part:?}");
+        }
+        let e = DevError::new("/dev/evnotify", notify_read(1), Errno::EBADF);
+        assert_eq!(
+            e.to_string(),
+            "/dev/evnotify: read(2) of slot 1's notify eventfd: Bad file descriptor"
+        );
+        assert!(e.hint().unwrap().contains("report it"), "{:?}", e.hint());
+        let e = DevError::new("/dev/evnotify", "signalfd(2) for signal 10", Errno::EMFILE);
+        assert!(e.hint().unwrap().contains("ulimit -n"), "{:?}", e.hint());
+    }
+
+    /// Compact JSON is one line per object, pretty JSON several; both carry the schema
+    /// version. The events of timer, signal and watch have their type, and integer times.
+    #[test]
+    fn json_is_compact_or_pretty_and_versioned() {
+        let compact = Output {
+            json: true,
+            pretty: false,
+        };
+        let pretty = Output {
+            json: true,
+            pretty: true,
+        };
+        let t = Duration::from_micros(1500);
+        let line = compact.render(ticks_record(t, 3, 2, 7)).unwrap();
+        assert!(!line.contains('\n'), "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            json!({"schema_version": SCHEMA_VERSION, "type": "ticks", "elapsed_ns": 1_500_000,
+                   "slot": 3, "ticks": 2, "total": 7})
+        );
+        let text = pretty.render(notify_record(t, "kick", 1, 4)).unwrap();
+        assert!(text.lines().count() > 3, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"schema_version": SCHEMA_VERSION, "type": "notify", "elapsed_ns": 1_500_000,
+                   "source": "kick", "slot": 1, "count": 4})
+        );
+        let v = compact.render(signal_record(t, 35, -4)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&v).unwrap(),
+            json!({"schema_version": SCHEMA_VERSION, "type": "signal", "elapsed_ns": 1_500_000,
+                   "signo": 35, "code": -4})
+        );
+    }
+
+    #[test]
     fn features_have_names() {
         let all = sys::F_NOTIFY
             | sys::F_SLOTS
@@ -700,11 +935,11 @@ mod tests {
     #[test]
     fn too_few_signals_fail_with_the_counters_and_a_hint() {
         let rt = libc::SIGRTMIN() + 1;
-        let s = Counters::from(&evnotify::Stats {
+        let s = Stats {
             signals: 3,
             sig_refused: 2,
             ..Default::default()
-        });
+        };
         assert!(check_signals("/dev/evnotify", 4, rt, 5, 5, &s).is_ok());
         // A standard signal coalesces: one is enough, none is not.
         assert!(check_signals("/dev/evnotify", 4, libc::SIGIO, 5, 1, &s).is_ok());

@@ -2,59 +2,14 @@
 //! files: the links in `/proc/<pid>/fd`, and the `fdinfo` text the module writes for each.
 
 use anyhow::{bail, Context, Result};
+// A channel's counters: the library's `struct evnotify_stats`, whose `serde` feature gives
+// the JSON names (the header's, as fdinfo prints them).
+use evnotify::Stats;
 use serde::{Deserialize, Serialize};
 use std::{
     fs, io,
     path::{Path, PathBuf},
 };
-
-/// A channel's counters and state: `struct evnotify_stats`, field for field (the JSON names).
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub kicks: u64,
-    pub fd_kicks: u64,
-    pub timer_ticks: u64,
-    pub handled: u64,
-    pub notifies: u64,
-    pub signals: u64,
-    pub dropped: u64,
-    pub wakeups: u64,
-    pub polled: u64,
-    pub pending: u64,
-    pub thread_pid: i32,
-    pub attached: u32,
-    pub kickfds: u32,
-    pub timers: u32,
-    pub signal_slots: u32,
-    pub busypoll_ns: u32,
-    pub coalesced: u64,
-    pub sig_refused: u64,
-}
-
-impl From<&evnotify::Stats> for Counters {
-    fn from(s: &evnotify::Stats) -> Self {
-        Self {
-            kicks: s.kicks,
-            fd_kicks: s.fd_kicks,
-            timer_ticks: s.timer_ticks,
-            handled: s.handled,
-            notifies: s.notifies,
-            signals: s.signals,
-            dropped: s.dropped,
-            wakeups: s.wakeups,
-            polled: s.polled,
-            pending: s.pending,
-            thread_pid: s.thread_pid,
-            attached: s.attached,
-            kickfds: s.kickfds,
-            timers: s.timers,
-            signal_slots: s.signal_slots,
-            busypoll_ns: s.busypoll_ns,
-            coalesced: s.coalesced,
-            sig_refused: s.sig_refused,
-        }
-    }
-}
 
 /// The worker (kernel thread) a channel uses: `struct evnotify_worker` (the JSON names), from
 /// `EVNOTIFY_IOC_WORKER` or from the fdinfo lines `worker:` and `worker_channels:`.
@@ -62,7 +17,7 @@ impl From<&evnotify::Stats> for Counters {
 pub struct Worker {
     /// 0 until the channel has a worker; its thread is named `evnotify/<worker_id>`.
     pub worker_id: u32,
-    /// As [`Counters::thread_pid`].
+    /// As [`Stats::thread_pid`].
     pub thread_pid: i32,
     /// Open channels that use the worker.
     pub channels: u32,
@@ -109,7 +64,7 @@ pub struct SlotTimer {
 /// What the module writes in a channel's fdinfo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FdInfo {
-    pub stats: Counters,
+    pub stats: Stats,
     /// `None` (JSON `null`) from a module before API version 3, which has no workers.
     pub worker: Option<Worker>,
     pub slots: Vec<Slot>,
@@ -134,7 +89,7 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo> {
         }
     }
     let fields = serde_json::Value::from(fields);
-    let stats: Counters =
+    let stats: Stats =
         serde_json::from_value(fields.clone()).context("not an evnotify channel's fdinfo")?;
     let worker = if fields.get("worker").is_some() || fields.get("worker_channels").is_some() {
         let w: WorkerLines = serde_json::from_value(fields)

@@ -24,10 +24,12 @@ fn bad_values_are_usage_errors_before_the_device_is_opened() {
         (&["timer", "--period", "999us"][..], "1ms..=1day"),
         (&["timer", "--period", "25h"], "1ms..=1day"),
         (&["watch", "--timer", "0s"], "1ms..=1day"),
-        (&["watch", "--kick-every", "0s"], "1ns..=1day"),
+        (&["watch", "--kick-every", "0s"], "1ms..=1day"),
+        (&["watch", "--kick-every", "1ns"], "1ms..=1day"),
+        (&["watch", "--kick-every", "999us"], "1ms..=1day"),
         (
             &["watch", "--kick-every", "18446744073709551615s"],
-            "1ns..=1day",
+            "1ms..=1day",
         ),
         (
             &["watch", "--duration", "18446744073709551615s"],
@@ -148,10 +150,41 @@ fn an_eventfd_past_the_open_file_limit_names_the_slot_and_the_limit() {
     }
 }
 
+/// A character device no process here holds: `stat` needs a device node to look for, and
+/// finds no channel behind this one.
+const STAND_IN: &str = "/dev/full";
+
 #[test]
-fn stat_json_is_json_and_needs_no_device() {
-    // No module on the host: no channels, and no device needed to look.
-    let o = run(&["--device", MISSING, "stat", "--json"]);
+fn stat_of_a_path_that_is_no_device_is_an_error() {
+    let o = run(&["stat", "--device", MISSING]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        err.starts_with(&format!(
+            "evnotify: {MISSING}: look up the device node: No such file or directory\n"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+    let o = run(&["stat", "--json", "--device", "/etc/passwd"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("evnotify: /etc/passwd: not a character device\n"),
+        "{err}"
+    );
+    assert!(err.contains("hint: stat lists the descriptors"), "{err}");
+}
+
+#[test]
+fn stat_json_is_json_and_needs_no_channel() {
+    // No module on the host: no channels, and no access to the device needed to look.
+    let o = run(&["--device", STAND_IN, "stat", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stat --json");
     assert!(v["channels"].as_array().is_some(), "{v}");
@@ -159,13 +192,45 @@ fn stat_json_is_json_and_needs_no_device() {
     for key in ["unreadable", "vanished"] {
         assert!(v[key].is_u64(), "{key}: {v}");
     }
+    // Compact (one line) and versioned; -j before the command; --pretty indents.
+    assert_eq!(v["schema_version"], 1, "{v}");
+    let o = run(&["-j", "--device", STAND_IN, "stat"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout.iter().filter(|&&b| b == b'\n').count(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("-j stat");
+    assert_eq!(v["schema_version"], 1, "{v}");
+    let o = run(&["stat", "--pretty", "--device", STAND_IN]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.iter().filter(|&&b| b == b'\n').count() > 3);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stat --pretty");
+    assert_eq!(v["schema_version"], 1, "{v}");
     // The alias, the table and the summary line.
-    let o = run(&["list"]);
+    let o = run(&["list", "--device", STAND_IN]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out.starts_with("    PID    UID COMM"), "{out}");
-    assert!(out.contains(" THREAD WORKER SERVES NOTIFY "), "{out}");
+    // COMM, which may hold spaces, comes last, as in ps.
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("    PID    UID   FD  THREAD WORKER SERVES NOTIFY "),
+        "{out}"
+    );
+    assert!(header.ends_with(" DROPPED COMM"), "{out}");
     assert!(out.contains(" process(es) scanned"), "{out}");
+}
+
+/// Every command takes -j/--json, before or after it (here each fails at the device, after
+/// the parse).
+#[test]
+fn every_command_takes_json() {
+    for cmd in ["info", "ping", "timer", "signal", "watch"] {
+        for args in [["-j", cmd], [cmd, "--json"]] {
+            let mut all = vec!["--device", MISSING];
+            all.extend_from_slice(&args);
+            let o = run(&all);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(": open: "), "{args:?}: {}", stderr(&o));
+        }
+    }
 }
 
 #[test]
@@ -197,12 +262,42 @@ fn install_script_installs_the_command_and_its_manual_pages() {
     assert!(o.status.success(), "{}", stderr(&o));
     let bin = dest.join("usr/bin/evnotify");
     let v = Command::new(&bin).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "evnotify 0.1.0");
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        "evnotify 0.1.0 (API version 3)"
+    );
     let man = dest.join("usr/share/man/man1");
     let page = std::fs::read_to_string(man.join("evnotify.1")).unwrap();
     for cmd in ["info", "stat", "ping", "timer", "signal", "watch"] {
         assert!(page.contains(&format!("evnotify\\-{cmd}(1)")), "{cmd}");
         assert!(man.join(format!("evnotify-{cmd}.1")).is_file(), "{cmd}");
+    }
+    // The completions, where bash-completion, zsh and fish look for them, complete the
+    // commands (and not the hidden ones).
+    for (path, mark) in [
+        (
+            "usr/share/bash-completion/completions/evnotify",
+            "complete -F",
+        ),
+        (
+            "usr/share/zsh/site-functions/_evnotify",
+            "#compdef evnotify",
+        ),
+        (
+            "usr/share/fish/vendor_completions.d/evnotify.fish",
+            "complete -c evnotify",
+        ),
+    ] {
+        let text = std::fs::read_to_string(dest.join(path)).unwrap_or_default();
+        assert!(text.contains(mark), "{path}: no {mark:?}");
+        assert!(
+            text.contains("timer") && text.contains("kick-every"),
+            "{path}"
+        );
+        assert!(
+            !text.contains("manpage"),
+            "{path}: lists the hidden command"
+        );
     }
     std::fs::remove_dir_all(&dest).unwrap();
     // A failure stops it: a binary that cannot write the pages installs nothing.
@@ -246,7 +341,7 @@ fn a_closed_pipe_ends_quietly() {
     let (read, write) = nix::unistd::pipe().expect("pipe");
     drop(read);
     let o = Command::new(EXE)
-        .arg("stat")
+        .args(["stat", "--device", STAND_IN])
         .stdout(std::process::Stdio::from(write))
         .output()
         .expect("run evnotify");

@@ -165,22 +165,22 @@ fn cli_stat_sees_channel() -> Result<()> {
     for other in v["channels"].as_array().into_iter().flatten() {
         ensure!(other["comm"] != "evnotify", "stat listed itself: {v}");
     }
-    // The table has a row for it: pid, uid, comm, fd, thread.
+    // The table has a row for it: pid, uid, fd, thread, ..., and comm last.
     let run = evnotify(&["stat"], None, None)?;
     ensure!(run.code == 0, "stat: {}", run.err);
     let want = [
         std::process::id().to_string(),
         "0".into(),
-        comm.trim_end().to_owned(),
         fd.to_string(),
         s.thread_pid.to_string(),
     ];
     ensure!(
         run.out.lines().any(|l| l
             .split_whitespace()
-            .take(5)
-            .eq(want.iter().map(String::as_str))),
-        "no row {want:?} in:\n{}",
+            .take(4)
+            .eq(want.iter().map(String::as_str))
+            && l.ends_with(&format!(" {}", comm.trim_end()))),
+        "no row {want:?} ... {comm:?} in:\n{}",
         run.out
     );
     Ok(())
@@ -221,7 +221,7 @@ fn cli_stat_workers() -> Result<()> {
                 && w["channels"] == want.channels,
             "{name}: want {want:?}: {e}"
         );
-        // PID UID COMM FD THREAD WORKER SERVES ...: a channel without a worker shows `-`.
+        // PID UID FD THREAD WORKER SERVES ...: a channel without a worker shows `-`.
         let cells = if want.id == 0 {
             ["-".to_owned(), "-".to_owned()]
         } else {
@@ -232,11 +232,11 @@ fn cli_stat_workers() -> Result<()> {
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .find(|r| {
-                r.first() == Some(&pid.as_str()) && r.get(3) == Some(&fd.to_string().as_str())
+                r.first() == Some(&pid.as_str()) && r.get(2) == Some(&fd.to_string().as_str())
             })
             .with_context(|| format!("{name}: no row for fd {fd}:\n{}", table.out))?;
         ensure!(
-            row.get(5..7) == Some(&[cells[0].as_str(), cells[1].as_str()][..]),
+            row.get(4..6) == Some(&[cells[0].as_str(), cells[1].as_str()][..]),
             "{name}: want WORKER {} SERVES {}: {row:?}",
             cells[0],
             cells[1]
@@ -275,8 +275,33 @@ fn cli_stat_as_user() -> Result<()> {
     Ok(())
 }
 
+/// The JSON Lines of a run: every line one object of the schema version, the last of type
+/// `end`.
+fn json_lines(run: &Run) -> Result<Vec<Value>> {
+    ensure!(run.code == 0, "exit {}: {}", run.code, run.err);
+    let lines = run
+        .out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).with_context(|| format!("not JSON: {l:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(
+        lines.iter().all(|v| v["schema_version"] == 1),
+        "{}",
+        run.out
+    );
+    ensure!(
+        lines.last().is_some_and(|v| v["type"] == "end"),
+        "no end: {}",
+        run.out
+    );
+    Ok(lines)
+}
+
 fn cli_info_and_ping_json() -> Result<()> {
     let v = evnotify(&["info", "--json"], None, None)?.json()?;
+    ensure!(v["schema_version"] == 1, "{v}");
+    // The descriptor is this run's own business, not the channel's.
+    ensure!(v.get("fd").is_none(), "{v}");
     ensure!(v["api_version"] == sys::API_VERSION, "{v}");
     ensure!(v["cli_api_version"] == sys::API_VERSION, "{v}");
     ensure!(v["nr_slots"] == sys::NR_SLOTS, "{v}");
@@ -316,6 +341,66 @@ fn cli_info_and_ping_json() -> Result<()> {
     let v = evnotify(&["ping", "-n", "4", "--kickfd", "--json"], None, None)?.json()?;
     ensure!(v["kick"] == "kickfd" && v["stats"]["fd_kicks"] == 4, "{v}");
     ensure!(v["stats"]["notifies"] == 4, "{v}");
+    // timer, signal and watch: JSON Lines, each event as it comes, then the end.
+    let run = evnotify(
+        &["-j", "timer", "-p", "5ms", "-n", "4", "-s", "2"],
+        None,
+        None,
+    )?;
+    let lines = json_lines(&run)?;
+    let (end, ticks) = lines.split_last().context("no lines")?;
+    let total: u64 = ticks.iter().map(|v| v["ticks"].as_u64().unwrap_or(0)).sum();
+    ensure!(
+        total == 4 && ticks.iter().all(|v| v["type"] == "ticks" && v["slot"] == 2),
+        "{}",
+        run.out
+    );
+    ensure!(
+        end["ticks"] == 4 && end["stats"]["timer_ticks"] == 4 && end["period_ns"] == 5_000_000,
+        "{}",
+        run.out
+    );
+    let run = evnotify(
+        &["signal", "--json", "--signo", "RTMIN+1", "-n", "3"],
+        None,
+        None,
+    )?;
+    let lines = json_lines(&run)?;
+    let (end, signals) = lines.split_last().context("no lines")?;
+    ensure!(
+        signals.len() == 3 && signals.iter().all(|v| v["type"] == "signal"),
+        "{}",
+        run.out
+    );
+    ensure!(
+        end["signals_received"] == 3 && end["stats"]["signals"] == 3,
+        "{}",
+        run.out
+    );
+    let run = evnotify(
+        &["watch", "-j", "--kick-every", "20ms", "-d", "200ms"],
+        None,
+        None,
+    )?;
+    let lines = json_lines(&run)?;
+    let (end, events) = lines.split_last().context("no lines")?;
+    let kicks: u64 = events
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap_or(0))
+        .sum();
+    ensure!(
+        kicks > 0
+            && events
+                .iter()
+                .all(|v| v["type"] == "notify" && v["source"] == "kick"),
+        "{}",
+        run.out
+    );
+    ensure!(
+        end["stats"]["fd_kicks"].as_u64() >= Some(kicks),
+        "{}",
+        run.out
+    );
     Ok(())
 }
 

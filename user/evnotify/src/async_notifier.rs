@@ -14,7 +14,14 @@ use tokio::io::{unix::AsyncFd, Interest};
 /// ends), so that one task can serve many slots, for example with `tokio_stream::StreamMap`.
 ///
 /// Attach it to a slot like the notifier it wraps: `ch.attach(slot, &async_notifier)`.
-/// One task should wait on it at a time: Tokio wakes only the last task that polled it.
+///
+/// **Many tasks may [`wait`](AsyncNotifier::wait) on one notifier at once** (it is `Sync`),
+/// also tasks of another runtime than the one it was registered with, as long as that one
+/// keeps running (its reactor reports the readiness): each is woken when the eventfd becomes
+/// readable, one of them takes the count, and the others wait on. The poll function
+/// [`poll_wait`](AsyncNotifier::poll_wait), and with it the [`futures_core::Stream`], keeps
+/// only the waker of its last caller, as Tokio's `poll_read_ready` does: poll it from one task
+/// only, or another task polling it may never be woken.
 ///
 /// ```no_run
 /// # async fn f() -> std::io::Result<()> {
@@ -38,6 +45,11 @@ pub struct AsyncNotifier {
 impl AsyncNotifier {
     /// A new eventfd, registered with the current Tokio runtime.
     ///
+    /// # Errors
+    ///
+    /// [`Notifier::new`]'s, and the reactor's when it registers the descriptor
+    /// (`epoll_ctl(2)`: `ENOMEM`, or `ENOSPC` past `/proc/sys/fs/epoll/max_user_watches`).
+    ///
     /// # Panics
     ///
     /// Outside a Tokio runtime with IO enabled, as `tokio::io::unix::AsyncFd::register`.
@@ -46,6 +58,11 @@ impl AsyncNotifier {
     }
 
     /// Registers `n` with the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The reactor's when it registers the descriptor (`epoll_ctl(2)`: `ENOMEM`, or `ENOSPC`
+    /// past `/proc/sys/fs/epoll/max_user_watches`); `n` is then dropped, closing it.
     ///
     /// # Panics
     ///
@@ -71,29 +88,52 @@ impl AsyncNotifier {
 
     /// Polls for the next non-zero count: returns and clears it if it is there, else
     /// registers `cx`'s waker to be woken when the eventfd becomes readable.
+    ///
+    /// Only the waker of the last call is kept (Tokio's `AsyncFd::poll_read_ready`): poll a
+    /// notifier from one task. Tasks that share one call [`AsyncNotifier::wait`] instead.
+    ///
+    /// # Errors
+    ///
+    /// What the reactor reports for the descriptor (an error of the runtime's `epoll`), and
+    /// the eventfd's `read(2)` errors other than `EAGAIN`, which [`Notifier::try_read`]
+    /// passes on.
     pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<Result<u64>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            // A readiness report may be stale (another reader took the count): `try_io`
-            // clears it on `WouldBlock`, and the loop polls again.
-            let read = guard.try_io(|n| {
-                n.get_ref()
-                    .try_read()?
-                    .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
-            });
-            if let Ok(r) = read {
+            if let Ok(r) = guard.try_io(take_count) {
                 return Poll::Ready(r);
             }
         }
     }
 
     /// Waits for the next non-zero count, then returns and clears it. Cancel-safe: a count
-    /// is taken only when the future completes.
+    /// is taken only when the future completes, and a future dropped while it waits leaves
+    /// the other waiters waiting. Any number of tasks may wait at once, each with its own
+    /// waker (Tokio's `AsyncFd::readable`): each count goes to one of them.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncNotifier::poll_wait`].
     pub async fn wait(&self) -> Result<u64> {
-        std::future::poll_fn(|cx| self.poll_wait(cx)).await
+        loop {
+            let mut guard = self.fd.readable().await?;
+            if let Ok(r) = guard.try_io(take_count) {
+                return r;
+            }
+        }
     }
 }
 
+/// Takes the count, or `WouldBlock` if there is none: a readiness report may be stale
+/// (another reader took the count), and `try_io` then clears it, so that the caller waits
+/// again.
+fn take_count(n: &AsyncFd<Notifier>) -> io::Result<u64> {
+    n.get_ref()
+        .try_read()?
+        .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+}
+
+/// Polls [`AsyncNotifier::poll_wait`]: poll it from one task (see there).
 impl futures_core::Stream for AsyncNotifier {
     type Item = Result<u64>;
 
@@ -130,8 +170,11 @@ impl IntoRawFd for AsyncNotifier {
 #[cfg(test)]
 mod tests {
     use super::AsyncNotifier;
-    use std::time::Duration;
-    use tokio::time::{sleep, timeout};
+    use std::{sync::Arc, time::Duration};
+    use tokio::{
+        sync::mpsc,
+        time::{sleep, timeout},
+    };
     use tokio_stream::{StreamExt, StreamMap};
 
     /// Every await in these tests gives up after this long.
@@ -175,6 +218,109 @@ mod tests {
             seen[i as usize] += v.unwrap();
         }
         assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    /// Lets every spawned task of this current-thread runtime run until it waits.
+    async fn let_them_wait() {
+        sleep(Duration::from_millis(20)).await;
+    }
+
+    /// Four tasks wait on one notifier at once, and one count is posted at a time, each after
+    /// the previous one was taken: every task must get one. (With `poll_read_ready`, only the
+    /// last task to poll was ever woken: the second post found no one.)
+    #[tokio::test]
+    async fn many_tasks_wait_on_one_notifier() {
+        let n = Arc::new(AsyncNotifier::new().unwrap());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for task in 0..4 {
+            let (n, tx) = (n.clone(), tx.clone());
+            tokio::spawn(async move { tx.send((task, n.wait().await.unwrap())).unwrap() });
+        }
+        let_them_wait().await;
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            n.get_ref().post(1).unwrap();
+            let (task, v) = timeout(DEADLINE, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("post {i}: no task woke; these did: {seen:?}"))
+                .unwrap();
+            assert_eq!(v, 1, "task {task}");
+            seen.push(task);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2, 3]);
+    }
+
+    /// A wait that is cancelled takes no count and leaves the other waiters waiting: here the
+    /// last task to poll is aborted (with `poll_read_ready`, its dead waker was the only one
+    /// kept), and a wait cut short by a timeout leaves the count to the next.
+    #[tokio::test]
+    async fn a_cancelled_wait_takes_nothing_and_wakes_the_others() {
+        let n = Arc::new(AsyncNotifier::new().unwrap());
+        let first = tokio::spawn({
+            let n = n.clone();
+            async move { n.wait().await.unwrap() }
+        });
+        let last = tokio::spawn({
+            let n = n.clone();
+            async move { n.wait().await.unwrap() }
+        });
+        let_them_wait().await;
+        last.abort();
+        assert!(last.await.unwrap_err().is_cancelled());
+        n.get_ref().post(3).unwrap();
+        let got = timeout(DEADLINE, first)
+            .await
+            .expect("the other waiter never woke");
+        assert_eq!(got.unwrap(), 3);
+        // Cancelled before anything came: the count posted after it is still there.
+        assert!(timeout(Duration::from_millis(10), n.wait()).await.is_err());
+        n.get_ref().post(4).unwrap();
+        let wait = n.wait();
+        drop(wait); // never polled
+        assert_eq!(timeout(DEADLINE, n.wait()).await.unwrap().unwrap(), 4);
+    }
+
+    /// A notifier registered with a multi-thread runtime, awaited by a task of that runtime
+    /// and by one on a current-thread runtime in another thread: both are woken, one count
+    /// each.
+    #[test]
+    fn tasks_of_two_runtimes_share_one_notifier() {
+        use std::sync::mpsc as std_mpsc;
+        let home = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let n = Arc::new(home.block_on(async { AsyncNotifier::new() }).unwrap());
+        let (tx, rx) = std_mpsc::channel();
+        home.spawn({
+            let (n, tx) = (n.clone(), tx.clone());
+            async move { tx.send(("home", n.wait().await.unwrap())).unwrap() }
+        });
+        let away = std::thread::spawn({
+            let n = n.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                tx.send(("away", rt.block_on(n.wait()).unwrap())).unwrap();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let mut seen = Vec::new();
+        for i in 0..2 {
+            n.get_ref().post(1).unwrap();
+            let (who, v) = rx
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("post {i}: no waiter woke; these did: {seen:?}"));
+            assert_eq!(v, 1, "{who}");
+            seen.push(who);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, ["away", "home"]);
+        away.join().unwrap();
     }
 
     #[tokio::test]

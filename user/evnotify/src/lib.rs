@@ -30,12 +30,29 @@
 //!   including the ones it detects itself (`EINVAL` for an out-of-range duration, `ETIMEDOUT`
 //!   from [`Channel::wait_idle`]). No dependency's type appears in the API, except the
 //!   `futures_core::Stream` trait implemented with the `tokio` feature.
-//! - **Never blocks:** every [`Channel`] call (an ioctl, answered at once) except
-//!   [`Channel::wait_idle`]; [`Notifier::try_read`], [`Notifier::drain`], [`Notifier::post`]
-//!   and [`SignalCatcher::try_read`]. The notifier's and the catcher's descriptors are
-//!   non-blocking (`O_NONBLOCK`), so they can be registered with `mio`, `tokio`, `calloop` or
-//!   a plain `epoll`; a reader that finds nothing gets `Ok(None)` (or 0 from `drain`), even
+//! - **Never waits:** [`Notifier::try_read`], [`Notifier::drain`], [`Notifier::post`] and
+//!   [`SignalCatcher::try_read`] return at once. The notifier's and the catcher's descriptors
+//!   are non-blocking (`O_NONBLOCK`), so they can be registered with `mio`, `tokio`, `calloop`
+//!   or a plain `epoll`; a reader that finds nothing gets `Ok(None)` (or 0 from `drain`), even
 //!   when another reader took the count between a readiness report and the read.
+//! - **May sleep, briefly, never for an event:** each [`Channel`] call is one ioctl, answered
+//!   without waiting for a kick, a tick or another process (only [`Channel::wait_idle`]
+//!   waits, for the channel to go idle). But the kernel may put the caller to sleep while it
+//!   answers, as any system call may:
+//!   - the first [`Channel::kick`], [`Channel::attach_kickfd`] or [`Channel::set_timer`] of a
+//!     channel that has no worker yet, and [`Channel::share_worker`] when the other channel
+//!     has none, create the worker's kernel thread, and wait until `kthreadd` has made it;
+//!   - [`Channel::open`] and the first [`Channel::set_signal`], [`Channel::set_timer`] or
+//!     [`Channel::attach_kickfd`] of a channel allocate (and may reclaim memory); `open` runs
+//!     under the kernel's global `misc_mtx`, which every misc device's `open` takes;
+//!   - every call takes the channel's own locks, which its worker holds only briefly (one
+//!     batch: at most 1024 kicks of one slot);
+//!   - [`Channel::pin_thread`] waits for the thread to move to its CPU.
+//!
+//!   **Dropping a [`Channel`]** (closing its last descriptor) waits until its worker has
+//!   finished the batch it is delivering for it, and its timers' callbacks; dropping the last
+//!   channel of a worker also waits for the worker's thread to stop (`kthread_stop`). None of
+//!   these waits for user space.
 //! - **Waits** ([`Notifier::wait`], [`Notifier::wait_timeout`], [`SignalCatcher::wait`],
 //!   [`SignalCatcher::wait_timeout`]) sleep in `ppoll` with a nanosecond deadline of any
 //!   length ([`Duration::MAX`] is "for ever") and keep that deadline across signal handlers
@@ -52,11 +69,18 @@
 //! # Async (feature `tokio`)
 //!
 //! With the `tokio` feature, `AsyncNotifier` wraps a [`Notifier`] in Tokio's reactor:
-//! `wait().await` returns the count, and it is a `futures_core::Stream` of counts, so many
-//! slots can be served from one task. `examples/async_slots.rs` serves all 64 slots of a
+//! `wait().await` returns the count (any number of tasks may await one notifier at once), and
+//! it is a `futures_core::Stream` of counts, so many slots can be served from one task. `examples/async_slots.rs` serves all 64 slots of a
 //! channel that way.
+//!
+//! # Serde (feature `serde`)
+//!
+//! With the `serde` feature, [`Stats`] implements `serde::Serialize` and `Deserialize`, with
+//! the field names of `struct evnotify_stats` (which fdinfo uses too).
 
 #![deny(missing_docs)]
+// Every fallible public function says which errors it returns and when.
+#![deny(clippy::missing_errors_doc)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use nix::{
@@ -170,8 +194,12 @@ pub mod sys {
 
     /// `struct evnotify_stats`: a consistent snapshot of a channel's counters, in which
     /// `kicks + timer_ticks == handled + pending + coalesced` (modulo 2^64).
+    ///
+    /// With the `serde` feature it is `Serialize` and `Deserialize`, with the header's field
+    /// names (those of `/proc/<pid>/fdinfo/<fd>` too): a stable format.
     #[repr(C)]
     #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct Stats {
         /// Kicks accepted, by ioctl and by kick eventfd.
         pub kicks: u64,
@@ -363,7 +391,10 @@ macro_rules! owns_fd {
 /// One open `/dev/evnotify`: a channel with its own kernel thread, its worker, unless it
 /// shares another channel's ([`Channel::share_worker`]).
 ///
-/// Its descriptor is close-on-exec and blocking; every ioctl is answered at once.
+/// Its descriptor is close-on-exec. Every call is answered without waiting for an event, but
+/// the first one that needs the worker creates its thread, and dropping the channel waits
+/// for its worker's batch in progress (and for the thread to stop, if it was the worker's last
+/// channel): see the crate's documentation, "May sleep".
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
@@ -383,11 +414,24 @@ impl From<OwnedFd> for Channel {
 
 impl Channel {
     /// Opens a new channel on [`DEVICE`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::open_path`].
     pub fn open() -> Result<Self> {
         Self::open_path(DEVICE)
     }
 
     /// Opens a new channel on the device node at `path` (read-write, close-on-exec).
+    ///
+    /// # Errors
+    ///
+    /// - `open(2)`'s: `ENOENT` when there is no such node (the module is not loaded, or another
+    ///   path);
+    /// - `EACCES`: the node is root's (mode 0600) unless a udev rule gives it to a group;
+    /// - `EMFILE`: the module's `max_channels` or `max_user_channels` limit, or this process's
+    ///   open-file limit (`RLIMIT_NOFILE`);
+    /// - `ENFILE`, `ENOMEM`: the system's file table or memory.
     pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
         // std opens with O_CLOEXEC.
         let f = std::fs::OpenOptions::new()
@@ -398,6 +442,10 @@ impl Channel {
     }
 
     /// The API version, slot count and feature bits.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn version(&self) -> Result<Version> {
         let mut v = Version::default();
         // SAFETY: `v` is a valid, writable `struct evnotify_version`.
@@ -406,11 +454,42 @@ impl Channel {
     }
 
     /// Attaches an eventfd to `slot`; the kernel keeps its own reference to it.
-    pub fn attach(&self, slot: u32, efd: impl AsFd) -> Result<()> {
+    ///
+    /// `efd` is borrowed (`&notifier`, `&async_notifier`, `&owned_fd`, `&borrowed_fd`): the
+    /// caller keeps its descriptor. Passing one by value, which would close the caller's only
+    /// handle as the call returns, does not compile:
+    ///
+    /// ```compile_fail,E0308
+    /// # fn f(ch: &evnotify::Channel) -> std::io::Result<()> {
+    /// let n = evnotify::Notifier::new()?;
+    /// ch.attach(0, n)?; // expected `&_`, found `Notifier`
+    /// # Ok(())
+    /// # }
+    /// ```
+    /// ```no_run
+    /// # fn f(ch: &evnotify::Channel) -> std::io::Result<()> {
+    /// let n = evnotify::Notifier::new()?;
+    /// ch.attach(0, &n)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `slot` is not below [`sys::NR_SLOTS`] (64), or `efd` is not an eventfd;
+    /// - `EBADF`: `efd` is not open (an `O_PATH` descriptor);
+    /// - `ENOMEM`;
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
+    pub fn attach(&self, slot: u32, efd: &impl AsFd) -> Result<()> {
         self.attach_raw(slot, efd.as_fd().as_raw_fd())
     }
 
     /// Detaches the eventfd of `slot`, if any.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `slot` is not below [`sys::NR_SLOTS`] (64).
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn detach(&self, slot: u32) -> Result<()> {
         self.attach_raw(slot, -1)
     }
@@ -427,11 +506,35 @@ impl Channel {
     }
 
     /// Hooks an eventfd so that writing N to it kicks `slot` N times, with no ioctl.
-    pub fn attach_kickfd(&self, slot: u32, efd: impl AsFd) -> Result<()> {
+    ///
+    /// `efd` is borrowed, as in [`Channel::attach`]: the caller keeps it, to write to it.
+    ///
+    /// ```compile_fail,E0308
+    /// # fn f(ch: &evnotify::Channel) -> std::io::Result<()> {
+    /// let kick = evnotify::Notifier::new()?;
+    /// ch.attach_kickfd(0, kick)?; // expected `&_`, found `Notifier`
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - As [`Channel::attach`], and:
+    /// - `EOPNOTSUPP`: `efd` is an `EFD_SEMAPHORE` eventfd (a write of N would cost N steps under
+    ///   its lock);
+    /// - `ENOMEM` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
+    ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
+    ///   `kthreadd`).
+    pub fn attach_kickfd(&self, slot: u32, efd: &impl AsFd) -> Result<()> {
         self.kickfd_raw(slot, efd.as_fd().as_raw_fd())
     }
 
     /// Unhooks the kick eventfd of `slot`, if any.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `slot` is not below [`sys::NR_SLOTS`] (64).
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn detach_kickfd(&self, slot: u32) -> Result<()> {
         self.kickfd_raw(slot, -1)
     }
@@ -450,6 +553,18 @@ impl Channel {
     /// Starts a timer on `slot`: one tick every `period`, `ticks` times (0: until cancelled).
     /// A `period` beyond `u64::MAX` nanoseconds fails with `EINVAL`, as the kernel answers
     /// any period out of range.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `period` is neither zero nor in [`sys::MIN_PERIOD_NS`]..=[`sys::MAX_PERIOD_NS`]
+    ///   (1 ms to 1 day), found here, before any ioctl, when it does not fit `u64` nanoseconds; or
+    ///   `slot` is not below 64;
+    /// - `ENOMEM`: the channel's timer state (allocated by its first timer, signal or kick
+    ///   eventfd);
+    /// - `ENOMEM` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
+    ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
+    ///   `kthreadd`).
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn set_timer(&self, slot: u32, period: Duration, ticks: u64) -> Result<()> {
         let req = sys::Timer {
             slot,
@@ -466,6 +581,11 @@ impl Channel {
     }
 
     /// Cancels the timer of `slot`; no tick is queued once this returns.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `slot` is not below [`sys::NR_SLOTS`] (64).
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn cancel_timer(&self, slot: u32) -> Result<()> {
         self.set_timer(slot, Duration::ZERO, 0)
     }
@@ -473,6 +593,13 @@ impl Channel {
     /// Makes `slot` send `signo` (1 ..= 64; 0 means `SIGIO`) to this process for every kick
     /// or tick it handles; -1 stops it. The kernel takes any of 1 ..= 64, but
     /// [`catch_signal`], the way to receive them, refuses 0 and some numbers: see there.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `signo` is not in -1..=64, or `slot` is not below 64;
+    /// - `ESRCH`: this process is exiting (no pid to record);
+    /// - `ENOMEM`;
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn set_signal(&self, slot: u32, signo: i32) -> Result<()> {
         let req = sys::Signal {
             slot,
@@ -488,6 +615,12 @@ impl Channel {
     /// channels on it: the limit is theirs too) spins for new work before it sleeps
     /// (an adaptive window, up to [`sys::MAX_BUSYPOLL_NS`]); zero turns busy polling off.
     /// A limit beyond `u32::MAX` nanoseconds fails with `EINVAL`.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `limit` is above [`sys::MAX_BUSYPOLL_NS`] (1 ms); found here, before any ioctl,
+    ///   when it does not fit `u32` nanoseconds;
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn set_busypoll(&self, limit: Duration) -> Result<()> {
         let req = sys::BusyPoll {
             limit_ns: limit
@@ -502,12 +635,17 @@ impl Channel {
     }
 
     /// Pins the channel's kernel thread (its worker, with every channel that shares it) to
-    /// `cpu`, as `taskset` would. Fails with `ESRCH` while the thread has not started (it
-    /// starts with the first kick, kick eventfd or timer, or [`Channel::share_worker`]) or
-    /// is not visible in this pid namespace, with `EINVAL` for a `cpu` beyond
-    /// the CPU set, and with `EPERM` unless the caller has `CAP_SYS_NICE`: the kernel thread
-    /// runs with root's credentials, and `sched_setaffinity` lets only a task's owner or a
-    /// process with that capability change its CPUs.
+    /// `cpu`, as `taskset` would.
+    ///
+    /// # Errors
+    ///
+    /// - `ESRCH`: the thread has not started (it starts with the first kick, kick eventfd or
+    ///   timer, or [`Channel::share_worker`]) or is not visible in this pid namespace;
+    /// - `EINVAL`: `cpu` is beyond the CPU set (found before any call) or not online;
+    /// - `EPERM`: the caller lacks `CAP_SYS_NICE`: the kernel thread runs with root's
+    ///   credentials, and `sched_setaffinity` lets only a task's owner or a process with that
+    ///   capability change its CPUs;
+    /// - [`Channel::stats`]'s.
     pub fn pin_thread(&self, cpu: usize) -> Result<()> {
         let mut set = nix::sched::CpuSet::new();
         set.set(cpu)?;
@@ -531,12 +669,16 @@ impl Channel {
     /// one, and lives while any of them is open. Its busy-poll limit is shared: this channel
     /// takes the worker's, and [`Channel::set_busypoll`] on any of them sets it for all.
     ///
-    /// Errors: `EBADF` if `other` is an `O_PATH` descriptor; `EINVAL` if it is not a
-    /// `/dev/evnotify` channel or is this very channel
-    /// (also through a duplicate of its descriptor); `EBUSY` if this channel has a worker
-    /// already; `ENOMEM` or `EINTR` if the worker cannot be started; `ENOTTY` if this
-    /// channel is not a `/dev/evnotify` channel, or the module is older than API version 3
-    /// (no [`sys::F_WORKERS`]).
+    /// # Errors
+    ///
+    /// - `EBADF`: `other` is an `O_PATH` descriptor;
+    /// - `EINVAL`: `other` is not a `/dev/evnotify` channel, or is this very channel (also
+    ///   through a duplicate of its descriptor);
+    /// - `EBUSY`: this channel has a worker already;
+    /// - `ENOMEM` or `EINTR`: the worker's thread, which this call starts if `other` has
+    ///   none, could not be created;
+    /// - `ENOTTY`: this is not a `/dev/evnotify` channel, or the module is older than API
+    ///   version 3 (no [`sys::F_WORKERS`]).
     pub fn share_worker(&self, other: impl AsFd) -> Result<()> {
         let req = sys::Share {
             fd: other.as_fd().as_raw_fd(),
@@ -551,8 +693,10 @@ impl Channel {
     /// its thread's pid, and how many open channels use it. The same values are in the
     /// [`Channel::fdinfo`] lines `worker:` and `worker_channels:`.
     ///
-    /// Errors: `ENOTTY` if this is not a `/dev/evnotify` channel, or the module is older than
-    /// API version 3 (no [`sys::F_WORKERS`]).
+    /// # Errors
+    ///
+    /// `ENOTTY`: this is not a `/dev/evnotify` channel, or the module is older than API
+    /// version 3 (no [`sys::F_WORKERS`]).
     pub fn worker(&self) -> Result<WorkerInfo> {
         let mut w = sys::Worker::default();
         // SAFETY: `w` is a valid, writable `struct evnotify_worker`.
@@ -565,11 +709,24 @@ impl Channel {
     }
 
     /// The channel's `/proc/self/fdinfo` text.
+    ///
+    /// # Errors
+    ///
+    /// Reading `/proc/self/fdinfo/<fd>`: `ENOENT` without `/proc`; `InvalidData` for a text that
+    /// is not UTF-8 (never the module's).
     pub fn fdinfo(&self) -> Result<String> {
         std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.as_raw_fd()))
     }
 
     /// Kicks `slot` `count` times: its eventfd will be signalled `count` times.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `count` is 0 or above [`sys::MAX_KICK`], or `slot` is not below 64;
+    /// - `ENOMEM` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
+    ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
+    ///   `kthreadd`).
+    /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn kick(&self, slot: u32, count: u32) -> Result<()> {
         let req = sys::Kick {
             slot,
@@ -582,6 +739,10 @@ impl Channel {
     }
 
     /// The channel's counters.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
         // SAFETY: `s` is a valid, writable `struct evnotify_stats`.
@@ -593,6 +754,11 @@ impl Channel {
     /// stats every millisecond until `pending` is 0, and fails with `ETIMEDOUT` (kind
     /// [`io::ErrorKind::TimedOut`]) after `timeout`. With a timer running, this can return
     /// between two ticks.
+    ///
+    /// # Errors
+    ///
+    /// - `ETIMEDOUT` (kind [`io::ErrorKind::TimedOut`]): still busy after `timeout`;
+    /// - [`Channel::stats`]'s.
     pub fn wait_idle(&self, timeout: Duration) -> Result<Stats> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
@@ -681,12 +847,22 @@ impl From<OwnedFd> for Notifier {
 
 impl Notifier {
     /// A new eventfd with a zero counter (`EFD_NONBLOCK | EFD_CLOEXEC`).
+    ///
+    /// # Errors
+    ///
+    /// `eventfd(2)`'s: `EMFILE` (this process's open-file limit, `RLIMIT_NOFILE`), `ENFILE` (the
+    /// system's), `ENOMEM`.
     pub fn new() -> Result<Self> {
         let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         Ok(Self { efd })
     }
 
     /// Returns and clears the counter if it is non-zero; `Ok(None)` at once if it is zero.
+    ///
+    /// # Errors
+    ///
+    /// `read(2)`'s other than `EAGAIN` (which is `Ok(None)`): none for an eventfd; an adopted
+    /// descriptor that is not one answers as its file does.
     pub fn try_read(&self) -> Result<Option<u64>> {
         match self.efd.read() {
             Ok(v) => Ok(Some(v)),
@@ -696,11 +872,20 @@ impl Notifier {
     }
 
     /// Reads whatever has arrived so far; never blocks (0 if nothing).
+    ///
+    /// # Errors
+    ///
+    /// As [`Notifier::try_read`].
     pub fn drain(&self) -> Result<u64> {
         Ok(self.try_read()?.unwrap_or(0))
     }
 
     /// Blocks until the counter is non-zero, then returns and clears it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Notifier::try_read`], and `ppoll(2)`'s (`ENOMEM`); `EINTR` is not an error: the wait
+    /// goes on.
     pub fn wait(&self) -> Result<u64> {
         loop {
             if let Some(v) = wait_readable(self.as_fd(), None, || self.try_read())? {
@@ -711,6 +896,10 @@ impl Notifier {
 
     /// Like [`Notifier::wait`], but gives up after `timeout` (to the nanosecond; any length)
     /// and returns 0.
+    ///
+    /// # Errors
+    ///
+    /// As [`Notifier::wait`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now().checked_add(timeout);
         Ok(wait_readable(self.as_fd(), deadline, || self.try_read())?.unwrap_or(0))
@@ -719,6 +908,12 @@ impl Notifier {
     /// Adds `n` to the counter: on a kick eventfd, this is `n` kicks. Fails with `EAGAIN`
     /// rather than block if the counter would pass `u64::MAX - 1`, and with `EINVAL` for
     /// `n == u64::MAX`.
+    ///
+    /// # Errors
+    ///
+    /// - `EAGAIN`: the counter would pass `u64::MAX - 1` (a kick eventfd whose channel no longer
+    ///   takes its kicks);
+    /// - `EINVAL`: `n` is `u64::MAX`.
     pub fn post(&self, n: u64) -> Result<()> {
         self.efd.write(n)?;
         Ok(())
@@ -767,6 +962,10 @@ owns_fd!(SignalCatcher, sfd);
 
 impl SignalCatcher {
     /// Takes one pending signal; `Ok(None)` at once if none is pending.
+    ///
+    /// # Errors
+    ///
+    /// `read(2)`'s other than `EAGAIN` (which is `Ok(None)`): none expected for a signalfd.
     pub fn try_read(&self) -> Result<Option<SignalInfo>> {
         Ok(self.sfd.read_signal()?.map(|i| SignalInfo {
             signo: i.ssi_signo as i32,
@@ -777,6 +976,11 @@ impl SignalCatcher {
     }
 
     /// Blocks until a signal is pending, then takes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`SignalCatcher::try_read`], and `ppoll(2)`'s (`ENOMEM`); `EINTR` is not an error: the
+    /// wait goes on.
     pub fn wait(&self) -> Result<SignalInfo> {
         loop {
             if let Some(v) = wait_readable(self.as_fd(), None, || self.try_read())? {
@@ -787,6 +991,10 @@ impl SignalCatcher {
 
     /// Like [`SignalCatcher::wait`], but gives up after `timeout` (any length) with
     /// `Ok(None)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SignalCatcher::wait`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<SignalInfo>> {
         let deadline = Instant::now().checked_add(timeout);
         wait_readable(self.as_fd(), deadline, || self.try_read())
@@ -808,6 +1016,13 @@ impl SignalCatcher {
 /// main thread **before spawning any thread** (new threads inherit the signal mask), or in
 /// each thread. The catcher may then be read from any thread, since a process signal stays
 /// pending for the whole process.
+///
+/// # Errors
+///
+/// A call that fails leaves the thread's signal mask as it was:
+/// - `EINVAL`: `signo` is not one of the numbers above;
+/// - `EMFILE`, `ENFILE`, `ENOMEM`: from `signalfd(2)` (the process's or the system's
+///   open-file limit, or memory).
 ///
 /// ```no_run
 /// use evnotify::{catch_signal, Channel};
@@ -848,8 +1063,17 @@ pub fn catch_signal(signo: i32) -> Result<SignalCatcher> {
         }
         SigSet::from_sigset_t_unchecked(raw)
     };
-    set.thread_block()?;
+    // The signalfd first: it can fail (`EMFILE`, `ENFILE`, `ENOMEM`), and then nothing may
+    // have been blocked. Blocking after it changes nothing for the signal: one that arrives in
+    // between is delivered as it would have been before the call.
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    // The old mask, restored should the block fail (`pthread_sigmask` fails only for a bad
+    // `how`, but a failed call must leave nothing changed whatever the cause).
+    let old = SigSet::thread_get_mask()?;
+    if let Err(e) = set.thread_block() {
+        let _ = old.thread_set_mask();
+        return Err(e.into());
+    }
     Ok(SignalCatcher { sfd })
 }
 
@@ -902,6 +1126,78 @@ mod tests {
         assert_eq!(dec(IOC_BUSYPOLL), (1, 16, 0xE6, 7));
         assert_eq!(dec(IOC_SHARE_WORKER), (1, 16, 0xE6, 8));
         assert_eq!(dec(IOC_WORKER), (2, 16, 0xE6, 9));
+    }
+
+    /// The serde names are the header's, as fdinfo prints them, and a round trip keeps
+    /// every value.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn stats_serialize_with_the_headers_names() {
+        let s = Stats {
+            kicks: 1,
+            fd_kicks: 2,
+            thread_pid: -3,
+            busypoll_ns: 4,
+            sig_refused: u64::MAX,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(s).unwrap();
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        let mut want = [
+            "kicks",
+            "fd_kicks",
+            "timer_ticks",
+            "handled",
+            "notifies",
+            "signals",
+            "dropped",
+            "wakeups",
+            "polled",
+            "pending",
+            "thread_pid",
+            "attached",
+            "kickfds",
+            "timers",
+            "signal_slots",
+            "busypoll_ns",
+            "coalesced",
+            "sig_refused",
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(v["thread_pid"], -3);
+        assert_eq!(serde_json::from_value::<Stats>(v).unwrap(), s);
+    }
+
+    /// What a reader of the README on crates.io and docs.rs must find: the kernels the module
+    /// supports, the API version, every feature, and the minimum Rust version.
+    #[test]
+    fn readme_names_kernels_features_and_versions() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let features = manifest
+            .split("[features]")
+            .nth(1)
+            .unwrap()
+            .split("\n[")
+            .next()
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(name, _)| name.trim()))
+            .collect::<Vec<_>>();
+        assert!(!features.is_empty());
+        let mut want: Vec<String> = features.iter().map(|f| format!("- `{f}`:")).collect();
+        want.push("Linux 7.2 and 7.3".into());
+        want.push(format!("API version {}", API_VERSION));
+        want.push(format!(
+            "Minimum Rust version: {}",
+            env!("CARGO_PKG_RUST_VERSION")
+        ));
+        for w in want {
+            assert!(readme.contains(&w), "README.md lacks {w:?}");
+        }
     }
 
     #[test]

@@ -59,7 +59,7 @@ fn errors_are_io_errors_with_the_errno() {
     assert_eq!(errno(ch.version()), libc::ENOTTY);
     assert_eq!(errno(ch.stats()), libc::ENOTTY);
     assert_eq!(errno(ch.kick(0, 1)), libc::ENOTTY);
-    assert_eq!(errno(ch.attach(0, Notifier::new().unwrap())), libc::ENOTTY);
+    assert_eq!(errno(ch.attach(0, &Notifier::new().unwrap())), libc::ENOTTY);
     assert_eq!(errno(ch.detach_kickfd(0)), libc::ENOTTY);
     assert_eq!(errno(ch.set_signal(0, 0)), libc::ENOTTY);
     assert_eq!(errno(ch.wait_idle(Duration::ZERO)), libc::ENOTTY);
@@ -305,6 +305,92 @@ fn catch_signal_blocks_in_the_calling_thread_only() {
     assert_eq!(info.code, libc::SI_TKILL);
     assert_eq!(info.pid, std::process::id());
     assert_eq!(late, None);
+}
+
+/// Whether `signo` is blocked in the calling thread, asked of `pthread_sigmask` (no
+/// allocation: the forked child below may call it).
+fn is_blocked(signo: i32) -> bool {
+    // SAFETY: `set` is written by `pthread_sigmask` before it is read; a null `set` argument
+    // only queries the mask.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set),
+            0
+        );
+        libc::sigismember(&set, signo) == 1
+    }
+}
+
+/// With no descriptor left (`RLIMIT_NOFILE`), `catch_signal` fails with `EMFILE` from
+/// `signalfd(2)` and leaves the signal mask as it was: a signal it was asked for is not left
+/// blocked, and one that was blocked before stays blocked. In a forked child, since the limit
+/// is the whole process's; the child makes only system calls, and says with its exit status
+/// what it found.
+#[test]
+fn catch_signal_that_fails_leaves_the_mask_as_it_was() {
+    use nix::{
+        sys::wait::{waitpid, WaitStatus},
+        unistd::{fork, ForkResult},
+    };
+    const WHAT: [&str; 5] = [
+        "",
+        "catch_signal succeeded with no descriptor left",
+        "catch_signal failed, but not with EMFILE",
+        "a failed catch_signal left the signal blocked",
+        "a failed catch_signal unblocked a signal that was blocked before",
+    ];
+    // SAFETY: The child makes only async-signal-safe calls (no allocation: `catch_signal`'s
+    // error is an errno) and leaves with `_exit`.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            let code = (|| {
+                // SAFETY: Plain system calls on descriptors and limits of this child alone.
+                unsafe {
+                    // The lowest free descriptor: the limit makes it and every higher one
+                    // unavailable.
+                    let free = libc::dup(0);
+                    libc::close(free);
+                    let lim = libc::rlimit {
+                        rlim_cur: free as libc::rlim_t,
+                        rlim_max: free as libc::rlim_t,
+                    };
+                    if free < 0 || libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return 10;
+                    }
+                }
+                match catch_signal(libc::SIGUSR1) {
+                    Ok(_) => return 1,
+                    Err(e) if e.raw_os_error() != Some(libc::EMFILE) => return 2,
+                    Err(_) if is_blocked(libc::SIGUSR1) => return 3,
+                    Err(_) => {}
+                }
+                // SAFETY: Blocks SIGUSR2 in this thread of the child.
+                unsafe {
+                    let mut set = std::mem::zeroed::<libc::sigset_t>();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGUSR2);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                }
+                match catch_signal(libc::SIGUSR2) {
+                    Ok(_) => 1,
+                    Err(_) if !is_blocked(libc::SIGUSR2) => 4,
+                    Err(_) => 0,
+                }
+            })();
+            // SAFETY: Leaves the forked child at once.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
+            WaitStatus::Exited(_, 0) => {}
+            WaitStatus::Exited(_, code) => panic!(
+                "exit {code}: {}",
+                WHAT.get(code as usize)
+                    .unwrap_or(&"the child could not lower its limit")
+            ),
+            status => panic!("the child died: {status:?}"),
+        },
+    }
 }
 
 #[test]
