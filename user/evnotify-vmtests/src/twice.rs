@@ -244,7 +244,7 @@ fn close_racing_rounds(ch: &Channel, cpu: usize) -> Result<()> {
             });
             // SAFETY: The number may be closed meanwhile; the kernel then reports `EBADF` (or
             // a reused number refers to another file, which gives `EINVAL`).
-            let r = ch.attach_kickfd(0, unsafe { BorrowedFd::borrow_raw(raw) });
+            let r = ch.attach_kickfd(0, &unsafe { BorrowedFd::borrow_raw(raw) });
             crate::join(closer, "closer")?;
             Ok(r)
         })?;
