@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: one VM boot runs every measurement side by side (the module, user-space peers,
 # io_uring, timerfd) and 100,000 channels on shared workers; the results go to
-# bench/results.json, the chart to bench/chart.png, and a table to stdout. It runs on the bench
-# kernel: the test kernel without its debugging checks.
+# bench/results.json, the chart to bench/chart.png, a table to stdout, and the results rendered
+# into docs/performance.md (scripts/perf-doc.py). It runs on the bench kernel: the test kernel
+# without its debugging checks.
 # It reports and never fails on a slow run (only on a broken one), with vm.sh's exit status.
 #   TIMEOUT_SECS (600)
 #   EVNOTIFY_MODULE_PARAMS (max_channels=200000 max_user_channels=200000)
@@ -22,7 +23,7 @@ log=$repo/build/bench.log
 # TIMEOUT_SECS: the VM's part took about 70 s here; options given to bench.sh (passed on to
 # vm.sh) come after this one and win.
 # The shared-workers part opens 100,000 channels: the module's limits (4096 and 1024 by
-# default) are set only at load time, and the channels need memory (README: Performance).
+# default) are set only at load time, and the channels need memory (docs/performance.md).
 export EVNOTIFY_MODULE_PARAMS=${EVNOTIFY_MODULE_PARAMS-max_channels=200000 max_user_channels=200000}
 export EVNOTIFY_VM_MEM=${EVNOTIFY_VM_MEM:-3072}
 set +e
@@ -97,3 +98,7 @@ for kind, m in s["memory"].items():
     print(f"Memory: {m['bytes_per_channel']:,} bytes {what.get(kind, kind)}, over {m['channels']:,} "
           f"(kernel memory growth, {'lockdep' if r['vm']['lockdep'] else 'no lockdep'}; MemFree's: {m['memfree_bytes_per_channel']:,}{goal})")
 PY
+# The page of the results: every figure of docs/performance.md comes from results.json, and
+# check.sh fails if the committed page is not what these results render into.
+"$here/perf-doc.py" "$repo/bench/results.json" "$repo/docs/performance.md"
+echo "bench: bench/results.json rendered into docs/performance.md"

@@ -68,6 +68,12 @@ result "commands.py finds the commands of a sample script, and nothing else" $?
 tools_lint >>"$out/tools.log" 2>&1
 result "every command the scripts run is in scripts/tools.txt, from a package set-up installs" $?
 [ ! -s "$out/tools.log" ] || sed 's/^/  | /' "$out/tools.log" | head -n 30
+# docs/performance.md is bench/results.json rendered (bench.sh writes both): the committed page
+# must be what the committed results render into, so that no figure of it goes stale.
+"$here/perf-doc.py" "$repo/bench/results.json" "$out/performance.md" >"$out/perf-doc.log" 2>&1 &&
+	diff -u "$repo/docs/performance.md" "$out/performance.md" >>"$out/perf-doc.log" 2>&1
+result "docs/performance.md is bench/results.json as scripts/perf-doc.py renders it" $?
+[ ! -s "$out/perf-doc.log" ] || sed 's/^/  | /' "$out/perf-doc.log" | head -n 30
 # DKMS needs root (as dkms itself says); CI runs as root. Not counted when skipped.
 if [ "$(id -u)" = 0 ]; then
 	"$here/dkms-check.sh" "$kdir" >"$out/dkms.log" 2>&1
