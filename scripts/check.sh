@@ -153,13 +153,17 @@ lockcache=$repo/build/setup-lock-cache
 rm -rf "$lockcache" && mkdir -p "$lockcache"
 exec {lockfd}>"$lockcache/src.lock"
 flock "$lockfd"
-BINDGEN=$BINDGEN EVNOTIFY_CACHE=$lockcache setsid "$here/setup.sh" >/dev/null 2>"$out/setup-lock.log" &
+# The waiter gets neither lock's descriptor (else, orphaned by an interrupted run, it would
+# hold this checkout's lock and wait for ever on its own), and goes with this run if it dies.
+BINDGEN=$BINDGEN EVNOTIFY_CACHE=$lockcache setsid "$here/setup.sh" >/dev/null 2>"$out/setup-lock.log" 6>&- {lockfd}>&- &
 waiter=$!
+trap 'kill -- -"$waiter" 2>/dev/null' EXIT INT TERM
 sleep 3
 grep -q '^setup.sh: waiting: another set-up is fetching or unpacking a kernel source' "$out/setup-lock.log" &&
 	[ ! -e "$lockcache/src/partial" ]
 rc=$?
 kill -- -"$waiter" 2>/dev/null; wait "$waiter" 2>/dev/null
+trap - EXIT INT TERM
 exec {lockfd}>&-
 result "setup.sh waits for another set-up of the same cache, saying so" $rc
 result "the cached kernel records the toolchain that built it" \
@@ -183,13 +187,15 @@ result "make distclean also removes user/target" $?
 
 # A second run in this checkout waits for this one (which holds the checkout's lock), and
 # says so; it is stopped before it can start.
-EVNOTIFY_CHECKOUT_LOCKED= setsid "$here/vm.sh" -- true >"$out/lock.log" 2>&1 &
+EVNOTIFY_CHECKOUT_LOCKED= setsid "$here/vm.sh" -- true >"$out/lock.log" 2>&1 6>&- &
 waiter=$!
+trap 'kill -- -"$waiter" 2>/dev/null' EXIT INT TERM
 sleep 3
 grep -q '^vm.sh: waiting: another run is using this checkout (pid [0-9]*, check.sh' "$out/lock.log" &&
 	! grep -q '^vm: exit' "$out/lock.log"
 rc=$?
 kill -- -"$waiter" 2>/dev/null; wait "$waiter" 2>/dev/null
+trap - EXIT INT TERM
 result "a second run in this checkout waits for the first, saying so" $rc
 
 # A checkout whose path has a space is refused before anything runs (a copy of scripts/ in
