@@ -12,6 +12,9 @@ mod contract;
 mod errors;
 mod faults;
 mod hostile;
+mod hostile_eventfds;
+mod hostile_fds;
+mod hostile_limits;
 mod kickfd;
 mod lifecycle;
 mod notify;
@@ -21,6 +24,10 @@ mod stress;
 mod timers;
 mod twice;
 mod workers;
+mod workers_lifetime;
+mod workers_limits;
+mod workers_load;
+mod workers_share;
 
 use anyhow::{bail, ensure, Context, Result};
 use evnotify::{Channel, Notifier, Stats};
@@ -202,8 +209,15 @@ fn main() {
         stress::TESTS,
         busypoll::TESTS,
         workers::TESTS,
+        workers_share::TESTS,
+        workers_lifetime::TESTS,
+        workers_load::TESTS,
+        workers_limits::TESTS,
         errors::TESTS,
         hostile::TESTS,
+        hostile_eventfds::TESTS,
+        hostile_limits::TESTS,
+        hostile_fds::TESTS,
         contract::TESTS,
         cli::TESTS,
     ]
