@@ -17,6 +17,17 @@ pub struct Dev {
 impl Dev {
     pub fn open(path: &str) -> Result<Self, DevError> {
         let ch = Channel::open_path(path).map_err(|e| DevError::new(path, "open", e))?;
+        // Another API version may answer as its own version does, not only with ENOTTY.
+        if let Ok(v) = ch.version() {
+            if v.api_version != sys::API_VERSION {
+                eprintln!(
+                    "evnotify: warning: {path} speaks API version {}, this command version {}: \
+                     results may differ from its manual; build both from one tree",
+                    v.api_version,
+                    sys::API_VERSION
+                );
+            }
+        }
         Ok(Self {
             ch,
             path: path.to_owned(),

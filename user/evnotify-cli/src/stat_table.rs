@@ -109,6 +109,15 @@ pub fn stat(device: &str, out: Output, verbose: bool) -> Result<()> {
             nc.error
         );
     }
+    // Descriptors linked to it and none a channel: not the evnotify device (a typo, /dev/null).
+    if scan.channels.is_empty() && !scan.not_channels.is_empty() {
+        anyhow::bail!(
+            "{}: {} descriptor(s) are open on it and none is an evnotify channel: it is not \
+             /dev/evnotify (give --device the evnotify device node)",
+            device.display(),
+            scan.not_channels.len()
+        );
+    }
     if out.json {
         return out.emit(serde_json::to_value(&scan)?);
     }

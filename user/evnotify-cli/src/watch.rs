@@ -65,7 +65,8 @@ pub fn watch(
         if let (Some(k), Some(every)) = (next_kick, kick_every) {
             if Instant::now() >= k {
                 dev.check(kick.post(1), || kick_write(1, 1))?;
-                next_kick = Some(later(k, every)?);
+                // From now if the loop fell behind (a stop, a suspend): no burst to catch up.
+                next_kick = Some(later(k.max(Instant::now()), every)?);
             }
         }
     }

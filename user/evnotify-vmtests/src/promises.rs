@@ -154,7 +154,7 @@ fn promise_share_self_einval() -> Result<()> {
     // Without a worker yet.
     expect_errno(a.share_worker(&a), Errno::EINVAL, "itself, no worker")?;
     expect_errno(
-        a.share_worker(dup(&a)?),
+        a.share_worker(&dup(&a)?),
         Errno::EINVAL,
         "a dup of itself, no worker",
     )?;
@@ -175,7 +175,7 @@ fn promise_share_self_einval() -> Result<()> {
     b.share_worker(&a)?;
     expect_errno(b.share_worker(&b), Errno::EINVAL, "itself, sharing")?;
     expect_errno(
-        b.share_worker(dup(&b)?),
+        b.share_worker(&dup(&b)?),
         Errno::EINVAL,
         "a dup of itself, sharing",
     )?;

@@ -52,7 +52,7 @@ fn workers_busypoll_per_worker() -> Result<()> {
     let c = Channel::open()?;
     c.set_busypoll(Duration::from_nanos(4321))?;
     ensure!(c.stats()?.busypoll_ns == 4321);
-    c.share_worker(a)?;
+    c.share_worker(&a)?;
     ensure!(c.stats()?.busypoll_ns == 777, "{:?}", c.stats()?);
     ensure!(
         a.stats()?.busypoll_ns == 777,

@@ -56,7 +56,7 @@ fn workers_share_errors() -> Result<()> {
         ("a pipe's write end", w.as_fd()),
         ("a directory", dir.as_fd()),
     ] {
-        expect_errno(ch.share_worker(fd), Errno::EINVAL, what)?;
+        expect_errno(ch.share_worker(&fd), Errno::EINVAL, what)?;
     }
     // Flags and reserved.
     for (what, req) in [

@@ -156,7 +156,9 @@ impl Channel {
     /// - As [`Channel::attach`], and:
     /// - `EOPNOTSUPP`: `efd` is an `EFD_SEMAPHORE` eventfd (a write of N would cost N steps under
     ///   its lock);
-    /// - `ENOMEM` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
+    /// - `EBUSY`: `efd` is the kick eventfd of another slot, of this or another channel, or a
+    ///   KVM irqfd (API version 4);
+    /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
     ///   `kthreadd`).
     pub fn attach_kickfd(&self, slot: u32, efd: &impl AsFd) -> Result<()> {
@@ -195,7 +197,7 @@ impl Channel {
     ///   `slot` is not below 64;
     /// - `ENOMEM`: the channel's timer state (allocated by its first timer, signal or kick
     ///   eventfd);
-    /// - `ENOMEM` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
+    /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
     ///   `kthreadd`).
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
@@ -311,11 +313,21 @@ impl Channel {
     /// - `EINVAL`: `other` is not a `/dev/evnotify` channel, or is this very channel (also
     ///   through a duplicate of its descriptor);
     /// - `EBUSY`: this channel has a worker already;
-    /// - `ENOMEM` or `EINTR`: the worker's thread, which this call starts if `other` has
+    /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's thread, which this call starts if `other` has
     ///   none, could not be created;
     /// - `ENOTTY`: this is not a `/dev/evnotify` channel, or the module is older than API
     ///   version 3 (no [`sys::F_WORKERS`]).
-    pub fn share_worker(&self, other: impl AsFd) -> Result<()> {
+    ///
+    /// `other` is borrowed: passing a channel by value would close it at once.
+    ///
+    /// ```compile_fail,E0308
+    /// # fn f(a: &evnotify::Channel) -> std::io::Result<()> {
+    /// let b = evnotify::Channel::open()?;
+    /// a.share_worker(b)?; // expected `&_`, found `Channel`
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn share_worker(&self, other: &impl AsFd) -> Result<()> {
         let req = sys::Share {
             fd: other.as_fd().as_raw_fd(),
             ..Default::default()
@@ -359,7 +371,7 @@ impl Channel {
     /// # Errors
     ///
     /// - `EINVAL`: `count` is 0 or above [`sys::MAX_KICK`], or `slot` is not below 64;
-    /// - `ENOMEM` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
+    /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
     ///   `kthreadd`).
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).

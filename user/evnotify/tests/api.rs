@@ -75,8 +75,8 @@ fn share_worker_takes_a_channel_or_any_borrowed_descriptor() {
     // A `&Channel`, its `BorrowedFd` (as of a descriptor received over a Unix socket), and an
     // owned descriptor all reach the ioctl (ENOTTY: /dev/null is no evnotify device).
     assert_eq!(errno(ch.share_worker(&other)), libc::ENOTTY);
-    assert_eq!(errno(ch.share_worker(other.as_fd())), libc::ENOTTY);
-    assert_eq!(errno(ch.share_worker(OwnedFd::from(other))), libc::ENOTTY);
+    assert_eq!(errno(ch.share_worker(&other.as_fd())), libc::ENOTTY);
+    assert_eq!(errno(ch.share_worker(&OwnedFd::from(other))), libc::ENOTTY);
     // The worker description is the crate's own type, comparable and printable.
     let w: Result<evnotify::WorkerInfo, io::Error> = ch.worker();
     assert_eq!(errno(w), libc::ENOTTY);
