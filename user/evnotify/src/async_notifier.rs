@@ -40,6 +40,8 @@ use tokio::io::{unix::AsyncFd, Interest};
 #[derive(Debug)]
 pub struct AsyncNotifier {
     fd: AsyncFd<Notifier>,
+    /// The [`futures_core::Stream`] has ended: its runtime is gone.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl AsyncNotifier {
@@ -72,7 +74,10 @@ impl AsyncNotifier {
         // this type never hands out `&mut Notifier`, so nothing can replace or close it while
         // it is registered.
         let fd = unsafe { AsyncFd::register_with_interest(n, Interest::READABLE) }?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            ended: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// The notifier underneath, for its non-blocking calls ([`Notifier::drain`],
@@ -94,12 +99,15 @@ impl AsyncNotifier {
     ///
     /// # Errors
     ///
-    /// What the reactor reports for the descriptor (an error of the runtime's `epoll`), and
-    /// the eventfd's `read(2)` errors other than `EAGAIN`, which [`Notifier::try_read`]
-    /// passes on.
+    /// - `ESHUTDOWN`: the runtime the notifier was made in is shutting down or gone, so no
+    ///   readiness will come (Tokio reports that without an errno; the
+    ///   [`futures_core::Stream`] ends after it);
+    /// - another error the reactor reports for the descriptor (its errno, or `EIO`);
+    /// - the eventfd's `read(2)` errors other than `EAGAIN`, which [`Notifier::try_read`]
+    ///   passes on.
     pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<Result<u64>> {
         loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let mut guard = ready!(self.fd.poll_read_ready(cx)).map_err(reactor_error)?;
             if let Ok(r) = guard.try_io(take_count) {
                 return Poll::Ready(r);
             }
@@ -116,11 +124,21 @@ impl AsyncNotifier {
     /// As [`AsyncNotifier::poll_wait`].
     pub async fn wait(&self) -> Result<u64> {
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = self.fd.readable().await.map_err(reactor_error)?;
             if let Ok(r) = guard.try_io(take_count) {
                 return r;
             }
         }
+    }
+}
+
+/// A reactor error with an errno, as the crate promises: Tokio reports a runtime that shuts
+/// down as an error of kind `Other` with none.
+fn reactor_error(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(_) => e,
+        None if e.kind() == io::ErrorKind::Other => io::Error::from_raw_os_error(libc::ESHUTDOWN),
+        None => io::Error::from_raw_os_error(libc::EIO),
     }
 }
 
@@ -138,7 +156,15 @@ impl futures_core::Stream for AsyncNotifier {
     type Item = Result<u64>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.poll_wait(cx).map(Some)
+        if self.ended.load(std::sync::atomic::Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        let r = ready!(self.poll_wait(cx));
+        if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ESHUTDOWN)) {
+            // Nothing can come any more: end, rather than make a loop that logs and goes on spin.
+            self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Poll::Ready(Some(r))
     }
 }
 
@@ -344,5 +370,38 @@ mod tests {
         // SAFETY: `into_raw_fd` gave up ownership of `raw`.
         let n = Notifier::from(unsafe { OwnedFd::from_raw_fd(raw) });
         assert_eq!(n.drain().unwrap(), 6);
+    }
+
+    /// A notifier whose runtime is gone reports `ESHUTDOWN` (an errno, as the crate promises),
+    /// and its stream ends.
+    #[test]
+    fn a_gone_runtime_is_eshutdown() {
+        use futures_core::Stream;
+        let rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let home = rt();
+        let mut n = home
+            .block_on(async { AsyncNotifier::new() })
+            .expect("notifier");
+        drop(home);
+        let other = rt();
+        let e = other
+            .block_on(n.wait())
+            .expect_err("a wait with no runtime");
+        assert_eq!(e.raw_os_error(), Some(libc::ESHUTDOWN), "{e}");
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut s = std::pin::Pin::new(&mut n);
+        assert!(matches!(
+            s.as_mut().poll_next(&mut cx),
+            std::task::Poll::Ready(Some(Err(_)))
+        ));
+        assert!(matches!(
+            s.as_mut().poll_next(&mut cx),
+            std::task::Poll::Ready(None)
+        ));
     }
 }
