@@ -146,9 +146,10 @@ struct evnotify_timer {
  * parent reaps it, sends still count in signals, though the kernel discards
  * them.  Once it is reaped, the slot's next kick or tick sends nothing,
  * counts in neither signals nor sig_refused (in dropped, if the slot has no
- * eventfd), and the slot stops signalling and releases the process.  The caller's credentials are recorded
- * here and checked at every send, as kill(2) from the caller would be: the
- * recorded uid or euid must equal the target's uid or saved uid (no
+ * eventfd), and the slot stops signalling and releases the process.  The
+ * caller's credentials are recorded here and checked at every send, as
+ * kill(2) from the caller would be: the recorded uid or euid must equal the
+ * target's uid or saved uid (no
  * capability overrides this), and the LSMs are asked.  A refused send is
  * counted in sig_refused (the kick is still handled); an unkillable target
  * (a pid namespace's init) is not forced.  Signals carry si_code SI_ASYNCIO,
