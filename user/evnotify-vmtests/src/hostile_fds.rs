@@ -129,6 +129,18 @@ pub fn unix_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
     )
 }
 
+/// The descriptors that the SCM_RIGHTS messages of `msg` brought.
+pub fn passed_fds(msg: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> nix::Result<Vec<RawFd>> {
+    Ok(msg
+        .cmsgs()?
+        .filter_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => Some(fds),
+            _ => None,
+        })
+        .flatten()
+        .collect())
+}
+
 /// A channel fd and a kick eventfd passed over a unix socket to a process that never had
 /// them: both work there.
 fn fds_passed_over_unix_socket() -> Result<()> {
@@ -140,14 +152,7 @@ fn fds_passed_over_unix_socket() -> Result<()> {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let mut space = nix::cmsg_space!([RawFd; 2]);
             let msg = recvmsg::<()>(b.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())?;
-            let fds: Vec<RawFd> = msg
-                .cmsgs()?
-                .filter_map(|c| match c {
-                    ControlMessageOwned::ScmRights(fds) => Some(fds),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
+            let fds = passed_fds(&msg)?;
             ensure!(fds.len() == 2, "received {fds:?}");
             let req = sys::Kick {
                 slot: 0,

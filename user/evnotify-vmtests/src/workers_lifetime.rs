@@ -14,7 +14,7 @@ use evnotify::{sys, Channel, Notifier};
 use nix::{
     sys::{
         signal::{kill, Signal},
-        socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
+        socket::{recvmsg, sendmsg, ControlMessage, MsgFlags},
         wait::{waitpid, WaitPidFlag, WaitStatus},
     },
     unistd::{fork, ForkResult, Pid},
@@ -236,14 +236,7 @@ fn workers_share_over_unix_socket() -> Result<()> {
             MsgFlags::empty(),
         )?;
         ensure!(msg.bytes == 4, "short message");
-        let fds: Vec<RawFd> = msg
-            .cmsgs()?
-            .filter_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => Some(fds),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let fds = crate::hostile_fds::passed_fds(&msg)?;
         ensure!(fds.len() == 1, "received {fds:?}");
         let want_id = u32::from_ne_bytes(id);
         // SAFETY: SCM_RIGHTS installed this descriptor for us; nothing else owns it.
