@@ -73,6 +73,21 @@ result "every command the scripts run is in scripts/tools.txt, from a package se
 "$here/perf-doc.py" "$repo/bench/results.json" "$out/performance.md" >"$out/perf-doc.log" 2>&1 &&
 	diff -u "$repo/docs/performance.md" "$out/performance.md" >>"$out/perf-doc.log" 2>&1
 result "docs/performance.md is bench/results.json as scripts/perf-doc.py renders it" $?
+# make mutants would report a seeded bug whose code moved as a failure after a long run: say
+# so here, at once.
+python3 - "$here/mutants.txt" "$repo" >"$out/mutants-patterns.txt" 2>&1 <<'EOF'
+import sys
+bad = 0
+for n, line in enumerate((l for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")), 1):
+    f = line.rstrip("\n").split("\t")
+    pat = f[1].replace("\\n", "\n")
+    c = open(f"{sys.argv[2]}/{f[0]}").read().count(pat)
+    if c != 1:
+        print(f"mutant {n}: its pattern occurs {c} times in {f[0]}")
+        bad = 1
+sys.exit(bad)
+EOF
+result "every seeded bug of scripts/mutants.txt has its pattern once in its file" $?
 [ ! -s "$out/perf-doc.log" ] || sed 's/^/  | /' "$out/perf-doc.log" | head -n 30
 # DKMS needs root (as dkms itself says); CI runs as root. Not counted when skipped.
 if [ "$(id -u)" = 0 ]; then
