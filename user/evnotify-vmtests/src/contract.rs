@@ -51,7 +51,7 @@ fn fifo(prio: i32) -> Result<()> {
 /// server that protects normal tasks from real-time ones (50 ms a second in Linux 7.3) is
 /// deferred until they have starved for most of a second, so it does not let the channel's
 /// thread run meanwhile.
-fn pinned_channel() -> Result<Channel> {
+pub(crate) fn pinned_channel() -> Result<Channel> {
     pin_me(0)?;
     let ch = Channel::open()?;
     start_thread(&ch)?;
@@ -63,7 +63,7 @@ fn pinned_channel() -> Result<Channel> {
 
 /// Runs `f` while a `SCHED_FIFO` thread spins on [`CPU`], so that the channel's thread cannot
 /// run there; the spin ends when `f` returns, or after [`hang`] at the latest.
-fn with_cpu_held<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn with_cpu_held<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let stop = AtomicBool::new(false);
     let ready = AtomicBool::new(false);
     std::thread::scope(|sc| {
