@@ -277,9 +277,8 @@ impl Channel {
             st.timer_ticks = inner.timer_ticks;
             st.handled = inner.handled;
             st.coalesced = inner.coalesced;
-            st.pending = inner.in_flight;
+            st.pending = inner.pending();
             for (slot, s) in inner.slots.iter().enumerate() {
-                st.pending += s.pending;
                 st.attached += u32::from(s.efd.is_some());
                 st.signal_slots += u32::from(inner.extra(slot).is_some_and(|x| x.sig.is_some()));
             }

@@ -20,6 +20,7 @@ use crate::{
         SigTarget,
     },
     slots::{
+        bits,
         Inner,
         Source,
         Work, //
@@ -110,7 +111,9 @@ pub(crate) struct Counters {
     pub(crate) polled: Atomic<u64>,
 }
 
-/// The channel's alarm as its worker last set it. Only the worker sets it, and `close` clears it.
+/// The channel's alarm as its worker last set it. Only the worker starts or cancels it, and
+/// `close` clears it; its callback may re-arm it (for a time after `at`, which `set_alarm` then
+/// sees has passed).
 struct Alarm {
     /// The armed timer; dropping the handle cancels it.
     handle: Option<ArcHrTimerHandle<Shared>>,
@@ -175,10 +178,62 @@ kernel::list::impl_list_item! {
 impl HrTimerCallback for Shared {
     type Pointer<'a> = Arc<Shared>;
 
-    fn run(this: ArcBorrow<'_, Shared>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
-        // The worker finds the due work itself, and sets the next alarm.
-        Shared::update(this, false, |_| true);
-        HrTimerRestart::NoRestart
+    /// Delivers the due ticks of idle slots itself, one eventfd signal each, as timerfd's
+    /// callback wakes its reader: no hop through the worker. The rest (signals, catch-ups,
+    /// busy slots, echoes) is queued for the worker. Then re-arms for the next deadline.
+    ///
+    /// In hard interrupt context: bounded work (a signal per slot at most), spinlocks only.
+    /// The last reference to a detached eventfd may be dropped here, which frees it with
+    /// `kfree` and `ida_free`, both fine in interrupt context.
+    fn run(
+        this: ArcBorrow<'_, Shared>,
+        mut ctx: HrTimerCallbackContext<'_, Self>,
+    ) -> HrTimerRestart {
+        let mut efds: [Option<Arc<EventFd>>; NR_SLOTS] = [const { None }; NR_SLOTS];
+        let mut inner = this.inner.lock();
+        if inner.closed {
+            return HrTimerRestart::NoRestart;
+        }
+        let was_idle = inner.idle();
+        let taken = inner.fire_timers(Instant::now(), true);
+        for slot in bits(taken) {
+            efds[slot] = inner.slots[slot].efd.clone();
+        }
+        if was_idle && !inner.idle() {
+            if let Some(runner) = this.runner.as_ref() {
+                runner.enqueue(this, false);
+            }
+        }
+        let next = inner.next_deadline();
+        drop(inner);
+        if taken != 0 {
+            // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
+            // takes `inner`. Tagged as a channel's signal, so such a loop is an echo.
+            let mut signalled = 0;
+            for efd in efds.iter().flatten() {
+                efd.signal();
+                signalled += 1;
+            }
+            let c = &this.count;
+            c.notifies.add(signalled, Relaxed);
+            c.dropped
+                .add(u64::from(taken.count_ones()) - signalled, Relaxed);
+            this.inner.lock().alarm_delivered(taken);
+        }
+        let Some(next) = next else {
+            return HrTimerRestart::NoRestart;
+        };
+        // Spaced from this expiry as `set_alarm` spaces them.
+        let at = this.alarm.expires();
+        let floor = at + ALARM_GAP;
+        let next = if (next - floor).as_nanos() < 0 {
+            floor
+        } else {
+            next
+        };
+        // From its own expiry, by exactly the gap to `next`: once.
+        ctx.forward(at, next - at);
+        HrTimerRestart::Restart
     }
 }
 
@@ -427,7 +482,7 @@ unsafe impl Served for Shared {
         if inner.closed {
             return;
         }
-        inner.fire_timers(Instant::now());
+        inner.fire_timers(Instant::now(), false);
         let Some(work) = inner.take_work() else {
             let deadline = inner.next_deadline();
             drop(inner);

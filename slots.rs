@@ -107,6 +107,9 @@ pub(crate) struct Inner {
     /// They are all of one slot, `in_flight_slot` (a channel has one batch out at a time).
     pub(crate) in_flight: u64,
     pub(crate) in_flight_slot: usize,
+    /// Bit `n` is set if and only if the alarm took one tick of slot `n` to deliver itself
+    /// (see [`Inner::fire_timers`]) and has not finished: counted in pending and in the bound.
+    pub(crate) alarm_mask: u64,
     /// The counters that the stats invariant ties together, changed only under the lock so
     /// that a reader sees them consistent. They wrap at 2^64, as the header says.
     pub(crate) kicks: u64,
@@ -130,7 +133,7 @@ pub(crate) enum Work {
 }
 
 /// Iterates over the set bits of `mask`.
-fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+pub(crate) fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
     core::iter::from_fn(move || {
         let bit = mask.trailing_zeros() as usize;
         mask &= mask.wrapping_sub(1);
@@ -156,6 +159,7 @@ impl Inner {
             closed: false,
             in_flight: 0,
             in_flight_slot: 0,
+            alarm_mask: 0,
             kicks: 0,
             fd_kicks: 0,
             timer_ticks: 0,
@@ -194,12 +198,13 @@ impl Inner {
             self.fd_kicks = self.fd_kicks.wrapping_add(count);
         }
         let bit = 1u64 << slot;
-        // The batch being delivered still counts against its slot's bound.
+        // The batch being delivered, and a tick the alarm delivers, still count against the
+        // slot's bound.
         let held = if slot == self.in_flight_slot {
             self.in_flight
         } else {
             0
-        };
+        } + u64::from(self.alarm_mask & bit != 0);
         let s = &mut self.slots[slot];
         // Saturating: a broken invariant must not panic here, in a wake-up callback.
         let room = MAX_PENDING.saturating_sub(held + s.pending);
@@ -228,9 +233,14 @@ impl Inner {
 
     /// Queues the ticks of every timer due at `now`, and makes waiting echoes due once their
     /// time came. The caller reads the clock, so that tests of the arithmetic need not.
-    pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>) {
+    ///
+    /// For the `alarm`, a lone due tick of a slot with no signal and nothing pending or in
+    /// flight is not queued but taken: it is returned in the mask, for the alarm to deliver
+    /// (to the slot's eventfd, if any) and then pass to [`Inner::alarm_delivered`].
+    pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>, alarm: bool) -> u64 {
+        let mut taken = 0;
         if self.timer_mask == 0 && self.echo_mask == 0 {
-            return;
+            return taken;
         }
         for slot in bits(self.echo_mask) {
             if self
@@ -246,6 +256,7 @@ impl Inner {
             let Some(x) = self.extra_mut(slot) else {
                 continue;
             };
+            let no_signal = x.sig.is_none();
             let Some(timer) = x.timer.as_mut() else {
                 continue;
             };
@@ -254,10 +265,29 @@ impl Inner {
                 x.timer = None;
                 self.timer_mask &= !(1 << slot);
             }
-            if due != 0 {
+            let s = &self.slots[slot];
+            let busy = s.pending != 0 || (self.in_flight != 0 && self.in_flight_slot == slot);
+            if due == 1 && alarm && no_signal && !busy {
+                self.timer_ticks = self.timer_ticks.wrapping_add(1);
+                self.alarm_mask |= 1 << slot;
+                taken |= 1 << slot;
+            } else if due != 0 {
                 self.queue(slot, due, Source::Timer);
             }
         }
+        taken
+    }
+
+    /// Marks the ticks the alarm took (the mask `fire_timers` returned) as delivered.
+    pub(crate) fn alarm_delivered(&mut self, taken: u64) {
+        self.alarm_mask &= !taken;
+        self.handled = self.handled.wrapping_add(u64::from(taken.count_ones()));
+    }
+
+    /// Kicks and ticks not yet handled: in the slots, in flight, and with the alarm.
+    pub(crate) fn pending(&self) -> u64 {
+        let taken = self.in_flight + u64::from(self.alarm_mask.count_ones());
+        self.slots.iter().fold(taken, |n, s| n + s.pending)
     }
 
     /// Replaces (or, with `None`, cancels) the timer of `slot`. Ticks the old timer already
@@ -270,7 +300,7 @@ impl Inner {
         timer: Option<Timer>,
         now: Instant<Monotonic>,
     ) {
-        self.fire_timers(now);
+        self.fire_timers(now, false);
         self.timer_mask &= !(1 << slot);
         let running = u64::from(timer.is_some()) << slot;
         if let Some(x) = self.extra_mut(slot) {
@@ -342,9 +372,10 @@ mod tests {
     /// Every kick and tick accepted is handled, pending (in a slot or in flight) or
     /// coalesced, modulo 2^64: the header's stats identity.
     fn identity(i: &Inner) -> bool {
-        let pending = i.slots.iter().fold(i.in_flight, |n, s| n + s.pending);
         i.kicks.wrapping_add(i.timer_ticks)
-            == i.handled.wrapping_add(pending).wrapping_add(i.coalesced)
+            == i.handled
+                .wrapping_add(i.pending())
+                .wrapping_add(i.coalesced)
     }
 
     /// A channel's state with the slots' extra state, as a channel with timers, signals or
@@ -491,6 +522,45 @@ mod tests {
         i.replace_timer(2, Some(Timer::starting(start, min, 0)?), start);
         i.replace_timer(2, Some(Timer::starting(now, min, 0)?), now);
         assert_eq!((i.slots[2].pending, i.timer_ticks), (2, 3));
+        assert!(identity(&i));
+        Ok(())
+    }
+
+    #[test]
+    fn alarm_takes_only_lone_ticks_of_idle_slots() -> Result {
+        let mut i = with_extra()?;
+        let min = uapi::MIN_PERIOD_NS;
+        let now = Instant::now();
+        let one = now - Delta::from_nanos(min as i64);
+        for slot in 1..=3 {
+            i.replace_timer(slot, Some(Timer::starting(one, min, 0)?), one);
+        }
+        // Two periods late: a catch-up, left to the thread.
+        let two = now - Delta::from_nanos(2 * min as i64);
+        i.replace_timer(4, Some(Timer::starting(two, min, 0)?), two);
+        i.queue(2, 3, Source::Ioctl);
+        i.extra.as_deref_mut().ok_or(EINVAL)?[3].sig = Some(Arc::new(
+            SigTarget::current_process(uapi::SIGIO)?,
+            GFP_KERNEL,
+        )?);
+        assert_eq!(i.fire_timers(now, true), 1 << 1);
+        // Slot 2 had kicks pending, slot 3 a signal, slot 4 two ticks due.
+        let pending = i.slots.iter().map(|s| s.pending);
+        assert!(pending.take(5).eq([0, 0, 4, 1, 2]));
+        assert_eq!((i.timer_ticks, i.pending()), (5, 8));
+        assert!(identity(&i));
+        // The taken tick counts against its slot's bound until delivered.
+        i.queue(1, MAX_PENDING, Source::Ioctl);
+        assert_eq!((i.slots[1].pending, i.coalesced), (MAX_PENDING - 1, 1));
+        i.alarm_delivered(1 << 1);
+        assert_eq!((i.handled, i.alarm_mask), (1, 0));
+        assert!(identity(&i));
+        // Nothing more is due, and the thread never takes a tick for the alarm.
+        assert_eq!(i.fire_timers(now, true), 0);
+        let later = now + Delta::from_nanos(min as i64);
+        i.replace_timer(5, Some(Timer::starting(now, min, 0)?), now);
+        assert_eq!(i.fire_timers(later, false), 0);
+        assert_eq!(i.slots[5].pending, 1);
         assert!(identity(&i));
         Ok(())
     }

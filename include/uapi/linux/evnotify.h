@@ -37,8 +37,10 @@
  * 3: shared workers (EVNOTIFY_IOC_SHARE_WORKER, EVNOTIFY_IOC_WORKER).
  * 4: an eventfd is the kick eventfd of at most one slot (EBUSY); the batch
  * being delivered counts against EVNOTIFY_MAX_PENDING.
+ * 5: a timer tick that falls due on an idle slot is signalled from the
+ * timer's interrupt, without the channel's thread (see evnotify_timer).
  */
-#define EVNOTIFY_API_VERSION	4
+#define EVNOTIFY_API_VERSION	5
 /* Number of notify slots in every channel. */
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */
@@ -105,8 +107,8 @@ struct evnotify_stats {
 	__u64 kicks;		/* kicks accepted: by ioctl and by kick eventfd */
 	__u64 fd_kicks;		/* of which came from kick eventfd writes */
 	__u64 timer_ticks;	/* ticks queued by timers */
-	__u64 handled;		/* kicks and ticks taken by the thread */
-	__u64 notifies;		/* eventfd_signal() calls made by the thread */
+	__u64 handled;		/* kicks and ticks taken for delivery */
+	__u64 notifies;		/* eventfd_signal() calls made (thread and timer) */
 	__u64 signals;		/* process signals sent */
 	__u64 dropped;		/* handled with no eventfd and no signal sent */
 	__u64 wakeups;		/* times the thread woke up from sleep and found work */
@@ -125,10 +127,14 @@ struct evnotify_stats {
 };
 
 /*
- * Start a periodic timer on a slot: the channel's thread queues one tick per
- * period on it, delivered like a kick, with no help from user space.  Late
- * ticks are delivered late, never skipped.  period_ns == 0 cancels: no tick is
- * queued after the ioctl returns.  Setting a timer replaces the slot's timer.
+ * Start a periodic timer on a slot: one tick per period, delivered like a
+ * kick, with no help from user space.  A tick that falls due alone on a slot
+ * with nothing pending and no signal is signalled from the timer's interrupt,
+ * as timerfd's are, without waking the channel's thread (nor counting in
+ * wakeups or polled); the thread delivers the others (several ticks due at
+ * once, slots with kicks pending, signals).  Late ticks are delivered late,
+ * never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
+ * returns.  Setting a timer replaces the slot's timer.
  */
 struct evnotify_timer {
 	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
@@ -246,9 +252,9 @@ struct evnotify_worker {
  * Eventfds in EFD_SEMAPHORE mode fail with EOPNOTSUPP: they give up their count
  * one unit at a time, so taking a write of N as N kicks would cost N steps with
  * interrupts off.  Kicks beyond EVNOTIFY_MAX_PENDING are coalesced.  A kick
- * eventfd that a channel's thread signals (this channel's or another's: a
- * feedback loop or chain, the same eventfd attached as a notify eventfd) is an
- * echo: it waits at least 1 ms, at most one waits per slot, and the rest are
+ * eventfd that a channel signals (its thread or its timer, this channel's or
+ * another's: a feedback loop or chain, the same eventfd attached as a notify
+ * eventfd) is an echo: it waits at least 1 ms, at most one waits per slot, and the rest are
  * coalesced.  An echo that finds kicks pending on its slot is coalesced into
  * them; a kick that arrives while an echo waits takes it along at once.
  */

@@ -12,6 +12,7 @@ pub const TESTS: &[Test] = &[
     ("timer_runs_beside_kicks", timer_runs_beside_kicks),
     ("timer_close_stops", timer_close_stops),
     ("timer_errors", timer_errors),
+    ("timer_ticks_skip_the_thread", timer_ticks_skip_the_thread),
 ];
 
 const MS: Duration = Duration::from_millis(1);
@@ -90,6 +91,65 @@ fn timer_runs_beside_kicks() -> Result<()> {
         "ticks read {ticks}: {s:?}"
     );
     ensure!(s.notifies == KICKS + ticks && nk.drain()? == 0, "{s:?}");
+    Ok(())
+}
+
+/// Waits for at least `want` ticks on `n`; returns how many came.
+fn at_least(n: &Notifier, want: u64) -> Result<u64> {
+    let mut got = 0;
+    while got < want {
+        let v = n.wait_timeout(hang())?;
+        ensure!(v > 0, "hung with {got} of {want} ticks");
+        got += v;
+    }
+    Ok(got)
+}
+
+/// A tick that falls due alone on an idle slot is signalled by the timer itself (API version
+/// 5): the thread is not woken for it, with an eventfd (`notifies`) or without (`dropped`).
+/// Counted, not timed: a tick late by a whole period is a catch-up, which is the thread's, so
+/// up to half of them may have gone through it.
+fn timer_ticks_skip_the_thread() -> Result<()> {
+    const TICKS: u64 = 20;
+    let woke = |s: &sys::Stats| s.wakeups + s.polled;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_timer(0, 10 * MS, 0)?;
+    // The thread armed the timer for the first tick; from then on the timer re-arms itself.
+    at_least(&n, 1)?;
+    let before = ch.stats()?;
+    at_least(&n, TICKS)?;
+    let after = ch.stats()?;
+    let woken = woke(&after) - woke(&before);
+    ensure!(
+        woken * 2 <= TICKS,
+        "the thread woke {woken} times for {TICKS} ticks: {before:?} -> {after:?}"
+    );
+    ch.cancel_timer(0)?;
+    let s = crate::idle(&ch)?;
+    ensure!(s.notifies == s.timer_ticks && s.dropped == 0, "{s:?}");
+    // Without an eventfd, a tick is handled and dropped, by the timer too.
+    let quiet = Channel::open()?;
+    quiet.kick(63, 1)?;
+    let before = crate::idle(&quiet)?;
+    quiet.set_timer(1, 10 * MS, TICKS)?;
+    let mut s = crate::idle(&quiet)?;
+    let deadline = std::time::Instant::now() + hang();
+    while s.timers != 0 || s.pending != 0 {
+        ensure!(std::time::Instant::now() < deadline, "timer never ended: {s:?}");
+        thread::sleep(10 * MS);
+        s = quiet.stats()?;
+    }
+    ensure!(
+        s.timer_ticks == TICKS && s.dropped == TICKS + 1 && s.notifies == 0,
+        "{s:?}"
+    );
+    let woken = woke(&s) - woke(&before);
+    ensure!(
+        woken * 2 <= TICKS,
+        "the thread woke {woken} times for {TICKS} dropped ticks: {s:?}"
+    );
     Ok(())
 }
 
