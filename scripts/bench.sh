@@ -67,11 +67,18 @@ print("| limit µs | p50 µs | p99 µs | thread CPU | kicks caught by a spin |\n
 for row in r["busypoll_sweep"]:
     print(f"| {row['limit_ns']/1e3:.0f} | {us(row['p50_ns'])} | {us(row['p99_ns'])} | {pct(row['thread_cpu_share'])} | {pct(row['polled_share'])} |")
 print("\nTimer lateness per tick, ms (against start + k·period)\n")
-print("| timer | period | p50 | p90 | p99 | max | ticks | start ± |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-for period in ("1ms", "10ms"):
-    for src, l in r["timer_lateness_ns"].items():
-        l = l[period]
-        print(f"| {src} | {period} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} | {ms(l['max'])} | {l['ticks']} | {ms(l['start_uncertainty_ns'])} |")
+for reader, key in (("pinned", "timer_lateness_ns"), ("plain", "timer_lateness_plain_ns")):
+    print(f"| timer ({reader} reader) | period | p50 | p90 | p99 | p99.9 | max | ticks | start ± |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for period in ("1ms", "10ms"):
+        # The 64 slots' row has one period.
+        for src, l in r[key].items():
+            if period in l:
+                l = l[period]
+                print(f"| {src} | {period} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} | {ms(l['p999'])} | {ms(l['max'])} | {l['ticks']} | {ms(l['start_uncertainty_ns'])} |")
+    print()
+print(f"64 slots: {r['timer_lateness_ns']['evnotify_64slots']['1ms']['ticks_per_wakeup']:.1f} ticks read per wake-up")
+for key in ("timer", "timer_plain"):
+    print(f"ratio.{key} (module / timerfd): " + ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in r["ratio"][key].items()))
 t = r["throughput"]
 print(f"\nThroughput: {t['kicks_per_s']:.0f} kicks/s absorbed ({t['kicks_per_wakeup']:.1f} kicks per thread wake-up); "
       f"io_uring {t['io_uring_nops_per_s']:.0f} NOPs/s (one io_uring_enter each), {t['io_uring_sqpoll_nops_per_s']:.0f} NOPs/s with SQPOLL; "

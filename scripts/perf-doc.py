@@ -9,7 +9,8 @@
 docs/performance.md differs, so the page can never go stale against bench/results.json.
 Every figure of the page comes from the results; the prose below (how each figure is
 measured, how to read it) holds for any run. The output depends on the results alone.
-Standard library only.
+Results from before the timer figures of issue 24 (p99.9, the plain reader, the 64 slots, the
+timer ratios) render with those marked as not measured. Standard library only.
 """
 import json
 import os
@@ -44,6 +45,13 @@ RATIO_ROWS = [
 ]
 
 
+# The row of a timer on each of a channel's 64 slots, and its period; the timer ratios'
+# columns: (quantile, period), as `ratio.timer.<quantile>_<period>` names them.
+SLOTS = "evnotify_64slots"
+SLOTS_PERIOD = "1ms"
+TIMER_RATIOS = [("p50", "1ms"), ("p99", "1ms"), ("p50", "10ms"), ("p99", "10ms")]
+
+
 def us(ns):
     return f"{ns / 1e3:.1f}"
 
@@ -71,6 +79,31 @@ def period_ns(p):
     if not m:
         return float("inf")
     return float(m.group(1)) * {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[m.group(2)]
+
+
+def ratio_or_dash(x):
+    return "-" if x is None else f"{x:.2f}"
+
+
+def timer_ratio(ratios, table, q, p):
+    """The module's lateness over timerfd's at quantile q and period p: from the results'
+    ratios, or from the rows of `table` in results from before them, "-" if neither has it."""
+    if ratios is not None:
+        return ratio_or_dash(ratios[f"{q}_{p}"])
+    try:
+        return ratio_or_dash(table["evnotify"][p][q] / table["timerfd"][p][q])
+    except (TypeError, KeyError, ZeroDivisionError):
+        return "-"
+
+
+def timer_table(w, rows):
+    """A table of timer rows: (source, period, its figures), p99.9 "-" where not measured."""
+    w("""| timer | period | p50 | p90 | p99 | p99.9 | max | ticks | start ± |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |""")
+    for src, p, l in rows:
+        p999 = ms(l["p999"]) if "p999" in l else "-"
+        w(f"| {src} | {p} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} | {p999} | {ms(l['max'])} | "
+          f"{l['ticks']} | {ms(l['start_uncertainty_ns'])} |")
 
 
 def and_join(items):
@@ -146,13 +179,24 @@ Each measure sets the module against what a user would pick instead:
   the stats; one round per batch taken).
 - **Timer lateness:** each tick's delivery against its ideal time, start + k·period, for a
   slot timer of the module and for a timerfd, at {periods} periods ({ticks} ticks each, in 4
-  rounds that take turns). The reader is `SCHED_FIFO` (priority 50) and pinned to CPU 1
-  together with the channel's thread (and the timerfd's hrtimer, armed there), so the figure
-  is the producer's lateness, not the reader's. A read that returns n ticks counts n ticks,
-  each against its own ideal time. The start is the time just before the arming call
-  (`EVNOTIFY_IOC_TIMER`, `timerfd_settime`), so a figure may overstate the lateness by up to
-  that call's duration: the *start ±* column gives the longest. The timerfd is started at an
-  absolute time (`TFD_TIMER_ABSTIME`), so its start is exact.
+  rounds that take turns), read two ways. The *pinned* reader is `SCHED_FIFO` (priority 50)
+  and pinned to CPU 1 together with the channel's thread (and the timerfd's hrtimer, armed
+  there), so the figure is the producer's lateness, not the reader's. The *plain* reader is
+  what an ordinary program has: a thread of default policy and affinity (`SCHED_OTHER`, every
+  CPU), reading a channel of its own whose thread is not pinned either, and a timerfd of its
+  own armed wherever that thread runs; its figures add the reader's own wake-up. Each round
+  of each row runs in a new reader thread, and all rows take turns in the same rounds. A read
+  that returns n ticks counts n ticks, each against its own ideal time. The start is the time
+  just before the arming call (`EVNOTIFY_IOC_TIMER`, `timerfd_settime`), so a figure may
+  overstate the lateness by up to that call's duration: the *start ±* column gives the
+  longest. The timerfd is started at an absolute time (`TFD_TIMER_ABSTIME`), so its start is
+  exact. One more row, *{slots}*, puts a 1 ms timer on each of the 64 slots of one channel
+  (its thread pinned to CPU 1 too{slots_ticks}), each slot with its own eventfd, read by the pinned
+  reader with one `ppoll` on all 64. The slots are started one after the other, each tick
+  measured against its own slot's start; between two arming calls the reader reads, without
+  waiting, whatever the slots already started have delivered. The eventfds found readable
+  are read one after the other (from a different one each time), each tick timed just after
+  its own read; *ticks per wake-up* is the ticks read over the polls that found any.
 - **Throughput:** kicks per second one channel absorbs (one ioctl per kick; coalesced: one
   wake-up handles many), next to io_uring NOPs per second (one `io_uring_enter` per NOP;
   and through SQPOLL, published one at a time with no syscall), each completion signalling
@@ -202,7 +246,11 @@ Results go to `bench/results.json`: `rtt_ns.<path>.{{p50,p99,p999,...}}` (differ
 `{{ioctl,kickfd}}_vs_io_uring_sqpoll`, `{{ioctl,kickfd}}_vs_spin_responder`,
 `{{ioctl,kickfd}}_nopoll_vs_io_uring`, `{{ioctl,kickfd}}_nopoll_vs_io_uring_iowq`),
 `busypoll_sweep[] {{limit_ns, p50_ns, p99_ns, thread_cpu_share, polled_share}}`,
-`timer_lateness_ns.{{evnotify,timerfd}}.{{1ms,10ms}}.{{p50,p90,p99,max,ticks,early,start_uncertainty_ns}}`,
+`timer_lateness_ns.{{evnotify,timerfd}}.{{1ms,10ms}}.{{p50,p90,p99,p999,max,mean,ticks,early,start_uncertainty_ns}}`
+(pinned reader), `timer_lateness_ns.evnotify_64slots.1ms` (the same, with `wakeups` and
+`ticks_per_wakeup`), `timer_lateness_plain_ns.{{evnotify,timerfd}}.{{1ms,10ms}}` (plain reader, the
+same fields), `ratio.{{timer,timer_plain}}.{{p50,p99}}_{{1ms,10ms}}` (the module's lateness over
+timerfd's, pinned and plain reader),
 `throughput` (with `io_uring_nops_per_s`, `io_uring_sqpoll_nops_per_s`), `limits`,
 `scaling[]`, `bytes_per_channel`, `scaling_shared[] {{channels, rtt_p50_ns, rtt_p99_ns}}`,
 `bytes_per_channel_shared`, `bytes_per_channel_dedicated`, `shared_workers {{workers,
@@ -210,7 +258,9 @@ channels, open_all_ns, kick_all_ns, close_all_ns, rtt_p50_ratio, rtt_p99_ratio,
 memory.{{shared,dedicated,eventfd}}.{{channels, bytes_per_channel, memfree_bytes_per_channel,
 delta_kib}}}}`. A host test checks that the JSON has the keys that `bench.sh` and the chart
 read (`required()` in `user/evnotify-bench/src/report.rs`); `scripts/perf-doc.py` stops,
-naming the key, at any key it reads that the results lack. The chart, `bench/chart.png`:
+naming the key, at any key it reads that the results lack, but for the timer figures added
+with the plain reader (p99.9, the plain reader's rows, the 64 slots, the timer ratios), which
+it shows as not measured in results from before them. The chart, `bench/chart.png`:
 
 ![latency distributions, busy-poll sweep, timer lateness and scaling](../bench/chart.png)
 """
@@ -223,8 +273,10 @@ def render(r):
     rs, rc = r["ratio"]["same_cpu"], r["ratio"]["cross_cpu"]
     sweep = r["busypoll_sweep"]
     lat = r["timer_lateness_ns"]
-    sources = list(lat)
+    slots = lat.get(SLOTS)
+    sources = [src for src in lat if src != SLOTS]
     periods = sorted(lat[sources[0]], key=period_ns)
+    plain = r.get("timer_lateness_plain_ns")
     scaling, shared_rows = r["scaling"], r["scaling_shared"]
     s = r["shared_workers"]
     mem = s["memory"]
@@ -239,6 +291,9 @@ def render(r):
         busypoll=f"{lim['busypoll_ns'] / 1e3:g}",
         sweep=and_join(f"{row['limit_ns'] / 1e3:g}" for row in sweep),
         periods=and_join(periods),
+        slots=SLOTS,
+        slots_ticks=(f"; {num(slots[SLOTS_PERIOD]['ticks'] / 64)} ticks per slot in this run"
+                     if slots else ""),
         ticks=and_join(num(lat[sources[0]][p]["ticks"]) for p in periods),
         scaling=and_join(num(row["channels"]) for row in scaling),
         scaling_last=num(scaling[-1]["channels"]),
@@ -286,15 +341,41 @@ Busy-poll limit sweep (ioctl round trip, different CPUs):
           f"{pct(row['thread_cpu_share'])} | {pct(row['polled_share'])} |")
 
     w("""
-Timer lateness per tick, ms (against start + k·period; *start ±*: see above):
+Timer lateness per tick, ms, pinned reader (against start + k·period; *start ±*: see above):
+""")
+    rows = [(src, p, lat[src][p]) for p in periods for src in sources]
+    if slots:
+        rows += [(SLOTS, p, slots[p]) for p in sorted(slots, key=period_ns)]
+    timer_table(w, rows)
+    notes = []
+    if any("p999" not in l for _, _, l in rows):
+        notes.append("p99.9: not measured in this run.")
+    if slots:
+        l = slots[SLOTS_PERIOD]
+        notes.append(f"{SLOTS}: {num(l['ticks'])} ticks in all, {num(l['ticks'] / 64)} per slot; "
+                     f"{l['ticks_per_wakeup']:.1f} ticks read per wake-up of the reader ({num(l['wakeups'])} wake-ups).")
+    else:
+        notes.append(f"{SLOTS} (64 slots of one channel): not measured in this run.")
+    w("\n" + " ".join(notes))
+    if plain:
+        w("""
+Timer lateness per tick, ms, plain reader (a normal thread, not pinned; its channel's thread
+not pinned either):
+""")
+        timer_table(w, [(src, p, plain[src][p]) for p in sorted(plain[next(iter(plain))], key=period_ns)
+                        for src in plain])
+    else:
+        w("\nTimer lateness with the plain reader: not measured in this run.")
+    w("""
+Lateness, the module's over timerfd's, read the same way (below 1: the module is more
+punctual):
 
-| timer | period | p50 | p90 | p99 | max | ticks | start ± |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |""")
-    for p in periods:
-        for src in sources:
-            l = lat[src][p]
-            w(f"| {src} | {p} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} | {ms(l['max'])} | "
-              f"{l['ticks']} | {ms(l['start_uncertainty_ns'])} |")
+| reader | """ + " | ".join(f"{q} {p}" for q, p in TIMER_RATIOS) + """ |
+| --- |""" + " ---: |" * len(TIMER_RATIOS))
+    for name, key, table in (("pinned", "timer", lat), ("plain", "timer_plain", plain)):
+        if key not in r["ratio"] and table:
+            name += " (from the rows above)"
+        w(f"| {name} | " + " | ".join(timer_ratio(r["ratio"].get(key), table, q, p) for q, p in TIMER_RATIOS) + " |")
 
     w(f"""
 Throughput: {num(t['kicks_per_s'])} kicks/s absorbed (one ioctl each; {t['kicks_per_wakeup']:.1f} kicks per thread
@@ -430,9 +511,23 @@ with a thread of its own.
     parts = "; ".join(f"{lat_pair('evnotify', p)} at {p}" + "".join(f" against {o}'s {lat_pair(o, p)}" for o in others)
                       for p in periods)
     early = sum(lat[src][p]["early"] for src in sources for p in periods)
-    w(f"""- **Timers run on an hrtimer**; lateness p50 / p99: {parts}. What is left is one wake-up
+    early += sum(l["early"] for t in (plain or {}).values() for l in t.values())
+    early += sum(l["early"] for l in (slots or {}).values())
+    if plain:
+        tp = r["ratio"].get("timer_plain")
+        plain_text = ("With the plain reader the module's p99 is "
+                      + "; ".join(f"{timer_ratio(tp, plain, 'p99', p)}× timerfd's at {p}" for p in periods) + ".")
+    else:
+        plain_text = "The plain reader was not measured in this run."
+    if slots:
+        l = slots[SLOTS_PERIOD]
+        slots_text = (f"With a timer on all 64 slots of one channel, p50 / p99 {ms(l['p50'])} / {ms(l['p99'])} ms "
+                      f"at {SLOTS_PERIOD}, {l['ticks_per_wakeup']:.1f} ticks per wake-up.")
+    else:
+        slots_text = "The 64 slots were not measured in this run."
+    w(f"""- **Timers run on an hrtimer**; lateness p50 / p99, pinned reader: {parts}. What is left is one wake-up
   (timerfd wakes the reader itself, ours the worker, which signals the eventfd). The module's
-  figures may be up to the start ± column too high. {'No tick came early.' if early == 0 else f'{num(early)} ticks came early.'}
+  figures may be up to the start ± column too high. {plain_text} {slots_text} {'No tick came early.' if early == 0 else f'{num(early)} ticks came early.'}
 - **Tails** (p99 and beyond) are the emulator's: host-thread scheduling of the vCPUs.
 """)
     return "\n".join(out)

@@ -29,6 +29,50 @@ fn summary(h: &Histogram<u64>) -> Value {
     })
 }
 
+/// One timer row: the lateness per tick, and for the row read from many eventfds at once,
+/// the ticks read per wake-up of the reader.
+fn lateness(l: &timers::Lateness) -> Value {
+    let h = &l.hist;
+    let mut v = json!({
+        "p50": h.value_at_quantile(0.5),
+        "p90": h.value_at_quantile(0.9),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+        "mean": h.mean().round() as u64,
+        "ticks": h.len(),
+        "early": l.early,
+        "start_uncertainty_ns": l.start_uncertainty_ns,
+    });
+    if l.wakeups > 0 {
+        v["wakeups"] = json!(l.wakeups);
+        v["ticks_per_wakeup"] = json!(h.len() as f64 / l.wakeups as f64);
+    }
+    v
+}
+
+/// The quantiles of the timer ratios.
+const TIMER_RATIOS: [&str; 2] = ["p50", "p99"];
+
+/// The module's lateness over timerfd's, read the same way (`table`, by source and period):
+/// `<quantile>_<period>`, null where timerfd's figure is 0 or missing.
+fn timer_ratios(table: &Value) -> Value {
+    let mut out = json!({});
+    for (period, _) in timers::PERIODS {
+        for q in TIMER_RATIOS {
+            let (a, b) = (
+                table["evnotify"][period][q].as_f64(),
+                table["timerfd"][period][q].as_f64(),
+            );
+            out[format!("{q}_{period}")] = match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+                _ => Value::Null,
+            };
+        }
+    }
+    out
+}
+
 /// The p50 ratios reported per pinning: (name, numerator path, denominator path).
 const RATIOS: [(&str, &str, &str); 12] = [
     ("ioctl_vs_eventfd", "evnotify_ioctl", "eventfd_threads"),
@@ -119,19 +163,13 @@ pub(crate) fn report(r: &Results) -> Result<Value> {
             by_pin[pin][row.name] = s;
         }
     }
-    let mut lateness = Value::Null;
+    let (mut pinned, mut plain) = (Value::Null, Value::Null);
     for l in &r.timers {
-        let h = &l.hist;
-        lateness[l.source][l.period] = json!({
-            "p50": h.value_at_quantile(0.5),
-            "p90": h.value_at_quantile(0.9),
-            "p99": h.value_at_quantile(0.99),
-            "max": h.max(),
-            "mean": h.mean().round() as u64,
-            "ticks": h.len(),
-            "early": l.early,
-            "start_uncertainty_ns": l.start_uncertainty_ns,
-        });
+        let table = match l.reader {
+            timers::Reader::Pinned => &mut pinned,
+            timers::Reader::Plain => &mut plain,
+        };
+        table[l.source][l.period] = lateness(l);
     }
     let mut out = json!({
         "vm": r.vm,
@@ -146,13 +184,16 @@ pub(crate) fn report(r: &Results) -> Result<Value> {
             "kickfd_vs_eventfd": ratio["cross_cpu"]["kickfd_vs_eventfd"],
             "same_cpu": ratio["same_cpu"],
             "cross_cpu": ratio["cross_cpu"],
+            "timer": timer_ratios(&pinned),
+            "timer_plain": timer_ratios(&plain),
         },
         "rtt_ns_by_pinning": by_pin,
         "throughput": r.throughput,
         "scaling": r.scaling,
         "bytes_per_channel": r.bytes_per_channel,
         "busypoll_sweep": r.sweep,
-        "timer_lateness_ns": lateness,
+        "timer_lateness_ns": pinned,
+        "timer_lateness_plain_ns": plain,
     });
     if let (Value::Object(out), Value::Object(more)) = (&mut out, shared_report(&r.shared)) {
         out.extend(more);
@@ -259,10 +300,34 @@ fn required() -> Vec<String> {
             keys.push(format!("/busypoll_sweep/{i}/{k}"));
         }
     }
-    for src in ["evnotify", "timerfd"] {
+    let lateness = [
+        "p50",
+        "p90",
+        "p99",
+        "p999",
+        "max",
+        "mean",
+        "ticks",
+        "early",
+        "start_uncertainty_ns",
+    ];
+    for table in ["timer_lateness_ns", "timer_lateness_plain_ns"] {
+        for src in ["evnotify", "timerfd"] {
+            for (period, _) in timers::PERIODS {
+                for k in lateness {
+                    keys.push(format!("/{table}/{src}/{period}/{k}"));
+                }
+            }
+        }
+    }
+    let (src, period) = (timers::SLOTS_SOURCE, timers::SLOTS_PERIOD.0);
+    for k in lateness.iter().chain(&["wakeups", "ticks_per_wakeup"]) {
+        keys.push(format!("/timer_lateness_ns/{src}/{period}/{k}"));
+    }
+    for ratio in ["timer", "timer_plain"] {
         for (period, _) in timers::PERIODS {
-            for k in ["p50", "p99", "max", "start_uncertainty_ns"] {
-                keys.push(format!("/timer_lateness_ns/{src}/{period}/{k}"));
+            for q in TIMER_RATIOS {
+                keys.push(format!("/ratio/{ratio}/{q}_{period}"));
             }
         }
     }
@@ -326,16 +391,23 @@ mod tests {
                 ..Default::default()
             },
             sweep: SWEEP_NS.iter().map(|_| SweepRow::default()).collect(),
-            timers: ["evnotify", "timerfd"]
+            timers: [timers::Reader::Pinned, timers::Reader::Plain]
                 .into_iter()
-                .flat_map(|source| {
-                    timers::PERIODS.map(|(period, _)| timers::Lateness {
-                        source,
-                        period,
-                        hist: hist(),
-                        early: 0,
-                        start_uncertainty_ns: 0,
+                .flat_map(|reader| {
+                    ["evnotify", "timerfd"].into_iter().flat_map(move |source| {
+                        timers::PERIODS.map(|(period, _)| (source, period, reader))
                     })
+                })
+                .chain([(
+                    timers::SLOTS_SOURCE,
+                    timers::SLOTS_PERIOD.0,
+                    timers::Reader::Pinned,
+                )])
+                .map(|(source, period, reader)| {
+                    let mut l = timers::Lateness::new(source, period, reader).unwrap();
+                    l.hist = hist();
+                    l.wakeups = u64::from(source == timers::SLOTS_SOURCE) * 25;
+                    l
                 })
                 .collect(),
         }
@@ -347,6 +419,27 @@ mod tests {
         assert_eq!(missing(&out), Vec::<String>::new());
         // Ratios are computed from the named paths: equal made-up histograms give 1.
         assert_eq!(out["ratio"]["cross_cpu"]["ioctl_vs_io_uring_sqpoll"], 1.0);
+        assert_eq!(out["ratio"]["timer_plain"]["p99_10ms"], 1.0);
+        // 100 ticks read in 25 wake-ups; the rows read one eventfd at a time have no such figure.
+        let slots = &out["timer_lateness_ns"][timers::SLOTS_SOURCE][timers::SLOTS_PERIOD.0];
+        assert_eq!(slots["ticks_per_wakeup"], 4.0);
+        assert!(out["timer_lateness_ns"]["evnotify"]["1ms"]
+            .get("ticks_per_wakeup")
+            .is_none());
+    }
+
+    #[test]
+    fn a_timer_ratio_over_zero_is_null() {
+        let mut r = results();
+        for l in &mut r.timers {
+            if l.source == "timerfd" && l.reader == timers::Reader::Plain {
+                l.hist.reset();
+                l.hist.record(0).unwrap();
+            }
+        }
+        let out = report(&r).unwrap();
+        assert_eq!(out["ratio"]["timer_plain"]["p50_1ms"], Value::Null);
+        assert_eq!(out["ratio"]["timer"]["p50_1ms"], 1.0);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Timer lateness: each tick's delivery time against its ideal time (start + k·period), for the
-//! module's slot timers and for timerfd, read by a `SCHED_FIFO` thread pinned to one CPU so
-//! that what is measured is the producer's lateness, not the reader's.
+//! module's slot timers and for timerfd, read two ways: by a `SCHED_FIFO` thread pinned to one
+//! CPU with the channel's thread, so that what is measured is the producer's lateness, not the
+//! reader's; and by a plain thread (default policy and affinity, its channel's thread not
+//! pinned either), as an ordinary program reads. A third row puts a timer on each of a
+//! channel's 64 slots, read by the pinned reader with one `ppoll` on all 64 eventfds.
 
-use anyhow::{ensure, Context, Result};
-use evnotify::{Channel, Notifier};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use evnotify::{sys::NR_SLOTS, Channel, Notifier};
 use hdrhistogram::Histogram;
 use nix::{
     errno::Errno,
@@ -26,17 +29,36 @@ pub const PERIODS: [(&str, Duration); 2] = [
     ("1ms", Duration::from_millis(1)),
     ("10ms", Duration::from_millis(10)),
 ];
-/// Ticks per period and source, split over `ROUNDS` rounds that take turns, like the latency
-/// paths: 2,000 at 1 ms and 400 at 10 ms, about 12 s in all.
+/// Ticks per period, source and reader, split over `ROUNDS` rounds that take turns, like the
+/// latency paths: 2,000 at 1 ms and 400 at 10 ms, about 12 s per reader.
 const TICKS: [u64; 2] = [2000, 400];
 const ROUNDS: u64 = 4;
 /// The reader's real-time priority.
 const PRIO: i32 = 50;
+/// The row of every slot of one channel ticking at once, its period (`PERIODS`' first) and
+/// its ticks per slot over the rounds: 64 a round, about 0.3 s in all.
+pub const SLOTS_SOURCE: &str = "evnotify_64slots";
+pub const SLOTS_PERIOD: (&str, Duration) = PERIODS[0];
+const SLOTS_TICKS: u64 = 256;
+// The row's name says 64.
+const _: () = assert!(NR_SLOTS == 64);
 
-/// The lateness of every tick of one source at one period.
+/// How the ticks are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// A `SCHED_FIFO` thread pinned to the CPU of the channel's thread: the producer's
+    /// lateness (`timer_lateness_ns`).
+    Pinned,
+    /// A new thread of default policy and affinity, its channel's thread not pinned either:
+    /// what an ordinary program sees (`timer_lateness_plain_ns`).
+    Plain,
+}
+
+/// The lateness of every tick of one source at one period, read one way.
 pub struct Lateness {
     pub source: &'static str,
     pub period: &'static str,
+    pub reader: Reader,
     /// Nanoseconds late, per tick.
     pub hist: Histogram<u64>,
     /// Ticks delivered before their ideal time (recorded as 0 late); none are expected.
@@ -45,9 +67,26 @@ pub struct Lateness {
     /// arming call took: the ideal times are taken from just before it, so each figure may
     /// overstate the lateness by up to this much. 0 for one started at an exact time.
     pub start_uncertainty_ns: u64,
+    /// For a row read from many eventfds with one `ppoll` (the 64 slots): the polls that found
+    /// ticks to read. 0 for the others.
+    pub wakeups: u64,
 }
 
-/// Something that ticks: a channel's slot 0 or a timerfd.
+impl Lateness {
+    pub fn new(source: &'static str, period: &'static str, reader: Reader) -> Result<Self> {
+        Ok(Self {
+            source,
+            period,
+            reader,
+            hist: Histogram::new(3)?,
+            early: 0,
+            start_uncertainty_ns: 0,
+            wakeups: 0,
+        })
+    }
+}
+
+/// Something that ticks: a channel's slot or a timerfd.
 trait Ticker {
     /// Starts `ticks` ticks, one every `period`, from `now` (CLOCK_MONOTONIC, just taken):
     /// exactly from then if it returns true, from some time during the call if false.
@@ -59,21 +98,26 @@ trait Ticker {
     fn fd(&self) -> BorrowedFd<'_>;
 }
 
-struct Module(Channel, Notifier);
+/// One slot of a channel, with the eventfd its ticks are signalled on.
+struct Slot<'c> {
+    ch: &'c Channel,
+    slot: u32,
+    n: Notifier,
+}
 
-impl Ticker for Module {
+impl Ticker for Slot<'_> {
     fn start(&self, _now: Duration, period: Duration, ticks: u64) -> Result<bool> {
-        self.0.set_timer(0, period, ticks)?;
+        self.ch.set_timer(self.slot, period, ticks)?;
         Ok(false)
     }
     fn stop(&self) -> Result<()> {
-        Ok(self.0.cancel_timer(0)?)
+        Ok(self.ch.cancel_timer(self.slot)?)
     }
     fn limited(&self) -> bool {
         true
     }
     fn fd(&self) -> BorrowedFd<'_> {
-        self.1.as_fd()
+        self.n.as_fd()
     }
 }
 
@@ -97,23 +141,38 @@ impl Ticker for TimerFd {
     }
 }
 
-/// Waits for ticks on a non-blocking `fd` and returns how many arrived (the eventfd's count or
-/// the timerfd's expirations); fails at `deadline`.
+/// Reads the ticks that have arrived on a non-blocking `fd` (the eventfd's count or the
+/// timerfd's expirations): `None` if there are none.
+fn try_read_ticks(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+    let mut b = [0u8; 8];
+    match read(fd, &mut b) {
+        Ok(8) => Ok(Some(u64::from_ne_bytes(b))),
+        Ok(n) => bail!("short read of {n} bytes"),
+        Err(Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The time left until `deadline`; fails once it has passed.
+fn left(deadline: Instant) -> Result<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .context("no tick before the deadline")
+}
+
+/// Waits for ticks on a non-blocking `fd` and returns how many arrived; fails at `deadline`.
 fn read_ticks(fd: BorrowedFd<'_>, deadline: Instant) -> Result<u64> {
     loop {
-        let mut b = [0u8; 8];
-        match read(fd, &mut b) {
-            Ok(8) => return Ok(u64::from_ne_bytes(b)),
-            Ok(n) => anyhow::bail!("short read of {n} bytes"),
-            Err(Errno::EAGAIN) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(n) = try_read_ticks(fd)? {
+            return Ok(n);
         }
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .context("no tick before the deadline")?;
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match ppoll(&mut fds, Some(TimeSpec::from_duration(left)), None) {
+        match ppoll(
+            &mut fds,
+            Some(TimeSpec::from_duration(left(deadline)?)),
+            None,
+        ) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -125,30 +184,57 @@ fn mono() -> Result<Duration> {
     Ok(clock_gettime(ClockId::CLOCK_MONOTONIC)?.into())
 }
 
-/// Runs `ticks` ticks of `t` and records each one's lateness in `l`.
-fn measure(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Result<()> {
+/// Records in `l` ticks `k + 1 ..= k + n` (none past `ticks`) of a ticker started at `start`,
+/// read at `now`: each against its own ideal time, so that in a read of n > 1 ticks all but
+/// the first count as later than the read shows for them.
+fn record(
+    l: &mut Lateness,
+    now: Duration,
+    start: Duration,
+    period: Duration,
+    k: u64,
+    n: u64,
+    ticks: u64,
+) -> Result<()> {
+    for j in k + 1..=(k + n).min(ticks) {
+        let ideal = start + period * j as u32;
+        match now.checked_sub(ideal) {
+            Some(late) => l.hist.record(late.as_nanos() as u64)?,
+            None => {
+                l.early += 1;
+                l.hist.record(0)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long a run of `ticks` ticks may take before it counts as broken: generous, a run is
+/// broken only if ticks stop coming altogether.
+fn allowance(period: Duration, ticks: u64) -> Duration {
+    period * (4 * ticks as u32) + Duration::from_secs(10)
+}
+
+/// Starts `t`, from a time just taken, and records in `l` how long the arming call took if
+/// the ticker cannot start at an exact time. Returns the start.
+fn start(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Result<Duration> {
     let start = mono()?;
     if !t.start(start, period, ticks)? {
         let armed = mono()?.saturating_sub(start).as_nanos() as u64;
         l.start_uncertainty_ns = l.start_uncertainty_ns.max(armed);
     }
-    // Generous: a run is broken only if ticks stop coming altogether.
-    let deadline = Instant::now() + period * (4 * ticks as u32) + Duration::from_secs(10);
+    Ok(start)
+}
+
+/// Runs `ticks` ticks of `t` and records each one's lateness in `l`.
+fn measure(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Result<()> {
+    let start = start(t, period, ticks, l)?;
+    let deadline = Instant::now() + allowance(period, ticks);
     let mut k = 0;
     while k < ticks {
         let n = read_ticks(t.fd(), deadline)?;
         let now = mono()?;
-        // A read of n > 1 ticks: all but the first are later than this read shows for them.
-        for j in k + 1..=(k + n).min(ticks) {
-            let ideal = start + period * j as u32;
-            match now.checked_sub(ideal) {
-                Some(late) => l.hist.record(late.as_nanos() as u64)?,
-                None => {
-                    l.early += 1;
-                    l.hist.record(0)?;
-                }
-            }
-        }
+        record(l, now, start, period, k, n, ticks)?;
         k += n;
     }
     t.stop()?;
@@ -158,6 +244,101 @@ fn measure(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Re
         "{} delivered {k} ticks, {ticks} asked",
         l.source
     );
+    Ok(())
+}
+
+/// The tickers of `measure_many`, each with its start and its ticks read so far.
+struct Many<'a, T> {
+    ts: &'a [T],
+    starts: Vec<Duration>,
+    got: Vec<u64>,
+    period: Duration,
+    ticks: u64,
+}
+
+impl<T: Ticker> Many<'_, T> {
+    /// Polls, with one `ppoll` waiting up to `wait`, every started ticker that has ticks still
+    /// to come, reads each one found readable and records its ticks in `l`. A poll that finds
+    /// some counts as one wake-up; the readable ones are read one after the other, from a
+    /// different one each wake-up, each tick timed just after its own read.
+    fn poll_read(&mut self, wait: Duration, l: &mut Lateness) -> Result<()> {
+        let open: Vec<usize> = (0..self.starts.len())
+            .filter(|&i| self.got[i] < self.ticks)
+            .collect();
+        let mut fds: Vec<PollFd> = open
+            .iter()
+            .map(|&i| PollFd::new(self.ts[i].fd(), PollFlags::POLLIN))
+            .collect();
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+            Ok(0) | Err(Errno::EINTR) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let first = l.wakeups as usize;
+        l.wakeups += 1;
+        for j in 0..fds.len() {
+            let j = (first + j) % fds.len();
+            let ev = fds[j].revents().unwrap_or(PollFlags::empty());
+            ensure!(
+                !ev.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL),
+                "{} {}: poll answered {ev:?}",
+                l.source,
+                open[j]
+            );
+            if !ev.contains(PollFlags::POLLIN) {
+                continue;
+            }
+            let i = open[j];
+            let Some(n) = try_read_ticks(self.ts[i].fd())? else {
+                continue;
+            };
+            let now = mono()?;
+            record(
+                l,
+                now,
+                self.starts[i],
+                self.period,
+                self.got[i],
+                n,
+                self.ticks,
+            )?;
+            self.got[i] += n;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `ticks` ticks of each of `ts`, all of one `period`, started one after the other, and
+/// records the lateness of every tick in `l`, each against its own ticker's start. They are
+/// read together, one `ppoll` on all their descriptors at a time; between two starts, the
+/// ones already started are read without waiting, so that starting the rest does not make
+/// their ticks late.
+fn measure_many<T: Ticker>(ts: &[T], period: Duration, ticks: u64, l: &mut Lateness) -> Result<()> {
+    let mut m = Many {
+        ts,
+        starts: Vec::with_capacity(ts.len()),
+        got: vec![0; ts.len()],
+        period,
+        ticks,
+    };
+    for t in ts {
+        m.starts.push(start(t, period, ticks, l)?);
+        m.poll_read(Duration::ZERO, l)?;
+    }
+    let deadline = Instant::now() + allowance(period, ticks);
+    while m.got.iter().any(|&k| k < ticks) {
+        m.poll_read(left(deadline)?, l)?;
+    }
+    for t in ts {
+        t.stop()?;
+    }
+    for (i, (t, k)) in ts.iter().zip(&m.got).enumerate() {
+        ensure!(
+            !t.limited() || *k == ticks,
+            "{} {i} delivered {k} ticks, {ticks} asked",
+            l.source
+        );
+    }
     Ok(())
 }
 
@@ -173,60 +354,147 @@ fn realtime(cpu: usize, prio: i32) -> Result<()> {
     Ok(())
 }
 
-/// Every source at every period, in rounds that take turns. The reader, the channel's thread
-/// and (since it is armed there) the timerfd's hrtimer all run on `cpu`.
-pub fn lateness(cpu: usize) -> Result<Vec<Lateness>> {
-    let ch = Channel::open()?;
-    let n = Notifier::new()?;
-    ch.attach(0, &n)?;
-    // The thread starts with the first kick; pin it where the reader runs.
-    ch.kick(0, 1)?;
-    ensure!(n.wait()? == 1, "warm-up kick");
-    ch.pin_thread(cpu)?;
-    let module = Module(ch, n);
-    let tfd = TimerFd::new(
-        TimerClock::CLOCK_MONOTONIC,
-        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-    )?;
-    let sources: [(&str, &(dyn Ticker + Sync)); 2] = [("evnotify", &module), ("timerfd", &tfd)];
+/// Makes the calling thread what a new thread of an ordinary program is: `SCHED_OTHER`,
+/// allowed on every CPU (it is already, spawned by a thread that is; this makes sure).
+fn plain() -> Result<()> {
+    crate::cpu::unpin()?;
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: A plain syscall with a valid struct, for the calling thread.
+    Errno::result(unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) })
+        .context("SCHED_OTHER")?;
+    Ok(())
+}
+
+/// What a row reads: one ticker, or every slot of a channel.
+enum Tickers<'a> {
+    One(&'a (dyn Ticker + Sync)),
+    Many(&'a [Slot<'a>]),
+}
+
+/// One row of the results: a source at a period, read one way.
+struct Row<'a> {
+    source: &'static str,
+    period: (&'static str, Duration),
+    reader: Reader,
+    /// Ticks in all (per ticker), over the rounds.
+    ticks: u64,
+    tickers: Tickers<'a>,
+}
+
+/// Runs one round of `row` in a new reader thread, recording in `l`; the pinned reader runs on
+/// `cpu`.
+fn run_round(row: &Row<'_>, cpu: usize, l: &mut Lateness) -> Result<()> {
+    let ticks = row.ticks / ROUNDS;
     thread::scope(|s| {
-        s.spawn(|| -> Result<Vec<Lateness>> {
-            realtime(cpu, PRIO)?;
-            let mut all = Vec::new();
-            for (source, _) in sources {
-                for (period, _) in PERIODS {
-                    all.push(Lateness {
-                        source,
-                        period,
-                        hist: Histogram::new(3)?,
-                        early: 0,
-                        start_uncertainty_ns: 0,
-                    });
-                }
+        s.spawn(|| {
+            match row.reader {
+                Reader::Pinned => realtime(cpu, PRIO)?,
+                Reader::Plain => plain()?,
             }
-            for round in 0..ROUNDS as usize {
-                for i in crate::measure::turn(all.len(), round) {
-                    let (src, per) = (i / PERIODS.len(), i % PERIODS.len());
-                    let ticks = TICKS[per] / ROUNDS;
-                    if round == 0 {
-                        crate::measure::progress(&format!(
-                            "first round: {} {}",
-                            all[i].source, all[i].period
-                        ));
-                    } else {
-                        crate::watchdog::step(&format!(
-                            "round {round}: {} {}",
-                            all[i].source, all[i].period
-                        ));
-                    }
-                    measure(sources[src].1, PERIODS[per].1, ticks, &mut all[i])?;
-                }
+            match row.tickers {
+                Tickers::One(t) => measure(t, row.period.1, ticks, l),
+                Tickers::Many(ts) => measure_many(ts, row.period.1, ticks, l),
             }
-            Ok(all)
         })
         .join()
-        .map_err(|_| anyhow::anyhow!("timer reader panicked"))?
+        .map_err(|_| anyhow!("timer reader panicked"))?
     })
+}
+
+/// A new channel with a notifier on each of its first `slots` slots, and its thread started
+/// (by a kick on slot 0, read back).
+fn channel(slots: u32) -> Result<(Channel, Vec<Notifier>)> {
+    let ch = Channel::open()?;
+    let ns = (0..slots)
+        .map(|slot| {
+            let n = Notifier::new()?;
+            ch.attach(slot, &n)?;
+            Ok(n)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ch.kick(0, 1)?;
+    ensure!(
+        ns[0].wait_timeout(Duration::from_secs(10))? == 1,
+        "warm-up kick not delivered within 10 s"
+    );
+    Ok((ch, ns))
+}
+
+fn slots(ch: &Channel, ns: Vec<Notifier>) -> Vec<Slot<'_>> {
+    (0..)
+        .zip(ns)
+        .map(|(slot, n)| Slot { ch, slot, n })
+        .collect()
+}
+
+fn timerfd() -> Result<TimerFd> {
+    Ok(TimerFd::new(
+        TimerClock::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )?)
+}
+
+/// Every source at every period with each reader, and the 64 slots, in rounds that take
+/// turns; each round of each row in a new reader thread. For the pinned reader, the reader,
+/// the channels' threads and (since it is armed there) the timerfd's hrtimer all run on `cpu`;
+/// the plain reader reads a channel of its own, whose thread is not pinned, and a timerfd of
+/// its own.
+pub fn lateness(cpu: usize) -> Result<Vec<Lateness>> {
+    // The threads start with the warm-up kick: the pinned ones are pinned where the reader
+    // runs.
+    let (pinned_ch, pinned_n) = channel(1)?;
+    pinned_ch.pin_thread(cpu)?;
+    let (plain_ch, plain_n) = channel(1)?;
+    let (many_ch, many_n) = channel(NR_SLOTS)?;
+    many_ch.pin_thread(cpu)?;
+    let pinned = slots(&pinned_ch, pinned_n);
+    let plain_slot = slots(&plain_ch, plain_n);
+    let many = slots(&many_ch, many_n);
+    let (pinned_tfd, plain_tfd) = (timerfd()?, timerfd()?);
+    let mut rows = Vec::new();
+    for (reader, module, tfd) in [
+        (Reader::Pinned, &pinned[0], &pinned_tfd),
+        (Reader::Plain, &plain_slot[0], &plain_tfd),
+    ] {
+        let sources: [(&str, &(dyn Ticker + Sync)); 2] = [("evnotify", module), ("timerfd", tfd)];
+        for (source, t) in sources {
+            for (period, ticks) in PERIODS.into_iter().zip(TICKS) {
+                rows.push(Row {
+                    source,
+                    period,
+                    reader,
+                    ticks,
+                    tickers: Tickers::One(t),
+                });
+            }
+        }
+    }
+    rows.push(Row {
+        source: SLOTS_SOURCE,
+        period: SLOTS_PERIOD,
+        reader: Reader::Pinned,
+        ticks: SLOTS_TICKS,
+        tickers: Tickers::Many(&many),
+    });
+    let mut all = rows
+        .iter()
+        .map(|r| Lateness::new(r.source, r.period.0, r.reader))
+        .collect::<Result<Vec<_>>>()?;
+    for round in 0..ROUNDS as usize {
+        for i in crate::measure::turn(rows.len(), round) {
+            let what = format!(
+                "{} {}, {:?} reader",
+                rows[i].source, rows[i].period.0, rows[i].reader
+            );
+            if round == 0 {
+                crate::measure::progress(&format!("first round: {what}"));
+            } else {
+                crate::watchdog::step(&format!("round {round}: {what}"));
+            }
+            run_round(&rows[i], cpu, &mut all[i]).with_context(|| what.clone())?;
+        }
+    }
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -234,22 +502,12 @@ mod tests {
     use super::*;
 
     fn lateness(source: &'static str) -> Lateness {
-        Lateness {
-            source,
-            period: "1ms",
-            hist: Histogram::new(3).unwrap(),
-            early: 0,
-            start_uncertainty_ns: 0,
-        }
+        Lateness::new(source, "1ms", Reader::Pinned).unwrap()
     }
 
     #[test]
     fn timerfd_ticks_are_each_counted_and_none_early() {
-        let tfd = TimerFd::new(
-            TimerClock::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )
-        .unwrap();
+        let tfd = timerfd().unwrap();
         let mut l = lateness("timerfd");
         measure(&tfd, Duration::from_millis(1), 30, &mut l).unwrap();
         // Counted again from a new start, with nothing left over from the first run.
@@ -258,6 +516,23 @@ mod tests {
         assert_eq!(l.early, 0);
         // Started at an exact time.
         assert_eq!(l.start_uncertainty_ns, 0);
+        // Read one at a time: no wake-ups counted.
+        assert_eq!(l.wakeups, 0);
+    }
+
+    #[test]
+    fn a_plain_reader_round_runs_in_a_thread_of_its_own() {
+        let tfd = timerfd().unwrap();
+        let row = Row {
+            source: "timerfd",
+            period: PERIODS[0],
+            reader: Reader::Plain,
+            ticks: 20 * ROUNDS,
+            tickers: Tickers::One(&tfd),
+        };
+        let mut l = Lateness::new("timerfd", "1ms", Reader::Plain).unwrap();
+        run_round(&row, 0, &mut l).unwrap();
+        assert_eq!((l.hist.len(), l.early), (20, 0));
     }
 
     /// Delivers all its ticks, and `extra` more, at once when started.
@@ -279,30 +554,24 @@ mod tests {
         }
     }
 
+    fn bursts(n: usize, extra: u64) -> Vec<Burst> {
+        (0..n)
+            .map(|_| Burst(Notifier::new().unwrap(), extra))
+            .collect()
+    }
+
     #[test]
     fn every_tick_of_one_read_is_counted_against_its_own_ideal_time() {
         // Ten ticks read at once, right after the start: each one before its ideal time.
         let mut l = lateness("burst");
-        measure(
-            &Burst(Notifier::new().unwrap(), 0),
-            Duration::from_secs(1),
-            10,
-            &mut l,
-        )
-        .unwrap();
+        measure(&bursts(1, 0)[0], Duration::from_secs(1), 10, &mut l).unwrap();
         assert_eq!((l.hist.len(), l.early), (10, 10));
     }
 
     #[test]
     fn a_limited_ticker_that_delivers_more_fails_the_run() {
         let mut l = lateness("burst");
-        let err = measure(
-            &Burst(Notifier::new().unwrap(), 1),
-            Duration::from_secs(1),
-            10,
-            &mut l,
-        )
-        .unwrap_err();
+        let err = measure(&bursts(1, 1)[0], Duration::from_secs(1), 10, &mut l).unwrap_err();
         assert!(err.to_string().contains("11 ticks, 10 asked"), "{err}");
     }
 
@@ -311,5 +580,120 @@ mod tests {
         let n = Notifier::new().unwrap();
         let err = read_ticks(n.as_fd(), Instant::now() + Duration::from_millis(5)).unwrap_err();
         assert!(err.to_string().contains("deadline"), "{err}");
+    }
+
+    #[test]
+    fn tickers_started_one_after_another_are_read_between_the_starts() {
+        // Each burst is read by the poll after its own start, before the next one starts:
+        // one wake-up each, every tick counted once.
+        let mut l = lateness("bursts");
+        let ts = bursts(5, 0);
+        measure_many(&ts, Duration::from_secs(1), 7, &mut l).unwrap();
+        assert_eq!((l.hist.len(), l.early, l.wakeups), (35, 35, 5));
+        // Nothing left unread.
+        assert!(ts.iter().all(|t| t.0.try_read().unwrap().is_none()));
+    }
+
+    #[test]
+    fn a_limited_ticker_among_many_that_delivers_more_fails_the_run() {
+        let mut l = lateness("bursts");
+        let err = measure_many(&bursts(3, 1), Duration::from_secs(1), 4, &mut l).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("bursts 0 delivered 5 ticks, 4 asked"),
+            "{err}"
+        );
+    }
+
+    /// Delivers `ticks` ticks on each of `on_start` when started, none on its own.
+    struct Posts<'a> {
+        n: &'a Notifier,
+        on_start: &'a [Notifier],
+    }
+
+    impl Ticker for Posts<'_> {
+        fn start(&self, _now: Duration, _period: Duration, ticks: u64) -> Result<bool> {
+            for n in self.on_start {
+                n.post(ticks)?;
+            }
+            Ok(true)
+        }
+        fn stop(&self) -> Result<()> {
+            Ok(())
+        }
+        fn limited(&self) -> bool {
+            true
+        }
+        fn fd(&self) -> BorrowedFd<'_> {
+            self.n.as_fd()
+        }
+    }
+
+    #[test]
+    fn ticks_of_many_ready_at_once_are_all_read_in_one_wakeup() {
+        // The last one to start delivers everyone's ticks: one poll finds all 64 readable.
+        let ns: Vec<Notifier> = (0..64).map(|_| Notifier::new().unwrap()).collect();
+        let ts: Vec<Posts> = (0..ns.len())
+            .map(|i| Posts {
+                n: &ns[i],
+                on_start: if i == ns.len() - 1 { &ns } else { &[] },
+            })
+            .collect();
+        let mut l = lateness("posts");
+        measure_many(&ts, Duration::from_secs(1), 3, &mut l).unwrap();
+        assert_eq!((l.hist.len(), l.early, l.wakeups), (192, 192, 1));
+        // Started at exact times.
+        assert_eq!(l.start_uncertainty_ns, 0);
+    }
+
+    /// Delivers its one tick when started, then takes `STAGGER` before it returns: the next
+    /// ticker starts that much later.
+    struct Staggered(Notifier);
+
+    const STAGGER: Duration = Duration::from_millis(60);
+
+    impl Ticker for Staggered {
+        fn start(&self, _now: Duration, _period: Duration, ticks: u64) -> Result<bool> {
+            self.0.post(ticks)?;
+            thread::sleep(STAGGER);
+            Ok(true)
+        }
+        fn stop(&self) -> Result<()> {
+            Ok(())
+        }
+        fn limited(&self) -> bool {
+            true
+        }
+        fn fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+
+    #[test]
+    fn each_ticker_is_measured_from_its_own_start() {
+        // Ticker i starts at about i × 60 ms, its tick is due 40 ms later, and it is read
+        // once its start returns, 60 ms after it began: 20 ms late, each of them. Against the
+        // first ticker's start the later ones would be 80, 140, 200 ms late; against the
+        // next one's, early.
+        let ts: Vec<Staggered> = (0..4)
+            .map(|_| Staggered(Notifier::new().unwrap()))
+            .collect();
+        let mut l = lateness("staggered");
+        measure_many(&ts, Duration::from_millis(40), 1, &mut l).unwrap();
+        assert_eq!((l.hist.len(), l.early), (4, 0));
+        assert!(l.hist.min() >= 20_000_000, "{} ns", l.hist.min());
+        // Generous for a loaded host: sleeping may overrun, not by 60 ms.
+        assert!(l.hist.max() < 70_000_000, "{} ns", l.hist.max());
+    }
+
+    #[test]
+    fn timerfds_read_together_tick_on_time() {
+        // Real tickers: every tick counted, none before its own ideal time.
+        let ts: Vec<TimerFd> = (0..8).map(|_| timerfd().unwrap()).collect();
+        let mut l = lateness("timerfds");
+        measure_many(&ts, Duration::from_millis(1), 20, &mut l).unwrap();
+        assert_eq!(l.hist.len(), 160);
+        assert_eq!(l.early, 0);
+        assert!(l.wakeups > 0);
     }
 }
