@@ -36,6 +36,7 @@
 mod busypoll;
 mod channel;
 mod compat;
+mod deadlines;
 mod eventfd;
 mod kthread;
 mod limits;

@@ -153,8 +153,9 @@ pub(crate) struct Shared {
     /// in progress. Ordered before `inner`.
     #[pin]
     serving: Mutex<Alarm>,
-    /// Queues the channel on its worker at its next deadline (a timer tick or an echo), with
-    /// the precision of an hrtimer, as timerfd does.
+    /// Fires at the channel's next deadline (a timer tick or an echo), with the precision of
+    /// an hrtimer, as timerfd's does: delivers lone ticks itself, queues the channel on its
+    /// worker for the rest.
     #[pin]
     alarm: HrTimer<Shared>,
     pub(crate) count: Counters,

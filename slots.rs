@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A channel's slots and their arithmetic, under the channel's lock: pending kicks and their
-//! bound, coalescing, echoes, timers' ticks, round robin, and the counters of the stats
-//! identity. Pure state: it takes no lock and wakes nobody (the caller holds the lock and
-//! acts on what the methods return). Calls only the leaf wrappers it stores.
+//! bound, coalescing, echoes arriving, round robin, and the counters of the stats identity;
+//! what falls due when (timers' ticks, echoes) is `deadlines.rs`. Pure state: it takes no
+//! lock and wakes nobody (the caller holds the lock and acts on what the methods return).
+//! Calls only the leaf wrappers it stores.
 
 use crate::{
     eventfd::EventFd,
@@ -53,7 +54,7 @@ pub(crate) struct Extra {
     /// The slot's periodic timer, if running.
     pub(crate) timer: Option<Timer>,
     /// When the slot's waiting echo becomes due, if it has one (see `Inner::echo_mask`).
-    echo_due: Option<Instant<Monotonic>>,
+    pub(crate) echo_due: Option<Instant<Monotonic>>,
 }
 
 /// The [`Extra`]s of a channel's slots.
@@ -231,94 +232,10 @@ impl Inner {
         was_idle
     }
 
-    /// Queues the ticks of every timer due at `now`, and makes waiting echoes due once their
-    /// time came. The caller reads the clock, so that tests of the arithmetic need not.
-    ///
-    /// For the `alarm`, a lone due tick of a slot with no signal and nothing pending or in
-    /// flight is not queued but taken: it is returned in the mask, for the alarm to deliver
-    /// (to the slot's eventfd, if any) and then pass to [`Inner::alarm_delivered`].
-    pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>, alarm: bool) -> u64 {
-        let mut taken = 0;
-        if self.timer_mask == 0 && self.echo_mask == 0 {
-            return taken;
-        }
-        for slot in bits(self.echo_mask) {
-            if self
-                .extra(slot)
-                .and_then(|x| x.echo_due)
-                .is_some_and(|due| (now - due).as_nanos() >= 0)
-            {
-                self.echo_mask &= !(1 << slot);
-                self.pending_mask |= 1 << slot;
-            }
-        }
-        for slot in bits(self.timer_mask) {
-            let Some(x) = self.extra_mut(slot) else {
-                continue;
-            };
-            let no_signal = x.sig.is_none();
-            let Some(timer) = x.timer.as_mut() else {
-                continue;
-            };
-            let (due, expired) = timer.take_due(now);
-            if expired {
-                x.timer = None;
-                self.timer_mask &= !(1 << slot);
-            }
-            let s = &self.slots[slot];
-            let busy = s.pending != 0 || (self.in_flight != 0 && self.in_flight_slot == slot);
-            if due == 1 && alarm && no_signal && !busy {
-                self.timer_ticks = self.timer_ticks.wrapping_add(1);
-                self.alarm_mask |= 1 << slot;
-                taken |= 1 << slot;
-            } else if due != 0 {
-                self.queue(slot, due, Source::Timer);
-            }
-        }
-        taken
-    }
-
-    /// Marks the ticks the alarm took (the mask `fire_timers` returned) as delivered.
-    pub(crate) fn alarm_delivered(&mut self, taken: u64) {
-        self.alarm_mask &= !taken;
-        self.handled = self.handled.wrapping_add(u64::from(taken.count_ones()));
-    }
-
     /// Kicks and ticks not yet handled: in the slots, in flight, and with the alarm.
     pub(crate) fn pending(&self) -> u64 {
         let taken = self.in_flight + u64::from(self.alarm_mask.count_ones());
         self.slots.iter().fold(taken, |n, s| n + s.pending)
-    }
-
-    /// Replaces (or, with `None`, cancels) the timer of `slot`. Ticks the old timer already
-    /// owes are queued first: a late tick is delivered late, never skipped, even when the
-    /// thread had not woken for it yet.
-    /// A new timer needs the extra state: without it, only a cancel (which has nothing to do).
-    pub(crate) fn replace_timer(
-        &mut self,
-        slot: usize,
-        timer: Option<Timer>,
-        now: Instant<Monotonic>,
-    ) {
-        self.fire_timers(now, false);
-        self.timer_mask &= !(1 << slot);
-        let running = u64::from(timer.is_some()) << slot;
-        if let Some(x) = self.extra_mut(slot) {
-            x.timer = timer;
-            self.timer_mask |= running;
-        }
-    }
-
-    /// When the earliest timer or echo is due, if any.
-    pub(crate) fn next_deadline(&self) -> Option<Instant<Monotonic>> {
-        let now = Instant::<Monotonic>::now();
-        let echoes = bits(self.echo_mask).filter_map(|slot| self.extra(slot)?.echo_due);
-        Iterator::chain(
-            bits(self.timer_mask)
-                .filter_map(|slot| self.extra(slot)?.timer.as_ref().map(Timer::deadline)),
-            echoes,
-        )
-        .min_by_key(|d| (*d - now).as_nanos())
     }
 
     /// Takes the pending kicks of the next slot with work, with its targets: up to [`BATCH`],
@@ -365,13 +282,14 @@ impl Inner {
     }
 }
 
-#[kunit_tests(rust_evnotify_slots)]
-mod tests {
+/// What the KUnit suites of this file and `deadlines.rs` share.
+#[cfg(CONFIG_KUNIT = "y")]
+pub(crate) mod testing {
     use super::*;
 
     /// Every kick and tick accepted is handled, pending (in a slot or in flight) or
     /// coalesced, modulo 2^64: the header's stats identity.
-    fn identity(i: &Inner) -> bool {
+    pub(crate) fn identity(i: &Inner) -> bool {
         i.kicks.wrapping_add(i.timer_ticks)
             == i.handled
                 .wrapping_add(i.pending())
@@ -380,11 +298,22 @@ mod tests {
 
     /// A channel's state with the slots' extra state, as a channel with timers, signals or
     /// kick eventfds has it.
-    fn with_extra() -> Result<KBox<Inner>> {
+    pub(crate) fn with_extra() -> Result<KBox<Inner>> {
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
         i.extra = Some(Extra::all()?);
         Ok(i)
     }
+}
+
+#[kunit_tests(rust_evnotify_slots)]
+mod tests {
+    use super::{
+        testing::{
+            identity,
+            with_extra, //
+        },
+        *,
+    };
 
     /// Takes one unit of work, retires it, and returns its slot and size.
     fn take(i: &mut Inner) -> Option<(usize, u64)> {
@@ -500,67 +429,6 @@ mod tests {
         assert_eq!(take(&mut i), Some((1, BATCH)));
         assert_eq!(take(&mut i), Some((1, 1)));
         assert_eq!(take(&mut i), None);
-        assert!(identity(&i));
-        Ok(())
-    }
-
-    #[test]
-    fn cancel_delivers_owed_ticks() -> Result {
-        let mut i = with_extra()?;
-        let min = uapi::MIN_PERIOD_NS;
-        // The clock is read once: what is owed depends on the times given, not on how fast
-        // the machine runs.
-        let now = Instant::now();
-        // A one-shot timer whose tick fell due before the thread came round to it, cancelled.
-        let start = now - Delta::from_micros(1500);
-        i.replace_timer(1, Some(Timer::starting(start, min, 1)?), start);
-        assert_eq!((i.slots[1].pending, i.timer_mask), (0, 1 << 1));
-        i.replace_timer(1, None, now);
-        assert_eq!((i.slots[1].pending, i.timer_ticks, i.timer_mask), (1, 1, 0));
-        // A running timer owing two ticks at `now`, replaced by another.
-        let start = now - Delta::from_micros(2500);
-        i.replace_timer(2, Some(Timer::starting(start, min, 0)?), start);
-        i.replace_timer(2, Some(Timer::starting(now, min, 0)?), now);
-        assert_eq!((i.slots[2].pending, i.timer_ticks), (2, 3));
-        assert!(identity(&i));
-        Ok(())
-    }
-
-    #[test]
-    fn alarm_takes_only_lone_ticks_of_idle_slots() -> Result {
-        let mut i = with_extra()?;
-        let min = uapi::MIN_PERIOD_NS;
-        let now = Instant::now();
-        let one = now - Delta::from_nanos(min as i64);
-        for slot in 1..=3 {
-            i.replace_timer(slot, Some(Timer::starting(one, min, 0)?), one);
-        }
-        // Two periods late: a catch-up, left to the thread.
-        let two = now - Delta::from_nanos(2 * min as i64);
-        i.replace_timer(4, Some(Timer::starting(two, min, 0)?), two);
-        i.queue(2, 3, Source::Ioctl);
-        i.extra.as_deref_mut().ok_or(EINVAL)?[3].sig = Some(Arc::new(
-            SigTarget::current_process(uapi::SIGIO)?,
-            GFP_KERNEL,
-        )?);
-        assert_eq!(i.fire_timers(now, true), 1 << 1);
-        // Slot 2 had kicks pending, slot 3 a signal, slot 4 two ticks due.
-        let pending = i.slots.iter().map(|s| s.pending);
-        assert!(pending.take(5).eq([0, 0, 4, 1, 2]));
-        assert_eq!((i.timer_ticks, i.pending()), (5, 8));
-        assert!(identity(&i));
-        // The taken tick counts against its slot's bound until delivered.
-        i.queue(1, MAX_PENDING, Source::Ioctl);
-        assert_eq!((i.slots[1].pending, i.coalesced), (MAX_PENDING - 1, 1));
-        i.alarm_delivered(1 << 1);
-        assert_eq!((i.handled, i.alarm_mask), (1, 0));
-        assert!(identity(&i));
-        // Nothing more is due, and the thread never takes a tick for the alarm.
-        assert_eq!(i.fire_timers(now, true), 0);
-        let later = now + Delta::from_nanos(min as i64);
-        i.replace_timer(5, Some(Timer::starting(now, min, 0)?), now);
-        assert_eq!(i.fire_timers(later, false), 0);
-        assert_eq!(i.slots[5].pending, 1);
         assert!(identity(&i));
         Ok(())
     }
