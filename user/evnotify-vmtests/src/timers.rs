@@ -13,6 +13,7 @@ pub const TESTS: &[Test] = &[
     ("timer_close_stops", timer_close_stops),
     ("timer_errors", timer_errors),
     ("timer_ticks_skip_the_thread", timer_ticks_skip_the_thread),
+    ("timer_ticks_echo_from_the_timer", timer_ticks_echo_from_the_timer),
 ];
 
 const MS: Duration = Duration::from_millis(1);
@@ -94,6 +95,46 @@ fn timer_runs_beside_kicks() -> Result<()> {
     Ok(())
 }
 
+/// Waits for the channel's timers to run out of ticks and everything to be delivered.
+fn ended(ch: &Channel) -> Result<sys::Stats> {
+    let deadline = std::time::Instant::now() + hang();
+    loop {
+        let s = ch.stats()?;
+        if s.timers == 0 && s.pending == 0 {
+            return Ok(s);
+        }
+        ensure!(std::time::Instant::now() < deadline, "timers never ended: {s:?}");
+        thread::sleep(10 * MS);
+    }
+}
+
+/// A tick the timer delivers itself into an eventfd that is the kick eventfd of another slot
+/// is an echo, as one from the thread is: each tick kicks that slot once, counted in
+/// `fd_kicks`, and is delivered (or, if one already waits, coalesced) after its delay. With
+/// the same channel on both ends, a timer that signalled under the channel's lock would
+/// deadlock here.
+fn timer_ticks_echo_from_the_timer() -> Result<()> {
+    const TICKS: u64 = 20;
+    let ch = Channel::open()?;
+    let (e, f) = (Notifier::new()?, Notifier::new()?);
+    ch.attach(0, &e)?;
+    ch.attach_kickfd(1, &e)?;
+    ch.attach(1, &f)?;
+    ch.set_timer(0, 10 * MS, TICKS)?;
+    let s = ended(&ch)?;
+    let echoed = f.drain()?;
+    ensure!(
+        s.timer_ticks == TICKS
+            && s.kicks == TICKS
+            && s.fd_kicks == TICKS
+            && echoed + s.coalesced == TICKS
+            && s.notifies == TICKS + echoed
+            && e.drain()? == 0,
+        "{echoed} echoes read: {s:?}"
+    );
+    Ok(())
+}
+
 /// Waits for at least `want` ticks on `n`; returns how many came.
 fn at_least(n: &Notifier, want: u64) -> Result<u64> {
     let mut got = 0;
@@ -134,13 +175,7 @@ fn timer_ticks_skip_the_thread() -> Result<()> {
     quiet.kick(63, 1)?;
     let before = crate::idle(&quiet)?;
     quiet.set_timer(1, 10 * MS, TICKS)?;
-    let mut s = crate::idle(&quiet)?;
-    let deadline = std::time::Instant::now() + hang();
-    while s.timers != 0 || s.pending != 0 {
-        ensure!(std::time::Instant::now() < deadline, "timer never ended: {s:?}");
-        thread::sleep(10 * MS);
-        s = quiet.stats()?;
-    }
+    let s = ended(&quiet)?;
     ensure!(
         s.timer_ticks == TICKS && s.dropped == TICKS + 1 && s.notifies == 0,
         "{s:?}"
