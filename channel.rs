@@ -4,7 +4,8 @@
 //! (`rust_evnotify.rs`). Owns the file's view of a channel: its [`Shared`] state, its worker and
 //! its place in the limits. May call `shared`, `slots`, `limits`, `worker` and the leaf
 //! wrappers. A new ioctl is a method here; a new way to deliver belongs to the slot state
-//! (`slots.rs`) and `Shared::deliver` (`shared.rs`).
+//! (`slots.rs`, `deadlines.rs`) and `shared.rs` (`Shared::deliver` for the thread, the alarm's
+//! callback for interrupt context).
 
 use crate::{
     eventfd::{
@@ -256,9 +257,9 @@ impl Channel {
 
     /// The channel's counters.
     ///
-    /// Everything is read under the lock that the thread retires a batch under, so the
-    /// header's identity holds in every snapshot, and once `pending` shows 0 the thread's
-    /// deliveries for everything handled are counted.
+    /// Everything is read under the lock that the thread retires a batch under (and the alarm
+    /// its ticks), so the header's identity holds in every snapshot, and once `pending` shows
+    /// 0 the deliveries for everything handled are counted.
     pub(crate) fn stats(&self) -> uapi::Stats {
         let shared = &self.shared;
         let c = &shared.count;
@@ -334,7 +335,7 @@ impl Channel {
                 let x = inner.extra(slot);
                 (
                     s.efd.is_some(),
-                    s.pending,
+                    inner.slot_pending(slot),
                     x.and_then(|x| x.sig.as_ref()).map_or(0, |t| t.signo()),
                     x.and_then(|x| x.timer.as_ref()).map(Timer::describe),
                 )

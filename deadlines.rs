@@ -56,8 +56,7 @@ impl Inner {
                 x.timer = None;
                 self.timer_mask &= !(1 << slot);
             }
-            let s = &self.slots[slot];
-            let busy = s.pending != 0 || (self.in_flight != 0 && self.in_flight_slot == slot);
+            let busy = self.slot_pending(slot) != 0;
             if due == 1 && alarm && no_signal && !busy {
                 self.timer_ticks = self.timer_ticks.wrapping_add(1);
                 self.alarm_mask |= 1 << slot;

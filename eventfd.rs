@@ -58,9 +58,11 @@ impl EventFd {
     }
 
     /// Adds one to the eventfd's counter and wakes its readers, with [`ECHO`] in the wake-up
-    /// key, so that a [`KickFd`] on the same eventfd knows the kick came from a channel thread.
+    /// key, so that a [`KickFd`] on the same eventfd knows the kick came from a channel (its
+    /// thread, or its alarm).
     ///
-    /// Must not be called from an eventfd wake-up callback (the C function warns on that).
+    /// Must not be called from an eventfd wake-up callback (the C function warns on that). May
+    /// be called from hard interrupt context, as VFIO's interrupt handlers do.
     pub(crate) fn signal(&self) {
         // SAFETY: `ctx` is valid by the type invariant.
         unsafe { bindings::eventfd_signal_mask(self.ctx.as_ptr(), ECHO as u32) };
@@ -81,7 +83,7 @@ const EPOLLHUP: usize = 0x0010;
 /// A wake-up key bit of our own, in the range that `eventpoll.h` and `poll.h` leave unused
 /// (bits 16 to 26), the way io_uring tags its own eventfd wake-ups with `EPOLL_URING_WAKE`.
 /// Other waiters only test the bits they asked for, so they ignore it. No interface tells a
-/// channel thread's wake-up from another, so this is the one place that relies on the bit
+/// channel's wake-up from another, so this is the one place that relies on the bit
 /// being free: Kbuild refuses a kernel whose poll headers define it.
 const ECHO: usize = 1 << 26;
 const _: () = assert!(
@@ -90,11 +92,12 @@ const _: () = assert!(
 );
 
 /// Receives the kicks of a [`KickFd`]. Both methods may run in atomic context, under the
-/// eventfd's wait-queue lock with interrupts off: they must not sleep or signal an eventfd, and
+/// eventfd's wait-queue lock with interrupts off, also in hard interrupt context (a channel's
+/// alarm signals from its hrtimer callback): they must not sleep or signal an eventfd, and
 /// their work must be bounded.
 pub(crate) trait KickSink: Send + Sync {
     /// `count` was written to the eventfd (its counter is already consumed); `echo` tells
-    /// whether the write was a channel thread's [`EventFd::signal`].
+    /// whether the write was a channel's [`EventFd::signal`].
     fn kicked(&self, count: u64, echo: bool);
     /// User space closed the eventfd; no more kicks will come. The owner should drop the
     /// [`KickFd`] soon, from process context. Only an armed hook reports it.

@@ -101,7 +101,7 @@ impl KickSink for SlotSink {
     }
 }
 
-/// The counters of what the thread did; see `struct evnotify_stats`.
+/// The counters of what the thread and the alarm did; see `struct evnotify_stats`.
 pub(crate) struct Counters {
     pub(crate) notifies: Atomic<u64>,
     pub(crate) signals: Atomic<u64>,
@@ -111,9 +111,7 @@ pub(crate) struct Counters {
     pub(crate) polled: Atomic<u64>,
 }
 
-/// The channel's alarm as its worker last set it. Only the worker starts or cancels it, and
-/// `close` clears it; its callback may re-arm it (for a time after `at`, which `set_alarm` then
-/// sees has passed).
+/// The channel's alarm as its worker last set it. Only the worker sets it, and `close` clears it.
 struct Alarm {
     /// The armed timer; dropping the handle cancels it.
     handle: Option<ArcHrTimerHandle<Shared>>,
@@ -180,32 +178,32 @@ impl HrTimerCallback for Shared {
     type Pointer<'a> = Arc<Shared>;
 
     /// Delivers the due ticks of idle slots itself, one eventfd signal each, as timerfd's
-    /// callback wakes its reader: no hop through the worker. The rest (signals, catch-ups,
-    /// busy slots, echoes) is queued for the worker. Then re-arms for the next deadline.
+    /// callback wakes its reader: no hop through the worker. Queues the channel on its worker
+    /// for the rest (signals, catch-ups, busy slots, echoes) and to re-arm the alarm.
     ///
-    /// In hard interrupt context: bounded work (a signal per slot at most), spinlocks only.
-    /// The last reference to a detached eventfd may be dropped here, which frees it with
-    /// `kfree` and `ida_free`, both fine in interrupt context.
-    fn run(
-        this: ArcBorrow<'_, Shared>,
-        mut ctx: HrTimerCallbackContext<'_, Self>,
-    ) -> HrTimerRestart {
+    /// Never re-arms itself: as timerfd leaves re-arming to its reader ("to avoid DoS attacks
+    /// specifying a very short timer period", `fs/timerfd.c`), the alarm fires again only once
+    /// the worker, a schedulable thread, has run. So the interrupt work a user can cause is
+    /// paced by that thread: at most one eventfd signal per slot per expiry.
+    ///
+    /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
+    /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
+    /// and `ida_free`, both fine in interrupt context.
+    fn run(this: ArcBorrow<'_, Shared>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
         let mut efds: [Option<Arc<EventFd>>; NR_SLOTS] = [const { None }; NR_SLOTS];
         let mut inner = this.inner.lock();
         if inner.closed {
             return HrTimerRestart::NoRestart;
         }
-        let was_idle = inner.idle();
         let taken = inner.fire_timers(Instant::now(), true);
         for slot in bits(taken) {
             efds[slot] = inner.slots[slot].efd.clone();
         }
-        if was_idle && !inner.idle() {
+        if !inner.idle() || inner.next_deadline().is_some() {
             if let Some(runner) = this.runner.as_ref() {
                 runner.enqueue(this, false);
             }
         }
-        let next = inner.next_deadline();
         drop(inner);
         if taken != 0 {
             // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
@@ -221,20 +219,7 @@ impl HrTimerCallback for Shared {
                 .add(u64::from(taken.count_ones()) - signalled, Relaxed);
             this.inner.lock().alarm_delivered(taken);
         }
-        let Some(next) = next else {
-            return HrTimerRestart::NoRestart;
-        };
-        // Spaced from this expiry as `set_alarm` spaces them.
-        let at = this.alarm.expires();
-        let floor = at + ALARM_GAP;
-        let next = if (next - floor).as_nanos() < 0 {
-            floor
-        } else {
-            next
-        };
-        // From its own expiry, by exactly the gap to `next`: once.
-        ctx.forward(at, next - at);
-        HrTimerRestart::Restart
+        HrTimerRestart::NoRestart
     }
 }
 
@@ -311,8 +296,9 @@ impl Shared {
         if unchanged && alarm.handle.is_some() {
             return;
         }
-        // Cancelling waits for a running callback, which takes `inner` and the run queue:
-        // neither is held here.
+        // Cancelling waits for a running callback, which takes `inner`, the run queue and the
+        // wait-queue locks of the eventfds it signals (and, through their waiters, other
+        // channels' `inner` and run queues): none is held here.
         drop(alarm.handle.take());
         alarm.handle = at.map(|at| self.clone().start(at));
         alarm.at = at;
@@ -471,7 +457,8 @@ impl Shared {
 
 // SAFETY: A channel's links of ID 0 are used by the queue of the runner in `Shared::runner`
 // only, which is set once (`SetOnce`) and never changes; `serve` re-enqueues on that runner, and
-// `Shared::update` and `serve` enqueue under `inner` after checking `closed`.
+// `Shared::update`, `serve` and the alarm's callback enqueue under `inner` after checking
+// `closed`.
 unsafe impl Served for Shared {
     /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue

@@ -79,7 +79,7 @@ pub(crate) enum Source {
     Ioctl,
     /// A write to a kick eventfd.
     KickFd,
-    /// A kick eventfd signalled by a channel thread (this one or another): a feedback loop
+    /// A kick eventfd signalled by a channel (this one or another): a feedback loop
     /// or a chain.
     Echo,
     /// A due timer.
@@ -199,16 +199,9 @@ impl Inner {
             self.fd_kicks = self.fd_kicks.wrapping_add(count);
         }
         let bit = 1u64 << slot;
-        // The batch being delivered, and a tick the alarm delivers, still count against the
-        // slot's bound.
-        let held = if slot == self.in_flight_slot {
-            self.in_flight
-        } else {
-            0
-        } + u64::from(self.alarm_mask & bit != 0);
-        let s = &mut self.slots[slot];
         // Saturating: a broken invariant must not panic here, in a wake-up callback.
-        let room = MAX_PENDING.saturating_sub(held + s.pending);
+        let room = MAX_PENDING.saturating_sub(self.slot_pending(slot));
+        let s = &mut self.slots[slot];
         let mut take = count.min(room);
         if source == Source::Echo {
             take = take.min(u64::from(s.pending == 0));
@@ -230,6 +223,17 @@ impl Inner {
         self.echo_mask &= !bit;
         self.pending_mask |= bit;
         was_idle
+    }
+
+    /// Kicks and ticks of `slot` not yet handled, what counts against its bound: queued, in the
+    /// batch being delivered, and with the alarm.
+    pub(crate) fn slot_pending(&self, slot: usize) -> u64 {
+        let in_flight = if slot == self.in_flight_slot {
+            self.in_flight
+        } else {
+            0
+        };
+        self.slots[slot].pending + in_flight + u64::from(self.alarm_mask & (1 << slot) != 0)
     }
 
     /// Kicks and ticks not yet handled: in the slots, in flight, and with the alarm.

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Periodic ticks that a channel's thread delivers on its own: pure arithmetic on the
-//! monotonic clock, with its KUnit cases; calls only `uapi` for the bounds. The thread sleeps
-//! until the earliest deadline on an hrtimer (`alarm` in `shared.rs`), so ticks are as
-//! punctual as timerfd's.
+//! Periodic ticks that a channel delivers on its own: pure arithmetic on the monotonic clock,
+//! with its KUnit cases; calls only `uapi` for the bounds. The channel's hrtimer (`alarm` in
+//! `shared.rs`) fires at the earliest deadline and signals lone ticks itself, as timerfd's
+//! wakes its reader.
 
 use crate::uapi;
 use kernel::{

@@ -106,8 +106,8 @@ struct evnotify_kick {
 struct evnotify_stats {
 	__u64 kicks;		/* kicks accepted: by ioctl and by kick eventfd */
 	__u64 fd_kicks;		/* of which came from kick eventfd writes */
-	__u64 timer_ticks;	/* ticks queued by timers */
-	__u64 handled;		/* kicks and ticks taken for delivery */
+	__u64 timer_ticks;	/* ticks produced by timers */
+	__u64 handled;		/* kicks and ticks delivered or dropped */
 	__u64 notifies;		/* eventfd_signal() calls made (thread and timer) */
 	__u64 signals;		/* process signals sent */
 	__u64 dropped;		/* handled with no eventfd and no signal sent */
@@ -130,10 +130,11 @@ struct evnotify_stats {
  * Start a periodic timer on a slot: one tick per period, delivered like a
  * kick, with no help from user space.  A tick that falls due alone on a slot
  * with nothing pending and no signal is signalled from the timer's interrupt,
- * as timerfd's are, without waking the channel's thread (nor counting in
- * wakeups or polled); the thread delivers the others (several ticks due at
- * once, slots with kicks pending, signals).  Late ticks are delivered late,
- * never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
+ * as timerfd wakes its reader, and not counted in wakeups or polled; the
+ * channel's thread delivers the others (several ticks due at once, slots with
+ * kicks pending, signals) and re-arms the timer after each expiry, so a thread
+ * that cannot run delays the next tick.  Late ticks are delivered late, never
+ * skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
  * returns.  Setting a timer replaces the slot's timer.
  */
 struct evnotify_timer {
