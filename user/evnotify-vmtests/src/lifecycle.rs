@@ -50,7 +50,7 @@ fn device_node_is_root_only() -> Result<()> {
 fn version_and_features() -> Result<()> {
     let v = Channel::open()?.version()?;
     ensure!(
-        v.api_version == sys::API_VERSION && v.api_version == 4,
+        v.api_version == sys::API_VERSION && v.api_version == 5,
         "{v:?}"
     );
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");

@@ -12,8 +12,14 @@ pub const TESTS: &[Test] = &[
     ("timer_runs_beside_kicks", timer_runs_beside_kicks),
     ("timer_close_stops", timer_close_stops),
     ("timer_errors", timer_errors),
-    ("timer_ticks_delivered_by_the_timer", timer_ticks_delivered_by_the_timer),
-    ("timer_ticks_echo_from_the_timer", timer_ticks_echo_from_the_timer),
+    (
+        "timer_ticks_delivered_by_the_timer",
+        timer_ticks_delivered_by_the_timer,
+    ),
+    (
+        "timer_ticks_echo_from_the_timer",
+        timer_ticks_echo_from_the_timer,
+    ),
 ];
 
 const MS: Duration = Duration::from_millis(1);
@@ -103,7 +109,10 @@ fn ended(ch: &Channel) -> Result<sys::Stats> {
         if s.timers == 0 && s.pending == 0 {
             return Ok(s);
         }
-        ensure!(std::time::Instant::now() < deadline, "timers never ended: {s:?}");
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "timers never ended: {s:?}"
+        );
         thread::sleep(10 * MS);
     }
 }
