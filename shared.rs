@@ -199,13 +199,8 @@ impl HrTimerCallback for Shared {
         for slot in bits(taken) {
             efds[slot] = inner.slots[slot].efd.clone();
         }
-        if !inner.idle() || inner.next_deadline().is_some() {
-            if let Some(runner) = this.runner.as_ref() {
-                runner.enqueue(this, false);
-            }
-        }
-        drop(inner);
         if taken != 0 {
+            drop(inner);
             // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
             // takes `inner`. Tagged as a channel's signal, so such a loop is an echo.
             let mut signalled = 0;
@@ -217,7 +212,14 @@ impl HrTimerCallback for Shared {
             c.notifies.add(signalled, Relaxed);
             c.dropped
                 .add(u64::from(taken.count_ones()) - signalled, Relaxed);
-            this.inner.lock().alarm_delivered(taken);
+            inner = this.inner.lock();
+            inner.alarm_delivered(taken);
+        }
+        // The worker is woken after the readers, to deliver the rest and re-arm the alarm.
+        if !inner.closed && (!inner.idle() || inner.next_deadline().is_some()) {
+            if let Some(runner) = this.runner.as_ref() {
+                runner.enqueue(this, false);
+            }
         }
         HrTimerRestart::NoRestart
     }
