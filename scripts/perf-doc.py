@@ -9,8 +9,10 @@
 docs/performance.md differs, so the page can never go stale against bench/results.json.
 Every figure of the page comes from the results; the prose below (how each figure is
 measured, how to read it) holds for any run. The output depends on the results alone.
-Results from before the timer figures of issue 24 (p99.9, the plain reader, the 64 slots, the
-timer ratios) render with those marked as not measured. Standard library only.
+Results from before the timer figures of issue 24 (p99.9, the plain reader, the 64 slots and
+the 64 timerfds, the timer ratios) render with those marked as not measured; the 64 slots'
+row renders at whatever period the results have it (1ms before the 64 timerfds came, 10ms
+since). Standard library only.
 """
 import json
 import os
@@ -45,10 +47,14 @@ RATIO_ROWS = [
 ]
 
 
-# The row of a timer on each of a channel's 64 slots, and its period; the timer ratios'
-# columns: (quantile, period), as `ratio.timer.<quantile>_<period>` names them.
+# The rows of 64 timers read together by the pinned reader: a timer on each of a channel's 64
+# slots, and its peer, 64 timerfds; the quantiles of their ratio, as
+# `ratio.timer.<quantile>_64slots_<period>` names it. The timer ratios' columns: (quantile,
+# period), as `ratio.timer.<quantile>_<period>` names them.
 SLOTS = "evnotify_64slots"
-SLOTS_PERIOD = "1ms"
+SLOTS_PEER = "timerfd_64"
+MANY = [SLOTS, SLOTS_PEER]
+MANY_RATIOS = ["p50", "p99"]
 TIMER_RATIOS = [("p50", "1ms"), ("p99", "1ms"), ("p50", "10ms"), ("p99", "10ms")]
 
 
@@ -92,6 +98,18 @@ def timer_ratio(ratios, table, q, p):
         return ratio_or_dash(ratios[f"{q}_{p}"])
     try:
         return ratio_or_dash(table["evnotify"][p][q] / table["timerfd"][p][q])
+    except (TypeError, KeyError, ZeroDivisionError):
+        return "-"
+
+
+def many_ratio(ratios, lat, q, p):
+    """The 64 slots' lateness over the 64 timerfds' at quantile q and period p: from the
+    results' ratios, or from the rows, "-" if neither has it."""
+    key = f"{q}_64slots_{p}"
+    if ratios is not None and key in ratios:
+        return ratio_or_dash(ratios[key])
+    try:
+        return ratio_or_dash(lat[SLOTS][p][q] / lat[SLOTS_PEER][p][q])
     except (TypeError, KeyError, ZeroDivisionError):
         return "-"
 
@@ -190,13 +208,15 @@ Each measure sets the module against what a user would pick instead:
   just before the arming call (`EVNOTIFY_IOC_TIMER`, `timerfd_settime`), so a figure may
   overstate the lateness by up to that call's duration: the *start ±* column gives the
   longest. The timerfd is started at an absolute time (`TFD_TIMER_ABSTIME`), so its start is
-  exact. One more row, *{slots}*, puts a 1 ms timer on each of the 64 slots of one channel
-  (its thread pinned to CPU 1 too{slots_ticks}), each slot with its own eventfd, read by the pinned
-  reader with one `ppoll` on all 64. The slots are started one after the other, each tick
-  measured against its own slot's start; between two arming calls the reader reads, without
-  waiting, whatever the slots already started have delivered. The eventfds found readable
-  are read one after the other (from a different one each time), each tick timed just after
-  its own read; *ticks per wake-up* is the ticks read over the polls that found any.
+  exact. Two more rows tick 64 timers at once, at {many_period} ({many_ticks}), each read by the
+  pinned reader with one `ppoll` on all 64 descriptors: *{slots}*, a timer on each of the 64
+  slots of one channel (its thread pinned to CPU 1 too), each slot with its own eventfd; and
+  its peer, *{peer}*, 64 timerfds. The timers of a row are started one after the other, in
+  the same loop for both, each tick measured against its own timer's start; between two
+  arming calls the reader reads, without waiting, whatever the timers already started have
+  delivered. The descriptors found readable are read one after the other (from a different
+  one each time), each tick timed just after its own read; *ticks per wake-up* is the ticks
+  read over the polls that found any.
 - **Throughput:** kicks per second one channel absorbs (one ioctl per kick; coalesced: one
   wake-up handles many), next to io_uring NOPs per second (one `io_uring_enter` per NOP;
   and through SQPOLL, published one at a time with no syscall), each completion signalling
@@ -247,10 +267,11 @@ Results go to `bench/results.json`: `rtt_ns.<path>.{{p50,p99,p999,...}}` (differ
 `{{ioctl,kickfd}}_nopoll_vs_io_uring`, `{{ioctl,kickfd}}_nopoll_vs_io_uring_iowq`),
 `busypoll_sweep[] {{limit_ns, p50_ns, p99_ns, thread_cpu_share, polled_share}}`,
 `timer_lateness_ns.{{evnotify,timerfd}}.{{1ms,10ms}}.{{p50,p90,p99,p999,max,mean,ticks,early,start_uncertainty_ns}}`
-(pinned reader), `timer_lateness_ns.evnotify_64slots.1ms` (the same, with `wakeups` and
+(pinned reader), `timer_lateness_ns.{{evnotify_64slots,timerfd_64}}.10ms` (the same, with `wakeups` and
 `ticks_per_wakeup`), `timer_lateness_plain_ns.{{evnotify,timerfd}}.{{1ms,10ms}}` (plain reader, the
 same fields), `ratio.{{timer,timer_plain}}.{{p50,p99}}_{{1ms,10ms}}` (the module's lateness over
-timerfd's, pinned and plain reader),
+timerfd's, pinned and plain reader), `ratio.timer.{{p50,p99}}_64slots_10ms` (the 64 slots' over the
+64 timerfds'),
 `throughput` (with `io_uring_nops_per_s`, `io_uring_sqpoll_nops_per_s`), `limits`,
 `scaling[]`, `bytes_per_channel`, `scaling_shared[] {{channels, rtt_p50_ns, rtt_p99_ns}}`,
 `bytes_per_channel_shared`, `bytes_per_channel_dedicated`, `shared_workers {{workers,
@@ -259,8 +280,8 @@ memory.{{shared,dedicated,eventfd}}.{{channels, bytes_per_channel, memfree_bytes
 delta_kib}}}}`. A host test checks that the JSON has the keys that `bench.sh` and the chart
 read (`required()` in `user/evnotify-bench/src/report.rs`); `scripts/perf-doc.py` stops,
 naming the key, at any key it reads that the results lack, but for the timer figures added
-with the plain reader (p99.9, the plain reader's rows, the 64 slots, the timer ratios), which
-it shows as not measured in results from before them. The chart, `bench/chart.png`:
+with the plain reader (p99.9, the plain reader's rows, the 64 slots and the 64 timerfds, the
+timer ratios), which it shows as not measured in results from before them. The chart, `bench/chart.png`:
 
 ![latency distributions, busy-poll sweep, timer lateness and scaling](../bench/chart.png)
 """
@@ -274,7 +295,10 @@ def render(r):
     sweep = r["busypoll_sweep"]
     lat = r["timer_lateness_ns"]
     slots = lat.get(SLOTS)
-    sources = [src for src in lat if src != SLOTS]
+    # The rows of 64 timers the results have, and their periods.
+    many = {src: lat[src] for src in MANY if src in lat}
+    many_periods = sorted({p for t in many.values() for p in t}, key=period_ns)
+    sources = [src for src in lat if src not in MANY]
     periods = sorted(lat[sources[0]], key=period_ns)
     plain = r.get("timer_lateness_plain_ns")
     scaling, shared_rows = r["scaling"], r["scaling_shared"]
@@ -292,8 +316,10 @@ def render(r):
         sweep=and_join(f"{row['limit_ns'] / 1e3:g}" for row in sweep),
         periods=and_join(periods),
         slots=SLOTS,
-        slots_ticks=(f"; {num(slots[SLOTS_PERIOD]['ticks'] / 64)} ticks per slot in this run"
-                     if slots else ""),
+        peer=SLOTS_PEER,
+        many_period=and_join(many_periods) if many else "10ms",
+        many_ticks=(and_join(sorted({num(l["ticks"] / 64) for t in many.values() for l in t.values()}))
+                    + " ticks per timer in this run" if many else "not measured in this run"),
         ticks=and_join(num(lat[sources[0]][p]["ticks"]) for p in periods),
         scaling=and_join(num(row["channels"]) for row in scaling),
         scaling_last=num(scaling[-1]["channels"]),
@@ -344,18 +370,19 @@ Busy-poll limit sweep (ioctl round trip, different CPUs):
 Timer lateness per tick, ms, pinned reader (against start + k·period; *start ±*: see above):
 """)
     rows = [(src, p, lat[src][p]) for p in periods for src in sources]
-    if slots:
-        rows += [(SLOTS, p, slots[p]) for p in sorted(slots, key=period_ns)]
+    rows += [(src, p, many[src][p]) for p in many_periods for src in many if p in many[src]]
     timer_table(w, rows)
     notes = []
     if any("p999" not in l for _, _, l in rows):
         notes.append("p99.9: not measured in this run.")
-    if slots:
-        l = slots[SLOTS_PERIOD]
-        notes.append(f"{SLOTS}: {num(l['ticks'])} ticks in all, {num(l['ticks'] / 64)} per slot; "
-                     f"{l['ticks_per_wakeup']:.1f} ticks read per wake-up of the reader ({num(l['wakeups'])} wake-ups).")
-    else:
-        notes.append(f"{SLOTS} (64 slots of one channel): not measured in this run.")
+    for src, what in ((SLOTS, "64 slots of one channel"), (SLOTS_PEER, f"64 timerfds, the peer of {SLOTS}")):
+        if src not in many:
+            notes.append(f"{src} ({what}): not measured in this run.")
+            continue
+        for p in sorted(many[src], key=period_ns):
+            l = many[src][p]
+            notes.append(f"{src} at {p}: {num(l['ticks'])} ticks in all, {num(l['ticks'] / 64)} per timer; "
+                         f"{l['ticks_per_wakeup']:.1f} ticks read per wake-up of the reader ({num(l['wakeups'])} wake-ups).")
     w("\n" + " ".join(notes))
     if plain:
         w("""
@@ -376,6 +403,14 @@ punctual):
         if key not in r["ratio"] and table:
             name += " (from the rows above)"
         w(f"| {name} | " + " | ".join(timer_ratio(r["ratio"].get(key), table, q, p) for q, p in TIMER_RATIOS) + " |")
+    both = [p for p in many_periods if all(p in many.get(src, {}) for src in MANY)]
+    if both:
+        w(f"\nThe 64 slots' lateness over the 64 timerfds' ({SLOTS} / {SLOTS_PEER}, pinned reader): "
+          + "; ".join(", ".join(f"{q} {many_ratio(r['ratio'].get('timer'), lat, q, p)}" for q in MANY_RATIOS)
+                      + f" at {p}" for p in both) + ".")
+    else:
+        lacking = and_join(src for src in MANY if src not in many) or f"{SLOTS} and {SLOTS_PEER} at one period"
+        w(f"\nThe 64 slots against the 64 timerfds: not measured in this run (no {lacking} row to compare).")
 
     w(f"""
 Throughput: {num(t['kicks_per_s'])} kicks/s absorbed (one ioctl each; {t['kicks_per_wakeup']:.1f} kicks per thread
@@ -512,7 +547,7 @@ with a thread of its own.
                       for p in periods)
     early = sum(lat[src][p]["early"] for src in sources for p in periods)
     early += sum(l["early"] for t in (plain or {}).values() for l in t.values())
-    early += sum(l["early"] for l in (slots or {}).values())
+    early += sum(l["early"] for t in many.values() for l in t.values())
     if plain:
         tp = r["ratio"].get("timer_plain")
         plain_text = ("With the plain reader the module's p99 is "
@@ -520,9 +555,22 @@ with a thread of its own.
     else:
         plain_text = "The plain reader was not measured in this run."
     if slots:
-        l = slots[SLOTS_PERIOD]
-        slots_text = (f"With a timer on all 64 slots of one channel, p50 / p99 {ms(l['p50'])} / {ms(l['p99'])} ms "
-                      f"at {SLOTS_PERIOD}, {l['ticks_per_wakeup']:.1f} ticks per wake-up.")
+        peer = many.get(SLOTS_PEER, {})
+
+        def slots_at(p):
+            l = slots[p]
+            text = f"{ms(l['p50'])} / {ms(l['p99'])} ms at {p} ({l['ticks_per_wakeup']:.1f} ticks per wake-up)"
+            if p in peer:
+                o = peer[p]
+                x = [many_ratio(r['ratio'].get('timer'), lat, q, p) for q in MANY_RATIOS]
+                text += (f" against the 64 timerfds' {ms(o['p50'])} / {ms(o['p99'])} ms ({o['ticks_per_wakeup']:.1f}), "
+                         + " / ".join(f"{v}×" if v != "-" else "-" for v in x) + " theirs")
+            return text
+        slots_text = ("With a timer on all 64 slots of one channel, p50 / p99 "
+                      + "; ".join(slots_at(p) for p in sorted(slots, key=period_ns)) + ".")
+        if not all(p in peer for p in slots):
+            slots_text += (f" This run has no {SLOTS_PEER} row at that period to compare with, so the figure"
+                           " does not tell the module's lateness from the reader's own.")
     else:
         slots_text = "The 64 slots were not measured in this run."
     w(f"""- **Timers run on an hrtimer**; lateness p50 / p99, pinned reader: {parts}. What is left is one wake-up

@@ -29,7 +29,7 @@ fn summary(h: &Histogram<u64>) -> Value {
     })
 }
 
-/// One timer row: the lateness per tick, and for the row read from many eventfds at once,
+/// One timer row: the lateness per tick, and for the rows read from many descriptors at once,
 /// the ticks read per wake-up of the reader.
 fn lateness(l: &timers::Lateness) -> Value {
     let h = &l.hist;
@@ -54,20 +54,30 @@ fn lateness(l: &timers::Lateness) -> Value {
 /// The quantiles of the timer ratios.
 const TIMER_RATIOS: [&str; 2] = ["p50", "p99"];
 
+/// `a`'s figure `q` at `period` over `b`'s, in `table` (by source and period): null where
+/// `b`'s is 0 or either is missing.
+fn timer_ratio(table: &Value, a: &str, b: &str, period: &str, q: &str) -> Value {
+    match (table[a][period][q].as_f64(), table[b][period][q].as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    }
+}
+
 /// The module's lateness over timerfd's, read the same way (`table`, by source and period):
-/// `<quantile>_<period>`, null where timerfd's figure is 0 or missing.
-fn timer_ratios(table: &Value) -> Value {
+/// `<quantile>_<period>`; and with `many` (the pinned reader's table, which has them), the 64
+/// slots' over the 64 timerfds': `<quantile>_64slots_<period>`.
+fn timer_ratios(table: &Value, many: bool) -> Value {
     let mut out = json!({});
     for (period, _) in timers::PERIODS {
         for q in TIMER_RATIOS {
-            let (a, b) = (
-                table["evnotify"][period][q].as_f64(),
-                table["timerfd"][period][q].as_f64(),
-            );
-            out[format!("{q}_{period}")] = match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => json!(a / b),
-                _ => Value::Null,
-            };
+            out[format!("{q}_{period}")] = timer_ratio(table, "evnotify", "timerfd", period, q);
+        }
+    }
+    if many {
+        let period = timers::SLOTS_PERIOD.0;
+        for q in TIMER_RATIOS {
+            out[format!("{q}_64slots_{period}")] =
+                timer_ratio(table, timers::SLOTS_SOURCE, timers::SLOTS_PEER, period, q);
         }
     }
     out
@@ -184,8 +194,8 @@ pub(crate) fn report(r: &Results) -> Result<Value> {
             "kickfd_vs_eventfd": ratio["cross_cpu"]["kickfd_vs_eventfd"],
             "same_cpu": ratio["same_cpu"],
             "cross_cpu": ratio["cross_cpu"],
-            "timer": timer_ratios(&pinned),
-            "timer_plain": timer_ratios(&plain),
+            "timer": timer_ratios(&pinned, true),
+            "timer_plain": timer_ratios(&plain, false),
         },
         "rtt_ns_by_pinning": by_pin,
         "throughput": r.throughput,
@@ -320,9 +330,11 @@ fn required() -> Vec<String> {
             }
         }
     }
-    let (src, period) = (timers::SLOTS_SOURCE, timers::SLOTS_PERIOD.0);
-    for k in lateness.iter().chain(&["wakeups", "ticks_per_wakeup"]) {
-        keys.push(format!("/timer_lateness_ns/{src}/{period}/{k}"));
+    let period = timers::SLOTS_PERIOD.0;
+    for src in [timers::SLOTS_SOURCE, timers::SLOTS_PEER] {
+        for k in lateness.iter().chain(&["wakeups", "ticks_per_wakeup"]) {
+            keys.push(format!("/timer_lateness_ns/{src}/{period}/{k}"));
+        }
     }
     for ratio in ["timer", "timer_plain"] {
         for (period, _) in timers::PERIODS {
@@ -330,6 +342,9 @@ fn required() -> Vec<String> {
                 keys.push(format!("/ratio/{ratio}/{q}_{period}"));
             }
         }
+    }
+    for q in TIMER_RATIOS {
+        keys.push(format!("/ratio/timer/{q}_64slots_{period}"));
     }
     keys
 }
@@ -398,15 +413,18 @@ mod tests {
                         timers::PERIODS.map(|(period, _)| (source, period, reader))
                     })
                 })
-                .chain([(
-                    timers::SLOTS_SOURCE,
-                    timers::SLOTS_PERIOD.0,
-                    timers::Reader::Pinned,
-                )])
+                .chain(
+                    [timers::SLOTS_SOURCE, timers::SLOTS_PEER]
+                        .map(|source| (source, timers::SLOTS_PERIOD.0, timers::Reader::Pinned)),
+                )
                 .map(|(source, period, reader)| {
                     let mut l = timers::Lateness::new(source, period, reader).unwrap();
                     l.hist = hist();
-                    l.wakeups = u64::from(source == timers::SLOTS_SOURCE) * 25;
+                    l.wakeups = match source {
+                        timers::SLOTS_SOURCE => 25,
+                        timers::SLOTS_PEER => 50,
+                        _ => 0,
+                    };
                     l
                 })
                 .collect(),
@@ -420,9 +438,17 @@ mod tests {
         // Ratios are computed from the named paths: equal made-up histograms give 1.
         assert_eq!(out["ratio"]["cross_cpu"]["ioctl_vs_io_uring_sqpoll"], 1.0);
         assert_eq!(out["ratio"]["timer_plain"]["p99_10ms"], 1.0);
-        // 100 ticks read in 25 wake-ups; the rows read one eventfd at a time have no such figure.
-        let slots = &out["timer_lateness_ns"][timers::SLOTS_SOURCE][timers::SLOTS_PERIOD.0];
-        assert_eq!(slots["ticks_per_wakeup"], 4.0);
+        assert_eq!(out["ratio"]["timer"]["p99_64slots_10ms"], 1.0);
+        // The plain reader has no 64-timer rows, so no ratio of them.
+        assert!(out["ratio"]["timer_plain"]
+            .get("p50_64slots_10ms")
+            .is_none());
+        // 100 ticks read in 25 wake-ups, and in 50; the rows read one descriptor at a time
+        // have no such figure.
+        let many = &out["timer_lateness_ns"];
+        let period = timers::SLOTS_PERIOD.0;
+        assert_eq!(many[timers::SLOTS_SOURCE][period]["ticks_per_wakeup"], 4.0);
+        assert_eq!(many[timers::SLOTS_PEER][period]["ticks_per_wakeup"], 2.0);
         assert!(out["timer_lateness_ns"]["evnotify"]["1ms"]
             .get("ticks_per_wakeup")
             .is_none());
@@ -432,7 +458,9 @@ mod tests {
     fn a_timer_ratio_over_zero_is_null() {
         let mut r = results();
         for l in &mut r.timers {
-            if l.source == "timerfd" && l.reader == timers::Reader::Plain {
+            if (l.source == "timerfd" && l.reader == timers::Reader::Plain)
+                || l.source == timers::SLOTS_PEER
+            {
                 l.hist.reset();
                 l.hist.record(0).unwrap();
             }
@@ -440,6 +468,7 @@ mod tests {
         let out = report(&r).unwrap();
         assert_eq!(out["ratio"]["timer_plain"]["p50_1ms"], Value::Null);
         assert_eq!(out["ratio"]["timer"]["p50_1ms"], 1.0);
+        assert_eq!(out["ratio"]["timer"]["p50_64slots_10ms"], Value::Null);
     }
 
     #[test]
