@@ -184,7 +184,7 @@ impl HrTimerCallback for Shared {
     /// Never re-arms itself: as timerfd leaves re-arming to its reader ("to avoid DoS attacks
     /// specifying a very short timer period", `fs/timerfd.c`), the alarm fires again only once
     /// the worker, a schedulable thread, has run. So the interrupt work a user can cause is
-    /// paced by that thread: at most one eventfd signal per slot per expiry.
+    /// paced by that thread: at most `ALARM_TICKS` eventfd signals per expiry.
     ///
     /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
@@ -277,31 +277,31 @@ impl Shared {
     /// Arms the alarm for `deadline`, or cancels it with `None`. Alarms are spaced at least
     /// `ALARM_GAP` apart, counted from when the last one was due.
     fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, deadline: Option<Instant<Monotonic>>) {
-        if let Some(at) = alarm.at {
-            if (Instant::now() - at).as_nanos() >= 0 {
-                // It expired (or is about to, and is served now anyway).
-                alarm.floor = at + ALARM_GAP;
-                alarm.at = None;
-            }
-        }
-        let at = deadline.map(|d| {
-            if (d - alarm.floor).as_nanos() < 0 {
-                alarm.floor
+        let spaced = |d: Instant<Monotonic>, floor: Instant<Monotonic>| {
+            if (d - floor).as_nanos() < 0 {
+                floor
             } else {
                 d
             }
-        });
-        let unchanged = match (at, alarm.at) {
-            (Some(a), Some(b)) => (a - b).is_zero(),
-            _ => false,
         };
-        if unchanged && alarm.handle.is_some() {
-            return;
+        if let (Some(d), Some(at), Some(_)) = (deadline, alarm.at, alarm.handle.as_ref()) {
+            // Armed for that time already and not yet due, so the floor is still current.
+            if (at - Instant::now()).as_nanos() > 0 && (spaced(d, alarm.floor) - at).is_zero() {
+                return;
+            }
         }
         // Cancelling waits for a running callback, which takes `inner`, the run queue and the
         // wait-queue locks of the eventfds it signals (and, through their waiters, other
         // channels' `inner` and run queues): none is held here.
         drop(alarm.handle.take());
+        // Looked at once the alarm cannot fire any more: one that fired (or was due, and is
+        // served now anyway) spaces the next.
+        if let Some(at) = alarm.at.take() {
+            if (Instant::now() - at).as_nanos() >= 0 {
+                alarm.floor = at + ALARM_GAP;
+            }
+        }
+        let at = deadline.map(|d| spaced(d, alarm.floor));
         alarm.handle = at.map(|at| self.clone().start(at));
         alarm.at = at;
     }

@@ -47,7 +47,7 @@
 #define EVNOTIFY_MAX_KICK	(1U << 20)
 /*
  * Most kicks and ticks one slot holds pending, the batch the thread is
- * delivering included.  Beyond it, further kicks and ticks on that slot are
+ * delivering (or the tick its timer is signalling) included.  Beyond it, further kicks and ticks on that slot are
  * coalesced: counted in evnotify_stats.coalesced and not delivered, never
  * silently lost.  So evnotify_stats.pending is at most EVNOTIFY_MAX_PENDING
  * times the number of slots with work.
@@ -128,14 +128,17 @@ struct evnotify_stats {
 
 /*
  * Start a periodic timer on a slot: one tick per period, delivered like a
- * kick, with no help from user space.  A tick that falls due alone on a slot
- * with nothing pending and no signal is signalled from the timer's interrupt,
- * as timerfd wakes its reader, and not counted in wakeups or polled; the
- * channel's thread delivers the others (several ticks due at once, slots with
- * kicks pending, signals) and re-arms the timer after each expiry, so a thread
- * that cannot run delays the next tick.  Late ticks are delivered late, never
- * skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
- * returns.  Setting a timer replaces the slot's timer.
+ * kick, with no help from user space.  A tick that the channel's timer finds
+ * due alone on a slot with nothing pending and no signal (up to 8 such slots
+ * per expiry) is signalled from the timer's interrupt, as timerfd wakes its
+ * reader, and not counted in wakeups or polled; the channel's thread delivers
+ * the others (several ticks due at once, slots with kicks pending, signals,
+ * ticks it finds due first) and re-arms the timer after each expiry, so a
+ * thread that cannot run delays the next tick.  Late ticks are delivered late,
+ * never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
+ * returns (one taken just before may be signalled just after, as a batch in
+ * flight is: wait for pending == 0).  Setting a timer replaces the slot's
+ * timer.
  */
 struct evnotify_timer {
 	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
@@ -208,7 +211,8 @@ struct evnotify_busypoll {
  * it: the channel that started it may close first, and the last one to close
  * stops it.
  * Closing a channel stops its deliveries before close(2) returns, waiting at
- * most for its own batch in progress, never for the other channels' work.
+ * most for its own batch (or timer's signals) in progress, never for the other
+ * channels' work.
  * Busy polling belongs to the worker and polls all its channels: the limit
  * set by EVNOTIFY_IOC_BUSYPOLL on any of its channels applies to the worker,
  * evnotify_stats.busypoll_ns shows it, and a channel that shares a worker

@@ -1,7 +1,7 @@
 //! Kernel-originated ticks. No wall-clock assertion: only counts, and that a timer stops.
 
 use crate::{collect, expect_errno, hang, settle, Test};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier};
 use nix::errno::Errno;
 use std::{thread, time::Duration};
@@ -20,6 +20,7 @@ pub const TESTS: &[Test] = &[
         "timer_ticks_echo_from_the_timer",
         timer_ticks_echo_from_the_timer,
     ),
+    ("timer_alarm_hostile_use", timer_alarm_hostile_use),
 ];
 
 const MS: Duration = Duration::from_millis(1);
@@ -140,6 +141,50 @@ fn timer_ticks_echo_from_the_timer() -> Result<()> {
             && s.notifies == TICKS + echoed
             && e.drain()? == 0,
         "{echoed} echoes read: {s:?}"
+    );
+    Ok(())
+}
+
+/// The timer's own deliveries under hostile use, for lockdep and the splat check: a slot whose
+/// notify eventfd is its own kick eventfd (a loop), one whose notify eventfd is another
+/// channel's kick eventfd (a chain), a notify eventfd detached and closed while it ticks (the
+/// timer may hold its last reference), then the channel closed while all tick. The other
+/// channel's counts stay exact.
+fn timer_alarm_hostile_use() -> Result<()> {
+    let (a, b) = (Channel::open()?, Channel::open()?);
+    let own = Notifier::new()?;
+    a.attach(0, &own)?;
+    a.attach_kickfd(0, &own)?;
+    let (chain, echoes) = (Notifier::new()?, Notifier::new()?);
+    a.attach(1, &chain)?;
+    b.attach_kickfd(0, &chain)?;
+    b.attach(0, &echoes)?;
+    for slot in 0..3 {
+        a.set_timer(slot, MS, 0)?;
+    }
+    for _ in 0..50 {
+        let n = Notifier::new()?;
+        a.attach(2, &n)?;
+        thread::sleep(2 * MS);
+        a.detach(2)?;
+        drop(n);
+    }
+    let first = at_least(&echoes, 1).context("no echo of A's ticks reached B")?;
+    drop(a);
+    let s = crate::idle(&b)?;
+    let read = first + echoes.drain()?;
+    ensure!(
+        s.kicks == s.fd_kicks
+            && s.kicks == s.handled + s.coalesced
+            && s.notifies == s.handled
+            && read == s.notifies,
+        "{read} echoes read: {s:?}"
+    );
+    thread::sleep(20 * MS);
+    ensure!(
+        b.stats()?.kicks == s.kicks,
+        "echoes after A was closed: {:?}",
+        b.stats()?
     );
     Ok(())
 }
