@@ -205,11 +205,12 @@ impl Channel {
                 Some(timer)
             }
         };
-        // The worker re-reads the deadlines and sets the alarm.
         Shared::update(self.shared.as_arc_borrow(), true, |inner| {
+            let was_idle = inner.idle();
             inner.replace_timer(slot, timer, Instant::now());
-            true
+            was_idle && !inner.idle()
         });
+        Shared::arm_here(self.shared.as_arc_borrow());
         Ok(())
     }
 

@@ -75,6 +75,17 @@ use kernel::{
 /// it.
 const ALARM_GAP: Delta = Delta::from_micros(100);
 
+/// Most times a channel's alarm re-arms itself before its worker has run (see the callback).
+const ALARM_CREDIT: u32 = 16;
+
+/// `deadline`, or `floor` if that is later.
+fn spaced(deadline: Instant<Monotonic>, floor: Option<Instant<Monotonic>>) -> Instant<Monotonic> {
+    match floor {
+        Some(f) if (deadline - f).as_nanos() < 0 => f,
+        _ => deadline,
+    }
+}
+
 /// The kick eventfds of a channel, one per slot at most; allocated on the first one.
 type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
 
@@ -111,14 +122,11 @@ pub(crate) struct Counters {
     pub(crate) polled: Atomic<u64>,
 }
 
-/// The channel's alarm as its worker last set it. Only the worker sets it, and `close` clears it.
+/// The channel's alarm as started: [`Shared::set_alarm`] starts it, `close` clears it, and its
+/// callback may re-arm it (when and how often is in `Inner::alarm`).
 struct Alarm {
-    /// The armed timer; dropping the handle cancels it.
+    /// The started timer; dropping the handle cancels it.
     handle: Option<ArcHrTimerHandle<Shared>>,
-    /// When it was armed to expire.
-    at: Option<Instant<Monotonic>>,
-    /// It is not armed to expire before this (see `ALARM_GAP`).
-    floor: Instant<Monotonic>,
 }
 
 /// The part of a channel shared by the file, its worker and its kick eventfds.
@@ -179,26 +187,42 @@ impl HrTimerCallback for Shared {
 
     /// Delivers the due ticks of idle slots itself, one eventfd signal each, as timerfd's
     /// callback wakes its reader: no hop through the worker. Queues the channel on its worker
-    /// for the rest (signals, catch-ups, busy slots, echoes) and to re-arm the alarm.
+    /// for the rest (signals, catch-ups, busy slots, echoes).
     ///
-    /// Never re-arms itself: as timerfd leaves re-arming to its reader ("to avoid DoS attacks
-    /// specifying a very short timer period", `fs/timerfd.c`), the alarm fires again only once
-    /// the worker, a schedulable thread, has run. So the interrupt work a user can cause is
-    /// paced by that thread: at most `ALARM_TICKS` eventfd signals per expiry.
+    /// Re-arms itself for the next deadline, so that it stays on its CPU (the one of the
+    /// caller that set the timer, as a timerfd's) and needs no thread, but only [`ALARM_CREDIT`]
+    /// times in a row: the worker grants them each time it runs, and is woken for it when half
+    /// are spent. A timerfd is re-armed by its reader, never in its callback, "to avoid DoS
+    /// attacks specifying a very short timer period" (`fs/timerfd.c`); here the interrupt work
+    /// is likewise paced by a schedulable thread: at most `ALARM_CREDIT` expiries of at most
+    /// `ALARM_TICKS` eventfd signals each per run of the worker, and none once it cannot run.
     ///
     /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
     /// and `ida_free`, both fine in interrupt context.
-    fn run(this: ArcBorrow<'_, Shared>, _ctx: HrTimerCallbackContext<'_, Self>) -> HrTimerRestart {
+    fn run(
+        this: ArcBorrow<'_, Shared>,
+        mut ctx: HrTimerCallbackContext<'_, Self>,
+    ) -> HrTimerRestart {
+        let now = Instant::now();
         let mut efds: [Option<Arc<EventFd>>; NR_SLOTS] = [const { None }; NR_SLOTS];
         let mut inner = this.inner.lock();
+        inner.alarm.at = None;
         if inner.closed {
             return HrTimerRestart::NoRestart;
         }
-        let taken = inner.fire_timers(Instant::now(), true);
+        inner.alarm.floor = Some(now + ALARM_GAP);
+        let taken = inner.fire_timers(now, true);
         for slot in bits(taken) {
             efds[slot] = inner.slots[slot].efd.clone();
         }
+        let next = inner.next_deadline().map(|d| spaced(d, inner.alarm.floor));
+        let again = next.filter(|_| inner.alarm.credit > 0);
+        if again.is_some() {
+            inner.alarm.credit -= 1;
+            inner.alarm.at = again;
+        }
+        let refill = next.is_some() && inner.alarm.credit <= ALARM_CREDIT / 2;
         if taken != 0 {
             drop(inner);
             // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
@@ -215,13 +239,21 @@ impl HrTimerCallback for Shared {
             inner = this.inner.lock();
             inner.alarm_delivered(taken);
         }
-        // The worker is woken after the readers, to deliver the rest and re-arm the alarm.
-        if !inner.closed && (!inner.idle() || inner.next_deadline().is_some()) {
+        // The worker is woken after the readers, to deliver the rest or to grant more re-arms.
+        if !inner.closed && (!inner.idle() || refill) {
             if let Some(runner) = this.runner.as_ref() {
                 runner.enqueue(this, false);
             }
         }
-        HrTimerRestart::NoRestart
+        drop(inner);
+        let Some(at) = again else {
+            return HrTimerRestart::NoRestart;
+        };
+        // From its own expiry, by exactly the gap to `at`: once (`at` is past `now`, and so
+        // past the expiry).
+        let expiry = this.alarm.expires();
+        ctx.forward(expiry, at - expiry);
+        HrTimerRestart::Restart
     }
 }
 
@@ -238,11 +270,7 @@ impl Shared {
             kickfds <- new_mutex!(None, "Channel::kickfds"),
             start <- new_mutex!((), "Channel::start"),
             serving <- new_mutex!(
-                Alarm {
-                    handle: None,
-                    at: None,
-                    floor: Instant::now(),
-                },
+                Alarm { handle: None },
                 "Channel::serving"
             ),
             alarm <- HrTimer::new(),
@@ -274,36 +302,51 @@ impl Shared {
         }
     }
 
-    /// Arms the alarm for `deadline`, or cancels it with `None`. Alarms are spaced at least
-    /// `ALARM_GAP` apart, counted from when the last one was due.
+    /// Arms the alarm for `deadline`, or cancels it with `None`, and grants it
+    /// [`ALARM_CREDIT`] re-arms of its own. Alarms are spaced at least `ALARM_GAP` apart,
+    /// counted from when the last one fired. An alarm armed for that very time already is left
+    /// where it is, on its CPU.
     fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, deadline: Option<Instant<Monotonic>>) {
-        let spaced = |d: Instant<Monotonic>, floor: Instant<Monotonic>| {
-            if (d - floor).as_nanos() < 0 {
-                floor
-            } else {
-                d
-            }
-        };
-        if let (Some(d), Some(at), Some(_)) = (deadline, alarm.at, alarm.handle.as_ref()) {
-            // Armed for that time already and not yet due, so the floor is still current.
-            if (at - Instant::now()).as_nanos() > 0 && (spaced(d, alarm.floor) - at).is_zero() {
-                return;
+        {
+            let mut inner = self.inner.lock();
+            let a = &mut inner.alarm;
+            a.credit = ALARM_CREDIT;
+            if let (Some(at), Some(d), Some(_)) = (a.at, deadline, alarm.handle.as_ref()) {
+                if (at - Instant::now()).as_nanos() > 0 && (spaced(d, a.floor) - at).is_zero() {
+                    return;
+                }
             }
         }
         // Cancelling waits for a running callback, which takes `inner`, the run queue and the
         // wait-queue locks of the eventfds it signals (and, through their waiters, other
         // channels' `inner` and run queues): none is held here.
         drop(alarm.handle.take());
-        // Looked at once the alarm cannot fire any more: one that fired (or was due, and is
-        // served now anyway) spaces the next.
-        if let Some(at) = alarm.at.take() {
+        let mut inner = self.inner.lock();
+        let a = &mut inner.alarm;
+        // Looked at once the alarm cannot fire any more: one that was due when cancelled
+        // spaces the next as if it had fired.
+        if let Some(at) = a.at.take() {
             if (Instant::now() - at).as_nanos() >= 0 {
-                alarm.floor = at + ALARM_GAP;
+                a.floor = Some(at + ALARM_GAP);
             }
         }
-        let at = deadline.map(|d| spaced(d, alarm.floor));
+        let at = deadline.map(|d| spaced(d, a.floor));
+        a.at = at;
+        drop(inner);
         alarm.handle = at.map(|at| self.clone().start(at));
-        alarm.at = at;
+    }
+
+    /// Arms the alarm for the channel's next deadline from the caller's CPU, where it then
+    /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller); if the worker is
+    /// serving the channel, queues it to do so instead.
+    pub(crate) fn arm_here(this: ArcBorrow<'_, Self>) {
+        let Some(mut alarm) = this.serving.try_lock() else {
+            Shared::update(this, false, |_| true);
+            return;
+        };
+        let deadline = this.inner.lock().next_deadline();
+        let arc: Arc<Self> = this.into();
+        arc.set_alarm(&mut alarm, deadline);
     }
 
     /// Stops the channel: nothing is queued, served or delivered for it once this returns.

@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     /// Bit `n` is set if and only if the alarm took one tick of slot `n` to deliver itself
     /// (see [`Inner::fire_timers`]) and has not finished: counted in pending and in the bound.
     pub(crate) alarm_mask: u64,
+    /// The channel's alarm as armed, here so that its callback can re-arm it (`shared.rs`).
+    pub(crate) alarm: AlarmState,
     /// The counters that the stats invariant ties together, changed only under the lock so
     /// that a reader sees them consistent. They wrap at 2^64, as the header says.
     pub(crate) kicks: u64,
@@ -118,6 +120,16 @@ pub(crate) struct Inner {
     pub(crate) timer_ticks: u64,
     pub(crate) handled: u64,
     pub(crate) coalesced: u64,
+}
+
+/// The channel's alarm (an hrtimer) as armed, by the thread or by the alarm's own callback.
+pub(crate) struct AlarmState {
+    /// When it is armed to expire, if it is.
+    pub(crate) at: Option<Instant<Monotonic>>,
+    /// It is not armed to expire before this (see `shared.rs`, `ALARM_GAP`).
+    pub(crate) floor: Option<Instant<Monotonic>>,
+    /// How many more times the callback may re-arm it before the thread has run.
+    pub(crate) credit: u32,
 }
 
 /// A unit of work the thread took from [`Inner`].
@@ -161,6 +173,11 @@ impl Inner {
             in_flight: 0,
             in_flight_slot: 0,
             alarm_mask: 0,
+            alarm: AlarmState {
+                at: None,
+                floor: None,
+                credit: 0,
+            },
             kicks: 0,
             fd_kicks: 0,
             timer_ticks: 0,

@@ -133,9 +133,11 @@ struct evnotify_stats {
  * per expiry) is signalled from the timer's interrupt, as timerfd wakes its
  * reader, and not counted in wakeups or polled; the channel's thread delivers
  * the others (several ticks due at once, slots with kicks pending, signals,
- * ticks it finds due first) and re-arms the timer after each expiry, so a
- * thread that cannot run delays the next tick.  Late ticks are delivered late,
- * never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
+ * ticks it finds due first).  The timer is armed on the CPU of the caller
+ * that set it and re-arms itself there, but at most 16 times before the
+ * channel's thread has run (which is woken to allow more every 8), so a thread
+ * that cannot run stops the ticks after 16; it catches up when it runs again.
+ * Late ticks are delivered late, never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
  * returns (one taken just before may be signalled just after, as a batch in
  * flight is: wait for pending == 0).  Setting a timer replaces the slot's
  * timer.

@@ -23,6 +23,10 @@ pub const TESTS: &[Test] = &[
     ("timer_catch_up_unlimited", timer_catch_up_unlimited),
     ("ranges_at_both_ends", ranges_at_both_ends),
     ("stats_across_slots", stats_across_slots),
+    (
+        "timer_alarm_paced_by_the_thread",
+        timer_alarm_paced_by_the_thread,
+    ),
 ];
 
 /// The CPU the channel's thread is pinned to; the test's own thread runs on CPU 0.
@@ -134,28 +138,30 @@ fn round_robin_bounded_batch() -> Result<()> {
     Ok(())
 }
 
-/// The first snapshot in which the thread has queued any tick. The thread queues all due
-/// ticks of a timer in one step under the lock, so this shows how many one catch-up took.
-fn first_ticks(ch: &Channel) -> Result<sys::Stats> {
+/// Waits until the channel has queued at least `want` ticks (the thread's catch-up once it
+/// runs again), and returns its counters then.
+fn ticks_at_least(ch: &Channel, want: u64) -> Result<sys::Stats> {
     let t = Instant::now();
     loop {
         let s = ch.stats()?;
-        if s.timer_ticks > 0 {
+        if s.timer_ticks >= want {
             return Ok(s);
         }
         ensure!(
             t.elapsed() < hang(),
-            "no tick after the thread was let run: {s:?}"
+            "{} of {want} ticks after the thread was let run: {s:?}",
+            s.timer_ticks
         );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// A timer whose thread is kept off the CPU for longer than all its periods queues every
-/// tick in one catch-up when it runs again: exactly the limit, none skipped or doubled.
+/// A timer whose thread is kept off the CPU for longer than all its periods: the timer signals
+/// ticks itself for as long as the thread lets it re-arm (16 times), and the thread queues the
+/// rest in one catch-up when it runs again: exactly the limit in all, none skipped or doubled.
 fn timer_catch_up_exact() -> Result<()> {
-    const PERIOD: Duration = Duration::from_millis(10);
-    const TICKS: u64 = 5;
+    const PERIOD: Duration = Duration::from_millis(1);
+    const TICKS: u64 = 40;
     let ch = pinned_channel()?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
@@ -164,12 +170,7 @@ fn timer_catch_up_exact() -> Result<()> {
         std::thread::sleep(PERIOD * (TICKS as u32 + 3));
         Ok(())
     })?;
-    let s = first_ticks(&ch)?;
-    ensure!(
-        s.timer_ticks == TICKS,
-        "one catch-up queued {} ticks, want {TICKS}: {s:?}",
-        s.timer_ticks
-    );
+    // Every tick, from the timer and then the thread's catch-up, each once.
     collect(&n, TICKS)?;
     // The limit holds: nothing more comes, and the timer is gone.
     std::thread::sleep(PERIOD * 3);
@@ -181,11 +182,48 @@ fn timer_catch_up_exact() -> Result<()> {
     Ok(())
 }
 
-/// The same without a limit: after being held off for `k` periods the thread queues at least
-/// `k` ticks at once, and in all never more than the periods that have passed.
+/// The timer re-arms itself at most 16 times before the channel's thread has run: with the
+/// thread held off its CPU for 100 periods, at most 17 ticks arrive (the last re-arm's, and
+/// the one armed before); then the thread catches up, and every tick is counted once.
+fn timer_alarm_paced_by_the_thread() -> Result<()> {
+    const PERIOD: Duration = Duration::from_millis(1);
+    const CREDIT: u64 = 16;
+    let ch = pinned_channel()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    // Armed from this CPU, where it stays: not the thread's.
+    ch.set_timer(0, PERIOD, 0)?;
+    collect(&n, 1)?;
+    let during = with_cpu_held(|| {
+        n.drain()?;
+        std::thread::sleep(PERIOD * 100);
+        Ok(n.drain()?)
+    })?;
+    ensure!(
+        during <= CREDIT + 1,
+        "{during} ticks while the thread could not run: {:?}",
+        ch.stats()?
+    );
+    first_more(&n).context("no tick once the thread ran again")?;
+    ch.cancel_timer(0)?;
+    let s = crate::idle(&ch)?;
+    ensure!(s.notifies == s.timer_ticks, "{s:?}");
+    Ok(())
+}
+
+/// Waits for one more notification on `n` (it may bring several).
+fn first_more(n: &Notifier) -> Result<u64> {
+    let v = n.wait_timeout(hang())?;
+    ensure!(v > 0, "none within {:?}", hang());
+    Ok(v)
+}
+
+/// The same without a limit: after the thread was held off for `k` periods, at least `k` ticks
+/// were queued (by the timer, then the thread's catch-up), and in all never more than the
+/// periods that have passed.
 fn timer_catch_up_unlimited() -> Result<()> {
-    const PERIOD: Duration = Duration::from_millis(10);
-    const HELD: u32 = 8;
+    const PERIOD: Duration = Duration::from_millis(1);
+    const HELD: u32 = 60;
     let ch = pinned_channel()?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
@@ -195,12 +233,7 @@ fn timer_catch_up_unlimited() -> Result<()> {
         std::thread::sleep(PERIOD * HELD);
         Ok(())
     })?;
-    let s = first_ticks(&ch)?;
-    ensure!(
-        s.timer_ticks >= u64::from(HELD),
-        "one catch-up queued {} ticks after {HELD} periods held off: {s:?}",
-        s.timer_ticks
-    );
+    ticks_at_least(&ch, u64::from(HELD))?;
     ch.cancel_timer(0)?;
     let elapsed = t0.elapsed();
     let s = crate::idle(&ch)?;
