@@ -302,13 +302,15 @@ impl Shared {
         }
     }
 
-    /// Arms the alarm for `deadline`, or cancels it with `None`, and grants it
-    /// [`ALARM_CREDIT`] re-arms of its own. Alarms are spaced at least `ALARM_GAP` apart,
-    /// counted from when the last one fired. An alarm armed for that very time already is left
-    /// where it is, on its CPU.
-    fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, deadline: Option<Instant<Monotonic>>) {
+    /// Arms the alarm for the channel's next deadline, or cancels it if it has none, and grants
+    /// it [`ALARM_CREDIT`] re-arms of its own. Alarms are spaced at least `ALARM_GAP` apart,
+    /// counted from when the last one fired. An alarm armed for that very time already (by
+    /// its callback, perhaps) is left where it is, on its CPU: the deadline is read under the
+    /// same lock as the alarm's state, so that a callback that just re-armed it is seen.
+    fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm) {
         {
             let mut inner = self.inner.lock();
+            let deadline = inner.next_deadline();
             let a = &mut inner.alarm;
             a.credit = ALARM_CREDIT;
             if let (Some(at), Some(d), Some(_)) = (a.at, deadline, alarm.handle.as_ref()) {
@@ -322,6 +324,7 @@ impl Shared {
         // channels' `inner` and run queues): none is held here.
         drop(alarm.handle.take());
         let mut inner = self.inner.lock();
+        let deadline = inner.next_deadline();
         let a = &mut inner.alarm;
         // Looked at once the alarm cannot fire any more: one that was due when cancelled
         // spaces the next as if it had fired.
@@ -344,9 +347,8 @@ impl Shared {
             Shared::update(this, false, |_| true);
             return;
         };
-        let deadline = this.inner.lock().next_deadline();
         let arc: Arc<Self> = this.into();
-        arc.set_alarm(&mut alarm, deadline);
+        arc.set_alarm(&mut alarm);
     }
 
     /// Stops the channel: nothing is queued, served or delivered for it once this returns.
@@ -517,9 +519,8 @@ unsafe impl Served for Shared {
         }
         inner.fire_timers(Instant::now(), false);
         let Some(work) = inner.take_work() else {
-            let deadline = inner.next_deadline();
             drop(inner);
-            self.set_alarm(&mut alarm, deadline);
+            self.set_alarm(&mut alarm);
             return;
         };
         drop(inner);
@@ -550,8 +551,7 @@ unsafe impl Served for Shared {
             runner.enqueue(self.as_arc_borrow(), true);
             return;
         }
-        let deadline = inner.next_deadline();
         drop(inner);
-        self.set_alarm(&mut alarm, deadline);
+        self.set_alarm(&mut alarm);
     }
 }
