@@ -156,7 +156,8 @@ pub(crate) struct Shared {
     #[pin]
     pub(crate) start: Mutex<()>,
     /// Held by the worker while it serves the channel, so that `close` can wait for a batch
-    /// in progress. Ordered before `inner`.
+    /// in progress, and by `EVNOTIFY_IOC_TIMER` while it arms the alarm. Ordered before
+    /// `inner`.
     #[pin]
     serving: Mutex<Alarm>,
     /// Fires at the channel's next deadline (a timer tick or an echo), with the precision of
@@ -189,13 +190,14 @@ impl HrTimerCallback for Shared {
     /// callback wakes its reader: no hop through the worker. Queues the channel on its worker
     /// for the rest (signals, catch-ups, busy slots, echoes).
     ///
-    /// Re-arms itself for the next deadline, so that it stays on its CPU (the one of the
-    /// caller that set the timer, as a timerfd's) and needs no thread, but only [`ALARM_CREDIT`]
-    /// times in a row: the worker grants them each time it runs, and is woken for it when half
-    /// are spent. A timerfd is re-armed by its reader, never in its callback, "to avoid DoS
-    /// attacks specifying a very short timer period" (`fs/timerfd.c`); here the interrupt work
-    /// is likewise paced by a schedulable thread: at most `ALARM_CREDIT` expiries of at most
-    /// `ALARM_TICKS` eventfd signals each per run of the worker, and none once it cannot run.
+    /// Re-arms itself for the next deadline, so that it stays on its CPU (usually the one of
+    /// the caller that set the timer, as a timerfd's) and needs no thread, but only
+    /// [`ALARM_CREDIT`] times in a row: the worker grants them each time it runs, and is woken
+    /// at every expiry once half are spent. A timerfd is re-armed by its reader, never in its
+    /// callback, "to avoid DoS attacks specifying a very short timer period" (`fs/timerfd.c`);
+    /// here the interrupt work is likewise paced by a schedulable thread: at most
+    /// `ALARM_CREDIT + 1` expiries (the armed one and its re-arms) of at most `ALARM_TICKS`
+    /// eventfd signals each per run of the worker, and two per `EVNOTIFY_IOC_TIMER` call.
     ///
     /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
@@ -249,8 +251,8 @@ impl HrTimerCallback for Shared {
         let Some(at) = again else {
             return HrTimerRestart::NoRestart;
         };
-        // From its own expiry, by exactly the gap to `at`: once (`at` is past `now`, and so
-        // past the expiry).
+        // From its own expiry, by the gap to `at` (rounded up to the timer resolution in
+        // low-resolution mode): once, since `at` is past `now`, and so past the expiry.
         let expiry = this.alarm.expires();
         ctx.forward(expiry, at - expiry);
         HrTimerRestart::Restart
@@ -302,17 +304,20 @@ impl Shared {
         }
     }
 
-    /// Arms the alarm for the channel's next deadline, or cancels it if it has none, and grants
-    /// it [`ALARM_CREDIT`] re-arms of its own. Alarms are spaced at least `ALARM_GAP` apart,
+    /// Arms the alarm for the channel's next deadline, or cancels it if it has none; the
+    /// worker (`grant`) grants it [`ALARM_CREDIT`] re-arms of its own, an ioctl at least one. Alarms are spaced at least `ALARM_GAP` apart,
     /// counted from when the last one fired. An alarm armed for that very time already (by
     /// its callback, perhaps) is left where it is, on its CPU: the deadline is read under the
     /// same lock as the alarm's state, so that a callback that just re-armed it is seen.
-    fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm) {
+    fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, grant: bool) {
         {
             let mut inner = self.inner.lock();
             let deadline = inner.next_deadline();
             let a = &mut inner.alarm;
-            a.credit = ALARM_CREDIT;
+            // Only the worker grants re-arms: an ioctl grants one, so that a user's calls
+            // cannot keep the alarm going without the thread (a timerfd gives one expiry per
+            // call), and its first expiry wakes the worker for more.
+            a.credit = if grant { ALARM_CREDIT } else { a.credit.max(1) };
             if let (Some(at), Some(d), Some(_)) = (a.at, deadline, alarm.handle.as_ref()) {
                 if (at - Instant::now()).as_nanos() > 0 && (spaced(d, a.floor) - at).is_zero() {
                     return;
@@ -348,7 +353,7 @@ impl Shared {
             return;
         };
         let arc: Arc<Self> = this.into();
-        arc.set_alarm(&mut alarm);
+        arc.set_alarm(&mut alarm, false);
     }
 
     /// Stops the channel: nothing is queued, served or delivered for it once this returns.
@@ -520,7 +525,7 @@ unsafe impl Served for Shared {
         inner.fire_timers(Instant::now(), false);
         let Some(work) = inner.take_work() else {
             drop(inner);
-            self.set_alarm(&mut alarm);
+            self.set_alarm(&mut alarm, true);
             return;
         };
         drop(inner);
@@ -552,6 +557,6 @@ unsafe impl Served for Shared {
             return;
         }
         drop(inner);
-        self.set_alarm(&mut alarm);
+        self.set_alarm(&mut alarm, true);
     }
 }

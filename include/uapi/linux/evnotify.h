@@ -134,9 +134,11 @@ struct evnotify_stats {
  * reader, and not counted in wakeups or polled; the channel's thread delivers
  * the others (several ticks due at once, slots with kicks pending, signals,
  * ticks it finds due first).  The timer is armed on the CPU of the caller
- * that set it and re-arms itself there, but at most 16 times before the
- * channel's thread has run (which is woken to allow more every 8), so a thread
- * that cannot run stops the ticks after 16; it catches up when it runs again.
+ * that set it and usually re-arms itself there, but it expires at most 17
+ * times (the armed expiry and 16 re-arms) per run of the channel's thread,
+ * which is woken for more once 8 or fewer are left, and twice per
+ * EVNOTIFY_IOC_TIMER call: a thread that cannot run stops the ticks, and
+ * catches up when it runs again.
  * Late ticks are delivered late, never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
  * returns (one taken just before may be signalled just after, as a batch in
  * flight is: wait for pending == 0).  Setting a timer replaces the slot's

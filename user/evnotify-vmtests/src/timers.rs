@@ -201,8 +201,8 @@ fn at_least(n: &Notifier, want: u64) -> Result<u64> {
 }
 
 /// A tick that falls due alone on an idle slot is signalled by the timer itself (API version
-/// 5), with an eventfd (`notifies`) or without (`dropped`): the thread, which only re-arms the
-/// timer, finds no work for it (`wakeups`, `polled`). Counted, not timed: a tick late by a
+/// 5), with an eventfd (`notifies`) or without (`dropped`): the thread, which only grants the
+/// timer its re-arms, finds no work for it (`wakeups`, `polled`). Counted, not timed: a tick late by a
 /// whole period is a catch-up, which is the thread's, so up to half of them may go through it.
 fn timer_ticks_delivered_by_the_timer() -> Result<()> {
     const TICKS: u64 = 20;
