@@ -306,9 +306,9 @@ impl Shared {
 
     /// Arms the alarm for the channel's next deadline, or cancels it if it has none; the
     /// worker (`grant`) grants it [`ALARM_CREDIT`] re-arms of its own, an ioctl at least one. Alarms are spaced at least `ALARM_GAP` apart,
-    /// counted from when the last one fired. An alarm armed for that very time already (by
-    /// its callback, perhaps) is left where it is, on its CPU: the deadline is read under the
-    /// same lock as the alarm's state, so that a callback that just re-armed it is seen.
+    /// counted from when the last one fired. An alarm armed to fire by then already (by its
+    /// callback, perhaps) is left where it is, on its CPU: the deadline is read under the same
+    /// lock as the alarm's state, so that a callback that just re-armed it is seen.
     fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, grant: bool) {
         {
             let mut inner = self.inner.lock();
@@ -318,8 +318,14 @@ impl Shared {
             // cannot keep the alarm going without the thread (a timerfd gives one expiry per
             // call), and its first expiry wakes the worker for more.
             a.credit = if grant { ALARM_CREDIT } else { a.credit.max(1) };
-            if let (Some(at), Some(d), Some(_)) = (a.at, deadline, alarm.handle.as_ref()) {
-                if (at - Instant::now()).as_nanos() > 0 && (spaced(d, a.floor) - at).is_zero() {
+            // An alarm that will fire by the deadline (or is firing) re-arms itself for what is
+            // due next, with the credit just granted: left alone, it stays on its CPU.
+            if let (Some(at), Some(_)) = (a.at, alarm.handle.as_ref()) {
+                let by_then = match deadline {
+                    Some(d) => (spaced(d, a.floor) - at).as_nanos() >= 0,
+                    None => true,
+                };
+                if by_then {
                     return;
                 }
             }
