@@ -4,8 +4,8 @@
 //! (`rust_evnotify.rs`). Owns the file's view of a channel: its [`Shared`] state, its worker and
 //! its place in the limits. May call `shared`, `slots`, `limits`, `worker` and the leaf
 //! wrappers. A new ioctl is a method here; a new way to deliver belongs to the slot state
-//! (`slots.rs`, `deadlines.rs`) and `shared.rs` (`Shared::deliver` for the thread, the alarm's
-//! callback for interrupt context).
+//! (`slots.rs`, `deadlines.rs`) and to `Shared::deliver` (`shared.rs`) for the thread, or the
+//! alarm's callback (`alarm.rs`) for interrupt context.
 
 use crate::{
     eventfd::{

@@ -33,6 +33,7 @@
 //! }
 //! ```
 
+mod alarm;
 mod busypoll;
 mod channel;
 mod compat;

@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A channel's alarm: the hrtimer that fires at the channel's next deadline (a timer tick or
+//! an echo), delivers lone ticks itself from interrupt context, and re-arms itself within the
+//! credit the channel's worker grants. Owns the alarm's policy (spacing, credit, where it is
+//! armed); calls `shared` (the channel it belongs to), the slot state and the leaf wrappers.
+
+use crate::{
+    eventfd::EventFd,
+    shared::{
+        Alarm,
+        Shared, //
+    },
+    slots::bits,
+    uapi::NR_SLOTS,
+};
+use kernel::{
+    sync::{
+        atomic::Relaxed,
+        Arc,
+        ArcBorrow, //
+    },
+    time::{
+        hrtimer::{
+            HrTimerCallback,
+            HrTimerCallbackContext,
+            HrTimerPointer,
+            HrTimerRestart, //
+        },
+        Delta,
+        Instant,
+        Monotonic, //
+    }, //
+};
+
+/// Least time between two expiries of a channel's alarm: deadlines closer than this (up to 64
+/// slots' timers and echoes, out of phase) share one, later by at most this much. Bounds one
+/// channel at 10,000 alarms a second; a lone timer of the 1 ms minimum period never waits for
+/// it.
+const ALARM_GAP: Delta = Delta::from_micros(100);
+
+/// Most times a channel's alarm re-arms itself before its worker has run (see the callback).
+const ALARM_CREDIT: u32 = 16;
+
+/// `deadline`, or `floor` if that is later.
+fn spaced(deadline: Instant<Monotonic>, floor: Option<Instant<Monotonic>>) -> Instant<Monotonic> {
+    match floor {
+        Some(f) if (deadline - f).as_nanos() < 0 => f,
+        _ => deadline,
+    }
+}
+
+impl HrTimerCallback for Shared {
+    type Pointer<'a> = Arc<Shared>;
+
+    /// Delivers the due ticks of idle slots itself, one eventfd signal each, as timerfd's
+    /// callback wakes its reader: no hop through the worker. Queues the channel on its worker
+    /// for the rest (signals, catch-ups, busy slots, echoes).
+    ///
+    /// Re-arms itself for the next deadline, so that it stays on its CPU (usually the one of
+    /// the caller that set the timer, as a timerfd's) and needs no thread, but only
+    /// [`ALARM_CREDIT`] times in a row: the worker grants them each time it runs, and is woken
+    /// at every expiry once half are spent. A timerfd is re-armed by its reader, never in its
+    /// callback, "to avoid DoS attacks specifying a very short timer period" (`fs/timerfd.c`);
+    /// here the interrupt work is likewise paced by a schedulable thread: at most
+    /// `ALARM_CREDIT + 1` expiries (the armed one and its re-arms) of at most `ALARM_TICKS`
+    /// eventfd signals each per run of the worker, and two per `EVNOTIFY_IOC_TIMER` call.
+    ///
+    /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
+    /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
+    /// and `ida_free`, both fine in interrupt context.
+    fn run(
+        this: ArcBorrow<'_, Shared>,
+        mut ctx: HrTimerCallbackContext<'_, Self>,
+    ) -> HrTimerRestart {
+        let now = Instant::now();
+        let mut efds: [Option<Arc<EventFd>>; NR_SLOTS] = [const { None }; NR_SLOTS];
+        let mut inner = this.inner.lock();
+        inner.alarm.at = None;
+        if inner.closed {
+            return HrTimerRestart::NoRestart;
+        }
+        inner.alarm.floor = Some(now + ALARM_GAP);
+        let taken = inner.fire_timers(now, true);
+        for slot in bits(taken) {
+            efds[slot] = inner.slots[slot].efd.clone();
+        }
+        let next = inner.next_deadline().map(|d| spaced(d, inner.alarm.floor));
+        let again = next.filter(|_| inner.alarm.credit > 0);
+        if again.is_some() {
+            inner.alarm.credit -= 1;
+            inner.alarm.at = again;
+        }
+        let refill = next.is_some() && inner.alarm.credit <= ALARM_CREDIT / 2;
+        if taken != 0 {
+            drop(inner);
+            // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
+            // takes `inner`. Tagged as a channel's signal, so such a loop is an echo.
+            let mut signalled = 0;
+            for efd in efds.iter().flatten() {
+                efd.signal();
+                signalled += 1;
+            }
+            let c = &this.count;
+            c.notifies.add(signalled, Relaxed);
+            c.dropped
+                .add(u64::from(taken.count_ones()) - signalled, Relaxed);
+            inner = this.inner.lock();
+            inner.alarm_delivered(taken);
+        }
+        // The worker is woken after the readers, to deliver the rest or to grant more re-arms.
+        if !inner.closed && (!inner.idle() || refill) {
+            if let Some(runner) = this.runner.as_ref() {
+                runner.enqueue(this, false);
+            }
+        }
+        drop(inner);
+        let Some(at) = again else {
+            return HrTimerRestart::NoRestart;
+        };
+        // From its own expiry, by the gap to `at` (rounded up to the timer resolution in
+        // low-resolution mode): once, since `at` is past `now`, and so past the expiry.
+        let expiry = this.alarm.expires();
+        ctx.forward(expiry, at - expiry);
+        HrTimerRestart::Restart
+    }
+}
+
+impl Shared {
+    /// Arms the alarm for the channel's next deadline, or cancels it if it has none; the
+    /// worker (`grant`) grants it [`ALARM_CREDIT`] re-arms of its own, an ioctl at least one.
+    /// Alarms are spaced at least `ALARM_GAP` apart,
+    /// counted from when the last one fired. An alarm armed to fire by then already (by its
+    /// callback, perhaps) is left where it is, on its CPU: the deadline is read under the same
+    /// lock as the alarm's state, so that a callback that just re-armed it is seen.
+    pub(crate) fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, grant: bool) {
+        {
+            let mut inner = self.inner.lock();
+            let deadline = inner.next_deadline();
+            let a = &mut inner.alarm;
+            // Only the worker grants re-arms: an ioctl grants one, so that a user's calls
+            // cannot keep the alarm going without the thread (a timerfd gives one expiry per
+            // call), and its first expiry wakes the worker for more.
+            a.credit = if grant { ALARM_CREDIT } else { a.credit.max(1) };
+            // An alarm that will fire by the deadline (or is firing) re-arms itself for what is
+            // due next, with the credit just granted: left alone, it stays on its CPU.
+            if let (Some(at), Some(_)) = (a.at, alarm.handle.as_ref()) {
+                let by_then = match deadline {
+                    Some(d) => (spaced(d, a.floor) - at).as_nanos() >= 0,
+                    None => true,
+                };
+                if by_then {
+                    return;
+                }
+            }
+        }
+        // Cancelling waits for a running callback, which takes `inner`, the run queue and the
+        // wait-queue locks of the eventfds it signals (and, through their waiters, other
+        // channels' `inner` and run queues): none is held here.
+        drop(alarm.handle.take());
+        let mut inner = self.inner.lock();
+        let deadline = inner.next_deadline();
+        let a = &mut inner.alarm;
+        // Looked at once the alarm cannot fire any more: one that was due when cancelled
+        // spaces the next as if it had fired.
+        if let Some(at) = a.at.take() {
+            if (Instant::now() - at).as_nanos() >= 0 {
+                a.floor = Some(at + ALARM_GAP);
+            }
+        }
+        let at = deadline.map(|d| spaced(d, a.floor));
+        a.at = at;
+        drop(inner);
+        alarm.handle = at.map(|at| self.clone().start(at));
+    }
+
+    /// Arms the alarm for the channel's next deadline from the caller's CPU, where it then
+    /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller); if the worker is
+    /// serving the channel, queues it to do so instead.
+    pub(crate) fn arm_here(this: ArcBorrow<'_, Self>) {
+        let Some(mut alarm) = this.serving.try_lock() else {
+            Shared::update(this, false, |_| true);
+            return;
+        };
+        let arc: Arc<Self> = this.into();
+        arc.set_alarm(&mut alarm, false);
+    }
+}
