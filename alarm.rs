@@ -127,10 +127,11 @@ impl HrTimerCallback for Shared {
 }
 
 impl Shared {
-    /// Arms the alarm for the channel's next deadline, or cancels it if it has none; the
+    /// Arms the alarm for the channel's next deadline (one armed already is left to fire once
+    /// and find nothing, if the channel has none, and cancelled at close); the
     /// worker (`grant`) grants it [`ALARM_CREDIT`] re-arms of its own, an ioctl at least one.
-    /// Alarms are spaced at least `ALARM_GAP` apart,
-    /// counted from when the last one fired. An alarm armed to fire by then already (by its
+    /// Alarms are spaced at least `ALARM_GAP` apart, counted from when the last one fired. An
+    /// alarm armed to fire by then already (by its
     /// callback, perhaps) is left where it is, on its CPU: the deadline is read under the same
     /// lock as the alarm's state, so that a callback that just re-armed it is seen.
     pub(crate) fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, grant: bool) {
@@ -174,7 +175,7 @@ impl Shared {
         alarm.handle = at.map(|at| self.clone().start(at));
     }
 
-    /// Arms the alarm for the channel's next deadline from the caller's CPU, where it then
+    /// Arms the alarm for the channel's next deadline from the caller's CPU, where it usually
     /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller); if the worker is
     /// serving the channel, queues it to do so instead.
     pub(crate) fn arm_here(this: ArcBorrow<'_, Self>) {
