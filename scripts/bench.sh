@@ -20,7 +20,7 @@ unset EVNOTIFY_DEBUG
 lock_checkout
 mkdir -p "$repo/bench" "$repo/build"
 log=$repo/build/bench.log
-# TIMEOUT_SECS: the VM's part took about 70 s here; options given to bench.sh (passed on to
+# TIMEOUT_SECS: the VM's part took about 90 s here; options given to bench.sh (passed on to
 # vm.sh) come after this one and win.
 # The shared-workers part opens 100,000 channels: the module's limits (4096 and 1024 by
 # default) are set only at load time, and the channels need memory (docs/performance.md).

@@ -139,7 +139,7 @@ INTRO = """\
 # Performance
 
 `make bench` boots the VM once and measures everything side by side in that one run (about
-70 s here, with the kernel and tools built), so the ratios are fair. **The VM is
+90 s here, with the kernel and tools built), so the ratios are fair. **The VM is
 TCG-emulated** (no KVM here): absolute times are 10-50× those of real hardware and vary by
 up to 40% from boot to boot, so only the ratios within a run carry over, and even those only
 in direction. No factor below is promised for another host.
