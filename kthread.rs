@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A kernel thread bound to shared data: the only user of the kthread C API. A leaf: it runs
-//! what implements its [`ThreadWork`] trait and calls nothing of the module.
+//! A kernel thread bound to shared data, in the cgroups of the task that starts it: the only
+//! user of the kthread and cgroup C APIs. A leaf: it runs what implements its [`ThreadWork`]
+//! trait and calls nothing of the module.
 
 use core::{
     marker::PhantomData,
@@ -9,21 +10,60 @@ use core::{
 };
 use kernel::{
     bindings,
-    error::from_err_ptr,
+    error::{
+        from_err_ptr,
+        to_result, //
+    },
     prelude::*,
     processor::cpu_relax,
-    sync::Arc,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        Completion, //
+    },
     time::{
         Delta,
         Instant,
         Monotonic, //
     }, //
 };
+use pin_init::stack_pin_init;
 
 extern "C" {
     // Exported by `kernel/sched/core.c` (KVM's halt polling uses it), but declared in
     // `linux/sched/stat.h`, which the 7.3 bindings do not include, and no Rust helper wraps it.
     fn single_task_running() -> bool;
+}
+
+/// Moves the calling thread into `owner`'s cgroups, in every hierarchy.
+///
+/// # Safety
+///
+/// `owner` must be a valid task for the duration of the call.
+unsafe fn join_cgroups_of(owner: *mut bindings::task_struct) -> Result {
+    #[cfg(CONFIG_CGROUPS)]
+    {
+        let this = kernel::current!().as_ptr();
+        // The move takes global locks (`cgroup_threadgroup_rwsem` for writing, which waits out
+        // forks and exits in flight): once per thread, never on a hot path. Whether the thread
+        // is there already (a caller in the root cgroup, kthreadd's) cannot be asked first:
+        // the bindings' `task_struct` does not match the kernel's layout, so its `cgroups` is
+        // not read from Rust. (Nor can a shared worker be refused to callers of other cgroups.)
+        // SAFETY: `owner` is valid (the function's safety requirement), and so is the calling
+        // thread. It moves itself after `kthread()` has set its node affinity, as vhost's
+        // workers do, so that a cpuset's CPU mask is not overwritten. (Built with cgroups,
+        // `kernel/cgroup/cgroup-v1.c` exports the function, for vhost; it acts on every
+        // hierarchy, cgroup v2 included.)
+        to_result(unsafe { bindings::cgroup_attach_task_all(owner, this) })
+    }
+    #[cfg(not(CONFIG_CGROUPS))]
+    {
+        let _ = owner;
+        Ok(())
+    }
 }
 
 /// The body of a [`KThread`].
@@ -95,15 +135,42 @@ unsafe impl<T: ThreadWork> Send for KThread<T> {}
 // SAFETY: The `&self` methods only read the immutable pid and share `&T`, and `T: Sync`.
 unsafe impl<T: ThreadWork> Sync for KThread<T> {}
 
+/// What [`KThread::spawn`] hands its new thread, on the spawner's stack: valid until `done`.
+#[pin_data]
+struct Start<T> {
+    /// The contents of the `Arc` the thread runs.
+    work: *const T,
+    /// The spawner, whose cgroups the thread joins; it waits on `done` meanwhile.
+    owner: *mut bindings::task_struct,
+    /// The errno of joining them, 0 on success.
+    result: Atomic<i32>,
+    #[pin]
+    done: Completion,
+}
+
 /// # Safety
 ///
-/// `data` must point to a `T` in an `Arc` (so pinned) that stays valid until `kthread_stop` on
-/// this thread returns.
-unsafe extern "C" fn trampoline<T: ThreadWork>(data: *mut c_void) -> c_int {
-    // SAFETY: By the function's safety requirement, `data` points to a valid `T` for as long as
+/// `arg` must point to a [`Start<T>`] that stays valid until its `done` is completed, whose
+/// `owner` is valid until then, and whose `work` points to a `T` in an `Arc` (so pinned) that
+/// stays valid until `kthread_stop` on this thread returns.
+unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
+    // SAFETY: By the function's safety requirement, `arg` is a valid `Start<T>` until `done`.
+    let start = unsafe { &*arg.cast::<Start<T>>() };
+    let work = start.work;
+    // SAFETY: `owner` is valid until `done` is completed, below.
+    let joined = unsafe { join_cgroups_of(start.owner) };
+    start
+        .result
+        .store(joined.err().map_or(0, |e| e.to_errno()), Relaxed);
+    start.done.complete_all();
+    // `start` may be gone from here on.
+    if joined.is_err() {
+        return 0;
+    }
+    // SAFETY: By the function's safety requirement, `work` points to a valid `T` for as long as
     // the thread runs, and `T: Sync` allows sharing it. It is the contents of an `Arc`, which
     // never moves them: so it is pinned.
-    let work = unsafe { Pin::new_unchecked(&*data.cast::<T>()) };
+    let work = unsafe { Pin::new_unchecked(&*work) };
     work.run(&ThreadCtx {
         _not_send: PhantomData,
     });
@@ -111,13 +178,25 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(data: *mut c_void) -> c_int {
 }
 
 impl<T: ThreadWork> KThread<T> {
-    /// Starts a thread named `evnotify/<id>` running `data.run()`.
+    /// Starts a thread named `evnotify/<id>` running `data.run()`, in the cgroups of the
+    /// calling task (as vhost's kthread workers are), so that they are charged for its CPU
+    /// time. Waits until the thread is there; fails with its errno if it cannot be moved.
     pub(crate) fn spawn(data: Arc<T>, id: u32) -> Result<Self> {
-        let arg = Arc::as_ptr(&data).cast_mut().cast::<c_void>();
-        // SAFETY: `trampoline::<T>` has the C signature; `arg` is the contents of the `Arc` `data`,
-        // so pinned, and stays valid until `Drop` has
-        // stopped the thread, because `data` is dropped only after that. The format string
-        // consumes exactly one `unsigned int`.
+        let (work, owner) = (Arc::as_ptr(&data), kernel::current!().as_ptr());
+        stack_pin_init!(let start = pin_init!(Start::<T> {
+            work,
+            owner,
+            result: Atomic::new(0),
+            done <- Completion::new(),
+        }));
+        let arg = core::ptr::from_ref::<Start<T>>(&*start)
+            .cast_mut()
+            .cast::<c_void>();
+        // SAFETY: `trampoline::<T>` has the C signature. `arg` is `start`, which stays valid until
+        // its `done` is completed, as we wait for that below, and so does its `owner`, the
+        // calling task; its `work` is the contents of the `Arc` `data`, so pinned, and stays
+        // valid until `Drop` has stopped the thread, because `data` is dropped only after that.
+        // The format string consumes exactly one `unsigned int`.
         let task = unsafe {
             bindings::kthread_create_on_node(
                 Some(trampoline::<T>),
@@ -135,7 +214,12 @@ impl<T: ThreadWork> KThread<T> {
         unsafe { bindings::wake_up_process(task.as_ptr()) };
         // INVARIANT: The thread was created with `trampoline::<T>` and `data`, and we took one
         // reference to its `task_struct` above.
-        Ok(Self { task, _data: data })
+        let thread = Self { task, _data: data };
+        // Woken, and not asked to stop, the thread runs `trampoline`, which completes `done`.
+        start.done.wait_for_completion();
+        // On failure the thread has returned; dropping `thread` reaps it.
+        to_result(start.result.load(Relaxed))?;
+        Ok(thread)
     }
 
     /// The thread's pid, as seen from the calling task's pid namespace.

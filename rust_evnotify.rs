@@ -137,7 +137,12 @@ impl MiscDevice for Channel {
                     | uapi::F_TIMER
                     | uapi::F_SIGNAL
                     | uapi::F_BUSYPOLL
-                    | uapi::F_WORKERS,
+                    | uapi::F_WORKERS
+                    | if cfg!(CONFIG_CGROUPS) {
+                        uapi::F_CGROUPS
+                    } else {
+                        0
+                    },
             })?,
             uapi::IOC_ATTACH => {
                 let req: uapi::Attach = user.reader().read()?;

@@ -16,7 +16,7 @@ use kernel::{
     transmute, //
 };
 
-pub(crate) const API_VERSION: u32 = 5;
+pub(crate) const API_VERSION: u32 = 6;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
 pub(crate) const MAX_PENDING: u64 = 1 << 20;
@@ -36,6 +36,7 @@ pub(crate) const F_TIMER: u64 = 1 << 4;
 pub(crate) const F_SIGNAL: u64 = 1 << 5;
 pub(crate) const F_BUSYPOLL: u64 = 1 << 6;
 pub(crate) const F_WORKERS: u64 = 1 << 7;
+pub(crate) const F_CGROUPS: u64 = 1 << 8;
 
 /// The default signal of `IOC_SIGNAL`.
 pub(crate) const SIGIO: i32 = kernel::bindings::SIGIO as i32;

@@ -145,6 +145,10 @@ others() {
 }
 leaks=$leaks
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# cgroup v2 with the cpu, memory and pids controllers enabled for the root's children, for the
+# cgroup tests; a kernel without cgroups has no /sys/fs/cgroup (the tests say so).
+[ -d /sys/fs/cgroup ] && mount -t cgroup2 cgroup2 /sys/fs/cgroup &&
+	echo "+cpu +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
 # Debug kernel: forget what boot allocated, so only this run's leaks count.
 [ -e \$leaks ] && echo clear >\$leaks
 # Our output goes to the second serial port, the kernel log stays on the first. Each block

@@ -19,7 +19,9 @@
  *    channel's kernel thread, which any later call would start anyway.
  * A call that needs the channel's thread and has none starts it, and fails
  * with ENOMEM or EAGAIN if the thread cannot be created, or EINTR if the
- * caller is being killed meanwhile.
+ * caller is being killed meanwhile; on a kernel with cgroups, also with the
+ * errno of moving the thread into the caller's cgroups (ENOMEM; ENOSPC or
+ * EINVAL from the cpuset controller).
  *
  * The magic 0xE6 (commands 0x00-0x1F) is unused in
  * Documentation/userspace-api/ioctl/ioctl-number.rst as of Linux 7.3.
@@ -39,8 +41,10 @@
  * being delivered counts against EVNOTIFY_MAX_PENDING.
  * 5: a timer tick that falls due on an idle slot is signalled from the
  * timer's interrupt, without the channel's thread (see evnotify_timer).
+ * 6: a worker's thread runs in the cgroups of the task that started it
+ * (EVNOTIFY_F_CGROUPS).
  */
-#define EVNOTIFY_API_VERSION	5
+#define EVNOTIFY_API_VERSION	6
 /* Number of notify slots in every channel. */
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */
@@ -63,6 +67,8 @@
 #define EVNOTIFY_F_SIGNAL	(1ULL << 5)	/* EVNOTIFY_IOC_SIGNAL: fasync-style signals */
 #define EVNOTIFY_F_BUSYPOLL	(1ULL << 6)	/* EVNOTIFY_IOC_BUSYPOLL: thread spins before sleeping */
 #define EVNOTIFY_F_WORKERS	(1ULL << 7)	/* EVNOTIFY_IOC_SHARE_WORKER, EVNOTIFY_IOC_WORKER */
+#define EVNOTIFY_F_CGROUPS	(1ULL << 8)	/* workers run in their starter's cgroups
+						 * (set on kernels with cgroups) */
 
 /* Timer periods accepted by EVNOTIFY_IOC_TIMER, in nanoseconds (1 ms .. 1 day). */
 #define EVNOTIFY_MIN_PERIOD_NS	1000000ULL
@@ -207,6 +213,22 @@ struct evnotify_busypoll {
  * of it, whether or not it has a worker); EBUSY if this channel has a worker
  * already; ENOMEM or EAGAIN, or EINTR for a caller being killed, if fd's
  * channel had no worker and one could not be started.
+ *
+ * Cgroups (EVNOTIFY_F_CGROUPS, on a kernel with cgroups), as vhost's kthread
+ * workers: a worker's thread runs in the cgroups, in every hierarchy, of the
+ * task whose call started it, so its CPU time counts in that cgroup's cpu.stat
+ * and against its cpu.max and cpu.weight, not the root's.  The thread stays
+ * there for its life, whoever uses its channels: a channel whose fd was
+ * passed (SCM_RIGHTS) or inherited (fork) keeps its worker, started or not
+ * yet (then the first call that needs it starts it, in the caller's cgroups),
+ * and a channel that shares a worker, from any cgroup, has its work charged to
+ * the worker's: holding a descriptor of one of its channels is the consent,
+ * as it is for kicking them.
+ * The thread is a kernel thread, not a task of the caller: it counts in the
+ * cgroup's pids.current, but pids.max and RLIMIT_NPROC do not refuse it (what
+ * bounds threads is max_user_channels); its stack and task_struct are not
+ * charged to the memory cgroup (the channel's own memory is); and the cgroup
+ * cannot be removed (EBUSY) while it holds a worker.
  *
  * A worker serves its channels round robin, one batch at a time (at most 1024
  * kicks of one slot), and a channel's slots round robin, so a flooded channel

@@ -264,6 +264,7 @@ fn constants() -> Vec<(&'static str, u64, u64)> {
         F_SIGNAL,
         F_BUSYPOLL,
         F_WORKERS,
+        F_CGROUPS,
         MIN_PERIOD_NS,
         MAX_PERIOD_NS,
         MAX_BUSYPOLL_NS,

@@ -18,6 +18,7 @@ fn feature_names(bits: u64) -> Vec<&'static str> {
         (sys::F_SIGNAL, "signal"),
         (sys::F_BUSYPOLL, "busypoll"),
         (sys::F_WORKERS, "workers"),
+        (sys::F_CGROUPS, "cgroups"),
     ]
     .into_iter()
     .filter(|(b, _)| bits & b != 0)
@@ -140,8 +141,9 @@ mod tests {
             | sys::F_TIMER
             | sys::F_SIGNAL
             | sys::F_BUSYPOLL
-            | sys::F_WORKERS;
-        assert_eq!(feature_names(all).len(), 8);
+            | sys::F_WORKERS
+            | sys::F_CGROUPS;
+        assert_eq!(feature_names(all).len(), 9);
         assert_eq!(feature_names(sys::F_WORKERS), ["workers"]);
         assert!(feature_names(1 << 63).is_empty());
     }

@@ -7,6 +7,7 @@
 
 mod async_notify;
 mod busypoll;
+mod cgroups;
 mod cli;
 mod contract;
 mod errors;
@@ -213,6 +214,7 @@ fn main() {
         workers_lifetime::TESTS,
         workers_load::TESTS,
         workers_limits::TESTS,
+        cgroups::TESTS,
         errors::TESTS,
         hostile::TESTS,
         hostile_eventfds::TESTS,

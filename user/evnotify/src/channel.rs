@@ -304,7 +304,9 @@ impl Channel {
     /// own.
     ///
     /// The worker serves its channels round robin, so a flooded channel cannot starve a quiet
-    /// one, and lives while any of them is open. Its busy-poll limit is shared: this channel
+    /// one, and lives while any of them is open. On a kernel with [`sys::F_CGROUPS`], its
+    /// thread runs in the cgroups of the task that started it, so this channel's work is
+    /// charged there, whatever the caller's cgroups. Its busy-poll limit is shared: this channel
     /// takes the worker's, and [`Channel::set_busypoll`] on any of them sets it for all.
     ///
     /// # Errors
@@ -314,7 +316,7 @@ impl Channel {
     ///   through a duplicate of its descriptor);
     /// - `EBUSY`: this channel has a worker already;
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's thread, which this call starts if `other` has
-    ///   none, could not be created;
+    ///   none, could not be created (or moved into the caller's cgroups);
     /// - `ENOTTY`: this is not a `/dev/evnotify` channel, or the module is older than API
     ///   version 3 (no [`sys::F_WORKERS`]).
     ///

@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 /// `EVNOTIFY_API_VERSION`: the version this crate speaks.
-pub const API_VERSION: u32 = 5;
+pub const API_VERSION: u32 = 6;
 /// `EVNOTIFY_NR_SLOTS`: notify slots per channel.
 pub const NR_SLOTS: u32 = 64;
 /// `EVNOTIFY_MAX_KICK`: the largest count one kick accepts.
@@ -26,6 +26,9 @@ pub const F_SIGNAL: u64 = 1 << 5;
 pub const F_BUSYPOLL: u64 = 1 << 6;
 /// `EVNOTIFY_F_WORKERS`: shared workers ([`IOC_SHARE_WORKER`], [`IOC_WORKER`]).
 pub const F_WORKERS: u64 = 1 << 7;
+/// `EVNOTIFY_F_CGROUPS`: a worker's thread runs in the cgroups of the task that started it
+/// (set by kernels with cgroups).
+pub const F_CGROUPS: u64 = 1 << 8;
 /// `EVNOTIFY_MIN_PERIOD_NS`: the shortest timer period (1 ms).
 pub const MIN_PERIOD_NS: u64 = 1_000_000;
 /// `EVNOTIFY_MAX_PERIOD_NS`: the longest timer period (1 day).

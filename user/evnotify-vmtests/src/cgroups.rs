@@ -1,0 +1,334 @@
+//! Cgroups (API v6, `EVNOTIFY_F_CGROUPS`): a worker's thread runs in the cgroups of the task
+//! that started it, its CPU time is charged there, pids count it without refusing it, and
+//! shared, passed or inherited channels keep their worker there, whoever uses them. The VM's init mounts cgroup v2 with the cpu, memory and pids controllers enabled
+//! for the root's children; without them these tests fail (the test kernels have them).
+//!
+//! Every wait has a deadline ([`hang`]); none asserts a speed.
+
+use crate::{
+    collect, hang,
+    hostile::{child, exit_code},
+    hostile_fds::{passed_fds, unix_pair},
+    idle, start_thread,
+    workers::{thread_gone, worker},
+    Test,
+};
+use anyhow::{bail, ensure, Context, Result};
+use evnotify::{sys, Channel, Notifier};
+use nix::{
+    errno::Errno,
+    sys::socket::{recvmsg, sendmsg, ControlMessage, MsgFlags},
+};
+use std::{
+    fs,
+    io::{IoSlice, IoSliceMut},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+pub const TESTS: &[Test] = &[
+    ("cgroups_thread_joins_its_starter", thread_joins_its_starter),
+    ("cgroups_pids_count_not_refuse", pids_count_not_refuse),
+    ("cgroups_cpu_charged_to_starter", cpu_charged_to_starter),
+    ("cgroups_shared_worker_stays", shared_worker_stays),
+    ("cgroups_passed_channel_keeps_worker", passed_channel_keeps_worker),
+    ("cgroups_forked_child_starts_own", forked_child_starts_own),
+];
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// A child of the root cgroup, removed when dropped: the test process moves back to the root
+/// first, and removal waits (at most [`hang`]) for worker threads still in it to exit.
+struct Cgroup {
+    path: PathBuf,
+    /// As `/proc/<pid>/cgroup` names it: `0::/<name>`.
+    line: String,
+}
+
+impl Cgroup {
+    fn new(tag: &str) -> Result<Self> {
+        let controllers = fs::read_to_string(format!("{ROOT}/cgroup.subtree_control"))
+            .with_context(|| format!("{ROOT} is not cgroup v2 (the VM's init mounts it)"))?;
+        for c in ["cpu", "memory", "pids"] {
+            ensure!(
+                controllers.split_whitespace().any(|w| w == c),
+                "the root does not enable {c} for its children: {controllers:?}"
+            );
+        }
+        let name = format!("evnotify-{tag}-{}", std::process::id());
+        let path = PathBuf::from(ROOT).join(&name);
+        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        Ok(Self {
+            path,
+            line: format!("0::/{name}"),
+        })
+    }
+
+    /// Moves the calling process (all its threads) here.
+    fn enter(&self) -> Result<()> {
+        move_self(&self.path)
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<()> {
+        fs::write(self.path.join(file), value)
+            .with_context(|| format!("write {value:?} to {}/{file}", self.path.display()))
+    }
+
+    fn read(&self, file: &str) -> Result<String> {
+        fs::read_to_string(self.path.join(file))
+            .with_context(|| format!("read {}/{file}", self.path.display()))
+    }
+
+    /// The number after `key` in a flat-keyed file such as `cpu.stat`, or a single-value file
+    /// (`pids.current`) with an empty key.
+    fn value(&self, file: &str, key: &str) -> Result<u64> {
+        let text = self.read(file)?;
+        let v = if key.is_empty() {
+            Some(text.trim())
+        } else {
+            text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        };
+        v.and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no {key:?} in {file}: {text:?}"))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = move_self(std::path::Path::new(ROOT));
+        let t = Instant::now();
+        while fs::remove_dir(&self.path).is_err() && t.elapsed() < hang() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn move_self(dir: &std::path::Path) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    fs::write(&procs, "0").with_context(|| format!("move self to {}", procs.display()))
+}
+
+/// The cgroup v2 line of `/proc/<pid>/cgroup`.
+fn cgroup_of(pid: i32) -> Result<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    text.lines()
+        .find(|l| l.starts_with("0::"))
+        .map(str::to_string)
+        .with_context(|| format!("no cgroup v2 line for {pid}: {text:?}"))
+}
+
+/// Fails unless the module reports `EVNOTIFY_F_CGROUPS` (the test kernels have cgroups).
+fn has_feature(ch: &Channel) -> Result<()> {
+    let v = ch.version()?;
+    ensure!(
+        v.features & sys::F_CGROUPS != 0,
+        "the module does not report EVNOTIFY_F_CGROUPS on a kernel with cgroups: {v:?}"
+    );
+    Ok(())
+}
+
+/// The thread started by a call is in the caller's cgroup, and stays there when the caller
+/// leaves; a channel that never needed a thread has none; a caller in the root cgroup gets
+/// its thread there.
+fn thread_joins_its_starter() -> Result<()> {
+    let a = Cgroup::new("a")?;
+    a.enter()?;
+    let ch = Channel::open()?;
+    has_feature(&ch)?;
+    let idle_ch = Channel::open()?;
+    let tid = start_thread(&ch)?;
+    ensure!(cgroup_of(tid)? == a.line, "thread in {}", cgroup_of(tid)?);
+    ensure!(idle_ch.stats()?.thread_pid == 0, "a thread without a call");
+    move_self(std::path::Path::new(ROOT))?;
+    ensure!(cgroup_of(tid)? == a.line, "moved with its caller");
+    let procs = a.read("cgroup.procs")?;
+    ensure!(procs.trim() == tid.to_string(), "{} holds {procs:?}", a.line);
+    let root_ch = Channel::open()?;
+    let root_tid = start_thread(&root_ch)?;
+    ensure!(cgroup_of(root_tid)? == "0::/", "{}", cgroup_of(root_tid)?);
+    drop((ch, root_ch));
+    thread_gone(tid, "its channel")
+}
+
+/// pids.current counts the thread, and pids.max does not refuse it (it is not a fork of the
+/// caller): the bound on threads is max_user_channels.
+fn pids_count_not_refuse() -> Result<()> {
+    let g = Cgroup::new("pids")?;
+    g.enter()?;
+    let before = g.value("pids.current", "")?;
+    g.write("pids.max", &before.to_string())?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.kick(0, 3)?;
+    collect(&n, 3)?;
+    let tid = idle(&ch)?.thread_pid;
+    ensure!(cgroup_of(tid)? == g.line, "thread in {}", cgroup_of(tid)?);
+    let after = g.value("pids.current", "")?;
+    ensure!(after == before + 1, "pids.current {before} -> {after}");
+    // A fork is refused as the limit says, so the limit is in force.
+    match child(|| 0) {
+        Err(e) if e.downcast_ref::<Errno>() == Some(&Errno::EAGAIN) => {}
+        Err(e) => bail!("fork beyond pids.max: {e:#}, want EAGAIN"),
+        Ok(pid) => {
+            exit_code(pid)?;
+            bail!("fork beyond pids.max succeeded");
+        }
+    }
+    drop(ch);
+    thread_gone(tid, "its channel")?;
+    let last = g.value("pids.current", "")?;
+    ensure!(last == before, "pids.current {last} after the thread exited");
+    Ok(())
+}
+
+/// The thread's CPU time shows in its starter's cgroup: a cgroup that holds only the
+/// thread gains at least half the CPU time the thread itself reports.
+fn cpu_charged_to_starter() -> Result<()> {
+    let w = Cgroup::new("cpu")?;
+    w.enter()?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let tid = start_thread(&ch)?;
+    move_self(std::path::Path::new(ROOT))?;
+    let ticks = |pid: i32| -> Result<u64> {
+        // utime and stime, fields 14 and 15, after the parenthesised name.
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let rest = stat.rsplit_once(')').context("stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+    };
+    let (u0, t0) = (w.value("cpu.stat", "usage_usec")?, ticks(tid)?);
+    // Until the thread has been seen running for 5 clock ticks (USER_HZ, 50 ms).
+    let start = Instant::now();
+    while ticks(tid)? < t0 + 5 {
+        ensure!(start.elapsed() < hang(), "the thread never ran 50 ms");
+        ch.kick(0, sys::MAX_KICK)?;
+        idle(&ch)?;
+        n.drain()?;
+    }
+    let (u1, t1) = (w.value("cpu.stat", "usage_usec")?, ticks(tid)?);
+    // USER_HZ is 100: a tick is 10,000 µs.
+    let thread_us = (t1 - t0) * 10_000;
+    ensure!(
+        (u1 - u0) * 2 >= thread_us,
+        "the cgroup gained {} µs, the thread ran about {thread_us} µs",
+        u1 - u0
+    );
+    Ok(())
+}
+
+/// A channel from another cgroup that shares a worker runs on it, in the worker's cgroup;
+/// a worker that the share itself starts is the caller's.
+fn shared_worker_stays() -> Result<()> {
+    let (a, b) = (Cgroup::new("sa")?, Cgroup::new("sb")?);
+    a.enter()?;
+    let lead = Channel::open()?;
+    let tid = start_thread(&lead)?;
+    let fresh = Channel::open()?;
+    b.enter()?;
+    let ch = Channel::open()?;
+    ch.share_worker(&lead)?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.kick(0, 5)?;
+    collect(&n, 5)?;
+    ensure!(worker(&ch)?.thread_pid == tid, "{:?}", worker(&ch)?);
+    ensure!(cgroup_of(tid)? == a.line, "thread moved to {}", cgroup_of(tid)?);
+    // `fresh` has no worker: the share starts it, in the caller's cgroup.
+    let other = Channel::open()?;
+    other.share_worker(&fresh)?;
+    let w = worker(&fresh)?;
+    ensure!(w.channels == 2, "{w:?}");
+    ensure!(cgroup_of(w.thread_pid)? == b.line, "{}", cgroup_of(w.thread_pid)?);
+    Ok(())
+}
+
+/// A channel whose worker a process in another cgroup started, passed over a socket: its
+/// kicks are served by that worker, which stays in its cgroup after the starter has exited
+/// and keeps the cgroup from being removed (EBUSY) until the channel closes.
+fn passed_channel_keeps_worker() -> Result<()> {
+    let a = Cgroup::new("pa")?;
+    let (tx, rx) = unix_pair()?;
+    let a_path = a.path.clone();
+    let pid = child(move || {
+        let run = || -> Result<()> {
+            move_self(&a_path)?;
+            let ch = Channel::open()?;
+            start_thread(&ch)?;
+            let fds = [ch.as_fd().as_raw_fd()];
+            sendmsg::<()>(
+                tx.as_raw_fd(),
+                &[IoSlice::new(b"x")],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )?;
+            Ok(())
+        };
+        i32::from(run().is_err())
+    })?;
+    ensure!(exit_code(pid)? == 0, "the starting process failed");
+    let mut buf = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(rx.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())?;
+    let fds = passed_fds(&msg)?;
+    ensure!(fds.len() == 1, "received {fds:?}");
+    // SAFETY: The descriptor just arrived over the socket; nothing else owns it.
+    let ch = Channel::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    let tid = worker(&ch)?.thread_pid;
+    ensure!(cgroup_of(tid)? == a.line, "thread in {}", cgroup_of(tid)?);
+    let n = Notifier::new()?;
+    ch.attach(1, &n)?;
+    ch.kick(1, 4)?;
+    collect(&n, 4)?;
+    ensure!(cgroup_of(tid)? == a.line, "thread moved to {}", cgroup_of(tid)?);
+    ensure!(worker(&ch)?.thread_pid == tid, "another thread");
+    match fs::remove_dir(&a.path) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        other => bail!("rmdir of a cgroup holding a worker: {other:?}, want EBUSY"),
+    }
+    drop(ch);
+    thread_gone(tid, "its channel")
+}
+
+/// A forked child in another cgroup: the inherited channel's worker stays the parent's, and
+/// an inherited channel without a worker gets one in the child's cgroup.
+fn forked_child_starts_own() -> Result<()> {
+    let (a, b) = (Cgroup::new("fa")?, Cgroup::new("fb")?);
+    a.enter()?;
+    let started = Channel::open()?;
+    let tid = start_thread(&started)?;
+    let unstarted = Channel::open()?;
+    let n = Notifier::new()?;
+    started.attach(0, &n)?;
+    let (b_path, b_line) = (b.path.clone(), b.line.clone());
+    let pid = child(|| {
+        let run = || -> Result<()> {
+            move_self(&b_path)?;
+            started.kick(0, 2)?;
+            idle(&started)?;
+            ensure!(worker(&started)?.thread_pid == tid, "another thread");
+            let own = start_thread(&unstarted)?;
+            ensure!(cgroup_of(own)? == b_line, "thread in {}", cgroup_of(own)?);
+            Ok(())
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("# child: {e:#}");
+                1
+            }
+        }
+    })?;
+    ensure!(exit_code(pid)? == 0, "the child failed");
+    collect(&n, 2)?;
+    ensure!(cgroup_of(tid)? == a.line, "thread in {}", cgroup_of(tid)?);
+    let own = worker(&unstarted)?.thread_pid;
+    ensure!(own != tid && own > 0, "{own}");
+    ensure!(cgroup_of(own)? == b.line, "{}", cgroup_of(own)?);
+    Ok(())
+}
