@@ -21,7 +21,7 @@ use nix::{
 };
 use std::{
     fs,
-    io::{IoSlice, IoSliceMut},
+    io::{IoSlice, IoSliceMut, Write},
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::PathBuf,
     time::{Duration, Instant},
@@ -34,6 +34,8 @@ pub const TESTS: &[Test] = &[
     ("cgroups_shared_worker_stays", shared_worker_stays),
     ("cgroups_passed_channel_keeps_worker", passed_channel_keeps_worker),
     ("cgroups_forked_child_starts_own", forked_child_starts_own),
+    ("cgroups_memory_charged_to_caller", memory_charged_to_caller),
+    ("cgroups_memory_max_enomem", memory_max_enomem),
 ];
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -135,10 +137,10 @@ fn thread_joins_its_starter() -> Result<()> {
     let a = Cgroup::new("a")?;
     a.enter()?;
     let ch = Channel::open()?;
-    has_feature(&ch)?;
     let idle_ch = Channel::open()?;
     let tid = start_thread(&ch)?;
     ensure!(cgroup_of(tid)? == a.line, "thread in {}", cgroup_of(tid)?);
+    has_feature(&ch)?;
     ensure!(idle_ch.stats()?.thread_pid == 0, "a thread without a call");
     move_self(std::path::Path::new(ROOT))?;
     ensure!(cgroup_of(tid)? == a.line, "moved with its caller");
@@ -330,5 +332,104 @@ fn forked_child_starts_own() -> Result<()> {
     let own = worker(&unstarted)?.thread_pid;
     ensure!(own != tid && own > 0, "{own}");
     ensure!(cgroup_of(own)? == b.line, "{}", cgroup_of(own)?);
+    Ok(())
+}
+
+/// Opens a channel with a notify eventfd on slot 0 and a 1 s timer on slot 1: the memory a
+/// channel takes on its first timer included.
+fn loaded_channel(n: &Notifier) -> std::io::Result<Channel> {
+    let ch = Channel::open()?;
+    ch.attach(0, n)?;
+    ch.attach(1, n)?;
+    ch.set_timer(1, Duration::from_secs(1), 0)?;
+    Ok(ch)
+}
+
+/// A channel's memory is charged to the memory cgroup of the caller, and uncharged when it
+/// closes: 512 channels with a notify eventfd add at least 2 KiB each to memory.current
+/// (which moves in batches of up to 64 pages, per CPU), and closing them gives back at least
+/// half of what they took.
+fn memory_charged_to_caller() -> Result<()> {
+    const N: usize = 512;
+    let m = Cgroup::new("mem")?;
+    let n = Notifier::new()?;
+    let mut chans = Vec::with_capacity(N);
+    m.enter()?;
+    let before = m.value("memory.current", "")?;
+    for _ in 0..N {
+        let ch = Channel::open()?;
+        ch.attach(0, &n)?;
+        chans.push(ch);
+    }
+    let full = m.value("memory.current", "")?;
+    drop(chans);
+    let after = m.value("memory.current", "")?;
+    let grew = full.saturating_sub(before);
+    ensure!(
+        grew >= N as u64 * 2048,
+        "{N} channels added {grew} bytes to memory.current ({before} -> {full})"
+    );
+    ensure!(
+        after <= before + grew / 2,
+        "closing them left memory.current at {after} (from {before}, {full} open)"
+    );
+    Ok(())
+}
+
+/// At its memory cgroup's limit, opening channels and giving them eventfds and timers fails
+/// with ENOMEM (no process killed: the test is unkillable by the OOM killer), and once the
+/// limit is lifted every channel still works and memory.current comes back down.
+fn memory_max_enomem() -> Result<()> {
+    const MAX: usize = 4096;
+    let m = Cgroup::new("memmax")?;
+    fs::write("/proc/self/oom_score_adj", "-1000")?;
+    let n = Notifier::new()?;
+    // Nothing below may fault in a new page until the limit is lifted: the vector is
+    // allocated and touched now.
+    let mut chans: Vec<Channel> = Vec::with_capacity(MAX);
+    let mut err = None;
+    // Opened now: opening a file at the limit would fail too.
+    let mut max = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path.join("memory.max"))?;
+    m.enter()?;
+    let before = m.value("memory.current", "")?;
+    m.write("memory.max", &(before + 128 * 1024).to_string())?;
+    while chans.len() < MAX {
+        match loaded_channel(&n) {
+            Ok(ch) => chans.push(ch),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    max.write_all(b"max").context("lift memory.max")?;
+    let got = err.map(|e| e.raw_os_error());
+    ensure!(
+        got == Some(Some(libc::ENOMEM)),
+        "after {} channels: {got:?}, want ENOMEM",
+        chans.len()
+    );
+    ensure!(chans.len() >= 4, "only {} channels fit", chans.len());
+    let events = m.read("memory.events")?;
+    ensure!(
+        events.contains("oom_kill 0"),
+        "a process was killed: {events}"
+    );
+    // Every channel still works.
+    let k = Notifier::new()?;
+    for ch in &chans {
+        ch.attach(2, &k)?;
+        ch.kick(2, 1)?;
+    }
+    collect(&k, chans.len() as u64)?;
+    let full = m.value("memory.current", "")?;
+    drop(chans);
+    let after = m.value("memory.current", "")?;
+    ensure!(
+        after < full,
+        "memory.current {after} after closing every channel ({full} open)"
+    );
     Ok(())
 }
