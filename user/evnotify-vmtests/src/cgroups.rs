@@ -34,6 +34,7 @@ pub const TESTS: &[Test] = &[
     ("cgroups_shared_worker_stays", shared_worker_stays),
     ("cgroups_passed_channel_keeps_worker", passed_channel_keeps_worker),
     ("cgroups_forked_child_starts_own", forked_child_starts_own),
+    ("cgroups_kill_and_freeze_pass_it_by", kill_and_freeze_pass_it_by),
     ("cgroups_memory_charged_to_caller", memory_charged_to_caller),
     ("cgroups_memory_max_enomem", memory_max_enomem),
 ];
@@ -332,6 +333,33 @@ fn forked_child_starts_own() -> Result<()> {
     let own = worker(&unstarted)?.thread_pid;
     ensure!(own != tid && own > 0, "{own}");
     ensure!(cgroup_of(own)? == b.line, "{}", cgroup_of(own)?);
+    Ok(())
+}
+
+/// `cgroup.kill` and `cgroup.freeze` pass the thread by, as they pass every kernel thread
+/// (`cgroup_kill`, `cgroup_freeze_task`): the channel is still served.
+fn kill_and_freeze_pass_it_by() -> Result<()> {
+    let g = Cgroup::new("kill")?;
+    g.enter()?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let tid = start_thread(&ch)?;
+    move_self(std::path::Path::new(ROOT))?;
+    g.write("cgroup.freeze", "1")?;
+    ch.kick(0, 2)?;
+    collect(&n, 2)?;
+    ensure!(
+        g.read("cgroup.events")?.contains("frozen 0"),
+        "a cgroup holding a worker reports frozen: {}",
+        g.read("cgroup.events")?
+    );
+    g.write("cgroup.freeze", "0")?;
+    g.write("cgroup.kill", "1")?;
+    ch.kick(0, 3)?;
+    collect(&n, 3)?;
+    ensure!(worker(&ch)?.thread_pid == tid, "another thread");
+    ensure!(cgroup_of(tid)? == g.line, "thread in {}", cgroup_of(tid)?);
     Ok(())
 }
 
