@@ -114,6 +114,31 @@ def many_ratio(ratios, lat, q, p):
         return "-"
 
 
+def thread_start(w, rows):
+    """The thread-start table: each row's p50 and p99, and evnotify's over io_uring's in the
+    same cgroup; a line saying so for results from before it (issue 23)."""
+    if not rows:
+        w("Thread start: not measured (results from before issue 23).")
+        return
+    w("""Thread start, from nothing to the first answer (a channel opened, an eventfd attached, one
+kick answered: its worker's thread created and moved into the caller's cgroups; against an
+SQPOLL io_uring set up, its CQ eventfd registered, one NOP answered), in the root cgroup and
+in a child cgroup:
+
+| | p50 µs | p99 µs | p50 ÷ io_uring's |
+| --- | ---: | ---: | ---: |""")
+    for where in ["root", "cgroup"]:
+        ours, peer = rows.get(f"evnotify_{where}"), rows.get(f"io_uring_sqpoll_{where}")
+        for name, row in [(f"evnotify, {where}", ours), (f"io_uring SQPOLL, {where}", peer)]:
+            if row is None:
+                w(f"| {name} | - | - | - |")
+                continue
+            ratio = "-"
+            if name.startswith("evnotify") and peer and peer["p50"]:
+                ratio = f"{row['p50'] / peer['p50']:.2f}"
+            w(f"| {name} | {us(row['p50'])} | {us(row['p99'])} | {ratio} |")
+
+
 def timer_table(w, rows):
     """A table of timer rows: (source, period, its figures), p99.9 "-" where not measured."""
     w("""| timer | period | p50 | p90 | p99 | p99.9 | max | ticks | start ± |
@@ -273,7 +298,8 @@ same fields), `ratio.{{timer,timer_plain}}.{{p50,p99}}_{{1ms,10ms}}` (the module
 timerfd's, pinned and plain reader), `ratio.timer.{{p50,p99}}_64slots_10ms` (the 64 slots' over the
 64 timerfds'),
 `throughput` (with `io_uring_nops_per_s`, `io_uring_sqpoll_nops_per_s`), `limits`,
-`scaling[]`, `bytes_per_channel`, `scaling_shared[] {{channels, rtt_p50_ns, rtt_p99_ns}}`,
+`scaling[]`, `bytes_per_channel`, `thread_start_ns.{{evnotify,io_uring_sqpoll}}_{{root,cgroup}}`
+(each with the round trips' fields), `scaling_shared[] {{channels, rtt_p50_ns, rtt_p99_ns}}`,
 `bytes_per_channel_shared`, `bytes_per_channel_dedicated`, `shared_workers {{workers,
 channels, open_all_ns, kick_all_ns, close_all_ns, rtt_p50_ratio, rtt_p99_ratio,
 memory.{{shared,dedicated,eventfd}}.{{channels, bytes_per_channel, memfree_bytes_per_channel,
@@ -427,7 +453,9 @@ Scaling, a worker per channel (round trip, different CPUs, with N channels open 
     w(f"""
 Memory: {num(r['bytes_per_channel'])} bytes per open channel with a worker each (MemFree delta over
 {num(scaling[-1]['channels'])} channels, each with its thread started).
-
+""")
+    thread_start(w, r.get("thread_start_ns"))
+    w(f"""
 **Shared workers** (issue 11; {num(n)} channels on {s['workers']} kernel threads, each channel with an
 eventfd and one kick delivered; the round trip on channel 0, whose worker is pinned to the
 other CPU, the rest open and idle):

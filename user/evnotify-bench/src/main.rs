@@ -11,6 +11,7 @@ mod report;
 mod rtt;
 mod scaling;
 mod shared;
+mod start;
 mod sweep;
 mod throughput;
 mod timers;
@@ -86,6 +87,8 @@ fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
     let throughput = throughput(secs, limit)?;
     progress("scaling");
     let (scaling, bytes_per_channel) = scaling(iters)?;
+    progress("thread start");
+    let thread_start = start::thread_start(START_ITERS)?;
     let shared = shared::run(channels, iters)?;
     let out = report(&Results {
         vm: json!({
@@ -101,6 +104,7 @@ fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
         throughput,
         scaling,
         bytes_per_channel,
+        thread_start,
         shared,
         sweep,
         timers,
@@ -113,6 +117,9 @@ fn run_shared(iters: u32, channels: usize) -> Result<()> {
     let out = shared_report(&shared::run(channels, iters)?);
     print_results(&out, &SHARED_KEYS)
 }
+
+/// Starts per row of the thread-start measurement: each creates and stops a kernel thread.
+const START_ITERS: u32 = 200;
 
 /// The watchdog's look: a run with no progress for a whole look fails (see `watchdog`). Far
 /// more than any step takes here, and more than the steps' own deadlines (60 s at most),

@@ -5,7 +5,7 @@ use crate::{
     peers,
     rtt::{Row, PATHS, PINNINGS},
     scaling::ScaleRow,
-    shared,
+    shared, start,
     sweep::{SweepRow, SWEEP_NS},
     throughput::Throughput,
     timers,
@@ -149,6 +149,8 @@ pub(crate) struct Results {
     pub(crate) throughput: Throughput,
     pub(crate) scaling: Vec<ScaleRow>,
     pub(crate) bytes_per_channel: i64,
+    /// `start::thread_start`'s rows.
+    pub(crate) thread_start: Vec<(&'static str, Histogram<u64>)>,
     pub(crate) shared: shared::Results,
     pub(crate) sweep: Vec<SweepRow>,
     pub(crate) timers: Vec<timers::Lateness>,
@@ -201,6 +203,11 @@ pub(crate) fn report(r: &Results) -> Result<Value> {
         "throughput": r.throughput,
         "scaling": r.scaling,
         "bytes_per_channel": r.bytes_per_channel,
+        "thread_start_ns": r
+            .thread_start
+            .iter()
+            .map(|(name, h)| (name.to_string(), summary(h)))
+            .collect::<serde_json::Map<_, _>>(),
         "busypoll_sweep": r.sweep,
         "timer_lateness_ns": pinned,
         "timer_lateness_plain_ns": plain,
@@ -277,6 +284,12 @@ fn required() -> Vec<String> {
         }
     }
     keys.push("/bytes_per_channel".into());
+    // The cgroup rows need cgroup v2, which a kernel may lack.
+    for (name, in_child) in start::ROWS {
+        if !in_child {
+            keys.extend(["p50", "p99"].map(|k| format!("/thread_start_ns/{name}/{k}")));
+        }
+    }
     for i in 0..shared::ROWS {
         for k in ["channels", "rtt_p50_ns", "rtt_p99_ns"] {
             keys.push(format!("/scaling_shared/{i}/{k}"));
@@ -401,6 +414,10 @@ mod tests {
             throughput: Throughput::default(),
             scaling: (0..4).map(|_| ScaleRow::default()).collect(),
             bytes_per_channel: 1,
+            thread_start: start::ROWS
+                .iter()
+                .map(|(name, _)| (*name, hist()))
+                .collect(),
             shared: shared::Results {
                 scaling: (0..shared::ROWS).map(|_| ScaleRow::default()).collect(),
                 ..Default::default()

@@ -32,9 +32,15 @@ pub const TESTS: &[Test] = &[
     ("cgroups_pids_count_not_refuse", pids_count_not_refuse),
     ("cgroups_cpu_charged_to_starter", cpu_charged_to_starter),
     ("cgroups_shared_worker_stays", shared_worker_stays),
-    ("cgroups_passed_channel_keeps_worker", passed_channel_keeps_worker),
+    (
+        "cgroups_passed_channel_keeps_worker",
+        passed_channel_keeps_worker,
+    ),
     ("cgroups_forked_child_starts_own", forked_child_starts_own),
-    ("cgroups_kill_and_freeze_pass_it_by", kill_and_freeze_pass_it_by),
+    (
+        "cgroups_kill_and_freeze_pass_it_by",
+        kill_and_freeze_pass_it_by,
+    ),
     ("cgroups_memory_charged_to_caller", memory_charged_to_caller),
     ("cgroups_memory_max_enomem", memory_max_enomem),
 ];
@@ -90,7 +96,8 @@ impl Cgroup {
         let v = if key.is_empty() {
             Some(text.trim())
         } else {
-            text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
         };
         v.and_then(|v| v.trim().parse().ok())
             .with_context(|| format!("no {key:?} in {file}: {text:?}"))
@@ -146,7 +153,11 @@ fn thread_joins_its_starter() -> Result<()> {
     move_self(std::path::Path::new(ROOT))?;
     ensure!(cgroup_of(tid)? == a.line, "moved with its caller");
     let procs = a.read("cgroup.procs")?;
-    ensure!(procs.trim() == tid.to_string(), "{} holds {procs:?}", a.line);
+    ensure!(
+        procs.trim() == tid.to_string(),
+        "{} holds {procs:?}",
+        a.line
+    );
     let root_ch = Channel::open()?;
     let root_tid = start_thread(&root_ch)?;
     ensure!(cgroup_of(root_tid)? == "0::/", "{}", cgroup_of(root_tid)?);
@@ -182,7 +193,10 @@ fn pids_count_not_refuse() -> Result<()> {
     drop(ch);
     thread_gone(tid, "its channel")?;
     let last = g.value("pids.current", "")?;
-    ensure!(last == before, "pids.current {last} after the thread exited");
+    ensure!(
+        last == before,
+        "pids.current {last} after the thread exited"
+    );
     Ok(())
 }
 
@@ -239,13 +253,21 @@ fn shared_worker_stays() -> Result<()> {
     ch.kick(0, 5)?;
     collect(&n, 5)?;
     ensure!(worker(&ch)?.thread_pid == tid, "{:?}", worker(&ch)?);
-    ensure!(cgroup_of(tid)? == a.line, "thread moved to {}", cgroup_of(tid)?);
+    ensure!(
+        cgroup_of(tid)? == a.line,
+        "thread moved to {}",
+        cgroup_of(tid)?
+    );
     // `fresh` has no worker: the share starts it, in the caller's cgroup.
     let other = Channel::open()?;
     other.share_worker(&fresh)?;
     let w = worker(&fresh)?;
     ensure!(w.channels == 2, "{w:?}");
-    ensure!(cgroup_of(w.thread_pid)? == b.line, "{}", cgroup_of(w.thread_pid)?);
+    ensure!(
+        cgroup_of(w.thread_pid)? == b.line,
+        "{}",
+        cgroup_of(w.thread_pid)?
+    );
     Ok(())
 }
 
@@ -277,7 +299,12 @@ fn passed_channel_keeps_worker() -> Result<()> {
     let mut buf = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(rx.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())?;
+    let msg = recvmsg::<()>(
+        rx.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
     let fds = passed_fds(&msg)?;
     ensure!(fds.len() == 1, "received {fds:?}");
     // SAFETY: The descriptor just arrived over the socket; nothing else owns it.
@@ -288,7 +315,11 @@ fn passed_channel_keeps_worker() -> Result<()> {
     ch.attach(1, &n)?;
     ch.kick(1, 4)?;
     collect(&n, 4)?;
-    ensure!(cgroup_of(tid)? == a.line, "thread moved to {}", cgroup_of(tid)?);
+    ensure!(
+        cgroup_of(tid)? == a.line,
+        "thread moved to {}",
+        cgroup_of(tid)?
+    );
     ensure!(worker(&ch)?.thread_pid == tid, "another thread");
     match fs::remove_dir(&a.path) {
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
