@@ -307,8 +307,9 @@ fn cli_info_and_ping_json() -> Result<()> {
     ensure!(v["nr_slots"] == sys::NR_SLOTS, "{v}");
     let features = v["features"].as_u64().context("features")?;
     ensure!(features & sys::F_BUSYPOLL != 0, "{v}");
+    let names = 8 + usize::from(crate::lifecycle::cgroups_feature() != 0);
     ensure!(
-        v["feature_names"].as_array().map(Vec::len) == Some(8),
+        v["feature_names"].as_array().map(Vec::len) == Some(names),
         "{v}"
     );
     ensure!(v["limits"]["max_kick"] == sys::MAX_KICK, "{v}");

@@ -47,10 +47,19 @@ fn device_node_is_root_only() -> Result<()> {
     Ok(())
 }
 
+/// `EVNOTIFY_F_CGROUPS` if the kernel has cgroups (its sysfs has the mount point).
+pub(crate) fn cgroups_feature() -> u64 {
+    if std::path::Path::new("/sys/fs/cgroup").exists() {
+        sys::F_CGROUPS
+    } else {
+        0
+    }
+}
+
 fn version_and_features() -> Result<()> {
     let v = Channel::open()?.version()?;
     ensure!(
-        v.api_version == sys::API_VERSION && v.api_version == 5,
+        v.api_version == sys::API_VERSION && v.api_version == 6,
         "{v:?}"
     );
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");
@@ -63,7 +72,8 @@ fn version_and_features() -> Result<()> {
                 | sys::F_TIMER
                 | sys::F_SIGNAL
                 | sys::F_BUSYPOLL
-                | sys::F_WORKERS,
+                | sys::F_WORKERS
+                | cgroups_feature(),
         "{v:?}"
     );
     Ok(())
