@@ -54,7 +54,8 @@ unsafe fn join_cgroups_of(owner: *mut bindings::task_struct) -> Result {
         // not read from Rust. (Nor can a shared worker be refused to callers of other cgroups.)
         // SAFETY: `owner` is valid (the function's safety requirement), and so is the calling
         // thread. It moves itself after `kthread()` has set its node affinity, as vhost's
-        // workers do, so that a cpuset's CPU mask is not overwritten. (Built with cgroups,
+        // workers do, so that a cpuset's CPU mask is not overwritten then (a later change of
+        // the housekeeping CPUs resets the affinity of such kthreads, vhost's included). (Built with cgroups,
         // `kernel/cgroup/cgroup-v1.c` exports the function, for vhost; it acts on every
         // hierarchy, cgroup v2 included.)
         to_result(unsafe { bindings::cgroup_attach_task_all(owner, this) })
@@ -135,6 +136,9 @@ unsafe impl<T: ThreadWork> Send for KThread<T> {}
 // SAFETY: The `&self` methods only read the immutable pid and share `&T`, and `T: Sync`.
 unsafe impl<T: ThreadWork> Sync for KThread<T> {}
 
+/// Moves the calling thread into the cgroups of a task, valid for the duration of the call.
+type Join = unsafe fn(*mut bindings::task_struct) -> Result;
+
 /// What [`KThread::spawn`] hands its new thread, on the spawner's stack: valid until `done`.
 #[pin_data]
 struct Start<T> {
@@ -142,6 +146,8 @@ struct Start<T> {
     work: *const T,
     /// The spawner, whose cgroups the thread joins; it waits on `done` meanwhile.
     owner: *mut bindings::task_struct,
+    /// How it joins them: [`join_cgroups_of`], or a stand-in in tests.
+    join: Join,
     /// The errno of joining them, 0 on success.
     result: Atomic<i32>,
     #[pin]
@@ -158,7 +164,7 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     let start = unsafe { &*arg.cast::<Start<T>>() };
     let work = start.work;
     // SAFETY: `owner` is valid until `done` is completed, below.
-    let joined = unsafe { join_cgroups_of(start.owner) };
+    let joined = unsafe { (start.join)(start.owner) };
     start
         .result
         .store(joined.err().map_or(0, |e| e.to_errno()), Relaxed);
@@ -182,10 +188,16 @@ impl<T: ThreadWork> KThread<T> {
     /// calling task (as vhost's kthread workers are), so that they are charged for its CPU
     /// time. Waits until the thread is there; fails with its errno if it cannot be moved.
     pub(crate) fn spawn(data: Arc<T>, id: u32) -> Result<Self> {
+        Self::spawn_joining(data, id, join_cgroups_of)
+    }
+
+    /// [`KThread::spawn`], with `join` to move the thread into the caller's cgroups.
+    fn spawn_joining(data: Arc<T>, id: u32, join: Join) -> Result<Self> {
         let (work, owner) = (Arc::as_ptr(&data), kernel::current!().as_ptr());
         stack_pin_init!(let start = pin_init!(Start::<T> {
             work,
             owner,
+            join,
             result: Atomic::new(0),
             done <- Completion::new(),
         }));
@@ -193,10 +205,12 @@ impl<T: ThreadWork> KThread<T> {
             .cast_mut()
             .cast::<c_void>();
         // SAFETY: `trampoline::<T>` has the C signature. `arg` is `start`, which stays valid until
-        // its `done` is completed, as we wait for that below, and so does its `owner`, the
-        // calling task; its `work` is the contents of the `Arc` `data`, so pinned, and stays
-        // valid until `Drop` has stopped the thread, because `data` is dropped only after that.
-        // The format string consumes exactly one `unsigned int`.
+        // its `done` is completed: once the thread exists we wait for that below, and if
+        // creation fails, `kthread()` exits without calling `trampoline` (`kernel/kthread.c`:
+        // `create->done` is taken back by the creator). So does its `owner`, the calling task.
+        // Its `work` is the contents of the `Arc` `data`, so pinned, and stays valid until
+        // `Drop` has stopped the thread, because `data` is dropped only after that. The format
+        // string consumes exactly one `unsigned int`.
         let task = unsafe {
             bindings::kthread_create_on_node(
                 Some(trampoline::<T>),
@@ -241,5 +255,62 @@ impl<T: ThreadWork> Drop for KThread<T> {
         // SAFETY: By the type invariant the thread has not been stopped and we own one reference
         // to its `task_struct`; `kthread_stop_put` waits for the thread to exit, then drops it.
         unsafe { bindings::kthread_stop_put(self.task.as_ptr()) };
+    }
+}
+
+#[kunit_tests(rust_evnotify_kthread)]
+mod tests {
+    use super::*;
+    use kernel::time::delay::fsleep;
+
+    /// Records whether it ran, then waits to be stopped.
+    struct Probe {
+        ran: Atomic<bool>,
+    }
+
+    impl ThreadWork for Probe {
+        fn run(self: Pin<&Self>, ctx: &ThreadCtx) {
+            self.ran.store(true, Relaxed);
+            while !ctx.should_stop() {
+                fsleep(Delta::from_millis(1));
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// None: it touches nothing.
+    unsafe fn refuse(_: *mut bindings::task_struct) -> Result {
+        Err(ENOSPC)
+    }
+
+    fn probe() -> Result<Arc<Probe>> {
+        Ok(Arc::new(
+            Probe {
+                ran: Atomic::new(false),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// A thread that cannot join its starter's cgroups never runs its work, and its errno is
+    /// the spawn's; the next spawn works.
+    #[test]
+    fn spawn_fails_with_the_join_errno() -> Result {
+        let p = probe()?;
+        let r = KThread::spawn_joining(p.clone(), 0, refuse);
+        assert_eq!(r.err().map(|e| e.to_errno()), Some(ENOSPC.to_errno()));
+        // The failed thread has been reaped: it can no longer run anything.
+        assert!(!p.ran.load(Relaxed));
+        let p = probe()?;
+        let t = KThread::spawn(p.clone(), 0)?;
+        let mut waited = 0;
+        while !p.ran.load(Relaxed) && waited < 10_000 {
+            fsleep(Delta::from_millis(1));
+            waited += 1;
+        }
+        assert!(p.ran.load(Relaxed));
+        drop(t);
+        Ok(())
     }
 }

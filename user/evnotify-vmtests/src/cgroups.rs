@@ -31,6 +31,8 @@ pub const TESTS: &[Test] = &[
     ("cgroups_thread_joins_its_starter", thread_joins_its_starter),
     ("cgroups_pids_count_not_refuse", pids_count_not_refuse),
     ("cgroups_cpu_charged_to_starter", cpu_charged_to_starter),
+    ("cgroups_cpu_max_throttles_thread", cpu_max_throttles_thread),
+    ("cgroups_every_hierarchy", every_hierarchy),
     ("cgroups_shared_worker_stays", shared_worker_stays),
     (
         "cgroups_passed_channel_keeps_worker",
@@ -158,6 +160,12 @@ fn thread_joins_its_starter() -> Result<()> {
         "{} holds {procs:?}",
         a.line
     );
+    // Its stack is kthreadd's allocation, not charged to the memory cgroup.
+    ensure!(
+        a.value("memory.stat", "kernel_stack")? == 0,
+        "{}",
+        a.read("memory.stat")?
+    );
     let root_ch = Channel::open()?;
     let root_tid = start_thread(&root_ch)?;
     ensure!(cgroup_of(root_tid)? == "0::/", "{}", cgroup_of(root_tid)?);
@@ -237,6 +245,83 @@ fn cpu_charged_to_starter() -> Result<()> {
     Ok(())
 }
 
+/// The thread is under its cgroup's cpu.max: a flood of kicks gets it throttled.
+fn cpu_max_throttles_thread() -> Result<()> {
+    let g = Cgroup::new("max")?;
+    g.write("cpu.max", "1000 100000")?;
+    g.enter()?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let tid = start_thread(&ch)?;
+    move_self(std::path::Path::new(ROOT))?;
+    ensure!(cgroup_of(tid)? == g.line, "thread in {}", cgroup_of(tid)?);
+    let start = Instant::now();
+    while g.value("cpu.stat", "nr_throttled")? == 0 {
+        ensure!(
+            start.elapsed() < hang(),
+            "never throttled: {}",
+            g.read("cpu.stat")?
+        );
+        ch.kick(0, sys::MAX_KICK)?;
+        idle(&ch)?;
+        n.drain()?;
+    }
+    Ok(())
+}
+
+/// The thread joins its starter's cgroup in a cgroup v1 hierarchy too (a named one, with no
+/// controller), besides cgroup v2.
+fn every_hierarchy() -> Result<()> {
+    let mnt = PathBuf::from(format!("/tmp/evnotify-v1-{}", std::process::id()));
+    fs::create_dir(&mnt)?;
+    let name = format!("name=evnotify{}", std::process::id());
+    let src = c"cgroup";
+    let target = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes())?;
+    let opts = std::ffi::CString::new(format!("none,{name}"))?;
+    // SAFETY: Valid NUL-terminated strings; the data is the options string.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    Errno::result(r).context("mount a named cgroup v1 hierarchy")?;
+    let run = || -> Result<()> {
+        let child = mnt.join("child");
+        fs::create_dir(&child)?;
+        let v2 = Cgroup::new("v1")?;
+        v2.enter()?;
+        fs::write(child.join("cgroup.procs"), "0")?;
+        let ch = Channel::open()?;
+        let tid = start_thread(&ch)?;
+        fs::write(mnt.join("cgroup.procs"), "0")?;
+        let text = fs::read_to_string(format!("/proc/{tid}/cgroup"))?;
+        let want = format!(":{name}:/child");
+        ensure!(
+            text.lines().any(|l| l.ends_with(&want)),
+            "no {want:?} in {text:?}"
+        );
+        ensure!(
+            text.lines().any(|l| l == v2.line),
+            "not in {}: {text:?}",
+            v2.line
+        );
+        drop(ch);
+        thread_gone(tid, "its channel")?;
+        fs::remove_dir(&child)?;
+        Ok(())
+    };
+    let res = run();
+    // SAFETY: The NUL-terminated path mounted above.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let _ = fs::remove_dir(&mnt);
+    res
+}
+
 /// A channel from another cgroup that shares a worker runs on it, in the worker's cgroup;
 /// a worker that the share itself starts is the caller's.
 fn shared_worker_stays() -> Result<()> {
@@ -273,9 +358,10 @@ fn shared_worker_stays() -> Result<()> {
 
 /// A channel whose worker a process in another cgroup started, passed over a socket: its
 /// kicks are served by that worker, which stays in its cgroup after the starter has exited
-/// and keeps the cgroup from being removed (EBUSY) until the channel closes.
+/// and keeps the cgroup from being removed (EBUSY) until the channel closes. A channel passed
+/// with no worker yet gets one in the cgroup of whoever first needs it: the receiver's.
 fn passed_channel_keeps_worker() -> Result<()> {
-    let a = Cgroup::new("pa")?;
+    let (a, b) = (Cgroup::new("pa")?, Cgroup::new("pb")?);
     let (tx, rx) = unix_pair()?;
     let a_path = a.path.clone();
     let pid = child(move || {
@@ -283,7 +369,8 @@ fn passed_channel_keeps_worker() -> Result<()> {
             move_self(&a_path)?;
             let ch = Channel::open()?;
             start_thread(&ch)?;
-            let fds = [ch.as_fd().as_raw_fd()];
+            let unstarted = Channel::open()?;
+            let fds = [ch.as_fd().as_raw_fd(), unstarted.as_fd().as_raw_fd()];
             sendmsg::<()>(
                 tx.as_raw_fd(),
                 &[IoSlice::new(b"x")],
@@ -298,7 +385,7 @@ fn passed_channel_keeps_worker() -> Result<()> {
     ensure!(exit_code(pid)? == 0, "the starting process failed");
     let mut buf = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut space = nix::cmsg_space!([RawFd; 2]);
     let msg = recvmsg::<()>(
         rx.as_raw_fd(),
         &mut iov,
@@ -306,9 +393,10 @@ fn passed_channel_keeps_worker() -> Result<()> {
         MsgFlags::empty(),
     )?;
     let fds = passed_fds(&msg)?;
-    ensure!(fds.len() == 1, "received {fds:?}");
-    // SAFETY: The descriptor just arrived over the socket; nothing else owns it.
-    let ch = Channel::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    ensure!(fds.len() == 2, "received {fds:?}");
+    // SAFETY: The descriptors just arrived over the socket; nothing else owns them.
+    let [ch, unstarted] =
+        [fds[0], fds[1]].map(|fd| Channel::from(unsafe { OwnedFd::from_raw_fd(fd) }));
     let tid = worker(&ch)?.thread_pid;
     ensure!(cgroup_of(tid)? == a.line, "thread in {}", cgroup_of(tid)?);
     let n = Notifier::new()?;
@@ -321,12 +409,27 @@ fn passed_channel_keeps_worker() -> Result<()> {
         cgroup_of(tid)?
     );
     ensure!(worker(&ch)?.thread_pid == tid, "another thread");
+    // The worker alone keeps the cgroup populated (the starter has exited and been reaped).
+    let procs = a.read("cgroup.procs")?;
+    ensure!(
+        procs.trim() == tid.to_string(),
+        "{} holds {procs:?}",
+        a.line
+    );
+    ensure!(
+        a.read("cgroup.events")?.contains("populated 1"),
+        "not populated"
+    );
     match fs::remove_dir(&a.path) {
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
         other => bail!("rmdir of a cgroup holding a worker: {other:?}, want EBUSY"),
     }
     drop(ch);
-    thread_gone(tid, "its channel")
+    thread_gone(tid, "its channel")?;
+    b.enter()?;
+    let own = start_thread(&unstarted)?;
+    ensure!(cgroup_of(own)? == b.line, "thread in {}", cgroup_of(own)?);
+    Ok(())
 }
 
 /// A forked child in another cgroup: the inherited channel's worker stays the parent's, and
@@ -464,6 +567,7 @@ fn memory_max_enomem() -> Result<()> {
         }
     }
     max.write_all(b"max").context("lift memory.max")?;
+    fs::write("/proc/self/oom_score_adj", "0")?;
     let got = err.map(|e| e.raw_os_error());
     ensure!(
         got == Some(Some(libc::ENOMEM)),
