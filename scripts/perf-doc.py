@@ -179,8 +179,8 @@ what the tests need and production kernels lack (lockdep, `DEBUG_ATOMIC_SLEEP`, 
 debugging, hung-task detection, Rust debug assertions and overflow checks, fault
 injection); it is built once, in its own cache directory, the first time (about 8 minutes
 here). It is closer to a production kernel, not one: it keeps tinyconfig's choices
-(`SLUB_TINY`, no memory cgroups, a periodic tick), which may move the open, close and memory
-figures. Under TCG, lockdep made every round trip several times slower, and the paths that
+(`SLUB_TINY`, a periodic tick), which may move the open, close and memory figures. It has
+cgroups and memory cgroups since issue 23 (results from before had neither). Under TCG, lockdep made every round trip several times slower, and the paths that
 take more locks more so, enough to turn rankings around ([design.md](design.md#lockdep-and-the-bench-kernel)
 has the two runs that showed it). `results.json` records which (`vm.lockdep`).
 """

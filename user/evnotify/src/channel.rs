@@ -160,7 +160,8 @@ impl Channel {
     ///   KVM irqfd (API version 4);
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
-    ///   `kthreadd`).
+    ///   `kthreadd`); or, with [`sys::F_CGROUPS`], the errno of moving it into the caller's
+    ///   cgroups (`ENOMEM`, or a controller's, such as `ENOSPC` from cpuset).
     pub fn attach_kickfd(&self, slot: u32, efd: &impl AsFd) -> Result<()> {
         self.kickfd_raw(slot, efd.as_fd().as_raw_fd())
     }
@@ -199,7 +200,8 @@ impl Channel {
     ///   eventfd);
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
-    ///   `kthreadd`).
+    ///   `kthreadd`); or, with [`sys::F_CGROUPS`], the errno of moving it into the caller's
+    ///   cgroups (`ENOMEM`, or a controller's, such as `ENOSPC` from cpuset).
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn set_timer(&self, slot: u32, period: Duration, ticks: u64) -> Result<()> {
         let req = sys::Timer {
@@ -316,7 +318,8 @@ impl Channel {
     ///   through a duplicate of its descriptor);
     /// - `EBUSY`: this channel has a worker already;
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's thread, which this call starts if `other` has
-    ///   none, could not be created (or moved into the caller's cgroups);
+    ///   none, could not be created, or (with [`sys::F_CGROUPS`]) moved into the caller's
+    ///   cgroups, with that errno;
     /// - `ENOTTY`: this is not a `/dev/evnotify` channel, or the module is older than API
     ///   version 3 (no [`sys::F_WORKERS`]).
     ///
@@ -375,7 +378,8 @@ impl Channel {
     /// - `EINVAL`: `count` is 0 or above [`sys::MAX_KICK`], or `slot` is not below 64;
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
-    ///   `kthreadd`).
+    ///   `kthreadd`); or, with [`sys::F_CGROUPS`], the errno of moving it into the caller's
+    ///   cgroups (`ENOMEM`, or a controller's, such as `ENOSPC` from cpuset).
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn kick(&self, slot: u32, count: u32) -> Result<()> {
         let req = sys::Kick {
