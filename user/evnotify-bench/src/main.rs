@@ -118,8 +118,9 @@ fn run_shared(iters: u32, channels: usize) -> Result<()> {
     print_results(&out, &SHARED_KEYS)
 }
 
-/// Starts per row of the thread-start measurement: each creates and stops a kernel thread.
-const START_ITERS: u32 = 200;
+/// Starts per row of the thread-start measurement: each creates and stops a kernel thread,
+/// after a quiet gap (50 ms).
+const START_ITERS: u32 = 100;
 
 /// The watchdog's look: a run with no progress for a whole look fails (see `watchdog`). Far
 /// more than any step takes here, and more than the steps' own deadlines (60 s at most),

@@ -2,7 +2,10 @@
 //! worker's kernel thread (on a kernel with cgroups, moved into the caller's cgroups before
 //! it serves); its peer is a fresh io_uring whose SQPOLL thread `io_uring_setup` creates (a
 //! thread of the caller, so in its cgroups). Each is timed in the root cgroup and in a child
-//! cgroup, where a move is real work, the four taking turns.
+//! cgroup, where a move is real work, the four taking turns. Each start comes after [`GAP`]
+//! of quiet, with the previous one's thread gone: a move that follows another within an RCU
+//! grace period skips the grace period that taking `cgroup_threadgroup_rwsem` for writing
+//! otherwise waits for, and io_uring stops its SQPOLL thread after `close` returns.
 
 use crate::{
     measure::{turn, ROUNDS},
@@ -25,6 +28,28 @@ pub(crate) const ROWS: [(&str, bool); 4] = [
 ];
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The quiet before each start: several RCU grace periods, even under TCG.
+const GAP: Duration = Duration::from_millis(50);
+
+/// The threads of this process: io_uring's SQPOLL thread is one of them while it lives.
+fn threads() -> Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Waits (at most 10 s) until this process has `n` threads again, then for [`GAP`].
+fn quiet(n: usize) -> Result<()> {
+    let t = Instant::now();
+    while threads()? > n {
+        ensure!(
+            t.elapsed() < Duration::from_secs(10),
+            "a thread outlived its ring"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(GAP);
+    Ok(())
+}
 
 /// Opens a channel, attaches an eventfd, kicks it once and reads the notification: its
 /// thread created on the way. The channel closes (and its thread stops) after the timing.
@@ -65,6 +90,7 @@ pub(crate) fn thread_start(n: u32) -> Result<Vec<(&'static str, Histogram<u64>)>
         .map(|_| Histogram::new(3))
         .collect::<Result<Vec<_>, _>>()?;
     let per_round = n.div_ceil(ROUNDS);
+    let baseline = threads()?;
     let run = |hs: &mut Vec<Histogram<u64>>| -> Result<()> {
         for round in 0..ROUNDS as usize {
             for i in turn(ROWS.len(), round) {
@@ -76,6 +102,7 @@ pub(crate) fn thread_start(n: u32) -> Result<Vec<(&'static str, Histogram<u64>)>
                     move_self(if in_child { &child } else { root })?;
                 }
                 for _ in 0..per_round {
+                    quiet(baseline)?;
                     let ns = if name.starts_with("evnotify") {
                         evnotify_once()?
                     } else {
