@@ -63,8 +63,8 @@ impl Channel {
     }
 
     /// Gives the channel a worker, if it has none: a new one, or `share`'s. Returns it.
-    /// A failure (`ENOMEM`, or `EINTR` if the caller is being killed) is the error of the call
-    /// that needed the worker.
+    /// A failure (`ENOMEM`, `EINTR` if the caller is being killed, or the errno of moving the
+    /// thread into the caller's cgroups) is the error of the call that needed the worker.
     fn join(&self, share: Option<&Arc<Worker<Shared>>>) -> Result<&Arc<Worker<Shared>>> {
         if let Some(worker) = self.worker.as_ref() {
             return Ok(worker);

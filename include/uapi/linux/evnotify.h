@@ -21,8 +21,8 @@
  * with ENOMEM or EAGAIN if the thread cannot be created, or EINTR if the
  * caller is being killed meanwhile; on a kernel with cgroups, also with the
  * errno of moving the thread into the caller's cgroups (that of
- * cgroup_attach_task_all(): ENOMEM, or a controller's refusal, such as ENOSPC
- * from the cpuset controller).
+ * cgroup_attach_task_all(): ENOMEM, or a controller's or security module's
+ * refusal).
  *
  * The magic 0xE6 (commands 0x00-0x1F) is unused in
  * Documentation/userspace-api/ioctl/ioctl-number.rst as of Linux 7.3.
@@ -218,9 +218,10 @@ struct evnotify_busypoll {
  * Cgroups (EVNOTIFY_F_CGROUPS, on a kernel with cgroups), as vhost's kthread
  * workers: a worker's thread runs in the cgroups, in every hierarchy, of the
  * task whose call started it, so its CPU time counts in that cgroup's cpu.stat
- * and against its cpu.max and cpu.weight, not the root's (ticks signalled from
- * the timer's interrupt are not the thread's work).  The thread stays
- * there for its life, whoever uses its channels: a channel whose fd was
+ * and is taken from its cpu.max quota, not the root's (the kernel throttles
+ * the cgroup's processes for it, never a kernel thread itself; ticks signalled
+ * from the timer's interrupt are not the thread's work).  The thread stays
+ * there (unless an administrator moves it), whoever uses its channels: a channel whose fd was
  * passed (SCM_RIGHTS) or inherited (fork) keeps its worker, started or not
  * yet (then the first call that needs it starts it, in the caller's cgroups),
  * and a channel that shares a worker, from any cgroup, has its work charged to
@@ -230,8 +231,8 @@ struct evnotify_busypoll {
  * cgroup's pids.current, but pids.max does not refuse it (what bounds threads
  * is max_user_channels); its stack and task_struct are not charged to the
  * memory cgroup (the channel's own memory is); cgroup.kill and cgroup.freeze
- * pass it by; and the cgroup cannot be removed (EBUSY) while it holds a
- * worker.
+ * pass it by (neither its cgroup nor an ancestor reports frozen); and the
+ * cgroup cannot be removed (EBUSY) while it holds a worker.
  *
  * A worker serves its channels round robin, one batch at a time (at most 1024
  * kicks of one slot), and a channel's slots round robin, so a flooded channel

@@ -31,7 +31,10 @@ pub const TESTS: &[Test] = &[
     ("cgroups_thread_joins_its_starter", thread_joins_its_starter),
     ("cgroups_pids_count_not_refuse", pids_count_not_refuse),
     ("cgroups_cpu_charged_to_starter", cpu_charged_to_starter),
-    ("cgroups_cpu_max_throttles_thread", cpu_max_throttles_thread),
+    (
+        "cgroups_cpu_max_quota_spent_by_thread",
+        cpu_max_quota_spent_by_thread,
+    ),
     ("cgroups_every_hierarchy", every_hierarchy),
     ("cgroups_shared_worker_stays", shared_worker_stays),
     (
@@ -76,6 +79,16 @@ impl Cgroup {
         })
     }
 
+    /// A child cgroup of this one (removed before it, when dropped first).
+    fn child(&self, tag: &str) -> Result<Self> {
+        let path = self.path.join(tag);
+        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        Ok(Self {
+            path,
+            line: format!("{}/{tag}", self.line),
+        })
+    }
+
     /// Moves the calling process (all its threads) here.
     fn enter(&self) -> Result<()> {
         move_self(&self.path)
@@ -110,8 +123,18 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = move_self(std::path::Path::new(ROOT));
         let t = Instant::now();
-        while fs::remove_dir(&self.path).is_err() && t.elapsed() < hang() {
-            std::thread::sleep(Duration::from_millis(2));
+        loop {
+            match fs::remove_dir(&self.path) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && t.elapsed() < hang() => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                    // A diagnostic only: a test that must see its threads gone checks that.
+                    println!("# rmdir {}: {e}", self.path.display());
+                    break;
+                }
+                _ => break,
+            }
         }
     }
 }
@@ -160,6 +183,11 @@ fn thread_joins_its_starter() -> Result<()> {
         "{} holds {procs:?}",
         a.line
     );
+    // An administrator may move it, as any unbound kernel thread.
+    let other = Cgroup::new("moved")?;
+    other.write("cgroup.procs", &tid.to_string())?;
+    ensure!(cgroup_of(tid)? == other.line, "{}", cgroup_of(tid)?);
+    a.write("cgroup.procs", &tid.to_string())?;
     // Its stack is kthreadd's allocation, not charged to the memory cgroup.
     ensure!(
         a.value("memory.stat", "kernel_stack")? == 0,
@@ -245,22 +273,24 @@ fn cpu_charged_to_starter() -> Result<()> {
     Ok(())
 }
 
-/// The thread is under its cgroup's cpu.max: a flood of kicks gets it throttled.
-fn cpu_max_throttles_thread() -> Result<()> {
+/// The thread's time is taken from its cgroup's cpu.max quota: a cgroup that holds only the
+/// thread runs out of it under a flood of kicks (the kernel throttles a cgroup's tasks on
+/// their way back to user space, so it never stops a kernel thread itself).
+fn cpu_max_quota_spent_by_thread() -> Result<()> {
     let g = Cgroup::new("max")?;
-    g.write("cpu.max", "1000 100000")?;
     g.enter()?;
     let ch = Channel::open()?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
     let tid = start_thread(&ch)?;
     move_self(std::path::Path::new(ROOT))?;
+    g.write("cpu.max", "1000 100000")?;
     ensure!(cgroup_of(tid)? == g.line, "thread in {}", cgroup_of(tid)?);
     let start = Instant::now();
     while g.value("cpu.stat", "nr_throttled")? == 0 {
         ensure!(
             start.elapsed() < hang(),
-            "never throttled: {}",
+            "the quota was never spent: {}",
             g.read("cpu.stat")?
         );
         ch.kick(0, sys::MAX_KICK)?;
@@ -289,9 +319,12 @@ fn every_hierarchy() -> Result<()> {
             opts.as_ptr().cast(),
         )
     };
-    Errno::result(r).context("mount a named cgroup v1 hierarchy")?;
+    if let Err(e) = Errno::result(r) {
+        let _ = fs::remove_dir(&mnt);
+        bail!("mount a named cgroup v1 hierarchy: {e}");
+    }
+    let child = mnt.join("child");
     let run = || -> Result<()> {
-        let child = mnt.join("child");
         fs::create_dir(&child)?;
         let v2 = Cgroup::new("v1")?;
         v2.enter()?;
@@ -311,11 +344,16 @@ fn every_hierarchy() -> Result<()> {
             v2.line
         );
         drop(ch);
-        thread_gone(tid, "its channel")?;
-        fs::remove_dir(&child)?;
-        Ok(())
+        thread_gone(tid, "its channel")
     };
     let res = run();
+    // Out of the child, which then empties (its thread stops when its channel closes), then
+    // unmounted: nothing is left, whatever failed.
+    let _ = fs::write(mnt.join("cgroup.procs"), "0");
+    let t = Instant::now();
+    while child.exists() && fs::remove_dir(&child).is_err() && t.elapsed() < hang() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     // SAFETY: The NUL-terminated path mounted above.
     unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     let _ = fs::remove_dir(&mnt);
@@ -471,30 +509,36 @@ fn forked_child_starts_own() -> Result<()> {
 }
 
 /// `cgroup.kill` and `cgroup.freeze` pass the thread by, as they pass every kernel thread
-/// (`cgroup_kill`, `cgroup_freeze_task`): the channel is still served.
+/// (`cgroup_kill`, `cgroup_freeze_task`): the channel is still served, and neither the
+/// cgroup that holds the thread nor its parent reports `frozen 1`.
 fn kill_and_freeze_pass_it_by() -> Result<()> {
-    let g = Cgroup::new("kill")?;
+    let parent = Cgroup::new("kill")?;
+    let g = parent.child("c")?;
     g.enter()?;
     let ch = Channel::open()?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
     let tid = start_thread(&ch)?;
     move_self(std::path::Path::new(ROOT))?;
-    g.write("cgroup.freeze", "1")?;
+    parent.write("cgroup.freeze", "1")?;
     ch.kick(0, 2)?;
     collect(&n, 2)?;
-    ensure!(
-        g.read("cgroup.events")?.contains("frozen 0"),
-        "a cgroup holding a worker reports frozen: {}",
-        g.read("cgroup.events")?
-    );
-    g.write("cgroup.freeze", "0")?;
+    for c in [&g, &parent] {
+        let events = c.read("cgroup.events")?;
+        ensure!(
+            events.contains("frozen 0"),
+            "{} holding a worker reports frozen: {events}",
+            c.line
+        );
+    }
+    parent.write("cgroup.freeze", "0")?;
     g.write("cgroup.kill", "1")?;
     ch.kick(0, 3)?;
     collect(&n, 3)?;
     ensure!(worker(&ch)?.thread_pid == tid, "another thread");
     ensure!(cgroup_of(tid)? == g.line, "thread in {}", cgroup_of(tid)?);
-    Ok(())
+    drop(ch);
+    thread_gone(tid, "its channel")
 }
 
 /// Opens a channel with a notify eventfd on slot 0 and a 1 s timer on slot 1: the memory a
@@ -544,30 +588,44 @@ fn memory_charged_to_caller() -> Result<()> {
 fn memory_max_enomem() -> Result<()> {
     const MAX: usize = 4096;
     let m = Cgroup::new("memmax")?;
-    fs::write("/proc/self/oom_score_adj", "-1000")?;
     let n = Notifier::new()?;
-    // Nothing below may fault in a new page until the limit is lifted: the vector is
-    // allocated and touched now.
-    let mut chans: Vec<Channel> = Vec::with_capacity(MAX);
+    // Nothing below may fault in a new page until the limit is lifted: every slot of the
+    // vector is written now.
+    let mut chans: Vec<Option<Channel>> = (0..MAX).map(|_| None).collect();
+    let mut opened = 0;
     let mut err = None;
-    // Opened now: opening a file at the limit would fail too.
-    let mut max = fs::OpenOptions::new()
-        .write(true)
-        .open(m.path.join("memory.max"))?;
+    /// Lifts the limit (through a file opened beforehand: opening one at the limit would
+    /// fail too) and makes the process killable again, however the test ends.
+    struct Lift(fs::File);
+    impl Drop for Lift {
+        fn drop(&mut self) {
+            let _ = self.0.write_all(b"max");
+            let _ = fs::write("/proc/self/oom_score_adj", "0");
+        }
+    }
+    let lift = Lift(
+        fs::OpenOptions::new()
+            .write(true)
+            .open(m.path.join("memory.max"))?,
+    );
+    fs::write("/proc/self/oom_score_adj", "-1000")?;
     m.enter()?;
     let before = m.value("memory.current", "")?;
     m.write("memory.max", &(before + 128 * 1024).to_string())?;
-    while chans.len() < MAX {
+    while opened < MAX {
         match loaded_channel(&n) {
-            Ok(ch) => chans.push(ch),
+            Ok(ch) => {
+                chans[opened] = Some(ch);
+                opened += 1;
+            }
             Err(e) => {
                 err = Some(e);
                 break;
             }
         }
     }
-    max.write_all(b"max").context("lift memory.max")?;
-    fs::write("/proc/self/oom_score_adj", "0")?;
+    drop(lift);
+    let chans: Vec<Channel> = chans.into_iter().flatten().collect();
     let got = err.map(|e| e.raw_os_error());
     ensure!(
         got == Some(Some(libc::ENOMEM)),

@@ -161,7 +161,7 @@ impl Channel {
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
     ///   `kthreadd`); or, with [`sys::F_CGROUPS`], the errno of moving it into the caller's
-    ///   cgroups (`ENOMEM`, or a controller's, such as `ENOSPC` from cpuset).
+    ///   cgroups (`ENOMEM`, or a controller's or security module's refusal).
     pub fn attach_kickfd(&self, slot: u32, efd: &impl AsFd) -> Result<()> {
         self.kickfd_raw(slot, efd.as_fd().as_raw_fd())
     }
@@ -201,7 +201,7 @@ impl Channel {
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
     ///   `kthreadd`); or, with [`sys::F_CGROUPS`], the errno of moving it into the caller's
-    ///   cgroups (`ENOMEM`, or a controller's, such as `ENOSPC` from cpuset).
+    ///   cgroups (`ENOMEM`, or a controller's or security module's refusal).
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn set_timer(&self, slot: u32, period: Duration, ticks: u64) -> Result<()> {
         let req = sys::Timer {
@@ -379,7 +379,7 @@ impl Channel {
     /// - `ENOMEM`, `EAGAIN` or `EINTR`: the worker's kernel thread, which this call starts on a channel that
     ///   has none yet, could not be created (`EINTR`: a fatal signal came while it waited for
     ///   `kthreadd`); or, with [`sys::F_CGROUPS`], the errno of moving it into the caller's
-    ///   cgroups (`ENOMEM`, or a controller's, such as `ENOSPC` from cpuset).
+    ///   cgroups (`ENOMEM`, or a controller's or security module's refusal).
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn kick(&self, slot: u32, count: u32) -> Result<()> {
         let req = sys::Kick {
