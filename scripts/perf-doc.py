@@ -124,13 +124,15 @@ def thread_start(w, rows):
 kick answered: its worker's thread created and moved into the caller's cgroups; against an
 SQPOLL io_uring set up, its CQ eventfd registered, one NOP answered), in the root cgroup and
 in a child cgroup, each start after 50 ms of quiet with the previous one's thread gone (so
-the cgroup move pays the RCU grace period that a move right after another skips):
+the cgroup move pays the RCU grace period that a move right after another skips); and back
+to back, each start as soon as the previous thread is gone:
 
 | | p50 µs | p99 µs | p50 ÷ io_uring's |
 | --- | ---: | ---: | ---: |""")
-    for where in ["root", "cgroup"]:
+    for where in ["root", "cgroup", "cgroup_back_to_back"]:
         ours, peer = rows.get(f"evnotify_{where}"), rows.get(f"io_uring_sqpoll_{where}")
-        for name, row in [(f"evnotify, {where}", ours), (f"io_uring SQPOLL, {where}", peer)]:
+        label = where.replace("_back_to_back", ", back to back")
+        for name, row in [(f"evnotify, {label}", ours), (f"io_uring SQPOLL, {label}", peer)]:
             if row is None:
                 w(f"| {name} | - | - | - |")
                 continue
@@ -300,7 +302,7 @@ timerfd's, pinned and plain reader), `ratio.timer.{{p50,p99}}_64slots_10ms` (the
 64 timerfds'),
 `throughput` (with `io_uring_nops_per_s`, `io_uring_sqpoll_nops_per_s`), `limits`,
 `scaling[]`, `bytes_per_channel`, `thread_start_ns.{{evnotify,io_uring_sqpoll}}_{{root,cgroup}}`
-(each with the round trips' fields), `scaling_shared[] {{channels, rtt_p50_ns, rtt_p99_ns}}`,
+(and `evnotify_cgroup_back_to_back`, `io_uring_sqpoll_cgroup_back_to_back`; each with the round trips' fields), `scaling_shared[] {{channels, rtt_p50_ns, rtt_p99_ns}}`,
 `bytes_per_channel_shared`, `bytes_per_channel_dedicated`, `shared_workers {{workers,
 channels, open_all_ns, kick_all_ns, close_all_ns, rtt_p50_ratio, rtt_p99_ratio,
 memory.{{shared,dedicated,eventfd}}.{{channels, bytes_per_channel, memfree_bytes_per_channel,

@@ -285,7 +285,7 @@ fn required() -> Vec<String> {
     }
     keys.push("/bytes_per_channel".into());
     // The cgroup rows need cgroup v2, which a kernel may lack.
-    for (name, in_child) in start::ROWS {
+    for (name, in_child, _) in start::ROWS {
         if !in_child {
             keys.extend(["p50", "p99"].map(|k| format!("/thread_start_ns/{name}/{k}")));
         }
@@ -416,7 +416,7 @@ mod tests {
             bytes_per_channel: 1,
             thread_start: start::ROWS
                 .iter()
-                .map(|(name, _)| (*name, hist()))
+                .map(|(name, ..)| (*name, hist()))
                 .collect(),
             shared: shared::Results {
                 scaling: (0..shared::ROWS).map(|_| ScaleRow::default()).collect(),
