@@ -109,15 +109,18 @@ passed=$((passed + hp)) failed=$((failed + hf))
 if [ "$host_rc" != 0 ] && [ "$hf" = 0 ]; then result "host cargo test (did not complete)" 1; fi
 
 # --- The VM runner itself: it must be able to fail -------------------------------
+# The status is taken before the name is: a command substitution in the same line resets $?.
 for f in "$here"/testdata/splat-*.log; do
 	"$here/splats.sh" "$f" >/dev/null
-	result "splat scanner catches $(basename "$f" .log)" $?
+	rc=$?
+	result "splat scanner catches $(basename "$f" .log)" $rc
 done
 "$here/splats.sh" "$here/testdata/clean-user-segfault.log" >/dev/null
 result "splat scanner passes a log with only user-space segfaults" $([ $? = 1 ]; echo $?)
 for f in "$here"/testdata/clean-memcg-oom*.log; do
 	"$here/splats.sh" "$f" >/dev/null
-	result "splat scanner passes an unkillable task's memory cgroup OOM report ($(basename "$f" .log))" $([ $? = 1 ]; echo $?)
+	rc=$?
+	result "splat scanner passes an unkillable task's memory cgroup OOM report ($(basename "$f" .log))" $([ $rc = 1 ]; echo $?)
 done
 # Each fixture's first line says the tally it must give: "# expect: P passed, F failed (why)".
 for f in "$here"/testdata/ktap-*.log; do
