@@ -121,7 +121,7 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let _ = move_self(std::path::Path::new(ROOT));
+        let _ = leave();
         let t = Instant::now();
         loop {
             match fs::remove_dir(&self.path) {
@@ -142,6 +142,23 @@ impl Drop for Cgroup {
 fn move_self(dir: &std::path::Path) -> Result<()> {
     let procs = dir.join("cgroup.procs");
     fs::write(&procs, "0").with_context(|| format!("move self to {}", procs.display()))
+}
+
+/// Moves the calling process back to the root cgroup.
+fn leave() -> Result<()> {
+    move_self(std::path::Path::new(ROOT))
+}
+
+/// A channel with a notify eventfd on slot 0, whose worker the test starts in `g` and then
+/// leaves: `g` holds the thread alone.
+fn worker_left_in(g: &Cgroup) -> Result<(Channel, Notifier, i32)> {
+    g.enter()?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let tid = start_thread(&ch)?;
+    leave()?;
+    Ok((ch, n, tid))
 }
 
 /// The cgroup v2 line of `/proc/<pid>/cgroup`.
@@ -175,7 +192,7 @@ fn thread_joins_its_starter() -> Result<()> {
     ensure!(cgroup_of(tid)? == a.line, "thread in {}", cgroup_of(tid)?);
     has_feature(&ch)?;
     ensure!(idle_ch.stats()?.thread_pid == 0, "a thread without a call");
-    move_self(std::path::Path::new(ROOT))?;
+    leave()?;
     ensure!(cgroup_of(tid)? == a.line, "moved with its caller");
     let procs = a.read("cgroup.procs")?;
     ensure!(
@@ -240,12 +257,7 @@ fn pids_count_not_refuse() -> Result<()> {
 /// thread gains at least half the CPU time the thread itself reports.
 fn cpu_charged_to_starter() -> Result<()> {
     let w = Cgroup::new("cpu")?;
-    w.enter()?;
-    let ch = Channel::open()?;
-    let n = Notifier::new()?;
-    ch.attach(0, &n)?;
-    let tid = start_thread(&ch)?;
-    move_self(std::path::Path::new(ROOT))?;
+    let (ch, n, tid) = worker_left_in(&w)?;
     let ticks = |pid: i32| -> Result<u64> {
         // utime and stime, fields 14 and 15, after the parenthesised name.
         let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -278,12 +290,7 @@ fn cpu_charged_to_starter() -> Result<()> {
 /// their way back to user space, so it never stops a kernel thread itself).
 fn cpu_max_quota_spent_by_thread() -> Result<()> {
     let g = Cgroup::new("max")?;
-    g.enter()?;
-    let ch = Channel::open()?;
-    let n = Notifier::new()?;
-    ch.attach(0, &n)?;
-    let tid = start_thread(&ch)?;
-    move_self(std::path::Path::new(ROOT))?;
+    let (ch, n, tid) = worker_left_in(&g)?;
     g.write("cpu.max", "1000 100000")?;
     ensure!(cgroup_of(tid)? == g.line, "thread in {}", cgroup_of(tid)?);
     let start = Instant::now();
@@ -514,12 +521,7 @@ fn forked_child_starts_own() -> Result<()> {
 fn kill_and_freeze_pass_it_by() -> Result<()> {
     let parent = Cgroup::new("kill")?;
     let g = parent.child("c")?;
-    g.enter()?;
-    let ch = Channel::open()?;
-    let n = Notifier::new()?;
-    ch.attach(0, &n)?;
-    let tid = start_thread(&ch)?;
-    move_self(std::path::Path::new(ROOT))?;
+    let (ch, n, tid) = worker_left_in(&g)?;
     parent.write("cgroup.freeze", "1")?;
     ch.kick(0, 2)?;
     collect(&n, 2)?;
