@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A kernel thread bound to shared data, in the cgroups of the task that starts it: the only
-//! user of the kthread and cgroup C APIs. A leaf: it runs what implements its [`ThreadWork`]
-//! trait and calls nothing of the module.
+//! user of the kthread and cgroup C APIs. It runs what implements its [`ThreadWork`] trait and
+//! calls nothing of the module but the leaf `kcov` (the thread's work is recorded for the
+//! starter's KCOV collector, as vhost's is).
 
 use core::{
     marker::PhantomData,
@@ -30,6 +31,7 @@ use kernel::{
         Monotonic, //
     }, //
 };
+use crate::kcov;
 use pin_init::stack_pin_init;
 
 extern "C" {
@@ -76,10 +78,18 @@ pub(crate) trait ThreadWork: Send + Sync + 'static {
 
 /// Calls that are only valid from inside a [`KThread`]; only the trampoline creates one.
 pub(crate) struct ThreadCtx {
+    /// The KCOV common handle of the task that started the thread.
+    cov: kcov::Handle,
     _not_send: PhantomData<*mut ()>,
 }
 
 impl ThreadCtx {
+    /// A KCOV section for the starter's collector, if any: what the thread runs until it is
+    /// dropped is recorded there. Not to be held across a return from [`ThreadWork::run`].
+    pub(crate) fn coverage(&self) -> kcov::Section {
+        kcov::Section::start(self.cov)
+    }
+
     /// Whether `kthread_stop` has been called on this thread.
     pub(crate) fn should_stop(&self) -> bool {
         // SAFETY: A `ThreadCtx` exists only on a thread created by `kthread_create_on_node`.
@@ -150,6 +160,8 @@ struct Start<T> {
     join: Join,
     /// The errno of joining them, 0 on success.
     result: Atomic<i32>,
+    /// The spawner's KCOV common handle.
+    cov: kcov::Handle,
     #[pin]
     done: Completion,
 }
@@ -162,7 +174,8 @@ struct Start<T> {
 unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement, `arg` is a valid `Start<T>` until `done`.
     let start = unsafe { &*arg.cast::<Start<T>>() };
-    let work = start.work;
+    let (work, cov) = (start.work, start.cov);
+    let section = kcov::Section::start(cov);
     // SAFETY: `owner` is valid until `done` is completed, below.
     let joined = unsafe { (start.join)(start.owner) };
     start
@@ -170,6 +183,7 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
         .store(joined.err().map_or(0, |e| e.to_errno()), Relaxed);
     start.done.complete_all();
     // `start` may be gone from here on.
+    drop(section);
     if joined.is_err() {
         return 0;
     }
@@ -178,6 +192,7 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // never moves them: so it is pinned.
     let work = unsafe { Pin::new_unchecked(&*work) };
     work.run(&ThreadCtx {
+        cov,
         _not_send: PhantomData,
     });
     0
@@ -199,6 +214,7 @@ impl<T: ThreadWork> KThread<T> {
             owner,
             join,
             result: Atomic::new(0),
+            cov: kcov::Handle::current(),
             done <- Completion::new(),
         }));
         let arg = core::ptr::from_ref::<Start<T>>(&*start)
@@ -297,6 +313,7 @@ mod tests {
     /// the spawn's; the next spawn works.
     #[test]
     fn spawn_fails_with_the_join_errno() -> Result {
+        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let p = probe()?;
         let r = KThread::spawn_joining(p.clone(), 0, refuse);
         assert_eq!(r.err().map(|e| e.to_errno()), Some(ENOSPC.to_errno()));

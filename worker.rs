@@ -160,6 +160,9 @@ impl<T: Served> ThreadWork for Runner<T> {
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut woke = Woke::Slept;
         loop {
+            // One KCOV section per channel served (and the wait before it), ended before the
+            // thread returns.
+            let _cov = ctx.coverage();
             let mut queue = self.queue.lock();
             // When the queue ran empty, and whether the spin since caught a channel.
             let mut idle_since = None;

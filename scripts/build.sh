@@ -20,7 +20,7 @@ fi
 
 (cd "$repo/user" && RUSTFLAGS="-C target-feature=+crt-static" \
 	cargo build -q --release --locked --target "$RUST_TARGET" \
-	-p evnotify-cli -p evnotify-vmtests -p evnotify-bench -p evnotify-fuzz)
+	-p evnotify-cli -p evnotify-vmtests -p evnotify-bench -p evnotify-fuzz -p evnotify-kcov)
 
 mkdir -p "$repo/build"
 gcc -static -O2 -Wall -Wextra -Werror -I"$repo/include/uapi" \

@@ -24,7 +24,8 @@ KMAKE_VARS=(RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustd
 	RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver BINDGEN="$BINDGEN")
 # Config fragments merged onto tinyconfig, the last to name an option deciding it.
 # EVNOTIFY_DEBUG=1 selects the debug kernel (KASAN, kmemleak, debug objects), which must be
-# built with clang; EVNOTIFY_BENCH=1 the bench kernel (no lockdep or other checks).
+# built with clang; EVNOTIFY_BENCH=1 the bench kernel (no lockdep or other checks);
+# EVNOTIFY_COVERAGE=1 the coverage kernel (the test kernel with KCOV).
 _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # A checkout whose path has a space (or any blank) cannot build: Kbuild's M= and the VM's
 # initramfs list split paths at blanks. Refuse before anything starts, saying so (a usage
@@ -64,6 +65,8 @@ if [ "${EVNOTIFY_DEBUG:-0}" = 1 ]; then
 	KMAKE_VARS+=(LLVM=-19)
 elif [ "${EVNOTIFY_BENCH:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-bench.config")
+elif [ "${EVNOTIFY_COVERAGE:-0}" = 1 ]; then
+	KCONFIGS+=("$_here/kernel-coverage.config")
 fi
 mkdir -p "$EVNOTIFY_CACHE"
 # User-space binaries for the initramfs are static, built for this target.

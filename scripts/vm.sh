@@ -215,7 +215,7 @@ spec=$out/initramfs.spec
 	echo "file /init $root/init 755 0 0"
 	echo "file /bin/busybox $(command -v busybox) 755 0 0"
 	echo "file /lib/modules/rust_evnotify.ko $ko 644 0 0"
-	for b in evnotify evnotify-vmtests evnotify-bench evnotify-fuzz; do
+	for b in evnotify evnotify-vmtests evnotify-bench evnotify-fuzz evnotify-kcov; do
 		echo "file /bin/$b $repo/user/target/$RUST_TARGET/release/$b 755 0 0"
 	done
 	echo "file /bin/evnotify-example $repo/build/evnotify-example 755 0 0"

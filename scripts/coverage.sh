@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# make coverage: KCOV coverage of the module, on the coverage kernel (the 7.3 test kernel with
+# KCOV; scripts/kernel-coverage.config, cached as the others are). In one boot: the module is
+# loaded again under a collector (user/evnotify-kcov) with kcov_syscalls=1, so that its KUnit
+# cases and the whole VM suite are recorded, then the guided fuzzer runs alone with its own.
+# scripts/coverage.py maps the points to lines: build/coverage/summary.json and report.txt.
+# Ends with "N passed, M failed". 7.3 only (the report is of one build of the module).
+#   FUZZ_OPS (200000)  FUZZ_SEED (1)  TIMEOUT_SECS (3600)
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+unset EVNOTIFY_MODULE_PARAMS EVNOTIFY_BENCH EVNOTIFY_DEBUG
+export EVNOTIFY_COVERAGE=1 KVER=7.3
+. "$here/env.sh"
+. "$here/lib.sh"
+lock_checkout
+out=$repo/build/coverage
+rm -rf "$out" && mkdir -p "$out"
+log=$out/vm.log
+ops=${FUZZ_OPS:-200000} seed=${FUZZ_SEED:-1}
+
+# Each points file is printed between markers, for the host to cut out of the log.
+EVNOTIFY_OUT=$out/vm "$here/vm.sh" --timeout "${TIMEOUT_SECS:-3600}" -- sh -c "
+	rc=0
+	rmmod rust_evnotify || exit 1
+	export EVNOTIFY_RELOAD_PARAMS=kcov_syscalls=1
+	evnotify-kcov run --out /tmp/suite.points -- sh -c \
+		'insmod /lib/modules/rust_evnotify.ko kcov_syscalls=1 && evnotify-vmtests' || rc=1
+	evnotify-fuzz --guided --ops $ops --seed $seed --kcov-out /tmp/fuzz.points || rc=1
+	for f in suite fuzz; do
+		echo \"=== kcov \$f ===\"; cat /tmp/\$f.points; echo '=== end ==='
+	done
+	exit \$rc" </dev/null >"$log" 2>&1
+vm_rc=$?
+grep -av '^[.]text' "$log" | tail -n 40
+
+ktap "$log"
+kunit "$out/vm/kernel.log" "$repo"/*.rs
+vm_run "VM run" "$vm_rc"
+exit_status "the VM command" "$vm_rc"
+for f in suite fuzz; do
+	tr -d '\r' <"$log" | sed -n "/^=== kcov $f ===\$/,/^=== end ===\$/p" | sed '1d;$d' >"$out/$f.points"
+	[ -s "$out/$f.points" ]
+	result "the VM wrote the $f's points" $?
+done
+cp "$repo/rust_evnotify.ko" "$out/"
+python3 "$here/coverage.py" --ko "$out/rust_evnotify.ko" --src "$repo" --explained "$here/coverage-explained.txt" \
+	--suite "$out/suite.points" --fuzz "$out/fuzz.points" --out "$out"
+result "coverage report: $out/report.txt, $out/summary.json" $?
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
