@@ -5,6 +5,7 @@
 //! calls nothing of the module but the leaf `kcov` (the thread's work is recorded for the
 //! starter's KCOV collector, as vhost's is).
 
+use crate::kcov;
 use core::{
     marker::PhantomData,
     ptr::NonNull, //
@@ -31,7 +32,6 @@ use kernel::{
         Monotonic, //
     }, //
 };
-use crate::kcov;
 use pin_init::stack_pin_init;
 
 extern "C" {

@@ -82,7 +82,9 @@ impl Collector {
         };
         // SAFETY: `arg` is a valid `struct kcov_remote_arg` with no trailing handles.
         unsafe { kcov_remote_enable(fd.as_raw_fd(), &arg) }.with_context(|| {
-            format!("{path}: KCOV_REMOTE_ENABLE handle {handle:#x} (EEXIST: another collector has it)")
+            format!(
+                "{path}: KCOV_REMOTE_ENABLE handle {handle:#x} (EEXIST: another collector has it)"
+            )
         })?;
         Ok(Self {
             _fd: fd,
@@ -159,14 +161,19 @@ impl Module {
             let s = fs::read_to_string(e.path())?;
             let base = u64::from_str_radix(s.trim().trim_start_matches("0x"), 16)
                 .with_context(|| format!("{dir}/sections/{sec}: {s:?}"))?;
-            ensure!(base != 0, "{dir}/sections/{sec}: address hidden (run as root)");
+            ensure!(
+                base != 0,
+                "{dir}/sections/{sec}: address hidden (run as root)"
+            );
             sections.push((base, sec));
         }
         if sections.is_empty() {
             return Ok(None);
         }
         sections.sort();
-        let size: u64 = fs::read_to_string(format!("{dir}/coresize"))?.trim().parse()?;
+        let size: u64 = fs::read_to_string(format!("{dir}/coresize"))?
+            .trim()
+            .parse()?;
         let start = sections[0].0;
         Ok(Some(Self {
             span: (start, start + size),
