@@ -50,6 +50,9 @@ stress: ## the reliability run in the KASAN/kmemleak debug kernel
 mutants: ## seeded bugs, each of which a device test must catch
 	scripts/mutants.sh
 
+coverage: ## KCOV coverage of the module by the VM tests, KUnit and the guided fuzzer (build/coverage/)
+	scripts/coverage.sh
+
 rust-analyzer: ## write rust-project.json for the module against the cached kernel
 	scripts/rust-analyzer.sh
 
@@ -57,4 +60,4 @@ PREFIX ?= /usr/local
 install-user: ## install the evnotify command and its manual pages (PREFIX, DESTDIR)
 	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" scripts/install-user.sh
 
-.PHONY: default modules_install clean distclean help demo check shell vm bench stress mutants rust-analyzer install-user
+.PHONY: default modules_install clean distclean help demo check shell vm bench stress mutants coverage rust-analyzer install-user

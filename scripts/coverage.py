@@ -5,8 +5,10 @@ A point is one call to __sanitizer_cov_trace_pc that KCOV instrumentation put in
 per basic block); KCOV records its return address, which is the relocation's offset + 4 in its
 section. Each point is mapped to a line with binutils' addr2line (inline frames followed
 inwards-out to the first that is in one of the module's own .rs files). Points whose frames are
-all outside them (generic code of the kernel crate or core, instantiated in the module) are
-counted apart, not in the totals.
+all outside them (generic code of the kernel crate or core, instantiated in the module), and
+points of the KUnit cases themselves (test code, in a `#[kunit_tests]` module, with whatever
+module code is inlined into them) are counted apart, not in the totals: the figures are of the
+code under test.
 
 Writes OUT/summary.json and OUT/report.txt. Inputs: the points files the VM wrote (lines of
 "SECTION 0xOFFSET"; "#" starts a comment), one for the whole suite's run and one for the fuzzer's.
@@ -55,6 +57,11 @@ def frames_of(ko, sec, offsets):
         res[cur].append((fn, path, int(ln.group(0)) if ln else 0))
         i += 2
     return res
+
+
+def is_test(function):
+    """Whether a frame's function is a KUnit case (a `#[kunit_tests]` module's, or its wrapper)."""
+    return "::tests::" in function or function.startswith("kunit_rust_wrapper_")
 
 
 def read_points(path):
@@ -113,17 +120,19 @@ def main():
     a = ap.parse_args()
     src = os.path.realpath(a.src)
     own = {f for f in os.listdir(src) if f.endswith(".rs")}
-    points, outside, every = {}, 0, set()
+    points, outside, tests, every = {}, 0, 0, set()
     for sec, offs in points_of(a.ko).items():
         every |= {(sec, o) for o in offs}
         for off, frames in frames_of(a.ko, sec, offs).items():
             mine = [(fn, os.path.basename(p), ln) for fn, p, ln in frames
                     if os.path.dirname(os.path.realpath(p)) == src and os.path.basename(p) in own]
-            if mine:
+            if not mine:
+                outside += 1
+            elif any(is_test(fn) for fn, _, _ in frames):
+                tests += 1
+            else:
                 fn, f, ln = mine[0]
                 points[(sec, off)] = (f, ln, fn)
-            else:
-                outside += 1
     if not points:
         sys.exit("coverage.py: no instrumented points in the .ko (built without KCOV?)")
     suite, fuzz = read_points(a.suite), read_points(a.fuzz)
@@ -132,6 +141,7 @@ def main():
     summary = tally(points, whole)
     summary["fuzz"] = tally(points, fuzz & set(points))
     summary["points_outside_module_files"] = outside
+    summary["points_in_kunit_cases"] = tests
     summary["reached_points_not_in_ko"] = len(unknown)
     rules = read_explained(a.explained)
 
@@ -162,8 +172,8 @@ def main():
          f"points: {summary['points_hit']}/{summary['points_total']} ({summary['points_pct']}%), fuzzer alone "
          f"{summary['fuzz']['points_hit']} ({summary['fuzz']['points_pct']}%); lines: {summary['lines_hit']}/"
          f"{summary['lines_total']} ({summary['lines_pct']}%), fuzzer alone {summary['fuzz']['lines_hit']}",
-         f"({outside} more points are generic code of the kernel crate or core instantiated in the module:"
-         f" not counted; {len(unknown)} reached offsets matched no point)", "",
+         f"Not counted: {tests} points of the KUnit cases themselves (test code), and {outside} of generic",
+         f"code of the kernel crate or core instantiated in the module. {len(unknown)} reached offsets matched no point.", "",
          f"{'file':<18}{'points':>16}{'fuzzer':>10}{'lines':>14}"]
     for fname, e in summary["files"].items():
         z = summary["fuzz"]["files"][fname]

@@ -18,6 +18,11 @@
 //! shared workers too. Fuzzed signals exclude those that
 //! cannot be ignored (SIGKILL, SIGSTOP, and the C library's own real-time signals); every
 //! other signal is ignored by the fuzzer.
+//!
+//! `--guided --kcov-out FILE` fuzzes guided by KCOV coverage instead (`guided.rs`), on a
+//! kernel with KCOV (`make coverage`), and writes the module's points it reached to FILE.
+
+mod guided;
 
 use anyhow::{ensure, Result};
 use clap::Parser;
@@ -48,6 +53,12 @@ struct Args {
     /// Threads per worker process.
     #[arg(long, default_value_t = 3)]
     threads: u64,
+    /// Guided by KCOV coverage: one process, programs kept when they reach new points.
+    #[arg(long, requires = "kcov_out")]
+    guided: bool,
+    /// With --guided: where to write the points of the module reached.
+    #[arg(long, requires = "guided")]
+    kcov_out: Option<std::path::PathBuf>,
 }
 
 /// Counters shared by every process (in `MAP_SHARED` memory).
@@ -295,46 +306,7 @@ impl Worker<'_> {
 
     /// Checks the reply that a successful `cmd` wrote at the start of the buffer.
     fn check_reply(&self, cmd: u64) {
-        // SAFETY: The buffer is larger than either reply, and both are plain integers.
-        let (st, w) = unsafe {
-            let p = self.buf.0.as_ptr();
-            (
-                std::ptr::read_unaligned(p.cast::<sys::Stats>()),
-                std::ptr::read_unaligned(p.cast::<sys::Worker>()),
-            )
-        };
-        let broken = if cmd == sys::IOC_STATS {
-            let (kicks, fd_kicks, ticks) = (st.kicks, st.fd_kicks, st.timer_ticks);
-            let (handled, pending, coalesced) = (st.handled, st.pending, st.coalesced);
-            let identity =
-                kicks.wrapping_add(ticks) == handled.wrapping_add(pending).wrapping_add(coalesced);
-            // fd_kicks <= kicks holds until kicks wraps. A run wraps kicks only through kick
-            // eventfd writes near 2^64 (the fuzzer writes up to 2^64 - 2 at once, coalesced
-            // beyond the bound but counted), after which fd_kicks is at least 2^63.
-            let may_wrap = fd_kicks >= 1 << 63;
-            (!identity || (fd_kicks > kicks && !may_wrap)).then(|| {
-                format!(
-                    "stats identity broken: kicks {kicks} fd_kicks {fd_kicks} timer_ticks {ticks} \
-                     handled {handled} pending {pending} coalesced {coalesced}"
-                )
-            })
-        } else if cmd == sys::IOC_WORKER {
-            let (id, pid, channels, reserved) = (w.worker_id, w.thread_pid, w.channels, w.reserved);
-            let ok = reserved == 0
-                && if id == 0 {
-                    pid == 0 && channels == 0
-                } else {
-                    // The asking channel is open and uses it; the fuzzer runs in the initial
-                    // pid namespace, where the thread has a pid.
-                    pid > 0 && channels >= 1
-                };
-            (!ok).then(|| {
-                format!("worker reply inconsistent: id {id} pid {pid} channels {channels} reserved {reserved}")
-            })
-        } else {
-            None
-        };
-        if let Some(why) = broken {
+        if let Some(why) = broken_reply(cmd, &self.buf) {
             if self.shared.violations.fetch_add(1, Relaxed) < 10 {
                 println!("fuzz: VIOLATION: {why}");
             }
@@ -532,6 +504,50 @@ impl Worker<'_> {
     }
 }
 
+/// What is wrong with the reply that a successful `cmd` wrote at the start of `buf`, if
+/// anything: a stats snapshot that breaks the header's identity, an inconsistent worker reply.
+fn broken_reply(cmd: u64, buf: &Buf) -> Option<String> {
+    // SAFETY: The buffer is larger than either reply, and both are plain integers.
+    let (st, w) = unsafe {
+        let p = buf.0.as_ptr();
+        (
+            std::ptr::read_unaligned(p.cast::<sys::Stats>()),
+            std::ptr::read_unaligned(p.cast::<sys::Worker>()),
+        )
+    };
+    if cmd == sys::IOC_STATS {
+        let (kicks, fd_kicks, ticks) = (st.kicks, st.fd_kicks, st.timer_ticks);
+        let (handled, pending, coalesced) = (st.handled, st.pending, st.coalesced);
+        let identity =
+            kicks.wrapping_add(ticks) == handled.wrapping_add(pending).wrapping_add(coalesced);
+        // fd_kicks <= kicks holds until kicks wraps. A run wraps kicks only through kick
+        // eventfd writes near 2^64 (the fuzzer writes up to 2^64 - 2 at once, coalesced
+        // beyond the bound but counted), after which fd_kicks is at least 2^63.
+        let may_wrap = fd_kicks >= 1 << 63;
+        (!identity || (fd_kicks > kicks && !may_wrap)).then(|| {
+            format!(
+                "stats identity broken: kicks {kicks} fd_kicks {fd_kicks} timer_ticks {ticks} \
+                     handled {handled} pending {pending} coalesced {coalesced}"
+            )
+        })
+    } else if cmd == sys::IOC_WORKER {
+        let (id, pid, channels, reserved) = (w.worker_id, w.thread_pid, w.channels, w.reserved);
+        let ok = reserved == 0
+            && if id == 0 {
+                pid == 0 && channels == 0
+            } else {
+                // The asking channel is open and uses it; the fuzzer runs in the initial
+                // pid namespace, where the thread has a pid.
+                pid > 0 && channels >= 1
+            };
+        (!ok).then(|| {
+                format!("worker reply inconsistent: id {id} pid {pid} channels {channels} reserved {reserved}")
+            })
+    } else {
+        None
+    }
+}
+
 fn worker_process(args: &Args, proc_id: u64, shared: &Shared, budget: u64) {
     let pool = Mutex::new(Pool {
         chans: vec![],
@@ -578,12 +594,8 @@ fn worker_process(args: &Args, proc_id: u64, shared: &Shared, budget: u64) {
     }
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    ensure!(
-        args.procs >= 1 && args.threads >= 1,
-        "need at least one process and thread"
-    );
+/// Ignores every signal that can be (the module may send any), and notes those that cannot.
+fn ignore_signals() {
     for sig in 1..=64 {
         // SIGCHLD keeps its default, so that exit statuses can still be collected.
         if sig == libc::SIGCHLD {
@@ -596,6 +608,18 @@ fn main() -> Result<()> {
             unsafe { UNCATCHABLE |= 1 << sig };
         }
     }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ignore_signals();
+    if let Some(out) = &args.kcov_out {
+        return guided::run(args.seed, args.ops, out);
+    }
+    ensure!(
+        args.procs >= 1 && args.threads >= 1,
+        "need at least one process and thread"
+    );
     // SAFETY: A shared anonymous mapping of the right size, zero-filled, which makes valid
     // atomics; it lives until the process exits.
     let shared = unsafe {

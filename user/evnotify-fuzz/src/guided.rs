@@ -1,0 +1,621 @@
+//! `--guided`: coverage-guided fuzzing, as syzkaller does it. Programs are short sequences of
+//! calls on descriptors they open themselves; each runs alone in this process, closes what it
+//! opened (so its channels' threads stop and end their KCOV sections), and the module points
+//! it reached are read from a KCOV collector (`evnotify-kcov`). A program that reached a point
+//! no earlier one did joins the corpus; new programs are mostly mutations of corpus programs
+//! (a field changed, a call inserted, removed or duplicated, another program's calls spliced
+//! in), else generated afresh. Requests are built per command, valid most of the time, so that
+//! the budget is spent past the door, with sequences (attach, kick, close; share, close the
+//! sharer; a timer, a kick eventfd, an echo) for the corpus to grow from.
+//!
+//! Every `EVNOTIFY_IOC_STATS` and `EVNOTIFY_IOC_WORKER` reply is checked as in the random mode.
+
+use crate::{broken_reply, survivable, Buf};
+use anyhow::{ensure, Result};
+use evnotify::sys;
+use evnotify_kcov::{Collector, Placer};
+use rand::{seq::IndexedRandom, Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::{collections::BTreeSet, io::Write, path::Path};
+
+/// Where a descriptor in a request comes from, resolved when the program runs.
+#[derive(Clone, Copy, Debug)]
+enum Fd {
+    Chan(u8),
+    Efd(u8),
+    Minus1,
+    /// A number that is likely closed, or not ours (a pipe's, the kcov file's...).
+    Raw(i32),
+}
+
+/// Where the request's pointer points.
+#[derive(Clone, Copy, Debug)]
+enum Arg {
+    Buf,
+    Null,
+    /// Inside a page that faults.
+    Dead(u16),
+    /// The request's last `n` bytes run into the faulting page.
+    Straddle(u8),
+    Kernel(u16),
+    Misaligned(u8),
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Open,
+    Eventfd {
+        init: u32,
+        semaphore: bool,
+    },
+    CloseChan(u8),
+    CloseEfd(u8),
+    DupChan(u8),
+    Ioctl {
+        chan: Fd,
+        cmd: u64,
+        req: [u8; 32],
+        /// The request's descriptor field: its byte offset and source.
+        fd: Option<(usize, Fd)>,
+        arg: Arg,
+    },
+    /// 8 bytes written to an eventfd (a kick eventfd's kicks).
+    Write {
+        efd: u8,
+        value: u64,
+    },
+    Read {
+        efd: u8,
+    },
+    Fdinfo(u8),
+    /// Lets timers tick and threads run.
+    Sleep {
+        us: u32,
+    },
+    /// A child that inherits everything, asks for signals to itself on `slot`, kicks it, and
+    /// exits (the signal then has no target).
+    Fork {
+        chan: u8,
+        slot: u8,
+    },
+}
+
+const KNOWN: [u64; 10] = [
+    sys::IOC_VERSION,
+    sys::IOC_ATTACH,
+    sys::IOC_KICK,
+    sys::IOC_STATS,
+    sys::IOC_KICKFD,
+    sys::IOC_TIMER,
+    sys::IOC_SIGNAL,
+    sys::IOC_BUSYPOLL,
+    sys::IOC_SHARE_WORKER,
+    sys::IOC_WORKER,
+];
+
+struct Gen {
+    rng: ChaCha8Rng,
+}
+
+impl Gen {
+    fn fd(&mut self, chan_first: bool) -> Fd {
+        let r = &mut self.rng;
+        match r.random_range(0..16) {
+            0..=10 if chan_first => Fd::Chan(r.random_range(0..4)),
+            0..=10 => Fd::Efd(r.random_range(0..4)),
+            11 | 12 => Fd::Chan(r.random_range(0..4)),
+            13 => Fd::Efd(r.random_range(0..4)),
+            14 => Fd::Minus1,
+            _ => Fd::Raw(r.random_range(-3..200)),
+        }
+    }
+
+    /// Mostly 0; sometimes one bit.
+    fn zero(&mut self) -> u64 {
+        if self.rng.random_ratio(15, 16) {
+            0
+        } else {
+            1 << self.rng.random_range(0..64)
+        }
+    }
+
+    fn slot(&mut self) -> u32 {
+        let r = &mut self.rng;
+        match r.random_range(0..16) {
+            0..=11 => r.random_range(0..3),
+            12 | 13 => r.random_range(0..sys::NR_SLOTS),
+            14 => sys::NR_SLOTS + r.random_range(0..3),
+            _ => r.random(),
+        }
+    }
+
+    fn arg(&mut self) -> Arg {
+        let r = &mut self.rng;
+        match r.random_range(0..40) {
+            0 => Arg::Null,
+            1 => Arg::Dead(r.random_range(0..4096)),
+            2 => Arg::Straddle(r.random_range(1..32)),
+            3 => Arg::Kernel(r.random_range(0..4096)),
+            4 => Arg::Misaligned(r.random_range(1..8)),
+            _ => Arg::Buf,
+        }
+    }
+
+    /// A request for `cmd`: its fields, mostly valid.
+    fn request(&mut self, cmd: u64) -> ([u8; 32], Option<(usize, Fd)>) {
+        let mut q = [0u8; 32];
+        let put32 =
+            |q: &mut [u8; 32], at: usize, v: u32| q[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        let put64 =
+            |q: &mut [u8; 32], at: usize, v: u64| q[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        let mut fd = None;
+        match cmd {
+            sys::IOC_ATTACH | sys::IOC_KICKFD => {
+                put32(&mut q, 0, self.slot());
+                fd = Some((4, self.fd(false)));
+                put32(&mut q, 8, self.zero() as u32);
+                put32(&mut q, 12, self.zero() as u32);
+            }
+            sys::IOC_KICK => {
+                put32(&mut q, 0, self.slot());
+                let r = &mut self.rng;
+                let n = match r.random_range(0..16) {
+                    0..=11 => r.random_range(1..5),
+                    12 => 0,
+                    13 => sys::MAX_KICK,
+                    14 => sys::MAX_KICK + 1,
+                    _ => r.random(),
+                };
+                put32(&mut q, 4, n);
+                put32(&mut q, 8, self.zero() as u32);
+                put32(&mut q, 12, self.zero() as u32);
+            }
+            sys::IOC_TIMER => {
+                put32(&mut q, 0, self.slot());
+                put32(&mut q, 4, self.zero() as u32);
+                let r = &mut self.rng;
+                let period = match r.random_range(0..16) {
+                    0..=2 => 0,
+                    3..=9 => sys::MIN_PERIOD_NS * r.random_range(1..4),
+                    10..=12 => r.random_range(sys::MIN_PERIOD_NS..20 * sys::MIN_PERIOD_NS),
+                    13 => r.random_range(1..sys::MIN_PERIOD_NS),
+                    14 => sys::MAX_PERIOD_NS + r.random_range(0..2),
+                    _ => r.random(),
+                };
+                let ticks = match r.random_range(0..4) {
+                    0 => 0,
+                    1 | 2 => r.random_range(1..5),
+                    _ => r.random(),
+                };
+                put64(&mut q, 8, period);
+                put64(&mut q, 16, ticks);
+                put64(&mut q, 24, self.zero());
+            }
+            sys::IOC_SIGNAL => {
+                put32(&mut q, 0, self.slot());
+                let r = &mut self.rng;
+                let signo = *[
+                    0,
+                    -1,
+                    -2,
+                    libc::SIGUSR1,
+                    libc::SIGIO,
+                    35,
+                    64,
+                    65,
+                    0x7fff_ffff,
+                ]
+                .choose(r)
+                .unwrap_or(&0);
+                put32(&mut q, 4, survivable(signo) as u32);
+                put32(&mut q, 8, self.zero() as u32);
+                put32(&mut q, 12, self.zero() as u32);
+            }
+            sys::IOC_BUSYPOLL => {
+                let r = &mut self.rng;
+                let ns = match r.random_range(0..8) {
+                    0 => 0,
+                    1..=5 => r.random_range(1..=sys::MAX_BUSYPOLL_NS),
+                    6 => sys::MAX_BUSYPOLL_NS + 1,
+                    _ => r.random(),
+                };
+                put32(&mut q, 0, ns);
+                put32(&mut q, 4, self.zero() as u32);
+                put64(&mut q, 8, self.zero());
+            }
+            sys::IOC_SHARE_WORKER => {
+                fd = Some((0, self.fd(true)));
+                put32(&mut q, 4, self.zero() as u32);
+                put64(&mut q, 8, self.zero());
+            }
+            sys::IOC_VERSION | sys::IOC_STATS | sys::IOC_WORKER => {}
+            _ => self.rng.fill(&mut q[..]),
+        }
+        (q, fd)
+    }
+
+    fn cmd(&mut self) -> u64 {
+        let r = &mut self.rng;
+        let k = *KNOWN.choose(r).unwrap_or(&sys::IOC_VERSION);
+        match r.random_range(0..20) {
+            0..=16 => k,
+            // A known number with another size or direction.
+            17 => {
+                (k & 0xffff) | (r.random_range(0..4u64) << 30) | (r.random_range(0..128u64) << 16)
+            }
+            18 => (u64::from(sys::IOC_MAGIC) << 8) | r.random_range(0x0a..0x100),
+            _ => loop {
+                // Not the VFS's own filesystem ioctls (as in the random mode).
+                let c = r.random::<u32>() as u64;
+                if !matches!((c >> 8) & 0xff, 0x58 | 0x66 | 0x94) && c & 0xffff != 0x5421 {
+                    break c;
+                }
+            },
+        }
+    }
+
+    fn ioctl(&mut self) -> Op {
+        let cmd = self.cmd();
+        let (req, fd) = self.request(cmd);
+        let chan = if self.rng.random_ratio(15, 16) {
+            Fd::Chan(self.rng.random_range(0..4))
+        } else {
+            self.fd(false)
+        };
+        Op::Ioctl {
+            chan,
+            cmd,
+            req,
+            fd,
+            arg: self.arg(),
+        }
+    }
+
+    fn op(&mut self) -> Op {
+        let r = &mut self.rng;
+        let (c, e) = (r.random_range(0..4), r.random_range(0..4));
+        match r.random_range(0..40) {
+            0..=3 => Op::Open,
+            4..=6 => Op::Eventfd {
+                init: r.random_range(0..2),
+                semaphore: r.random_ratio(1, 4),
+            },
+            7 => Op::CloseChan(c),
+            8 => Op::CloseEfd(e),
+            9 => Op::DupChan(c),
+            10..=12 => Op::Write {
+                efd: e,
+                value: if r.random_ratio(1, 16) {
+                    u64::MAX - 1
+                } else {
+                    r.random_range(1..5)
+                },
+            },
+            13 => Op::Read { efd: e },
+            14 => Op::Fdinfo(c),
+            15 | 16 => Op::Sleep {
+                us: r.random_range(100..5000),
+            },
+            17 => Op::Fork {
+                chan: c,
+                slot: r.random_range(0..3),
+            },
+            _ => self.ioctl(),
+        }
+    }
+
+    /// A fresh program: a channel and an eventfd first, most of the time.
+    fn program(&mut self) -> Vec<Op> {
+        let mut p = vec![];
+        if self.rng.random_ratio(7, 8) {
+            p.push(Op::Open);
+            p.push(Op::Eventfd {
+                init: 0,
+                semaphore: false,
+            });
+        }
+        for _ in 0..self.rng.random_range(1..12) {
+            p.push(self.op());
+        }
+        p
+    }
+
+    fn mutate(&mut self, mut p: Vec<Op>, corpus: &[Vec<Op>]) -> Vec<Op> {
+        for _ in 0..self.rng.random_range(1..4) {
+            let i = self.rng.random_range(0..=p.len());
+            match self.rng.random_range(0..10) {
+                0..=3 if i < p.len() => {
+                    if let Op::Ioctl {
+                        cmd, req, fd, arg, ..
+                    } = &mut p[i]
+                    {
+                        match self.rng.random_range(0..5) {
+                            0 => (*req, *fd) = self.request(*cmd),
+                            1 => {
+                                let b = self.rng.random_range(0..32);
+                                req[b] ^= 1 << self.rng.random_range(0..8);
+                            }
+                            2 => *arg = self.arg(),
+                            3 => {
+                                *cmd = self.cmd();
+                                (*req, *fd) = self.request(*cmd);
+                            }
+                            _ => req[0..4].copy_from_slice(&self.slot().to_ne_bytes()),
+                        }
+                    } else {
+                        p[i] = self.op();
+                    }
+                }
+                4 | 5 => p.insert(i, self.op()),
+                6 if i < p.len() => {
+                    p.remove(i);
+                }
+                7 if i < p.len() => p.insert(i, p[i].clone()),
+                _ => {
+                    if let Some(other) = corpus.choose(&mut self.rng) {
+                        let from = self.rng.random_range(0..other.len().max(1));
+                        let n = self.rng.random_range(1..6);
+                        let chunk: Vec<Op> = other.iter().skip(from).take(n).cloned().collect();
+                        p.splice(i..i, chunk);
+                    }
+                }
+            }
+        }
+        p.truncate(40);
+        p
+    }
+}
+
+/// The descriptors a running program opened.
+struct Run {
+    chans: Vec<i32>,
+    efds: Vec<i32>,
+    buf: Buf,
+    /// Two pages: read-write, then none.
+    pages: usize,
+    violations: u64,
+}
+
+impl Run {
+    fn resolve(&self, fd: Fd) -> i32 {
+        let pick = |v: &Vec<i32>, i: u8| {
+            if v.is_empty() {
+                1000
+            } else {
+                v[i as usize % v.len()]
+            }
+        };
+        match fd {
+            Fd::Chan(i) => pick(&self.chans, i),
+            Fd::Efd(i) => pick(&self.efds, i),
+            Fd::Minus1 => -1,
+            Fd::Raw(n) => n,
+        }
+    }
+
+    fn close(v: &mut Vec<i32>, i: u8) {
+        if !v.is_empty() {
+            let fd = v.remove(i as usize % v.len());
+            // SAFETY: A descriptor this program opened.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    fn exec(&mut self, op: &Op) {
+        match *op {
+            Op::Open => {
+                // SAFETY: Plain open of the device.
+                let fd = unsafe { libc::open(c"/dev/evnotify".as_ptr(), libc::O_RDWR) };
+                if fd >= 0 {
+                    self.chans.push(fd);
+                }
+            }
+            Op::Eventfd { init, semaphore } => {
+                let flags = libc::EFD_NONBLOCK | if semaphore { libc::EFD_SEMAPHORE } else { 0 };
+                // SAFETY: Plain eventfd creation.
+                let fd = unsafe { libc::eventfd(init, flags) };
+                if fd >= 0 {
+                    self.efds.push(fd);
+                }
+            }
+            Op::CloseChan(i) => Self::close(&mut self.chans, i),
+            Op::CloseEfd(i) => Self::close(&mut self.efds, i),
+            Op::DupChan(i) => {
+                // SAFETY: `dup` of any number is harmless.
+                let d = unsafe { libc::dup(self.resolve(Fd::Chan(i))) };
+                if d >= 0 {
+                    self.chans.push(d);
+                }
+            }
+            Op::Ioctl {
+                chan,
+                cmd,
+                req,
+                fd,
+                arg,
+            } => {
+                let mut req = req;
+                if let Some((at, f)) = fd {
+                    req[at..at + 4].copy_from_slice(&self.resolve(f).to_ne_bytes());
+                }
+                let base = self.buf.0.as_mut_ptr() as usize;
+                self.buf.0[..32].copy_from_slice(&req);
+                let size = ((cmd >> 16) & 0x3fff) as usize;
+                let edge = self.pages + 4096;
+                let ptr = match arg {
+                    Arg::Buf => base,
+                    Arg::Null => 0,
+                    Arg::Dead(o) => edge + o as usize,
+                    Arg::Straddle(n) => {
+                        let len = size.saturating_sub(n as usize).clamp(1, 4096);
+                        let at = edge - len;
+                        // SAFETY: `at .. edge` is within the read-write page.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(req.as_ptr(), at as *mut u8, len.min(32))
+                        };
+                        at
+                    }
+                    Arg::Kernel(o) => 0xffff_ffff_8100_0000 + o as usize,
+                    Arg::Misaligned(o) => {
+                        self.buf.0.copy_within(0..32, o as usize);
+                        base + o as usize
+                    }
+                };
+                let target = self.resolve(chan);
+                // SAFETY: The kernel validates `ptr`, which points at memory of ours or at
+                // memory it must refuse to touch.
+                let rc = unsafe { libc::ioctl(target, cmd as _, ptr) };
+                if rc == 0 && matches!(arg, Arg::Buf) {
+                    if let Some(why) = broken_reply(cmd, &self.buf) {
+                        self.violations += 1;
+                        if self.violations <= 10 {
+                            println!("fuzz: VIOLATION: {why}");
+                        }
+                    }
+                }
+            }
+            Op::Write { efd, value } => {
+                let fd = self.resolve(Fd::Efd(efd));
+                // SAFETY: Writes 8 bytes from a local; the eventfds are nonblocking.
+                unsafe { libc::write(fd, (&value as *const u64).cast(), 8) };
+            }
+            Op::Read { efd } => {
+                let mut v = 0u64;
+                let fd = self.resolve(Fd::Efd(efd));
+                // SAFETY: Reads 8 bytes into a local; nonblocking.
+                unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+            }
+            Op::Fdinfo(i) => {
+                let fd = self.resolve(Fd::Chan(i));
+                let _ = std::fs::read(format!("/proc/self/fdinfo/{fd}"));
+            }
+            Op::Sleep { us } => std::thread::sleep(std::time::Duration::from_micros(us.into())),
+            Op::Fork { chan, slot } => {
+                let fd = self.resolve(Fd::Chan(chan));
+                // SAFETY: The child makes raw syscalls on memory it owns, then `_exit`s; this
+                // process has no other thread.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    let s = sys::Signal {
+                        slot: slot.into(),
+                        signo: libc::SIGUSR1,
+                        ..Default::default()
+                    };
+                    let k = sys::Kick {
+                        slot: slot.into(),
+                        count: 1,
+                        ..Default::default()
+                    };
+                    // SAFETY: Requests from locals; then leave at once.
+                    unsafe {
+                        libc::ioctl(fd, sys::IOC_SIGNAL as _, &s);
+                        libc::ioctl(fd, sys::IOC_KICK as _, &k);
+                        libc::_exit(0);
+                    }
+                }
+                if pid > 0 {
+                    // SAFETY: Reaps our own child.
+                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                }
+            }
+        }
+    }
+
+    /// Closes everything the program opened: its channels' threads stop, ending their sections.
+    fn finish(&mut self) {
+        for fd in self.chans.drain(..).chain(self.efds.drain(..)) {
+            // SAFETY: Descriptors this program opened.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Runs `ops` operations of guided fuzzing from `seed`, writes the points reached to `out`.
+pub fn run(seed: u64, ops: u64, out: &Path) -> Result<()> {
+    // Its own handle ("fuzz"), so that it can run under another collector.
+    let kcov = Collector::remote(0x6675_7a7a, 1 << 20, 1 << 18)?;
+    let mut placer = Placer::new("rust_evnotify");
+    let mut g = Gen {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+    };
+    // SAFETY: Two fresh pages; the second is made inaccessible.
+    let pages = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        ensure!(p != libc::MAP_FAILED, "mmap");
+        ensure!(
+            libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_NONE) == 0,
+            "mprotect"
+        );
+        p as usize
+    };
+    let mut run = Run {
+        chans: vec![],
+        efds: vec![],
+        buf: Buf([0; 256]),
+        pages,
+        violations: 0,
+    };
+    let (mut corpus, mut seen): (Vec<Vec<Op>>, BTreeSet<u64>) = (vec![], BTreeSet::new());
+    let (mut done, mut programs) = (0u64, 0u64);
+    while done < ops {
+        let prog = if corpus.is_empty() || g.rng.random_ratio(1, 5) {
+            g.program()
+        } else {
+            let base = corpus.choose(&mut g.rng).cloned().unwrap_or_default();
+            g.mutate(base, &corpus)
+        };
+        for op in &prog {
+            run.exec(op);
+        }
+        run.finish();
+        done += prog.len() as u64 + 1;
+        programs += 1;
+        let mut pcs = BTreeSet::new();
+        kcov.drain(&mut pcs);
+        let before = seen.len();
+        seen.extend(&pcs);
+        if seen.len() > before {
+            corpus.push(prog);
+        }
+        placer.place(&pcs)?;
+        if programs % 2000 == 0 {
+            println!(
+                "fuzz: {done} operations so far; {programs} programs, corpus {}, {} points",
+                corpus.len(),
+                placer.points.len()
+            );
+        }
+    }
+    let mut f = std::fs::File::create(out)?;
+    writeln!(
+        f,
+        "# guided fuzzer: seed {seed}; {done} operations in {programs} programs; corpus {}; unplaced {}",
+        corpus.len(),
+        placer.unplaced
+    )?;
+    for p in &placer.points {
+        writeln!(f, "{p}")?;
+    }
+    println!(
+        "fuzz: seed {seed} ops {done} guided: {programs} programs, corpus {}",
+        corpus.len()
+    );
+    println!(
+        "fuzz: {} points of rust_evnotify reached -> {}",
+        placer.points.len(),
+        out.display()
+    );
+    ensure!(
+        run.violations == 0,
+        "{} replies broke an invariant (the first are above)",
+        run.violations
+    );
+    Ok(())
+}
