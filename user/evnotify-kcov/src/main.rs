@@ -57,7 +57,8 @@ fn main() -> Result<()> {
         kcov.drain(&mut pcs);
         drains += 1;
         pcs_seen += pcs.len() as u64;
-        placer.place(&pcs)
+        placer.place(&pcs);
+        Ok(())
     };
     let status = loop {
         drain(&mut placer)?;
