@@ -75,7 +75,8 @@ def read_points(path):
 
 
 def read_explained(path):
-    """[(file, function glob, reason)] from lines "FILE FUNCTION-GLOB: REASON"."""
+    """[(file, function glob, line regex or None, reason)] from lines
+    "FILE FUNCTION-GLOB [@LINE-REGEX]: REASON" (the regex is matched against the source line)."""
     rules = []
     with open(path) as f:
         for line in f:
@@ -83,9 +84,23 @@ def read_explained(path):
             if not line or line.startswith("#"):
                 continue
             head, _, reason = line.partition(": ")
-            fname, glob = head.split(None, 1)
-            rules.append((fname, glob, reason))
+            fname, rest = head.split(None, 1)
+            glob, _, regex = rest.partition(" @")
+            rules.append((fname, glob, re.compile(regex) if regex else None, reason))
     return rules
+
+
+def explain(rules, src, f, ln, fns):
+    """The reason of the first rule that matches unreached line `ln` of file `f`, or None."""
+    try:
+        with open(os.path.join(src, f)) as fh:
+            text = fh.read().splitlines()[ln - 1] if ln > 0 else ""
+    except (OSError, IndexError):
+        text = ""
+    for fname, glob, regex, reason in rules:
+        if fname == f and any(fnmatch.fnmatch(x, glob) for x in fns) and (regex is None or regex.search(text)):
+            return reason
+    return None
 
 
 def tally(points, hit):
@@ -159,7 +174,7 @@ def main():
     for (f, ln), (hit, fns) in sorted(by_line.items()):
         if hit:
             continue
-        why = next((r for fname, g, r in rules if fname == f and any(fnmatch.fnmatch(x, g) for x in fns)), None)
+        why = explain(rules, src, f, ln, fns)
         explained += why is not None
         lines.append(f"  {f}:{ln}  in {sorted(fns)[0]}" + (f"  -- {why}" if why else "  -- NOT EXPLAINED"))
     summary["lines_unreached_explained"] = explained

@@ -1,7 +1,9 @@
 //! `--guided`: coverage-guided fuzzing, as syzkaller does it. Programs are short sequences of
 //! calls on descriptors they open themselves; each runs alone in this process, closes what it
 //! opened (so its channels' threads stop and end their KCOV sections), and the module points
-//! it reached are read from a KCOV collector (`evnotify-kcov`). A program that reached a point
+//! it reached are read from KCOV (`evnotify-kcov`): the thread's own (`KCOV_ENABLE`, which also
+//! records the module's callbacks that its eventfd writes and closes run), and its channels'
+//! threads' (a remote collector). The module must be loaded with `kcov_syscalls=0`. A program that reached a point
 //! no earlier one did joins the corpus; new programs are mostly mutations of corpus programs
 //! (a field changed, a call inserted, removed or duplicated, another program's calls spliced
 //! in), else generated afresh. Requests are built per command, valid most of the time, so that
@@ -532,8 +534,13 @@ impl Run {
 
 /// Runs `ops` operations of guided fuzzing from `seed`, writes the points reached to `out`.
 pub fn run(seed: u64, ops: u64, out: &Path) -> Result<()> {
-    // Its own handle ("fuzz"), so that it can run under another collector.
-    let kcov = Collector::remote(0x6675_7a7a, 1 << 20, 1 << 18)?;
+    // This thread's own system calls (the module loaded with kcov_syscalls=0), and its
+    // channels' threads under its own handle ("fuzz"), so that it can run under another
+    // collector.
+    let kcov = [
+        Collector::remote(0x6675_7a7a, 1 << 20, 1 << 18)?,
+        Collector::local(1 << 20)?,
+    ];
     let mut placer = Placer::new("rust_evnotify");
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(seed),
@@ -578,7 +585,9 @@ pub fn run(seed: u64, ops: u64, out: &Path) -> Result<()> {
         done += prog.len() as u64 + 1;
         programs += 1;
         let mut pcs = BTreeSet::new();
-        kcov.drain(&mut pcs);
+        for k in &kcov {
+            k.drain(&mut pcs);
+        }
         let before = seen.len();
         seen.extend(&pcs);
         if seen.len() > before {

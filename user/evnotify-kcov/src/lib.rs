@@ -32,10 +32,26 @@ struct RemoteArg {
 }
 
 const KCOV_TRACE_PC: u32 = 0;
-nix::ioctl_read!(kcov_init_trace, b'c', 1, libc::c_ulong);
-nix::ioctl_write_ptr!(kcov_remote_enable, b'c', 102, RemoteArg);
+const KCOV_INIT_TRACE: libc::c_ulong =
+    nix::request_code_read!(b'c', 1, std::mem::size_of::<libc::c_ulong>()) as _;
+const KCOV_ENABLE: libc::c_ulong = nix::request_code_none!(b'c', 100) as _;
+const KCOV_REMOTE_ENABLE: libc::c_ulong =
+    nix::request_code_write!(b'c', 102, std::mem::size_of::<RemoteArg>()) as _;
 
-/// A KCOV buffer collecting remote coverage under one common handle.
+/// `ioctl(fd, req, arg)` on the kcov file, its error in words.
+fn kcov_ioctl(fd: &OwnedFd, req: libc::c_ulong, arg: usize, what: &str) -> Result<()> {
+    // SAFETY: Every request here takes an integer or a pointer to a live `RemoteArg`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("{PATH}: {what}"));
+    }
+    Ok(())
+}
+
+const PATH: &str = "/sys/kernel/debug/kcov";
+
+/// A KCOV buffer: the calling thread's own coverage ([`Collector::local`]), or remote coverage
+/// under a common handle ([`Collector::remote`]).
 pub struct Collector {
     _fd: OwnedFd,
     /// `words` 64-bit words, mapped shared: word 0 is the count of PCs after it.
@@ -47,21 +63,15 @@ pub struct Collector {
 unsafe impl Send for Collector {}
 
 impl Collector {
-    /// Registers `handle` (`KCOV_SUBSYSTEM_COMMON`, non-zero) for the calling thread: tasks it
-    /// forks or spawns from now on inherit it. `words` is the buffer's size in PCs; each remote
-    /// section may record up to `section_words` before it ends.
-    pub fn remote(handle: u64, words: usize, section_words: u32) -> Result<Self> {
-        let path = "/sys/kernel/debug/kcov";
+    /// A kcov file with a buffer of `words` PCs, mapped.
+    fn buffer(words: usize) -> Result<Self> {
         let fd: OwnedFd = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(path)
-            .with_context(|| format!("{path}: open (a kernel with CONFIG_KCOV, debugfs mounted)"))?
+            .open(PATH)
+            .with_context(|| format!("{PATH}: open (a kernel with CONFIG_KCOV, debugfs mounted)"))?
             .into();
-        // SAFETY: KCOV_INIT_TRACE takes the size by value (the nix macro's pointer argument is
-        // passed as the ioctl's argument: hence the cast).
-        unsafe { kcov_init_trace(fd.as_raw_fd(), words as *mut libc::c_ulong) }
-            .with_context(|| format!("{path}: KCOV_INIT_TRACE({words})"))?;
+        kcov_ioctl(&fd, KCOV_INIT_TRACE, words, "KCOV_INIT_TRACE")?;
         // SAFETY: A shared mapping of the size KCOV_INIT_TRACE set, at offset 0.
         let area = unsafe {
             nix::sys::mman::mmap(
@@ -73,24 +83,44 @@ impl Collector {
                 0,
             )
         }
-        .with_context(|| format!("{path}: mmap"))?;
+        .with_context(|| format!("{PATH}: mmap"))?;
+        Ok(Self {
+            _fd: fd,
+            area: area.cast(),
+            words,
+        })
+    }
+
+    /// Registers `handle` (`KCOV_SUBSYSTEM_COMMON`, non-zero) for the calling thread: tasks it
+    /// forks or spawns from now on inherit it. `words` is the buffer's size in PCs; each remote
+    /// section may record up to `section_words` before it ends.
+    pub fn remote(handle: u64, words: usize, section_words: u32) -> Result<Self> {
+        let c = Self::buffer(words)?;
         let arg = RemoteArg {
             trace_mode: KCOV_TRACE_PC,
             area_size: section_words,
             num_handles: 0,
             common_handle: handle,
         };
-        // SAFETY: `arg` is a valid `struct kcov_remote_arg` with no trailing handles.
-        unsafe { kcov_remote_enable(fd.as_raw_fd(), &arg) }.with_context(|| {
-            format!(
-                "{path}: KCOV_REMOTE_ENABLE handle {handle:#x} (EEXIST: another collector has it)"
-            )
-        })?;
-        Ok(Self {
-            _fd: fd,
-            area: area.cast(),
-            words,
-        })
+        let what =
+            format!("KCOV_REMOTE_ENABLE handle {handle:#x} (EEXIST: another collector has it)");
+        kcov_ioctl(
+            &c._fd,
+            KCOV_REMOTE_ENABLE,
+            &arg as *const RemoteArg as usize,
+            &what,
+        )?;
+        Ok(c)
+    }
+
+    /// Records what the calling thread makes the kernel run, from now until it exits
+    /// (`KCOV_ENABLE`): its system calls, and the callbacks they run, in any subsystem. The
+    /// module must then be loaded with `kcov_syscalls=0` (a section in a task with KCOV of its
+    /// own makes kcov WARN).
+    pub fn local(words: usize) -> Result<Self> {
+        let c = Self::buffer(words)?;
+        kcov_ioctl(&c._fd, KCOV_ENABLE, KCOV_TRACE_PC as usize, "KCOV_ENABLE")?;
+        Ok(c)
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
@@ -160,7 +190,11 @@ impl Module {
                 sections.push((base, sec));
             }
         }
-        let size: u64 = fs::read_to_string(format!("{dir}/coresize")).ok()?.trim().parse().ok()?;
+        let size: u64 = fs::read_to_string(format!("{dir}/coresize"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         sections.sort();
         let start = sections.first().filter(|(b, _)| *b != 0)?.0;
         Some(Self {
