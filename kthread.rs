@@ -203,18 +203,19 @@ impl<T: ThreadWork> KThread<T> {
     /// calling task (as vhost's kthread workers are), so that they are charged for its CPU
     /// time. Waits until the thread is there; fails with its errno if it cannot be moved.
     pub(crate) fn spawn(data: Arc<T>, id: u32) -> Result<Self> {
-        Self::spawn_joining(data, id, join_cgroups_of)
+        Self::spawn_joining(data, id, join_cgroups_of, kcov::Handle::current())
     }
 
-    /// [`KThread::spawn`], with `join` to move the thread into the caller's cgroups.
-    fn spawn_joining(data: Arc<T>, id: u32, join: Join) -> Result<Self> {
+    /// [`KThread::spawn`], with `join` to move the thread into the caller's cgroups, and the
+    /// thread's work recorded under KCOV handle `cov`.
+    fn spawn_joining(data: Arc<T>, id: u32, join: Join, cov: kcov::Handle) -> Result<Self> {
         let (work, owner) = (Arc::as_ptr(&data), kernel::current!().as_ptr());
         stack_pin_init!(let start = pin_init!(Start::<T> {
             work,
             owner,
             join,
             result: Atomic::new(0),
-            cov: kcov::Handle::current(),
+            cov,
             done <- Completion::new(),
         }));
         let arg = core::ptr::from_ref::<Start<T>>(&*start)
@@ -315,7 +316,7 @@ mod tests {
     fn spawn_fails_with_the_join_errno() -> Result {
         let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let p = probe()?;
-        let r = KThread::spawn_joining(p.clone(), 0, refuse);
+        let r = KThread::spawn_joining(p.clone(), 0, refuse, crate::kcov::KUNIT_HANDLE);
         assert_eq!(r.err().map(|e| e.to_errno()), Some(ENOSPC.to_errno()));
         // The failed thread has been reaped: it can no longer run anything.
         assert!(!p.ran.load(Relaxed));

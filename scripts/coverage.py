@@ -14,6 +14,7 @@ Writes OUT/summary.json and OUT/report.txt. Inputs: the points files the VM wrot
 "SECTION 0xOFFSET"; "#" starts a comment), one for the whole suite's run and one for the fuzzer's.
 """
 import argparse
+import bisect
 import collections
 import fnmatch
 import json
@@ -38,6 +39,101 @@ def points_of(ko):
     return {s: sorted(v) for s, v in pts.items()}
 
 
+PANIC = re.compile(r"panicking|panic_|slice_\w*fail|unwrap_failed|expect_failed|assert_failed|\bpanic\b")
+
+
+def disassembly(ko):
+    """.text's instructions: [(address, text, relocated symbol or None)], by objdump -dr. A call
+    or jump with a relocation goes to the relocated symbol, not where objdump shows it."""
+    out = subprocess.run(["objdump", "-dr", "--no-show-raw-insn", "-j", ".text", ko], check=True,
+                         capture_output=True, text=True).stdout
+    ins = []
+    for line in out.splitlines():
+        m = re.match(r"^\s+([0-9a-f]+):\s+(R_X86_64_\S+)\s+(\S+)", line)
+        if m and ins:
+            a, t, _ = ins[-1]
+            ins[-1] = (a, t, re.sub(r"[-+]0x[0-9a-f]+$", "", m.group(3)))
+            continue
+        m = re.match(r"^\s+([0-9a-f]+):\s+(.*)$", line)
+        if m:
+            ins.append((int(m.group(1), 16), m.group(2), None))
+    return ins
+
+
+def panic_points(ins, offsets):
+    """The points whose basic block leads straight to a panic (an index out of bounds, an
+    unwrap of a value already checked, an assertion): from the point to the block's first
+    jump or return, a call to a panicking function of core."""
+    at = {a: i for i, (a, _, _) in enumerate(ins)}
+    out = set()
+    for p in offsets:
+        i = at.get(p)
+        while i is not None and i < len(ins):
+            _, text, sym = ins[i]
+            if sym and text.startswith("call") and PANIC.search(sym) or text.startswith("ud2"):
+                out.add(p)
+                break
+            if sym == "__sanitizer_cov_trace_pc" or re.match(r"(j[a-z]+|ret)", text):
+                break
+            i += 1
+    return out
+
+
+def uncalled_functions(ko, ins):
+    """[(start, end, name)] of the functions in .text that no path from outside .text reaches.
+    The roots are the functions that anything but .text refers to (a function pointer in a
+    table, the module's init and exit, the KUnit cases); from them, calls, jumps and .text's
+    own relocations. Non-generic functions keep a standalone copy in the object even when every
+    caller inlined its own; no test can enter that copy."""
+    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    ndx = next(m.group(1) for m in re.finditer(r"\[\s*(\d+)\]\s+\.text\s", run("readelf", "-SW", ko)))
+    funcs = sorted({(int(f[1], 16), int(f[1], 16) + int(f[2], 0), f[7])
+                    for f in (l.split() for l in run("readelf", "-sW", ko).splitlines())
+                    if len(f) >= 8 and f[3] == "FUNC" and f[6] == ndx})
+    starts = [f[0] for f in funcs]
+
+    def func_of(addr):
+        i = bisect.bisect_right(starts, addr) - 1
+        return i if i >= 0 and addr < funcs[i][1] else None
+
+    edges, roots = collections.defaultdict(set), set()
+    for a, text, sym in ins:
+        m = re.match(r"(?:call|j[a-z]+)\s+([0-9a-f]+) <", text)
+        if m and sym is None:
+            edges[func_of(a)].add(func_of(int(m.group(1), 16)))
+    sec = None
+    for line in run("readelf", "-rW", ko).splitlines():
+        m = re.match(r"Relocation section '\.rela(\S*)'", line)
+        if m:
+            sec = m.group(1)
+            continue
+        f = line.split()
+        if not sec or sec.startswith(".debug") or sec == ".ibt_endbr_seal" or len(f) < 5:
+            continue
+        if f[4] == ".text" and len(f) >= 7:
+            add = int(f[6], 16) * (-1 if f[5] == "-" else 1)
+            # A PC-relative reference's addend is its target - 4.
+            to = {func_of(add + 4) if add + 4 in starts else func_of(add)}
+        elif re.fullmatch(r"[0-9a-f]+", f[3]):
+            # Also a symbol of another section with the same value: that only keeps a function.
+            to = {func_of(int(f[3], 16))}
+        else:
+            continue
+        if sec == ".text":
+            edges[func_of(int(f[0], 16))] |= to
+        else:
+            roots |= to
+    seen, todo = set(), [r for r in roots if r is not None]
+    while todo:
+        i = todo.pop()
+        if i not in seen:
+            seen.add(i)
+            todo += [j for j in edges[i] if j is not None]
+    # Folded functions share an address: all of them are live if one is.
+    live = {funcs[i][0] for i in seen}
+    return [f for f in funcs if f[0] not in live]
+
+
 def frames_of(ko, sec, offsets):
     """{offset: [(function, file, line), ...] innermost first}, by addr2line on offset - 1
     (inside the call instruction, as syzkaller looks up a return address)."""
@@ -60,8 +156,9 @@ def frames_of(ko, sec, offsets):
 
 
 def is_test(function):
-    """Whether a frame's function is a KUnit case (a `#[kunit_tests]` module's, or its wrapper)."""
-    return "::tests::" in function or function.startswith("kunit_rust_wrapper_")
+    """Whether a frame's function is a KUnit case (a `#[kunit_tests]` module's, or its wrapper)
+    or one of their helpers (a `testing` module's)."""
+    return any(t in function for t in ("::tests::", "::testing::")) or function.startswith("kunit_rust_wrapper_")
 
 
 def read_points(path):
@@ -135,9 +232,18 @@ def main():
     a = ap.parse_args()
     src = os.path.realpath(a.src)
     own = {f for f in os.listdir(src) if f.endswith(".rs")}
-    points, outside, tests, every = {}, 0, 0, set()
+    points, outside, tests, uncalled, panics, every, dying_all = {}, 0, 0, 0, 0, set(), set()
+    ins = disassembly(a.ko)
+    dead = uncalled_functions(a.ko, ins)
     for sec, offs in points_of(a.ko).items():
         every |= {(sec, o) for o in offs}
+        if sec == ".text":
+            live = [o for o in offs if not any(lo <= o < hi for lo, hi, _ in dead)]
+            uncalled += len(offs) - len(live)
+            dying = panic_points(ins, live)
+            dying_all |= dying
+            offs = [o for o in live if o not in dying]
+            panics += len(live) - len(offs)
         for off, frames in frames_of(a.ko, sec, offs).items():
             mine = [(fn, os.path.basename(p), ln) for fn, p, ln in frames
                     if os.path.dirname(os.path.realpath(p)) == src and os.path.basename(p) in own]
@@ -151,12 +257,19 @@ def main():
     if not points:
         sys.exit("coverage.py: no instrumented points in the .ko (built without KCOV?)")
     suite, fuzz = read_points(a.suite), read_points(a.fuzz)
+    # A reached point in a function found uncalled would prove the call analysis wrong.
+    wrong = [n for lo, hi, n in dead if any(s == ".text" and lo <= o < hi for s, o in suite | fuzz)]
+    wrong += [f"{o:#x} (a panic's block)" for s, o in suite | fuzz if s == ".text" and o in dying_all]
+    if wrong:
+        sys.exit(f"coverage.py: reached points that the analysis calls unreachable: {wrong[:3]}")
     unknown = (suite | fuzz) - every
     whole = (suite | fuzz) & set(points)
     summary = tally(points, whole)
     summary["fuzz"] = tally(points, fuzz & set(points))
     summary["points_outside_module_files"] = outside
     summary["points_in_kunit_cases"] = tests
+    summary["points_in_uncalled_functions"] = uncalled
+    summary["points_leading_to_a_panic"] = panics
     summary["reached_points_not_in_ko"] = len(unknown)
     rules = read_explained(a.explained)
 
@@ -187,8 +300,11 @@ def main():
          f"points: {summary['points_hit']}/{summary['points_total']} ({summary['points_pct']}%), fuzzer alone "
          f"{summary['fuzz']['points_hit']} ({summary['fuzz']['points_pct']}%); lines: {summary['lines_hit']}/"
          f"{summary['lines_total']} ({summary['lines_pct']}%), fuzzer alone {summary['fuzz']['lines_hit']}",
-         f"Not counted: {tests} points of the KUnit cases themselves (test code), and {outside} of generic",
-         f"code of the kernel crate or core instantiated in the module. {len(unknown)} reached offsets matched no point.", "",
+         f"Not counted: {tests} points of the KUnit cases themselves (test code), {outside} of generic code of",
+         f"the kernel crate or core instantiated in the module, {uncalled} in functions nothing calls (every",
+         f"caller inlined its own copy), and {panics} whose block goes straight to a panic (a bounds check, an",
+         f"unwrap of a checked value: a branch correct code never takes). {len(unknown)} reached offsets",
+         "matched no point.", "",
          f"{'file':<18}{'points':>16}{'fuzzer':>10}{'lines':>14}"]
     for fname, e in summary["files"].items():
         z = summary["fuzz"]["files"][fname]

@@ -13,7 +13,7 @@
 //! Every `EVNOTIFY_IOC_STATS` and `EVNOTIFY_IOC_WORKER` reply is checked as in the random mode.
 
 use crate::{broken_reply, survivable, Buf};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use evnotify::sys;
 use evnotify_kcov::{Collector, Placer};
 use rand::{seq::IndexedRandom, Rng, SeedableRng};
@@ -45,7 +45,10 @@ enum Arg {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Open,
+    /// A channel; `fail` > 0 makes that allocation of the call fail (fault injection).
+    Open {
+        fail: u8,
+    },
     Eventfd {
         init: u32,
         semaphore: bool,
@@ -60,6 +63,8 @@ enum Op {
         /// The request's descriptor field: its byte offset and source.
         fd: Option<(usize, Fd)>,
         arg: Arg,
+        /// > 0: that slab allocation of the call fails (`/proc/thread-self/fail-nth`).
+        fail: u8,
     },
     /// 8 bytes written to an eventfd (a kick eventfd's kicks).
     Write {
@@ -74,11 +79,13 @@ enum Op {
     Sleep {
         us: u32,
     },
-    /// A child that inherits everything, asks for signals to itself on `slot`, kicks it, and
-    /// exits (the signal then has no target).
+    /// A child that inherits everything, asks for signals to itself on `slot` and exits; the
+    /// slot is kicked by the child before it exits, or by the parent after (the signal then
+    /// has no target).
     Fork {
         chan: u8,
         slot: u8,
+        kick_in_child: bool,
     },
 }
 
@@ -270,6 +277,120 @@ impl Gen {
             req,
             fd,
             arg: self.arg(),
+            fail: self.fail(),
+        }
+    }
+
+    /// Mostly no fault; sometimes one of the call's first allocations fails.
+    fn fail(&mut self) -> u8 {
+        if self.rng.random_ratio(1, 8) {
+            self.rng.random_range(1..8)
+        } else {
+            0
+        }
+    }
+
+    /// A well-formed call of `cmd` on channel `chan`: `slot`, a descriptor, and `a`, `b` (the
+    /// count; the period and tick limit; the signal).
+    fn call(cmd: u64, chan: u8, slot: u32, fd: Option<Fd>, a: u64, b: u64) -> Op {
+        let mut req = [0u8; 32];
+        let mut fdf = None;
+        match cmd {
+            sys::IOC_SHARE_WORKER => fdf = fd.map(|f| (0, f)),
+            sys::IOC_TIMER => {
+                req[8..16].copy_from_slice(&a.to_ne_bytes());
+                req[16..24].copy_from_slice(&b.to_ne_bytes());
+            }
+            _ => {
+                fdf = fd.map(|f| (4, f));
+                req[4..8].copy_from_slice(&(a as u32).to_ne_bytes());
+            }
+        }
+        if cmd != sys::IOC_SHARE_WORKER {
+            req[0..4].copy_from_slice(&slot.to_ne_bytes());
+        }
+        Op::Ioctl {
+            chan: Fd::Chan(chan),
+            cmd,
+            req,
+            fd: fdf,
+            arg: Arg::Buf,
+            fail: 0,
+        }
+    }
+
+    /// A sequence that only several calls in order reach, for the corpus to start from.
+    fn template(&mut self) -> Vec<Op> {
+        use sys::{
+            IOC_ATTACH, IOC_KICK, IOC_KICKFD, IOC_SHARE_WORKER, IOC_SIGNAL, IOC_STATS, IOC_TIMER,
+        };
+        let e0 = Some(Fd::Efd(0));
+        let efd = Op::Eventfd {
+            init: 0,
+            semaphore: false,
+        };
+        let open = Op::Open { fail: 0 };
+        match self.rng.random_range(0..5) {
+            // One eventfd hooked as the kick eventfd of two channels, then written and closed.
+            0 => vec![
+                open.clone(),
+                open,
+                efd,
+                Self::call(IOC_KICKFD, 0, 0, e0, 0, 0),
+                Self::call(IOC_KICKFD, 1, 0, e0, 0, 0),
+                Op::Write { efd: 0, value: 3 },
+                Op::Sleep { us: 2000 },
+                Op::CloseEfd(0),
+                Op::Sleep { us: 2000 },
+                Self::call(IOC_STATS, 0, 0, None, 0, 0),
+            ],
+            // A worker shared, then the channel that started it closed.
+            1 => vec![
+                open.clone(),
+                open,
+                efd,
+                Self::call(IOC_ATTACH, 1, 0, e0, 0, 0),
+                Self::call(IOC_KICK, 0, 0, None, 1, 0),
+                Self::call(IOC_SHARE_WORKER, 1, 0, Some(Fd::Chan(0)), 0, 0),
+                Op::CloseChan(0),
+                Self::call(IOC_KICK, 0, 0, None, 2, 0),
+                Op::Sleep { us: 2000 },
+            ],
+            // A timer whose notify eventfd is a kick eventfd of the same channel: echoes.
+            2 => vec![
+                open,
+                efd,
+                Self::call(IOC_KICKFD, 0, 0, e0, 0, 0),
+                Self::call(IOC_ATTACH, 0, 1, e0, 0, 0),
+                Self::call(IOC_TIMER, 0, 1, None, sys::MIN_PERIOD_NS, 3),
+                Op::Sleep { us: 6000 },
+                Self::call(IOC_STATS, 0, 0, None, 0, 0),
+            ],
+            // Signals to a process that exits before the kick.
+            3 => vec![
+                open,
+                Self::call(IOC_SIGNAL, 0, 0, None, libc::SIGUSR1 as u64, 0),
+                Op::Fork {
+                    chan: 0,
+                    slot: 0,
+                    kick_in_child: false,
+                },
+                Op::Sleep { us: 2000 },
+                Self::call(IOC_STATS, 0, 0, None, 0, 0),
+            ],
+            // A timer, a signal and a kick eventfd on one slot, then detached one by one.
+            _ => vec![
+                open,
+                efd,
+                Self::call(IOC_ATTACH, 0, 0, e0, 0, 0),
+                Self::call(IOC_SIGNAL, 0, 0, None, 0, 0),
+                Self::call(IOC_TIMER, 0, 0, None, sys::MIN_PERIOD_NS, 0),
+                Op::Sleep { us: 3000 },
+                Self::call(IOC_TIMER, 0, 0, None, 0, 0),
+                Self::call(IOC_SIGNAL, 0, 0, None, u64::from(u32::MAX), 0),
+                Self::call(IOC_ATTACH, 0, 0, Some(Fd::Minus1), 0, 0),
+                Op::Fdinfo(0),
+            ],
         }
     }
 
@@ -277,7 +398,7 @@ impl Gen {
         let r = &mut self.rng;
         let (c, e) = (r.random_range(0..4), r.random_range(0..4));
         match r.random_range(0..40) {
-            0..=3 => Op::Open,
+            0..=3 => Op::Open { fail: self.fail() },
             4..=6 => Op::Eventfd {
                 init: r.random_range(0..2),
                 semaphore: r.random_ratio(1, 4),
@@ -301,16 +422,20 @@ impl Gen {
             17 => Op::Fork {
                 chan: c,
                 slot: r.random_range(0..3),
+                kick_in_child: r.random(),
             },
             _ => self.ioctl(),
         }
     }
 
-    /// A fresh program: a channel and an eventfd first, most of the time.
+    /// A fresh program: a channel and an eventfd first, most of the time; sometimes a template.
     fn program(&mut self) -> Vec<Op> {
+        if self.rng.random_ratio(1, 4) {
+            return self.template();
+        }
         let mut p = vec![];
         if self.rng.random_ratio(7, 8) {
-            p.push(Op::Open);
+            p.push(Op::Open { fail: 0 });
             p.push(Op::Eventfd {
                 init: 0,
                 semaphore: false,
@@ -376,6 +501,8 @@ struct Run {
     /// Two pages: read-write, then none.
     pages: usize,
     violations: u64,
+    /// This thread's `/proc/thread-self/fail-nth`, opened once (opening it allocates).
+    fail_nth: std::fs::File,
 }
 
 impl Run {
@@ -403,11 +530,25 @@ impl Run {
         }
     }
 
+    /// Runs `f` with its `n`-th slab allocation failing (none for 0).
+    fn failing<T>(&self, n: u8, f: impl FnOnce() -> T) -> T {
+        use std::os::unix::fs::FileExt;
+        if n == 0 {
+            return f();
+        }
+        let _ = self.fail_nth.write_at(n.to_string().as_bytes(), 0);
+        let r = f();
+        let _ = self.fail_nth.write_at(b"0", 0);
+        r
+    }
+
     fn exec(&mut self, op: &Op) {
         match *op {
-            Op::Open => {
+            Op::Open { fail } => {
                 // SAFETY: Plain open of the device.
-                let fd = unsafe { libc::open(c"/dev/evnotify".as_ptr(), libc::O_RDWR) };
+                let fd = self.failing(fail, || unsafe {
+                    libc::open(c"/dev/evnotify".as_ptr(), libc::O_RDWR)
+                });
                 if fd >= 0 {
                     self.chans.push(fd);
                 }
@@ -435,6 +576,7 @@ impl Run {
                 req,
                 fd,
                 arg,
+                fail,
             } => {
                 let mut req = req;
                 if let Some((at, f)) = fd {
@@ -466,7 +608,7 @@ impl Run {
                 let target = self.resolve(chan);
                 // SAFETY: The kernel validates `ptr`, which points at memory of ours or at
                 // memory it must refuse to touch.
-                let rc = unsafe { libc::ioctl(target, cmd as _, ptr) };
+                let rc = self.failing(fail, || unsafe { libc::ioctl(target, cmd as _, ptr) });
                 if rc == 0 && matches!(arg, Arg::Buf) {
                     if let Some(why) = broken_reply(cmd, &self.buf) {
                         self.violations += 1;
@@ -492,32 +634,41 @@ impl Run {
                 let _ = std::fs::read(format!("/proc/self/fdinfo/{fd}"));
             }
             Op::Sleep { us } => std::thread::sleep(std::time::Duration::from_micros(us.into())),
-            Op::Fork { chan, slot } => {
+            Op::Fork {
+                chan,
+                slot,
+                kick_in_child,
+            } => {
                 let fd = self.resolve(Fd::Chan(chan));
                 // SAFETY: The child makes raw syscalls on memory it owns, then `_exit`s; this
                 // process has no other thread.
                 let pid = unsafe { libc::fork() };
+                let k = sys::Kick {
+                    slot: slot.into(),
+                    count: 1,
+                    ..Default::default()
+                };
                 if pid == 0 {
                     let s = sys::Signal {
                         slot: slot.into(),
                         signo: libc::SIGUSR1,
                         ..Default::default()
                     };
-                    let k = sys::Kick {
-                        slot: slot.into(),
-                        count: 1,
-                        ..Default::default()
-                    };
                     // SAFETY: Requests from locals; then leave at once.
                     unsafe {
                         libc::ioctl(fd, sys::IOC_SIGNAL as _, &s);
-                        libc::ioctl(fd, sys::IOC_KICK as _, &k);
+                        if kick_in_child {
+                            libc::ioctl(fd, sys::IOC_KICK as _, &k);
+                        }
                         libc::_exit(0);
                     }
                 }
                 if pid > 0 {
-                    // SAFETY: Reaps our own child.
-                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                    // SAFETY: Reaps our own child, then kicks (a request from a local).
+                    unsafe {
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                        libc::ioctl(fd, sys::IOC_KICK as _, &k);
+                    }
                 }
             }
         }
@@ -530,6 +681,20 @@ impl Run {
             unsafe { libc::close(fd) };
         }
     }
+}
+
+/// Makes failslab fail the allocations that fail-nth names, whatever their flags, quietly (its
+/// stack dumps are not splats), as the device tests' fault injection does.
+fn arm_failslab() -> Result<()> {
+    for (knob, v) in [
+        ("ignore-gfp-wait", "N"),
+        ("verbose", "0"),
+        ("task-filter", "N"),
+    ] {
+        let path = format!("/sys/kernel/debug/failslab/{knob}");
+        std::fs::write(&path, v).with_context(|| path)?;
+    }
+    Ok(())
 }
 
 /// Runs `ops` operations of guided fuzzing from `seed`, writes the points reached to `out`.
@@ -562,12 +727,20 @@ pub fn run(seed: u64, ops: u64, out: &Path) -> Result<()> {
         );
         p as usize
     };
+    arm_failslab()?;
     let mut run = Run {
         chans: vec![],
         efds: vec![],
         buf: Buf([0; 256]),
         pages,
         violations: 0,
+        fail_nth: std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/thread-self/fail-nth")
+            .context(
+                "/proc/thread-self/fail-nth (a kernel with CONFIG_FAULT_INJECTION_DEBUG_FS)",
+            )?,
     };
     let (mut corpus, mut seen): (Vec<Vec<Op>>, BTreeSet<u64>) = (vec![], BTreeSet::new());
     let (mut done, mut programs) = (0u64, 0u64);
