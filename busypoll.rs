@@ -58,7 +58,6 @@ mod tests {
 
     #[test]
     fn grows_by_doubling_up_to_the_limit() {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut w = Window::default();
         assert_eq!(w.ns(), 0);
         // Kicks that come back within the limit but after the window: grow.
@@ -73,7 +72,6 @@ mod tests {
 
     #[test]
     fn kept_while_catching() {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut w = Window::default();
         w.adapt(1_000, LIMIT, false, true);
         w.adapt(1_000, LIMIT, false, true);
@@ -85,7 +83,6 @@ mod tests {
 
     #[test]
     fn drops_to_zero() {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         // Each way down starts from a grown window.
         let grown = || {
             let mut w = Window::default();
@@ -112,7 +109,6 @@ mod tests {
 
     #[test]
     fn clamped_when_the_limit_falls() {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut w = Window::default();
         for _ in 0..10 {
             w.adapt(1_000, LIMIT, false, true);

@@ -2,8 +2,8 @@
 
 //! A kernel thread bound to shared data, in the cgroups of the task that starts it: the only
 //! user of the kthread and cgroup C APIs. It runs what implements its [`ThreadWork`] trait and
-//! calls nothing of the module but the leaf `kcov` (the thread's work is recorded for the
-//! starter's KCOV collector, as vhost's is).
+//! calls nothing of the module but the leaf `kcov` (the thread's start is recorded for the
+//! starter's KCOV collector).
 
 use crate::kcov;
 use core::{
@@ -78,18 +78,10 @@ pub(crate) trait ThreadWork: Send + Sync + 'static {
 
 /// Calls that are only valid from inside a [`KThread`]; only the trampoline creates one.
 pub(crate) struct ThreadCtx {
-    /// The KCOV common handle of the task that started the thread.
-    cov: kcov::Handle,
     _not_send: PhantomData<*mut ()>,
 }
 
 impl ThreadCtx {
-    /// A KCOV section for the starter's collector, if any: what the thread runs until it is
-    /// dropped is recorded there. Not to be held across a return from [`ThreadWork::run`].
-    pub(crate) fn coverage(&self) -> kcov::Section {
-        kcov::Section::start(self.cov)
-    }
-
     /// Whether `kthread_stop` has been called on this thread.
     pub(crate) fn should_stop(&self) -> bool {
         // SAFETY: A `ThreadCtx` exists only on a thread created by `kthread_create_on_node`.
@@ -160,7 +152,7 @@ struct Start<T> {
     join: Join,
     /// The errno of joining them, 0 on success.
     result: Atomic<i32>,
-    /// The spawner's KCOV common handle.
+    /// The spawner's KCOV common handle, under which the thread records its start.
     cov: kcov::Handle,
     #[pin]
     done: Completion,
@@ -174,8 +166,8 @@ struct Start<T> {
 unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement, `arg` is a valid `Start<T>` until `done`.
     let start = unsafe { &*arg.cast::<Start<T>>() };
-    let (work, cov) = (start.work, start.cov);
-    let section = kcov::Section::start(cov);
+    let work = start.work;
+    let section = kcov::Section::start(start.cov);
     // SAFETY: `owner` is valid until `done` is completed, below.
     let joined = unsafe { (start.join)(start.owner) };
     start
@@ -192,7 +184,6 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // never moves them: so it is pinned.
     let work = unsafe { Pin::new_unchecked(&*work) };
     work.run(&ThreadCtx {
-        cov,
         _not_send: PhantomData,
     });
     0
@@ -203,19 +194,18 @@ impl<T: ThreadWork> KThread<T> {
     /// calling task (as vhost's kthread workers are), so that they are charged for its CPU
     /// time. Waits until the thread is there; fails with its errno if it cannot be moved.
     pub(crate) fn spawn(data: Arc<T>, id: u32) -> Result<Self> {
-        Self::spawn_joining(data, id, join_cgroups_of, kcov::Handle::current())
+        Self::spawn_joining(data, id, join_cgroups_of)
     }
 
-    /// [`KThread::spawn`], with `join` to move the thread into the caller's cgroups, and the
-    /// thread's work recorded under KCOV handle `cov`.
-    fn spawn_joining(data: Arc<T>, id: u32, join: Join, cov: kcov::Handle) -> Result<Self> {
+    /// [`KThread::spawn`], with `join` to move the thread into the caller's cgroups.
+    fn spawn_joining(data: Arc<T>, id: u32, join: Join) -> Result<Self> {
         let (work, owner) = (Arc::as_ptr(&data), kernel::current!().as_ptr());
         stack_pin_init!(let start = pin_init!(Start::<T> {
             work,
             owner,
             join,
             result: Atomic::new(0),
-            cov,
+            cov: kcov::Handle::current(),
             done <- Completion::new(),
         }));
         let arg = core::ptr::from_ref::<Start<T>>(&*start)
@@ -314,9 +304,8 @@ mod tests {
     /// the spawn's; the next spawn works.
     #[test]
     fn spawn_fails_with_the_join_errno() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let p = probe()?;
-        let r = KThread::spawn_joining(p.clone(), 0, refuse, crate::kcov::KUNIT_HANDLE);
+        let r = KThread::spawn_joining(p.clone(), 0, refuse);
         assert_eq!(r.err().map(|e| e.to_errno()), Some(ENOSPC.to_errno()));
         // The failed thread has been reaped: it can no longer run anything.
         assert!(!p.ran.load(Relaxed));

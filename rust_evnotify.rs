@@ -85,7 +85,7 @@ module! {
         },
         kcov_syscalls: u32 {
             default: 0,
-            description: "KCOV kernels: 1 records file operations in remote sections under the caller's common handle (make coverage; leave 0 for callers that use KCOV_ENABLE, as syzkaller)",
+            description: "KCOV kernels, for make coverage: 1 records file operations in remote sections for callers under evnotify-kcov's handle",
         },
     },
 }

@@ -16,6 +16,7 @@ use crate::{
         KickFd,
         KickSink, //
     },
+    kcov,
     signal::{
         Sent, //
         SigTarget,
@@ -144,6 +145,9 @@ pub(crate) struct Shared {
     #[pin]
     pub(crate) alarm: HrTimer<Shared>,
     pub(crate) count: Counters,
+    /// The KCOV common handle of the task that opened the channel: its thread records serving
+    /// it there (see `kcov`).
+    pub(crate) cov: kcov::Handle,
 }
 
 kernel::impl_has_hr_timer! {
@@ -186,6 +190,7 @@ impl Shared {
                 wakeups: Atomic::new(0),
                 polled: Atomic::new(0),
             },
+            cov: kcov::Handle::current(),
         })
     }
 
@@ -362,6 +367,10 @@ impl Shared {
 // `Shared::update`, `serve` and the alarm's callback enqueue under `inner` after checking
 // `closed`.
 unsafe impl Served for Shared {
+    fn coverage(&self) -> kcov::Handle {
+        self.cov
+    }
+
     /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
     /// if it has more; with nothing to deliver, arms the alarm for the next deadline.

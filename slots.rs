@@ -349,7 +349,6 @@ mod tests {
 
     #[test]
     fn wakes_only_from_idle() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
         assert!(i.queue(3, 1, Source::Ioctl));
         assert!(!i.queue(3, 1, Source::Ioctl));
@@ -363,7 +362,6 @@ mod tests {
 
     #[test]
     fn pending_is_bounded() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
         i.queue(0, MAX_PENDING + 5, Source::KickFd);
         assert_eq!((i.slots[0].pending, i.coalesced), (MAX_PENDING, 5));
@@ -377,7 +375,6 @@ mod tests {
 
     #[test]
     fn counters_wrap() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
         (i.kicks, i.handled) = (u64::MAX - 1, u64::MAX - 1);
         i.queue(1, 3, Source::Ioctl);
@@ -391,7 +388,6 @@ mod tests {
 
     #[test]
     fn echo_waits_alone() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = with_extra()?;
         assert!(i.queue(2, 1, Source::Echo));
         assert_eq!(
@@ -416,7 +412,6 @@ mod tests {
 
     #[test]
     fn slots_served_round_robin() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
         for slot in [9, 2, 5, 63] {
             i.queue(slot, 1, Source::Ioctl);
@@ -436,7 +431,6 @@ mod tests {
 
     #[test]
     fn batches_bounded_unless_dropped() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = with_extra()?;
         i.extra.as_deref_mut().ok_or(EINVAL)?[1].sig = Some(Arc::new(
             SigTarget::current_process(uapi::SIGIO)?,
@@ -462,7 +456,6 @@ mod tests {
 
     #[test]
     fn plain_channel_has_no_extra() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
         // Only a kick eventfd sends echoes, and it brings the extra state; without it, an
         // echo is an ordinary kick.
@@ -478,7 +471,6 @@ mod tests {
 
     #[test]
     fn hangup_reaped_first() -> Result {
-        let _cov = crate::kcov::Section::start(crate::kcov::KUNIT_HANDLE);
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
         i.queue(0, 1, Source::KickFd);
         i.hangup = true;

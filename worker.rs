@@ -16,6 +16,7 @@ use crate::{
         new_irq_safe_lock,
         IrqSafeLock, //
     },
+    kcov,
     kthread::{
         KThread,
         ThreadCtx,
@@ -77,6 +78,9 @@ pub(crate) unsafe trait Served:
     /// how the thread came to it; the first that has work counts it, and sets it to
     /// [`Woke::Busy`].
     fn serve(self: Arc<Self>, runner: &Runner<Self>, woke: &mut Woke);
+
+    /// The KCOV common handle under which serving it is recorded (see `kcov`).
+    fn coverage(&self) -> kcov::Handle;
 }
 
 /// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
@@ -160,9 +164,6 @@ impl<T: Served> ThreadWork for Runner<T> {
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut woke = Woke::Slept;
         loop {
-            // One KCOV section per channel served (and the wait before it), ended before the
-            // thread returns.
-            let _cov = ctx.coverage();
             let mut queue = self.queue.lock();
             // When the queue ran empty, and whether the spin since caught a channel.
             let mut idle_since = None;
@@ -203,6 +204,9 @@ impl<T: Served> ThreadWork for Runner<T> {
             };
             let event = self.event.load(Relaxed);
             drop(queue);
+            // Serving a channel is recorded for its opener's KCOV collector, if any; the wait
+            // is not (as vhost's worker records each work item, not its idle time).
+            let _cov = kcov::Section::start(item.coverage());
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
                 // Only an event caught counts, and keeps the window: a deadline, which ends the

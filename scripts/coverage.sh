@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # make coverage: KCOV coverage of the module, on the coverage kernel (the 7.3 test kernel with
-# KCOV; scripts/kernel-coverage.config, cached as the others are). In one boot: the module is
-# loaded again under a collector (user/evnotify-kcov) with kcov_syscalls=1, so that its KUnit
-# cases and the whole VM suite are recorded; then again with kcov_syscalls=0 for the guided
-# fuzzer, which records its own calls (KCOV_ENABLE) and its channels' threads.
+# KCOV; scripts/kernel-coverage.config, cached as the others are). In one boot, with the module
+# loaded with kcov_syscalls=1: the VM suite under a collector (user/evnotify-kcov) whose handle
+# every task of the suite inherits, then the guided fuzzer, which records itself. Then
 # scripts/coverage.py maps the points to lines: build/coverage/summary.json and report.txt.
 # Ends with "N passed, M failed". 7.3 only (the report is of one build of the module).
 #   FUZZ_OPS (200000)  FUZZ_SEED (1)  TIMEOUT_SECS (3600)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-unset EVNOTIFY_MODULE_PARAMS EVNOTIFY_BENCH EVNOTIFY_DEBUG
-export EVNOTIFY_COVERAGE=1 KVER=7.3
+unset EVNOTIFY_BENCH EVNOTIFY_DEBUG
+export EVNOTIFY_COVERAGE=1 KVER=7.3 EVNOTIFY_MODULE_PARAMS=kcov_syscalls=1
 . "$here/env.sh"
 . "$here/lib.sh"
 lock_checkout
@@ -23,12 +22,8 @@ ops=${FUZZ_OPS:-200000} seed=${FUZZ_SEED:-1}
 # Each points file is printed between markers, for the host to cut out of the log.
 EVNOTIFY_OUT=$out/vm "$here/vm.sh" --timeout "${TIMEOUT_SECS:-3600}" -- sh -c "
 	rc=0
-	rmmod rust_evnotify || exit 1
 	export EVNOTIFY_RELOAD_PARAMS=kcov_syscalls=1
-	evnotify-kcov run --out /tmp/suite.points -- sh -c \
-		'insmod /lib/modules/rust_evnotify.ko kcov_syscalls=1 && evnotify-vmtests' || rc=1
-	# The fuzzer records its own calls with KCOV_ENABLE, which sections in them would trip.
-	rmmod rust_evnotify && insmod /lib/modules/rust_evnotify.ko kcov_syscalls=0 || exit 1
+	evnotify-kcov run --out /tmp/suite.points -- evnotify-vmtests || rc=1
 	evnotify-fuzz --guided --ops $ops --seed $seed --kcov-out /tmp/fuzz.points || rc=1
 	for f in suite fuzz; do
 		echo \"=== kcov \$f ===\"; cat /tmp/\$f.points; echo '=== end ==='

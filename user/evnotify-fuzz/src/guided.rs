@@ -698,7 +698,7 @@ fn arm_failslab() -> Result<()> {
 }
 
 /// Runs `ops` operations of guided fuzzing from `seed`, writes the points reached to `out`.
-pub fn run(seed: u64, ops: u64, out: &Path) -> Result<()> {
+pub fn run(seed: u64, ops: u64, out: &Path, ko: &Path) -> Result<()> {
     // This thread's own system calls (the module loaded with kcov_syscalls=0), and its
     // channels' threads under its own handle ("fuzz"), so that it can run under another
     // collector.
@@ -706,7 +706,7 @@ pub fn run(seed: u64, ops: u64, out: &Path) -> Result<()> {
         Collector::remote(0x6675_7a7a, 1 << 20, 1 << 18)?,
         Collector::local(1 << 20)?,
     ];
-    let mut placer = Placer::new("rust_evnotify");
+    let mut placer = Placer::new("rust_evnotify", ko)?;
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(seed),
     };

@@ -59,6 +59,9 @@ struct Args {
     /// With --guided: where to write the points of the module reached.
     #[arg(long, requires = "guided")]
     kcov_out: Option<std::path::PathBuf>,
+    /// With --guided: the module's .ko file, for the sizes of its code sections.
+    #[arg(long, default_value = "/lib/modules/rust_evnotify.ko")]
+    ko: std::path::PathBuf,
 }
 
 /// Counters shared by every process (in `MAP_SHARED` memory).
@@ -614,7 +617,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     ignore_signals();
     if let Some(out) = &args.kcov_out {
-        return guided::run(args.seed, args.ops, out);
+        return guided::run(args.seed, args.ops, out, &args.ko);
     }
     ensure!(
         args.procs >= 1 && args.threads >= 1,

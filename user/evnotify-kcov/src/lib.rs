@@ -9,7 +9,7 @@
 //! empties it without losing a record written meanwhile, and [`Module`] turns the PCs into
 //! section offsets of the `.ko`.
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::{
     collections::BTreeSet,
     fs,
@@ -18,16 +18,18 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-/// `KCOV_SUBSYSTEM_COMMON` handle, instance "evny": the one the module's KUnit cases record
-/// under (`kcov.rs`: `KUNIT_HANDLE`). The whole-suite collector registers it.
-pub const KUNIT_HANDLE: u64 = 0x6576_6e79;
+/// `KCOV_SUBSYSTEM_COMMON` handle, instance "evny" (`kcov.rs`: `COLLECTOR`): only for tasks
+/// under it does the module, loaded with `kcov_syscalls=1`, record file operations.
+pub const COLLECTOR_HANDLE: u64 = 0x6576_6e79;
 
-/// `struct kcov_remote_arg` with no uncommon handles (`include/uapi/linux/kcov.h`).
+/// `struct kcov_remote_arg` with no uncommon handles (`include/uapi/linux/kcov.h`): its
+/// `common_handle` is an `__aligned_u64`, at offset 16 on every architecture.
 #[repr(C)]
 struct RemoteArg {
     trace_mode: u32,
     area_size: u32,
     num_handles: u32,
+    _pad: u32,
     common_handle: u64,
 }
 
@@ -100,6 +102,7 @@ impl Collector {
             trace_mode: KCOV_TRACE_PC,
             area_size: section_words,
             num_handles: 0,
+            _pad: 0,
             common_handle: handle,
         };
         let what =
@@ -136,14 +139,17 @@ impl Collector {
     /// read again: duplicates, which a set absorbs.
     pub fn drain(&self, pcs: &mut BTreeSet<u64>) {
         loop {
-            let n = (self.word(0).load(Ordering::Acquire) as usize).min(self.words - 1);
-            if n == 0 {
+            // The kernel never stores a count past the buffer; user space could (the word is
+            // writable), so read no further than the buffer, and reset what was read.
+            let raw = self.word(0).load(Ordering::Acquire);
+            if raw == 0 {
                 return;
             }
+            let n = raw.min(self.words as u64 - 1) as usize;
             pcs.extend((1..=n).map(|i| self.word(i).load(Ordering::Relaxed)));
             if self
                 .word(0)
-                .compare_exchange(n as u64, 0, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(raw, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
                 return;
@@ -164,53 +170,77 @@ impl Drop for Collector {
     }
 }
 
-/// A loaded module's code sections, from `/sys/module/<name>`.
+/// A loaded module's code sections, from `/sys/module/<name>/sections`, with their sizes
+/// from its `.ko`.
 #[derive(PartialEq, Eq)]
 pub struct Module {
-    /// (base address, section name), by address.
-    sections: Vec<(u64, String)>,
-    /// The lowest base and the end of the module's core (text and data): PCs in between are
-    /// this load's.
-    span: (u64, u64),
+    /// (base address, end, section name), by address.
+    sections: Vec<(u64, u64, String)>,
+}
+
+/// The sizes of the `.text*` sections of an ELF64 little-endian relocatable object (a `.ko`),
+/// by name.
+pub fn text_sizes(ko: &[u8]) -> Result<Vec<(String, u64)>> {
+    let u16_at = |o: usize| -> Result<u64> {
+        Ok(u16::from_le_bytes(ko.get(o..o + 2).context("short ELF")?.try_into()?).into())
+    };
+    let u32_at = |o: usize| -> Result<u64> {
+        Ok(u32::from_le_bytes(ko.get(o..o + 4).context("short ELF")?.try_into()?).into())
+    };
+    let u64_at = |o: usize| -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            ko.get(o..o + 8).context("short ELF")?.try_into()?,
+        ))
+    };
+    ensure!(
+        ko.get(..6) == Some(b"\x7fELF\x02\x01"),
+        "not an ELF64 little-endian file"
+    );
+    let (shoff, shentsize, shnum, shstrndx) = (
+        u64_at(0x28)? as usize,
+        u16_at(0x3a)? as usize,
+        u16_at(0x3c)? as usize,
+        u16_at(0x3e)? as usize,
+    );
+    let sh = |i: usize| shoff + i * shentsize;
+    let strtab = u64_at(sh(shstrndx) + 0x18)? as usize;
+    let mut out = vec![];
+    for i in 0..shnum {
+        let name_at = strtab + u32_at(sh(i))? as usize;
+        let name = ko.get(name_at..).context("bad section name")?;
+        let name = String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap_or(0)]);
+        if name.starts_with(".text") {
+            out.push((name.into_owned(), u64_at(sh(i) + 0x20)?));
+        }
+    }
+    Ok(out)
 }
 
 impl Module {
-    /// The code sections (`.text*`) of loaded module `name`; `None` when it is not loaded, or
-    /// went away while being read (tests unload and load it again).
-    pub fn loaded(name: &str) -> Option<Self> {
-        let dir = format!("/sys/module/{name}");
-        let hex = |s: String| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok();
+    /// The code sections of loaded module `name`, sized by `sizes` ([`text_sizes`] of its
+    /// `.ko`); `None` when it is not loaded, or went away while being read (tests unload and
+    /// load it again).
+    pub fn loaded(name: &str, sizes: &[(String, u64)]) -> Option<Self> {
+        let dir = format!("/sys/module/{name}/sections");
         let mut sections = Vec::new();
-        for e in fs::read_dir(format!("{dir}/sections")).ok()? {
-            let e = e.ok()?;
-            let sec = e.file_name().to_string_lossy().into_owned();
-            if sec.starts_with(".text") {
-                // 0 when the reader may not see addresses (not root).
-                let base = hex(fs::read_to_string(e.path()).ok()?)?;
-                sections.push((base, sec));
-            }
+        for (sec, size) in sizes {
+            let s = fs::read_to_string(format!("{dir}/{sec}")).ok()?;
+            // 0 when the reader may not see addresses (not root).
+            let base = u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()?;
+            (base != 0).then_some(())?;
+            sections.push((base, base + size, sec.clone()));
         }
-        let size: u64 = fs::read_to_string(format!("{dir}/coresize"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
         sections.sort();
-        let start = sections.first().filter(|(b, _)| *b != 0)?.0;
-        Some(Self {
-            span: (start, start + size),
-            sections,
-        })
+        (!sections.is_empty()).then_some(Self { sections })
     }
 
-    /// `pc` as (section, offset), if it lies in this load of the module (after a code
-    /// section's base). The report checks each offset against the points of the `.ko`.
+    /// `pc` as (section, offset), if it lies in one of this load's code sections. (KCOV
+    /// records the return address of a call, which is never a section's end.)
     pub fn locate(&self, pc: u64) -> Option<(&str, u64)> {
-        if pc < self.span.0 || pc >= self.span.1 {
-            return None;
-        }
-        let i = self.sections.partition_point(|(b, _)| *b <= pc);
-        let (base, name) = self.sections.get(i.checked_sub(1)?)?;
+        let (base, _, name) = self
+            .sections
+            .iter()
+            .find(|(b, e, _)| (*b..*e).contains(&pc))?;
         Some((name, pc - base))
     }
 }
@@ -222,6 +252,7 @@ impl Module {
 #[derive(Default)]
 pub struct Placer {
     name: String,
+    sizes: Vec<(String, u64)>,
     now: Option<Module>,
     before: Option<Module>,
     /// Every point reached, as "SECTION 0xOFFSET".
@@ -231,17 +262,19 @@ pub struct Placer {
 }
 
 impl Placer {
-    /// A placer for module `name`.
-    pub fn new(name: &str) -> Self {
-        Self {
+    /// A placer for module `name`, built as `ko` (its `.ko` file).
+    pub fn new(name: &str, ko: &std::path::Path) -> Result<Self> {
+        let bytes = fs::read(ko).with_context(|| format!("{}", ko.display()))?;
+        Ok(Self {
             name: name.into(),
+            sizes: text_sizes(&bytes).with_context(|| format!("{}", ko.display()))?,
             ..Self::default()
-        }
+        })
     }
 
     /// Places a batch just drained.
     pub fn place(&mut self, pcs: &BTreeSet<u64>) {
-        let m = Module::loaded(&self.name);
+        let m = Module::loaded(&self.name, &self.sizes);
         if m.is_some() && m != self.now {
             self.before = std::mem::replace(&mut self.now, m);
         }
@@ -255,5 +288,35 @@ impl Placer {
                 _ => self.unplaced += 1,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_sizes_of_an_elf() {
+        let exe = fs::read("/proc/self/exe").expect("this test's own executable");
+        let sizes = text_sizes(&exe).expect("an ELF64 little-endian file");
+        assert!(
+            sizes.iter().any(|(n, s)| n == ".text" && *s > 0),
+            "{sizes:?}"
+        );
+        assert!(text_sizes(b"\x7fELF\x01\x01").is_err());
+    }
+
+    #[test]
+    fn a_module_places_only_its_own_text() {
+        let m = Module {
+            sections: vec![
+                (0x1000, 0x1800, ".text".into()),
+                (0x4000, 0x4100, ".text.unlikely".into()),
+            ],
+        };
+        assert_eq!(m.locate(0x1005), Some((".text", 5)));
+        assert_eq!(m.locate(0x4000), Some((".text.unlikely", 0)));
+        assert_eq!(m.locate(0x1800), None);
+        assert_eq!(m.locate(0x0fff), None);
     }
 }

@@ -1,11 +1,12 @@
 //! `evnotify-kcov run --out FILE -- CMD [ARGS...]`: runs CMD under a KCOV collector (see the
 //! library) and writes the points of `rust_evnotify` it reached to FILE, one
-//! "SECTION 0xOFFSET" per line after a "# " header of figures. Exits with CMD's status.
+//! "SECTION 0xOFFSET" per line after a "# " header of figures. Exits with CMD's status (128 +
+//! the signal that killed it).
 //! Runs in the coverage VM (`make coverage`), as root.
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use evnotify_kcov::{Collector, Placer, KUNIT_HANDLE};
+use evnotify_kcov::{Collector, Placer, COLLECTOR_HANDLE};
 use std::{collections::BTreeSet, io::Write, process::Command, thread, time::Duration};
 
 #[derive(Parser)]
@@ -17,9 +18,12 @@ enum Cli {
         #[arg(long)]
         out: std::path::PathBuf,
         /// The common handle to register (KCOV_SUBSYSTEM_COMMON: below 2^32, non-zero); the
-        /// default is the one the module's KUnit cases record under.
-        #[arg(long, default_value_t = KUNIT_HANDLE, value_parser = handle)]
+        /// default is the one under which the module (kcov_syscalls=1) records file operations.
+        #[arg(long, default_value_t = COLLECTOR_HANDLE, value_parser = handle)]
         handle: u64,
+        /// The module's .ko file, for the sizes of its code sections.
+        #[arg(long, default_value = "/lib/modules/rust_evnotify.ko")]
+        ko: std::path::PathBuf,
         /// The command and its arguments.
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
@@ -43,9 +47,14 @@ const WORDS: usize = 1 << 20;
 const SECTION_WORDS: u32 = 1 << 18;
 
 fn main() -> Result<()> {
-    let Cli::Run { out, handle, cmd } = Cli::parse();
+    let Cli::Run {
+        out,
+        handle,
+        ko,
+        cmd,
+    } = Cli::parse();
     let kcov = Collector::remote(handle, WORDS, SECTION_WORDS)?;
-    let mut placer = Placer::new("rust_evnotify");
+    let mut placer = Placer::new("rust_evnotify", &ko)?;
     let mut child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .spawn()
@@ -88,5 +97,6 @@ fn main() -> Result<()> {
         placer.unplaced,
         out.display()
     );
-    std::process::exit(status.code().unwrap_or(128 + 9));
+    use std::os::unix::process::ExitStatusExt;
+    std::process::exit(status.code().unwrap_or(128 + status.signal().unwrap_or(0)));
 }
