@@ -290,6 +290,16 @@ def main():
         why = explain(rules, src, f, ln, fns)
         explained += why is not None
         lines.append(f"  {f}:{ln}  in {sorted(fns)[0]}" + (f"  -- {why}" if why else "  -- NOT EXPLAINED"))
+    # Unreached points on explained lines (a line is reached when one of its points is, so
+    # these are the points on lines no test reaches).
+    why_line = {}
+    for (f, ln), (hit, fns) in by_line.items():
+        if not hit:
+            why_line[(f, ln)] = explain(rules, src, f, ln, fns) is not None
+    summary["points_unreached_on_explained_lines"] = sum(
+        1 for p, (f, ln, _) in points.items() if p not in whole and why_line.get((f, ln)))
+    summary["points_unreached_on_reached_lines"] = sum(
+        1 for p, (f, ln, _) in points.items() if p not in whole and (f, ln) not in why_line)
     summary["lines_unreached_explained"] = explained
     summary["lines_unreached_unexplained"] = len(lines) - explained
     with open(os.path.join(a.out, "summary.json"), "w") as f:
@@ -310,7 +320,10 @@ def main():
         z = summary["fuzz"]["files"][fname]
         r.append(f"{fname:<18}{e['points_hit']:>7}/{e['points_total']:<5}{100 * e['points_hit'] / e['points_total']:5.1f}%"
                  f"{100 * z['points_hit'] / e['points_total']:8.1f}%{e['lines_hit']:>7}/{e['lines_total']:<5}")
-    r += ["", "Functions never entered (file, function, points):"]
+    r += ["", f"Of the {summary['points_total'] - summary['points_hit']} points not reached, "
+          f"{summary['points_unreached_on_explained_lines']} lie on lines explained below and "
+          f"{summary['points_unreached_on_reached_lines']} on lines that are reached (another branch of the line).",
+          "", "Functions never entered (file, function, points):"]
     r += [f"  {f}  {fn}  {n}" for (f, fn), (n, h) in sorted(funcs.items()) if h == 0] or ["  none"]
     r += ["", f"Lines no test reaches ({len(lines)}; {explained} explained, see scripts/coverage-explained.txt):"]
     r += lines or ["  none"]

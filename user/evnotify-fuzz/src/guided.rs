@@ -3,7 +3,8 @@
 //! opened (so its channels' threads stop and end their KCOV sections), and the module points
 //! it reached are read from KCOV (`evnotify-kcov`): the thread's own (`KCOV_ENABLE`, which also
 //! records the module's callbacks that its eventfd writes and closes run), and its channels'
-//! threads' (a remote collector). The module must be loaded with `kcov_syscalls=0`. A program that reached a point
+//! threads' (a remote collector, under a handle of its own, for which the module never opens
+//! sections around file operations whatever `kcov_syscalls` says). A program that reached a point
 //! no earlier one did joins the corpus; new programs are mostly mutations of corpus programs
 //! (a field changed, a call inserted, removed or duplicated, another program's calls spliced
 //! in), else generated afresh. Requests are built per command, valid most of the time, so that
@@ -408,10 +409,11 @@ impl Gen {
             9 => Op::DupChan(c),
             10..=12 => Op::Write {
                 efd: e,
-                value: if r.random_ratio(1, 16) {
-                    u64::MAX - 1
-                } else {
-                    r.random_range(1..5)
+                // 0 wakes the eventfd's waiters with nothing to read.
+                value: match r.random_range(0..16) {
+                    0 => u64::MAX - 1,
+                    1 => 0,
+                    _ => r.random_range(1..5),
                 },
             },
             13 => Op::Read { efd: e },
@@ -699,9 +701,8 @@ fn arm_failslab() -> Result<()> {
 
 /// Runs `ops` operations of guided fuzzing from `seed`, writes the points reached to `out`.
 pub fn run(seed: u64, ops: u64, out: &Path, ko: &Path) -> Result<()> {
-    // This thread's own system calls (the module loaded with kcov_syscalls=0), and its
-    // channels' threads under its own handle ("fuzz"), so that it can run under another
-    // collector.
+    // This thread's own system calls, and its channels' threads under a handle of its own
+    // ("fuzz": not evnotify-kcov's, so the module opens no section in its calls).
     let kcov = [
         Collector::remote(0x6675_7a7a, 1 << 20, 1 << 18)?,
         Collector::local(1 << 20)?,

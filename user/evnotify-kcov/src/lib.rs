@@ -117,9 +117,9 @@ impl Collector {
     }
 
     /// Records what the calling thread makes the kernel run, from now until it exits
-    /// (`KCOV_ENABLE`): its system calls, and the callbacks they run, in any subsystem. The
-    /// module must then be loaded with `kcov_syscalls=0` (a section in a task with KCOV of its
-    /// own makes kcov WARN).
+    /// (`KCOV_ENABLE`): its system calls, and the callbacks they run, in any subsystem. Not in a
+    /// task under [`COLLECTOR_HANDLE`], for which the module may open sections of its own
+    /// (`kcov_syscalls=1`), which do not nest with this.
     pub fn local(words: usize) -> Result<Self> {
         let c = Self::buffer(words)?;
         kcov_ioctl(&c._fd, KCOV_ENABLE, KCOV_TRACE_PC as usize, "KCOV_ENABLE")?;
