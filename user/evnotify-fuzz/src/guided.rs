@@ -13,7 +13,7 @@
 //!
 //! Every `EVNOTIFY_IOC_STATS` and `EVNOTIFY_IOC_WORKER` reply is checked as in the random mode.
 
-use crate::{broken_reply, survivable, Buf};
+use crate::{broken_reply, survivable, Buf, KNOWN};
 use anyhow::{ensure, Context, Result};
 use evnotify::sys;
 use evnotify_kcov::{Collector, Placer};
@@ -89,19 +89,6 @@ enum Op {
         kick_in_child: bool,
     },
 }
-
-const KNOWN: [u64; 10] = [
-    sys::IOC_VERSION,
-    sys::IOC_ATTACH,
-    sys::IOC_KICK,
-    sys::IOC_STATS,
-    sys::IOC_KICKFD,
-    sys::IOC_TIMER,
-    sys::IOC_SIGNAL,
-    sys::IOC_BUSYPOLL,
-    sys::IOC_SHARE_WORKER,
-    sys::IOC_WORKER,
-];
 
 struct Gen {
     rng: ChaCha8Rng,

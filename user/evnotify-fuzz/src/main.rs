@@ -100,6 +100,20 @@ fn survivable(signo: i32) -> i32 {
     }
 }
 
+/// The device's ioctl numbers.
+const KNOWN: [u64; 10] = [
+    sys::IOC_VERSION,
+    sys::IOC_ATTACH,
+    sys::IOC_KICK,
+    sys::IOC_STATS,
+    sys::IOC_KICKFD,
+    sys::IOC_TIMER,
+    sys::IOC_SIGNAL,
+    sys::IOC_BUSYPOLL,
+    sys::IOC_SHARE_WORKER,
+    sys::IOC_WORKER,
+];
+
 /// A buffer big enough for any request, with room to misalign.
 #[repr(C, align(8))]
 struct Buf([u8; 256]);
@@ -149,18 +163,6 @@ impl Worker<'_> {
 
     /// An ioctl number: mostly the device's, else near or far from it.
     fn cmd(&mut self) -> u64 {
-        const KNOWN: [u64; 10] = [
-            sys::IOC_VERSION,
-            sys::IOC_ATTACH,
-            sys::IOC_KICK,
-            sys::IOC_STATS,
-            sys::IOC_KICKFD,
-            sys::IOC_TIMER,
-            sys::IOC_SIGNAL,
-            sys::IOC_BUSYPOLL,
-            sys::IOC_SHARE_WORKER,
-            sys::IOC_WORKER,
-        ];
         let r = &mut self.rng;
         match r.random_range(0..10) {
             0..=5 => KNOWN[r.random_range(0..KNOWN.len())],
