@@ -571,6 +571,11 @@ impl Run {
                 if let Some((at, f)) = fd {
                     req[at..at + 4].copy_from_slice(&self.resolve(f).to_ne_bytes());
                 }
+                // A mutated request must not ask for a signal we cannot survive either.
+                if cmd == sys::IOC_SIGNAL {
+                    let signo = i32::from_ne_bytes([req[4], req[5], req[6], req[7]]);
+                    req[4..8].copy_from_slice(&survivable(signo).to_ne_bytes());
+                }
                 let base = self.buf.0.as_mut_ptr() as usize;
                 self.buf.0[..32].copy_from_slice(&req);
                 let size = ((cmd >> 16) & 0x3fff) as usize;
