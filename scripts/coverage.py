@@ -306,7 +306,7 @@ def main():
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")
 
-    r = [f"KCOV coverage of {os.path.basename(a.ko)}: whole suite (VM tests, KUnit, fuzzer) and fuzzer alone",
+    r = [f"KCOV coverage of {os.path.basename(a.ko)}: whole suite (the VM tests and the guided fuzzer; KCOV does not record the KUnit cases) and fuzzer alone",
          f"points: {summary['points_hit']}/{summary['points_total']} ({summary['points_pct']}%), fuzzer alone "
          f"{summary['fuzz']['points_hit']} ({summary['fuzz']['points_pct']}%); lines: {summary['lines_hit']}/"
          f"{summary['lines_total']} ({summary['lines_pct']}%), fuzzer alone {summary['fuzz']['lines_hit']}",
