@@ -167,7 +167,9 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement, `arg` is a valid `Start<T>` until `done`.
     let start = unsafe { &*arg.cast::<Start<T>>() };
     let work = start.work;
-    let section = kcov::Section::start(start.cov);
+    // SAFETY: A new kernel thread, in task context and in no section; the section is dropped
+    // before `run` and before any return.
+    let section = unsafe { kcov::Section::start(start.cov) };
     // SAFETY: `owner` is valid until `done` is completed, below.
     let joined = unsafe { (start.join)(start.owner) };
     start

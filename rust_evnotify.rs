@@ -83,10 +83,6 @@ module! {
             default: 200000,
             description: "Busy-poll limit of new channels' threads in ns (0: off; above 1000000 counts as 1000000)",
         },
-        kcov_syscalls: u32 {
-            default: 0,
-            description: "KCOV kernels, for make coverage: 1 records file operations in remote sections for callers under evnotify-kcov's handle",
-        },
     },
 }
 
@@ -111,17 +107,11 @@ impl kernel::InPlaceModule for EvnotifyModule {
     }
 }
 
-/// The KCOV section of a file operation (see `kcov`).
-fn coverage() -> kcov::Section {
-    kcov::Section::syscall(compat::param::<u32>(module_parameters::kcov_syscalls.value()) == 1)
-}
-
 #[vtable]
 impl MiscDevice for Channel {
     type Ptr = KBox<Self>;
 
     fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        let _cov = coverage();
         let max = compat::param(module_parameters::max_channels.value());
         let max_user = compat::param(module_parameters::max_user_channels.value());
         let busypoll_ns = compat::param(module_parameters::busypoll_ns.value());
@@ -134,13 +124,7 @@ impl MiscDevice for Channel {
         Ok(channel)
     }
 
-    fn release(me: KBox<Channel>, _file: &File) {
-        let _cov = coverage();
-        drop(me);
-    }
-
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        let _cov = coverage();
         // Each command number encodes its size and direction: any other is unknown here.
         let user = UserSlice::new(UserPtr::from_addr(arg), _IOC_SIZE(cmd));
         match cmd {
@@ -207,7 +191,6 @@ impl MiscDevice for Channel {
     }
 
     fn show_fdinfo(me: &Channel, m: &SeqFile, _file: &File) {
-        let _cov = coverage();
         me.show_fdinfo(m);
     }
 }

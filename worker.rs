@@ -205,8 +205,11 @@ impl<T: Served> ThreadWork for Runner<T> {
             let event = self.event.load(Relaxed);
             drop(queue);
             // Serving a channel is recorded for its opener's KCOV collector, if any; the wait
-            // is not (as vhost's worker records each work item, not its idle time).
-            let _cov = kcov::Section::start(item.coverage());
+            // and the yield are not (as vhost's worker records each work item, not its idle
+            // time).
+            // SAFETY: This is the worker's kernel thread, in task context; the section is
+            // dropped before the yield below, the next one, and any return.
+            let cov = unsafe { kcov::Section::start(item.coverage()) };
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
                 // Only an event caught counts, and keeps the window: a deadline, which ends the
@@ -220,6 +223,7 @@ impl<T: Served> ThreadWork for Runner<T> {
             }
             // The channel counts the wake-up if it had work; else the next one does.
             T::serve(item.into_arc(), self.get_ref(), &mut woke);
+            drop(cov);
             ctx.yield_now();
         }
     }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make coverage: KCOV coverage of the module, on the coverage kernel (the 7.3 test kernel with
-# KCOV; scripts/kernel-coverage.config, cached as the others are). In one boot, with the module
-# loaded with kcov_syscalls=1: the VM suite under a collector (user/evnotify-kcov) whose handle
-# every task of the suite inherits, then the guided fuzzer, which records itself. Then
+# KCOV; scripts/kernel-coverage.config, cached as the others are). In one boot: the VM suite
+# under a collector (user/evnotify-kcov) whose handle every task of the suite inherits (the
+# module's threads record their work under it), each test recording its own calls
+# (EVNOTIFY_KCOV_DIR), then the guided fuzzer, which records itself. Then
 # scripts/coverage.py maps the points to lines: build/coverage/summary.json and report.txt.
 # Ends with "N passed, M failed". 7.3 only (the report is of one build of the module).
 #   FUZZ_OPS (200000)  FUZZ_SEED (1)  TIMEOUT_SECS (3600)
@@ -10,7 +11,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 unset EVNOTIFY_BENCH EVNOTIFY_DEBUG
-export EVNOTIFY_COVERAGE=1 KVER=7.3 EVNOTIFY_MODULE_PARAMS=kcov_syscalls=1
+unset EVNOTIFY_MODULE_PARAMS
+export EVNOTIFY_COVERAGE=1 KVER=7.3
 . "$here/env.sh"
 . "$here/lib.sh"
 lock_checkout
@@ -22,8 +24,9 @@ ops=${FUZZ_OPS:-200000} seed=${FUZZ_SEED:-1}
 # Each points file is printed between markers, for the host to cut out of the log.
 EVNOTIFY_OUT=$out/vm "$here/vm.sh" --timeout "${TIMEOUT_SECS:-3600}" -- sh -c "
 	rc=0
-	export EVNOTIFY_RELOAD_PARAMS=kcov_syscalls=1
-	evnotify-kcov run --out /tmp/suite.points -- evnotify-vmtests || rc=1
+	mkdir -p /tmp/kcov
+	EVNOTIFY_KCOV_DIR=/tmp/kcov evnotify-kcov run --out /tmp/suite.points -- evnotify-vmtests || rc=1
+	cat /tmp/kcov/*.points >>/tmp/suite.points
 	evnotify-fuzz --guided --ops $ops --seed $seed --kcov-out /tmp/fuzz.points || rc=1
 	for f in suite fuzz; do
 		echo \"=== kcov \$f ===\"; cat /tmp/\$f.points; echo '=== end ==='

@@ -3,8 +3,7 @@
 //! opened (so its channels' threads stop and end their KCOV sections), and the module points
 //! it reached are read from KCOV (`evnotify-kcov`): the thread's own (`KCOV_ENABLE`, which also
 //! records the module's callbacks that its eventfd writes and closes run), and its channels'
-//! threads' (a remote collector, under a handle of its own, for which the module never opens
-//! sections around file operations whatever `kcov_syscalls` says). A program that reached a point
+//! threads' (a remote collector, under a handle of its own). A program that reached a point
 //! no earlier one did joins the corpus; new programs are mostly mutations of corpus programs
 //! (a field changed, a call inserted, removed or duplicated, another program's calls spliced
 //! in), else generated afresh. Requests are built per command, valid most of the time, so that

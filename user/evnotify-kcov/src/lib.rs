@@ -1,13 +1,12 @@
-//! KCOV remote coverage of `rust_evnotify` (`Documentation/dev-tools/kcov.rst`), for
+//! KCOV coverage of `rust_evnotify` (`Documentation/dev-tools/kcov.rst`), for
 //! `make coverage` and the guided fuzzer.
 //!
-//! A [`Collector`] registers a KCOV *common handle* (`KCOV_REMOTE_ENABLE`); every task forked
-//! after that inherits the handle. The module records its kernel threads' work in remote
-//! sections under the handle of the task that started them, and, loaded with
-//! `kcov_syscalls=1`, its file operations under the caller's: so everything a command and its
-//! descendants make the module run lands in the collector's buffer. [`Collector::drain`]
-//! empties it without losing a record written meanwhile, and [`Module`] turns the PCs into
-//! section offsets of the `.ko`.
+//! A remote [`Collector`] registers a KCOV *common handle* (`KCOV_REMOTE_ENABLE`); every task
+//! forked after that inherits the handle, and the module records its kernel threads' work in
+//! remote sections under the handle of the task that caused it (a channel's opener, a
+//! thread's starter). A local one records the calling thread's own calls (`KCOV_ENABLE`).
+//! [`Collector::drain`] empties a buffer without losing a record written meanwhile, and
+//! [`Placer`] turns the PCs into section offsets of the `.ko`, across reloads of the module.
 
 use anyhow::{ensure, Context, Result};
 use std::{
@@ -18,9 +17,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-/// `KCOV_SUBSYSTEM_COMMON` handle, instance "evny" (`kcov.rs`: `COLLECTOR`): only for tasks
-/// under it does the module, loaded with `kcov_syscalls=1`, record file operations.
-pub const COLLECTOR_HANDLE: u64 = 0x6576_6e79;
+/// `KCOV_SUBSYSTEM_COMMON` handle, instance "evny": `evnotify-kcov run`'s.
+pub const SUITE_HANDLE: u64 = 0x6576_6e79;
 
 /// `struct kcov_remote_arg` with no uncommon handles (`include/uapi/linux/kcov.h`): its
 /// `common_handle` is an `__aligned_u64`, at offset 16 on every architecture.
@@ -117,9 +115,7 @@ impl Collector {
     }
 
     /// Records what the calling thread makes the kernel run, from now until it exits
-    /// (`KCOV_ENABLE`): its system calls, and the callbacks they run, in any subsystem. Not in a
-    /// task under [`COLLECTOR_HANDLE`], for which the module may open sections of its own
-    /// (`kcov_syscalls=1`), which do not nest with this.
+    /// (`KCOV_ENABLE`): its system calls, and the callbacks they run, in any subsystem.
     pub fn local(words: usize) -> Result<Self> {
         let c = Self::buffer(words)?;
         kcov_ioctl(&c._fd, KCOV_ENABLE, KCOV_TRACE_PC as usize, "KCOV_ENABLE")?;

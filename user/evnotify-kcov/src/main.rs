@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use evnotify_kcov::{Collector, Placer, COLLECTOR_HANDLE};
+use evnotify_kcov::{Collector, Placer, SUITE_HANDLE};
 use std::{collections::BTreeSet, io::Write, process::Command, thread, time::Duration};
 
 #[derive(Parser)]
@@ -18,8 +18,8 @@ enum Cli {
         #[arg(long)]
         out: std::path::PathBuf,
         /// The common handle to register (KCOV_SUBSYSTEM_COMMON: below 2^32, non-zero); the
-        /// default is the one under which the module (kcov_syscalls=1) records file operations.
-        #[arg(long, default_value_t = COLLECTOR_HANDLE, value_parser = handle)]
+        /// default is "evny".
+        #[arg(long, default_value_t = SUITE_HANDLE, value_parser = handle)]
         handle: u64,
         /// The module's .ko file, for the sizes of its code sections.
         #[arg(long, default_value = "/lib/modules/rust_evnotify.ko")]

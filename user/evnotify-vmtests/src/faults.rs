@@ -216,12 +216,7 @@ pub fn reload(params: &CStr) -> Result<()> {
     delete_module(c"rust_evnotify", DeleteModuleFlags::O_NONBLOCK).context("rmmod")?;
     let ko =
         std::env::var("EVNOTIFY_KO").unwrap_or_else(|_| "/lib/modules/rust_evnotify.ko".into());
-    // `make coverage` loads the module with `kcov_syscalls=1`, which every reload keeps.
-    let params = match std::env::var("EVNOTIFY_RELOAD_PARAMS") {
-        Ok(more) => std::ffi::CString::new(format!("{} {more}", params.to_string_lossy()))?,
-        Err(_) => params.into(),
-    };
-    finit_module(&fs::File::open(&ko)?, &params, ModuleInitFlags::empty()).context("insmod")?;
+    finit_module(&fs::File::open(&ko)?, params, ModuleInitFlags::empty()).context("insmod")?;
     let t = std::time::Instant::now();
     while !Path::new(evnotify::DEVICE).exists() {
         ensure!(t.elapsed() < crate::hang(), "device node did not come back");

@@ -16,6 +16,7 @@ mod hostile;
 mod hostile_eventfds;
 mod hostile_fds;
 mod hostile_limits;
+mod kcov;
 mod kickfd;
 mod lifecycle;
 mod notify;
@@ -148,7 +149,22 @@ fn isolated(name: &str, f: fn() -> Result<()>) -> Result<(), String> {
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            let ok = run_test(name, f);
+            let ok = match kcov::start(name).transpose() {
+                Ok(rec) => {
+                    let ok = run_test(name, f);
+                    match rec.map(kcov::Recording::finish).transpose() {
+                        Ok(_) => ok,
+                        Err(e) => {
+                            println!("# {name}: kcov: {e:#}");
+                            false
+                        }
+                    }
+                }
+                Err(e) => {
+                    println!("# {name}: kcov: {e:#}");
+                    false
+                }
+            };
             let _ = std::io::stdout().flush();
             // SAFETY: Leaves the child at once, as a forked child should.
             unsafe { libc::_exit(i32::from(!ok)) }
