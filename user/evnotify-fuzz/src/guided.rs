@@ -489,6 +489,8 @@ struct Run {
     /// Two pages: read-write, then none.
     pages: usize,
     violations: u64,
+    /// Ioctl results: successes, and failures by errno.
+    results: std::collections::BTreeMap<String, u64>,
     /// This thread's `/proc/thread-self/fail-nth`, opened once (opening it allocates).
     fail_nth: std::fs::File,
 }
@@ -602,6 +604,12 @@ impl Run {
                 // SAFETY: The kernel validates `ptr`, which points at memory of ours or at
                 // memory it must refuse to touch.
                 let rc = self.failing(fail, || unsafe { libc::ioctl(target, cmd as _, ptr) });
+                let result = if rc < 0 {
+                    format!("{}", nix::errno::Errno::last())
+                } else {
+                    "ok".into()
+                };
+                *self.results.entry(result).or_default() += 1;
                 if rc == 0 && matches!(arg, Arg::Buf) {
                     if let Some(why) = broken_reply(cmd, &self.buf) {
                         self.violations += 1;
@@ -726,6 +734,7 @@ pub fn run(seed: u64, ops: u64, out: &Path, ko: &Path) -> Result<()> {
         buf: Buf([0; 256]),
         pages,
         violations: 0,
+        results: Default::default(),
         fail_nth: std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -777,6 +786,8 @@ pub fn run(seed: u64, ops: u64, out: &Path, ko: &Path) -> Result<()> {
     for p in &placer.points {
         writeln!(f, "{p}")?;
     }
+    let ioctls: u64 = run.results.values().sum();
+    println!("fuzz: ioctl results {:?} of {ioctls}", run.results);
     println!(
         "fuzz: seed {seed} ops {done} guided: {programs} programs, corpus {}",
         corpus.len()
