@@ -40,7 +40,8 @@ impl Recording {
             std::fs::File::create(&self.out).with_context(|| format!("{}", self.out.display()))?;
         writeln!(
             f,
-            "# buffer full: {full}; unplaced {}",
+            "# buffer full: {full}; distinct PCs {}; unplaced {}",
+            pcs.len(),
             self.placer.unplaced
         )?;
         for p in &self.placer.points {
