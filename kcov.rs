@@ -6,10 +6,12 @@
 //! KCOV records the code a task runs only for a task that asked for it: a caller's system
 //! calls, by its own KCOV (`KCOV_ENABLE`). Work done in a kernel thread is recorded by wrapping
 //! it in a *remote section* under a handle that a user process registered
-//! (`KCOV_REMOTE_ENABLE`). As vhost does, the module's threads take the *common handle* of the
-//! task whose call caused the work, which that task inherited from the process that registered
-//! it: a channel's opener's, for serving the channel; the spawner's, for a thread's start. So a
-//! fuzzer such as syzkaller sees what its programs make the module's threads do.
+//! (`KCOV_REMOTE_ENABLE`). As vhost and io_uring do, the module's threads take a *common handle*
+//! that a task inherited from the process that registered it: a channel's opener's, for serving
+//! the channel (whoever kicks it, and after the channel is passed to another process); the
+//! spawner's, for a thread's start. So a fuzzer such as syzkaller sees what its programs make
+//! the module's threads do. A handle outlives its registration (kcov clears it only in the
+//! registering task): a later collector that registers the same one gets these records too.
 //!
 //! Only the module's own kernel threads open sections: they never enable KCOV themselves, and
 //! open one at a time, so sections never nest (kcov WARNs, and a stop would end the other
@@ -30,12 +32,13 @@ mod ffi {
     }
 }
 
-/// A KCOV common handle: 0 when the task that took it collects no remote coverage.
+/// A KCOV common handle: 0 when the task that took it collects no remote coverage. Empty
+/// without KCOV.
 #[derive(Clone, Copy, Default)]
-pub(crate) struct Handle(
-    // Read only on a kernel with KCOV.
-    #[cfg_attr(not(CONFIG_KCOV), allow(dead_code))] u64,
-);
+pub(crate) struct Handle {
+    #[cfg(CONFIG_KCOV)]
+    id: u64,
+}
 
 impl Handle {
     /// The calling task's common handle (0 outside task context, or with no KCOV).
@@ -43,10 +46,12 @@ impl Handle {
         #[cfg(CONFIG_KCOV)]
         {
             // SAFETY: `kcov_common_handle` only reads `current->kcov_handle`; any context.
-            Self(unsafe { ffi::kcov_common_handle() }.val)
+            Self {
+                id: unsafe { ffi::kcov_common_handle() }.val,
+            }
         }
         #[cfg(not(CONFIG_KCOV))]
-        Self(0)
+        Self {}
     }
 }
 
@@ -72,19 +77,20 @@ impl Section {
     /// # Safety
     ///
     /// The caller must be one of the module's kernel threads (which never enable KCOV
-    /// themselves), in task context, in no section, and must drop the section before it exits
-    /// or opens another. kcov WARNs on each, and if the task were in another section or had KCOV
-    /// of its own, the drop's `kcov_remote_stop` would end that one, handing its buffer (mapped
-    /// into user space, for `KCOV_ENABLE`) to kcov's pool of remote areas.
+    /// themselves), in task context and able to sleep (kcov may `vmalloc` the section's area),
+    /// in no section, and must drop the section before it exits or opens another. kcov WARNs on
+    /// a nested section or an exit inside one, and if the task were in another section or had
+    /// KCOV of its own, the drop's `kcov_remote_stop` would end that one, handing its buffer
+    /// (mapped into user space, for `KCOV_ENABLE`) to kcov's pool of remote areas.
     pub(crate) unsafe fn start(handle: Handle) -> Self {
         #[cfg(CONFIG_KCOV)]
-        if handle.0 != 0 {
+        if handle.id != 0 {
             // SAFETY: A common handle (subsystem 0), which `kcov_check_handle` accepts. The
             // caller is a kernel thread in task context, in no section and with no KCOV of its
             // own (the function's safety requirements): so `kcov_remote_start` either starts a
-            // section or, the handle not being registered, leaves the task's KCOV mode off, in
-            // which case `kcov_remote_stop` does nothing.
-            unsafe { ffi::kcov_remote_start(handle.0) };
+            // section or (the handle not registered, no memory for the area) leaves the task's
+            // KCOV mode off, in which case `kcov_remote_stop` does nothing.
+            unsafe { ffi::kcov_remote_start(handle.id) };
             // INVARIANT: Started above, on this task, under the function's requirements.
             return Self {
                 open: true,

@@ -167,8 +167,8 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement, `arg` is a valid `Start<T>` until `done`.
     let start = unsafe { &*arg.cast::<Start<T>>() };
     let work = start.work;
-    // SAFETY: A new kernel thread, in task context and in no section; the section is dropped
-    // before `run` and before any return.
+    // SAFETY: A new kernel thread (its KCOV state reset by `kcov_task_init`), in task context,
+    // holding no lock, in no section; the section is dropped before `run` and any return.
     let section = unsafe { kcov::Section::start(start.cov) };
     // SAFETY: `owner` is valid until `done` is completed, below.
     let joined = unsafe { (start.join)(start.owner) };

@@ -207,8 +207,10 @@ impl<T: Served> ThreadWork for Runner<T> {
             // Serving a channel is recorded for its opener's KCOV collector, if any; the wait
             // and the yield are not (as vhost's worker records each work item, not its idle
             // time).
-            // SAFETY: This is the worker's kernel thread, in task context; the section is
-            // dropped before the yield below, the next one, and any return.
+            // SAFETY: This is the worker's kernel thread (only the trampoline makes a
+            // `ThreadCtx`), in task context, holding no lock, in no section (the trampoline's
+            // ended before `run`) and with no KCOV of its own; the section is dropped before the
+            // yield below, the next one, and any return.
             let cov = unsafe { kcov::Section::start(item.coverage()) };
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;

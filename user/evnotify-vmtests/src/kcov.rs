@@ -18,7 +18,9 @@ pub struct Recording {
 pub fn start(name: &str) -> Option<Result<Recording>> {
     let dir = std::env::var_os("EVNOTIFY_KCOV_DIR")?;
     Some((|| {
-        let mut placer = Placer::new("rust_evnotify", "/lib/modules/rust_evnotify.ko".as_ref())?;
+        let ko =
+            std::env::var("EVNOTIFY_KO").unwrap_or_else(|_| "/lib/modules/rust_evnotify.ko".into());
+        let mut placer = Placer::new("rust_evnotify", ko.as_ref())?;
         // Where the module is now, for PCs of a load that a reload in the test replaces.
         placer.place(&BTreeSet::new());
         Ok(Recording {
