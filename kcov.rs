@@ -46,9 +46,8 @@ impl Handle {
         #[cfg(CONFIG_KCOV)]
         {
             // SAFETY: `kcov_common_handle` only reads `current->kcov_handle`; any context.
-            Self {
-                id: unsafe { ffi::kcov_common_handle() }.val,
-            }
+            let id = unsafe { ffi::kcov_common_handle() }.val;
+            Self { id }
         }
         #[cfg(not(CONFIG_KCOV))]
         Self {}
