@@ -9,6 +9,7 @@ use std::{collections::BTreeSet, io::Write, path::PathBuf};
 
 /// A test's recording.
 pub struct Recording {
+    name: String,
     kcov: Collector,
     placer: Placer,
     out: PathBuf,
@@ -24,6 +25,7 @@ pub fn start(name: &str) -> Option<Result<Recording>> {
         // Where the module is now, for PCs of a load that a reload in the test replaces.
         placer.place(&BTreeSet::new());
         Ok(Recording {
+            name: name.into(),
             kcov: Collector::local(1 << 21)?,
             placer,
             out: PathBuf::from(dir).join(format!("{name}.points")),
@@ -42,7 +44,8 @@ impl Recording {
             std::fs::File::create(&self.out).with_context(|| format!("{}", self.out.display()))?;
         writeln!(
             f,
-            "# buffer full: {full}; distinct PCs {}; unplaced {}",
+            "# {}: buffer full: {full}; distinct PCs {}; unplaced {}",
+            self.name,
             pcs.len(),
             self.placer.unplaced
         )?;
