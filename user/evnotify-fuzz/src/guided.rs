@@ -12,7 +12,7 @@
 //!
 //! Every `EVNOTIFY_IOC_STATS` and `EVNOTIFY_IOC_WORKER` reply is checked as in the random mode.
 
-use crate::{broken_reply, survivable, Buf, KNOWN};
+use crate::{broken_reply, survivable, Buf};
 use anyhow::{ensure, Context, Result};
 use evnotify::sys;
 use evnotify_kcov::{Collector, Placer};
@@ -232,7 +232,7 @@ impl Gen {
 
     fn cmd(&mut self) -> u64 {
         let r = &mut self.rng;
-        let k = *KNOWN.choose(r).unwrap_or(&sys::IOC_VERSION);
+        let k = *sys::IOCTLS.choose(r).unwrap_or(&sys::IOC_VERSION);
         match r.random_range(0..20) {
             0..=16 => k,
             // A known number with another size or direction.

@@ -100,20 +100,6 @@ fn survivable(signo: i32) -> i32 {
     }
 }
 
-/// The device's ioctl numbers.
-const KNOWN: [u64; 10] = [
-    sys::IOC_VERSION,
-    sys::IOC_ATTACH,
-    sys::IOC_KICK,
-    sys::IOC_STATS,
-    sys::IOC_KICKFD,
-    sys::IOC_TIMER,
-    sys::IOC_SIGNAL,
-    sys::IOC_BUSYPOLL,
-    sys::IOC_SHARE_WORKER,
-    sys::IOC_WORKER,
-];
-
 /// A buffer big enough for any request, with room to misalign.
 #[repr(C, align(8))]
 struct Buf([u8; 256]);
@@ -165,10 +151,10 @@ impl Worker<'_> {
     fn cmd(&mut self) -> u64 {
         let r = &mut self.rng;
         match r.random_range(0..10) {
-            0..=5 => KNOWN[r.random_range(0..KNOWN.len())],
+            0..=5 => sys::IOCTLS[r.random_range(0..sys::IOCTLS.len())],
             6 => {
                 // A known number with another size or direction.
-                let k = KNOWN[r.random_range(0..KNOWN.len())];
+                let k = sys::IOCTLS[r.random_range(0..sys::IOCTLS.len())];
                 let dir = r.random_range(0..4u64) << 30;
                 let size = r.random_range(0..128u64) << 16;
                 (k & 0xffff) | dir | size

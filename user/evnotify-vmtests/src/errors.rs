@@ -307,18 +307,7 @@ fn bad_addresses() -> Result<Vec<usize>> {
 fn err_bad_pointer_efault() -> Result<()> {
     let ch = Channel::open()?;
     for addr in bad_addresses()? {
-        for req in [
-            sys::IOC_VERSION,
-            sys::IOC_ATTACH,
-            sys::IOC_KICK,
-            sys::IOC_STATS,
-            sys::IOC_KICKFD,
-            sys::IOC_TIMER,
-            sys::IOC_SIGNAL,
-            sys::IOC_BUSYPOLL,
-            sys::IOC_SHARE_WORKER,
-            sys::IOC_WORKER,
-        ] {
+        for req in sys::IOCTLS {
             expect_errno(
                 raw(&ch, req, addr),
                 Errno::EFAULT,

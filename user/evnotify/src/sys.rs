@@ -217,6 +217,19 @@ pub const IOC_SHARE_WORKER: u64 =
     nix::request_code_write!(IOC_MAGIC, 0x08, size_of::<Share>()) as u64;
 /// `EVNOTIFY_IOC_WORKER`.
 pub const IOC_WORKER: u64 = nix::request_code_read!(IOC_MAGIC, 0x09, size_of::<Worker>()) as u64;
+/// Every ioctl number of the header, in order.
+pub const IOCTLS: [u64; 10] = [
+    IOC_VERSION,
+    IOC_ATTACH,
+    IOC_KICK,
+    IOC_STATS,
+    IOC_KICKFD,
+    IOC_TIMER,
+    IOC_SIGNAL,
+    IOC_BUSYPOLL,
+    IOC_SHARE_WORKER,
+    IOC_WORKER,
+];
 
 #[cfg(test)]
 mod tests {
