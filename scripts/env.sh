@@ -25,7 +25,8 @@ KMAKE_VARS=(RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustd
 # Config fragments merged onto tinyconfig, the last to name an option deciding it.
 # EVNOTIFY_DEBUG=1 selects the debug kernel (KASAN, kmemleak, debug objects), which must be
 # built with clang; EVNOTIFY_BENCH=1 the bench kernel (no lockdep or other checks);
-# EVNOTIFY_COVERAGE=1 the coverage kernel (the test kernel with KCOV).
+# EVNOTIFY_COVERAGE=1 the coverage kernel (the test kernel with KCOV); EVNOTIFY_TRACE=1 with
+# EVNOTIFY_BENCH=1 the trace kernel (the bench kernel with ftrace, for profiles).
 _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # A checkout whose path has a space (or any blank) cannot build: Kbuild's M= and the VM's
 # initramfs list split paths at blanks. Refuse before anything starts, saying so (a usage
@@ -65,6 +66,7 @@ if [ "${EVNOTIFY_DEBUG:-0}" = 1 ]; then
 	KMAKE_VARS+=(LLVM=-19)
 elif [ "${EVNOTIFY_BENCH:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-bench.config")
+	[ "${EVNOTIFY_TRACE:-0}" != 1 ] || KCONFIGS+=("$_here/kernel-trace.config")
 elif [ "${EVNOTIFY_COVERAGE:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-coverage.config")
 fi
