@@ -39,12 +39,8 @@ use kernel::{
 /// it.
 const ALARM_GAP: Delta = Delta::from_micros(100);
 
-/// Most times a channel's alarm re-arms itself before its worker has run (see the callback):
-/// at the 1 ms minimum period, the worker is woken for more about twice a second. It was 16
-/// (a wake-up every 8 ticks), which cost ticks in the tail: in the emulated VM, each wake-up
-/// of the worker on another CPU stalled the callback that sent it for up to a host timeslice
-/// (2 ms, ftrace on the trace kernel), and the tick it came with was read that late.
-const ALARM_CREDIT: u32 = 512;
+/// Most times a channel's alarm re-arms itself before its worker has run (see the callback).
+const ALARM_CREDIT: u32 = 16;
 
 /// `deadline`, or `floor` if that is later.
 fn spaced(deadline: Instant<Monotonic>, floor: Option<Instant<Monotonic>>) -> Instant<Monotonic> {
@@ -180,13 +176,13 @@ impl Shared {
     }
 
     /// Arms the alarm for the channel's next deadline from the caller's CPU, where it usually
-    /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller). If the worker is
-    /// serving the channel, waits for its batch: left to the worker, the alarm was armed on the
-    /// worker's CPU, and each tick woke the reader across CPUs (seen in a trace of a fresh
-    /// channel, whose thread was still busy with the kick that started it; a plain reader's
-    /// lateness at 10 ms went from 1.5 ms to 0.25 ms at p50 with this wait).
+    /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller); if the worker is
+    /// serving the channel, queues it to do so instead.
     pub(crate) fn arm_here(this: ArcBorrow<'_, Self>) {
-        let mut alarm = this.serving.lock();
+        let Some(mut alarm) = this.serving.try_lock() else {
+            Shared::update(this, false, |_| true);
+            return;
+        };
         let arc: Arc<Self> = this.into();
         arc.set_alarm(&mut alarm, false);
     }

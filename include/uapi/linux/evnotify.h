@@ -141,10 +141,9 @@ struct evnotify_stats {
  * reader, and not counted in wakeups or polled; the channel's thread delivers
  * the others (several ticks due at once, slots with kicks pending, signals,
  * ticks it finds due first).  The timer is armed on the CPU of the caller
- * that set it (the call waits for a batch in flight on the channel's thread)
- * and usually re-arms itself there, but it expires at most 513 times (the
- * armed expiry and 512 re-arms) per run of the channel's thread, which is
- * woken for more once 256 or fewer are left, and twice per
+ * that set it and usually re-arms itself there, but it expires at most 17
+ * times (the armed expiry and 16 re-arms) per run of the channel's thread,
+ * which is woken for more once 8 or fewer are left, and twice per
  * EVNOTIFY_IOC_TIMER call: a thread that cannot run stops the ticks, and
  * catches up when it runs again.
  * Late ticks are delivered late, never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
