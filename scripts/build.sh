@@ -25,3 +25,8 @@ fi
 mkdir -p "$repo/build"
 gcc -static -O2 -Wall -Wextra -Werror -I"$repo/include/uapi" \
 	-o "$repo/build/evnotify-example" "$repo/user/examples/evnotify-example.c"
+# The probes to profile with (bench/probes, docs/testing.md): C users of the header too.
+for p in rtt timer; do
+	gcc -static -O2 -Wall -Wextra -Werror -I"$repo/include/uapi" \
+		-o "$repo/build/evnotify-probe-$p" "$repo/bench/probes/evnotify-probe-$p.c"
+done

@@ -218,7 +218,9 @@ spec=$out/initramfs.spec
 	for b in evnotify evnotify-vmtests evnotify-bench evnotify-fuzz evnotify-kcov; do
 		echo "file /bin/$b $repo/user/target/$RUST_TARGET/release/$b 755 0 0"
 	done
-	echo "file /bin/evnotify-example $repo/build/evnotify-example 755 0 0"
+	for b in evnotify-example evnotify-probe-rtt evnotify-probe-timer; do
+		echo "file /bin/$b $repo/build/$b 755 0 0"
+	done
 	for f in "$root"/add/*; do
 		[ -e "$f" ] && echo "file /add/$(basename "$f") $f 755 0 0"
 	done

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * evnotify-probe-rtt: the polled round trip, for profiling (docs/design.md). Kicks slot 0 by
+ * ioctl from CPU 0; the channel's thread, pinned to CPU 1, busy polls; the caller reads its
+ * eventfd, spinning on a non-blocking read ("spin") or blocking in read(2) ("block"). With
+ * "marks", each round trip writes "K" to the ftrace marker first.
+ *
+ *   evnotify-probe-rtt ROUND_TRIPS BUSYPOLL_NS spin|block|marks
+ *
+ * Prints the round trip's p50, p90 and p99 in ns. Not a benchmark (make bench is): a load
+ * to trace, whose figures are comparable only within one boot.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/evnotify.h>
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int fail(const char *what)
+{
+	fprintf(stderr, "evnotify-probe-rtt: %s: %s\n", what, strerror(errno));
+	return 1;
+}
+
+/* Reads one notification: spins on EAGAIN if spin is set. */
+static int wait_one(int fd, int spin)
+{
+	uint64_t v;
+	ssize_t r;
+
+	while ((r = read(fd, &v, sizeof(v))) != sizeof(v))
+		if (!spin || errno != EAGAIN)
+			return -1;
+	return v == 1 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct evnotify_kick kick = { .slot = 0, .count = 1 };
+	struct evnotify_stats st;
+	cpu_set_t cpus;
+	uint64_t *lat;
+	int n, spin, marks, mk = -1, dev, fd;
+
+	if (argc != 4 || (n = atoi(argv[1])) <= 0) {
+		fprintf(stderr, "usage: %s ROUND_TRIPS BUSYPOLL_NS spin|block|marks\n", argv[0]);
+		return 2;
+	}
+	spin = !strcmp(argv[3], "spin");
+	marks = !strcmp(argv[3], "marks");
+	if (!spin && !marks && strcmp(argv[3], "block")) {
+		fprintf(stderr, "%s: the mode is spin, block or marks, not '%s'\n", argv[0], argv[3]);
+		return 2;
+	}
+	struct evnotify_busypoll bp = { .limit_ns = (uint32_t)strtoul(argv[2], NULL, 0) };
+
+	if (marks && (mk = open("/sys/kernel/tracing/trace_marker", O_WRONLY)) < 0)
+		return fail("/sys/kernel/tracing/trace_marker");
+	dev = open("/dev/evnotify", O_RDWR);
+	if (dev < 0)
+		return fail("/dev/evnotify");
+	fd = eventfd(0, spin ? EFD_NONBLOCK : 0);
+	if (fd < 0)
+		return fail("eventfd");
+	struct evnotify_attach at = { .slot = 0, .fd = fd };
+
+	if (ioctl(dev, EVNOTIFY_IOC_ATTACH, &at) || ioctl(dev, EVNOTIFY_IOC_BUSYPOLL, &bp))
+		return fail("EVNOTIFY_IOC_ATTACH/BUSYPOLL");
+	/* The first kick starts the thread; then it is pinned, and the caller too. */
+	if (ioctl(dev, EVNOTIFY_IOC_KICK, &kick) || wait_one(fd, spin))
+		return fail("warm-up kick");
+	if (ioctl(dev, EVNOTIFY_IOC_STATS, &st))
+		return fail("EVNOTIFY_IOC_STATS");
+	CPU_ZERO(&cpus);
+	CPU_SET(1, &cpus);
+	if (sched_setaffinity(st.thread_pid, sizeof(cpus), &cpus))
+		return fail("pinning the channel's thread to CPU 1");
+	CPU_ZERO(&cpus);
+	CPU_SET(0, &cpus);
+	if (sched_setaffinity(0, sizeof(cpus), &cpus))
+		return fail("pinning to CPU 0");
+	lat = calloc((size_t)n, sizeof(*lat));
+	if (!lat)
+		return fail("calloc");
+	for (int i = -1000; i < n; i++) {
+		uint64_t t;
+
+		if (mk >= 0 && i >= 0 && write(mk, "K\n", 2) != 2)
+			return fail("trace_marker");
+		t = mono_ns();
+		if (ioctl(dev, EVNOTIFY_IOC_KICK, &kick) || wait_one(fd, spin))
+			return fail("round trip");
+		if (i >= 0)
+			lat[i] = mono_ns() - t;
+	}
+	qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
+	printf("%s rtt ns: p50 %llu p90 %llu p99 %llu (n %d, busypoll %u ns)\n", argv[3],
+	       (unsigned long long)lat[n / 2], (unsigned long long)lat[n * 9 / 10],
+	       (unsigned long long)lat[n * 99 / 100], n, bp.limit_ns);
+	return 0;
+}
