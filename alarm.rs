@@ -15,6 +15,7 @@ use crate::{
     uapi::NR_SLOTS,
 };
 use kernel::{
+    bindings,
     sync::{
         atomic::Relaxed,
         Arc,
@@ -22,6 +23,7 @@ use kernel::{
     },
     time::{
         hrtimer::{
+            HasHrTimer,
             HrTimerCallback,
             HrTimerCallbackContext,
             HrTimerPointer,
@@ -157,7 +159,9 @@ impl Shared {
         }
         // Cancelling waits for a running callback, which takes `inner`, the run queue and the
         // wait-queue locks of the eventfds it signals (and, through their waiters, other
-        // channels' `inner` and run queues): none is held here.
+        // channels' `inner` and run queues): none is held here. A reader's restart
+        // (`slot_read`) stops at `live`, cleared under `inner` before the handle goes.
+        self.inner.lock().alarm.live = false;
         drop(alarm.handle.take());
         let mut inner = self.inner.lock();
         let deadline = inner.next_deadline();
@@ -173,6 +177,43 @@ impl Shared {
         a.at = at;
         drop(inner);
         alarm.handle = at.map(|at| self.clone().start(at));
+        if alarm.handle.is_some() {
+            self.inner.lock().alarm.live = true;
+        }
+    }
+
+    /// Someone read the notify eventfd of `slot` (a [`ReadHook`](crate::eventfd::ReadHook)'s
+    /// wake-up: in the reading task, interrupts off, under the eventfd's wait-queue lock). If
+    /// the slot has a timer, grants the alarm [`ALARM_CREDIT`] re-arms and restarts it, for
+    /// the same expiry, on this CPU: as a timerfd is re-armed by its reader in `read`, so that
+    /// the expiry wakes the reader where it sleeps, and the reader's reads, not only the
+    /// thread's runs, pace the interrupt work. Left alone while the callback runs (it re-arms
+    /// itself) and while `set_alarm` replaces the timer (`live` is false).
+    pub(crate) fn slot_read(self: &Arc<Self>, slot: usize) {
+        let mut inner = self.inner.lock();
+        if inner.closed || inner.timer_mask & (1 << slot) == 0 {
+            return;
+        }
+        let a = &mut inner.alarm;
+        a.credit = a.credit.max(ALARM_CREDIT);
+        if !a.live {
+            return;
+        }
+        let this = Arc::as_ptr(self);
+        // SAFETY: `this` points to a live `Shared`. `live` is true under `inner`, which we
+        // hold, so the handle of the started alarm is held and is dropped (cancelling the
+        // timer, whatever started it) only after `live` is cleared under `inner`: the timer
+        // restarted here is cancelled by that drop, as `HasHrTimer::start` requires, and the
+        // callback's `ArcBorrow` stays backed by the handle's reference. The timer is
+        // restarted only if `hrtimer_try_to_cancel` took it off its queue (1): not while its
+        // callback runs (-1), which re-arms it itself, nor when it is not armed (0). Both
+        // calls take the hrtimer base's lock, after `inner` (nothing takes `inner` under it).
+        unsafe {
+            let timer = <Shared as HasHrTimer<Shared>>::c_timer_ptr(this).cast_mut();
+            if bindings::hrtimer_try_to_cancel(timer) == 1 {
+                <Shared as HasHrTimer<Shared>>::start(this, self.alarm.expires());
+            }
+        }
     }
 
     /// Arms the alarm for the channel's next deadline from the caller's CPU, where it usually

@@ -10,11 +10,13 @@
 use crate::{
     eventfd::{
         EventFd,
-        KickFd, //
+        KickFd,
+        ReadHook, //
     },
     limits::OpenSlot,
     shared::{
         Shared,
+        SlotReader,
         SlotSink, //
     },
     signal::SigTarget,
@@ -144,15 +146,24 @@ impl Channel {
 
     /// Attaches the eventfd `fd` to `slot`, or detaches with `fd == -1`. The previous eventfd,
     /// if any, is released; a batch already taken by the worker still goes to it.
+    ///
+    /// The eventfd gets a read hook, so that its reader re-arms the slot's timer where it
+    /// reads, as a timerfd's does (see `Shared::slot_read`).
     pub(crate) fn attach(&self, slot: usize, fd: i32) -> Result {
-        let new = match fd {
-            -1 => None,
-            fd => Some(Arc::new(EventFd::from_fd(fd)?, GFP_KERNEL_ACCOUNT)?),
+        let (efd, hook) = match fd {
+            -1 => (None, None),
+            fd => {
+                // One lookup of `fd`, so that the hook is on the eventfd attached.
+                let (efd, file) = EventFd::with_file(fd)?;
+                let sink = SlotReader {
+                    shared: self.shared.clone(),
+                    slot,
+                };
+                let hook = ReadHook::new(&file, sink)?;
+                (Some(Arc::new(efd, GFP_KERNEL_ACCOUNT)?), Some(hook))
+            }
         };
-        let old = core::mem::replace(&mut self.shared.inner.lock().slots[slot].efd, new);
-        // Released after the guard, as the last reference may free the context.
-        drop(old);
-        Ok(())
+        self.shared.attach(slot, efd, hook)
     }
 
     /// Queues `count` kicks on `slot` for the worker.

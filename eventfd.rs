@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The only user of the eventfd C API: [`EventFd`] signals an eventfd, [`KickFd`] listens to one.
+//! The only user of the eventfd C API: [`EventFd`] signals an eventfd, [`KickFd`] listens to
+//! one's writes, [`ReadHook`] to its reads.
 //! A leaf: it calls only `compat` (for the wait-queue lock), and delivers through the
 //! [`KickSink`] trait it defines.
 
@@ -44,19 +45,6 @@ unsafe impl Send for EventFd {}
 unsafe impl Sync for EventFd {}
 
 impl EventFd {
-    /// Takes a reference to the eventfd open as `fd` in the current process.
-    ///
-    /// Fails with `EBADF` if `fd` is not open and `EINVAL` if it is not an eventfd.
-    pub(crate) fn from_fd(fd: i32) -> Result<Self> {
-        // SAFETY: `eventfd_ctx_fdget` accepts any integer and looks it up in the current task's
-        // file table.
-        let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fdget(fd) })?;
-        let ctx = NonNull::new(ctx).ok_or(EINVAL)?;
-        // INVARIANT: On success `eventfd_ctx_fdget` returned a valid context with a new
-        // reference, which `Self` now owns.
-        Ok(Self { ctx })
-    }
-
     /// Adds one to the eventfd's counter and wakes its readers, with [`ECHO`] in the wake-up
     /// key, so that a [`KickFd`] on the same eventfd knows the kick came from a channel (its
     /// thread, or its alarm).
@@ -184,15 +172,29 @@ fn is_semaphore(file: &LocalFile) -> Result<bool> {
     Ok(text.get(at + KEY.len()) != Some(&b'0'))
 }
 
+impl EventFd {
+    /// Takes a reference to the eventfd open as `fd` in the current process, with its file.
+    ///
+    /// Fails with `EBADF` if `fd` is not open and `EINVAL` if it is not an eventfd.
+    pub(crate) fn with_file(fd: i32) -> Result<(Self, ARef<LocalFile>)> {
+        let file = LocalFile::fget(u32::try_from(fd).map_err(|_| EBADF)?)?;
+        Ok((Self::from_file(&file)?, file))
+    }
+
+    /// Takes a reference to the eventfd that `file` is; `EINVAL` if it is not one.
+    fn from_file(file: &LocalFile) -> Result<Self> {
+        // SAFETY: `file` is a valid file, kept alive by the caller's reference.
+        let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fileget(file.as_ptr()) })?;
+        // INVARIANT: `eventfd_ctx_fileget` returned a new reference, now owned by `Self`.
+        Ok(Self {
+            ctx: NonNull::new(ctx).ok_or(EINVAL)?,
+        })
+    }
+}
+
 /// Takes a reference to the eventfd open as `fd`, with its file, if it can be a kick eventfd.
 fn kick_eventfd(fd: i32) -> Result<(EventFd, ARef<LocalFile>)> {
-    let file = LocalFile::fget(u32::try_from(fd).map_err(|_| EBADF)?)?;
-    // SAFETY: `file` is a valid file, kept alive by the reference we hold.
-    let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fileget(file.as_ptr()) })?;
-    // INVARIANT: `eventfd_ctx_fileget` returned a new reference, now owned by `EventFd`.
-    let ctx = EventFd {
-        ctx: NonNull::new(ctx).ok_or(EINVAL)?,
-    };
+    let (ctx, file) = EventFd::with_file(fd)?;
     if is_semaphore(&file)? {
         return Err(compat::eopnotsupp());
     }
@@ -393,5 +395,152 @@ impl<S: KickSink> PinnedDrop for KickFd<S> {
         // function took every write already, and a disarmed one's count belongs to the
         // eventfd's reader.
         unsafe { bindings::remove_wait_queue(wqh.as_ptr(), self.wait.get()) };
+    }
+}
+
+/// Told of reads of an eventfd by a [`ReadHook`]. Runs in atomic context, under the eventfd's
+/// wait-queue lock with interrupts off, in the reading task: it must not sleep or signal an
+/// eventfd, and its work must be bounded.
+pub(crate) trait ReadSink: Send + Sync {
+    /// Someone read the eventfd's counter (it was not zero).
+    fn consumed(&self);
+}
+
+/// A wait-queue entry on an eventfd that sees its reads: `eventfd_read` wakes the queue with
+/// `EPOLLOUT` once it has taken the count, in the reader's context (`fs/eventfd.c`). An
+/// ordinary entry (not exclusive, not a priority waiter), so any number of hooks and waiters
+/// share the eventfd, and every wake-up of the queue reaches it; it takes nothing from the
+/// eventfd.
+///
+/// # Invariants
+///
+/// - `wait` is initialised with `read_wake::<S>` and, once `new` returns, linked on the wait
+///   queue of `ctx`, which its `private` field points to, until `drop` removes it.
+/// - While linked, `read_wake::<S>` may run at any time; it only touches `sink` and the entry,
+///   valid for the lifetime of `self`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct ReadHook<S: ReadSink> {
+    #[pin]
+    wait: Opaque<bindings::wait_queue_entry>,
+    #[pin]
+    pt: Opaque<bindings::poll_table_struct>,
+    ctx: EventFd,
+    sink: S,
+}
+
+// SAFETY: Once `new` returns, the raw C entry is only written under the eventfd's wait-queue
+// lock, and `S` is `Send`.
+unsafe impl<S: ReadSink> Send for ReadHook<S> {}
+
+// SAFETY: No `&self` method changes anything; `S`'s methods are `Sync`.
+unsafe impl<S: ReadSink> Sync for ReadHook<S> {}
+
+impl<S: ReadSink> ReadHook<S> {
+    /// Links a hook for `sink` on the eventfd `file`, which the caller checked is an eventfd.
+    pub(crate) fn new(file: &LocalFile, sink: S) -> Result<Pin<KBox<Self>>> {
+        let ctx = EventFd::from_file(file)?;
+        let this = KBox::pin_init(
+            pin_init!(Self {
+                wait: Opaque::uninit(),
+                pt: Opaque::uninit(),
+                ctx,
+                sink,
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        let wait = this.wait.get();
+        let pt = this.pt.get();
+        // SAFETY: `wait` and `pt` are pinned, not yet shared with C, so plain writes are fine.
+        // The entry starts self-linked and unlinked (`private` null) until `read_queue::<S>`
+        // links it.
+        unsafe {
+            wait.write(bindings::wait_queue_entry {
+                flags: 0,
+                private: core::ptr::null_mut(),
+                func: Some(read_wake::<S>),
+                entry: bindings::list_head {
+                    next: &raw mut (*wait).entry,
+                    prev: &raw mut (*wait).entry,
+                },
+            });
+            pt.write(bindings::poll_table_struct {
+                _qproc: Some(read_queue::<S>),
+                _key: !0,
+            });
+        }
+        // SAFETY: `file` is an eventfd, whose `poll` is always set. This is `vfs_poll`, which
+        // calls `read_queue::<S>` once with the eventfd's wait queue, which links `wait`.
+        unsafe {
+            let fops = (*file.as_ptr()).f_op;
+            match (*fops).poll {
+                Some(poll) => poll(file.as_ptr(), pt),
+                None => return Err(EINVAL),
+            }
+        };
+        // SAFETY: `wait` is initialised; only `read_queue::<S>`, during `poll`, writes `private`.
+        if unsafe { (*this.wait.get()).private.is_null() } {
+            // `poll` never offered its wait queue, which an eventfd always does.
+            return Err(EINVAL);
+        }
+        Ok(this)
+    }
+}
+
+/// `poll_queue_proc`: links a [`ReadHook`]'s entry on the eventfd's wait queue.
+///
+/// # Safety
+///
+/// `pt` must be the `pt` field of a pinned `ReadHook<S>`, and `wqh` a valid wait queue head.
+unsafe extern "C" fn read_queue<S: ReadSink>(
+    _file: *mut bindings::file,
+    wqh: *mut bindings::wait_queue_head,
+    pt: *mut bindings::poll_table_struct,
+) {
+    // SAFETY: By the safety requirement `pt` lives in a `ReadHook<S>`; `Opaque` is transparent.
+    let this = unsafe { &*container_of!(pt.cast::<Opaque<_>>(), ReadHook<S>, pt) };
+    let wait = this.wait.get();
+    // SAFETY: `this` is pinned and its entry initialised; `wqh` is valid by the safety
+    // requirement. `private` records the queue for `new` and `drop`.
+    unsafe {
+        (*wait).private = wqh.cast();
+        bindings::add_wait_queue(wqh, wait);
+    }
+}
+
+/// `wait_queue_func_t` of a [`ReadHook`]: runs for every wake-up of the eventfd, under its
+/// wait-queue lock.
+///
+/// # Safety
+///
+/// `wait` must be the `wait` field of a live `ReadHook<S>`, and the caller must hold the lock
+/// of the wait queue it is linked on.
+unsafe extern "C" fn read_wake<S: ReadSink>(
+    wait: *mut bindings::wait_queue_entry,
+    _mode: c_uint,
+    _sync: c_int,
+    key: *mut c_void,
+) -> c_int {
+    // SAFETY: By the safety requirement `wait` lives in a `ReadHook<S>`.
+    let this = unsafe { &*container_of!(wait.cast::<Opaque<_>>(), ReadHook<S>, wait) };
+    if key as usize & EPOLLOUT != 0 {
+        this.sink.consumed();
+    }
+    // The entry stays linked until `drop`, also after a hang-up; the other waiters are woken.
+    0
+}
+
+#[pinned_drop]
+impl<S: ReadSink> PinnedDrop for ReadHook<S> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: `wait` is initialised; only `read_queue::<S>`, during `new`, writes `private`.
+        let wqh: *mut bindings::wait_queue_head = unsafe { (*self.wait.get()).private.cast() };
+        if wqh.is_null() {
+            // `new` failed before the entry was linked.
+            return;
+        }
+        // SAFETY: `wait` is linked on `wqh`, the eventfd's wait queue, valid while we hold
+        // `ctx`. This takes the queue's lock, so once it returns no `read_wake::<S>` is running
+        // or can start; `ctx` is released only afterwards, when the fields drop.
+        unsafe { bindings::remove_wait_queue(wqh, self.wait.get()) };
     }
 }

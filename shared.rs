@@ -14,7 +14,9 @@ use crate::{
     eventfd::{
         EventFd,
         KickFd,
-        KickSink, //
+        KickSink,
+        ReadHook,
+        ReadSink, //
     },
     kcov,
     signal::{
@@ -91,6 +93,21 @@ impl KickSink for SlotSink {
     }
 }
 
+/// The read hooks of a channel's notify eventfds, one per slot at most; allocated on the first.
+type ReadHooks = [Option<Pin<KBox<ReadHook<SlotReader>>>>; NR_SLOTS];
+
+/// Who is told of reads of a slot's notify eventfd: the channel's alarm (`Shared::slot_read`).
+pub(crate) struct SlotReader {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: usize,
+}
+
+impl ReadSink for SlotReader {
+    fn consumed(&self) {
+        self.shared.slot_read(self.slot);
+    }
+}
+
 /// The counters of what the thread and the alarm did; see `struct evnotify_stats`.
 pub(crate) struct Counters {
     pub(crate) notifies: Atomic<u64>,
@@ -131,6 +148,11 @@ pub(crate) struct Shared {
     /// lock, then `inner`).
     #[pin]
     kickfds: Mutex<Option<KBox<KickFds>>>,
+    /// The read hooks of the slots' notify eventfds ([`Shared::attach`]). Never taken from
+    /// atomic context; taken before `inner` (a hook's wake-up takes `inner` under the
+    /// eventfd's wait-queue lock, so a hook is dropped with neither held).
+    #[pin]
+    readers: Mutex<Option<KBox<ReadHooks>>>,
     /// Serialises giving the channel its worker, so that it gets exactly one.
     #[pin]
     pub(crate) start: Mutex<()>,
@@ -176,6 +198,7 @@ impl Shared {
             queued <- AtomicTracker::new(),
             busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
             kickfds <- new_mutex!(None, "Channel::kickfds"),
+            readers <- new_mutex!(None, "Channel::readers"),
             start <- new_mutex!((), "Channel::start"),
             serving <- new_mutex!(
                 Alarm { handle: None },
@@ -344,11 +367,45 @@ impl Shared {
         }
     }
 
-    /// Unhooks every kick eventfd: each holds the shared state, so this breaks the cycle when
-    /// the file is released; after it, no wake-up callback runs for the channel.
+    /// Unhooks every kick eventfd and read hook: each holds the shared state, so this breaks
+    /// the cycle when the file is released; after it, no wake-up callback runs for the channel.
     fn unhook_all(&self) {
         let fds = self.kickfds.lock().take();
         drop(fds);
+        let readers = self.readers.lock().take();
+        drop(readers);
+    }
+
+    /// Makes `efd` the notify eventfd of `slot` (none: detaches), with `hook` on it. The
+    /// previous eventfd and its hook are released after the locks; a batch the worker took
+    /// already still goes to the old one.
+    pub(crate) fn attach(
+        &self,
+        slot: usize,
+        efd: Option<Arc<EventFd>>,
+        hook: Option<Pin<KBox<ReadHook<SlotReader>>>>,
+    ) -> Result {
+        // Allocated first, so that a call that fails changes nothing.
+        let new = match hook.is_some() && self.readers.lock().is_none() {
+            true => Some(KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?),
+            false => None,
+        };
+        // Both replaced under `readers`, so that concurrent attaches leave one eventfd and
+        // its own hook.
+        let mut readers = self.readers.lock();
+        if readers.is_none() {
+            *readers = new;
+        }
+        let old = core::mem::replace(&mut self.inner.lock().slots[slot].efd, efd);
+        let old_hook = match readers.as_deref_mut() {
+            Some(table) => core::mem::replace(&mut table[slot], hook),
+            None => None,
+        };
+        drop(readers);
+        drop(old_hook);
+        // Released after the guard, as the last reference may free the context.
+        drop(old);
+        Ok(())
     }
 
     /// Releases the kick eventfds whose user space side was closed.

@@ -128,8 +128,13 @@ pub(crate) struct AlarmState {
     pub(crate) at: Option<Instant<Monotonic>>,
     /// It is not armed to expire before this (see `shared.rs`, `ALARM_GAP`).
     pub(crate) floor: Option<Instant<Monotonic>>,
-    /// How many more times the callback may re-arm it before the thread has run.
+    /// How many more times the callback may re-arm it before the thread has run (or a reader
+    /// of a timer slot's eventfd has read it).
     pub(crate) credit: u32,
+    /// Whether a handle of the started alarm is held (in `Shared::serving`), so that the timer
+    /// may be restarted in place (`Shared::slot_read`): the handle's drop cancels it. Cleared
+    /// before the handle is dropped.
+    pub(crate) live: bool,
 }
 
 /// A unit of work the thread took from [`Inner`].
@@ -177,6 +182,7 @@ impl Inner {
                 at: None,
                 floor: None,
                 credit: 0,
+                live: false,
             },
             kicks: 0,
             fd_kicks: 0,

@@ -27,6 +27,11 @@ pub const TESTS: &[Test] = &[
         "timer_alarm_paced_by_the_thread",
         timer_alarm_paced_by_the_thread,
     ),
+    ("timer_alarm_paced_by_reads", timer_alarm_paced_by_reads),
+    (
+        "timer_alarm_follows_its_reader",
+        timer_alarm_follows_its_reader,
+    ),
 ];
 
 /// The CPU the channel's thread is pinned to; the test's own thread runs on CPU 0.
@@ -217,17 +222,21 @@ fn timer_alarm_paced_by_the_thread() -> Result<()> {
         na.drain()?;
         nb.drain()?;
         let before = a.stats()?.timer_ticks;
-        let mut db = 0;
         for _ in 0..CALLS {
             std::thread::sleep(PERIOD * 4);
             // Right after one of B's ticks, so that the call finds none due (one it found
-            // would be queued, and leave the slot busy for the rest of the hold). A call that
-            // changes nothing: cancelling a slot with no timer.
-            db += nb.wait_timeout(PERIOD * 5)?;
+            // would be queued, and leave the slot busy for the rest of the hold), seen in the
+            // counters: a read of B's eventfd would grant re-arms too. A call that changes
+            // nothing: cancelling a slot with no timer.
+            let ticks = b.stats()?.timer_ticks;
+            let t = Instant::now();
+            while b.stats()?.timer_ticks == ticks && t.elapsed() < PERIOD * 5 {
+                std::hint::spin_loop();
+            }
             b.cancel_timer(63)?;
         }
         let due = a.stats()?.timer_ticks - before;
-        Ok((na.drain()?, db + nb.drain()?, due))
+        Ok((na.drain()?, nb.drain()?, due))
     })?;
     ensure!(
         da <= MOST && ta >= 4,
@@ -245,6 +254,93 @@ fn timer_alarm_paced_by_the_thread() -> Result<()> {
         let s = crate::idle(ch)?;
         ensure!(s.notifies == s.timer_ticks, "{s:?}");
     }
+    Ok(())
+}
+
+/// A read of a timer slot's eventfd grants the alarm its re-arms, as a run of the thread does
+/// (API version 6), as a timerfd is re-armed by its reader: with the thread held off its CPU
+/// for 60 periods, a reader that reads every tick keeps the timer going well past the 17
+/// expiries a run of the thread allows. (At 10 ms, so that no tick is late by a whole period,
+/// which would be a catch-up for the held thread.) The counts stay exact.
+fn timer_alarm_paced_by_reads() -> Result<()> {
+    const PERIOD: Duration = Duration::from_millis(10);
+    const HELD: u32 = 60;
+    let ch = pinned_channel()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_timer(0, PERIOD, 0)?;
+    let first = first_more(&n)?;
+    let read = with_cpu_held(|| {
+        let t = Instant::now();
+        let mut read = 0;
+        while t.elapsed() < PERIOD * HELD {
+            read += n.wait_timeout(PERIOD * 2)?;
+        }
+        Ok(read)
+    })?;
+    ensure!(
+        read >= u64::from(HELD) / 2,
+        "{read} ticks read in {HELD} periods while the thread could not run: {:?}",
+        ch.stats()?
+    );
+    ch.cancel_timer(0)?;
+    let s = crate::idle(&ch)?;
+    ensure!(
+        s.notifies == s.timer_ticks && first + read + n.drain()? == s.timer_ticks,
+        "{s:?}"
+    );
+    Ok(())
+}
+
+/// The local timer interrupts of each CPU (the `LOC` line of `/proc/interrupts`).
+fn local_timer_interrupts() -> Result<Vec<u64>> {
+    let text = std::fs::read_to_string("/proc/interrupts")?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("LOC:"))
+        .context("/proc/interrupts has no LOC line")?;
+    line.trim_start()["LOC:".len()..]
+        .split_whitespace()
+        .map_while(|w| w.parse::<u64>().ok())
+        .map(Ok)
+        .collect()
+}
+
+/// The timer follows its reader (API version 6), as a timerfd, which its reader re-arms, does:
+/// armed from CPU 0 and read from CPU 1, it expires on CPU 1 once read there, so the reader is
+/// woken where it sleeps. Seen in the local timer interrupts: over 300 ticks, CPU 1 takes
+/// them (beside its scheduler ticks, as many as CPU 0's), CPU 0 does not.
+fn timer_alarm_follows_its_reader() -> Result<()> {
+    const PERIOD: Duration = Duration::from_millis(1);
+    const TICKS: u64 = 300;
+    pin_me(0)?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_timer(0, PERIOD, 0)?;
+    let (d0, d1, got) = std::thread::scope(|sc| {
+        let reader = sc.spawn(|| -> Result<(u64, u64, u64)> {
+            pin_me(CPU)?;
+            first_more(&n)?;
+            let before = local_timer_interrupts()?;
+            let mut got = 0;
+            while got < TICKS {
+                got += first_more(&n)?;
+            }
+            let after = local_timer_interrupts()?;
+            ensure!(
+                before.len() > CPU && after.len() > CPU,
+                "{before:?} {after:?}"
+            );
+            Ok((after[0] - before[0], after[CPU] - before[CPU], got))
+        });
+        crate::join(reader, "reader")
+    })?;
+    ch.cancel_timer(0)?;
+    ensure!(
+        d1 >= d0 + TICKS / 2,
+        "local timer interrupts while {got} ticks were read on CPU {CPU}: CPU 0 {d0}, CPU {CPU} {d1}"
+    );
     Ok(())
 }
 
