@@ -2,8 +2,9 @@
 
 //! A channel's alarm: the hrtimer that fires at the channel's next deadline (a timer tick or
 //! an echo), delivers lone ticks itself from interrupt context, and re-arms itself within the
-//! credit the channel's worker grants. Owns the alarm's policy (spacing, credit, where it is
-//! armed); calls `shared` (the channel it belongs to), the slot state and the leaf wrappers.
+//! credit the channel's worker and its timer slots' readers grant. Owns the alarm's policy
+//! (spacing, credit, where it is armed, following the reader); calls `shared` (the channel it
+//! belongs to), the slot state and the leaf wrappers.
 
 use crate::{
     eventfd::EventFd,
@@ -41,7 +42,8 @@ use kernel::{
 /// it.
 const ALARM_GAP: Delta = Delta::from_micros(100);
 
-/// Most times a channel's alarm re-arms itself before its worker has run (see the callback).
+/// Most times a channel's alarm re-arms itself before its worker has run or a timer slot's
+/// eventfd is read (see the callback and `slot_read`).
 const ALARM_CREDIT: u32 = 16;
 
 /// `deadline`, or `floor` if that is later.
@@ -59,14 +61,16 @@ impl HrTimerCallback for Shared {
     /// callback wakes its reader: no hop through the worker. Queues the channel on its worker
     /// for the rest (signals, catch-ups, busy slots, echoes).
     ///
-    /// Re-arms itself for the next deadline, so that it stays on its CPU (usually the one of
-    /// the caller that set the timer, as a timerfd's) and needs no thread, but only
-    /// [`ALARM_CREDIT`] times in a row: the worker grants them each time it runs, and is woken
-    /// at every expiry once half are spent. A timerfd is re-armed by its reader, never in its
+    /// Re-arms itself for the next deadline, so that it stays on its CPU (the one of the
+    /// caller that set the timer, as a timerfd's, or of the last reader: `slot_read`) and
+    /// needs no thread, but only [`ALARM_CREDIT`] times in a row: the worker grants them each
+    /// time it runs, and so does each read of a timer slot's eventfd; the worker is woken at
+    /// every expiry once half are spent. A timerfd is re-armed by its reader, never in its
     /// callback, "to avoid DoS attacks specifying a very short timer period" (`fs/timerfd.c`);
-    /// here the interrupt work is likewise paced by a schedulable thread: at most
+    /// here the interrupt work is likewise paced by schedulable tasks: at most
     /// `ALARM_CREDIT + 1` expiries (the armed one and its re-arms) of at most `ALARM_TICKS`
-    /// eventfd signals each per run of the worker, and two per `EVNOTIFY_IOC_TIMER` call.
+    /// eventfd signals each per run of the worker or read, and two per `EVNOTIFY_IOC_TIMER`
+    /// call.
     ///
     /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`

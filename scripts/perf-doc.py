@@ -605,14 +605,14 @@ with a thread of its own.
     else:
         slots_text = "The 64 slots were not measured in this run."
     w(f"""- **Timers run on an hrtimer**; lateness p50 / p99, pinned reader: {parts}. A lone tick is signalled
-  from the alarm's own interrupt, as timerfd wakes its reader; what differs is where and when
-  that interrupt runs. A timerfd is re-armed by its reader, on the reader's CPU; the alarm
-  re-arms itself where it fired, so a reader on another CPU is woken across CPUs, and it wakes
-  the channel's thread every 8 expiries for more re-arms and for any catch-up. In this VM a
-  wake-up sent to another CPU from the callback can stall it for a host timeslice, about 2 ms
-  (traced: [design.md](design.md#the-timers-tail-for-a-plain-reader)), and its tick is read
-  that late. The module's figures may be up to the
-  start ± column too high: its timer starts during the call, a timerfd at a given time. {plain_text} {slots_text} {'No tick came early.' if early == 0 else f'{num(early)} ticks came early.'}
+  from the alarm's own interrupt, as timerfd wakes its reader, and each read of the slot's
+  eventfd restarts the alarm on the reader's CPU and grants it its re-arms, as a timerfd is
+  re-armed by its reader: so the reader is woken where it sleeps, and the channel's thread is
+  needed only for catch-ups and when nothing reads. In this VM a wake-up sent to another CPU
+  from the callback can stall it for a host timeslice, about 2 ms, which is what the plain
+  reader's tail was before (traced: [design.md](design.md#the-timers-tail-for-a-plain-reader)).
+  The module's figures may be up to the start ± column too high: its timer starts during the
+  call, a timerfd at a given time. {plain_text} {slots_text} {'No tick came early.' if early == 0 else f'{num(early)} ticks came early.'}
 - **Tails** (p99 and beyond) are the emulator's: host-thread scheduling of the vCPUs.
 """)
     return "\n".join(out)

@@ -258,7 +258,7 @@ fn timer_alarm_paced_by_the_thread() -> Result<()> {
 }
 
 /// A read of a timer slot's eventfd grants the alarm its re-arms, as a run of the thread does
-/// (API version 6), as a timerfd is re-armed by its reader: with the thread held off its CPU
+/// (API version 7), as a timerfd is re-armed by its reader: with the thread held off its CPU
 /// for 60 periods, a reader that reads every tick keeps the timer going well past the 17
 /// expiries a run of the thread allows. (At 10 ms, so that no tick is late by a whole period,
 /// which would be a catch-up for the held thread.) The counts stay exact.
@@ -306,7 +306,7 @@ fn local_timer_interrupts() -> Result<Vec<u64>> {
         .collect()
 }
 
-/// The timer follows its reader (API version 6), as a timerfd, which its reader re-arms, does:
+/// The timer follows its reader (API version 7), as a timerfd, which its reader re-arms, does:
 /// armed from CPU 0 and read from CPU 1, it expires on CPU 1 once read there, so the reader is
 /// woken where it sleeps. Seen in the local timer interrupts: over 300 ticks, CPU 1 takes
 /// them (beside its scheduler ticks, as many as CPU 0's), CPU 0 does not.
