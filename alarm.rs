@@ -17,6 +17,7 @@ use crate::{
 };
 use kernel::{
     bindings,
+    cpu::CpuId,
     sync::{
         atomic::Relaxed,
         Arc,
@@ -86,6 +87,8 @@ impl HrTimerCallback for Shared {
         if inner.closed {
             return HrTimerRestart::NoRestart;
         }
+        // Where it re-arms itself, if it does.
+        inner.alarm.cpu = Some(CpuId::current().as_u32());
         inner.alarm.floor = Some(now + ALARM_GAP);
         let taken = inner.fire_timers(now, true);
         for slot in bits(taken) {
@@ -145,9 +148,10 @@ impl Shared {
             let mut inner = self.inner.lock();
             let deadline = inner.next_deadline();
             let a = &mut inner.alarm;
-            // Only the worker grants re-arms: an ioctl grants one, so that a user's calls
-            // cannot keep the alarm going without the thread (a timerfd gives one expiry per
-            // call), and its first expiry wakes the worker for more.
+            // The worker grants re-arms (as do the owner's reads, `slot_read`): an ioctl grants
+            // one, so that a user's calls cannot keep the alarm going without the thread or
+            // reads (a timerfd gives one expiry per call), and its first expiry wakes the
+            // worker for more.
             a.credit = if grant { ALARM_CREDIT } else { a.credit.max(1) };
             // An alarm that will fire by the deadline (or is firing) re-arms itself for what is
             // due next, with the credit just granted: left alone, it stays on its CPU.
@@ -182,17 +186,24 @@ impl Shared {
         drop(inner);
         alarm.handle = at.map(|at| self.clone().start(at));
         if alarm.handle.is_some() {
-            self.inner.lock().alarm.live = true;
+            let mut inner = self.inner.lock();
+            inner.alarm.live = true;
+            // Started from here: on this CPU (or, with timer migration, on the one the
+            // kernel chose; a read then moves it once more than it needs to).
+            inner.alarm.cpu = Some(CpuId::current().as_u32());
         }
     }
 
-    /// Someone read the notify eventfd of `slot` (a [`ReadHook`](crate::eventfd::ReadHook)'s
-    /// wake-up: in the reading task, interrupts off, under the eventfd's wait-queue lock). If
-    /// the slot has a timer, grants the alarm [`ALARM_CREDIT`] re-arms and restarts it, for
-    /// the same expiry, on this CPU: as a timerfd is re-armed by its reader in `read`, so that
-    /// the expiry wakes the reader where it sleeps, and the reader's reads, not only the
-    /// thread's runs, pace the interrupt work. Left alone while the callback runs (it re-arms
-    /// itself) and while `set_alarm` replaces the timer (`live` is false).
+    /// The channel's owner read the notify eventfd of `slot` (a
+    /// [`ReadHook`](crate::eventfd::ReadHook)'s wake-up: in the reading task, interrupts off,
+    /// under the eventfd's wait-queue lock). If the slot has a timer, grants the alarm
+    /// [`ALARM_CREDIT`] re-arms and, if it is armed on another CPU, restarts it, for the same
+    /// expiry, on this one: as a timerfd is re-armed by its reader in `read`, so that the
+    /// expiry wakes the reader where it sleeps, and the reader's reads, not only the thread's
+    /// runs, pace the interrupt work. Left alone while the callback runs (it re-arms itself,
+    /// where it runs), while `set_alarm` replaces the timer and after `close` (`live` is
+    /// false), and when it is not armed: an alarm that stopped for want of re-arms owes ticks
+    /// by then, a catch-up, which is the thread's (it is woken at the expiry that stops it).
     pub(crate) fn slot_read(self: &Arc<Self>, slot: usize) {
         let mut inner = self.inner.lock();
         if inner.closed || inner.timer_mask & (1 << slot) == 0 {
@@ -200,23 +211,30 @@ impl Shared {
         }
         let a = &mut inner.alarm;
         a.credit = a.credit.max(ALARM_CREDIT);
-        if !a.live {
+        let here = CpuId::current().as_u32();
+        if !a.live || a.cpu == Some(here) {
             return;
         }
         let this = Arc::as_ptr(self);
         // SAFETY: `this` points to a live `Shared`. `live` is true under `inner`, which we
         // hold, so the handle of the started alarm is held and is dropped (cancelling the
-        // timer, whatever started it) only after `live` is cleared under `inner`: the timer
+        // timer, whatever started it) only after `live` is cleared under `inner` (by
+        // `set_alarm`, or by `close`, which clears it with `closed`): the timer
         // restarted here is cancelled by that drop, as `HasHrTimer::start` requires, and the
         // callback's `ArcBorrow` stays backed by the handle's reference. The timer is
         // restarted only if `hrtimer_try_to_cancel` took it off its queue (1): not while its
         // callback runs (-1), which re-arms it itself, nor when it is not armed (0). Both
         // calls take the hrtimer base's lock, after `inner` (nothing takes `inner` under it).
-        unsafe {
+        let moved = unsafe {
             let timer = <Shared as HasHrTimer<Shared>>::c_timer_ptr(this).cast_mut();
-            if bindings::hrtimer_try_to_cancel(timer) == 1 {
+            let queued = bindings::hrtimer_try_to_cancel(timer) == 1;
+            if queued {
                 <Shared as HasHrTimer<Shared>>::start(this, self.alarm.expires());
             }
+            queued
+        };
+        if moved {
+            inner.alarm.cpu = Some(here);
         }
     }
 

@@ -153,17 +153,18 @@ impl Channel {
         let (efd, hook) = match fd {
             -1 => (None, None),
             fd => {
-                // One lookup of `fd`, so that the hook is on the eventfd attached.
+                // One lookup of `fd`, so that the hook is on the eventfd attached. The hook is
+                // linked last: every step that can fail comes before, so a call that fails
+                // changes nothing.
                 let (efd, file) = EventFd::with_file(fd)?;
-                let sink = SlotReader {
-                    shared: self.shared.clone(),
-                    slot,
-                };
-                let hook = ReadHook::new(&file, sink)?;
-                (Some(Arc::new(efd, GFP_KERNEL_ACCOUNT)?), Some(hook))
+                let efd = Arc::new(efd, GFP_KERNEL_ACCOUNT)?;
+                self.shared.ensure_readers()?;
+                let sink = SlotReader::new(self.shared.clone(), slot);
+                (Some(efd), Some(ReadHook::new(&file, sink)?))
             }
         };
-        self.shared.attach(slot, efd, hook)
+        self.shared.attach(slot, efd, hook);
+        Ok(())
     }
 
     /// Queues `count` kicks on `slot` for the worker.

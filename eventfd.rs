@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The only user of the eventfd C API: [`EventFd`] signals an eventfd, [`KickFd`] listens to
-//! one's writes, [`ReadHook`] to its reads.
-//! A leaf: it calls only `compat` (for the wait-queue lock), and delivers through the
-//! [`KickSink`] trait it defines.
+//! one's writes, [`ReadHook`] to its reads. A leaf: it calls only `compat` (for the wait-queue
+//! lock), and delivers through the [`KickSink`] and [`ReadSink`] traits it defines.
 
 use crate::compat;
 use core::ptr::NonNull;

@@ -20,6 +20,7 @@ use crate::{
     },
     kcov,
     signal::{
+        self,
         Sent, //
         SigTarget,
     },
@@ -96,15 +97,34 @@ impl KickSink for SlotSink {
 /// The read hooks of a channel's notify eventfds, one per slot at most; allocated on the first.
 type ReadHooks = [Option<Pin<KBox<ReadHook<SlotReader>>>>; NR_SLOTS];
 
-/// Who is told of reads of a slot's notify eventfd: the channel's alarm (`Shared::slot_read`).
+/// Who is told of reads of a slot's notify eventfd: the channel's alarm (`Shared::slot_read`),
+/// for reads by the process that attached it (`owner`: its id in the initial pid namespace).
+/// Others may hold the eventfd too; their reads are theirs, and run nothing of the channel's
+/// but this comparison.
 pub(crate) struct SlotReader {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) slot: usize,
+    shared: Arc<Shared>,
+    slot: usize,
+    owner: i32,
+}
+
+impl SlotReader {
+    /// For `slot` of `shared`, read by the calling process.
+    pub(crate) fn new(shared: Arc<Shared>, slot: usize) -> Self {
+        Self {
+            shared,
+            slot,
+            owner: signal::current_process_id(),
+        }
+    }
 }
 
 impl ReadSink for SlotReader {
     fn consumed(&self) {
-        self.shared.slot_read(self.slot);
+        // In the reading task's context (`eventfd_read`, or an io_uring or AIO worker of its
+        // process).
+        if signal::current_process_id() == self.owner {
+            self.shared.slot_read(self.slot);
+        }
     }
 }
 
@@ -238,7 +258,10 @@ impl Shared {
     /// Waits for a batch in progress, not for the worker's other channels.
     pub(crate) fn close(&self) {
         self.unhook_all();
-        self.inner.lock().closed = true;
+        let mut inner = self.inner.lock();
+        inner.closed = true;
+        inner.alarm.live = false;
+        drop(inner);
         // The worker checks `closed` holding `serving`: after this, it does not serve the
         // channel again. Cancelling the alarm breaks its reference to the channel.
         let handle = self.serving.lock().handle.take();
@@ -384,18 +407,10 @@ impl Shared {
         slot: usize,
         efd: Option<Arc<EventFd>>,
         hook: Option<Pin<KBox<ReadHook<SlotReader>>>>,
-    ) -> Result {
-        // Allocated first, so that a call that fails changes nothing.
-        let new = match hook.is_some() && self.readers.lock().is_none() {
-            true => Some(KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?),
-            false => None,
-        };
+    ) {
         // Both replaced under `readers`, so that concurrent attaches leave one eventfd and
         // its own hook.
         let mut readers = self.readers.lock();
-        if readers.is_none() {
-            *readers = new;
-        }
         let old = core::mem::replace(&mut self.inner.lock().slots[slot].efd, efd);
         let old_hook = match readers.as_deref_mut() {
             Some(table) => core::mem::replace(&mut table[slot], hook),
@@ -405,6 +420,18 @@ impl Shared {
         drop(old_hook);
         // Released after the guard, as the last reference may free the context.
         drop(old);
+    }
+
+    /// Allocates the table of read hooks, unless the channel has it.
+    pub(crate) fn ensure_readers(&self) -> Result {
+        if self.readers.lock().is_some() {
+            return Ok(());
+        }
+        let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
+        let mut readers = self.readers.lock();
+        if readers.is_none() {
+            *readers = Some(new);
+        }
         Ok(())
     }
 

@@ -12,6 +12,17 @@ use kernel::{
     task::Task, //
 };
 
+/// The calling process's id (its thread group's) in the initial pid namespace, where ids are
+/// unique among live processes whatever namespace each is in. Any context with a current task
+/// (a wake-up callback in a reading task included): `task_tgid_nr_ns` only takes the RCU
+/// read lock. (Not a field of `task_struct` read from Rust: `CurrentTask::group_leader` did
+/// that, and tripped the debug assertions' misaligned-pointer check on the test kernel.)
+pub(crate) fn current_process_id() -> i32 {
+    // SAFETY: `current` is valid while it runs; `init_pid_ns` is a static of the kernel, only
+    // read (its address) here.
+    unsafe { bindings::task_tgid_nr_ns(Task::current_raw(), &raw mut bindings::init_pid_ns) }
+}
+
 /// Signals accepted: 1 to `_NSIG`, as `F_SETSIG` allows.
 pub(crate) const MAX_SIGNAL: i32 = bindings::_NSIG as i32;
 

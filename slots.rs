@@ -133,8 +133,10 @@ pub(crate) struct AlarmState {
     pub(crate) credit: u32,
     /// Whether a handle of the started alarm is held (in `Shared::serving`), so that the timer
     /// may be restarted in place (`Shared::slot_read`): the handle's drop cancels it. Cleared
-    /// before the handle is dropped.
+    /// before the handle is dropped (by `set_alarm`, and by `close` with `closed`).
     pub(crate) live: bool,
+    /// The CPU it was last armed or restarted on, or expired on: a read there need not move it.
+    pub(crate) cpu: Option<u32>,
 }
 
 /// A unit of work the thread took from [`Inner`].
@@ -183,6 +185,7 @@ impl Inner {
                 floor: None,
                 credit: 0,
                 live: false,
+                cpu: None,
             },
             kicks: 0,
             fd_kicks: 0,

@@ -44,8 +44,9 @@
  * timer's interrupt, without the channel's thread (see evnotify_timer).
  * 6: a worker's thread runs in the cgroups of the task that started it
  * (EVNOTIFY_F_CGROUPS).
- * 7: a read of a slot's notify eventfd re-arms the slot's timer on the
- * reader's CPU, and lets it re-arm itself 16 more times (see evnotify_timer).
+ * 7: a read of a slot's notify eventfd by the process that attached it
+ * moves the channel's timer to the reader's CPU and lets it re-arm itself
+ * 16 more times (see evnotify_timer).
  */
 #define EVNOTIFY_API_VERSION	7
 /* Number of notify slots in every channel. */
@@ -142,16 +143,18 @@ struct evnotify_stats {
  * per expiry) is signalled from the timer's interrupt, as timerfd wakes its
  * reader, and not counted in wakeups or polled; the channel's thread delivers
  * the others (several ticks due at once, slots with kicks pending, signals,
- * ticks it finds due first).  The timer is armed on the CPU of the caller
- * that set it; a read of the slot's notify eventfd (by anyone; a read that
- * takes a count) restarts it, for the same expiry, on the reader's CPU, as a
- * timerfd is re-armed by its reader, so that the reader is woken where it
- * sleeps.  It re-arms itself where it expired, but at most 16 times after the
- * last run of the channel's thread or read of the notify eventfd of one of the
- * channel's timer slots (each allows 16 more; the thread is woken for more
- * once 8 or fewer are left), and twice per EVNOTIFY_IOC_TIMER call: with
- * no such read and a thread that cannot run, the ticks stop after at most
- * 17 expiries, and the thread catches up when it runs again.
+ * ticks it finds due first).  The channel's timer is armed on the CPU of the
+ * caller that set it; a read (that takes a count) of a timer slot's notify
+ * eventfd by the process that attached that eventfd moves it, for the same
+ * expiry, to the reader's CPU, unless it is expiring at that moment, as a
+ * timerfd is re-armed by its reader: so the reader is usually woken where it
+ * sleeps.  Reads by other processes that hold the eventfd do nothing here.
+ * The timer re-arms itself where it expired, but at most 16 times after the
+ * last run of the channel's thread or such a read (each allows 16 more; the
+ * thread is woken for more once 8 or fewer are left), and twice per
+ * EVNOTIFY_IOC_TIMER call: with no such read and a thread that cannot run,
+ * the ticks stop after at most 17 expiries, and the thread catches up (a
+ * read does not restart a timer that stopped) when it runs again.
  * Late ticks are delivered late, never skipped.  period_ns == 0 cancels: no tick is queued after the ioctl
  * returns (one taken just before may be signalled just after, as a batch in
  * flight is: wait for pending == 0).  Setting a timer replaces the slot's

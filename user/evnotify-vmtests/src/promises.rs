@@ -112,7 +112,7 @@ fn with_cpu_held<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// Runs `f` in a forked child and waits for it, at most [`hang`]; the child's error is
 /// printed as a KTAP comment and fails the test.
-fn in_child(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+pub(crate) fn in_child(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     // SAFETY: The test has no other thread when it forks; the child leaves with `_exit`.
     let pid = match unsafe { fork() }? {
         ForkResult::Child => {
