@@ -183,14 +183,14 @@ impl Shared {
         }
         let at = deadline.map(|d| spaced(d, a.floor));
         a.at = at;
-        drop(inner);
+        // Started under `inner` (before the hrtimer base's lock, as in `slot_read`), with
+        // interrupts off, so that the CPU recorded is the one it was started on: this one
+        // (on a `nohz_full` CPU the kernel may place it on another; the next expiry records
+        // where it runs).
         alarm.handle = at.map(|at| self.clone().start(at));
         if alarm.handle.is_some() {
-            let mut inner = self.inner.lock();
-            inner.alarm.live = true;
-            // Started from here: on this CPU (or, with timer migration, on the one the
-            // kernel chose; a read then moves it once more than it needs to).
-            inner.alarm.cpu = Some(CpuId::current().as_u32());
+            a.live = true;
+            a.cpu = Some(CpuId::current().as_u32());
         }
     }
 
@@ -202,8 +202,9 @@ impl Shared {
     /// expiry wakes the reader where it sleeps, and the reader's reads, not only the thread's
     /// runs, pace the interrupt work. Left alone while the callback runs (it re-arms itself,
     /// where it runs), while `set_alarm` replaces the timer and after `close` (`live` is
-    /// false), and when it is not armed: an alarm that stopped for want of re-arms owes ticks
-    /// by then, a catch-up, which is the thread's (it is woken at the expiry that stops it).
+    /// false), and when it is not armed: an alarm that stopped for want of re-arms usually
+    /// owes ticks by then, a catch-up, which is the thread's (it is woken at the expiry that
+    /// stops it, and restarts it).
     pub(crate) fn slot_read(self: &Arc<Self>, slot: usize) {
         let mut inner = self.inner.lock();
         if inner.closed || inner.timer_mask & (1 << slot) == 0 {

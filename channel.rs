@@ -159,7 +159,7 @@ impl Channel {
                 let (efd, file) = EventFd::with_file(fd)?;
                 let efd = Arc::new(efd, GFP_KERNEL_ACCOUNT)?;
                 self.shared.ensure_readers()?;
-                let sink = SlotReader::new(self.shared.clone(), slot);
+                let sink = SlotReader::new(self.shared.clone(), slot)?;
                 (Some(efd), Some(ReadHook::new(&file, sink)?))
             }
         };

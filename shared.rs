@@ -20,7 +20,7 @@ use crate::{
     },
     kcov,
     signal::{
-        self,
+        Process,
         Sent, //
         SigTarget,
     },
@@ -98,31 +98,33 @@ impl KickSink for SlotSink {
 type ReadHooks = [Option<Pin<KBox<ReadHook<SlotReader>>>>; NR_SLOTS];
 
 /// Who is told of reads of a slot's notify eventfd: the channel's alarm (`Shared::slot_read`),
-/// for reads by the process that attached it (`owner`: its id in the initial pid namespace).
+/// for reads by the process that attached it (`owner`).
 /// Others may hold the eventfd too; their reads are theirs, and run nothing of the channel's
 /// but this comparison.
 pub(crate) struct SlotReader {
     shared: Arc<Shared>,
     slot: usize,
-    owner: i32,
+    owner: Process,
 }
 
 impl SlotReader {
-    /// For `slot` of `shared`, read by the calling process.
-    pub(crate) fn new(shared: Arc<Shared>, slot: usize) -> Self {
-        Self {
+    /// For `slot` of `shared`, read by the calling process; `ESRCH` if it is exiting.
+    pub(crate) fn new(shared: Arc<Shared>, slot: usize) -> Result<Self> {
+        Ok(Self {
             shared,
             slot,
-            owner: signal::current_process_id(),
-        }
+            owner: Process::current()?,
+        })
     }
 }
 
 impl ReadSink for SlotReader {
     fn consumed(&self) {
-        // In the reading task's context (`eventfd_read`, or an io_uring or AIO worker of its
-        // process).
-        if signal::current_process_id() == self.owner {
+        // In the reading task's context: `eventfd_read` (also from io_uring, whose io-wq
+        // workers are threads of the submitting process, and whose SQPOLL thread is one of
+        // the ring creator's), or `eventfd_ctx_remove_wait_queue` in a workqueue (KVM and
+        // others), whose kworker is nobody's.
+        if self.owner.is_current() {
             self.shared.slot_read(self.slot);
         }
     }

@@ -12,15 +12,57 @@ use kernel::{
     task::Task, //
 };
 
-/// The calling process's id (its thread group's) in the initial pid namespace, where ids are
-/// unique among live processes whatever namespace each is in. Any context with a current task
-/// (a wake-up callback in a reading task included): `task_tgid_nr_ns` only takes the RCU
-/// read lock. (Not a field of `task_struct` read from Rust: `CurrentTask::group_leader` did
-/// that, and tripped the debug assertions' misaligned-pointer check on the test kernel.)
-pub(crate) fn current_process_id() -> i32 {
-    // SAFETY: `current` is valid while it runs; `init_pid_ns` is a static of the kernel, only
-    // read (its address) here.
-    unsafe { bindings::task_tgid_nr_ns(Task::current_raw(), &raw mut bindings::init_pid_ns) }
+/// A counted reference to the `struct pid` of a process (its thread group), to tell it from
+/// others: a later process that reuses its number gets another `struct pid`.
+///
+/// # Invariants
+///
+/// `pid` is a valid `struct pid` on which this object owns one reference.
+pub(crate) struct Process {
+    pid: NonNull<bindings::pid>,
+}
+
+// SAFETY: A `struct pid` reference may be used and released from any thread.
+unsafe impl Send for Process {}
+
+// SAFETY: `is_current` only compares the pointer.
+unsafe impl Sync for Process {}
+
+impl Process {
+    /// The calling process; `ESRCH` if it is exiting.
+    pub(crate) fn current() -> Result<Self> {
+        // SAFETY: `current` is valid while it runs; `get_task_pid` returns a new reference, or
+        // NULL if the task is exiting.
+        let pid =
+            unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
+        // INVARIANT: `pid` carries the reference taken above.
+        Ok(Self {
+            pid: NonNull::new(pid).ok_or(ESRCH)?,
+        })
+    }
+
+    /// Whether the calling task belongs to this process. Any context with a current task
+    /// (a wake-up callback in a reading task included): it takes the RCU read lock and a
+    /// reference to the caller's own `struct pid`, dropped at once, which cannot be its last.
+    /// (Not a field of `task_struct` read from Rust: bindgen's layout of it is not C's here,
+    /// see `SigTarget::send`, and `CurrentTask::group_leader`, which reads one, tripped the
+    /// debug assertions' misaligned-pointer check on the test kernel.)
+    pub(crate) fn is_current(&self) -> bool {
+        // SAFETY: As in `current`.
+        let pid =
+            unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
+        let same = pid == self.pid.as_ptr();
+        // SAFETY: `put_pid` accepts NULL, and otherwise releases the reference taken above.
+        unsafe { bindings::put_pid(pid) };
+        same
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we own one reference, released exactly once.
+        unsafe { bindings::put_pid(self.pid.as_ptr()) };
+    }
 }
 
 /// Signals accepted: 1 to `_NSIG`, as `F_SETSIG` allows.
@@ -44,21 +86,12 @@ pub(crate) enum Sent {
 ///
 /// # Invariants
 ///
-/// `pid` is a valid `struct pid` on which this object owns one reference, and `signo` is in
-/// `1..=MAX_SIGNAL`.
+/// `signo` is in `1..=MAX_SIGNAL`.
 pub(crate) struct SigTarget {
-    pid: NonNull<bindings::pid>,
+    process: Process,
     signo: i32,
     cred: ARef<Credential>,
 }
-
-// SAFETY: A `struct pid` reference may be used and released from any thread; `ARef<Credential>`
-// is `Send`.
-unsafe impl Send for SigTarget {}
-
-// SAFETY: `send` only passes the pid and the credentials to `kill_pid_usb_asyncio`, which is
-// safe to call concurrently.
-unsafe impl Sync for SigTarget {}
 
 impl SigTarget {
     /// Targets the calling process (its thread group) with `signo`, on behalf of the caller's
@@ -75,12 +108,9 @@ impl SigTarget {
         // SAFETY: `cred` carries the reference taken above, now owned by the `ARef`;
         // `Credential` is a transparent wrapper of `struct cred`.
         let cred = unsafe { ARef::from_raw(cred.cast::<Credential>()) };
-        // SAFETY: `current` is valid; `get_task_pid` returns a new reference, or NULL if the
-        // task is exiting.
-        let pid = unsafe { bindings::get_task_pid(task, bindings::pid_type_PIDTYPE_TGID) };
-        // INVARIANT: `pid` carries the reference taken above, and `signo` was checked.
+        // INVARIANT: `signo` was checked.
         Ok(Self {
-            pid: NonNull::new(pid).ok_or(ESRCH)?,
+            process: Process::current()?,
             signo,
             cred,
         })
@@ -101,14 +131,14 @@ impl SigTarget {
     pub(crate) fn send(&self) -> Sent {
         // SAFETY: Zero is a valid `sigval_t` (a union of an int and a pointer).
         let value: bindings::sigval_t = unsafe { core::mem::zeroed() };
-        // SAFETY: `pid` is valid by the type invariant and `cred` by `ARef`'s; `signo` is a valid
-        // signal number.
+        // SAFETY: The pid is valid by `Process`'s type invariant and `cred` by `ARef`'s; `signo`
+        // is a valid signal number.
         let ret = unsafe {
             bindings::kill_pid_usb_asyncio(
                 self.signo,
                 0,
                 value,
-                self.pid.as_ptr(),
+                self.process.pid.as_ptr(),
                 self.cred.as_ptr(),
             )
         };
@@ -122,12 +152,5 @@ impl SigTarget {
     /// The signal number.
     pub(crate) fn signo(&self) -> i32 {
         self.signo
-    }
-}
-
-impl Drop for SigTarget {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariant we own one reference, released exactly once.
-        unsafe { bindings::put_pid(self.pid.as_ptr()) };
     }
 }

@@ -45,8 +45,8 @@
  * 6: a worker's thread runs in the cgroups of the task that started it
  * (EVNOTIFY_F_CGROUPS).
  * 7: a read of a slot's notify eventfd by the process that attached it
- * moves the channel's timer to the reader's CPU and lets it re-arm itself
- * 16 more times (see evnotify_timer).
+ * moves the channel's timer to the reader's CPU and tops up to 16 the times
+ * it may re-arm itself (see evnotify_timer).
  */
 #define EVNOTIFY_API_VERSION	7
 /* Number of notify slots in every channel. */
@@ -150,8 +150,8 @@ struct evnotify_stats {
  * timerfd is re-armed by its reader: so the reader is usually woken where it
  * sleeps.  Reads by other processes that hold the eventfd do nothing here.
  * The timer re-arms itself where it expired, but at most 16 times after the
- * last run of the channel's thread or such a read (each allows 16 more; the
- * thread is woken for more once 8 or fewer are left), and twice per
+ * last run of the channel's thread or such a read (each tops the allowance
+ * up to 16; the thread is woken for more once 8 or fewer are left), and twice per
  * EVNOTIFY_IOC_TIMER call: with no such read and a thread that cannot run,
  * the ticks stop after at most 17 expiries, and the thread catches up (a
  * read does not restart a timer that stopped) when it runs again.
