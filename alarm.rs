@@ -172,6 +172,10 @@ impl Shared {
         self.inner.lock().alarm.live = false;
         drop(alarm.handle.take());
         let mut inner = self.inner.lock();
+        if inner.closed {
+            // `close` waits for `serving` to take the handle: nothing to start.
+            return;
+        }
         let deadline = inner.next_deadline();
         let a = &mut inner.alarm;
         // Looked at once the alarm cannot fire any more: one that was due when cancelled
@@ -187,11 +191,16 @@ impl Shared {
         // interrupts off, so that the CPU recorded is the one it was started on: this one
         // (on a `nohz_full` CPU the kernel may place it on another; the next expiry records
         // where it runs).
-        alarm.handle = at.map(|at| self.clone().start(at));
-        if alarm.handle.is_some() {
+        let handle = at.map(|at| self.clone().start(at));
+        if handle.is_some() {
             a.live = true;
             a.cpu = Some(CpuId::current().as_u32());
         }
+        drop(inner);
+        // Stored after `inner` is released: dropping a handle there (there is none, it was
+        // taken above) would cancel its timer, waiting for a callback that takes `inner`.
+        let none = core::mem::replace(&mut alarm.handle, handle);
+        drop(none);
     }
 
     /// The channel's owner read the notify eventfd of `slot` (a

@@ -8,7 +8,10 @@ use kernel::{
     bindings,
     cred::Credential,
     prelude::*,
-    sync::aref::ARef,
+    sync::{
+        aref::ARef,
+        rcu, //
+    },
     task::Task, //
 };
 
@@ -25,7 +28,8 @@ pub(crate) struct Process {
 // SAFETY: A `struct pid` reference may be used and released from any thread.
 unsafe impl Send for Process {}
 
-// SAFETY: `is_current` only compares the pointer.
+// SAFETY: `is_current` only reads, under the RCU read lock; `SigTarget::send` passes the pid to
+// `kill_pid_usb_asyncio`, which is safe to call concurrently.
 unsafe impl Sync for Process {}
 
 impl Process {
@@ -42,19 +46,28 @@ impl Process {
     }
 
     /// Whether the calling task belongs to this process. Any context with a current task
-    /// (a wake-up callback in a reading task included): it takes the RCU read lock and a
-    /// reference to the caller's own `struct pid`, dropped at once, which cannot be its last.
-    /// (Not a field of `task_struct` read from Rust: bindgen's layout of it is not C's here,
-    /// see `SigTarget::send`, and `CurrentTask::group_leader`, which reads one, tripped the
-    /// debug assertions' misaligned-pointer check on the test kernel.)
+    /// (a wake-up callback in a reading task included), and it writes nothing: under the RCU
+    /// read lock, the process's leader (none once it is reaped), and the two thread groups'
+    /// ids in the initial pid namespace, where an id is not reused while its process is
+    /// there. (Not fields of `task_struct` read from Rust: bindgen's layout of it is not C's
+    /// here, see `SigTarget::send`, and `CurrentTask::group_leader`, which reads one, tripped
+    /// the debug assertions' misaligned-pointer check on the test kernel.)
     pub(crate) fn is_current(&self) -> bool {
-        // SAFETY: As in `current`.
-        let pid =
-            unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
-        let same = pid == self.pid.as_ptr();
-        // SAFETY: `put_pid` accepts NULL, and otherwise releases the reference taken above.
-        unsafe { bindings::put_pid(pid) };
-        same
+        let _rcu = rcu::read_lock();
+        // SAFETY: `pid` is valid by the type invariant; under the RCU read lock `pid_task`
+        // returns the task attached to it, valid until the lock is released, or NULL.
+        let leader =
+            unsafe { bindings::pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        if leader.is_null() {
+            return false;
+        }
+        let ns = &raw mut bindings::init_pid_ns;
+        // SAFETY: `leader` is valid (above) and `current` while it runs; `init_pid_ns` is a
+        // static of the kernel, only read.
+        unsafe {
+            bindings::task_tgid_nr_ns(leader, ns)
+                == bindings::task_tgid_nr_ns(Task::current_raw(), ns)
+        }
     }
 }
 
