@@ -78,6 +78,58 @@ const _: () = assert!(
         && ECHO as u32 & (bindings::POLLRDHUP | bindings::POLLMSG | bindings::POLLREMOVE) == 0
 );
 
+/// A wait-queue entry's wake function, and the `poll_queue_proc` that links it.
+type WakeFn =
+    unsafe extern "C" fn(*mut bindings::wait_queue_entry, c_uint, c_int, *mut c_void) -> c_int;
+type QueueFn = unsafe extern "C" fn(
+    *mut bindings::file,
+    *mut bindings::wait_queue_head,
+    *mut bindings::poll_table_struct,
+);
+
+/// Initialises the entry `wait` with `wake`, unlinked (`private` null, self-linked), and the
+/// poll table `pt` with `queue`, then calls the eventfd `file`'s `poll` with `pt`: `vfs_poll`,
+/// an inline function that the bindings lack, which calls `queue` once with the eventfd's wait
+/// queue, to link `wait` there. `EINVAL` if the file has no `poll` (an eventfd always has).
+///
+/// # Safety
+///
+/// `wait` and `pt` must point to pinned memory not yet shared with C, which outlives the link
+/// (the owner unlinks `wait` before it goes), and `file` must be an eventfd; `queue` must
+/// accept `pt`.
+unsafe fn link(
+    file: &LocalFile,
+    wait: *mut bindings::wait_queue_entry,
+    pt: *mut bindings::poll_table_struct,
+    wake: WakeFn,
+    queue: QueueFn,
+) -> Result {
+    // SAFETY: By the safety requirement, plain writes to `wait` and `pt` are fine, and `file`
+    // is valid; its `f_op` is set, as for any open file.
+    unsafe {
+        wait.write(bindings::wait_queue_entry {
+            flags: 0,
+            private: core::ptr::null_mut(),
+            func: Some(wake),
+            entry: bindings::list_head {
+                next: &raw mut (*wait).entry,
+                prev: &raw mut (*wait).entry,
+            },
+        });
+        pt.write(bindings::poll_table_struct {
+            _qproc: Some(queue),
+            _key: !0,
+        });
+        match (*(*file.as_ptr()).f_op).poll {
+            Some(poll) => {
+                poll(file.as_ptr(), pt);
+                Ok(())
+            }
+            None => Err(EINVAL),
+        }
+    }
+}
+
 /// Receives the kicks of a [`KickFd`]. Both methods may run in atomic context, under the
 /// eventfd's wait-queue lock with interrupts off, also in hard interrupt context (a channel's
 /// alarm signals from its hrtimer callback): they must not sleep or signal an eventfd, and
@@ -225,35 +277,10 @@ impl<S: KickSink> KickFd<S> {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        let wait = this.wait.get();
-        let pt = this.pt.get();
-        // SAFETY: `wait` and `pt` are pinned, not yet shared with C, so plain writes are fine.
-        // The entry starts self-linked and unlinked (`private` null) until `queue::<S>` links it.
-        unsafe {
-            wait.write(bindings::wait_queue_entry {
-                flags: 0,
-                private: core::ptr::null_mut(),
-                func: Some(wake::<S>),
-                entry: bindings::list_head {
-                    next: &raw mut (*wait).entry,
-                    prev: &raw mut (*wait).entry,
-                },
-            });
-            pt.write(bindings::poll_table_struct {
-                _qproc: Some(queue::<S>),
-                _key: !0,
-            });
-        }
-        // SAFETY: `file` is an eventfd, whose `poll` is always set. This is `vfs_poll`, an
-        // inline function that the bindings lack. It calls `queue::<S>` once with the
-        // eventfd's wait queue, which links `wait` unless the queue has a priority waiter.
-        unsafe {
-            let fops = (*file.as_ptr()).f_op;
-            match (*fops).poll {
-                Some(poll) => poll(file.as_ptr(), pt),
-                None => return Err(EINVAL),
-            }
-        };
+        // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, and
+        // `file` is an eventfd. `queue::<S>` links `wait` unless the queue has a priority
+        // waiter.
+        unsafe { link(&file, this.wait.get(), this.pt.get(), wake::<S>, queue::<S>)? };
         if this.busy.load(Relaxed) {
             // Looked at through the same reference, so that a `dup2` over `fd` meanwhile
             // cannot turn the answer into another eventfd's.
@@ -447,34 +474,16 @@ impl<S: ReadSink> ReadHook<S> {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        let wait = this.wait.get();
-        let pt = this.pt.get();
-        // SAFETY: `wait` and `pt` are pinned, not yet shared with C, so plain writes are fine.
-        // The entry starts self-linked and unlinked (`private` null) until `read_queue::<S>`
-        // links it.
+        // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, and
+        // `file` is an eventfd. `read_queue::<S>` links `wait`.
         unsafe {
-            wait.write(bindings::wait_queue_entry {
-                flags: 0,
-                private: core::ptr::null_mut(),
-                func: Some(read_wake::<S>),
-                entry: bindings::list_head {
-                    next: &raw mut (*wait).entry,
-                    prev: &raw mut (*wait).entry,
-                },
-            });
-            pt.write(bindings::poll_table_struct {
-                _qproc: Some(read_queue::<S>),
-                _key: !0,
-            });
-        }
-        // SAFETY: `file` is an eventfd, whose `poll` is always set. This is `vfs_poll`, which
-        // calls `read_queue::<S>` once with the eventfd's wait queue, which links `wait`.
-        unsafe {
-            let fops = (*file.as_ptr()).f_op;
-            match (*fops).poll {
-                Some(poll) => poll(file.as_ptr(), pt),
-                None => return Err(EINVAL),
-            }
+            link(
+                file,
+                this.wait.get(),
+                this.pt.get(),
+                read_wake::<S>,
+                read_queue::<S>,
+            )?
         };
         // SAFETY: `wait` is initialised; only `read_queue::<S>`, during `poll`, writes `private`.
         if unsafe { (*this.wait.get()).private.is_null() } {

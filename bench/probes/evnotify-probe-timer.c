@@ -24,26 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/evnotify.h>
-
-static uint64_t mono_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
+#include "probe.h"
 
 static int fail(const char *what)
 {
-	fprintf(stderr, "evnotify-probe-timer: %s: %s\n", what, strerror(errno));
-	return 1;
+	return fail_as("evnotify-probe-timer", what);
 }
 
 int main(int argc, char **argv)
