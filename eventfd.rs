@@ -89,14 +89,21 @@ type QueueFn = unsafe extern "C" fn(
 
 /// Initialises the entry `wait` with `wake`, unlinked (`private` null, self-linked), and the
 /// poll table `pt` with `queue`, then calls the eventfd `file`'s `poll` with `pt`: `vfs_poll`,
-/// an inline function that the bindings lack, which calls `queue` once with the eventfd's wait
-/// queue, to link `wait` there. `EINVAL` if the file has no `poll` (an eventfd always has).
+/// an inline function that the bindings lack. An eventfd's `poll` calls `queue` once,
+/// synchronously, with its wait queue (`eventfd_poll`'s one `poll_wait`), for `queue` to link
+/// `wait` there (or decline). `EINVAL` if the file has no `poll` (an eventfd always has).
+/// `wait` is initialised on return, also on error, so its owner's drop may read `private`.
 ///
 /// # Safety
 ///
-/// `wait` and `pt` must point to pinned memory not yet shared with C, which outlives the link
-/// (the owner unlinks `wait` before it goes), and `file` must be an eventfd; `queue` must
-/// accept `pt`.
+/// - `wait` and `pt` must be the `wait` and `pt` fields of one pinned object, not yet shared
+///   with C, which unlinks `wait` (if linked) before it goes.
+/// - That object must hold its own reference to `file`'s eventfd context (whose wait queue
+///   the entry is linked on) until it has unlinked `wait`.
+/// - `file` must be an eventfd (`eventfd_ctx_fileget` succeeded on it), so that `poll` calls
+///   `queue` once.
+/// - `queue`'s requirements must hold for `pt` during the call, and `wake`'s for `wait` from
+///   when it is linked until it is unlinked.
 unsafe fn link(
     file: &LocalFile,
     wait: *mut bindings::wait_queue_entry,
@@ -104,8 +111,10 @@ unsafe fn link(
     wake: WakeFn,
     queue: QueueFn,
 ) -> Result {
-    // SAFETY: By the safety requirement, plain writes to `wait` and `pt` are fine, and `file`
-    // is valid; its `f_op` is set, as for any open file.
+    // SAFETY: By the safety requirements, plain writes to `wait` and `pt` are fine, and `file`
+    // is a valid eventfd; its `f_op` is set, as for any open file (`do_dentry_open`), and its
+    // `poll` calls `queue` once, with `pt`, whose requirements hold; `wake` may run once
+    // `queue` has linked `wait`, and its requirements hold from then on.
     unsafe {
         wait.write(bindings::wait_queue_entry {
             flags: 0,
@@ -277,8 +286,10 @@ impl<S: KickSink> KickFd<S> {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, and
-        // `file` is an eventfd. `queue::<S>` links `wait` unless the queue has a priority
+        // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, which
+        // holds `ctx` (from `file`, by `eventfd_ctx_fileget` in `kick_eventfd`: an eventfd)
+        // until its drop has unlinked `wait`. `queue::<S>` and `wake::<S>` need a `KickFd<S>`
+        // around `pt` and `wait`; `queue::<S>` links `wait` unless the queue has a priority
         // waiter.
         unsafe { link(&file, this.wait.get(), this.pt.get(), wake::<S>, queue::<S>)? };
         if this.busy.load(Relaxed) {
@@ -298,7 +309,8 @@ impl<S: KickSink> KickFd<S> {
 
     /// The wait queue the entry is linked on, if it is.
     fn queue_head(&self) -> Option<NonNull<bindings::wait_queue_head>> {
-        // SAFETY: `wait` is initialised; only `queue::<S>`, during `new`, writes `private`.
+        // SAFETY: `wait` is initialised (by `link`, in `new`), and `private` is written only
+        // there: null by `link`, the queue by `queue::<S>`.
         NonNull::new(unsafe { (*self.wait.get()).private.cast() })
     }
 
@@ -474,8 +486,10 @@ impl<S: ReadSink> ReadHook<S> {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, and
-        // `file` is an eventfd. `read_queue::<S>` links `wait`.
+        // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, which
+        // holds `ctx` (from `file`, by `eventfd_ctx_fileget`: an eventfd) until its drop has
+        // unlinked `wait`. `read_queue::<S>` and `read_wake::<S>` need a `ReadHook<S>` around
+        // `pt` and `wait`; `read_queue::<S>` links `wait`.
         unsafe {
             link(
                 file,
@@ -485,7 +499,8 @@ impl<S: ReadSink> ReadHook<S> {
                 read_queue::<S>,
             )?
         };
-        // SAFETY: `wait` is initialised; only `read_queue::<S>`, during `poll`, writes `private`.
+        // SAFETY: `wait` is initialised (by `link`), and `private` is written only there: null by
+        // `link`, the queue by `read_queue::<S>`.
         if unsafe { (*this.wait.get()).private.is_null() } {
             // `poll` never offered its wait queue, which an eventfd always does.
             return Err(EINVAL);
@@ -540,7 +555,8 @@ unsafe extern "C" fn read_wake<S: ReadSink>(
 #[pinned_drop]
 impl<S: ReadSink> PinnedDrop for ReadHook<S> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: `wait` is initialised; only `read_queue::<S>`, during `new`, writes `private`.
+        // SAFETY: `wait` is initialised (by `link`, in `new`), and `private` is written only
+        // there: null by `link`, the queue by `read_queue::<S>`.
         let wqh: *mut bindings::wait_queue_head = unsafe { (*self.wait.get()).private.cast() };
         if wqh.is_null() {
             // `new` failed before the entry was linked.
