@@ -130,6 +130,20 @@ impl ReadSink for SlotReader {
     }
 }
 
+/// Allocates a table of one entry per slot into `table`, unless it has one: allocated with
+/// the lock released, then installed unless another call was first.
+fn ensure_table<T>(table: &Mutex<Option<KBox<[Option<T>; NR_SLOTS]>>>) -> Result {
+    if table.lock().is_some() {
+        return Ok(());
+    }
+    let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
+    let mut t = table.lock();
+    if t.is_none() {
+        *t = Some(new);
+    }
+    Ok(())
+}
+
 /// The counters of what the thread and the alarm did; see `struct evnotify_stats`.
 pub(crate) struct Counters {
     pub(crate) notifies: Atomic<u64>,
@@ -318,15 +332,7 @@ impl Shared {
 
     /// Allocates the table of kick eventfds, unless the channel has it.
     pub(crate) fn ensure_kickfds(&self) -> Result {
-        if self.kickfds.lock().is_some() {
-            return Ok(());
-        }
-        let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
-        let mut fds = self.kickfds.lock();
-        if fds.is_none() {
-            *fds = Some(new);
-        }
-        Ok(())
+        ensure_table(&self.kickfds)
     }
 
     /// Whether `efd` is the kick eventfd of `slot` already.
@@ -426,15 +432,7 @@ impl Shared {
 
     /// Allocates the table of read hooks, unless the channel has it.
     pub(crate) fn ensure_readers(&self) -> Result {
-        if self.readers.lock().is_some() {
-            return Ok(());
-        }
-        let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
-        let mut readers = self.readers.lock();
-        if readers.is_none() {
-            *readers = Some(new);
-        }
-        Ok(())
+        ensure_table(&self.readers)
     }
 
     /// Releases the kick eventfds whose user space side was closed.
