@@ -206,12 +206,19 @@ impl Channel {
     }
 
     /// Starts (or replaces) the periodic timer of `slot`, or cancels it with `period_ns == 0`.
-    /// No tick is queued after a cancel returns.
-    pub(crate) fn set_timer(&self, slot: usize, period_ns: u64, ticks: u64) -> Result {
+    /// No tick is queued after a cancel returns. The first tick is one period from now, or at
+    /// `first_ns` on CLOCK_MONOTONIC.
+    pub(crate) fn set_timer(
+        &self,
+        slot: usize,
+        period_ns: u64,
+        ticks: u64,
+        first_ns: Option<u64>,
+    ) -> Result {
         let timer = match period_ns {
             0 => None,
             p => {
-                let timer = Timer::new(p, ticks)?;
+                let timer = Timer::new(p, ticks, first_ns)?;
                 self.join(None)?;
                 self.ensure_extra()?;
                 Some(timer)

@@ -165,8 +165,8 @@ impl MiscDevice for Channel {
             }
             uapi::IOC_TIMER => {
                 let req: uapi::TimerReq = user.reader().read()?;
-                uapi::must_be_zero(req.flags, req.reserved)?;
-                me.set_timer(uapi::slot(req.slot)?, req.period_ns, req.ticks)?
+                let first = uapi::timer_start(&req)?;
+                me.set_timer(uapi::slot(req.slot)?, req.period_ns, req.ticks, first)?
             }
             uapi::IOC_SIGNAL => {
                 let req: uapi::SignalReq = user.reader().read()?;

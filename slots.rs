@@ -471,7 +471,11 @@ mod tests {
         assert!(i.queue(2, 1, Source::Echo));
         assert_eq!((i.echo_mask, i.pending_mask), (0, 1 << 2));
         // A timer needs the extra state (`set_timer` allocates it); a cancel has none to stop.
-        i.replace_timer(3, Some(Timer::new(uapi::MIN_PERIOD_NS, 0)?), Instant::now());
+        i.replace_timer(
+            3,
+            Some(Timer::new(uapi::MIN_PERIOD_NS, 0, None)?),
+            Instant::now(),
+        );
         i.replace_timer(4, None, Instant::now());
         assert_eq!((i.timer_mask, i.next_deadline().is_none()), (0, true));
         assert!(identity(&i));

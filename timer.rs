@@ -9,6 +9,7 @@ use crate::uapi;
 use kernel::{
     prelude::*,
     time::{
+        ClockSource,
         Delta,
         Instant,
         Monotonic, //
@@ -28,21 +29,42 @@ pub(crate) struct Timer {
 }
 
 impl Timer {
-    /// A timer whose first tick is one period from now; `ticks == 0` means unlimited.
-    pub(crate) fn new(period_ns: u64, ticks: u64) -> Result<Self> {
-        Self::starting(Instant::now(), period_ns, ticks)
+    /// A timer whose first tick is one period from now, or at `first_ns` on CLOCK_MONOTONIC
+    /// (at most `uapi::MAX_START_NS`; it may be past); `ticks == 0` means unlimited.
+    pub(crate) fn new(period_ns: u64, ticks: u64, first_ns: Option<u64>) -> Result<Self> {
+        let Some(first_ns) = first_ns else {
+            return Self::starting(Instant::now(), period_ns, ticks);
+        };
+        if first_ns > uapi::MAX_START_NS {
+            return Err(EINVAL);
+        }
+        // The kernel crate makes an `Instant` only from the clock: `first_ns` is placed from
+        // a reading of the clock taken before it, so the tick is never early, and late by the
+        // time between the two reads. That is the sum: `first_ns` plus that time, so neither
+        // negative nor near `KTIME_MAX` (2^63 - 1, `first_ns` being at most 2^62).
+        let raw = Monotonic::ktime_get();
+        let first = Instant::now() + Delta::from_nanos(first_ns as i64 - raw);
+        Self::first_at(first, period_ns, ticks)
     }
 
     /// A timer whose first tick is one period after `start`.
     pub(crate) fn starting(start: Instant<Monotonic>, period_ns: u64, ticks: u64) -> Result<Self> {
+        let t = Self::first_at(start, period_ns, ticks)?;
+        Ok(Self {
+            next: start + t.period,
+            ..t
+        })
+    }
+
+    /// A timer whose first tick is at `first`.
+    fn first_at(first: Instant<Monotonic>, period_ns: u64, ticks: u64) -> Result<Self> {
         if !(uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS).contains(&period_ns) {
             return Err(EINVAL);
         }
-        let period = Delta::from_nanos(period_ns as i64);
         // INVARIANT: The period was checked; `remaining` is `None` for zero ticks.
         Ok(Self {
-            period,
-            next: start + period,
+            period: Delta::from_nanos(period_ns as i64),
+            next: first,
             remaining: (ticks != 0).then_some(ticks),
         })
     }
@@ -116,6 +138,27 @@ mod tests {
         assert_eq!(timer.take_due(at(t, 1, MS, 0)), (1, false));
         assert_eq!(timer.take_due(at(t, 1, MS, 0)), (0, false));
         assert!(same(timer.deadline(), at(t, 2, MS, 0)));
+        Ok(())
+    }
+
+    #[test]
+    fn first_tick_at_a_given_time() -> Result {
+        let t = Instant::now();
+        let mut soon = Timer::new(MS, 2, Some(Monotonic::ktime_get() as u64 + 5 * MS))?;
+        // Never before the time asked for, and later only by the two clock reads.
+        let late = (soon.deadline() - at(t, 5, MS, 0)).as_nanos();
+        assert!((0..MS as i64).contains(&late));
+        assert_eq!(soon.take_due(at(soon.deadline(), 0, MS, -1)), (0, false));
+        assert_eq!(soon.take_due(soon.deadline()), (1, false));
+        // A start long past owes every tick since, up to the limit.
+        let mut past = Timer::new(MS, 0, Some(0))?;
+        let (due, done) = past.take_due(Instant::now());
+        assert!(due >= 1 && !done);
+        let mut capped = Timer::new(MS, 3, Some(0))?;
+        assert!(capped.take_due(Instant::now()).1);
+        assert!(Timer::new(MS, 0, Some(uapi::MAX_START_NS)).is_ok());
+        assert!(Timer::new(MS, 0, Some(uapi::MAX_START_NS + 1)).is_err());
+        assert!(Timer::new(0, 0, Some(0)).is_err());
         Ok(())
     }
 

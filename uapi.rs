@@ -16,7 +16,7 @@ use kernel::{
     transmute, //
 };
 
-pub(crate) const API_VERSION: u32 = 7;
+pub(crate) const API_VERSION: u32 = 8;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
 pub(crate) const MAX_PENDING: u64 = 1 << 20;
@@ -25,6 +25,10 @@ pub(crate) const MAX_PENDING: u64 = 1 << 20;
 pub(crate) const MIN_PERIOD_NS: u64 = 1_000_000;
 /// Longest timer period, in nanoseconds (one day).
 pub(crate) const MAX_PERIOD_NS: u64 = 86_400_000_000_000;
+/// `evnotify_timer.flags`: the first tick at `start_ns`, on CLOCK_MONOTONIC.
+pub(crate) const TIMER_ABSTIME: u32 = 1 << 0;
+/// Latest `start_ns` (about 146 years after boot): a tick a period past it still fits `ktime_t`.
+pub(crate) const MAX_START_NS: u64 = 1 << 62;
 /// Largest busy-poll limit, in nanoseconds.
 pub(crate) const MAX_BUSYPOLL_NS: u32 = 1_000_000;
 
@@ -100,7 +104,7 @@ pub(crate) struct TimerReq {
     pub(crate) flags: u32,
     pub(crate) period_ns: u64,
     pub(crate) ticks: u64,
-    pub(crate) reserved: u64,
+    pub(crate) start_ns: u64,
 }
 
 /// `struct evnotify_signal`.
@@ -186,6 +190,17 @@ pub(crate) fn slot(slot: u32) -> Result<usize> {
         Ok(slot)
     } else {
         Err(EINVAL)
+    }
+}
+
+/// The time of the first tick that a timer request asks for, on CLOCK_MONOTONIC, if it asks
+/// for one (`TIMER_ABSTIME`; `Timer::new` checks the time). Only a start takes it: a cancel
+/// (`period_ns == 0`) has no flags.
+pub(crate) fn timer_start(req: &TimerReq) -> Result<Option<u64>> {
+    match req.flags {
+        0 => must_be_zero(0, req.start_ns).map(|()| None),
+        TIMER_ABSTIME if req.period_ns != 0 => Ok(Some(req.start_ns)),
+        _ => Err(EINVAL),
     }
 }
 

@@ -144,12 +144,12 @@ to back, each start as soon as the previous thread is gone:
 
 def timer_table(w, rows):
     """A table of timer rows: (source, period, its figures), p99.9 "-" where not measured."""
-    w("""| timer | period | p50 | p90 | p99 | p99.9 | max | ticks | start ± |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |""")
+    w("""| timer | period | p50 | p90 | p99 | p99.9 | max | ticks |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |""")
     for src, p, l in rows:
         p999 = ms(l["p999"]) if "p999" in l else "-"
         w(f"| {src} | {p} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} | {p999} | {ms(l['max'])} | "
-          f"{l['ticks']} | {ms(l['start_uncertainty_ns'])} |")
+          f"{l['ticks']} |")
 
 
 def and_join(items):
@@ -294,7 +294,7 @@ Results go to `bench/results.json`: `rtt_ns.<path>.{{p50,p99,p999,...}}` (differ
 `{{ioctl,kickfd}}_vs_io_uring_sqpoll`, `{{ioctl,kickfd}}_vs_spin_responder`,
 `{{ioctl,kickfd}}_nopoll_vs_io_uring`, `{{ioctl,kickfd}}_nopoll_vs_io_uring_iowq`),
 `busypoll_sweep[] {{limit_ns, p50_ns, p99_ns, thread_cpu_share, polled_share}}`,
-`timer_lateness_ns.{{evnotify,timerfd}}.{{1ms,10ms}}.{{p50,p90,p99,p999,max,mean,ticks,early,start_uncertainty_ns}}`
+`timer_lateness_ns.{{evnotify,timerfd}}.{{1ms,10ms}}.{{p50,p90,p99,p999,max,mean,ticks,early}}`
 (pinned reader), `timer_lateness_ns.{{evnotify_64slots,timerfd_64}}.10ms` (the same, with `wakeups` and
 `ticks_per_wakeup`), `timer_lateness_plain_ns.{{evnotify,timerfd}}.{{1ms,10ms}}` (plain reader, the
 same fields), `ratio.{{timer,timer_plain}}.{{p50,p99}}_{{1ms,10ms}}` (the module's lateness over

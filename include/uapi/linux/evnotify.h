@@ -47,8 +47,10 @@
  * 7: a read of a slot's notify eventfd by the process that attached it
  * moves the channel's timer to the reader's CPU and tops up to 16 the times
  * it may re-arm itself (see evnotify_timer).
+ * 8: EVNOTIFY_TIMER_ABSTIME starts a timer at a given time; evnotify_timer's
+ * last field, reserved before, is start_ns.
  */
-#define EVNOTIFY_API_VERSION	7
+#define EVNOTIFY_API_VERSION	8
 /* Number of notify slots in every channel. */
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */
@@ -77,6 +79,10 @@
 /* Timer periods accepted by EVNOTIFY_IOC_TIMER, in nanoseconds (1 ms .. 1 day). */
 #define EVNOTIFY_MIN_PERIOD_NS	1000000ULL
 #define EVNOTIFY_MAX_PERIOD_NS	86400000000000ULL
+/* evnotify_timer.flags: the first tick at start_ns, as TFD_TIMER_ABSTIME. */
+#define EVNOTIFY_TIMER_ABSTIME	(1U << 0)
+/* Latest evnotify_timer.start_ns: 2^62 ns, about 146 years after boot. */
+#define EVNOTIFY_MAX_START_NS	(1ULL << 62)
 
 /* Largest busy-poll limit accepted by EVNOTIFY_IOC_BUSYPOLL, in nanoseconds (1 ms). */
 #define EVNOTIFY_MAX_BUSYPOLL_NS	1000000U
@@ -159,13 +165,23 @@ struct evnotify_stats {
  * returns (one taken just before may be signalled just after, as a batch in
  * flight is: wait for pending == 0).  Setting a timer replaces the slot's
  * timer.
+ *
+ * The first tick falls one period after the call, or, with
+ * EVNOTIFY_TIMER_ABSTIME, at start_ns on CLOCK_MONOTONIC (as clock_gettime
+ * reads it), and the next ones every period_ns after it: never before their
+ * time.  A start_ns already past is not refused, as timerfd's is not: every
+ * tick due since is taken at once, like late ticks (within ticks, counted in
+ * timer_ticks together, coalesced beyond EVNOTIFY_MAX_PENDING), and signalled
+ * by the thread (one eventfd_signal each: a read may see part of them).  EINVAL for
+ * other flags, for EVNOTIFY_TIMER_ABSTIME with period_ns == 0 or with start_ns
+ * beyond EVNOTIFY_MAX_START_NS, and for start_ns != 0 without it.
  */
 struct evnotify_timer {
 	__u32 slot;		/* in: 0 .. EVNOTIFY_NR_SLOTS-1 */
-	__u32 flags;		/* in: must be 0 */
+	__u32 flags;		/* in: 0 or EVNOTIFY_TIMER_ABSTIME */
 	__u64 period_ns;	/* in: 0 cancels, else MIN..MAX_PERIOD_NS */
 	__u64 ticks;		/* in: ticks to deliver, then stop; 0 = until cancelled */
-	__u64 reserved;		/* in: must be 0 */
+	__u64 start_ns;		/* in: first tick (EVNOTIFY_TIMER_ABSTIME), else 0 */
 };
 
 /*

@@ -200,7 +200,7 @@ fn mirrors() -> Vec<(&'static str, Layout, Layout)> {
                 flags,
                 period_ns,
                 ticks,
-                reserved
+                start_ns
             }
         ),
         both!(
@@ -267,6 +267,8 @@ fn constants() -> Vec<(&'static str, u64, u64)> {
         F_CGROUPS,
         MIN_PERIOD_NS,
         MAX_PERIOD_NS,
+        TIMER_ABSTIME,
+        MAX_START_NS,
         MAX_BUSYPOLL_NS,
         IOC_MAGIC,
         IOC_VERSION,

@@ -42,7 +42,6 @@ fn lateness(l: &timers::Lateness) -> Value {
         "mean": h.mean().round() as u64,
         "ticks": h.len(),
         "early": l.early,
-        "start_uncertainty_ns": l.start_uncertainty_ns,
     });
     if l.wakeups > 0 {
         v["wakeups"] = json!(l.wakeups);
@@ -323,17 +322,7 @@ fn required() -> Vec<String> {
             keys.push(format!("/busypoll_sweep/{i}/{k}"));
         }
     }
-    let lateness = [
-        "p50",
-        "p90",
-        "p99",
-        "p999",
-        "max",
-        "mean",
-        "ticks",
-        "early",
-        "start_uncertainty_ns",
-    ];
+    let lateness = ["p50", "p90", "p99", "p999", "max", "mean", "ticks", "early"];
     for table in ["timer_lateness_ns", "timer_lateness_plain_ns"] {
         for src in ["evnotify", "timerfd"] {
             for (period, _) in timers::PERIODS {

@@ -8,7 +8,7 @@
 //! the same way.
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use evnotify::{sys::NR_SLOTS, Channel, Notifier};
+use evnotify::{monotonic_now, sys::NR_SLOTS, Channel, Notifier};
 use hdrhistogram::Histogram;
 use nix::{
     errno::Errno,
@@ -17,7 +17,6 @@ use nix::{
         time::TimeSpec,
         timerfd::{ClockId as TimerClock, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
     },
-    time::{clock_gettime, ClockId},
     unistd::read,
 };
 use std::{
@@ -69,10 +68,6 @@ pub struct Lateness {
     pub hist: Histogram<u64>,
     /// Ticks delivered before their ideal time (recorded as 0 late); none are expected.
     pub early: u64,
-    /// For a ticker that cannot be started at a given time (the module's), the longest its
-    /// arming call took: the ideal times are taken from just before it, so each figure may
-    /// overstate the lateness by up to this much. 0 for one started at an exact time.
-    pub start_uncertainty_ns: u64,
     /// For a row read from many descriptors with one `ppoll` (the 64 slots, the 64 timerfds):
     /// the polls that found ticks to read. 0 for the others.
     pub wakeups: u64,
@@ -86,7 +81,6 @@ impl Lateness {
             reader,
             hist: Histogram::new(3)?,
             early: 0,
-            start_uncertainty_ns: 0,
             wakeups: 0,
         })
     }
@@ -94,9 +88,9 @@ impl Lateness {
 
 /// Something that ticks: a channel's slot or a timerfd.
 trait Ticker {
-    /// Starts `ticks` ticks, one every `period`, from `now` (CLOCK_MONOTONIC, just taken):
-    /// exactly from then if it returns true, from some time during the call if false.
-    fn start(&self, now: Duration, period: Duration, ticks: u64) -> Result<bool>;
+    /// Starts `ticks` ticks, one every `period`, the first at `first` (CLOCK_MONOTONIC): both
+    /// kinds start at a given time, so that no ideal time depends on how long a call took.
+    fn start(&self, first: Duration, period: Duration, ticks: u64) -> Result<()>;
     fn stop(&self) -> Result<()>;
     /// Whether it stops by itself after `ticks` ticks (so that more would be a miscount).
     fn limited(&self) -> bool;
@@ -112,9 +106,8 @@ struct Slot<'c> {
 }
 
 impl Ticker for Slot<'_> {
-    fn start(&self, _now: Duration, period: Duration, ticks: u64) -> Result<bool> {
-        self.ch.set_timer(self.slot, period, ticks)?;
-        Ok(false)
+    fn start(&self, first: Duration, period: Duration, ticks: u64) -> Result<()> {
+        Ok(self.ch.set_timer_at(self.slot, first, period, ticks)?)
     }
     fn stop(&self) -> Result<()> {
         Ok(self.ch.cancel_timer(self.slot)?)
@@ -128,13 +121,11 @@ impl Ticker for Slot<'_> {
 }
 
 impl Ticker for TimerFd {
-    fn start(&self, now: Duration, period: Duration, _ticks: u64) -> Result<bool> {
-        // The first expiry at an absolute time: no uncertainty about the start.
-        let first = TimeSpec::from_duration(now + period);
+    fn start(&self, first: Duration, period: Duration, _ticks: u64) -> Result<()> {
+        let first = TimeSpec::from_duration(first);
         let p = TimeSpec::from_duration(period);
         let e = Expiration::IntervalDelayed(first, p);
-        self.set(e, TimerSetTimeFlags::TFD_TIMER_ABSTIME)?;
-        Ok(true)
+        Ok(self.set(e, TimerSetTimeFlags::TFD_TIMER_ABSTIME)?)
     }
     fn stop(&self) -> Result<()> {
         Ok(self.unset()?)
@@ -185,11 +176,6 @@ fn read_ticks(fd: BorrowedFd<'_>, deadline: Instant) -> Result<u64> {
     }
 }
 
-/// CLOCK_MONOTONIC, which timerfd's absolute times use.
-fn mono() -> Result<Duration> {
-    Ok(clock_gettime(ClockId::CLOCK_MONOTONIC)?.into())
-}
-
 /// Records in `l` ticks `k + 1 ..= k + n` (none past `ticks`) of a ticker started at `start`,
 /// read at `now`: each against its own ideal time, so that in a read of n > 1 ticks all but
 /// the first count as later than the read shows for them.
@@ -221,25 +207,21 @@ fn allowance(period: Duration, ticks: u64) -> Duration {
     period * (4 * ticks as u32) + Duration::from_secs(10)
 }
 
-/// Starts `t`, from a time just taken, and records in `l` how long the arming call took if
-/// the ticker cannot start at an exact time. Returns the start.
-fn start(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Result<Duration> {
-    let start = mono()?;
-    if !t.start(start, period, ticks)? {
-        let armed = mono()?.saturating_sub(start).as_nanos() as u64;
-        l.start_uncertainty_ns = l.start_uncertainty_ns.max(armed);
-    }
+/// Starts `t` with its first tick one period after a time just taken, which it returns.
+fn start(t: &dyn Ticker, period: Duration, ticks: u64) -> Result<Duration> {
+    let start = monotonic_now();
+    t.start(start + period, period, ticks)?;
     Ok(start)
 }
 
 /// Runs `ticks` ticks of `t` and records each one's lateness in `l`.
 fn measure(t: &dyn Ticker, period: Duration, ticks: u64, l: &mut Lateness) -> Result<()> {
-    let start = start(t, period, ticks, l)?;
+    let start = start(t, period, ticks)?;
     let deadline = Instant::now() + allowance(period, ticks);
     let mut k = 0;
     while k < ticks {
         let n = read_ticks(t.fd(), deadline)?;
-        let now = mono()?;
+        let now = monotonic_now();
         record(l, now, start, period, k, n, ticks)?;
         k += n;
     }
@@ -298,7 +280,7 @@ impl<T: Ticker> Many<'_, T> {
             let Some(n) = try_read_ticks(self.ts[i].fd())? else {
                 continue;
             };
-            let now = mono()?;
+            let now = monotonic_now();
             record(
                 l,
                 now,
@@ -328,7 +310,7 @@ fn measure_many<T: Ticker>(ts: &[T], period: Duration, ticks: u64, l: &mut Laten
         ticks,
     };
     for t in ts {
-        m.starts.push(start(t, period, ticks, l)?);
+        m.starts.push(start(t, period, ticks)?);
         m.poll_read(Duration::ZERO, l)?;
     }
     let deadline = Instant::now() + allowance(period, ticks);

@@ -168,7 +168,25 @@ impl Gen {
             }
             sys::IOC_TIMER => {
                 put32(&mut q, 0, self.slot());
-                put32(&mut q, 4, self.zero() as u32);
+                let abstime = self.rng.random_ratio(1, 4);
+                let flags = match abstime {
+                    true => sys::TIMER_ABSTIME,
+                    false => self.zero() as u32,
+                };
+                put32(&mut q, 4, flags);
+                // A first tick a little ahead or behind (a replayed input's is long past),
+                // at boot, at the bound or past it.
+                let start = match (abstime, self.rng.random_range(0..8)) {
+                    (false, _) => self.zero(),
+                    (true, 0) => 0,
+                    (true, 1) => sys::MAX_START_NS + self.rng.random_range(0..2),
+                    (true, 2) => self.rng.random(),
+                    (true, _) => {
+                        let now = evnotify::monotonic_now().as_nanos() as u64;
+                        (now + self.rng.random_range(0..50_000_000)).saturating_sub(25_000_000)
+                    }
+                };
+                put64(&mut q, 24, start);
                 let r = &mut self.rng;
                 let period = match r.random_range(0..16) {
                     0..=2 => 0,
@@ -185,7 +203,6 @@ impl Gen {
                 };
                 put64(&mut q, 8, period);
                 put64(&mut q, 16, ticks);
-                put64(&mut q, 24, self.zero());
             }
             sys::IOC_SIGNAL => {
                 put32(&mut q, 0, self.slot());

@@ -1,8 +1,9 @@
-//! Kernel-originated ticks. No wall-clock assertion: only counts, and that a timer stops.
+//! Kernel-originated ticks. No wall-clock assertion but one that holds on any machine: no
+//! tick before its time. Otherwise counts, and that a timer stops.
 
 use crate::{collect, expect_errno, hang, settle, Test};
 use anyhow::{ensure, Context, Result};
-use evnotify::{sys, Channel, Notifier};
+use evnotify::{monotonic_now, sys, Channel, Notifier};
 use nix::errno::Errno;
 use std::{thread, time::Duration};
 
@@ -21,6 +22,11 @@ pub const TESTS: &[Test] = &[
         timer_ticks_echo_from_the_timer,
     ),
     ("timer_alarm_hostile_use", timer_alarm_hostile_use),
+    ("timer_abstime_never_early", timer_abstime_never_early),
+    (
+        "timer_abstime_past_catches_up",
+        timer_abstime_past_catches_up,
+    ),
 ];
 
 const MS: Duration = Duration::from_millis(1);
@@ -277,11 +283,60 @@ fn timer_errors() -> Result<()> {
         Errno::EINVAL,
         "slot 64",
     )?;
-    expect_errno(raw(sys::Timer { flags: 1, ..ok }), Errno::EINVAL, "flags")?;
+    let abs = sys::Timer {
+        flags: sys::TIMER_ABSTIME,
+        ..ok
+    };
+    for (bad, what) in [
+        (sys::Timer { flags: 2, ..ok }, "flags 2"),
+        (sys::Timer { flags: !0, ..ok }, "every flag"),
+        (
+            sys::Timer { start_ns: 1, ..ok },
+            "start_ns without the flag",
+        ),
+        (
+            sys::Timer {
+                period_ns: 0,
+                ..abs
+            },
+            "a cancel with the flag",
+        ),
+        (
+            sys::Timer {
+                period_ns: sys::MIN_PERIOD_NS - 1,
+                ..abs
+            },
+            "the flag, a short period",
+        ),
+        (
+            sys::Timer {
+                start_ns: sys::MAX_START_NS + 1,
+                ..abs
+            },
+            "start_ns past the bound",
+        ),
+        (
+            sys::Timer {
+                start_ns: u64::MAX,
+                ..abs
+            },
+            "start_ns u64::MAX",
+        ),
+        (
+            sys::Timer {
+                slot: sys::NR_SLOTS,
+                ..abs
+            },
+            "the flag, slot 64",
+        ),
+    ] {
+        expect_errno(raw(bad), Errno::EINVAL, what)?;
+    }
+    // The library refuses a start beyond the bound before the kernel sees it.
     expect_errno(
-        raw(sys::Timer { reserved: 1, ..ok }),
+        ch.set_timer_at(0, Duration::from_nanos(sys::MAX_START_NS + 1), MS, 0),
         Errno::EINVAL,
-        "reserved",
+        "set_timer_at past the bound",
     )?;
     expect_errno(
         crate::errors::raw(&ch, sys::IOC_TIMER, 0),
@@ -299,5 +354,90 @@ fn timer_errors() -> Result<()> {
         ch.stats()?.timers == 1,
         "the longest period was not accepted"
     );
+    raw(sys::Timer {
+        slot: 1,
+        start_ns: sys::MAX_START_NS,
+        ..abs
+    })?;
+    ensure!(ch.stats()?.timers == 2, "the latest start was not accepted");
+    Ok(())
+}
+
+/// Reads the ticks of a timer whose first tick is at `first`, every `period`, from `got` read
+/// already until `want` have come, checking that each read comes no earlier than its last
+/// tick's time. Returns the counts read.
+fn read_on_time(
+    n: &Notifier,
+    first: Duration,
+    period: Duration,
+    mut got: u64,
+    want: u64,
+) -> Result<Vec<u64>> {
+    let mut reads = vec![];
+    while got < want {
+        let v = n.wait_timeout(hang())?;
+        let now = monotonic_now();
+        ensure!(v > 0, "hung with {got} of {want} ticks");
+        got += v;
+        let due = first + period * (got - 1) as u32;
+        ensure!(
+            now >= due,
+            "tick {got} read at {now:?}, before its time {due:?}"
+        );
+        reads.push(v);
+    }
+    Ok(reads)
+}
+
+fn timer_abstime_never_early() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    // Ahead by more than the call takes, on a period the alarm's spacing does not round.
+    let period = 3 * MS;
+    let first = monotonic_now() + 40 * MS;
+    ch.set_timer_at(0, first, period, 20)?;
+    let reads = read_on_time(&n, first, period, 0, 20)?;
+    ensure!(reads.iter().sum::<u64>() == 20, "reads {reads:?}");
+    stays_quiet(&ch, &n)?;
+    let s = ch.stats()?;
+    ensure!(s.timer_ticks == 20 && s.timers == 0, "{s:?}");
+    // Replaced by one started at a given time on the grid of the first: still none early.
+    let first = monotonic_now() + 20 * MS;
+    ch.set_timer_at(0, first, period, 5)?;
+    read_on_time(&n, first, period, 0, 5)?;
+    stays_quiet(&ch, &n)?;
+    Ok(())
+}
+
+fn timer_abstime_past_catches_up() -> Result<()> {
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    // From boot, unlimited: every tick since, taken at once (counted in `timer_ticks` by the
+    // first one read; the thread signals them one by one, so a read may see part of them).
+    let before = monotonic_now();
+    ch.set_timer_at(0, Duration::ZERO, 10 * MS, 0)?;
+    let owed = (before.as_nanos() / (10 * MS).as_nanos()) as u64 + 1;
+    let first = n.wait_timeout(hang())?;
+    let s = ch.stats()?;
+    ensure!(
+        first > 0 && s.timer_ticks >= owed,
+        "first read {first}, {owed} ticks due since boot: {s:?}"
+    );
+    read_on_time(&n, Duration::ZERO, 10 * MS, first, owed + 3)?;
+    ch.cancel_timer(0)?;
+    let base = crate::idle(&ch)?.timer_ticks;
+    n.drain()?;
+    // 100 ms past, limited to 5: the 5 at once, then nothing.
+    ch.set_timer_at(0, monotonic_now() - 100 * MS, 10 * MS, 5)?;
+    let first = n.wait_timeout(hang())?;
+    let s2 = ch.stats()?;
+    ensure!(
+        first > 0 && s2.timer_ticks - base == 5 && s2.timers == 0,
+        "a timer of 5 ticks, 10 due: first read {first}, {s2:?}"
+    );
+    collect(&n, 5 - first)?;
+    stays_quiet(&ch, &n)?;
     Ok(())
 }

@@ -204,14 +204,52 @@ impl Channel {
     ///   cgroups (`ENOMEM`, or a controller's or security module's refusal).
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     pub fn set_timer(&self, slot: u32, period: Duration, ticks: u64) -> Result<()> {
+        self.timer(slot, period, ticks, None)
+    }
+
+    /// Starts a timer on `slot` whose first tick falls at `first`, a `CLOCK_MONOTONIC` time
+    /// (as `clock_gettime` reads it), then one every `period`, `ticks` times (0: until
+    /// cancelled), each never before its time: as a timerfd set with `TFD_TIMER_ABSTIME`. A
+    /// `first` already past delivers at once every tick due since (signalled one by one: a
+    /// read may see part of them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::set_timer`], and `EINVAL` for a zero `period` (use
+    /// [`Channel::cancel_timer`]) or a `first` beyond [`sys::MAX_START_NS`] (found here).
+    pub fn set_timer_at(
+        &self,
+        slot: u32,
+        first: Duration,
+        period: Duration,
+        ticks: u64,
+    ) -> Result<()> {
+        self.timer(slot, period, ticks, Some(first))
+    }
+
+    /// The ioctl of [`Channel::set_timer`] and [`Channel::set_timer_at`].
+    fn timer(
+        &self,
+        slot: u32,
+        period: Duration,
+        ticks: u64,
+        first: Option<Duration>,
+    ) -> Result<()> {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).map_err(|_| errno(libc::EINVAL));
+        let start_ns = first.map(ns).transpose()?;
+        if start_ns.is_some_and(|s| s > sys::MAX_START_NS) {
+            return Err(errno(libc::EINVAL));
+        }
         let req = sys::Timer {
             slot,
-            period_ns: period
-                .as_nanos()
-                .try_into()
-                .map_err(|_| errno(libc::EINVAL))?,
+            flags: if first.is_some() {
+                sys::TIMER_ABSTIME
+            } else {
+                0
+            },
+            period_ns: ns(period)?,
             ticks,
-            ..Default::default()
+            start_ns: start_ns.unwrap_or(0),
         };
         // SAFETY: `req` is a valid `struct evnotify_timer`.
         unsafe { ioctl::timer(self.as_raw_fd(), &req) }?;
@@ -443,4 +481,13 @@ pub struct WorkerInfo {
     pub thread_pid: i32,
     /// Open channels that use the worker, this one included.
     pub channels: u32,
+}
+
+/// The time on `CLOCK_MONOTONIC`, the clock of [`Channel::set_timer_at`] (`std::time::Instant`
+/// reads it too, but does not show its value).
+pub fn monotonic_now() -> Duration {
+    // CLOCK_MONOTONIC cannot fail to be read: it exists on every kernel this library runs on,
+    // and the pointer is the library's own.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(Duration::ZERO, Duration::from)
 }

@@ -156,7 +156,7 @@ mod channel;
 mod notifier;
 mod signals;
 
-pub use channel::{Channel, WorkerInfo};
+pub use channel::{monotonic_now, Channel, WorkerInfo};
 pub use notifier::Notifier;
 pub use signals::{catch_signal, SignalCatcher, SignalInfo};
 

@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 /// `EVNOTIFY_API_VERSION`: the version this crate speaks.
-pub const API_VERSION: u32 = 7;
+pub const API_VERSION: u32 = 8;
 /// `EVNOTIFY_NR_SLOTS`: notify slots per channel.
 pub const NR_SLOTS: u32 = 64;
 /// `EVNOTIFY_MAX_KICK`: the largest count one kick accepts.
@@ -33,6 +33,10 @@ pub const F_CGROUPS: u64 = 1 << 8;
 pub const MIN_PERIOD_NS: u64 = 1_000_000;
 /// `EVNOTIFY_MAX_PERIOD_NS`: the longest timer period (1 day).
 pub const MAX_PERIOD_NS: u64 = 86_400_000_000_000;
+/// `EVNOTIFY_TIMER_ABSTIME`: [`Timer::flags`] for a first tick at [`Timer::start_ns`].
+pub const TIMER_ABSTIME: u32 = 1 << 0;
+/// `EVNOTIFY_MAX_START_NS`: the latest [`Timer::start_ns`] (2^62 ns after boot).
+pub const MAX_START_NS: u64 = 1 << 62;
 /// `EVNOTIFY_MAX_BUSYPOLL_NS`: the largest busy-poll limit (1 ms).
 pub const MAX_BUSYPOLL_NS: u32 = 1_000_000;
 /// `EVNOTIFY_IOC_MAGIC`: the ioctl type byte.
@@ -132,14 +136,15 @@ pub struct Stats {
 pub struct Timer {
     /// 0 .. [`NR_SLOTS`] - 1.
     pub slot: u32,
-    /// Must be 0.
+    /// 0, or [`TIMER_ABSTIME`] (with a period, not a cancel).
     pub flags: u32,
     /// 0 cancels, else [`MIN_PERIOD_NS`] ..= [`MAX_PERIOD_NS`].
     pub period_ns: u64,
     /// Ticks to deliver, then stop; 0 = until cancelled.
     pub ticks: u64,
-    /// Must be 0.
-    pub reserved: u64,
+    /// With [`TIMER_ABSTIME`], the first tick's time on `CLOCK_MONOTONIC`, at most
+    /// [`MAX_START_NS`]; else 0.
+    pub start_ns: u64,
 }
 
 /// `struct evnotify_signal`.
