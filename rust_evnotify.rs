@@ -139,6 +139,7 @@ impl MiscDevice for Channel {
                     | uapi::F_SIGNAL
                     | uapi::F_BUSYPOLL
                     | uapi::F_WORKERS
+                    | uapi::F_TIMER_ABSTIME
                     | if cfg!(CONFIG_CGROUPS) {
                         uapi::F_CGROUPS
                     } else {

@@ -41,6 +41,7 @@ pub(crate) const F_SIGNAL: u64 = 1 << 5;
 pub(crate) const F_BUSYPOLL: u64 = 1 << 6;
 pub(crate) const F_WORKERS: u64 = 1 << 7;
 pub(crate) const F_CGROUPS: u64 = 1 << 8;
+pub(crate) const F_TIMER_ABSTIME: u64 = 1 << 9;
 
 /// The default signal of `IOC_SIGNAL`.
 pub(crate) const SIGIO: i32 = kernel::bindings::SIGIO as i32;

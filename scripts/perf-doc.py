@@ -232,11 +232,10 @@ Each measure sets the module against what a user would pick instead:
   CPU), reading a channel of its own whose thread is not pinned either, and a timerfd of its
   own armed wherever that thread runs; its figures add the reader's own wake-up. Each round
   of each row runs in a new reader thread, and all rows take turns in the same rounds. A read
-  that returns n ticks counts n ticks, each against its own ideal time. The start is the time
-  just before the arming call (`EVNOTIFY_IOC_TIMER`, `timerfd_settime`), so a figure may
-  overstate the lateness by up to that call's duration: the *start ±* column gives the
-  longest. The timerfd is started at an absolute time (`TFD_TIMER_ABSTIME`), so its start is
-  exact. Two more rows tick 64 timers at once, at {many_period} ({many_ticks}), each read by the
+  that returns n ticks counts n ticks, each against its own ideal time. Both kinds start at
+  an absolute time, one period after a time taken just before the arming call
+  (`EVNOTIFY_TIMER_ABSTIME`, `TFD_TIMER_ABSTIME`), so no figure depends on how long the call
+  took. Two more rows tick 64 timers at once, at {many_period} ({many_ticks}), each read by the
   pinned reader with one `ppoll` on all 64 descriptors: *{slots}*, a timer on each of the 64
   slots of one channel (its thread pinned to CPU 1 too), each slot with its own eventfd; and
   its peer, *{peer}*, 64 timerfds. The timers of a row are started one after the other, in
@@ -396,7 +395,7 @@ Busy-poll limit sweep (ioctl round trip, different CPUs):
           f"{pct(row['thread_cpu_share'])} | {pct(row['polled_share'])} |")
 
     w("""
-Timer lateness per tick, ms, pinned reader (against start + k·period; *start ±*: see above):
+Timer lateness per tick, ms, pinned reader (against start + k·period):
 """)
     rows = [(src, p, lat[src][p]) for p in periods for src in sources]
     rows += [(src, p, many[src][p]) for p in many_periods for src in many if p in many[src]]
@@ -611,8 +610,7 @@ with a thread of its own.
   needed only for catch-ups and when nothing reads. In this VM a wake-up sent to another CPU
   from the callback can stall it for a host timeslice, about 2 ms, which is what the plain
   reader's tail was before (traced: [design.md](design.md#the-timers-tail-for-a-plain-reader)).
-  The module's figures may be up to the start ± column too high: its timer starts during the
-  call, a timerfd at a given time. {plain_text} {slots_text} {'No tick came early.' if early == 0 else f'{num(early)} ticks came early.'}
+  {plain_text} {slots_text} {'No tick came early.' if early == 0 else f'{num(early)} ticks came early.'}
 - **Tails** (p99 and beyond) are the emulator's: host-thread scheduling of the vCPUs.
 """)
     return "\n".join(out)

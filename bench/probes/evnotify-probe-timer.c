@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * evnotify-probe-timer: a plain reader (default policy and affinity) of a slot timer or of a
- * timerfd, for profiling the timer's tail (docs/design.md). Each tick's lateness is measured
- * against start + k * period, the start taken just before arming; a tick later than
- * THRESHOLD_US is written to the ftrace marker ("probe: LATE tick ..."), if tracefs is mounted.
+ * evnotify-probe-timer: a reader of a slot timer or of a timerfd, for profiling the timer's
+ * lateness (docs/design.md): plain (default policy and affinity), or pinned, as the bench's
+ * pinned reader (SCHED_FIFO 50 on CPU 0, the channel's thread pinned there too). Both start
+ * at an absolute time (EVNOTIFY_TIMER_ABSTIME, TFD_TIMER_ABSTIME), and each tick's lateness
+ * is measured against start + k * period; a tick later than THRESHOLD_US is written to the
+ * ftrace marker ("probe: LATE tick ..."), if tracefs is mounted.
  *
- *   evnotify-probe-timer evnotify|timerfd PERIOD_US TICKS THRESHOLD_US
+ *   evnotify-probe-timer evnotify|timerfd PERIOD_US TICKS THRESHOLD_US [pinned]
  *
  * Prints p50, p90, p99 and max lateness in µs, and for the module the channel's counters.
  */
@@ -34,12 +36,16 @@ static int fail(const char *what)
 int main(int argc, char **argv)
 {
 	uint64_t period, ticks, thresh, start, k = 0, *lat;
-	int module, marker, fd, dev = -1;
+	int module, marker, fd, pinned, dev = -1;
+	cpu_set_t cpu0;
 
-	if (argc != 5 || (strcmp(argv[1], "evnotify") && strcmp(argv[1], "timerfd"))) {
-		fprintf(stderr, "usage: %s evnotify|timerfd PERIOD_US TICKS THRESHOLD_US\n", argv[0]);
+	if (argc < 5 || argc > 6 || (strcmp(argv[1], "evnotify") && strcmp(argv[1], "timerfd")) ||
+	    (argc == 6 && strcmp(argv[5], "pinned"))) {
+		fprintf(stderr, "usage: %s evnotify|timerfd PERIOD_US TICKS THRESHOLD_US [pinned]\n",
+			argv[0]);
 		return 2;
 	}
+	pinned = argc == 6;
 	module = !strcmp(argv[1], "evnotify");
 	period = strtoull(argv[2], NULL, 0) * 1000;
 	ticks = strtoull(argv[3], NULL, 0);
@@ -50,6 +56,15 @@ int main(int argc, char **argv)
 	lat = calloc(ticks, sizeof(*lat));
 	if (!lat)
 		return fail("calloc");
+	CPU_ZERO(&cpu0);
+	CPU_SET(0, &cpu0);
+	if (pinned) {
+		struct sched_param sp = { .sched_priority = 50 };
+
+		if (sched_setaffinity(0, sizeof(cpu0), &cpu0) ||
+		    sched_setscheduler(0, SCHED_FIFO, &sp))
+			return fail("pinning to CPU 0 at SCHED_FIFO 50");
+	}
 	if (module) {
 		struct evnotify_kick kick = { .slot = 0, .count = 1 };
 		struct pollfd p;
@@ -67,9 +82,18 @@ int main(int argc, char **argv)
 		p = (struct pollfd){ .fd = fd, .events = POLLIN };
 		if (poll(&p, 1, 10000) != 1 || read(fd, &v, sizeof(v)) != sizeof(v))
 			return fail("warm-up kick");
-		struct evnotify_timer t = { .slot = 0, .period_ns = period, .ticks = ticks };
+		if (pinned) {
+			struct evnotify_stats s;
 
+			if (ioctl(dev, EVNOTIFY_IOC_STATS, &s) ||
+			    sched_setaffinity((pid_t)s.thread_pid, sizeof(cpu0), &cpu0))
+				return fail("pinning the channel's thread to CPU 0");
+		}
 		start = mono_ns();
+		struct evnotify_timer t = { .slot = 0, .flags = EVNOTIFY_TIMER_ABSTIME,
+					    .period_ns = period, .ticks = ticks,
+					    .start_ns = start + period };
+
 		if (ioctl(dev, EVNOTIFY_IOC_TIMER, &t))
 			return fail("EVNOTIFY_IOC_TIMER");
 	} else {

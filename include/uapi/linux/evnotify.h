@@ -11,7 +11,8 @@
  *
  * Rules, as in Documentation/process/botching-up-ioctls.rst:
  *  - every struct is a multiple of 64 bits, with explicit padding;
- *  - flags and reserved fields must be zero, or the ioctl fails with EINVAL;
+ *  - flags and reserved fields must be zero (but the flags each struct
+ *    names), or the ioctl fails with EINVAL;
  *  - an unknown command, or a known number with another size or direction,
  *    fails with ENOTTY;
  *  - a call that fails changes no slot, hook, timer, signal or counter: it
@@ -47,8 +48,9 @@
  * 7: a read of a slot's notify eventfd by the process that attached it
  * moves the channel's timer to the reader's CPU and tops up to 16 the times
  * it may re-arm itself (see evnotify_timer).
- * 8: EVNOTIFY_TIMER_ABSTIME starts a timer at a given time; evnotify_timer's
- * last field, reserved before, is start_ns.
+ * 8: EVNOTIFY_TIMER_ABSTIME starts a timer at a given time
+ * (EVNOTIFY_F_TIMER_ABSTIME); evnotify_timer's last field, reserved before,
+ * is start_ns.
  */
 #define EVNOTIFY_API_VERSION	8
 /* Number of notify slots in every channel. */
@@ -75,6 +77,7 @@
 #define EVNOTIFY_F_WORKERS	(1ULL << 7)	/* EVNOTIFY_IOC_SHARE_WORKER, EVNOTIFY_IOC_WORKER */
 #define EVNOTIFY_F_CGROUPS	(1ULL << 8)	/* workers run in their starter's cgroups
 						 * (set on kernels with cgroups) */
+#define EVNOTIFY_F_TIMER_ABSTIME (1ULL << 9)	/* EVNOTIFY_TIMER_ABSTIME */
 
 /* Timer periods accepted by EVNOTIFY_IOC_TIMER, in nanoseconds (1 ms .. 1 day). */
 #define EVNOTIFY_MIN_PERIOD_NS	1000000ULL
@@ -167,12 +170,18 @@ struct evnotify_stats {
  * timer.
  *
  * The first tick falls one period after the call, or, with
- * EVNOTIFY_TIMER_ABSTIME, at start_ns on CLOCK_MONOTONIC (as clock_gettime
- * reads it), and the next ones every period_ns after it: never before their
- * time.  A start_ns already past is not refused, as timerfd's is not: every
+ * EVNOTIFY_TIMER_ABSTIME, at start_ns on CLOCK_MONOTONIC, and the next ones
+ * every period_ns after it: never before their time, and later than start_ns
+ * + k * period_ns only as any tick may be late, plus at most 1 us (the time
+ * the kernel takes to place start_ns on its clock, unless its reads of the
+ * clock are interrupted 16 times in a row).  A start_ns already past is not refused, as timerfd's is not: every
  * tick due since is taken at once, like late ticks (within ticks, counted in
  * timer_ticks together, coalesced beyond EVNOTIFY_MAX_PENDING), and signalled
- * by the thread (one eventfd_signal each: a read may see part of them).  EINVAL for
+ * one eventfd_signal each: a read may see part of them.  start_ns is on the
+ * kernel's CLOCK_MONOTONIC, that of the initial time namespace: in a time
+ * namespace with a monotonic offset (unshare --time), clock_gettime reads
+ * that clock plus the offset (/proc/self/timens_offsets), which the caller
+ * subtracts; timerfd converts it, this module does not.  EINVAL for
  * other flags, for EVNOTIFY_TIMER_ABSTIME with period_ns == 0 or with start_ns
  * beyond EVNOTIFY_MAX_START_NS, and for start_ns != 0 without it.
  */

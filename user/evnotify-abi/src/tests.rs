@@ -265,6 +265,7 @@ fn constants() -> Vec<(&'static str, u64, u64)> {
         F_BUSYPOLL,
         F_WORKERS,
         F_CGROUPS,
+        F_TIMER_ABSTIME,
         MIN_PERIOD_NS,
         MAX_PERIOD_NS,
         TIMER_ABSTIME,

@@ -19,6 +19,7 @@ fn feature_names(bits: u64) -> Vec<&'static str> {
         (sys::F_BUSYPOLL, "busypoll"),
         (sys::F_WORKERS, "workers"),
         (sys::F_CGROUPS, "cgroups"),
+        (sys::F_TIMER_ABSTIME, "timer-abstime"),
     ]
     .into_iter()
     .filter(|(b, _)| bits & b != 0)
@@ -142,8 +143,9 @@ mod tests {
             | sys::F_SIGNAL
             | sys::F_BUSYPOLL
             | sys::F_WORKERS
-            | sys::F_CGROUPS;
-        assert_eq!(feature_names(all).len(), 9);
+            | sys::F_CGROUPS
+            | sys::F_TIMER_ABSTIME;
+        assert_eq!(feature_names(all).len(), 10);
         assert_eq!(feature_names(sys::F_WORKERS), ["workers"]);
         assert!(feature_names(1 << 63).is_empty());
     }

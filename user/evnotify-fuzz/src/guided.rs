@@ -170,7 +170,7 @@ impl Gen {
                 put32(&mut q, 0, self.slot());
                 let abstime = self.rng.random_ratio(1, 4);
                 let flags = match abstime {
-                    true => sys::TIMER_ABSTIME,
+                    true => sys::TIMER_ABSTIME | self.zero() as u32,
                     false => self.zero() as u32,
                 };
                 put32(&mut q, 4, flags);

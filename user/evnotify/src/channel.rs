@@ -209,7 +209,9 @@ impl Channel {
 
     /// Starts a timer on `slot` whose first tick falls at `first`, a `CLOCK_MONOTONIC` time
     /// (as `clock_gettime` reads it), then one every `period`, `ticks` times (0: until
-    /// cancelled), each never before its time: as a timerfd set with `TFD_TIMER_ABSTIME`. A
+    /// cancelled), each never before its time: as a timerfd set with `TFD_TIMER_ABSTIME`
+    /// (but in a time namespace: see [`monotonic_now`]). Needs [`sys::F_TIMER_ABSTIME`]: an
+    /// older module answers `EINVAL`. A
     /// `first` already past delivers at once every tick due since (signalled one by one: a
     /// read may see part of them).
     ///
@@ -484,10 +486,16 @@ pub struct WorkerInfo {
 }
 
 /// The time on `CLOCK_MONOTONIC`, the clock of [`Channel::set_timer_at`] (`std::time::Instant`
-/// reads it too, but does not show its value).
+/// reads it too, but does not show its value). In a time namespace with a monotonic offset
+/// (`unshare --time`), this is the kernel's clock plus that offset
+/// (`/proc/self/timens_offsets`), and the module takes the kernel's: subtract it.
+///
+/// # Panics
+///
+/// If the clock cannot be read, as `std::time::Instant::now` does: it exists on every kernel
+/// this library runs on.
 pub fn monotonic_now() -> Duration {
-    // CLOCK_MONOTONIC cannot fail to be read: it exists on every kernel this library runs on,
-    // and the pointer is the library's own.
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(Duration::ZERO, Duration::from)
+        .map(Duration::from)
+        .expect("CLOCK_MONOTONIC is readable")
 }

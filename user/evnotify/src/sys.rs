@@ -29,6 +29,8 @@ pub const F_WORKERS: u64 = 1 << 7;
 /// `EVNOTIFY_F_CGROUPS`: a worker's thread runs in the cgroups of the task that started it
 /// (set by kernels with cgroups).
 pub const F_CGROUPS: u64 = 1 << 8;
+/// `EVNOTIFY_F_TIMER_ABSTIME`: timers started at a given time ([`TIMER_ABSTIME`]).
+pub const F_TIMER_ABSTIME: u64 = 1 << 9;
 /// `EVNOTIFY_MIN_PERIOD_NS`: the shortest timer period (1 ms).
 pub const MIN_PERIOD_NS: u64 = 1_000_000;
 /// `EVNOTIFY_MAX_PERIOD_NS`: the longest timer period (1 day).
