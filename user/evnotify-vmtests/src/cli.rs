@@ -307,7 +307,7 @@ fn cli_info_and_ping_json() -> Result<()> {
     ensure!(v["nr_slots"] == sys::NR_SLOTS, "{v}");
     let features = v["features"].as_u64().context("features")?;
     ensure!(features & sys::F_BUSYPOLL != 0, "{v}");
-    let names = 8 + usize::from(crate::lifecycle::cgroups_feature() != 0);
+    let names = 9 + usize::from(crate::lifecycle::cgroups_feature() != 0);
     ensure!(
         v["feature_names"].as_array().map(Vec::len) == Some(names),
         "{v}"
