@@ -7,13 +7,13 @@
 //! belongs to), the slot state and the leaf wrappers.
 
 use crate::{
+    deadlines::ALARM_TICKS,
     eventfd::EventFd,
     shared::{
         Alarm,
         Shared, //
     },
     slots::bits,
-    uapi::NR_SLOTS,
 };
 use kernel::{
     bindings,
@@ -81,7 +81,10 @@ impl HrTimerCallback for Shared {
         mut ctx: HrTimerCallbackContext<'_, Self>,
     ) -> HrTimerRestart {
         let now = Instant::now();
-        let mut efds: [Option<Arc<EventFd>>; NR_SLOTS] = [const { None }; NR_SLOTS];
+        // The eventfds of the ticks taken, at most `ALARM_TICKS` (`fire_timers` takes no more):
+        // a small array, since this runs at every expiry with interrupts off.
+        let mut efds: [Option<Arc<EventFd>>; ALARM_TICKS as usize] =
+            [const { None }; ALARM_TICKS as usize];
         let mut inner = this.inner.lock();
         inner.alarm.at = None;
         if inner.closed {
@@ -91,8 +94,8 @@ impl HrTimerCallback for Shared {
         inner.alarm.cpu = Some(CpuId::current().as_u32());
         inner.alarm.floor = Some(now + ALARM_GAP);
         let taken = inner.fire_timers(now, true);
-        for slot in bits(taken) {
-            efds[slot] = inner.slots[slot].efd.clone();
+        for (efd, slot) in efds.iter_mut().zip(bits(taken)) {
+            *efd = inner.slots[slot].efd.clone();
         }
         let next = inner.next_deadline().map(|d| spaced(d, inner.alarm.floor));
         let again = next.filter(|_| inner.alarm.credit > 0);
