@@ -16,8 +16,9 @@ use kernel::{
     }, //
 };
 
-/// Most nanoseconds a timer started at a given time (`Timer::new`) is placed after it, unless
-/// the reads of the clock are interrupted `PLACE_TRIES` times in a row.
+/// A timer started at a given time (`Timer::new`) is placed after it by the time between two
+/// reads of the clock: read again, up to `PLACE_TRIES` times, while that may exceed
+/// `PLACE_SLACK` nanoseconds, and the closest pair kept.
 const PLACE_SLACK: i64 = 1000;
 const PLACE_TRIES: u32 = 16;
 
@@ -46,20 +47,27 @@ impl Timer {
         // The kernel crate makes an `Instant` only from the clock: `first_ns` is placed from a
         // raw reading taken before it, so the tick is never early, and later by the time
         // between the two. Bracketed by a third reading, and read again while that time may
-        // exceed `PLACE_SLACK` (an interrupt or the scheduler came between them). The sum is
-        // `first_ns` plus that time: neither negative nor near `KTIME_MAX` (2^63 - 1, with
-        // `first_ns` at most 2^62).
-        let mut tries = 0;
-        let first = loop {
+        // exceed `PLACE_SLACK` (an interrupt, the scheduler or a slow clocksource came between
+        // them). The sum is `first_ns` plus that time: neither negative (`ktime_get` does not
+        // go back: `clocksource_delta`) nor near `KTIME_MAX` (2^63 - 1, with `first_ns` at
+        // most 2^62).
+        let place = || {
             let raw = Monotonic::ktime_get();
             let now = Instant::now();
             let slack = Monotonic::ktime_get() - raw;
-            tries += 1;
-            if slack <= PLACE_SLACK || tries == PLACE_TRIES {
-                break now + Delta::from_nanos(first_ns as i64 - raw);
-            }
+            (slack, now + Delta::from_nanos(first_ns as i64 - raw))
         };
-        Self::first_at(first, period_ns, ticks)
+        let mut best = place();
+        for _ in 1..PLACE_TRIES {
+            if best.0 <= PLACE_SLACK {
+                break;
+            }
+            let next = place();
+            if next.0 < best.0 {
+                best = next;
+            }
+        }
+        Self::first_at(best.1, period_ns, ticks)
     }
 
     /// A timer whose first tick is one period after `start`.

@@ -172,16 +172,19 @@ struct evnotify_stats {
  * The first tick falls one period after the call, or, with
  * EVNOTIFY_TIMER_ABSTIME, at start_ns on CLOCK_MONOTONIC, and the next ones
  * every period_ns after it: never before their time, and later than start_ns
- * + k * period_ns only as any tick may be late, plus at most 1 us (the time
- * the kernel takes to place start_ns on its clock, unless its reads of the
- * clock are interrupted 16 times in a row).  A start_ns already past is not refused, as timerfd's is not: every
- * tick due since is taken at once, like late ticks (within ticks, counted in
- * timer_ticks together, coalesced beyond EVNOTIFY_MAX_PENDING), and signalled
- * one eventfd_signal each: a read may see part of them.  start_ns is on the
- * kernel's CLOCK_MONOTONIC, that of the initial time namespace: in a time
- * namespace with a monotonic offset (unshare --time), clock_gettime reads
- * that clock plus the offset (/proc/self/timens_offsets), which the caller
- * subtracts; timerfd converts it, this module does not.  EINVAL for
+ * + k * period_ns only as any tick may be late, plus the time between two
+ * reads of the kernel's clock as it places start_ns (retried up to 16 times
+ * to keep it under 1 us).  A start_ns already past is not refused, as
+ * timerfd's is not: every tick due since is taken at once, like late ticks
+ * (within ticks, counted in timer_ticks together, coalesced beyond
+ * EVNOTIFY_MAX_PENDING), and signalled with one eventfd_signal each, so a
+ * read may see part of them.  start_ns is on the kernel's CLOCK_MONOTONIC,
+ * that of the initial time namespace: timerfd converts a time given in a
+ * time namespace, this module does not.  In a time namespace with a
+ * monotonic offset (unshare --time --monotonic), clock_gettime reads the
+ * kernel's clock plus that offset (shown by /proc/<pid>/timens_offsets of a
+ * process in the namespace), which the caller subtracts (a result below 0
+ * is a time before boot: 0 does as well).  EINVAL for
  * other flags, for EVNOTIFY_TIMER_ABSTIME with period_ns == 0 or with start_ns
  * beyond EVNOTIFY_MAX_START_NS, and for start_ns != 0 without it.
  */

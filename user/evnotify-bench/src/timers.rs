@@ -31,8 +31,9 @@ pub const PERIODS: [(&str, Duration); 2] = [
     ("10ms", Duration::from_millis(10)),
 ];
 /// Ticks per period, source and reader, split over `ROUNDS` rounds that take turns, like the
-/// latency paths: 2,000 at 1 ms and 400 at 10 ms, about 12 s per reader.
-const TICKS: [u64; 2] = [2000, 400];
+/// latency paths: 4,000 at 1 ms and 1,000 at 10 ms, about 28 s per reader (at 400 ticks a
+/// p99 was the fourth-latest tick, and moved by a third between runs).
+const TICKS: [u64; 2] = [4000, 1000];
 const ROUNDS: u64 = 4;
 /// The reader's real-time priority.
 const PRIO: i32 = 50;

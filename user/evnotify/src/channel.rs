@@ -207,10 +207,10 @@ impl Channel {
         self.timer(slot, period, ticks, None)
     }
 
-    /// Starts a timer on `slot` whose first tick falls at `first`, a `CLOCK_MONOTONIC` time
-    /// (as `clock_gettime` reads it), then one every `period`, `ticks` times (0: until
-    /// cancelled), each never before its time: as a timerfd set with `TFD_TIMER_ABSTIME`
-    /// (but in a time namespace: see [`monotonic_now`]). Needs [`sys::F_TIMER_ABSTIME`]: an
+    /// Starts a timer on `slot` whose first tick falls at `first`, a time on the kernel's
+    /// `CLOCK_MONOTONIC` (outside a time namespace, as [`monotonic_now`] reads it: see there),
+    /// then one every `period`, `ticks` times (0: until cancelled), each never before its
+    /// time: as a timerfd set with `TFD_TIMER_ABSTIME`. Needs [`sys::F_TIMER_ABSTIME`]: an
     /// older module answers `EINVAL`. A
     /// `first` already past delivers at once every tick due since (signalled one by one: a
     /// read may see part of them).
@@ -485,10 +485,12 @@ pub struct WorkerInfo {
     pub channels: u32,
 }
 
-/// The time on `CLOCK_MONOTONIC`, the clock of [`Channel::set_timer_at`] (`std::time::Instant`
-/// reads it too, but does not show its value). In a time namespace with a monotonic offset
-/// (`unshare --time`), this is the kernel's clock plus that offset
-/// (`/proc/self/timens_offsets`), and the module takes the kernel's: subtract it.
+/// The time on `CLOCK_MONOTONIC` (`std::time::Instant` reads it too, but does not show its
+/// value): outside a time namespace, the clock of [`Channel::set_timer_at`]. In a time
+/// namespace with a monotonic offset (`unshare --time --monotonic`), this is the kernel's
+/// clock plus that offset (shown by `/proc/<pid>/timens_offsets` of a process in the
+/// namespace), and the module takes the kernel's: subtract it (a result below 0 is a time
+/// before boot: 0 does as well).
 ///
 /// # Panics
 ///

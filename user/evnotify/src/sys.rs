@@ -144,7 +144,8 @@ pub struct Timer {
     pub period_ns: u64,
     /// Ticks to deliver, then stop; 0 = until cancelled.
     pub ticks: u64,
-    /// With [`TIMER_ABSTIME`], the first tick's time on `CLOCK_MONOTONIC`, at most
+    /// With [`TIMER_ABSTIME`], the first tick's time on the kernel's `CLOCK_MONOTONIC` (that of
+    /// the initial time namespace), at most
     /// [`MAX_START_NS`]; else 0.
     pub start_ns: u64,
 }
