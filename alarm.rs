@@ -94,8 +94,31 @@ impl HrTimerCallback for Shared {
         inner.alarm.cpu = Some(CpuId::current().as_u32());
         inner.alarm.floor = Some(now + ALARM_GAP);
         let taken = inner.fire_timers(now, true);
-        for (efd, slot) in efds.iter_mut().zip(bits(taken)) {
-            *efd = inner.slots[slot].efd.clone();
+        if taken != 0 {
+            for (efd, slot) in efds.iter_mut().zip(bits(taken)) {
+                *efd = inner.slots[slot].efd.clone();
+            }
+            drop(inner);
+            // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
+            // takes `inner`. Tagged as a channel's signal, so such a loop is an echo. Signalled
+            // first, the next deadline found after: a reader on another CPU is woken sooner.
+            let mut signalled = 0;
+            for efd in efds.iter().flatten() {
+                efd.signal();
+                signalled += 1;
+            }
+            let c = &this.count;
+            c.notifies.add(signalled, Relaxed);
+            let lost = u64::from(taken.count_ones()) - signalled;
+            if lost != 0 {
+                c.dropped.add(lost, Relaxed);
+            }
+            inner = this.inner.lock();
+            inner.alarm_delivered(taken);
+            if inner.closed {
+                // `close` cancels the alarm, waiting for this callback: nothing to re-arm.
+                return HrTimerRestart::NoRestart;
+            }
         }
         let next = inner.next_deadline().map(|d| spaced(d, inner.alarm.floor));
         let again = next.filter(|_| inner.alarm.credit > 0);
@@ -104,24 +127,8 @@ impl HrTimerCallback for Shared {
             inner.alarm.at = again;
         }
         let refill = next.is_some() && inner.alarm.credit <= ALARM_CREDIT / 2;
-        if taken != 0 {
-            drop(inner);
-            // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
-            // takes `inner`. Tagged as a channel's signal, so such a loop is an echo.
-            let mut signalled = 0;
-            for efd in efds.iter().flatten() {
-                efd.signal();
-                signalled += 1;
-            }
-            let c = &this.count;
-            c.notifies.add(signalled, Relaxed);
-            c.dropped
-                .add(u64::from(taken.count_ones()) - signalled, Relaxed);
-            inner = this.inner.lock();
-            inner.alarm_delivered(taken);
-        }
         // The worker is woken after the readers, to deliver the rest or to grant more re-arms.
-        if !inner.closed && (!inner.idle() || refill) {
+        if !inner.idle() || refill {
             if let Some(runner) = this.runner.as_ref() {
                 runner.enqueue(this, false);
             }
