@@ -49,7 +49,7 @@ pct = lambda x: f"{x:.0%}"
 order = ["evnotify_ioctl", "evnotify_kickfd", "spin_responder", "io_uring_sqpoll",
          "evnotify_ioctl_nopoll", "evnotify_kickfd_nopoll", "eventfd_threads", "pipe_threads",
          "io_uring_iowq", "io_uring"]
-print(f"\nRound trip, µs ({r['vm']['accel'].upper()} VM, kernel {r['vm']['kernel']}{' with lockdep' if r['vm']['lockdep'] else ''}, {r['vm']['cpus']} CPUs, {r['vm']['iters']} round trips each; "
+print(f"\nRound trip, µs ({r['vm']['accel'].upper()} VM, kernel {r['vm']['kernel']}{' with lockdep' if r['vm']['lockdep'] else ''}, {r['vm']['cpus']} CPUs, clocksource {r['vm'].get('clocksource', '?')}, {r['vm']['iters']} round trips each; "
       f"busy-poll limit {r['limits']['busypoll_ns']/1e3:.0f} µs, SQ thread idle {r['limits']['sq_thread_idle_ms']} ms)\n")
 print("| path | pinning | p50 | p90 | p99 | p99.9 | max | responder CPU |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -359,6 +359,8 @@ def render(r):
     ))
 
     kernel = f"the bench kernel: {vm['kernel']} {'with' if vm['lockdep'] else 'without'} lockdep"
+    if "clocksource" in vm:
+        kernel += f", clocksource {vm['clocksource']} at the end of the run"
     w(f"""## The last run
 
 {vm['accel'].upper()} VM, {vm['cpus']} CPUs, {kernel}; {num(vm['iters'])} round trips per

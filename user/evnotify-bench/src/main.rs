@@ -98,6 +98,13 @@ fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
             // Lockdep makes every lock several times dearer, and larger (README: Performance).
             "lockdep": std::path::Path::new("/proc/lockdep").exists(),
             "iters": iters,
+            // Read at the end: under TCG the clocksource watchdog may have left the TSC for the
+            // emulated HPET, which makes every clock read a device access (scripts/vm.sh).
+            "clocksource": std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+            )
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into()),
         }),
         busypoll_ns,
         rtt,

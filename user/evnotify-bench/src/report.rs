@@ -241,7 +241,7 @@ const CALLER_ONLY: &str = "io_uring";
 /// Every key the results must have, as JSON pointers: what `bench.sh`, the chart and the
 /// README read. Written out here, apart from `report`, so that a key `report` drops is caught.
 fn required() -> Vec<String> {
-    let mut keys: Vec<String> = ["accel", "cpus", "kernel", "lockdep", "iters"]
+    let mut keys: Vec<String> = ["accel", "cpus", "kernel", "lockdep", "iters", "clocksource"]
         .iter()
         .map(|k| format!("/vm/{k}"))
         .collect();
@@ -397,7 +397,8 @@ mod tests {
                 .collect()
         };
         Results {
-            vm: json!({"accel": "tcg", "cpus": 2, "kernel": "7.3", "lockdep": false, "iters": 100}),
+            vm: json!({"accel": "tcg", "cpus": 2, "kernel": "7.3", "lockdep": false, "iters": 100,
+                "clocksource": "tsc"}),
             busypoll_ns: 200_000,
             rtt: PINNINGS.iter().map(|&(name, _)| (name, rows())).collect(),
             throughput: Throughput::default(),
