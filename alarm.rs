@@ -86,10 +86,13 @@ impl HrTimerCallback for Shared {
         let mut efds: [Option<Arc<EventFd>>; ALARM_TICKS as usize] =
             [const { None }; ALARM_TICKS as usize];
         let mut inner = this.inner.lock();
-        inner.alarm.at = None;
         if inner.closed {
+            inner.alarm.at = None;
             return HrTimerRestart::NoRestart;
         }
+        // Firing: armed for now until the re-arm below, so that `set_alarm` leaves it to this
+        // callback (with the credit it grants) while the lock is dropped to signal.
+        inner.alarm.at = Some(now);
         // Where it re-arms itself, if it does.
         inner.alarm.cpu = Some(CpuId::current().as_u32());
         inner.alarm.floor = Some(now + ALARM_GAP);
@@ -117,6 +120,7 @@ impl HrTimerCallback for Shared {
             inner.alarm_delivered(taken);
             if inner.closed {
                 // `close` cancels the alarm, waiting for this callback: nothing to re-arm.
+                inner.alarm.at = None;
                 return HrTimerRestart::NoRestart;
             }
         }
@@ -124,10 +128,11 @@ impl HrTimerCallback for Shared {
         let again = next.filter(|_| inner.alarm.credit > 0);
         if again.is_some() {
             inner.alarm.credit -= 1;
-            inner.alarm.at = again;
         }
+        inner.alarm.at = again;
         let refill = next.is_some() && inner.alarm.credit <= ALARM_CREDIT / 2;
-        // The worker is woken after the readers, to deliver the rest or to grant more re-arms.
+        // The worker is woken after the readers, to deliver the rest or to grant more re-arms
+        // (not for a closed channel: both paths here checked `closed` under this lock).
         if !inner.idle() || refill {
             if let Some(runner) = this.runner.as_ref() {
                 runner.enqueue(this, false);
@@ -151,8 +156,9 @@ impl Shared {
     /// worker (`grant`) grants it [`ALARM_CREDIT`] re-arms of its own, an ioctl at least one.
     /// Alarms are spaced at least `ALARM_GAP` apart, counted from when the last one fired. An
     /// alarm armed to fire by then already (by its
-    /// callback, perhaps) is left where it is, on its CPU: the deadline is read under the same
-    /// lock as the alarm's state, so that a callback that just re-armed it is seen.
+    /// callback, perhaps) or firing is left where it is, on its CPU: the deadline is read under
+    /// the same lock as the alarm's state, so that a callback that is firing (`at` is its
+    /// expiry's time until it re-arms) or just re-armed it is seen.
     pub(crate) fn set_alarm(self: &Arc<Self>, alarm: &mut Alarm, grant: bool) {
         {
             let mut inner = self.inner.lock();
