@@ -32,10 +32,6 @@ pub const TESTS: &[Test] = &[
         "timer_alarm_follows_its_reader",
         timer_alarm_follows_its_reader,
     ),
-    (
-        "timer_alarm_left_to_its_callback",
-        timer_alarm_left_to_its_callback,
-    ),
 ];
 
 /// The CPU the channel's thread is pinned to; the test's own thread runs on CPU 0.
@@ -382,48 +378,6 @@ fn timer_alarm_follows_its_reader() -> Result<()> {
         d1 >= d0 + TICKS / 2,
         "local timer interrupts while {TICKS} ticks were read on CPU {CPU}: CPU 0 {d0}, \
          CPU {CPU} {d1}"
-    );
-    Ok(())
-}
-
-/// A firing alarm is left to its callback: the thread, on CPU 0, ends a batch of kicks and
-/// arms the alarm for what is due next many times during each expiry on CPU 1 (a thread kicks
-/// another slot without pause), and finds it firing, not disarmed: it stays on the reader's
-/// CPU (API version 8). Counted as in `timer_alarm_follows_its_reader`; a callback that looked
-/// disarmed while it signalled was moved to CPU 0 at about every other tick.
-fn timer_alarm_left_to_its_callback() -> Result<()> {
-    const PERIOD: Duration = Duration::from_millis(1);
-    const TICKS: u64 = 300;
-    pin_me(0)?;
-    let ch = Channel::open()?;
-    start_thread(&ch)?;
-    ch.pin_thread(0)?;
-    let n = Notifier::new()?;
-    ch.attach(0, &n)?;
-    ch.attach(2, &Notifier::new()?)?;
-    ch.set_timer(0, PERIOD, 0)?;
-    let stop = AtomicBool::new(false);
-    let (d0, d1) = std::thread::scope(|sc| {
-        let kicker = sc.spawn(|| -> Result<u64> {
-            pin_me(0)?;
-            let mut kicks = 0;
-            while !stop.load(Ordering::Relaxed) {
-                ch.kick(2, 1)?;
-                kicks += 1;
-            }
-            Ok(kicks)
-        });
-        let read = crate::join(sc.spawn(|| read_on_cpu(&n, TICKS)), "reader");
-        stop.store(true, Ordering::Relaxed);
-        let kicks = crate::join(kicker, "kicker")?;
-        ensure!(kicks > TICKS, "{kicks} kicks while {TICKS} ticks were read");
-        read
-    })?;
-    ch.cancel_timer(0)?;
-    ensure!(
-        d1 >= d0 + TICKS / 2,
-        "local timer interrupts while {TICKS} ticks were read on CPU {CPU}, the thread arming \
-         the alarm on CPU 0: CPU 0 {d0}, CPU {CPU} {d1}"
     );
     Ok(())
 }
