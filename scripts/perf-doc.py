@@ -183,7 +183,13 @@ debugging, hung-task detection, Rust debug assertions and overflow checks, fault
 injection); it is built once, in its own cache directory, the first time (about 8 minutes
 here). It is closer to a production kernel, not one: it keeps tinyconfig's choices
 (`SLUB_TINY`, a periodic tick), which may move the open, close and memory figures. It has
-cgroups and memory cgroups since issue 23 (results from before had neither). Under TCG, lockdep made every round trip several times slower, and the paths that
+cgroups and memory cgroups since issue 23 (results from before had neither), and since
+issue 24 it is compiled with `-O2`, as distributions compile theirs, not tinyconfig's `-Os`
+(at `-Os` the module's Rust code called the kernel crate's one-line wrappers instead of
+inlining them), and boots with `tsc=reliable`: under TCG the clocksource watchdog sometimes
+found the TSC skewed against the emulated HPET minutes into a boot and moved every clock read
+to the HPET, a device access of several µs, part-way through a run (`results.json` records
+the clocksource at the end, `vm.clocksource`). Under TCG, lockdep made every round trip several times slower, and the paths that
 take more locks more so, enough to turn rankings around ([design.md](design.md#lockdep-and-the-bench-kernel)
 has the two runs that showed it). `results.json` records which (`vm.lockdep`).
 """
