@@ -244,10 +244,11 @@ Each measure sets the module against what a user would pick instead:
   took. Two more rows tick 64 timers at once, at {many_period} ({many_ticks}), each read by the
   pinned reader with one `ppoll` on all 64 descriptors: *{slots}*, a timer on each of the 64
   slots of one channel (its thread pinned to CPU 1 too), each slot with its own eventfd; and
-  its peer, *{peer}*, 64 timerfds. The timers of a row are started one after the other, in
-  the same loop for both, each tick measured against its own timer's start; between two
-  arming calls the reader reads, without waiting, whatever the timers already started have
-  delivered. The descriptors found readable are read one after the other (from a different
+  its peer, *{peer}*, 64 timerfds. The timers of a row are started on one grid, in the same
+  loop for both: each first tick one period after a time taken before the first arming call,
+  so the 64 ticks of a period fall due together (results before issue 24's third stop started
+  each timer one period after its own call, so that their ticks were spread over the few
+  milliseconds the calls took, more of them for the module's slower call). The descriptors found readable are read one after the other (from a different
   one each time), each tick timed just after its own read; *ticks per wake-up* is the ticks
   read over the polls that found any.
 - **Throughput:** kicks per second one channel absorbs (one ioctl per kick; coalesced: one

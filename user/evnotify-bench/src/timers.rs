@@ -4,7 +4,8 @@
 //! reader's; and by a plain thread (default policy and affinity, its channel's thread not
 //! pinned either), as an ordinary program reads. Two more rows tick 64 timers at once, read
 //! by the pinned reader with one `ppoll` on all 64 descriptors: a timer on each of a
-//! channel's 64 slots, each with its own eventfd, and its peer, 64 timerfds, started and read
+//! channel's 64 slots, each with its own eventfd, and its peer, 64 timerfds, started on one grid
+//! (their ticks fall due together) and read
 //! the same way.
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -297,23 +298,28 @@ impl<T: Ticker> Many<'_, T> {
     }
 }
 
-/// Runs `ticks` ticks of each of `ts`, all of one `period`, started one after the other, and
-/// records the lateness of every tick in `l`, each against its own ticker's start. They are
-/// read together, one `ppoll` on all their descriptors at a time; between two starts, the
-/// ones already started are read without waiting, so that starting the rest does not make
-/// their ticks late.
+/// Runs `ticks` ticks of each of `ts`, all of one `period` and on one grid: every first tick
+/// is one period after a time taken before the first start, so that their ticks fall due
+/// together, as those of a program's timers of one period started together would (starting
+/// 64 takes a few milliseconds, well within the period). Records the lateness of every tick
+/// in `l`. They are read together, one `ppoll` on all their descriptors at a time.
 fn measure_many<T: Ticker>(ts: &[T], period: Duration, ticks: u64, l: &mut Lateness) -> Result<()> {
+    let grid = monotonic_now();
     let mut m = Many {
         ts,
-        starts: Vec::with_capacity(ts.len()),
+        starts: vec![grid; ts.len()],
         got: vec![0; ts.len()],
         period,
         ticks,
     };
     for t in ts {
-        m.starts.push(start(t, period, ticks)?);
-        m.poll_read(Duration::ZERO, l)?;
+        t.start(grid + period, period, ticks)?;
     }
+    ensure!(
+        monotonic_now() < grid + period,
+        "starting {} timers took longer than their period, {period:?}",
+        ts.len()
+    );
     let deadline = Instant::now() + allowance(period, ticks);
     while m.got.iter().any(|&k| k < ticks) {
         m.poll_read(left(deadline)?, l)?;
