@@ -7,7 +7,6 @@
 //! belongs to), the slot state and the leaf wrappers.
 
 use crate::{
-    deadlines::ALARM_TICKS,
     eventfd::EventFd,
     shared::{
         Alarm,
@@ -47,6 +46,10 @@ const ALARM_GAP: Delta = Delta::from_micros(100);
 /// eventfd is read (see the callback and `slot_read`).
 const ALARM_CREDIT: u32 = 16;
 
+/// Most eventfds the callback holds at once: it signals the ticks it took (up to one per slot)
+/// in batches of this many, re-taking the lock between them.
+const ALARM_BATCH: usize = 8;
+
 /// `deadline`, or `floor` if that is later.
 fn spaced(deadline: Instant<Monotonic>, floor: Option<Instant<Monotonic>>) -> Instant<Monotonic> {
     match floor {
@@ -69,9 +72,9 @@ impl HrTimerCallback for Shared {
     /// every expiry once half are spent. A timerfd is re-armed by its reader, never in its
     /// callback, "to avoid DoS attacks specifying a very short timer period" (`fs/timerfd.c`);
     /// here the interrupt work is likewise paced by schedulable tasks: at most
-    /// `ALARM_CREDIT + 1` expiries (the armed one and its re-arms) of at most `ALARM_TICKS`
-    /// eventfd signals each per run of the worker or read, and two per `EVNOTIFY_IOC_TIMER`
-    /// call.
+    /// `ALARM_CREDIT + 1` expiries (the armed one and its re-arms) of at most one eventfd
+    /// signal per slot each (as many timerfds falling due together would cost) per run of the
+    /// worker or read, and two per `EVNOTIFY_IOC_TIMER` call.
     ///
     /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
@@ -81,10 +84,6 @@ impl HrTimerCallback for Shared {
         mut ctx: HrTimerCallbackContext<'_, Self>,
     ) -> HrTimerRestart {
         let now = Instant::now();
-        // The eventfds of the ticks taken, at most `ALARM_TICKS` (`fire_timers` takes no more):
-        // a small array, since this runs at every expiry with interrupts off.
-        let mut efds: [Option<Arc<EventFd>>; ALARM_TICKS as usize] =
-            [const { None }; ALARM_TICKS as usize];
         let mut inner = this.inner.lock();
         if inner.closed {
             inner.alarm.at = None;
@@ -96,30 +95,39 @@ impl HrTimerCallback for Shared {
         // Where it re-arms itself, if it does.
         inner.alarm.cpu = Some(CpuId::current().as_u32());
         inner.alarm.floor = Some(now + ALARM_GAP);
-        let taken = inner.fire_timers(now, true);
-        if taken != 0 {
-            for (efd, slot) in efds.iter_mut().zip(bits(taken)) {
+        // Signalled first, the next deadline found after: the readers are woken sooner.
+        let mut left = inner.fire_timers(now, true);
+        while left != 0 {
+            // The eventfds of up to `ALARM_BATCH` ticks, held while the lock is dropped: a
+            // small array, since this runs at every expiry with interrupts off.
+            let mut efds: [Option<Arc<EventFd>>; ALARM_BATCH] = [const { None }; ALARM_BATCH];
+            let mut batch = 0;
+            for (efd, slot) in efds.iter_mut().zip(bits(left)) {
                 *efd = inner.slots[slot].efd.clone();
+                batch |= 1 << slot;
             }
+            left &= !batch;
             drop(inner);
             // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
-            // takes `inner`. Tagged as a channel's signal, so such a loop is an echo. Signalled
-            // first, the next deadline found after: a reader on another CPU is woken sooner.
+            // takes `inner`. Tagged as a channel's signal, so such a loop is an echo.
             let mut signalled = 0;
             for efd in efds.iter().flatten() {
                 efd.signal();
                 signalled += 1;
             }
+            drop(efds);
             let c = &this.count;
             c.notifies.add(signalled, Relaxed);
-            let lost = u64::from(taken.count_ones()) - signalled;
+            let lost = u64::from(batch.count_ones()) - signalled;
             if lost != 0 {
                 c.dropped.add(lost, Relaxed);
             }
             inner = this.inner.lock();
-            inner.alarm_delivered(taken);
+            inner.alarm_delivered(batch);
             if inner.closed {
-                // `close` cancels the alarm, waiting for this callback: nothing to re-arm.
+                // `close` cancels the alarm, waiting for this callback: nothing to re-arm, and
+                // nobody to see the ticks left, counted as taken.
+                inner.alarm_delivered(left);
                 inner.alarm.at = None;
                 return HrTimerRestart::NoRestart;
             }

@@ -21,18 +21,14 @@ use kernel::{
     }, //
 };
 
-/// Most ticks the alarm delivers itself per expiry, in interrupt context; further due ticks go
-/// to the thread. Each costs an eventfd signal, which wakes all of that eventfd's waiters.
-pub(crate) const ALARM_TICKS: u32 = 8;
-
 impl Inner {
     /// Queues the ticks of every timer due at `now`, and makes waiting echoes due once their
     /// time came. The caller reads the clock, so that tests of the arithmetic need not.
     ///
     /// For the `alarm`, a lone due tick of a slot with no signal and nothing pending or in
-    /// flight is not queued but taken, up to [`ALARM_TICKS`] of them: they are returned in the
-    /// mask, for the alarm to deliver (to the slot's eventfd, if any) and then pass to
-    /// [`Inner::alarm_delivered`].
+    /// flight is not queued but taken, one per slot, all 64 if they fell due together: they are
+    /// returned in the mask, for the alarm to deliver (to the slot's eventfd, if any) and then
+    /// pass to [`Inner::alarm_delivered`].
     pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>, alarm: bool) -> u64 {
         let mut taken = 0;
         if self.timer_mask == 0 && self.echo_mask == 0 {
@@ -62,8 +58,7 @@ impl Inner {
                 self.timer_mask &= !(1 << slot);
             }
             let busy = self.slot_pending(slot) != 0;
-            let room = taken.count_ones() < ALARM_TICKS;
-            if due == 1 && alarm && no_signal && !busy && room {
+            if due == 1 && alarm && no_signal && !busy {
                 self.timer_ticks = self.timer_ticks.wrapping_add(1);
                 self.alarm_mask |= 1 << slot;
                 taken |= 1 << slot;
@@ -195,19 +190,20 @@ mod tests {
     }
 
     #[test]
-    fn alarm_takes_a_bounded_number() -> Result {
+    fn alarm_takes_every_slot_due_together() -> Result {
         let mut i = with_extra()?;
         let min = uapi::MIN_PERIOD_NS;
         let now = Instant::now();
         let start = now - Delta::from_nanos(min as i64);
-        let all = ALARM_TICKS as usize + 3;
-        for slot in 0..all {
+        for slot in 0..uapi::NR_SLOTS {
             i.replace_timer(slot, Some(Timer::starting(start, min, 0)?), start);
         }
-        // The first ones in slot order; the others are queued for the thread.
-        let taken = i.fire_timers(now, true);
-        assert_eq!(taken, (1 << ALARM_TICKS) - 1);
-        assert_eq!(i.pending_mask, ((1 << all) - 1) & !taken);
+        // One tick of every slot, none queued for the thread.
+        assert_eq!(i.fire_timers(now, true), u64::MAX);
+        assert_eq!((i.pending_mask, i.pending()), (0, uapi::NR_SLOTS as u64));
+        assert!(identity(&i));
+        i.alarm_delivered(u64::MAX);
+        assert_eq!((i.handled, i.pending()), (uapi::NR_SLOTS as u64, 0));
         assert!(identity(&i));
         Ok(())
     }

@@ -16,7 +16,7 @@ use kernel::{
     transmute, //
 };
 
-pub(crate) const API_VERSION: u32 = 8;
+pub(crate) const API_VERSION: u32 = 9;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
 pub(crate) const MAX_PENDING: u64 = 1 << 20;

@@ -59,7 +59,7 @@ pub(crate) fn cgroups_feature() -> u64 {
 fn version_and_features() -> Result<()> {
     let v = Channel::open()?.version()?;
     ensure!(
-        v.api_version == sys::API_VERSION && v.api_version == 8,
+        v.api_version == sys::API_VERSION && v.api_version == 9,
         "{v:?}"
     );
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");

@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 /// `EVNOTIFY_API_VERSION`: the version this crate speaks.
-pub const API_VERSION: u32 = 8;
+pub const API_VERSION: u32 = 9;
 /// `EVNOTIFY_NR_SLOTS`: notify slots per channel.
 pub const NR_SLOTS: u32 = 64;
 /// `EVNOTIFY_MAX_KICK`: the largest count one kick accepts.
