@@ -12,13 +12,21 @@ use crate::{
         Alarm,
         Shared, //
     },
-    slots::bits,
+    slots::{
+        bits,
+        Inner, //
+    },
+    uapi::NR_SLOTS,
 };
 use kernel::{
     bindings,
     cpu::CpuId,
     sync::{
         atomic::Relaxed,
+        lock::{
+            Backend,
+            Guard, //
+        },
         Arc,
         ArcBorrow, //
     },
@@ -46,8 +54,8 @@ const ALARM_GAP: Delta = Delta::from_micros(100);
 /// eventfd is read (see the callback and `slot_read`).
 const ALARM_CREDIT: u32 = 16;
 
-/// Most eventfds the callback holds at once: it signals the ticks it took (up to one per slot)
-/// in batches of this many, re-taking the lock between them.
+/// Most ticks an expiry takes in the usual case, whose eventfds the callback holds in an array
+/// of this size (of `NR_SLOTS` when more fell due together).
 const ALARM_BATCH: usize = 8;
 
 /// `deadline`, or `floor` if that is later.
@@ -96,38 +104,19 @@ impl HrTimerCallback for Shared {
         inner.alarm.cpu = Some(CpuId::current().as_u32());
         inner.alarm.floor = Some(now + ALARM_GAP);
         // Signalled first, the next deadline found after: the readers are woken sooner.
-        let mut left = inner.fire_timers(now, true);
-        while left != 0 {
-            // The eventfds of up to `ALARM_BATCH` ticks, held while the lock is dropped: a
-            // small array, since this runs at every expiry with interrupts off.
-            let mut efds: [Option<Arc<EventFd>>; ALARM_BATCH] = [const { None }; ALARM_BATCH];
-            let mut batch = 0;
-            for (efd, slot) in efds.iter_mut().zip(bits(left)) {
-                *efd = inner.slots[slot].efd.clone();
-                batch |= 1 << slot;
-            }
-            left &= !batch;
-            drop(inner);
-            // Unlocked: the eventfd may be a kick eventfd of this channel, whose wake-up
-            // takes `inner`. Tagged as a channel's signal, so such a loop is an echo.
-            let mut signalled = 0;
-            for efd in efds.iter().flatten() {
-                efd.signal();
-                signalled += 1;
-            }
-            drop(efds);
-            let c = &this.count;
-            c.notifies.add(signalled, Relaxed);
-            let lost = u64::from(batch.count_ones()) - signalled;
-            if lost != 0 {
-                c.dropped.add(lost, Relaxed);
+        let taken = inner.fire_timers(now, true);
+        if taken != 0 {
+            // Their eventfds are held in an array: a small one at nearly every expiry, since
+            // this runs with interrupts off, one of a slot each when more fell due together.
+            if taken.count_ones() as usize <= ALARM_BATCH {
+                deliver::<ALARM_BATCH, _>(&this, inner, taken);
+            } else {
+                deliver::<NR_SLOTS, _>(&this, inner, taken);
             }
             inner = this.inner.lock();
-            inner.alarm_delivered(batch);
+            inner.alarm_delivered(taken);
             if inner.closed {
-                // `close` cancels the alarm, waiting for this callback: nothing to re-arm, and
-                // nobody to see the ticks left, counted as taken.
-                inner.alarm_delivered(left);
+                // `close` cancels the alarm, waiting for this callback: nothing to re-arm.
                 inner.alarm.at = None;
                 return HrTimerRestart::NoRestart;
             }
@@ -155,6 +144,29 @@ impl HrTimerCallback for Shared {
         let expiry = this.alarm.expires();
         ctx.forward(expiry, at - expiry);
         HrTimerRestart::Restart
+    }
+}
+
+/// Signals the eventfds of the slots whose ticks the alarm took (`taken`, at most `N`), as
+/// they were attached when taken: their references are taken under `inner`, which is then
+/// released, since the eventfd may be a kick eventfd of this channel, whose wake-up takes
+/// `inner`. Tagged as a channel's signal, so such a loop is an echo.
+fn deliver<const N: usize, B: Backend>(this: &Shared, inner: Guard<'_, Inner, B>, taken: u64) {
+    let mut efds: [Option<Arc<EventFd>>; N] = [const { None }; N];
+    for (efd, slot) in efds.iter_mut().zip(bits(taken)) {
+        *efd = inner.slots[slot].efd.clone();
+    }
+    drop(inner);
+    let mut signalled = 0;
+    for efd in efds.iter().flatten() {
+        efd.signal();
+        signalled += 1;
+    }
+    let c = &this.count;
+    c.notifies.add(signalled, Relaxed);
+    let lost = u64::from(taken.count_ones()) - signalled;
+    if lost != 0 {
+        c.dropped.add(lost, Relaxed);
     }
 }
 

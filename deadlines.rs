@@ -25,10 +25,10 @@ impl Inner {
     /// Queues the ticks of every timer due at `now`, and makes waiting echoes due once their
     /// time came. The caller reads the clock, so that tests of the arithmetic need not.
     ///
-    /// For the `alarm`, a lone due tick of a slot with no signal and nothing pending or in
-    /// flight is not queued but taken, one per slot, all 64 if they fell due together: they are
-    /// returned in the mask, for the alarm to deliver (to the slot's eventfd, if any) and then
-    /// pass to [`Inner::alarm_delivered`].
+    /// For the `alarm`, a lone due tick of a slot with no signal, nothing pending or in flight
+    /// and an eventfd no other tick taken has is not queued but taken, one per slot, all 64 if
+    /// they fell due together: they are returned in the mask, for the alarm to deliver (to the
+    /// slot's eventfd, if any) and then pass to [`Inner::alarm_delivered`].
     pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>, alarm: bool) -> u64 {
         let mut taken = 0;
         if self.timer_mask == 0 && self.echo_mask == 0 {
@@ -58,7 +58,7 @@ impl Inner {
                 self.timer_mask &= !(1 << slot);
             }
             let busy = self.slot_pending(slot) != 0;
-            if due == 1 && alarm && no_signal && !busy {
+            if due == 1 && alarm && no_signal && !busy && !self.signalled_by(taken, slot) {
                 self.timer_ticks = self.timer_ticks.wrapping_add(1);
                 self.alarm_mask |= 1 << slot;
                 taken |= 1 << slot;
@@ -67,6 +67,16 @@ impl Inner {
             }
         }
         taken
+    }
+
+    /// Whether the eventfd of `slot` is that of a slot in `taken`: the alarm signals an eventfd
+    /// once per expiry, so that its interrupt work is one wake-up of each eventfd's waiters,
+    /// as one timerfd's expiry is, however many slots share it (the thread delivers the rest).
+    fn signalled_by(&self, taken: u64, slot: usize) -> bool {
+        let Some(efd) = self.slots[slot].efd.as_ref() else {
+            return false;
+        };
+        bits(taken).any(|t| self.slots[t].efd.as_ref().is_some_and(|o| o.same(efd)))
     }
 
     /// Marks the ticks the alarm took (the mask `fire_timers` returned) as delivered.

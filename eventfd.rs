@@ -54,6 +54,11 @@ impl EventFd {
         // SAFETY: `ctx` is valid by the type invariant.
         unsafe { bindings::eventfd_signal_mask(self.ctx.as_ptr(), ECHO as u32) };
     }
+
+    /// Whether `other` is the same eventfd (each attach takes its own reference to it).
+    pub(crate) fn same(&self, other: &EventFd) -> bool {
+        self.ctx == other.ctx
+    }
 }
 
 impl Drop for EventFd {
