@@ -52,7 +52,7 @@
  * (EVNOTIFY_F_TIMER_ABSTIME); evnotify_timer's last field, reserved before,
  * is start_ns.
  * 9: the timer signals from its interrupt the lone ticks of every idle slot
- * that fall due together (one signal per slot), not of 8 slots at most.
+ * that fall due together, one signal per eventfd, not of 8 slots at most.
  */
 #define EVNOTIFY_API_VERSION	9
 /* Number of notify slots in every channel. */
@@ -151,7 +151,8 @@ struct evnotify_stats {
  * Start a periodic timer on a slot: one tick per period, delivered like a
  * kick, with no help from user space.  A tick that the channel's timer finds
  * due alone on a slot with nothing pending and no signal (every such slot of
- * an expiry, one signal each) is signalled from the timer's interrupt, as
+ * an expiry, but one per eventfd: of slots that share one, the others'
+ * ticks are the thread's) is signalled from the timer's interrupt, as
  * timerfd wakes its reader, and not counted in wakeups or polled; the channel's thread delivers
  * the others (several ticks due at once, slots with kicks pending, signals,
  * ticks it finds due first).  The channel's timer is armed on the CPU of the
