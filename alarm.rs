@@ -80,9 +80,9 @@ impl HrTimerCallback for Shared {
     /// every expiry once half are spent. A timerfd is re-armed by its reader, never in its
     /// callback, "to avoid DoS attacks specifying a very short timer period" (`fs/timerfd.c`);
     /// here the interrupt work is likewise paced by schedulable tasks: at most
-    /// `ALARM_CREDIT + 1` expiries (the armed one and its re-arms) of at most one eventfd
-    /// signal per slot each (as many timerfds falling due together would cost) per run of the
-    /// worker or read, and two per `EVNOTIFY_IOC_TIMER` call.
+    /// `ALARM_CREDIT + 1` expiries (the armed one and its re-arms) of at most one signal of
+    /// each eventfd attached to the slots (as a timerfd per eventfd falling due together would
+    /// cost) per run of the worker or read, and two per `EVNOTIFY_IOC_TIMER` call.
     ///
     /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
