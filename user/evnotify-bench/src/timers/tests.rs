@@ -33,11 +33,13 @@ fn a_plain_reader_round_runs_in_a_thread_of_its_own() {
     assert_eq!((l.hist.len(), l.early), (20, 0));
 }
 
-/// Delivers all its ticks, and `extra` more, at once when started.
-struct Burst(Notifier, u64);
+/// Delivers all its ticks, and `extra` more, at once when started, and keeps the first
+/// tick's time it was given.
+struct Burst(Notifier, u64, std::sync::Mutex<Option<Duration>>);
 
 impl Ticker for Burst {
-    fn start(&self, _first: Duration, _period: Duration, ticks: u64) -> Result<()> {
+    fn start(&self, first: Duration, _period: Duration, ticks: u64) -> Result<()> {
+        *self.2.lock().unwrap() = Some(first);
         self.0.post(ticks + self.1)?;
         Ok(())
     }
@@ -54,7 +56,7 @@ impl Ticker for Burst {
 
 fn bursts(n: usize, extra: u64) -> Vec<Burst> {
     (0..n)
-        .map(|_| Burst(Notifier::new().unwrap(), extra))
+        .map(|_| Burst(Notifier::new().unwrap(), extra, Default::default()))
         .collect()
 }
 
@@ -92,34 +94,12 @@ fn tickers_started_on_one_grid_are_read_together() {
     assert!(ts.iter().all(|t| t.0.try_read().unwrap().is_none()));
 }
 
-/// Delivers its ticks when started and keeps the first tick's time it was given.
-struct Recorder(Notifier, std::sync::Mutex<Option<Duration>>);
-
-impl Ticker for Recorder {
-    fn start(&self, first: Duration, _period: Duration, ticks: u64) -> Result<()> {
-        *self.1.lock().unwrap() = Some(first);
-        self.0.post(ticks)?;
-        Ok(())
-    }
-    fn stop(&self) -> Result<()> {
-        Ok(())
-    }
-    fn limited(&self) -> bool {
-        true
-    }
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
 #[test]
 fn every_ticker_starts_on_the_same_grid() {
-    let ts: Vec<Recorder> = (0..8)
-        .map(|_| Recorder(Notifier::new().unwrap(), Default::default()))
-        .collect();
+    let ts = bursts(8, 0);
     let before = monotonic_now();
-    measure_many(&ts, Duration::from_secs(1), 2, &mut lateness("recorder")).unwrap();
-    let firsts: Vec<Duration> = ts.iter().map(|t| t.1.lock().unwrap().unwrap()).collect();
+    measure_many(&ts, Duration::from_secs(1), 2, &mut lateness("bursts")).unwrap();
+    let firsts: Vec<Duration> = ts.iter().map(|t| t.2.lock().unwrap().unwrap()).collect();
     assert!(firsts.iter().all(|&f| f == firsts[0]), "{firsts:?}");
     // One period after a time taken before the first start.
     assert!(firsts[0] >= before + Duration::from_secs(1), "{firsts:?}");
