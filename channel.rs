@@ -14,6 +14,7 @@ use crate::{
         ReadHook, //
     },
     limits::OpenSlot,
+    ring::Ring,
     shared::{
         Shared,
         SlotReader,
@@ -29,9 +30,13 @@ use crate::{
         self,
         NR_SLOTS, //
     },
-    worker::Worker,
+    worker::{
+        Served,
+        Worker, //
+    },
 };
 use kernel::{
+    mm::virt::VmaNew,
     prelude::*,
     seq_file::SeqFile,
     seq_print,
@@ -81,6 +86,9 @@ impl Channel {
             None => Worker::new(shared.busypoll_ns.load(Relaxed))?,
         };
         let runner = worker.runner();
+        if shared.ring.as_ref().is_some() {
+            runner.add_ring(shared.clone())?;
+        }
         runner.channels.add(1, Relaxed);
         // Under `start`, so nobody else populates them meanwhile.
         shared.runner.populate(runner.clone());
@@ -273,6 +281,44 @@ impl Channel {
         drop(inner);
         drop(old);
         Ok(())
+    }
+
+    /// Maps the channel's ring into `vma`, creating it on the first `mmap` (see `ring.rs`);
+    /// every mapping is of the same page.
+    pub(crate) fn map_ring(&self, vma: &VmaNew) -> Result {
+        Ring::check(vma)?;
+        // Under `start`, so that a worker being started polls it.
+        let guard = self.shared.start.lock();
+        let ring = self.shared.add_ring()?;
+        drop(guard);
+        ring.map(vma)
+    }
+
+    /// Takes the ring's submissions, starting the worker if the channel has none yet: what a
+    /// ring's user calls when the worker asked for a wake-up. `ENXIO` without a ring.
+    pub(crate) fn ring_enter(&self) -> Result {
+        if self.shared.ring.as_ref().is_none() {
+            return Err(ENXIO);
+        }
+        self.join(None)?;
+        Shared::take_ring(self.shared.as_arc_borrow());
+        Ok(())
+    }
+
+    /// The ring's counters, read under the channel's lock; `ENXIO` without a ring.
+    pub(crate) fn ring_stats(&self) -> Result<uapi::RingStats> {
+        let inner = self.shared.inner.lock();
+        let r = inner.ring.as_ref().ok_or(ENXIO)?;
+        Ok(uapi::RingStats {
+            sq_kicks: r.sq_kicks,
+            sq_dropped: r.sq_dropped,
+            cq_events: r.cq_events,
+            cq_kicks: r.cq_kicks,
+            cq_overflow: r.cq_overflow,
+            lost_kicks: r.lost_kicks,
+            sq_head: r.sq_head,
+            cq_tail: r.cq_tail(),
+        })
     }
 
     /// The channel's counters.

@@ -25,8 +25,8 @@ impl Inner {
     /// Queues the ticks of every timer due at `now`, and makes waiting echoes due once their
     /// time came. The caller reads the clock, so that tests of the arithmetic need not.
     ///
-    /// For the `alarm`, a lone due tick of a slot with no signal, nothing pending or in flight
-    /// and an eventfd no other tick taken has is not queued but taken, one per slot, all 64 if
+    /// For the `alarm`, on a channel with no ring, a lone due tick of a slot with no signal,
+    /// nothing pending or in flight and an eventfd no other tick taken has is not queued but taken, one per slot, all 64 if
     /// they fell due together: they are returned in the mask, for the alarm to deliver (to the
     /// slot's eventfd, if any) and then pass to [`Inner::alarm_delivered`].
     pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>, alarm: bool) -> u64 {
@@ -44,6 +44,8 @@ impl Inner {
                 self.pending_mask |= 1 << slot;
             }
         }
+        // A ring's completions are posted by the thread only (`ring.rs`).
+        let alarm = alarm && self.ring.is_none();
         for slot in bits(self.timer_mask) {
             let Some(x) = self.extra_mut(slot) else {
                 continue;

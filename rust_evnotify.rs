@@ -43,6 +43,7 @@ mod kcov;
 mod kthread;
 mod limits;
 mod peer;
+mod ring;
 mod shared;
 mod signal;
 mod slots;
@@ -59,6 +60,7 @@ use kernel::{
         MiscDeviceOptions,
         MiscDeviceRegistration, //
     },
+    mm::virt::VmaNew,
     prelude::*,
     seq_file::SeqFile,
     uaccess::UserSlice, //
@@ -140,6 +142,7 @@ impl MiscDevice for Channel {
                     | uapi::F_BUSYPOLL
                     | uapi::F_WORKERS
                     | uapi::F_TIMER_ABSTIME
+                    | uapi::F_RING
                     | if cfg!(CONFIG_CGROUPS) {
                         uapi::F_CGROUPS
                     } else {
@@ -186,9 +189,15 @@ impl MiscDevice for Channel {
                 peer::with_channel(req.fd, |other| me.share_worker(other))??
             }
             uapi::IOC_WORKER => user.writer().write(&me.worker_info())?,
+            uapi::IOC_RING_ENTER => me.ring_enter()?,
+            uapi::IOC_RING_STATS => user.writer().write(&me.ring_stats()?)?,
             _ => return Err(ENOTTY),
         }
         Ok(0)
+    }
+
+    fn mmap(me: &Channel, _file: &File, vma: &VmaNew) -> Result {
+        me.map_ring(vma)
     }
 
     fn show_fdinfo(me: &Channel, m: &SeqFile, _file: &File) {

@@ -19,6 +19,10 @@ use crate::{
         ReadSink, //
     },
     kcov,
+    ring::{
+        Ring,
+        RingState, //
+    },
     signal::{
         Process,
         Sent, //
@@ -206,6 +210,9 @@ pub(crate) struct Shared {
     /// The KCOV common handle of the task that opened the channel: its thread records serving
     /// it there (see `kcov`).
     pub(crate) cov: kcov::Handle,
+    /// The ring page, once user space mapped it ([`Shared::add_ring`]); the kernel's side of
+    /// it is `Inner::ring`.
+    pub(crate) ring: SetOnce<Ring>,
 }
 
 kernel::impl_has_hr_timer! {
@@ -250,6 +257,7 @@ impl Shared {
                 polled: Atomic::new(0),
             },
             cov: kcov::Handle::current(),
+            ring: SetOnce::new(),
         })
     }
 
@@ -283,15 +291,40 @@ impl Shared {
         let handle = self.serving.lock().handle.take();
         drop(handle);
         if let Some(runner) = self.runner.as_ref() {
+            runner.remove_ring(self);
             runner.dequeue(self);
         }
     }
 
-    /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each. In
+    /// Gives the channel a ring, unless it has one: polled by its worker, if it has one yet
+    /// (`Channel::join` adds it to a worker started later). Called under `start`.
+    pub(crate) fn add_ring(self: &Arc<Self>) -> Result<&Ring> {
+        if let Some(ring) = self.ring.as_ref() {
+            return Ok(ring);
+        }
+        let ring = Ring::new()?;
+        if let Some(runner) = self.runner.as_ref() {
+            runner.add_ring(self.clone())?;
+        }
+        // From here on the alarm leaves every tick to the thread, which posts completions.
+        self.inner.lock().ring = Some(RingState::default());
+        self.ring.populate(ring);
+        self.ring.as_ref().ok_or(EINVAL)
+    }
+
+    /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each (their
+    /// completion is posted on the ring already, if the channel has one: `posted`). In
     /// process context only (the worker's thread, under `serving`, a mutex): a loop of up to a
     /// batch, and it may drop the last reference to a signal target. A delivery path that must
     /// run in a timer or wake-up callback needs bounded work and no sleeping lock.
-    fn deliver(&self, slot: usize, efd: Option<&EventFd>, sig: Option<Arc<SigTarget>>, kicks: u64) {
+    fn deliver(
+        &self,
+        slot: usize,
+        efd: Option<&EventFd>,
+        sig: Option<Arc<SigTarget>>,
+        kicks: u64,
+        posted: bool,
+    ) {
         let mut signalled = 0;
         if let Some(sig) = sig {
             let mut refused = 0;
@@ -324,7 +357,7 @@ impl Shared {
                 efd.signal();
             }
             self.count.notifies.add(kicks, Relaxed);
-        } else {
+        } else if !posted {
             self.count.dropped.add(kicks - signalled, Relaxed);
         }
         self.count.signals.add(signalled, Relaxed);
@@ -455,6 +488,22 @@ unsafe impl Served for Shared {
         self.cov
     }
 
+    fn ring_submitted(&self) -> bool {
+        self.ring.as_ref().is_some_and(Ring::submitted)
+    }
+
+    fn take_ring(this: ArcBorrow<'_, Self>) {
+        if let Some(ring) = this.ring.as_ref() {
+            Shared::update(this, true, |inner| inner.take_submissions(ring));
+        }
+    }
+
+    fn ring_wakeup(&self, on: bool) {
+        if let Some(ring) = self.ring.as_ref() {
+            ring.need_wakeup(on);
+        }
+    }
+
     /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
     /// if it has more; with nothing to deliver, arms the alarm for the next deadline.
@@ -466,11 +515,20 @@ unsafe impl Served for Shared {
             return;
         }
         inner.fire_timers(Instant::now(), false);
+        let ring = self.ring.as_ref();
+        if let Some(ring) = ring {
+            inner.take_submissions(ring);
+        }
         let Some(work) = inner.take_work() else {
             drop(inner);
             self.set_alarm(&mut alarm, true);
             return;
         };
+        // Posted when taken, before the eventfd is signalled: a reader woken by the eventfd
+        // finds the completion.
+        if let (Some(ring), Work::Kicks { slot, kicks, .. }) = (ring, &work) {
+            inner.complete(ring, *slot, *kicks);
+        }
         drop(inner);
         match core::mem::replace(woke, Woke::Busy) {
             Woke::Slept => self.count.wakeups.add(1, Relaxed),
@@ -484,7 +542,7 @@ unsafe impl Served for Shared {
                 sig,
                 kicks,
             } => {
-                self.deliver(slot, efd.as_deref(), sig, kicks);
+                self.deliver(slot, efd.as_deref(), sig, kicks, ring.is_some());
                 kicks
             }
             Work::Reap => {

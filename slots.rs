@@ -8,6 +8,7 @@
 
 use crate::{
     eventfd::EventFd,
+    ring::RingState,
     signal::SigTarget,
     timer::Timer,
     uapi::{
@@ -84,6 +85,8 @@ pub(crate) enum Source {
     Echo,
     /// A due timer.
     Timer,
+    /// A submission on the channel's ring.
+    Ring,
 }
 
 /// The state of a channel's slots, guarded by the channel's lock (`Shared::inner`).
@@ -113,6 +116,9 @@ pub(crate) struct Inner {
     pub(crate) alarm_mask: u64,
     /// The channel's alarm as armed, here so that its callback can re-arm it (`shared.rs`).
     pub(crate) alarm: AlarmState,
+    /// The kernel's side of the channel's ring, once user space mapped one (`ring.rs`): every
+    /// batch taken is then also posted there.
+    pub(crate) ring: Option<RingState>,
     /// The counters that the stats invariant ties together, changed only under the lock so
     /// that a reader sees them consistent. They wrap at 2^64, as the header says.
     pub(crate) kicks: u64,
@@ -187,6 +193,7 @@ impl Inner {
                 live: false,
                 cpu: None,
             },
+            ring: None,
             kicks: 0,
             fd_kicks: 0,
             timer_ticks: 0,
@@ -269,7 +276,8 @@ impl Inner {
     }
 
     /// Takes the pending kicks of the next slot with work, with its targets: up to [`BATCH`],
-    /// or all at once (in O(1)) if the slot has no target and they are only to be dropped.
+    /// or all at once (in O(1)) if the slot has no target (no eventfd, signal or ring) and they
+    /// are only to be dropped.
     pub(crate) fn take_work(&mut self) -> Option<Work> {
         if core::mem::take(&mut self.hangup) {
             return Some(Work::Reap);
@@ -285,7 +293,7 @@ impl Inner {
             % NR_SLOTS;
         let sig = self.extra(slot).and_then(|x| x.sig.clone());
         let s = &mut self.slots[slot];
-        let kicks = if s.efd.is_none() && sig.is_none() {
+        let kicks = if s.efd.is_none() && sig.is_none() && self.ring.is_none() {
             s.pending
         } else {
             s.pending.min(BATCH)

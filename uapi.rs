@@ -9,6 +9,7 @@
 
 use kernel::{
     ioctl::{
+        _IO,
         _IOR,
         _IOW, //
     },
@@ -16,7 +17,7 @@ use kernel::{
     transmute, //
 };
 
-pub(crate) const API_VERSION: u32 = 9;
+pub(crate) const API_VERSION: u32 = 10;
 pub(crate) const NR_SLOTS: usize = 64;
 pub(crate) const MAX_KICK: u32 = 1 << 20;
 pub(crate) const MAX_PENDING: u64 = 1 << 20;
@@ -31,6 +32,14 @@ pub(crate) const TIMER_ABSTIME: u32 = 1 << 0;
 pub(crate) const MAX_START_NS: u64 = 1 << 62;
 /// Largest busy-poll limit, in nanoseconds.
 pub(crate) const MAX_BUSYPOLL_NS: u32 = 1_000_000;
+/// The ring's mapping: its length, its queues' lengths and where they are in it.
+pub(crate) const RING_SIZE: u32 = 4096;
+pub(crate) const RING_SQ_ENTRIES: u32 = 128;
+pub(crate) const RING_CQ_ENTRIES: u32 = 128;
+pub(crate) const RING_SQ_OFFSET: u32 = 64;
+pub(crate) const RING_CQ_OFFSET: u32 = 1088;
+/// `evnotify_ring.flags`: the worker sleeps; a submission needs `IOC_RING_ENTER`.
+pub(crate) const RING_NEED_WAKEUP: u32 = 1 << 0;
 
 pub(crate) const F_NOTIFY: u64 = 1 << 0;
 pub(crate) const F_SLOTS: u64 = 1 << 1;
@@ -42,6 +51,7 @@ pub(crate) const F_BUSYPOLL: u64 = 1 << 6;
 pub(crate) const F_WORKERS: u64 = 1 << 7;
 pub(crate) const F_CGROUPS: u64 = 1 << 8;
 pub(crate) const F_TIMER_ABSTIME: u64 = 1 << 9;
+pub(crate) const F_RING: u64 = 1 << 10;
 
 /// The default signal of `IOC_SIGNAL`.
 pub(crate) const SIGIO: i32 = kernel::bindings::SIGIO as i32;
@@ -143,6 +153,49 @@ pub(crate) struct WorkerInfo {
     pub(crate) reserved: u32,
 }
 
+/// `struct evnotify_ring`: the control words at the start of the ring's page (`ring.rs`
+/// accesses them as atomics, at these offsets).
+#[repr(C)]
+pub(crate) struct Ring {
+    pub(crate) sq_head: u32,
+    pub(crate) sq_tail: u32,
+    pub(crate) cq_head: u32,
+    pub(crate) cq_tail: u32,
+    pub(crate) flags: u32,
+    pub(crate) sq_dropped: u32,
+    pub(crate) cq_overflow: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct evnotify_sqe`.
+#[repr(C)]
+pub(crate) struct Sqe {
+    pub(crate) slot: u32,
+    pub(crate) count: u32,
+}
+
+/// `struct evnotify_cqe`.
+#[repr(C)]
+pub(crate) struct Cqe {
+    pub(crate) slot: u32,
+    pub(crate) count: u32,
+    pub(crate) seq: u64,
+}
+
+/// `struct evnotify_ring_stats`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct RingStats {
+    pub(crate) sq_kicks: u64,
+    pub(crate) sq_dropped: u64,
+    pub(crate) cq_events: u64,
+    pub(crate) cq_kicks: u64,
+    pub(crate) cq_overflow: u64,
+    pub(crate) lost_kicks: u64,
+    pub(crate) sq_head: u32,
+    pub(crate) cq_tail: u32,
+}
+
 // SAFETY: `Version` is `repr(C)` with only integer fields and no padding.
 unsafe impl transmute::AsBytes for Version {}
 // SAFETY: `Attach` is `repr(C)` with only integer fields: every bit pattern is valid.
@@ -161,6 +214,8 @@ unsafe impl transmute::FromBytes for BusyPollReq {}
 unsafe impl transmute::FromBytes for ShareReq {}
 // SAFETY: `WorkerInfo` is `repr(C)` with only integer fields and no padding.
 unsafe impl transmute::AsBytes for WorkerInfo {}
+// SAFETY: `RingStats` is `repr(C)` with only integer fields and no padding.
+unsafe impl transmute::AsBytes for RingStats {}
 
 // No implicit padding may reach user space: each size is the sum of its fields.
 const _: () = assert!(size_of::<Version>() == 16);
@@ -172,6 +227,10 @@ const _: () = assert!(size_of::<SignalReq>() == 16);
 const _: () = assert!(size_of::<BusyPollReq>() == 16);
 const _: () = assert!(size_of::<ShareReq>() == 16);
 const _: () = assert!(size_of::<WorkerInfo>() == 16);
+const _: () = assert!(size_of::<Ring>() == 32);
+const _: () = assert!(size_of::<Sqe>() == 8);
+const _: () = assert!(size_of::<Cqe>() == 16);
+const _: () = assert!(size_of::<RingStats>() == 56);
 
 pub(crate) const IOC_VERSION: u32 = _IOR::<Version>(IOC_MAGIC, 0x00);
 pub(crate) const IOC_ATTACH: u32 = _IOW::<Attach>(IOC_MAGIC, 0x01);
@@ -183,6 +242,8 @@ pub(crate) const IOC_SIGNAL: u32 = _IOW::<SignalReq>(IOC_MAGIC, 0x06);
 pub(crate) const IOC_BUSYPOLL: u32 = _IOW::<BusyPollReq>(IOC_MAGIC, 0x07);
 pub(crate) const IOC_SHARE_WORKER: u32 = _IOW::<ShareReq>(IOC_MAGIC, 0x08);
 pub(crate) const IOC_WORKER: u32 = _IOR::<WorkerInfo>(IOC_MAGIC, 0x09);
+pub(crate) const IOC_RING_ENTER: u32 = _IO(IOC_MAGIC, 0x0A);
+pub(crate) const IOC_RING_STATS: u32 = _IOR::<RingStats>(IOC_MAGIC, 0x0B);
 
 /// Checks a slot number from user space.
 pub(crate) fn slot(slot: u32) -> Result<usize> {

@@ -31,7 +31,7 @@ use kernel::{
         ListItem,
         TryNewListArc, //
     },
-    new_condvar,
+    new_condvar, new_mutex,
     prelude::*,
     sync::{
         atomic::{
@@ -40,7 +40,8 @@ use kernel::{
         },
         Arc,
         ArcBorrow,
-        CondVar, //
+        CondVar,
+        Mutex, //
     },
     time::{
         Delta,
@@ -81,6 +82,17 @@ pub(crate) unsafe trait Served:
 
     /// The KCOV common handle under which serving it is recorded (see `kcov`).
     fn coverage(&self) -> kcov::Handle;
+
+    /// Whether its ring (see [`Runner::add_ring`]) has submissions not taken: a hint, read
+    /// without its lock.
+    fn ring_submitted(&self) -> bool;
+
+    /// Takes its ring's submissions, queueing it on the worker if they gave it work.
+    fn take_ring(this: ArcBorrow<'_, Self>);
+
+    /// Asks its ring's user for a wake-up after the next submission, or stops asking (see
+    /// `Ring::need_wakeup`).
+    fn ring_wakeup(&self, on: bool);
 }
 
 /// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
@@ -112,6 +124,13 @@ pub(crate) struct Runner<T: Served> {
     /// The same for a deadline falling due: it ends a busy poll, but does not keep the window
     /// open, since the thread sleeps until deadlines anyway.
     due: Atomic<bool>,
+    /// The channels with a ring, which the thread polls with the run queue, as io_uring's
+    /// SQPOLL thread polls its rings: while it spins, after each batch, and once more after
+    /// asking their users for a wake-up, before it sleeps. Taken before a channel's lock.
+    #[pin]
+    rings: Mutex<KVec<Arc<T>>>,
+    /// How many there are, so that a worker with none never takes `rings`.
+    nr_rings: Atomic<u32>,
     /// The busy-poll limit, in nanoseconds; 0 turns polling off.
     pub(crate) busypoll_ns: Atomic<u32>,
     /// Open channels that use this worker.
@@ -148,6 +167,48 @@ impl<T: Served> Runner<T> {
         }
     }
 
+    /// Polls `channel`'s ring from now on. `ENOMEM` if it cannot.
+    pub(crate) fn add_ring(&self, channel: Arc<T>) -> Result {
+        let mut rings = self.rings.lock();
+        rings.push(channel, GFP_KERNEL_ACCOUNT)?;
+        self.nr_rings.store(rings.len() as u32, Relaxed);
+        Ok(())
+    }
+
+    /// Stops polling `channel`'s ring (when it closes).
+    pub(crate) fn remove_ring(&self, channel: &T) {
+        let mut rings = self.rings.lock();
+        let Some(at) = rings.iter().position(|c| core::ptr::eq(&**c, channel)) else {
+            return;
+        };
+        let gone = rings.remove(at).ok();
+        self.nr_rings.store(rings.len() as u32, Relaxed);
+        drop(rings);
+        drop(gone);
+    }
+
+    /// Whether a ring has submissions not taken: a hint, for the busy poll.
+    fn rings_submitted(&self) -> bool {
+        self.nr_rings.load(Relaxed) != 0 && self.rings.lock().iter().any(|c| c.ring_submitted())
+    }
+
+    /// Takes the rings' submissions, queueing their channels, after asking their users for a
+    /// wake-up if the thread is about to `sleep`, or withdrawing that request (the thread is
+    /// awake, and polls them again before it sleeps).
+    fn poll_rings(&self, sleep: bool) {
+        if self.nr_rings.load(Relaxed) == 0 {
+            return;
+        }
+        for c in self.rings.lock().iter() {
+            // A submission published before this is seen below, or its publisher sees the
+            // request: the flag is set with full ordering, as is the publisher's check.
+            c.ring_wakeup(sleep);
+            if c.ring_submitted() {
+                T::take_ring(c.as_arc_borrow());
+            }
+        }
+    }
+
     /// Takes `channel` off the run queue if it is there (when it closes).
     pub(crate) fn dequeue(&self, channel: &T) {
         // SAFETY: By `Served`'s safety requirement, `channel`'s links of ID 0 are used by this
@@ -169,6 +230,7 @@ impl<T: Served> ThreadWork for Runner<T> {
             let mut idle_since = None;
             let mut spun = false;
             let mut caught = false;
+            let mut asked = false;
             let item = loop {
                 if ctx.should_stop() {
                     return;
@@ -191,8 +253,18 @@ impl<T: Served> ThreadWork for Runner<T> {
                     spun = true;
                     drop(queue);
                     caught = ctx.busy_poll(Delta::from_nanos(spin_ns as i64), || {
-                        self.event.load(Relaxed) || self.due.load(Relaxed)
+                        self.event.load(Relaxed) || self.due.load(Relaxed) || self.rings_submitted()
                     });
+                    if caught {
+                        self.poll_rings(false);
+                    }
+                    queue = self.queue.lock();
+                    continue;
+                }
+                if !asked && self.nr_rings.load(Relaxed) != 0 {
+                    asked = true;
+                    drop(queue);
+                    self.poll_rings(true);
                     queue = self.queue.lock();
                     continue;
                 }
@@ -225,6 +297,8 @@ impl<T: Served> ThreadWork for Runner<T> {
             }
             // The channel counts the wake-up if it had work; else the next one does.
             T::serve(item.into_arc(), self.get_ref(), &mut woke);
+            // Awake: the rings' users need not wake the thread.
+            self.poll_rings(false);
             drop(cov);
             ctx.yield_now();
         }
@@ -258,6 +332,8 @@ impl<T: Served> Worker<T> {
                 work <- new_condvar!("Worker::work"),
                 event: Atomic::new(false),
                 due: Atomic::new(false),
+                rings <- new_mutex!(KVec::new(), "Worker::rings"),
+                nr_rings: Atomic::new(0),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
                 channels: Atomic::new(0),
                 id,

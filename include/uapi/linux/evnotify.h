@@ -53,8 +53,10 @@
  * is start_ns.
  * 9: the timer signals from its interrupt the lone ticks of every idle slot
  * that fall due together, one signal per eventfd, not of 8 slots at most.
+ * 10: the event ring (EVNOTIFY_F_RING): mmap, EVNOTIFY_IOC_RING_ENTER,
+ * EVNOTIFY_IOC_RING_STATS.
  */
-#define EVNOTIFY_API_VERSION	9
+#define EVNOTIFY_API_VERSION	10
 /* Number of notify slots in every channel. */
 #define EVNOTIFY_NR_SLOTS	64
 /* Largest count a single EVNOTIFY_IOC_KICK accepts. */
@@ -80,6 +82,7 @@
 #define EVNOTIFY_F_CGROUPS	(1ULL << 8)	/* workers run in their starter's cgroups
 						 * (set on kernels with cgroups) */
 #define EVNOTIFY_F_TIMER_ABSTIME (1ULL << 9)	/* EVNOTIFY_TIMER_ABSTIME */
+#define EVNOTIFY_F_RING		(1ULL << 10)	/* mmap: the event ring */
 
 /* Timer periods accepted by EVNOTIFY_IOC_TIMER, in nanoseconds (1 ms .. 1 day). */
 #define EVNOTIFY_MIN_PERIOD_NS	1000000ULL
@@ -91,6 +94,15 @@
 
 /* Largest busy-poll limit accepted by EVNOTIFY_IOC_BUSYPOLL, in nanoseconds (1 ms). */
 #define EVNOTIFY_MAX_BUSYPOLL_NS	1000000U
+
+/* The event ring's mapping (see struct evnotify_ring). */
+#define EVNOTIFY_RING_SIZE		4096U	/* mmap length: one page */
+#define EVNOTIFY_RING_SQ_ENTRIES	128U	/* struct evnotify_sqe ... */
+#define EVNOTIFY_RING_CQ_ENTRIES	128U	/* struct evnotify_cqe ... */
+#define EVNOTIFY_RING_SQ_OFFSET		64U	/* ... at these offsets in it */
+#define EVNOTIFY_RING_CQ_OFFSET		1088U
+/* evnotify_ring.flags: the thread sleeps; call EVNOTIFY_IOC_RING_ENTER. */
+#define EVNOTIFY_RING_NEED_WAKEUP	(1U << 0)
 
 struct evnotify_version {
 	__u32 api_version;	/* out: EVNOTIFY_API_VERSION */
@@ -309,6 +321,115 @@ struct evnotify_worker {
 	__u32 reserved;		/* out: 0 */
 };
 
+/*
+ * The event ring (EVNOTIFY_F_RING), after io_uring's SQ and CQ: kicks that
+ * need no system call while the channel's thread is awake, and completions
+ * read from memory.
+ *
+ * mmap(NULL, EVNOTIFY_RING_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ch, 0)
+ * maps the channel's ring: one page, created by the channel's first mmap and
+ * kept until the channel is closed.  Every mmap of the channel, by any process
+ * that holds it, maps the same page.  The page holds struct evnotify_ring at
+ * offset 0, EVNOTIFY_RING_SQ_ENTRIES struct evnotify_sqe (the submission
+ * queue, sq) at EVNOTIFY_RING_SQ_OFFSET and EVNOTIFY_RING_CQ_ENTRIES struct
+ * evnotify_cqe (the completion queue, cq) at EVNOTIFY_RING_CQ_OFFSET; the
+ * helpers below find them.  mmap fails with EINVAL for a length other than
+ * EVNOTIFY_RING_SIZE, an offset other than 0, or MAP_PRIVATE; with EPERM for
+ * PROT_EXEC; with EACCES for PROT_WRITE on a descriptor opened O_RDONLY (as any
+ * shared mapping does); with ENOMEM if the page cannot be allocated.  The
+ * mapping can never become executable (mprotect: EACCES), cannot grow
+ * (mremap: EFAULT), and is not inherited by a child (fork): the child has no
+ * mapping there.  munmap may come at any time, also while the thread writes:
+ * the page lives until the channel is closed and its last mapping is gone.
+ *
+ * Submissions.  User space writes sq[sq_tail % EVNOTIFY_RING_SQ_ENTRIES], then
+ * stores sq_tail + 1 with release ordering (or several entries, then one
+ * store).  An entry may be written again once sq_head, which the kernel
+ * stores with release ordering, has passed it, so at most
+ * EVNOTIFY_RING_SQ_ENTRIES are outstanding.  Each entry kicks slot `slot`
+ * `count` times, as EVNOTIFY_IOC_KICK does (counted in evnotify_stats.kicks,
+ * and in evnotify_ring_stats.sq_kicks).  An entry whose slot is not below
+ * EVNOTIFY_NR_SLOTS, or whose count is 0 or above EVNOTIFY_MAX_KICK, is skipped
+ * and counted in sq_dropped.  A sq_tail more than EVNOTIFY_RING_SQ_ENTRIES
+ * ahead of the kernel's head is no queue of entries: the kernel takes none of
+ * them, moves its head to that tail, and counts one in sq_dropped.
+ *
+ * Wake-ups, as io_uring's IORING_SQ_NEED_WAKEUP.  The channel's thread takes
+ * submissions while it busy-polls (EVNOTIFY_IOC_BUSYPOLL) and after each batch
+ * it delivers.  Before it sleeps it sets EVNOTIFY_RING_NEED_WAKEUP in flags,
+ * then looks at sq_tail once more; awake, it clears it.  A new ring has it set.
+ * After storing sq_tail, user space issues a full memory barrier
+ * (__atomic_thread_fence(__ATOMIC_SEQ_CST)) and then reads flags: if the flag is
+ * set it calls EVNOTIFY_IOC_RING_ENTER, which takes the submissions (starting
+ * the channel's thread if it has none).  Then no submission waits for a thread
+ * that sleeps.  RING_ENTER may be called at any time; it fails with ENXIO on a
+ * channel that has no ring (never mapped).  The thread polls the rings of all
+ * the channels it serves (EVNOTIFY_IOC_SHARE_WORKER).
+ *
+ * Completions.  Once the channel has a ring, its thread posts one completion
+ * for every batch of a slot it delivers (kicks from any source, and timer
+ * ticks: the timer leaves them all to the thread then), as it takes the batch
+ * and before it signals the slot's eventfd: the slot, the count of kicks and
+ * ticks in the batch (1 .. 1024), and seq, which counts the completions
+ * produced, from 0.  It writes cq[cq_tail % EVNOTIFY_RING_CQ_ENTRIES], then
+ * stores cq_tail + 1 with release ordering.  User space reads cq_tail with
+ * acquire ordering, then the entries before it, then stores cq_head with
+ * release ordering.  A completion that finds the queue full (cq_tail - cq_head
+ * >= EVNOTIFY_RING_CQ_ENTRIES, modulo 2^32: a cq_head ahead of cq_tail counts as
+ * full) is not posted: it is counted in cq_overflow and its kicks in
+ * lost_kicks, and the next posted seq shows the gap.  A batch posted or lost
+ * is delivered: it is not counted in evnotify_stats.dropped, even on a slot
+ * with no eventfd and no signal.  So for a channel whose ring was mapped
+ * before its first kick or timer, once evnotify_stats.pending == 0:
+ *   cq_kicks + lost_kicks == evnotify_stats.handled
+ *   cq_events + cq_overflow == the seq of the next completion
+ *
+ * The page is user space's to write, at any time: the kernel keeps its own
+ * copy of every index and counter, reads each entry once, and what user space
+ * writes there can spoil its own submissions and completions, not the
+ * kernel's state or another channel's.  sq_head, cq_tail, sq_dropped and
+ * cq_overflow in the page are written by the kernel for user space to read
+ * (the last two are the low 32 bits of evnotify_ring_stats'); flags too.
+ */
+struct evnotify_ring {
+	__u32 sq_head;		/* kernel: submissions taken */
+	__u32 sq_tail;		/* user: submissions published */
+	__u32 cq_head;		/* user: completions consumed */
+	__u32 cq_tail;		/* kernel: completions posted */
+	__u32 flags;		/* kernel: EVNOTIFY_RING_NEED_WAKEUP */
+	__u32 sq_dropped;	/* kernel: evnotify_ring_stats.sq_dropped */
+	__u32 cq_overflow;	/* kernel: evnotify_ring_stats.cq_overflow */
+	__u32 reserved;		/* unused */
+};
+
+/* A submission: kick a slot count times. */
+struct evnotify_sqe {
+	__u32 slot;		/* 0 .. EVNOTIFY_NR_SLOTS-1 */
+	__u32 count;		/* 1 .. EVNOTIFY_MAX_KICK */
+};
+
+/* A completion: a batch of a slot delivered. */
+struct evnotify_cqe {
+	__u32 slot;		/* the slot */
+	__u32 count;		/* kicks and ticks in the batch */
+	__u64 seq;		/* completions produced before this one */
+};
+
+/*
+ * The ring's counters (EVNOTIFY_IOC_RING_STATS), one consistent snapshot as
+ * evnotify_stats is; ENXIO on a channel with no ring.  They wrap at 2^64.
+ */
+struct evnotify_ring_stats {
+	__u64 sq_kicks;		/* kicks taken from the submission queue */
+	__u64 sq_dropped;	/* entries skipped: bad slot or count, or a wild sq_tail */
+	__u64 cq_events;	/* completions posted */
+	__u64 cq_kicks;		/* kicks and ticks they report */
+	__u64 cq_overflow;	/* completions not posted: the queue was full */
+	__u64 lost_kicks;	/* kicks and ticks those would have reported */
+	__u32 sq_head;		/* the kernel's sq_head */
+	__u32 cq_tail;		/* the kernel's cq_tail */
+};
+
 #define EVNOTIFY_IOC_MAGIC	0xE6
 
 #define EVNOTIFY_IOC_VERSION	_IOR(EVNOTIFY_IOC_MAGIC, 0x00, struct evnotify_version)
@@ -339,5 +460,65 @@ struct evnotify_worker {
 #define EVNOTIFY_IOC_BUSYPOLL	_IOW(EVNOTIFY_IOC_MAGIC, 0x07, struct evnotify_busypoll)
 #define EVNOTIFY_IOC_SHARE_WORKER	_IOW(EVNOTIFY_IOC_MAGIC, 0x08, struct evnotify_share)
 #define EVNOTIFY_IOC_WORKER	_IOR(EVNOTIFY_IOC_MAGIC, 0x09, struct evnotify_worker)
+#define EVNOTIFY_IOC_RING_ENTER	_IO(EVNOTIFY_IOC_MAGIC, 0x0A)
+#define EVNOTIFY_IOC_RING_STATS	_IOR(EVNOTIFY_IOC_MAGIC, 0x0B, struct evnotify_ring_stats)
+
+#ifndef __KERNEL__
+/*
+ * Helpers for the ring, as liburing's for io_uring (GCC or Clang builtins).
+ * `map` is what mmap returned.
+ */
+static inline struct evnotify_ring *evnotify_ring_of(void *map)
+{
+	return (struct evnotify_ring *)map;
+}
+
+static inline struct evnotify_sqe *evnotify_ring_sq(void *map)
+{
+	return (struct evnotify_sqe *)((char *)map + EVNOTIFY_RING_SQ_OFFSET);
+}
+
+static inline struct evnotify_cqe *evnotify_ring_cq(void *map)
+{
+	return (struct evnotify_cqe *)((char *)map + EVNOTIFY_RING_CQ_OFFSET);
+}
+
+/*
+ * Publishes a kick of `slot`, `count` times.  Returns 1 if the thread must be
+ * woken (call EVNOTIFY_IOC_RING_ENTER), 0 if not, -1 if the submission queue
+ * is full (nothing published).  One thread submits at a time.
+ */
+static inline int evnotify_ring_submit(void *map, __u32 slot, __u32 count)
+{
+	struct evnotify_ring *r = evnotify_ring_of(map);
+	__u32 tail = __atomic_load_n(&r->sq_tail, __ATOMIC_RELAXED);
+	struct evnotify_sqe *e;
+
+	if (tail - __atomic_load_n(&r->sq_head, __ATOMIC_ACQUIRE) >= EVNOTIFY_RING_SQ_ENTRIES)
+		return -1;
+	e = &evnotify_ring_sq(map)[tail % EVNOTIFY_RING_SQ_ENTRIES];
+	e->slot = slot;
+	e->count = count;
+	__atomic_store_n(&r->sq_tail, tail + 1, __ATOMIC_RELEASE);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return (__atomic_load_n(&r->flags, __ATOMIC_RELAXED) & EVNOTIFY_RING_NEED_WAKEUP) != 0;
+}
+
+/*
+ * Takes the oldest completion not consumed into *cqe.  Returns 1, or 0 if
+ * there is none.  One thread consumes at a time.
+ */
+static inline int evnotify_ring_reap(void *map, struct evnotify_cqe *cqe)
+{
+	struct evnotify_ring *r = evnotify_ring_of(map);
+	__u32 head = __atomic_load_n(&r->cq_head, __ATOMIC_RELAXED);
+
+	if (head == __atomic_load_n(&r->cq_tail, __ATOMIC_ACQUIRE))
+		return 0;
+	*cqe = evnotify_ring_cq(map)[head % EVNOTIFY_RING_CQ_ENTRIES];
+	__atomic_store_n(&r->cq_head, head + 1, __ATOMIC_RELEASE);
+	return 1;
+}
+#endif /* !__KERNEL__ */
 
 #endif /* _UAPI_LINUX_EVNOTIFY_H */

@@ -12,6 +12,11 @@ pub(crate) mod uapi;
 
 /// `kernel::ioctl`: the ioctl number encoding, from nix (correct for each architecture).
 pub mod ioctl {
+    /// `_IO`: an ioctl with no argument.
+    #[allow(non_snake_case)]
+    pub const fn _IO(ty: u32, nr: u32) -> u32 {
+        nix::request_code_none!(ty, nr) as u32
+    }
     /// `_IOR`: read-only ioctl carrying a `T`.
     #[allow(non_snake_case)]
     pub const fn _IOR<T>(ty: u32, nr: u32) -> u32 {

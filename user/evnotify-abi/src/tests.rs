@@ -241,6 +241,36 @@ fn mirrors() -> Vec<(&'static str, Layout, Layout)> {
                 reserved
             }
         ),
+        both!(
+            "evnotify_ring",
+            Ring,
+            Ring {
+                sq_head,
+                sq_tail,
+                cq_head,
+                cq_tail,
+                flags,
+                sq_dropped,
+                cq_overflow,
+                reserved
+            }
+        ),
+        both!("evnotify_sqe", Sqe, Sqe { slot, count }),
+        both!("evnotify_cqe", Cqe, Cqe { slot, count, seq }),
+        both!(
+            "evnotify_ring_stats",
+            RingStats,
+            RingStats {
+                sq_kicks,
+                sq_dropped,
+                cq_events,
+                cq_kicks,
+                cq_overflow,
+                lost_kicks,
+                sq_head,
+                cq_tail
+            }
+        ),
     ]
 }
 
@@ -266,11 +296,18 @@ fn constants() -> Vec<(&'static str, u64, u64)> {
         F_WORKERS,
         F_CGROUPS,
         F_TIMER_ABSTIME,
+        F_RING,
         MIN_PERIOD_NS,
         MAX_PERIOD_NS,
         TIMER_ABSTIME,
         MAX_START_NS,
         MAX_BUSYPOLL_NS,
+        RING_SIZE,
+        RING_SQ_ENTRIES,
+        RING_CQ_ENTRIES,
+        RING_SQ_OFFSET,
+        RING_CQ_OFFSET,
+        RING_NEED_WAKEUP,
         IOC_MAGIC,
         IOC_VERSION,
         IOC_ATTACH,
@@ -282,6 +319,8 @@ fn constants() -> Vec<(&'static str, u64, u64)> {
         IOC_BUSYPOLL,
         IOC_SHARE_WORKER,
         IOC_WORKER,
+        IOC_RING_ENTER,
+        IOC_RING_STATS,
     )
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// What `--version` prints after the name: the command's version and the module API version
 /// it speaks (`EVNOTIFY_API_VERSION`; a test keeps the two in step).
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (API version 9)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (API version 10)");
 
 #[derive(Parser, Debug)]
 #[command(

@@ -264,7 +264,7 @@ fn install_script_installs_the_command_and_its_manual_pages() {
     let v = Command::new(&bin).arg("--version").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&v.stdout).trim(),
-        "evnotify 0.1.0 (API version 9)"
+        "evnotify 0.1.0 (API version 10)"
     );
     let man = dest.join("usr/share/man/man1");
     let page = std::fs::read_to_string(man.join("evnotify.1")).unwrap();

@@ -59,7 +59,7 @@ pub(crate) fn cgroups_feature() -> u64 {
 fn version_and_features() -> Result<()> {
     let v = Channel::open()?.version()?;
     ensure!(
-        v.api_version == sys::API_VERSION && v.api_version == 9,
+        v.api_version == sys::API_VERSION && v.api_version == 10,
         "{v:?}"
     );
     ensure!(v.nr_slots == sys::NR_SLOTS, "{v:?}");
@@ -74,6 +74,7 @@ fn version_and_features() -> Result<()> {
                 | sys::F_BUSYPOLL
                 | sys::F_WORKERS
                 | sys::F_TIMER_ABSTIME
+                | sys::F_RING
                 | cgroups_feature(),
         "{v:?}"
     );

@@ -154,10 +154,12 @@ macro_rules! owns_fd {
 
 mod channel;
 mod notifier;
+mod ring;
 mod signals;
 
 pub use channel::{monotonic_now, Channel, WorkerInfo};
 pub use notifier::Notifier;
+pub use ring::{Completion, Ring};
 pub use signals::{catch_signal, SignalCatcher, SignalInfo};
 
 /// `left` as `ppoll`'s timeout, clamped to the largest `time_t` (about 68 years where

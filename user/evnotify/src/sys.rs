@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 /// `EVNOTIFY_API_VERSION`: the version this crate speaks.
-pub const API_VERSION: u32 = 9;
+pub const API_VERSION: u32 = 10;
 /// `EVNOTIFY_NR_SLOTS`: notify slots per channel.
 pub const NR_SLOTS: u32 = 64;
 /// `EVNOTIFY_MAX_KICK`: the largest count one kick accepts.
@@ -31,6 +31,8 @@ pub const F_WORKERS: u64 = 1 << 7;
 pub const F_CGROUPS: u64 = 1 << 8;
 /// `EVNOTIFY_F_TIMER_ABSTIME`: timers started at a given time ([`TIMER_ABSTIME`]).
 pub const F_TIMER_ABSTIME: u64 = 1 << 9;
+/// `EVNOTIFY_F_RING`: the event ring (`mmap`, [`IOC_RING_ENTER`], [`IOC_RING_STATS`]).
+pub const F_RING: u64 = 1 << 10;
 /// `EVNOTIFY_MIN_PERIOD_NS`: the shortest timer period (1 ms).
 pub const MIN_PERIOD_NS: u64 = 1_000_000;
 /// `EVNOTIFY_MAX_PERIOD_NS`: the longest timer period (1 day).
@@ -41,6 +43,18 @@ pub const TIMER_ABSTIME: u32 = 1 << 0;
 pub const MAX_START_NS: u64 = 1 << 62;
 /// `EVNOTIFY_MAX_BUSYPOLL_NS`: the largest busy-poll limit (1 ms).
 pub const MAX_BUSYPOLL_NS: u32 = 1_000_000;
+/// `EVNOTIFY_RING_SIZE`: the length of the ring's mapping (one page).
+pub const RING_SIZE: u32 = 4096;
+/// `EVNOTIFY_RING_SQ_ENTRIES`: the submission queue's length.
+pub const RING_SQ_ENTRIES: u32 = 128;
+/// `EVNOTIFY_RING_CQ_ENTRIES`: the completion queue's length.
+pub const RING_CQ_ENTRIES: u32 = 128;
+/// `EVNOTIFY_RING_SQ_OFFSET`: where the submission queue starts in the mapping.
+pub const RING_SQ_OFFSET: u32 = 64;
+/// `EVNOTIFY_RING_CQ_OFFSET`: where the completion queue starts in the mapping.
+pub const RING_CQ_OFFSET: u32 = 1088;
+/// `EVNOTIFY_RING_NEED_WAKEUP`: [`Ring::flags`]: the thread sleeps; call [`IOC_RING_ENTER`].
+pub const RING_NEED_WAKEUP: u32 = 1 << 0;
 /// `EVNOTIFY_IOC_MAGIC`: the ioctl type byte.
 pub const IOC_MAGIC: u8 = 0xE6;
 
@@ -203,6 +217,72 @@ pub struct Worker {
     pub reserved: u32,
 }
 
+/// `struct evnotify_ring`: the control words at the start of the ring's mapping.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ring {
+    /// Kernel: submissions taken.
+    pub sq_head: u32,
+    /// User: submissions published.
+    pub sq_tail: u32,
+    /// User: completions consumed.
+    pub cq_head: u32,
+    /// Kernel: completions posted.
+    pub cq_tail: u32,
+    /// Kernel: [`RING_NEED_WAKEUP`].
+    pub flags: u32,
+    /// Kernel: the low 32 bits of [`RingStats::sq_dropped`].
+    pub sq_dropped: u32,
+    /// Kernel: the low 32 bits of [`RingStats::cq_overflow`].
+    pub cq_overflow: u32,
+    /// Unused.
+    pub reserved: u32,
+}
+
+/// `struct evnotify_sqe`: a submission.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sqe {
+    /// The slot to kick.
+    pub slot: u32,
+    /// 1 ..= [`MAX_KICK`] kicks.
+    pub count: u32,
+}
+
+/// `struct evnotify_cqe`: a completion.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cqe {
+    /// The slot of the batch.
+    pub slot: u32,
+    /// Kicks and ticks in the batch.
+    pub count: u32,
+    /// Completions produced before this one.
+    pub seq: u64,
+}
+
+/// `struct evnotify_ring_stats`, from `IOC_RING_STATS`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RingStats {
+    /// Kicks taken from the submission queue.
+    pub sq_kicks: u64,
+    /// Entries skipped: bad slot or count, or a wild `sq_tail`.
+    pub sq_dropped: u64,
+    /// Completions posted.
+    pub cq_events: u64,
+    /// Kicks and ticks they report.
+    pub cq_kicks: u64,
+    /// Completions not posted: the queue was full.
+    pub cq_overflow: u64,
+    /// Kicks and ticks those would have reported.
+    pub lost_kicks: u64,
+    /// The kernel's `sq_head`.
+    pub sq_head: u32,
+    /// The kernel's `cq_tail`.
+    pub cq_tail: u32,
+}
+
 /// `EVNOTIFY_IOC_VERSION`.
 pub const IOC_VERSION: u64 = nix::request_code_read!(IOC_MAGIC, 0x00, size_of::<Version>()) as u64;
 /// `EVNOTIFY_IOC_ATTACH`.
@@ -225,8 +305,17 @@ pub const IOC_SHARE_WORKER: u64 =
     nix::request_code_write!(IOC_MAGIC, 0x08, size_of::<Share>()) as u64;
 /// `EVNOTIFY_IOC_WORKER`.
 pub const IOC_WORKER: u64 = nix::request_code_read!(IOC_MAGIC, 0x09, size_of::<Worker>()) as u64;
+/// `EVNOTIFY_IOC_RING_ENTER`.
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "nix's ioctl number type is u64 with glibc, not with every libc"
+)]
+pub const IOC_RING_ENTER: u64 = nix::request_code_none!(IOC_MAGIC, 0x0A) as u64;
+/// `EVNOTIFY_IOC_RING_STATS`.
+pub const IOC_RING_STATS: u64 =
+    nix::request_code_read!(IOC_MAGIC, 0x0B, size_of::<RingStats>()) as u64;
 /// Every ioctl number of the header, in order.
-pub const IOCTLS: [u64; 10] = [
+pub const IOCTLS: [u64; 12] = [
     IOC_VERSION,
     IOC_ATTACH,
     IOC_KICK,
@@ -237,6 +326,8 @@ pub const IOCTLS: [u64; 10] = [
     IOC_BUSYPOLL,
     IOC_SHARE_WORKER,
     IOC_WORKER,
+    IOC_RING_ENTER,
+    IOC_RING_STATS,
 ];
 
 #[cfg(test)]
@@ -255,6 +346,10 @@ mod tests {
             size_of::<BusyPoll>(),
             size_of::<Share>(),
             size_of::<Worker>(),
+            size_of::<Ring>(),
+            size_of::<Sqe>(),
+            size_of::<Cqe>(),
+            size_of::<RingStats>(),
         ] {
             assert_eq!(size % 8, 0, "size {size}");
         }
@@ -287,6 +382,8 @@ mod tests {
         assert_eq!(dec(IOC_BUSYPOLL), (1, 16, 0xE6, 7));
         assert_eq!(dec(IOC_SHARE_WORKER), (1, 16, 0xE6, 8));
         assert_eq!(dec(IOC_WORKER), (2, 16, 0xE6, 9));
+        assert_eq!(dec(IOC_RING_ENTER), (0, 0, 0xE6, 10));
+        assert_eq!(dec(IOC_RING_STATS), (2, 56, 0xE6, 11));
     }
 
     /// The serde names are the header's, as fdinfo prints them, and a round trip keeps
