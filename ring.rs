@@ -6,11 +6,13 @@
 //! ordering comment at its top). Owns the page, its layout and the rules for reading what user
 //! space wrote there; the slot arithmetic it feeds is `slots.rs`. A leaf but for `slots`.
 //!
+//! A mapping holds the channel's file, as any mapping holds its file: the channel is released
+//! only after its last descriptor is closed and its last mapping is gone.
+//!
 //! The page is hostile memory: user space may write anything there at any moment. The kernel
 //! reads each index and entry once, checks it, and keeps its own copy of every index it
 //! produces or consumes (`RingState`, under the channel's lock): the page only shows them. A
-//! mapping holds its own reference to the page (`vm_insert_page`), so the page outlives both
-//! the channel and the last `munmap`, whichever comes last.
+//! mapping also holds its own reference to the page (`vm_insert_page`).
 
 use crate::{
     slots::{
@@ -134,7 +136,8 @@ impl Ring {
         if vma.end() - vma.start() != PAGE_SIZE || vma_pgoff(vma) != 0 {
             return Err(EINVAL);
         }
-        if vma.flags() & vm::SHARED == 0 {
+        // `MAYSHARE`: `SHARED` is cleared for a shared mapping of a read-only descriptor.
+        if vma.flags() & vm::MAYSHARE == 0 {
             return Err(EINVAL);
         }
         if vma.executable() {

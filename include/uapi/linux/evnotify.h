@@ -333,14 +333,18 @@ struct evnotify_worker {
  * offset 0, EVNOTIFY_RING_SQ_ENTRIES struct evnotify_sqe (the submission
  * queue, sq) at EVNOTIFY_RING_SQ_OFFSET and EVNOTIFY_RING_CQ_ENTRIES struct
  * evnotify_cqe (the completion queue, cq) at EVNOTIFY_RING_CQ_OFFSET; the
- * helpers below find them.  mmap fails with EINVAL for a length other than
- * EVNOTIFY_RING_SIZE, an offset other than 0, or MAP_PRIVATE; with EPERM for
- * PROT_EXEC; with EACCES for PROT_WRITE on a descriptor opened O_RDONLY (as any
- * shared mapping does); with ENOMEM if the page cannot be allocated.  The
- * mapping can never become executable (mprotect: EACCES), cannot grow
- * (mremap: EFAULT), and is not inherited by a child (fork): the child has no
- * mapping there.  munmap may come at any time, also while the thread writes:
- * the page lives until the channel is closed and its last mapping is gone.
+ * helpers below find them.  mmap fails with EINVAL for a length beyond one
+ * page (any length up to EVNOTIFY_RING_SIZE maps the page), an offset other
+ * than 0, or MAP_PRIVATE; with EPERM for PROT_EXEC; with EACCES for PROT_WRITE
+ * on a descriptor opened O_RDONLY (as any shared mapping does: such a mapping
+ * is read-only, PROT_READ works); with ENOMEM if the page cannot be
+ * allocated.  A failed mmap creates no ring.  The mapping can never become
+ * executable (mprotect: EACCES), cannot grow (mremap: EFAULT), and is not
+ * inherited by a child (fork): the child has no mapping there.  As any
+ * mapping holds its file, a mapping holds the channel: closing the channel's
+ * last descriptor releases it (its thread's work, its hooks) only once its
+ * last mapping is gone too.  munmap may come at any time, also while the
+ * thread writes the page.
  *
  * Submissions.  User space writes sq[sq_tail % EVNOTIFY_RING_SQ_ENTRIES], then
  * stores sq_tail + 1 with release ordering (or several entries, then one

@@ -21,6 +21,7 @@ mod kickfd;
 mod lifecycle;
 mod notify;
 mod promises;
+mod ring;
 mod signals;
 mod stress;
 mod timers;
@@ -237,6 +238,7 @@ fn main() {
         hostile_limits::TESTS,
         hostile_fds::TESTS,
         contract::TESTS,
+        ring::TESTS,
         cli::TESTS,
     ]
     .concat();

@@ -1,0 +1,672 @@
+//! The event ring (`mmap`, `EVNOTIFY_IOC_RING_ENTER`, `EVNOTIFY_IOC_RING_STATS`): what the
+//! header promises, in every mode of the thread (polling, sleeping, shared), and against a
+//! user that writes anything into the page.
+
+use crate::{collect, expect_errno, hang, idle, join, Test};
+use anyhow::{bail, ensure, Context, Result};
+use evnotify::{sys, Channel, Completion, Notifier, Ring};
+use nix::errno::Errno;
+use std::{
+    os::fd::{AsRawFd, OwnedFd},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const TESTS: &[Test] = &[
+    ("ring_kick_completes", ring_kick_completes),
+    ("ring_every_source_completes", ring_every_source_completes),
+    ("ring_new_asks_for_wakeup", ring_new_asks_for_wakeup),
+    (
+        "ring_sleeping_thread_never_misses",
+        ring_sleeping_thread_never_misses,
+    ),
+    (
+        "ring_conservation_across_cpus",
+        ring_conservation_across_cpus,
+    ),
+    (
+        "ring_full_completion_queue_counted",
+        ring_full_completion_queue_counted,
+    ),
+    ("ring_bad_entries_dropped", ring_bad_entries_dropped),
+    ("ring_wild_tail_skipped", ring_wild_tail_skipped),
+    ("ring_mmap_errors", ring_mmap_errors),
+    ("ring_no_ring_enxio", ring_no_ring_enxio),
+    ("ring_mappings_share_one_page", ring_mappings_share_one_page),
+    ("ring_not_inherited_by_fork", ring_not_inherited_by_fork),
+    (
+        "ring_mapping_holds_the_channel",
+        ring_mapping_holds_the_channel,
+    ),
+    (
+        "ring_munmap_while_thread_writes",
+        ring_munmap_while_thread_writes,
+    ),
+    ("ring_scribbled_page", ring_scribbled_page),
+    (
+        "ring_shared_worker_polls_every_ring",
+        ring_shared_worker_polls_every_ring,
+    ),
+];
+
+/// Spins for the next completion, failing on a hang.
+fn next(r: &Ring) -> Result<Completion> {
+    r.spin_timeout(hang())
+        .with_context(|| format!("no completion: {:?} {:?}", r.control(), r.stats()))
+}
+
+/// Reaps completions until their counts add up to `want`; returns them.
+fn reap_sum(r: &Ring, want: u64) -> Result<Vec<Completion>> {
+    let mut got = vec![];
+    let mut sum = 0;
+    while sum < want {
+        let c = next(r)?;
+        sum += u64::from(c.count);
+        got.push(c);
+    }
+    ensure!(sum == want, "completions report {sum} kicks, want {want}");
+    Ok(got)
+}
+
+/// A raw shared mapping of the channel, as a C user would make it.
+struct RawMap {
+    at: *mut u8,
+}
+
+impl RawMap {
+    fn new(fd: i32, len: usize, prot: i32, flags: i32, off: i64) -> std::io::Result<Self> {
+        // SAFETY: A new mapping at an address the kernel picks.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, off) };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { at: p.cast() })
+    }
+
+    fn ring(fd: i32) -> std::io::Result<Self> {
+        Self::new(
+            fd,
+            sys::RING_SIZE as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            0,
+        )
+    }
+
+    /// The 32-bit word at byte `off`.
+    fn word(&self, off: usize) -> &AtomicU32 {
+        assert!(off.is_multiple_of(4) && off < sys::RING_SIZE as usize);
+        // SAFETY: In the mapping, aligned; the page is only accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.at.add(off).cast()) }
+    }
+}
+
+// SAFETY: The mapping is accessed only atomically, from any thread.
+unsafe impl Sync for RawMap {}
+
+impl Drop for RawMap {
+    fn drop(&mut self) {
+        // SAFETY: Our own mapping.
+        unsafe { libc::munmap(self.at.cast(), sys::RING_SIZE as usize) };
+    }
+}
+
+const SQ_TAIL: usize = std::mem::offset_of!(sys::Ring, sq_tail);
+const SQ_HEAD: usize = std::mem::offset_of!(sys::Ring, sq_head);
+
+fn ring_kick_completes() -> Result<()> {
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    ensure!(r.submit(5, 3)?, "queue full at once");
+    let c = next(&r)?;
+    ensure!(
+        c == Completion {
+            slot: 5,
+            count: 3,
+            seq: 0
+        },
+        "{c:?}"
+    );
+    let s = idle(&ch)?;
+    ensure!(
+        s.kicks == 3 && s.handled == 3 && s.dropped == 0 && s.notifies == 0,
+        "a posted batch is delivered, not dropped: {s:?}"
+    );
+    let rs = r.stats()?;
+    ensure!(
+        rs.sq_kicks == 3 && rs.cq_events == 1 && rs.cq_kicks == 3 && rs.sq_head == 1,
+        "{rs:?}"
+    );
+    ensure!(rs.cq_tail == 1 && r.control().cq_tail == 1, "{rs:?}");
+    ensure!(r.reap().is_none(), "a second completion");
+    Ok(())
+}
+
+/// Kicks by ioctl, kick eventfd and ring, and timer ticks: each batch posted, then signalled.
+fn ring_every_source_completes() -> Result<()> {
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    let (n, k) = (Notifier::new()?, Notifier::new()?);
+    ch.attach(1, &n)?;
+    ch.attach_kickfd(2, &k)?;
+    ch.kick(1, 4)?;
+    collect(&n, 4)?;
+    // The completion was posted before the eventfd was signalled.
+    let c = r
+        .reap()
+        .context("eventfd signalled before its completion")?;
+    ensure!(c.slot == 1 && c.count == 4 && c.seq == 0, "{c:?}");
+    k.post(2)?;
+    let fd_batches = reap_sum(&r, 2)?;
+    ch.set_timer(3, Duration::from_millis(2), 5)?;
+    let ticks = reap_sum(&r, 5)?;
+    ensure!(ticks.iter().all(|c| c.slot == 3), "{ticks:?}");
+    ensure!(fd_batches.iter().all(|c| c.slot == 2), "{fd_batches:?}");
+    let s = idle(&ch)?;
+    let rs = r.stats()?;
+    ensure!(
+        rs.cq_kicks + rs.lost_kicks == s.handled && s.handled == 11 && s.dropped == 0,
+        "{s:?} {rs:?}"
+    );
+    ensure!(s.notifies == 4, "only slot 1 has an eventfd: {s:?}");
+    ensure!(
+        rs.cq_events == 1 + (fd_batches.len() + ticks.len()) as u64,
+        "{rs:?}"
+    );
+    Ok(())
+}
+
+fn ring_new_asks_for_wakeup() -> Result<()> {
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    ensure!(
+        r.needs_wakeup(),
+        "a new ring does not ask: {:?}",
+        r.control()
+    );
+    ensure!(ch.stats()?.thread_pid == 0, "mmap started the thread");
+    // The submission finds the request and enters, which starts the thread.
+    r.submit(0, 1)?;
+    next(&r)?;
+    ensure!(ch.stats()?.thread_pid > 0, "no thread");
+    Ok(())
+}
+
+/// With busy polling off the thread sleeps after every batch: each submission must find the
+/// request, or be seen by the thread's last look.
+fn ring_sleeping_thread_never_misses() -> Result<()> {
+    for limit in [Duration::ZERO, Duration::from_micros(5)] {
+        let ch = Channel::open()?;
+        ch.set_busypoll(limit)?;
+        let r = ch.map_ring()?;
+        for i in 0..20_000u64 {
+            r.submit((i % 64) as u32, 1)?;
+            let c = next(&r).with_context(|| format!("busypoll {limit:?}, round {i}"))?;
+            ensure!(c.seq == i && c.count == 1, "{c:?} at {i}");
+        }
+        let s = idle(&ch)?;
+        ensure!(s.wakeups > 0, "the thread never slept: {s:?}");
+    }
+    Ok(())
+}
+
+/// A submitter and a reaper on one CPU, the thread on another, millions of kicks: every one
+/// is reported, in completions or as lost, and every seq accounted.
+fn ring_conservation_across_cpus() -> Result<()> {
+    let cpus = thread::available_parallelism()?.get();
+    ensure!(cpus >= 2, "the VM has {cpus} CPU");
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    r.submit(0, 1)?;
+    next(&r)?;
+    ch.pin_thread(1)?;
+    const N: u64 = 2_000_000;
+    let done = AtomicBool::new(false);
+    let (sum, seen, last_seq) = thread::scope(|s| -> Result<(u64, u64, u64)> {
+        let reaper = s.spawn(|| -> Result<(u64, u64, u64)> {
+            let (mut sum, mut seen, mut last) = (0u64, 0u64, 0u64);
+            let t = Instant::now();
+            loop {
+                match r.reap() {
+                    Some(c) => {
+                        ensure!(c.seq >= last, "seq went back: {c:?} after {last}");
+                        (sum, seen, last) = (sum + u64::from(c.count), seen + 1, c.seq);
+                    }
+                    None if done.load(Ordering::Acquire) && ch.stats()?.pending == 0 => {
+                        // Anything posted before the last look.
+                        while let Some(c) = r.reap() {
+                            (sum, seen, last) = (sum + u64::from(c.count), seen + 1, c.seq);
+                        }
+                        return Ok((sum, seen, last));
+                    }
+                    None => std::hint::spin_loop(),
+                }
+                ensure!(t.elapsed() < hang() * 2, "reaper hung at {sum}");
+            }
+        });
+        let mut sent = 0u64;
+        let t = Instant::now();
+        while sent < N {
+            let slot = (sent % 64) as u32;
+            if r.submit(slot, 1)? {
+                sent += 1;
+            } else {
+                ensure!(t.elapsed() < hang() * 2, "submission queue stuck at {sent}");
+                std::hint::spin_loop();
+            }
+        }
+        done.store(true, Ordering::Release);
+        join(reaper, "reaper")
+    })?;
+    let s = idle(&ch)?;
+    let rs = r.stats()?;
+    ensure!(rs.sq_kicks == N + 1 && s.kicks == N + 1, "{s:?} {rs:?}");
+    ensure!(sum + 1 + rs.lost_kicks == N + 1, "{sum} + lost: {rs:?}");
+    ensure!(rs.cq_events == seen + 1, "{seen} reaped: {rs:?}");
+    ensure!(
+        last_seq + 1 == rs.cq_events + rs.cq_overflow,
+        "last seq {last_seq}: {rs:?}"
+    );
+    ensure!(s.handled == N + 1 && s.dropped == 0, "{s:?}");
+    println!(
+        "# ring_conservation_across_cpus: {N} kicks in {seen} completions, {} lost, polled {} woke {}",
+        rs.cq_overflow, s.polled, s.wakeups
+    );
+    Ok(())
+}
+
+/// Completions nobody reaps: the first `RING_CQ_ENTRIES` are posted, the rest counted lost,
+/// and the seq of the next posted one shows the gap.
+fn ring_full_completion_queue_counted() -> Result<()> {
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    let extra = 20u64;
+    let total = u64::from(sys::RING_CQ_ENTRIES) + extra;
+    for i in 0..total {
+        // One batch each: wait until the previous one is taken.
+        ch.kick((i % 64) as u32, 2)?;
+        idle(&ch)?;
+    }
+    let rs = r.stats()?;
+    ensure!(
+        rs.cq_events == u64::from(sys::RING_CQ_ENTRIES) && rs.cq_overflow == extra,
+        "{rs:?}"
+    );
+    ensure!(
+        rs.lost_kicks == 2 * extra && rs.cq_kicks == 2 * rs.cq_events,
+        "{rs:?}"
+    );
+    ensure!(r.control().cq_overflow == extra as u32, "{:?}", r.control());
+    for seq in 0..u64::from(sys::RING_CQ_ENTRIES) {
+        let c = r.reap().context("a posted completion is missing")?;
+        ensure!(c.seq == seq && c.count == 2, "{c:?}");
+    }
+    ensure!(r.reap().is_none(), "more than the queue holds");
+    ch.kick(7, 1)?;
+    let c = next(&r)?;
+    ensure!(c.seq == total && c.slot == 7, "the gap: {c:?}");
+    let s = idle(&ch)?;
+    ensure!(s.dropped == 0 && s.handled == 2 * total + 1, "{s:?}");
+    Ok(())
+}
+
+fn ring_bad_entries_dropped() -> Result<()> {
+    let ch = Channel::open()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    let sq = |i: usize| sys::RING_SQ_OFFSET as usize + i * 8;
+    let bad = [
+        (64, 1),
+        (u32::MAX, 1),
+        (0, 0),
+        (0, sys::MAX_KICK + 1),
+        (1, 5),
+    ];
+    for (i, (slot, count)) in bad.iter().enumerate() {
+        m.word(sq(i)).store(*slot, Ordering::Relaxed);
+        m.word(sq(i) + 4).store(*count, Ordering::Relaxed);
+    }
+    m.word(SQ_TAIL).store(bad.len() as u32, Ordering::Release);
+    // SAFETY: The ioctl takes no argument.
+    let rc = unsafe { libc::ioctl(ch.as_raw_fd(), sys::IOC_RING_ENTER as _) };
+    ensure!(rc == 0, "RING_ENTER: {}", std::io::Error::last_os_error());
+    let s = idle(&ch)?;
+    ensure!(
+        s.kicks == 5 && s.handled == 5,
+        "only the good entry kicks: {s:?}"
+    );
+    ensure!(m.word(SQ_HEAD).load(Ordering::Acquire) == 5, "sq_head");
+    let dropped = m
+        .word(std::mem::offset_of!(sys::Ring, sq_dropped))
+        .load(Ordering::Relaxed);
+    ensure!(dropped == 4, "the page shows {dropped} dropped");
+    Ok(())
+}
+
+/// A tail far ahead of the head is no queue: skipped, counted once, and the ring works on.
+fn ring_wild_tail_skipped() -> Result<()> {
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    for wild in [sys::RING_SQ_ENTRIES + 1, u32::MAX, 1 << 31] {
+        let head = m.word(SQ_HEAD).load(Ordering::Acquire);
+        m.word(SQ_TAIL)
+            .store(head.wrapping_add(wild), Ordering::Release);
+        r.enter()?;
+        let rs = r.stats()?;
+        ensure!(rs.sq_head == head.wrapping_add(wild), "{wild}: {rs:?}");
+    }
+    let rs = r.stats()?;
+    ensure!(rs.sq_dropped == 3 && rs.sq_kicks == 0, "{rs:?}");
+    ensure!(ch.stats()?.kicks == 0, "a wild tail kicked");
+    r.submit(9, 2)?;
+    let c = next(&r)?;
+    ensure!(c.slot == 9 && c.count == 2, "{c:?}");
+    Ok(())
+}
+
+fn ring_mmap_errors() -> Result<()> {
+    let ch = Channel::open()?;
+    let fd = ch.as_raw_fd();
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let page = sys::RING_SIZE as usize;
+    let cases: [(&str, usize, i32, i32, i64, Errno); 4] = [
+        (
+            "two pages",
+            2 * page,
+            rw,
+            libc::MAP_SHARED,
+            0,
+            Errno::EINVAL,
+        ),
+        (
+            "offset",
+            page,
+            rw,
+            libc::MAP_SHARED,
+            page as i64,
+            Errno::EINVAL,
+        ),
+        ("private", page, rw, libc::MAP_PRIVATE, 0, Errno::EINVAL),
+        (
+            "exec",
+            page,
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::MAP_SHARED,
+            0,
+            Errno::EPERM,
+        ),
+    ];
+    for (what, len, prot, flags, off, want) in cases {
+        expect_errno(
+            RawMap::new(fd, len, prot, flags, off).map(|_| ()),
+            want,
+            what,
+        )?;
+    }
+    // A failed mmap makes no ring.
+    let mut st = sys::RingStats::default();
+    // SAFETY: `st` is a writable `struct evnotify_ring_stats`.
+    let rc = unsafe { libc::ioctl(fd, sys::IOC_RING_STATS as _, &mut st) };
+    ensure!(
+        rc == -1 && Errno::last() == Errno::ENXIO,
+        "a ring after failed mmaps"
+    );
+    // Any length that rounds up to one page is the page.
+    let short = RawMap::new(fd, 1, rw, libc::MAP_SHARED, 0)?;
+    ensure!(
+        short
+            .word(std::mem::offset_of!(sys::Ring, flags))
+            .load(Ordering::Relaxed)
+            == sys::RING_NEED_WAKEUP,
+        "a one-byte mapping"
+    );
+    // Read-only descriptors map read-only only.
+    let ro: OwnedFd = std::fs::File::open(evnotify::DEVICE)?.into();
+    expect_errno(
+        RawMap::new(ro.as_raw_fd(), page, rw, libc::MAP_SHARED, 0).map(|_| ()),
+        Errno::EACCES,
+        "PROT_WRITE on O_RDONLY",
+    )?;
+    let m = RawMap::new(ro.as_raw_fd(), page, libc::PROT_READ, libc::MAP_SHARED, 0)?;
+    ensure!(
+        m.word(std::mem::offset_of!(sys::Ring, flags))
+            .load(Ordering::Relaxed)
+            == sys::RING_NEED_WAKEUP,
+        "a read-only mapping shows the ring"
+    );
+    // Never executable, never grown.
+    let m = RawMap::ring(fd)?;
+    // SAFETY: Our own mapping; the calls change its protection or size only.
+    unsafe {
+        let rc = libc::mprotect(m.at.cast(), page, libc::PROT_READ | libc::PROT_EXEC);
+        ensure!(
+            rc == -1 && Errno::last() == Errno::EACCES,
+            "mprotect PROT_EXEC: {rc} {}",
+            Errno::last()
+        );
+        let p = libc::mremap(m.at.cast(), page, 2 * page, libc::MREMAP_MAYMOVE);
+        ensure!(
+            p == libc::MAP_FAILED && Errno::last() == Errno::EFAULT,
+            "mremap to two pages: {p:?} {}",
+            Errno::last()
+        );
+    }
+    Ok(())
+}
+
+fn ring_no_ring_enxio() -> Result<()> {
+    let ch = Channel::open()?;
+    // SAFETY: The ioctl takes no argument.
+    let rc = unsafe { libc::ioctl(ch.as_raw_fd(), sys::IOC_RING_ENTER as _) };
+    ensure!(
+        rc == -1 && Errno::last() == Errno::ENXIO,
+        "RING_ENTER: {rc}"
+    );
+    let mut st = sys::RingStats::default();
+    // SAFETY: `st` is a writable `struct evnotify_ring_stats`.
+    let rc = unsafe { libc::ioctl(ch.as_raw_fd(), sys::IOC_RING_STATS as _, &mut st) };
+    ensure!(
+        rc == -1 && Errno::last() == Errno::ENXIO,
+        "RING_STATS: {rc}"
+    );
+    ensure!(ch.stats()?.thread_pid == 0, "RING_ENTER started a thread");
+    Ok(())
+}
+
+fn ring_mappings_share_one_page() -> Result<()> {
+    let ch = Channel::open()?;
+    let a = ch.map_ring()?;
+    let b = RawMap::ring(ch.as_raw_fd())?;
+    let reserved = std::mem::offset_of!(sys::Ring, reserved);
+    b.word(reserved).store(0xfeed, Ordering::Relaxed);
+    ensure!(a.control().reserved == 0xfeed, "two pages");
+    // Submitted through one, completed in both.
+    a.submit(4, 1)?;
+    next(&a)?;
+    ensure!(
+        b.word(std::mem::offset_of!(sys::Ring, cq_tail))
+            .load(Ordering::Acquire)
+            == 1,
+        "the other mapping does not show the completion"
+    );
+    Ok(())
+}
+
+fn ring_not_inherited_by_fork() -> Result<()> {
+    use nix::{
+        sys::wait::{waitpid, WaitStatus},
+        unistd::{fork, ForkResult},
+    };
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    let at = m.at as usize;
+    // SAFETY: The child only reads a file and `_exit`s.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+            let mapped = maps.lines().any(|l| {
+                l.split(['-', ' '])
+                    .next()
+                    .and_then(|s| usize::from_str_radix(s, 16).ok())
+                    == Some(at)
+            });
+            // SAFETY: Leaves the child at once.
+            unsafe { libc::_exit(i32::from(mapped) + 2 * i32::from(maps.is_empty())) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None)? {
+            WaitStatus::Exited(_, 0) => {}
+            st => bail!("the child inherited the mapping (or failed to look): {st:?}"),
+        },
+    }
+    r.submit(0, 1)?;
+    next(&r)?;
+    Ok(())
+}
+
+/// A mapping holds the channel, as any mapping holds its file: closing the last descriptor
+/// leaves it working until the last munmap, which closes it.
+fn ring_mapping_holds_the_channel() -> Result<()> {
+    let ch = Channel::open()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    let k = Notifier::new()?;
+    ch.attach_kickfd(0, &k)?;
+    let cq_tail = std::mem::offset_of!(sys::Ring, cq_tail);
+    let wait_tail = |want: u32| -> Result<()> {
+        let t = Instant::now();
+        while m.word(cq_tail).load(Ordering::Acquire) != want {
+            ensure!(t.elapsed() < hang(), "no completion {want}");
+            thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    };
+    k.post(1)?;
+    wait_tail(1)?;
+    drop(ch);
+    k.post(1)?;
+    wait_tail(2)?;
+    drop(m);
+    // Released: nobody takes the kick eventfd's count any more.
+    k.post(5)?;
+    let t = Instant::now();
+    loop {
+        match k.try_read()? {
+            Some(5) => return Ok(()),
+            Some(v) => bail!("the channel took part of the count: {v} left"),
+            None => ensure!(t.elapsed() < hang(), "the kick eventfd is still hooked"),
+        }
+        // A kick that the released channel still took would be gone; wait for the release.
+        k.post(5)?;
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn ring_munmap_while_thread_writes() -> Result<()> {
+    let ch = Channel::open()?;
+    let keep = ch.map_ring()?;
+    for round in 0..50 {
+        let m = RawMap::ring(ch.as_raw_fd())?;
+        ch.kick(round % 64, 1000)?;
+        for _ in 0..round {
+            keep.submit(1, 1)?;
+        }
+        drop(m);
+    }
+    let s = idle(&ch)?;
+    let rs = keep.stats()?;
+    ensure!(rs.cq_kicks + rs.lost_kicks == s.handled, "{s:?} {rs:?}");
+    Ok(())
+}
+
+/// A thread writes random words over the whole page while the channel works: the kernel's
+/// counts stay exact for what it took, and nothing splats (the VM log is scanned).
+fn ring_scribbled_page() -> Result<()> {
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    let stop = AtomicBool::new(false);
+    const KICKS: u64 = 20_000;
+    thread::scope(|s| -> Result<()> {
+        let scribbler = s.spawn(|| {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let sq = sys::RING_SQ_OFFSET as usize..sys::RING_CQ_OFFSET as usize;
+            while !stop.load(Ordering::Relaxed) {
+                // The kernel's own head: the page's is scribbled over too.
+                let head = r.stats().map_or(0, |s| s.sq_head);
+                for off in (0..sys::RING_SIZE as usize).step_by(4) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Half of the entries plausible (a slot up to 79, a count up to 100),
+                    // so that some are kicks and some are dropped; the rest anything.
+                    let v = match (sq.contains(&off), off % 8, x % 2) {
+                        (true, 0, 0) => (x >> 8) as u32 % 80,
+                        (true, _, 0) => (x >> 8) as u32 % 101,
+                        // A tail near the head half of the time, so that entries are taken.
+                        (false, _, 0) if off == SQ_TAIL => head.wrapping_add((x >> 8) as u32 % 160),
+                        _ => x as u32,
+                    };
+                    m.word(off).store(v, Ordering::Relaxed);
+                }
+            }
+        });
+        let res = (|| -> Result<()> {
+            for _ in 0..KICKS / 100 {
+                ch.kick(0, 100)?;
+                // Entering while the page is garbage: whatever it takes, it counts.
+                r.enter()?;
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        scribbler
+            .join()
+            .map_err(|_| anyhow::anyhow!("scribbler panicked"))?;
+        res
+    })?;
+    let s = idle(&ch)?;
+    let rs = r.stats()?;
+    ensure!(
+        s.kicks == KICKS + rs.sq_kicks,
+        "kicks are the ioctl's and the ring's: {s:?} {rs:?}"
+    );
+    ensure!(
+        s.kicks.wrapping_add(s.timer_ticks) == s.handled.wrapping_add(s.coalesced),
+        "{s:?}"
+    );
+    ensure!(rs.cq_kicks + rs.lost_kicks == s.handled, "{s:?} {rs:?}");
+    ensure!(n.drain()? >= KICKS, "slot 0's eventfd lost kicks");
+    println!(
+        "# ring_scribbled_page: the ring took {} kicks, dropped {} entries, lost {} completions",
+        rs.sq_kicks, rs.sq_dropped, rs.cq_overflow
+    );
+    Ok(())
+}
+
+fn ring_shared_worker_polls_every_ring() -> Result<()> {
+    let chans: Vec<Channel> = (0..4).map(|_| Channel::open()).collect::<Result<_, _>>()?;
+    for c in &chans[1..] {
+        c.share_worker(&chans[0])?;
+    }
+    let rings: Vec<Ring> = chans
+        .iter()
+        .map(Channel::map_ring)
+        .collect::<Result<_, _>>()?;
+    for round in 0..2000u64 {
+        for (i, r) in rings.iter().enumerate() {
+            r.submit(i as u32, 1)?;
+        }
+        for (i, r) in rings.iter().enumerate() {
+            let c = next(r)?;
+            ensure!(c.slot == i as u32 && c.seq == round, "{c:?}");
+        }
+    }
+    let pid = chans[0].stats()?.thread_pid;
+    for c in &chans {
+        ensure!(c.stats()?.thread_pid == pid, "not one worker");
+    }
+    Ok(())
+}
