@@ -25,13 +25,17 @@ REPO = os.path.dirname(HERE)
 
 # The round-trip paths, like for like: the polling ones, the sleeping ones, then io_uring's
 # inline NOP (no second task). Paths the results have beyond these follow, sorted.
-ORDER = ["evnotify_ioctl", "evnotify_kickfd", "spin_responder", "io_uring_sqpoll",
+ORDER = ["evnotify_ring_spin", "io_uring_sqpoll_spin", "evnotify_ring_eventfd",
+         "evnotify_ioctl", "evnotify_kickfd", "spin_responder", "io_uring_sqpoll",
          "evnotify_ioctl_nopoll", "evnotify_kickfd_nopoll", "eventfd_threads", "pipe_threads",
          "io_uring_iowq", "io_uring"]
 SLEEPING = ["evnotify_ioctl_nopoll", "evnotify_kickfd_nopoll", "eventfd_threads",
             "pipe_threads", "io_uring_iowq"]
 # The p50 ratios, grouped like for like: (the group's heading on its first row, key).
 RATIO_ROWS = [
+    ("**ring vs ring** (both callers spin on a completion queue): ", "ring_vs_io_uring_sqpoll_cq"),
+    (None, "ring_vs_spin_responder"),
+    ("**ring, caller sleeps on an eventfd:** ", "ring_eventfd_vs_io_uring_sqpoll"),
     ("**polling vs polling:** ", "ioctl_vs_spin_responder"),
     (None, "kickfd_vs_spin_responder"),
     (None, "ioctl_vs_io_uring_sqpoll"),
@@ -377,7 +381,8 @@ faster).
 
 | p50 ratio, module / peer | same CPU | different CPUs |
 | --- | ---: | ---: |""")
-    keys = [k for _, k in RATIO_ROWS] + sorted(set(rc) - {k for _, k in RATIO_ROWS})
+    # A results file from before a path existed has no row of it.
+    keys = [k for _, k in RATIO_ROWS if k in rc] + sorted(set(rc) - {k for _, k in RATIO_ROWS})
     heads = {k: g for g, k in RATIO_ROWS}
     for k in keys:
         w(f"| {heads.get(k) or ''}{ratio_name(k)} | {rs[k]:.2f} | {rc[k]:.2f} |")
@@ -388,7 +393,7 @@ All rows (round trip in µs; *responder CPU*: share of one CPU used by the task 
 | path | pinning | p50 | p90 | p99 | p99.9 | max | responder CPU |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |""")
     for name, rows in (("same cpu", sc), ("cross cpu", cc)):
-        for path in ORDER + sorted(set(rows) - set(ORDER)):
+        for path in [p for p in ORDER if p in rows] + sorted(set(rows) - set(ORDER)):
             h = rows[path]
             cpu = pct(h["thread_cpu_share"]) if "thread_cpu_share" in h else "-"
             w(f"| {path} | {name} | {us(h['p50'])} | {us(h['p90'])} | {us(h['p99'])} | "

@@ -10,8 +10,9 @@ use std::path::Path;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// Each path's colour: the module's paths warm (solid with polling, light without), the
-/// user-space floor cool, the polling peers green/olive, io_uring grey/black.
-const PATHS: [(&str, RGBColor); 10] = [
+/// user-space floor cool, the polling peers green/olive, io_uring grey/black (each ring a
+/// darker shade of its path's).
+const PATHS: [(&str, RGBColor); 13] = [
     ("evnotify_ioctl", RED),
     ("evnotify_kickfd", MAGENTA),
     ("evnotify_ioctl_nopoll", RGBColor(250, 150, 120)),
@@ -22,6 +23,9 @@ const PATHS: [(&str, RGBColor); 10] = [
     ("io_uring_sqpoll", BLACK),
     ("io_uring", RGBColor(150, 150, 150)),
     ("io_uring_iowq", RGBColor(150, 120, 40)),
+    ("evnotify_ring_spin", RGBColor(200, 0, 0)),
+    ("io_uring_sqpoll_spin", RGBColor(60, 60, 60)),
+    ("evnotify_ring_eventfd", RGBColor(240, 100, 0)),
 ];
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;

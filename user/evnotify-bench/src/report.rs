@@ -83,7 +83,7 @@ fn timer_ratios(table: &Value, many: bool) -> Value {
 }
 
 /// The p50 ratios reported per pinning: (name, numerator path, denominator path).
-const RATIOS: [(&str, &str, &str); 12] = [
+const RATIOS: [(&str, &str, &str); 15] = [
     ("ioctl_vs_eventfd", "evnotify_ioctl", "eventfd_threads"),
     ("kickfd_vs_eventfd", "evnotify_kickfd", "eventfd_threads"),
     (
@@ -135,6 +135,23 @@ const RATIOS: [(&str, &str, &str); 12] = [
         "kickfd_nopoll_vs_io_uring_iowq",
         "evnotify_kickfd_nopoll",
         "io_uring_iowq",
+    ),
+    // Both callers spin on a completion queue, with no syscall while the thread polls.
+    (
+        "ring_vs_io_uring_sqpoll_cq",
+        "evnotify_ring_spin",
+        "io_uring_sqpoll_spin",
+    ),
+    (
+        "ring_vs_spin_responder",
+        "evnotify_ring_spin",
+        "spin_responder",
+    ),
+    // Both callers sleep on an eventfd for the completion.
+    (
+        "ring_eventfd_vs_io_uring_sqpoll",
+        "evnotify_ring_eventfd",
+        "io_uring_sqpoll",
     ),
 ];
 

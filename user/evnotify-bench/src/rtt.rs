@@ -8,7 +8,7 @@ use crate::{
     watchdog,
 };
 use anyhow::{ensure, Context, Result};
-use evnotify::{Channel, Notifier};
+use evnotify::{Channel, Notifier, Ring};
 use hdrhistogram::Histogram;
 use nix::unistd::{gettid, pipe, read, write};
 use std::{
@@ -133,6 +133,53 @@ impl RoundTrip for ModulePath {
     }
 }
 
+/// A channel's event ring: one submission, then the completion, which the caller spins for
+/// on the completion queue (`spin`) or sleeps for on the slot's eventfd.
+pub(crate) struct RingPath<'a> {
+    ring: Ring<'a>,
+    n: Option<&'a Notifier>,
+    pid: i32,
+}
+
+impl<'a> RingPath<'a> {
+    /// `ch`'s ring, its thread on `cpu` with the default busy-poll limit; `n` is the eventfd
+    /// attached to slot 0 to wait on, if the caller sleeps.
+    pub(crate) fn new(ch: &'a Channel, n: Option<&'a Notifier>, cpu: usize) -> Result<Self> {
+        let ring = ch.map_ring()?;
+        if let Some(n) = n {
+            ch.attach(0, n)?;
+        }
+        let mut p = Self { ring, n, pid: 0 };
+        // The warm-up round trip starts the thread.
+        p.once()?;
+        ch.pin_thread(cpu)?;
+        p.pid = ch.stats()?.thread_pid;
+        Ok(p)
+    }
+}
+
+impl RoundTrip for RingPath<'_> {
+    fn once(&mut self) -> Result<()> {
+        ensure!(self.ring.submit(0, 1)?, "submission queue full");
+        let c = match self.n {
+            Some(n) => {
+                ensure!(n.wait()? == 1, "coalesced round trip");
+                self.ring.reap()
+            }
+            None => self.ring.spin_timeout(peers::SPIN_STALL),
+        };
+        let c = c.context("no completion")?;
+        ensure!(
+            c.count == 1 && self.ring.reap().is_none(),
+            "coalesced round trip"
+        );
+        Ok(())
+    }
+    fn responder_cpu(&self) -> Result<Option<Duration>> {
+        thread_cpu(self.pid).map(Some)
+    }
+}
+
 /// Two user threads: the measuring one and an echo thread (whose tid is set once it runs).
 struct EchoPath<'a>(&'a dyn Link, &'a OnceLock<i32>);
 
@@ -153,7 +200,7 @@ impl RoundTrip for NopRing {
     }
     fn responder_cpu(&self) -> Result<Option<Duration>> {
         match self.mode() {
-            Mode::SqPoll => tasks_cpu("iou-sqp-").map(Some),
+            Mode::SqPoll | Mode::SqPollSpin => tasks_cpu("iou-sqp-").map(Some),
             Mode::Iowq => tasks_cpu("iou-wrk-").map(Some),
             Mode::Enter => Ok(None),
         }
@@ -225,7 +272,7 @@ pub(crate) fn interleaved(
 
 /// The round-trip paths, in the order `latency` measures them. The module's paths run with
 /// the default busy-poll limit, and again with busy polling off.
-pub(crate) const PATHS: [&str; 10] = [
+pub(crate) const PATHS: [&str; 13] = [
     "evnotify_ioctl",
     "evnotify_kickfd",
     "eventfd_threads",
@@ -236,6 +283,9 @@ pub(crate) const PATHS: [&str; 10] = [
     "io_uring_sqpoll",
     "io_uring",
     "io_uring_iowq",
+    "evnotify_ring_spin",
+    "io_uring_sqpoll_spin",
+    "evnotify_ring_eventfd",
 ];
 
 pub(crate) const PINNINGS: [(&str, Pin); 2] = [("same_cpu", Pin::Same), ("cross_cpu", Pin::Cross)];
@@ -253,6 +303,10 @@ pub(crate) fn latency(iters: u32, p: Pin, limit: Duration) -> Result<Vec<Row>> {
     let mut sqpoll = NopRing::new(Mode::SqPoll, Some(other), limit)?;
     let mut enter = NopRing::new(Mode::Enter, None, limit)?;
     let mut iowq = NopRing::new(Mode::Iowq, Some(other), limit)?;
+    let mut sqpoll_spin = NopRing::new(Mode::SqPollSpin, Some(other), limit)?;
+    let (ring_ch, ring_efd_ch, ring_n) = (Channel::open()?, Channel::open()?, Notifier::new()?);
+    let mut ring_spin = RingPath::new(&ring_ch, None, other)?;
+    let mut ring_efd = RingPath::new(&ring_efd_ch, Some(&ring_n), other)?;
     let efd = EventfdLink([Notifier::new()?, Notifier::new()?]);
     let pipes = PipeLink([pipe()?, pipe()?]);
     let spin = SpinLink(EventfdLink([Notifier::new()?, Notifier::new()?]), limit);
@@ -292,6 +346,9 @@ pub(crate) fn latency(iters: u32, p: Pin, limit: Duration) -> Result<Vec<Row>> {
             (PATHS[7], &mut sqpoll),
             (PATHS[8], &mut enter),
             (PATHS[9], &mut iowq),
+            (PATHS[10], &mut ring_spin),
+            (PATHS[11], &mut sqpoll_spin),
+            (PATHS[12], &mut ring_efd),
         ];
         let rows = (|| {
             // The echo threads must have started for their CPU time to be read.
