@@ -189,6 +189,11 @@ impl Shared {
             // reads (a timerfd gives one expiry per call), and its first expiry wakes the
             // worker for more.
             a.credit = if grant { ALARM_CREDIT } else { a.credit.max(1) };
+            // No deadline and no alarm, as for a channel with no timer or echo after each
+            // batch: nothing to cancel or start (and no expiry to space the next one from).
+            if deadline.is_none() && a.at.is_none() && alarm.handle.is_none() {
+                return;
+            }
             // An alarm that will fire by the deadline (or is firing) re-arms itself for what is
             // due next, with the credit just granted: left alone, it stays on its CPU.
             if let (Some(at), Some(_)) = (a.at, alarm.handle.as_ref()) {

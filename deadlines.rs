@@ -31,7 +31,7 @@ impl Inner {
     /// slot's eventfd, if any) and then pass to [`Inner::alarm_delivered`].
     pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>, alarm: bool) -> u64 {
         let mut taken = 0;
-        if self.timer_mask == 0 && self.echo_mask == 0 {
+        if !self.has_deadlines() {
             return taken;
         }
         for slot in bits(self.echo_mask) {
@@ -104,6 +104,12 @@ impl Inner {
             x.timer = timer;
             self.timer_mask |= running;
         }
+    }
+
+    /// Whether a timer runs or an echo waits: else nothing falls due, and the clock need not
+    /// be read.
+    pub(crate) fn has_deadlines(&self) -> bool {
+        self.timer_mask != 0 || self.echo_mask != 0
     }
 
     /// When the earliest timer or echo is due, if any.

@@ -96,6 +96,13 @@ impl ThreadCtx {
         unsafe { bindings::schedule() };
     }
 
+    /// Whether this thread is the only runnable task of its CPU: a hint, stale if it migrates.
+    pub(crate) fn alone(&self) -> bool {
+        // SAFETY: `single_task_running` only reads the length of this CPU's run queue; if the
+        // thread migrates meanwhile, the answer is merely stale, which is harmless here.
+        unsafe { single_task_running() }
+    }
+
     /// Spins until `done()` holds and returns true; gives up and returns false once `budget`
     /// has passed, the thread is asked to stop, or another task could run on this CPU.
     /// Preemption stays enabled, so the scheduler can take the CPU back at any time.
@@ -105,10 +112,7 @@ impl ThreadCtx {
             if done() {
                 return true;
             }
-            // SAFETY: `single_task_running` only reads the length of this CPU's run queue; if
-            // the thread migrates meanwhile, the answer is merely stale, which is harmless here.
-            let alone = unsafe { single_task_running() };
-            if !alone || self.should_stop() || start.elapsed() >= budget {
+            if !self.alone() || self.should_stop() || start.elapsed() >= budget {
                 return false;
             }
             cpu_relax();

@@ -514,7 +514,9 @@ unsafe impl Served for Shared {
         if inner.closed {
             return;
         }
-        inner.fire_timers(Instant::now(), false);
+        if inner.has_deadlines() {
+            inner.fire_timers(Instant::now(), false);
+        }
         let ring = self.ring.as_ref();
         if let Some(ring) = ring {
             inner.take_submissions(ring);
@@ -552,6 +554,10 @@ unsafe impl Served for Shared {
         };
         let mut inner = self.inner.lock();
         inner.retire(kicks);
+        // What the ring's user submitted meanwhile is this channel's next batch.
+        if let Some(ring) = ring {
+            inner.take_submissions(ring);
+        }
         if !inner.idle() {
             // More to do: after the other channels in the queue.
             runner.enqueue(self.as_arc_borrow(), true);

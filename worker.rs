@@ -219,9 +219,16 @@ impl<T: Served> Runner<T> {
     }
 }
 
+/// Most batches the thread serves in a row, alone on its CPU, before it passes through the
+/// scheduler all the same: so that a flooded worker still does on kernels without full
+/// preemption (RCU's quiescent states; `cond_resched()` has no Rust binding).
+const YIELD_EVERY: u32 = 16;
+
 impl<T: Served> ThreadWork for Runner<T> {
     fn run(self: Pin<&Self>, ctx: &ThreadCtx) {
         let mut window = busypoll::Window::default();
+        // Batches served since the thread last went through the scheduler.
+        let mut streak = 0;
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut woke = Woke::Slept;
         loop {
@@ -242,6 +249,7 @@ impl<T: Served> ThreadWork for Runner<T> {
                 self.event.store(false, Relaxed);
                 self.due.store(false, Relaxed);
                 if idle_since.is_none() {
+                    streak = 0;
                     idle_since = Some(Instant::<Monotonic>::now());
                     // A wake-up that found no work is not the next channel's: it counts the
                     // sleep or spin that ends this idle spell.
@@ -300,7 +308,15 @@ impl<T: Served> ThreadWork for Runner<T> {
             // Awake: the rings' users need not wake the thread.
             self.poll_rings(false);
             drop(cov);
-            ctx.yield_now();
+            // Through the scheduler if another task waits for this CPU (such as a reader the
+            // batch just woke, on a shared CPU), and every `YIELD_EVERY` batches: not after
+            // every batch, which cost a ring's polling user a third of its round trip
+            // (docs/design.md, "The ring's round trip").
+            streak += 1;
+            if streak >= YIELD_EVERY || !ctx.alone() {
+                streak = 0;
+                ctx.yield_now();
+            }
         }
     }
 }
