@@ -86,15 +86,19 @@ impl Channel {
             None => Worker::new(shared.busypoll_ns.load(Relaxed))?,
         };
         let runner = worker.runner();
-        if shared.ring.as_ref().is_some() {
-            runner.add_ring(shared.clone())?;
+        {
+            // Under `start`, so nobody else populates them meanwhile, and `ring_lock`, so that
+            // a ring mapped meanwhile is polled (`Shared::map_ring`).
+            let _reg = shared.ring_lock.lock();
+            if shared.ring.as_ref().is_some() {
+                runner.add_ring(shared.clone())?;
+            }
+            runner.channels.add(1, Relaxed);
+            shared.runner.populate(runner.clone());
         }
-        runner.channels.add(1, Relaxed);
-        // Under `start`, so nobody else populates them meanwhile.
-        shared.runner.populate(runner.clone());
         self.worker.populate(worker);
-        // Anything queued before (nothing is, as every call that queues work gets the worker
-        // first) would be served now.
+        // What was queued meanwhile is served now: ring submissions the worker took since it
+        // polls the ring (every call that queues work otherwise gets the worker first).
         Shared::update(shared.as_arc_borrow(), true, |inner| !inner.idle());
         self.worker.as_ref().ok_or(EINVAL)
     }
@@ -287,11 +291,7 @@ impl Channel {
     /// every mapping is of the same page.
     pub(crate) fn map_ring(&self, vma: &VmaNew) -> Result {
         Ring::check(vma)?;
-        // Under `start`, so that a worker being started polls it.
-        let guard = self.shared.start.lock();
-        let ring = self.shared.add_ring()?;
-        drop(guard);
-        ring.map(vma)
+        self.shared.map_ring(vma)
     }
 
     /// Takes the ring's submissions, starting the worker if the channel has none yet: what a
@@ -361,8 +361,8 @@ impl Channel {
         st
     }
 
-    /// Writes the channel's state to `/proc/<pid>/fdinfo/<fd>`: counters, then one line per
-    /// slot in use. No kernel pointer is printed.
+    /// Writes the channel's state to `/proc/<pid>/fdinfo/<fd>`: counters, the ring's (`ring_*`,
+    /// if it has one), then one line per slot in use. No kernel pointer is printed.
     pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
         let s = self.stats();
         let w = self.worker_info();
@@ -393,6 +393,21 @@ impl Channel {
             s.coalesced,
             s.sig_refused
         );
+        if let Ok(r) = self.ring_stats() {
+            seq_print!(
+                m,
+                "ring_sq_kicks:\t{}\nring_sq_dropped:\t{}\nring_cq_events:\t{}\nring_cq_kicks:\t{}\n\
+                 ring_cq_overflow:\t{}\nring_lost_kicks:\t{}\nring_sq_head:\t{}\nring_cq_tail:\t{}\n",
+                r.sq_kicks,
+                r.sq_dropped,
+                r.cq_events,
+                r.cq_kicks,
+                r.cq_overflow,
+                r.lost_kicks,
+                r.sq_head,
+                r.cq_tail
+            );
+        }
         let shared = &self.shared;
         for slot in 0..NR_SLOTS {
             let (notify, pending, signo, timer) = {

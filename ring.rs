@@ -74,7 +74,8 @@ struct Page {
     flags: Atomic<u32>,
     sq_dropped: Atomic<u32>,
     cq_overflow: Atomic<u32>,
-    _reserved: [u32; 9],
+    /// Never read: atomics all the same, as everything user space may write.
+    _reserved: [Atomic<u32>; 9],
     sq: [Sqe; SQ_ENTRIES as usize],
     cq: [Cqe; CQ_ENTRIES as usize],
 }
@@ -147,12 +148,13 @@ impl Ring {
     }
 
     /// Maps the page into `vma`, checked by [`Ring::check`]: never to become executable
-    /// (`mprotect` fails with `EACCES`), inherited by a child (`fork`) or grown (`mremap` fails
-    /// with `EFAULT`).
+    /// (`mprotect` fails with `EACCES`), inherited by a child (`fork`), grown (`mremap` fails
+    /// with `EFAULT`) or dumped.
     pub(crate) fn map(&self, vma: &VmaNew) -> Result {
         vma.try_clear_mayexec()?;
         vma.set_dontexpand();
         vma.set_dontcopy();
+        vma.set_dontdump();
         let ptr = NonNull::from(&*self.page).cast::<u8>();
         // SAFETY: By the type invariant, `ptr` is the start of a `Vmalloc` allocation, which
         // lives as long as `self`, longer than `page` is used here.
@@ -174,7 +176,8 @@ impl Ring {
     pub(crate) fn need_wakeup(&self, on: bool) {
         if on {
             self.page.flags.xchg(uapi::RING_NEED_WAKEUP, Full);
-        } else {
+        } else if self.page.flags.load(Relaxed) != 0 {
+            // Only if set: the line is the submitter's too.
             self.page.flags.store(0, Relaxed);
         }
     }
@@ -296,7 +299,7 @@ mod tests {
 
     fn setup() -> Result<(KBox<Inner>, Ring)> {
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
-        i.ring = Some(RingState::default());
+        i.ring = Some(KBox::new(RingState::default(), GFP_KERNEL)?);
         Ok((i, Ring::new()?))
     }
 

@@ -49,6 +49,7 @@ use kernel::{
         ListLinks,
         TryNewListArc, // Named, unqualified, by `impl_list_arc_safe!`.
     },
+    mm::virt::VmaNew,
     new_mutex,
     prelude::*,
     sync::{
@@ -210,9 +211,14 @@ pub(crate) struct Shared {
     /// The KCOV common handle of the task that opened the channel: its thread records serving
     /// it there (see `kcov`).
     pub(crate) cov: kcov::Handle,
-    /// The ring page, once user space mapped it ([`Shared::add_ring`]); the kernel's side of
+    /// The ring page, once user space mapped it ([`Shared::map_ring`]); the kernel's side of
     /// it is `Inner::ring`.
     pub(crate) ring: SetOnce<Ring>,
+    /// Serialises giving the channel its ring and its worker's run queue (`runner`), so that
+    /// the worker polls the ring whichever comes first. Held across no blocking call but an
+    /// allocation; taken under `start` and under the caller's `mmap_lock`.
+    #[pin]
+    pub(crate) ring_lock: Mutex<()>,
 }
 
 kernel::impl_has_hr_timer! {
@@ -258,6 +264,7 @@ impl Shared {
             },
             cov: kcov::Handle::current(),
             ring: SetOnce::new(),
+            ring_lock <- new_mutex!((), "Channel::ring_lock"),
         })
     }
 
@@ -296,24 +303,33 @@ impl Shared {
         }
     }
 
-    /// Gives the channel a ring, unless it has one: polled by its worker, if it has one yet
-    /// (`Channel::join` adds it to a worker started later). Called under `start`.
-    pub(crate) fn add_ring(self: &Arc<Self>) -> Result<&Ring> {
+    /// Maps the channel's ring into `vma`, creating it on the first `mmap`: made and mapped
+    /// before anyone sees it, so that a failed `mmap` leaves no ring; polled by the worker
+    /// from then on, if the channel has one (`Channel::join` adds it to a worker started
+    /// later). Under `ring_lock`, not `start`: `mmap` holds the caller's `mmap_lock`, and
+    /// `start` is held while a worker starts, which may wait for tasks that wait for it.
+    pub(crate) fn map_ring(self: &Arc<Self>, vma: &VmaNew) -> Result {
+        let reg = self.ring_lock.lock();
         if let Some(ring) = self.ring.as_ref() {
-            return Ok(ring);
+            drop(reg);
+            return ring.map(vma);
         }
+        let state = KBox::new(RingState::default(), GFP_KERNEL_ACCOUNT)?;
         let ring = Ring::new()?;
+        ring.map(vma)?;
         if let Some(runner) = self.runner.as_ref() {
             runner.add_ring(self.clone())?;
         }
-        // From here on the alarm leaves every tick to the thread, which posts completions.
-        self.inner.lock().ring = Some(RingState::default());
+        // The alarm leaves the ticks it takes from now on to the thread (one taking ticks
+        // now delivers them itself, without completions).
+        self.inner.lock().ring = Some(state);
         self.ring.populate(ring);
-        self.ring.as_ref().ok_or(EINVAL)
+        Ok(())
     }
 
     /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each (their
-    /// completion is posted on the ring already, if the channel has one: `posted`). In
+    /// completion is posted on the ring already, or counted lost, if the channel has one:
+    /// `posted`). In
     /// process context only (the worker's thread, under `serving`, a mutex): a loop of up to a
     /// batch, and it may drop the last reference to a signal target. A delivery path that must
     /// run in a timer or wake-up callback needs bounded work and no sleeping lock.

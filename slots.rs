@@ -117,8 +117,8 @@ pub(crate) struct Inner {
     /// The channel's alarm as armed, here so that its callback can re-arm it (`shared.rs`).
     pub(crate) alarm: AlarmState,
     /// The kernel's side of the channel's ring, once user space mapped one (`ring.rs`): every
-    /// batch taken is then also posted there.
-    pub(crate) ring: Option<RingState>,
+    /// batch taken is then also posted there. Boxed: most channels have none.
+    pub(crate) ring: Option<KBox<RingState>>,
     /// The counters that the stats invariant ties together, changed only under the lock so
     /// that a reader sees them consistent. They wrap at 2^64, as the header says.
     pub(crate) kicks: u64,

@@ -25,6 +25,7 @@ use crate::{
     uapi, //
 };
 use kernel::{
+    alloc::kvec::PushError,
     list::{
         List,
         ListArc,
@@ -167,12 +168,42 @@ impl<T: Served> Runner<T> {
         }
     }
 
-    /// Polls `channel`'s ring from now on. `ENOMEM` if it cannot.
+    /// Polls `channel`'s ring from now on. `ENOMEM` if it cannot. Allocates with `rings`
+    /// released, so that the thread, which takes it to poll, never waits for a caller's
+    /// reclaim.
     pub(crate) fn add_ring(&self, channel: Arc<T>) -> Result {
-        let mut rings = self.rings.lock();
-        rings.push(channel, GFP_KERNEL_ACCOUNT)?;
-        self.nr_rings.store(rings.len() as u32, Relaxed);
-        Ok(())
+        let mut channel = channel;
+        let mut spare: Option<KVec<Arc<T>>> = None;
+        loop {
+            let mut rings = self.rings.lock();
+            match rings.push_within_capacity(channel) {
+                Ok(()) => {
+                    self.nr_rings.store(rings.len() as u32, Relaxed);
+                    drop(rings);
+                    drop(spare);
+                    return Ok(());
+                }
+                Err(PushError(c)) => channel = c,
+            }
+            if let Some(mut bigger) = spare.take() {
+                if bigger.capacity() > rings.len() {
+                    // Room for all and one more: the old vector, emptied, goes after the lock.
+                    core::mem::swap(&mut *rings, &mut bigger);
+                    while let Some(c) = bigger.pop() {
+                        if let Err(PushError(c)) = rings.push_within_capacity(c) {
+                            // Cannot happen (room was checked); put it back, and retry.
+                            let _ = bigger.push_within_capacity(c);
+                            core::mem::swap(&mut *rings, &mut bigger);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            }
+            let want = rings.len() * 2 + 4;
+            drop(rings);
+            spare = Some(KVec::with_capacity(want, GFP_KERNEL_ACCOUNT)?);
+        }
     }
 
     /// Stops polling `channel`'s ring (when it closes).
@@ -199,6 +230,7 @@ impl<T: Served> Runner<T> {
         if self.nr_rings.load(Relaxed) == 0 {
             return;
         }
+        // O(rings) per batch, as io_uring's SQPOLL thread walks its rings.
         for c in self.rings.lock().iter() {
             // A submission published before this is seen below, or its publisher sees the
             // request: the flag is set with full ordering, as is the publisher's check.
@@ -264,7 +296,10 @@ impl<T: Served> ThreadWork for Runner<T> {
                         self.event.load(Relaxed) || self.due.load(Relaxed) || self.rings_submitted()
                     });
                     if caught {
+                        // This withdraws every request for a wake-up: the thread asks again
+                        // before it sleeps.
                         self.poll_rings(false);
+                        asked = false;
                     }
                     queue = self.queue.lock();
                     continue;
@@ -290,7 +325,7 @@ impl<T: Served> ThreadWork for Runner<T> {
             // SAFETY: This is the worker's kernel thread (only the trampoline makes a
             // `ThreadCtx`), in task context, holding no lock, in no section (the trampoline's
             // ended before `run`) and with no KCOV of its own; the section is dropped before the
-            // yield below, the next one, and any return.
+            // rings' poll and the yield below, the next one, and any return.
             let cov = unsafe { kcov::Section::start(item.coverage()) };
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
@@ -305,9 +340,10 @@ impl<T: Served> ThreadWork for Runner<T> {
             }
             // The channel counts the wake-up if it had work; else the next one does.
             T::serve(item.into_arc(), self.get_ref(), &mut woke);
-            // Awake: the rings' users need not wake the thread.
-            self.poll_rings(false);
             drop(cov);
+            // Awake: the rings' users need not wake the thread. Outside the section: the rings
+            // are other channels', whose openers' collectors this is not.
+            self.poll_rings(false);
             // Through the scheduler if another task waits for this CPU (such as a reader the
             // batch just woke, on a shared CPU), and every `YIELD_EVERY` batches: not after
             // every batch, which cost a ring's polling user a third of its round trip

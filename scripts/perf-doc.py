@@ -34,7 +34,8 @@ SLEEPING = ["evnotify_ioctl_nopoll", "evnotify_kickfd_nopoll", "eventfd_threads"
 # The p50 ratios, grouped like for like: (the group's heading on its first row, key).
 RATIO_ROWS = [
     ("**ring vs ring** (both callers spin on a completion queue): ", "ring_vs_io_uring_sqpoll_cq"),
-    (None, "ring_vs_spin_responder"),
+    ("**ring vs a user-space spinner** (not like for like: its caller waits on an eventfd): ",
+     "ring_vs_spin_responder"),
     ("**ring, caller sleeps on an eventfd:** ", "ring_eventfd_vs_io_uring_sqpoll"),
     ("**polling vs polling:** ", "ioctl_vs_spin_responder"),
     (None, "kickfd_vs_spin_responder"),
@@ -204,8 +205,17 @@ MEASURES = """\
 Each measure sets the module against what a user would pick instead:
 
 - **Round trip** (hdrhistogram, {iters} each): send one event, block until the answer comes.
-  The waiting end always waits the same way (a non-blocking eventfd read, then `ppoll`, then
-  the read), so the rows differ only in who answers:
+  The waiting end waits the same way (a non-blocking eventfd read, then `ppoll`, then the
+  read) in every row but the two whose caller spins on a completion queue, so the rows differ
+  only in who answers:
+  - *rings*: *evnotify_ring_spin* publishes a kick on the channel's event ring with a store
+    (entering the kernel only if the thread asked for a wake-up) and spins on the ring's
+    completion queue; *io_uring_sqpoll_spin* does the same with an `IORING_SETUP_SQPOLL`
+    ring (no eventfd registered), a NOP its SQ thread answers. Both responders are kernel
+    threads pinned to the other CPU with the same spin limit as the rows below; on one CPU
+    both callers yield (`sched_yield`) between looks, or each would hold the CPU until the
+    scheduler's tick. *evnotify_ring_eventfd* publishes the same way and waits like the
+    other rows, on the slot's eventfd, then reaps;
   - *polling* responders: the module's channel thread spinning up to its busy-poll limit
     (the `busypoll_ns` default, {busypoll} µs in this run, read from a new channel's stats),
     kicked by ioctl (*evnotify_ioctl*) or through a kick eventfd (*evnotify_kickfd*);

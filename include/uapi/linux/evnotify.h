@@ -96,7 +96,7 @@
 #define EVNOTIFY_MAX_BUSYPOLL_NS	1000000U
 
 /* The event ring's mapping (see struct evnotify_ring). */
-#define EVNOTIFY_RING_SIZE		4096U	/* mmap length: one page */
+#define EVNOTIFY_RING_SIZE		4096U	/* mmap length: one page (or its start) */
 #define EVNOTIFY_RING_SQ_ENTRIES	128U	/* struct evnotify_sqe ... */
 #define EVNOTIFY_RING_CQ_ENTRIES	128U	/* struct evnotify_cqe ... */
 #define EVNOTIFY_RING_SQ_OFFSET		64U	/* ... at these offsets in it */
@@ -371,9 +371,10 @@ struct evnotify_worker {
  * the channels it serves (EVNOTIFY_IOC_SHARE_WORKER).
  *
  * Completions.  Once the channel has a ring, its thread posts one completion
- * for every batch of a slot it delivers (kicks from any source, and timer
- * ticks: the timer leaves them all to the thread then), as it takes the batch
- * and before it signals the slot's eventfd: the slot, the count of kicks and
+ * for every batch of a slot it takes (kicks from any source, and timer ticks:
+ * the timer leaves them all to the thread then; a batch or tick taken before
+ * the mmap that created the ring returned is delivered without one), as it
+ * takes the batch and before it signals the slot's eventfd: the slot, the count of kicks and
  * ticks in the batch (1 .. 1024), and seq, which counts the completions
  * produced, from 0.  It writes cq[cq_tail % EVNOTIFY_RING_CQ_ENTRIES], then
  * stores cq_tail + 1 with release ordering.  User space reads cq_tail with
@@ -472,17 +473,17 @@ struct evnotify_ring_stats {
  * Helpers for the ring, as liburing's for io_uring (GCC or Clang builtins).
  * `map` is what mmap returned.
  */
-static inline struct evnotify_ring *evnotify_ring_of(void *map)
+static __inline__ struct evnotify_ring *evnotify_ring_of(void *map)
 {
 	return (struct evnotify_ring *)map;
 }
 
-static inline struct evnotify_sqe *evnotify_ring_sq(void *map)
+static __inline__ struct evnotify_sqe *evnotify_ring_sq(void *map)
 {
 	return (struct evnotify_sqe *)((char *)map + EVNOTIFY_RING_SQ_OFFSET);
 }
 
-static inline struct evnotify_cqe *evnotify_ring_cq(void *map)
+static __inline__ struct evnotify_cqe *evnotify_ring_cq(void *map)
 {
 	return (struct evnotify_cqe *)((char *)map + EVNOTIFY_RING_CQ_OFFSET);
 }
@@ -492,7 +493,7 @@ static inline struct evnotify_cqe *evnotify_ring_cq(void *map)
  * woken (call EVNOTIFY_IOC_RING_ENTER), 0 if not, -1 if the submission queue
  * is full (nothing published).  One thread submits at a time.
  */
-static inline int evnotify_ring_submit(void *map, __u32 slot, __u32 count)
+static __inline__ int evnotify_ring_submit(void *map, __u32 slot, __u32 count)
 {
 	struct evnotify_ring *r = evnotify_ring_of(map);
 	__u32 tail = __atomic_load_n(&r->sq_tail, __ATOMIC_RELAXED);
@@ -512,7 +513,7 @@ static inline int evnotify_ring_submit(void *map, __u32 slot, __u32 count)
  * Takes the oldest completion not consumed into *cqe.  Returns 1, or 0 if
  * there is none.  One thread consumes at a time.
  */
-static inline int evnotify_ring_reap(void *map, struct evnotify_cqe *cqe)
+static __inline__ int evnotify_ring_reap(void *map, struct evnotify_cqe *cqe)
 {
 	struct evnotify_ring *r = evnotify_ring_of(map);
 	__u32 head = __atomic_load_n(&r->cq_head, __ATOMIC_RELAXED);

@@ -31,6 +31,8 @@ pub struct NopRing {
     ring: IoUring,
     done: Notifier,
     mode: Mode,
+    /// A spinning caller yields the CPU between looks ([`spin_wait`]).
+    yields: bool,
 }
 
 /// `sq_thread_idle` for a spin limit: the kernel takes whole milliseconds (0 would mean one
@@ -69,11 +71,22 @@ impl NopRing {
                 .register_iowq_aff(&set)
                 .context("IORING_REGISTER_IOWQ_AFF")?;
         }
-        Ok(Self { ring, done, mode })
+        Ok(Self {
+            ring,
+            done,
+            mode,
+            yields: false,
+        })
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Makes a spinning caller yield between looks (see [`spin_wait`]).
+    pub fn yielding(mut self, yields: bool) -> Self {
+        self.yields = yields;
+        self
     }
 
     /// Queues one NOP and submits it (with no syscall while the SQ thread is awake).
@@ -104,15 +117,11 @@ impl NopRing {
     pub fn round_trip(&mut self) -> Result<()> {
         self.submit_nop()?;
         if self.mode == Mode::SqPollSpin {
-            let t = Instant::now();
-            loop {
-                match self.reap()? {
-                    0 => ensure!(t.elapsed() < SPIN_STALL, "no CQE in {SPIN_STALL:?}"),
-                    1 => return Ok(()),
-                    n => bail!("{n} CQEs for one NOP"),
-                }
-                std::hint::spin_loop();
-            }
+            let yields = self.yields;
+            return match spin_wait(yields, || self.reap())? {
+                1 => Ok(()),
+                n => bail!("{n} CQEs for one NOP"),
+            };
         }
         ensure!(self.done.wait()? == 1, "coalesced CQ eventfd signal");
         ensure!(self.reap()? == 1, "one CQE per NOP");
@@ -163,6 +172,25 @@ impl NopRing {
 
 /// How long a caller that spins for its answer waits before the run fails.
 pub const SPIN_STALL: Duration = Duration::from_secs(10);
+
+/// Looks with `look` until it finds something (non-zero), and returns it; fails after
+/// [`SPIN_STALL`]. With `yields`, the caller gives its CPU up between looks (`sched_yield`):
+/// on the responder's own CPU, a caller that spins without yielding holds it until the
+/// scheduler's tick, and measures the tick.
+pub fn spin_wait(yields: bool, mut look: impl FnMut() -> Result<u64>) -> Result<u64> {
+    let t = Instant::now();
+    loop {
+        match look()? {
+            0 => ensure!(t.elapsed() < SPIN_STALL, "nothing in {SPIN_STALL:?}"),
+            n => return Ok(n),
+        }
+        if yields {
+            thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
 
 /// Receives one message on `n` (a non-blocking eventfd), spinning on `read(2)` for up to
 /// `limit` before it blocks, as the channel thread spins before it sleeps.

@@ -139,17 +139,29 @@ pub(crate) struct RingPath<'a> {
     ring: Ring<'a>,
     n: Option<&'a Notifier>,
     pid: i32,
+    /// The spinning caller yields between looks (on the thread's own CPU: `spin_wait`).
+    yields: bool,
 }
 
 impl<'a> RingPath<'a> {
     /// `ch`'s ring, its thread on `cpu` with the default busy-poll limit; `n` is the eventfd
     /// attached to slot 0 to wait on, if the caller sleeps.
-    pub(crate) fn new(ch: &'a Channel, n: Option<&'a Notifier>, cpu: usize) -> Result<Self> {
+    pub(crate) fn new(
+        ch: &'a Channel,
+        n: Option<&'a Notifier>,
+        cpu: usize,
+        yields: bool,
+    ) -> Result<Self> {
         let ring = ch.map_ring()?;
         if let Some(n) = n {
             ch.attach(0, n)?;
         }
-        let mut p = Self { ring, n, pid: 0 };
+        let mut p = Self {
+            ring,
+            n,
+            pid: 0,
+            yields,
+        };
         // The warm-up round trip starts the thread.
         p.once()?;
         ch.pin_thread(cpu)?;
@@ -164,11 +176,17 @@ impl RoundTrip for RingPath<'_> {
         let c = match self.n {
             Some(n) => {
                 ensure!(n.wait()? == 1, "coalesced round trip");
-                self.ring.reap()
+                self.ring.reap().context("no completion")?
             }
-            None => self.ring.spin_timeout(peers::SPIN_STALL),
+            None => {
+                let mut got = None;
+                peers::spin_wait(self.yields, || {
+                    got = self.ring.reap();
+                    Ok(got.is_some().into())
+                })?;
+                got.context("no completion")?
+            }
         };
-        let c = c.context("no completion")?;
         ensure!(
             c.count == 1 && self.ring.reap().is_none(),
             "coalesced round trip"
@@ -303,10 +321,12 @@ pub(crate) fn latency(iters: u32, p: Pin, limit: Duration) -> Result<Vec<Row>> {
     let mut sqpoll = NopRing::new(Mode::SqPoll, Some(other), limit)?;
     let mut enter = NopRing::new(Mode::Enter, None, limit)?;
     let mut iowq = NopRing::new(Mode::Iowq, Some(other), limit)?;
-    let mut sqpoll_spin = NopRing::new(Mode::SqPollSpin, Some(other), limit)?;
+    // On one CPU the spinning callers yield, or they would measure the scheduler's tick.
+    let yields = me == other;
+    let mut sqpoll_spin = NopRing::new(Mode::SqPollSpin, Some(other), limit)?.yielding(yields);
     let (ring_ch, ring_efd_ch, ring_n) = (Channel::open()?, Channel::open()?, Notifier::new()?);
-    let mut ring_spin = RingPath::new(&ring_ch, None, other)?;
-    let mut ring_efd = RingPath::new(&ring_efd_ch, Some(&ring_n), other)?;
+    let mut ring_spin = RingPath::new(&ring_ch, None, other, yields)?;
+    let mut ring_efd = RingPath::new(&ring_efd_ch, Some(&ring_n), other, false)?;
     let efd = EventfdLink([Notifier::new()?, Notifier::new()?]);
     let pipes = PipeLink([pipe()?, pipe()?]);
     let spin = SpinLink(EventfdLink([Notifier::new()?, Notifier::new()?]), limit);

@@ -4,7 +4,7 @@
 
 use crate::{collect, expect_errno, hang, idle, join, Test};
 use anyhow::{bail, ensure, Context, Result};
-use evnotify::{sys, Channel, Completion, Notifier, Ring};
+use evnotify::{sys, Channel, Completion, Notifier, Ring, Stats};
 use nix::errno::Errno;
 use std::{
     os::fd::{AsRawFd, OwnedFd},
@@ -17,9 +17,14 @@ pub const TESTS: &[Test] = &[
     ("ring_kick_completes", ring_kick_completes),
     ("ring_every_source_completes", ring_every_source_completes),
     ("ring_new_asks_for_wakeup", ring_new_asks_for_wakeup),
+    ("ring_library_checks", ring_library_checks),
     (
         "ring_sleeping_thread_never_misses",
         ring_sleeping_thread_never_misses,
+    ),
+    (
+        "ring_awake_thread_needs_no_enter",
+        ring_awake_thread_needs_no_enter,
     ),
     (
         "ring_conservation_across_cpus",
@@ -51,22 +56,39 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// Spins for the next completion, failing on a hang.
-fn next(r: &Ring) -> Result<Completion> {
-    r.spin_timeout(hang())
-        .with_context(|| format!("no completion: {:?} {:?}", r.control(), r.stats()))
+fn next(r: &mut Ring) -> Result<Completion> {
+    match r.spin_timeout(hang()) {
+        Some(c) => Ok(c),
+        None => bail!("no completion: {:?} {:?}", r.control(), r.stats()),
+    }
 }
 
 /// Reaps completions until their counts add up to `want`; returns them.
-fn reap_sum(r: &Ring, want: u64) -> Result<Vec<Completion>> {
+fn reap_sum(r: &mut Ring, want: u64) -> Result<Vec<Completion>> {
     let mut got = vec![];
     let mut sum = 0;
     while sum < want {
         let c = next(r)?;
+        ensure!(c.count >= 1 && c.count <= 1024, "a batch of {}", c.count);
         sum += u64::from(c.count);
         got.push(c);
     }
     ensure!(sum == want, "completions report {sum} kicks, want {want}");
     Ok(got)
+}
+
+/// Waits until the kernel has taken every submission published, and the channel is idle.
+fn ring_idle(ch: &Channel, r: &Ring) -> Result<Stats> {
+    let t = Instant::now();
+    while r.stats()?.sq_head != r.control().sq_tail {
+        ensure!(
+            t.elapsed() < hang(),
+            "submissions never taken: {:?}",
+            r.control()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    idle(ch)
 }
 
 /// A raw shared mapping of the channel, as a C user would make it.
@@ -100,6 +122,16 @@ impl RawMap {
         // SAFETY: In the mapping, aligned; the page is only accessed atomically.
         unsafe { AtomicU32::from_ptr(self.at.add(off).cast()) }
     }
+
+    /// Publishes an entry with no system call, whatever the flags say.
+    fn publish(&self, slot: u32, count: u32) {
+        let tail = self.word(SQ_TAIL).load(Ordering::Relaxed);
+        let at = sys::RING_SQ_OFFSET as usize + (tail % sys::RING_SQ_ENTRIES) as usize * 8;
+        self.word(at).store(slot, Ordering::Relaxed);
+        self.word(at + 4).store(count, Ordering::Relaxed);
+        self.word(SQ_TAIL)
+            .store(tail.wrapping_add(1), Ordering::Release);
+    }
 }
 
 // SAFETY: The mapping is accessed only atomically, from any thread.
@@ -114,21 +146,26 @@ impl Drop for RawMap {
 
 const SQ_TAIL: usize = std::mem::offset_of!(sys::Ring, sq_tail);
 const SQ_HEAD: usize = std::mem::offset_of!(sys::Ring, sq_head);
+const CQ_HEAD: usize = std::mem::offset_of!(sys::Ring, cq_head);
+const CQ_TAIL: usize = std::mem::offset_of!(sys::Ring, cq_tail);
+const FLAGS: usize = std::mem::offset_of!(sys::Ring, flags);
+const RESERVED: usize = std::mem::offset_of!(sys::Ring, reserved);
+
+/// Pins the calling thread (and the threads it starts later) to `cpu`.
+fn pin_self(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+    Ok(())
+}
 
 fn ring_kick_completes() -> Result<()> {
     let ch = Channel::open()?;
-    let r = ch.map_ring()?;
+    let mut r = ch.map_ring()?;
     ensure!(r.submit(5, 3)?, "queue full at once");
-    let c = next(&r)?;
-    ensure!(
-        c == Completion {
-            slot: 5,
-            count: 3,
-            seq: 0
-        },
-        "{c:?}"
-    );
-    let s = idle(&ch)?;
+    let c = next(&mut r)?;
+    ensure!((c.slot, c.count, c.seq) == (5, 3, 0), "{c:?}");
+    let s = ring_idle(&ch, &r)?;
     ensure!(
         s.kicks == 3 && s.handled == 3 && s.dropped == 0 && s.notifies == 0,
         "a posted batch is delivered, not dropped: {s:?}"
@@ -140,13 +177,21 @@ fn ring_kick_completes() -> Result<()> {
     );
     ensure!(rs.cq_tail == 1 && r.control().cq_tail == 1, "{rs:?}");
     ensure!(r.reap().is_none(), "a second completion");
+    // A batch is at most 1024 kicks, whatever the kick.
+    r.submit(6, 5000)?;
+    let got = reap_sum(&mut r, 5000)?;
+    ensure!(got.len() >= 5 && got.iter().all(|c| c.slot == 6), "{got:?}");
+    ensure!(
+        got.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "seq with a gap: {got:?}"
+    );
     Ok(())
 }
 
 /// Kicks by ioctl, kick eventfd and ring, and timer ticks: each batch posted, then signalled.
 fn ring_every_source_completes() -> Result<()> {
     let ch = Channel::open()?;
-    let r = ch.map_ring()?;
+    let mut r = ch.map_ring()?;
     let (n, k) = (Notifier::new()?, Notifier::new()?);
     ch.attach(1, &n)?;
     ch.attach_kickfd(2, &k)?;
@@ -158,12 +203,12 @@ fn ring_every_source_completes() -> Result<()> {
         .context("eventfd signalled before its completion")?;
     ensure!(c.slot == 1 && c.count == 4 && c.seq == 0, "{c:?}");
     k.post(2)?;
-    let fd_batches = reap_sum(&r, 2)?;
+    let fd_batches = reap_sum(&mut r, 2)?;
     ch.set_timer(3, Duration::from_millis(2), 5)?;
-    let ticks = reap_sum(&r, 5)?;
+    let ticks = reap_sum(&mut r, 5)?;
     ensure!(ticks.iter().all(|c| c.slot == 3), "{ticks:?}");
     ensure!(fd_batches.iter().all(|c| c.slot == 2), "{fd_batches:?}");
-    let s = idle(&ch)?;
+    let s = ring_idle(&ch, &r)?;
     let rs = r.stats()?;
     ensure!(
         rs.cq_kicks + rs.lost_kicks == s.handled && s.handled == 11 && s.dropped == 0,
@@ -179,7 +224,7 @@ fn ring_every_source_completes() -> Result<()> {
 
 fn ring_new_asks_for_wakeup() -> Result<()> {
     let ch = Channel::open()?;
-    let r = ch.map_ring()?;
+    let mut r = ch.map_ring()?;
     ensure!(
         r.needs_wakeup(),
         "a new ring does not ask: {:?}",
@@ -188,8 +233,41 @@ fn ring_new_asks_for_wakeup() -> Result<()> {
     ensure!(ch.stats()?.thread_pid == 0, "mmap started the thread");
     // The submission finds the request and enters, which starts the thread.
     r.submit(0, 1)?;
-    next(&r)?;
+    next(&mut r)?;
     ensure!(ch.stats()?.thread_pid > 0, "no thread");
+    Ok(())
+}
+
+/// The library refuses what the kernel would skip, reports a full queue, and wakes the thread
+/// so that it drains; `spin_timeout(0)` looks once.
+fn ring_library_checks() -> Result<()> {
+    let ch = Channel::open()?;
+    let mut r = ch.map_ring()?;
+    for (slot, count) in [(sys::NR_SLOTS, 1), (0, 0), (0, sys::MAX_KICK + 1)] {
+        expect_errno(r.submit(slot, count), Errno::EINVAL, "submit")?;
+    }
+    ensure!(r.control().sq_tail == 0, "a refused entry was published");
+    ensure!(
+        r.spin_timeout(Duration::ZERO).is_none(),
+        "a completion from nothing"
+    );
+    // Filled with no system call: no thread has started, nothing takes them.
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    for i in 0..sys::RING_SQ_ENTRIES {
+        m.publish(i % 64, 1);
+    }
+    ensure!(!r.submit(0, 1)?, "a full queue took one more");
+    // The full queue's submit entered, for the thread asked: every entry is taken.
+    let got = reap_sum(&mut r, sys::RING_SQ_ENTRIES.into())?;
+    ensure!(
+        ch.stats()?.thread_pid > 0,
+        "the full queue's submit did not enter"
+    );
+    ensure!(
+        r.submit(0, 1)?,
+        "still full after the thread took it: {got:?}"
+    );
+    next(&mut r)?;
     Ok(())
 }
 
@@ -199,16 +277,52 @@ fn ring_sleeping_thread_never_misses() -> Result<()> {
     for limit in [Duration::ZERO, Duration::from_micros(5)] {
         let ch = Channel::open()?;
         ch.set_busypoll(limit)?;
-        let r = ch.map_ring()?;
+        let mut r = ch.map_ring()?;
         for i in 0..20_000u64 {
-            r.submit((i % 64) as u32, 1)?;
-            let c = next(&r).with_context(|| format!("busypoll {limit:?}, round {i}"))?;
+            ensure!(r.submit((i % 64) as u32, 1)?, "full");
+            let c = next(&mut r).with_context(|| format!("busypoll {limit:?}, round {i}"))?;
             ensure!(c.seq == i && c.count == 1, "{c:?} at {i}");
         }
-        let s = idle(&ch)?;
+        let s = ring_idle(&ch, &r)?;
         ensure!(s.wakeups > 0, "the thread never slept: {s:?}");
     }
     Ok(())
+}
+
+/// A thread kept awake by another channel's flood takes a ring's submissions, made with no
+/// system call at all, and withdraws its request for a wake-up while awake.
+fn ring_awake_thread_needs_no_enter() -> Result<()> {
+    let (busy, ch) = (Channel::open()?, Channel::open()?);
+    ch.share_worker(&busy)?;
+    busy.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+    let mut r = ch.map_ring()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| -> Result<()> {
+        let flood = s.spawn(|| -> Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                busy.kick(0, 1000)?;
+            }
+            Ok(())
+        });
+        let res = (|| -> Result<()> {
+            for i in 0..200 {
+                m.publish(7, 1);
+                let c = next(&mut r).with_context(|| format!("round {i}: not taken"))?;
+                ensure!(c.slot == 7 && c.seq == i, "{c:?}");
+            }
+            // Awake, the thread clears the request (it may sleep now and then meanwhile).
+            let t = Instant::now();
+            while r.needs_wakeup() {
+                ensure!(t.elapsed() < hang(), "the request stays set while awake");
+                thread::sleep(Duration::from_micros(100));
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        join(flood, "flood")?;
+        res
+    })
 }
 
 /// A submitter and a reaper on one CPU, the thread on another, millions of kicks: every one
@@ -217,49 +331,58 @@ fn ring_conservation_across_cpus() -> Result<()> {
     let cpus = thread::available_parallelism()?.get();
     ensure!(cpus >= 2, "the VM has {cpus} CPU");
     let ch = Channel::open()?;
-    let r = ch.map_ring()?;
+    let mut r = ch.map_ring()?;
     r.submit(0, 1)?;
-    next(&r)?;
+    next(&mut r)?;
     ch.pin_thread(1)?;
+    pin_self(0)?;
     const N: u64 = 2_000_000;
     let done = AtomicBool::new(false);
+    let (mut sq, mut cq) = r.split();
     let (sum, seen, last_seq) = thread::scope(|s| -> Result<(u64, u64, u64)> {
         let reaper = s.spawn(|| -> Result<(u64, u64, u64)> {
             let (mut sum, mut seen, mut last) = (0u64, 0u64, 0u64);
             let t = Instant::now();
             loop {
-                match r.reap() {
+                match cq.reap() {
                     Some(c) => {
-                        ensure!(c.seq >= last, "seq went back: {c:?} after {last}");
+                        ensure!(c.seq > last, "seq not increasing: {c:?} after {last}");
                         (sum, seen, last) = (sum + u64::from(c.count), seen + 1, c.seq);
                     }
-                    None if done.load(Ordering::Acquire) && ch.stats()?.pending == 0 => {
-                        // Anything posted before the last look.
-                        while let Some(c) = r.reap() {
-                            (sum, seen, last) = (sum + u64::from(c.count), seen + 1, c.seq);
-                        }
-                        return Ok((sum, seen, last));
-                    }
+                    None if done.load(Ordering::Acquire) => return Ok((sum, seen, last)),
                     None => std::hint::spin_loop(),
                 }
                 ensure!(t.elapsed() < hang() * 2, "reaper hung at {sum}");
             }
         });
-        let mut sent = 0u64;
-        let t = Instant::now();
-        while sent < N {
-            let slot = (sent % 64) as u32;
-            if r.submit(slot, 1)? {
-                sent += 1;
-            } else {
-                ensure!(t.elapsed() < hang() * 2, "submission queue stuck at {sent}");
-                std::hint::spin_loop();
+        let res = (|| -> Result<()> {
+            let mut sent = 0u64;
+            let t = Instant::now();
+            while sent < N {
+                if sq.submit((sent % 64) as u32, 1)? {
+                    sent += 1;
+                } else {
+                    ensure!(t.elapsed() < hang() * 2, "submission queue stuck at {sent}");
+                    std::hint::spin_loop();
+                }
             }
-        }
+            Ok(())
+        })();
+        // Every submission taken and delivered: the completions are all posted.
+        let idle = res.and_then(|()| {
+            let t = Instant::now();
+            while ch.map_ring()?.stats()?.sq_head != (N + 1) as u32 {
+                ensure!(t.elapsed() < hang(), "submissions never taken");
+                thread::sleep(Duration::from_millis(1));
+            }
+            idle(&ch).map(|_| ())
+        });
         done.store(true, Ordering::Release);
-        join(reaper, "reaper")
+        let got = join(reaper, "reaper");
+        idle?;
+        got
     })?;
-    let s = idle(&ch)?;
+    let s = ring_idle(&ch, &r)?;
     let rs = r.stats()?;
     ensure!(rs.sq_kicks == N + 1 && s.kicks == N + 1, "{s:?} {rs:?}");
     ensure!(sum + 1 + rs.lost_kicks == N + 1, "{sum} + lost: {rs:?}");
@@ -277,10 +400,10 @@ fn ring_conservation_across_cpus() -> Result<()> {
 }
 
 /// Completions nobody reaps: the first `RING_CQ_ENTRIES` are posted, the rest counted lost,
-/// and the seq of the next posted one shows the gap.
+/// and the seq of the next posted one shows the gap; a head ahead of the tail is full too.
 fn ring_full_completion_queue_counted() -> Result<()> {
     let ch = Channel::open()?;
-    let r = ch.map_ring()?;
+    let mut r = ch.map_ring()?;
     let extra = 20u64;
     let total = u64::from(sys::RING_CQ_ENTRIES) + extra;
     for i in 0..total {
@@ -304,38 +427,40 @@ fn ring_full_completion_queue_counted() -> Result<()> {
     }
     ensure!(r.reap().is_none(), "more than the queue holds");
     ch.kick(7, 1)?;
-    let c = next(&r)?;
+    let c = next(&mut r)?;
     ensure!(c.seq == total && c.slot == 7, "the gap: {c:?}");
+    // A head ahead of the tail: no room, counted.
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    let tail = m.word(CQ_TAIL).load(Ordering::Acquire);
+    m.word(CQ_HEAD).store(tail + 5, Ordering::Release);
+    ch.kick(8, 1)?;
+    idle(&ch)?;
+    let rs = r.stats()?;
+    ensure!(rs.cq_overflow == extra + 1 && rs.cq_tail == tail, "{rs:?}");
     let s = idle(&ch)?;
-    ensure!(s.dropped == 0 && s.handled == 2 * total + 1, "{s:?}");
+    ensure!(s.dropped == 0 && s.handled == 2 * total + 2, "{s:?}");
     Ok(())
 }
 
 fn ring_bad_entries_dropped() -> Result<()> {
     let ch = Channel::open()?;
     let m = RawMap::ring(ch.as_raw_fd())?;
-    let sq = |i: usize| sys::RING_SQ_OFFSET as usize + i * 8;
-    let bad = [
-        (64, 1),
-        (u32::MAX, 1),
-        (0, 0),
-        (0, sys::MAX_KICK + 1),
-        (1, 5),
-    ];
-    for (i, (slot, count)) in bad.iter().enumerate() {
-        m.word(sq(i)).store(*slot, Ordering::Relaxed);
-        m.word(sq(i) + 4).store(*count, Ordering::Relaxed);
+    let bad = [(64, 1), (u32::MAX, 1), (0, 0), (0, sys::MAX_KICK + 1)];
+    for (slot, count) in bad {
+        m.publish(slot, count);
     }
-    m.word(SQ_TAIL).store(bad.len() as u32, Ordering::Release);
+    m.publish(1, 5);
+    m.publish(2, sys::MAX_KICK);
     // SAFETY: The ioctl takes no argument.
     let rc = unsafe { libc::ioctl(ch.as_raw_fd(), sys::IOC_RING_ENTER as _) };
     ensure!(rc == 0, "RING_ENTER: {}", std::io::Error::last_os_error());
     let s = idle(&ch)?;
+    let want = 5 + u64::from(sys::MAX_KICK);
     ensure!(
-        s.kicks == 5 && s.handled == 5,
-        "only the good entry kicks: {s:?}"
+        s.kicks == want && s.handled == want,
+        "only the good entries kick: {s:?}"
     );
-    ensure!(m.word(SQ_HEAD).load(Ordering::Acquire) == 5, "sq_head");
+    ensure!(m.word(SQ_HEAD).load(Ordering::Acquire) == 6, "sq_head");
     let dropped = m
         .word(std::mem::offset_of!(sys::Ring, sq_dropped))
         .load(Ordering::Relaxed);
@@ -343,7 +468,8 @@ fn ring_bad_entries_dropped() -> Result<()> {
     Ok(())
 }
 
-/// A tail far ahead of the head is no queue: skipped, counted once, and the ring works on.
+/// A tail far ahead of the head is no queue: skipped, counted once, and the ring works on; a
+/// tail exactly a queue ahead is a full queue.
 fn ring_wild_tail_skipped() -> Result<()> {
     let ch = Channel::open()?;
     let r = ch.map_ring()?;
@@ -359,9 +485,16 @@ fn ring_wild_tail_skipped() -> Result<()> {
     let rs = r.stats()?;
     ensure!(rs.sq_dropped == 3 && rs.sq_kicks == 0, "{rs:?}");
     ensure!(ch.stats()?.kicks == 0, "a wild tail kicked");
-    r.submit(9, 2)?;
-    let c = next(&r)?;
-    ensure!(c.slot == 9 && c.count == 2, "{c:?}");
+    for _ in 0..sys::RING_SQ_ENTRIES {
+        m.publish(9, 2);
+    }
+    r.enter()?;
+    let s = ring_idle(&ch, &r)?;
+    ensure!(
+        s.kicks == 2 * u64::from(sys::RING_SQ_ENTRIES),
+        "a full queue: {s:?}"
+    );
+    ensure!(r.stats()?.sq_dropped == 3, "{:?}", r.stats());
     Ok(())
 }
 
@@ -415,10 +548,7 @@ fn ring_mmap_errors() -> Result<()> {
     // Any length that rounds up to one page is the page.
     let short = RawMap::new(fd, 1, rw, libc::MAP_SHARED, 0)?;
     ensure!(
-        short
-            .word(std::mem::offset_of!(sys::Ring, flags))
-            .load(Ordering::Relaxed)
-            == sys::RING_NEED_WAKEUP,
+        short.word(FLAGS).load(Ordering::Relaxed) == sys::RING_NEED_WAKEUP,
         "a one-byte mapping"
     );
     // Read-only descriptors map read-only only.
@@ -430,9 +560,7 @@ fn ring_mmap_errors() -> Result<()> {
     )?;
     let m = RawMap::new(ro.as_raw_fd(), page, libc::PROT_READ, libc::MAP_SHARED, 0)?;
     ensure!(
-        m.word(std::mem::offset_of!(sys::Ring, flags))
-            .load(Ordering::Relaxed)
-            == sys::RING_NEED_WAKEUP,
+        m.word(FLAGS).load(Ordering::Relaxed) == sys::RING_NEED_WAKEUP,
         "a read-only mapping shows the ring"
     );
     // Never executable, never grown.
@@ -476,52 +604,75 @@ fn ring_no_ring_enxio() -> Result<()> {
 
 fn ring_mappings_share_one_page() -> Result<()> {
     let ch = Channel::open()?;
-    let a = ch.map_ring()?;
+    let mut a = ch.map_ring()?;
     let b = RawMap::ring(ch.as_raw_fd())?;
-    let reserved = std::mem::offset_of!(sys::Ring, reserved);
-    b.word(reserved).store(0xfeed, Ordering::Relaxed);
+    b.word(RESERVED).store(0xfeed, Ordering::Relaxed);
     ensure!(a.control().reserved == 0xfeed, "two pages");
     // Submitted through one, completed in both.
     a.submit(4, 1)?;
-    next(&a)?;
+    next(&mut a)?;
     ensure!(
-        b.word(std::mem::offset_of!(sys::Ring, cq_tail))
-            .load(Ordering::Acquire)
-            == 1,
+        b.word(CQ_TAIL).load(Ordering::Acquire) == 1,
         "the other mapping does not show the completion"
     );
+    // fdinfo shows the ring's counters.
+    let info = ch.fdinfo()?;
+    for line in [
+        "ring_sq_kicks:\t1",
+        "ring_cq_events:\t1",
+        "ring_cq_tail:\t1",
+    ] {
+        ensure!(info.contains(line), "no {line:?} in fdinfo:\n{info}");
+    }
     Ok(())
 }
 
-fn ring_not_inherited_by_fork() -> Result<()> {
-    use nix::{
-        sys::wait::{waitpid, WaitStatus},
-        unistd::{fork, ForkResult},
-    };
-    let ch = Channel::open()?;
-    let r = ch.map_ring()?;
-    let m = RawMap::ring(ch.as_raw_fd())?;
-    let at = m.at as usize;
-    // SAFETY: The child only reads a file and `_exit`s.
+/// Runs `f` in a child process; returns how it ended.
+fn in_child(f: impl FnOnce() -> i32) -> Result<nix::sys::wait::WaitStatus> {
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: The child makes a few system calls and `_exit`s.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-            let mapped = maps.lines().any(|l| {
-                l.split(['-', ' '])
-                    .next()
-                    .and_then(|s| usize::from_str_radix(s, 16).ok())
-                    == Some(at)
-            });
+            let rc = f();
             // SAFETY: Leaves the child at once.
-            unsafe { libc::_exit(i32::from(mapped) + 2 * i32::from(maps.is_empty())) }
+            unsafe { libc::_exit(rc) }
         }
-        ForkResult::Parent { child } => match waitpid(child, None)? {
-            WaitStatus::Exited(_, 0) => {}
-            st => bail!("the child inherited the mapping (or failed to look): {st:?}"),
-        },
+        ForkResult::Parent { child } => Ok(nix::sys::wait::waitpid(child, None)?),
     }
+}
+
+/// A child inherits the channel but not the mapping; mapping the channel itself, it gets the
+/// same page.
+fn ring_not_inherited_by_fork() -> Result<()> {
+    use nix::sys::wait::WaitStatus;
+    let ch = Channel::open()?;
+    let mut r = ch.map_ring()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    m.word(RESERVED).store(0xc0de, Ordering::Relaxed);
+    let at = m.at as usize;
+    let fd = ch.as_raw_fd();
+    let st = in_child(|| {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let mapped = maps.lines().any(|l| {
+            l.split(['-', ' '])
+                .next()
+                .and_then(|s| usize::from_str_radix(s, 16).ok())
+                == Some(at)
+        });
+        if mapped || maps.is_empty() {
+            return 1;
+        }
+        match RawMap::ring(fd) {
+            Ok(mine) if mine.word(RESERVED).load(Ordering::Relaxed) == 0xc0de => 0,
+            _ => 2,
+        }
+    })?;
+    ensure!(
+        matches!(st, WaitStatus::Exited(_, 0)),
+        "the child inherited the mapping, or its own is another page: {st:?}"
+    );
     r.submit(0, 1)?;
-    next(&r)?;
+    next(&mut r)?;
     Ok(())
 }
 
@@ -532,10 +683,9 @@ fn ring_mapping_holds_the_channel() -> Result<()> {
     let m = RawMap::ring(ch.as_raw_fd())?;
     let k = Notifier::new()?;
     ch.attach_kickfd(0, &k)?;
-    let cq_tail = std::mem::offset_of!(sys::Ring, cq_tail);
     let wait_tail = |want: u32| -> Result<()> {
         let t = Instant::now();
-        while m.word(cq_tail).load(Ordering::Acquire) != want {
+        while m.word(CQ_TAIL).load(Ordering::Acquire) != want {
             ensure!(t.elapsed() < hang(), "no completion {want}");
             thread::sleep(Duration::from_millis(1));
         }
@@ -562,31 +712,56 @@ fn ring_mapping_holds_the_channel() -> Result<()> {
     }
 }
 
+/// Every mapping unmapped, the last while the thread writes the page: mapped again, the ring
+/// is the same, its counters go on, and every batch is accounted.
 fn ring_munmap_while_thread_writes() -> Result<()> {
     let ch = Channel::open()?;
-    let keep = ch.map_ring()?;
-    for round in 0..50 {
+    let mut posted = 0u32;
+    for round in 0..50u32 {
         let m = RawMap::ring(ch.as_raw_fd())?;
-        ch.kick(round % 64, 1000)?;
+        ensure!(
+            m.word(CQ_TAIL).load(Ordering::Acquire) >= posted,
+            "round {round}: the ring started over"
+        );
+        // Consume what is there, so that the thread has room to write.
+        m.word(CQ_HEAD)
+            .store(m.word(CQ_TAIL).load(Ordering::Acquire), Ordering::Release);
+        ch.kick(round % 64, 5000)?;
         for _ in 0..round {
-            keep.submit(1, 1)?;
+            m.publish(1, 1);
         }
+        // SAFETY: The ioctl takes no argument.
+        unsafe { libc::ioctl(ch.as_raw_fd(), sys::IOC_RING_ENTER as _) };
+        posted = m.word(CQ_TAIL).load(Ordering::Acquire);
+        // The last mapping goes, the batches of 5000 kicks still in flight.
         drop(m);
     }
-    let s = idle(&ch)?;
-    let rs = keep.stats()?;
+    let r = ch.map_ring()?;
+    let s = ring_idle(&ch, &r)?;
+    let rs = r.stats()?;
     ensure!(rs.cq_kicks + rs.lost_kicks == s.handled, "{s:?} {rs:?}");
+    ensure!(
+        s.handled == 50 * 5000 + 49 * 50 / 2 && rs.sq_kicks == 49 * 50 / 2,
+        "{s:?} {rs:?}"
+    );
     Ok(())
 }
 
 /// A thread writes random words over the whole page while the channel works: the kernel's
-/// counts stay exact for what it took, and nothing splats (the VM log is scanned).
+/// counts stay exact for what it took, another channel's are untouched, and nothing splats
+/// (the VM log is scanned).
 fn ring_scribbled_page() -> Result<()> {
     let ch = Channel::open()?;
     let r = ch.map_ring()?;
     let m = RawMap::ring(ch.as_raw_fd())?;
     let n = Notifier::new()?;
     ch.attach(0, &n)?;
+    // A bystander on the same worker, with a ring of its own.
+    let other = Channel::open()?;
+    other.share_worker(&ch)?;
+    let mut other_ring = other.map_ring()?;
+    let on = Notifier::new()?;
+    other.attach(3, &on)?;
     let stop = AtomicBool::new(false);
     const KICKS: u64 = 20_000;
     thread::scope(|s| -> Result<()> {
@@ -614,10 +789,13 @@ fn ring_scribbled_page() -> Result<()> {
             }
         });
         let res = (|| -> Result<()> {
-            for _ in 0..KICKS / 100 {
+            for i in 0..KICKS / 100 {
                 ch.kick(0, 100)?;
                 // Entering while the page is garbage: whatever it takes, it counts.
                 r.enter()?;
+                ensure!(other_ring.submit(3, 1)?, "the bystander's queue is full");
+                let c = next(&mut other_ring)?;
+                ensure!(c.slot == 3 && c.count == 1 && c.seq == i, "{c:?}");
             }
             Ok(())
         })();
@@ -627,7 +805,9 @@ fn ring_scribbled_page() -> Result<()> {
             .map_err(|_| anyhow::anyhow!("scribbler panicked"))?;
         res
     })?;
-    let s = idle(&ch)?;
+    // The scribbler is gone: nothing takes the page's last tail unless entered.
+    r.enter()?;
+    let s = ring_idle(&other, &other_ring).and_then(|_| idle(&ch))?;
     let rs = r.stats()?;
     ensure!(
         s.kicks == KICKS + rs.sq_kicks,
@@ -639,6 +819,11 @@ fn ring_scribbled_page() -> Result<()> {
     );
     ensure!(rs.cq_kicks + rs.lost_kicks == s.handled, "{s:?} {rs:?}");
     ensure!(n.drain()? >= KICKS, "slot 0's eventfd lost kicks");
+    let os = idle(&other)?;
+    ensure!(
+        on.drain()? == KICKS / 100 && os.kicks == KICKS / 100 && os.notifies == KICKS / 100,
+        "the bystander: {os:?}"
+    );
     println!(
         "# ring_scribbled_page: the ring took {} kicks, dropped {} entries, lost {} completions",
         rs.sq_kicks, rs.sq_dropped, rs.cq_overflow
@@ -651,15 +836,15 @@ fn ring_shared_worker_polls_every_ring() -> Result<()> {
     for c in &chans[1..] {
         c.share_worker(&chans[0])?;
     }
-    let rings: Vec<Ring> = chans
+    let mut rings: Vec<Ring> = chans
         .iter()
         .map(Channel::map_ring)
         .collect::<Result<_, _>>()?;
     for round in 0..2000u64 {
-        for (i, r) in rings.iter().enumerate() {
-            r.submit(i as u32, 1)?;
+        for (i, r) in rings.iter_mut().enumerate() {
+            ensure!(r.submit(i as u32, 1)?, "full");
         }
-        for (i, r) in rings.iter().enumerate() {
+        for (i, r) in rings.iter_mut().enumerate() {
             let c = next(r)?;
             ensure!(c.slot == i as u32 && c.seq == round, "{c:?}");
         }

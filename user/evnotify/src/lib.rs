@@ -159,7 +159,7 @@ mod signals;
 
 pub use channel::{monotonic_now, Channel, WorkerInfo};
 pub use notifier::Notifier;
-pub use ring::{Completion, Ring};
+pub use ring::{Completion, CompletionQueue, Ring, SubmitQueue};
 pub use signals::{catch_signal, SignalCatcher, SignalInfo};
 
 /// `left` as `ppoll`'s timeout, clamped to the largest `time_t` (about 68 years where
