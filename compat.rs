@@ -283,3 +283,12 @@ pub(crate) use imp::*;
 pub(crate) fn param<T: Copy>(value: impl core::borrow::Borrow<T>) -> T {
     *value.borrow()
 }
+
+/// `VM_MAYSHARE`: 7.2's bindings give it `VM_MAYEXEC`'s value (its `bindings_helper.h` reads
+/// `RUST_CONST_HELPER_VM_MAYSHARE = VM_MAYEXEC`), so it is derived here, on both kernels, from
+/// `VM_SHARED`: each `VM_MAY*` is its `VM_*` shifted left by 4, as `mprotect`'s check
+/// (`newflags & ~(newflags >> 4)`) relies on.
+pub(crate) const VM_MAYSHARE: kernel::mm::virt::vm_flags_t = kernel::mm::virt::flags::SHARED << 4;
+
+#[cfg(not(evnotify_kernel_before_7_3))]
+const _: () = assert!(VM_MAYSHARE == kernel::mm::virt::flags::MAYSHARE);

@@ -15,6 +15,7 @@
 //! mapping also holds its own reference to the page (`vm_insert_page`).
 
 use crate::{
+    compat,
     slots::{
         Inner,
         Source, //
@@ -30,10 +31,7 @@ use kernel::{
         allocator::Vmalloc,
         flags::__GFP_ZERO, //
     },
-    mm::virt::{
-        flags as vm,
-        VmaNew, //
-    },
+    mm::virt::VmaNew,
     page::PAGE_SIZE,
     prelude::*,
     sync::atomic::{
@@ -138,7 +136,7 @@ impl Ring {
             return Err(EINVAL);
         }
         // `MAYSHARE`: `SHARED` is cleared for a shared mapping of a read-only descriptor.
-        if vma.flags() & vm::MAYSHARE == 0 {
+        if vma.flags() & compat::VM_MAYSHARE == 0 {
             return Err(EINVAL);
         }
         if vma.executable() {

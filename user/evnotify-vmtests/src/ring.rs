@@ -339,17 +339,19 @@ fn ring_conservation_across_cpus() -> Result<()> {
     const N: u64 = 2_000_000;
     let done = AtomicBool::new(false);
     let (mut sq, mut cq) = r.split();
-    let (sum, seen, last_seq) = thread::scope(|s| -> Result<(u64, u64, u64)> {
-        let reaper = s.spawn(|| -> Result<(u64, u64, u64)> {
-            let (mut sum, mut seen, mut last) = (0u64, 0u64, 0u64);
+    // What the reaper saw: kicks, completions, the last seq, and the seqs skipped before it.
+    let (sum, seen, last_seq, gaps) = thread::scope(|s| -> Result<(u64, u64, u64, u64)> {
+        let reaper = s.spawn(|| -> Result<(u64, u64, u64, u64)> {
+            let (mut sum, mut seen, mut last, mut gaps) = (0u64, 0u64, 0u64, 0u64);
             let t = Instant::now();
             loop {
                 match cq.reap() {
                     Some(c) => {
                         ensure!(c.seq > last, "seq not increasing: {c:?} after {last}");
+                        gaps += c.seq - last - 1;
                         (sum, seen, last) = (sum + u64::from(c.count), seen + 1, c.seq);
                     }
-                    None if done.load(Ordering::Acquire) => return Ok((sum, seen, last)),
+                    None if done.load(Ordering::Acquire) => return Ok((sum, seen, last, gaps)),
                     None => std::hint::spin_loop(),
                 }
                 ensure!(t.elapsed() < hang() * 2, "reaper hung at {sum}");
@@ -387,9 +389,11 @@ fn ring_conservation_across_cpus() -> Result<()> {
     ensure!(rs.sq_kicks == N + 1 && s.kicks == N + 1, "{s:?} {rs:?}");
     ensure!(sum + 1 + rs.lost_kicks == N + 1, "{sum} + lost: {rs:?}");
     ensure!(rs.cq_events == seen + 1, "{seen} reaped: {rs:?}");
+    // Every seq not reaped is a completion lost: skipped before the last, or lost after it.
+    let produced = rs.cq_events + rs.cq_overflow;
     ensure!(
-        last_seq + 1 == rs.cq_events + rs.cq_overflow,
-        "last seq {last_seq}: {rs:?}"
+        last_seq < produced && gaps + (produced - 1 - last_seq) == rs.cq_overflow,
+        "last seq {last_seq}, {gaps} skipped: {rs:?}"
     );
     ensure!(s.handled == N + 1 && s.dropped == 0, "{s:?}");
     println!(
