@@ -289,14 +289,18 @@ fn ring_sleeping_thread_never_misses() -> Result<()> {
     Ok(())
 }
 
-/// A thread kept awake by another channel's flood takes a ring's submissions, made with no
-/// system call at all, and withdraws its request for a wake-up while awake.
+/// A thread kept awake by another channel's flood takes rings' submissions made with no
+/// system call at all (a ring mapped before the channel joined the worker, and one mapped
+/// after), and withdraws its request for a wake-up while awake.
 fn ring_awake_thread_needs_no_enter() -> Result<()> {
-    let (busy, ch) = (Channel::open()?, Channel::open()?);
-    ch.share_worker(&busy)?;
+    let (busy, before, after) = (Channel::open()?, Channel::open()?, Channel::open()?);
     busy.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
-    let mut r = ch.map_ring()?;
-    let m = RawMap::ring(ch.as_raw_fd())?;
+    let mut r1 = before.map_ring()?;
+    before.share_worker(&busy)?;
+    after.share_worker(&busy)?;
+    let mut r2 = after.map_ring()?;
+    let m1 = RawMap::ring(before.as_raw_fd())?;
+    let m2 = RawMap::ring(after.as_raw_fd())?;
     let stop = AtomicBool::new(false);
     thread::scope(|s| -> Result<()> {
         let flood = s.spawn(|| -> Result<()> {
@@ -307,15 +311,22 @@ fn ring_awake_thread_needs_no_enter() -> Result<()> {
         });
         let res = (|| -> Result<()> {
             for i in 0..200 {
-                m.publish(7, 1);
-                let c = next(&mut r).with_context(|| format!("round {i}: not taken"))?;
-                ensure!(c.slot == 7 && c.seq == i, "{c:?}");
+                for (m, r, what) in [(&m1, &mut r1, "mapped before"), (&m2, &mut r2, "after")] {
+                    m.publish(7, 1);
+                    let c = next(r).with_context(|| format!("{what}, round {i}: not taken"))?;
+                    ensure!(c.slot == 7 && c.seq == i, "{what}: {c:?}");
+                }
             }
-            // Awake, the thread clears the request (it may sleep now and then meanwhile).
-            let t = Instant::now();
-            while r.needs_wakeup() {
-                ensure!(t.elapsed() < hang(), "the request stays set while awake");
-                thread::sleep(Duration::from_micros(100));
+            // Awake, the thread clears the requests (it may sleep now and then meanwhile).
+            for (r, what) in [(&r1, "mapped before"), (&r2, "after")] {
+                let t = Instant::now();
+                while r.needs_wakeup() {
+                    ensure!(
+                        t.elapsed() < hang(),
+                        "{what}: the request stays set while awake"
+                    );
+                    thread::sleep(Duration::from_micros(100));
+                }
             }
             Ok(())
         })();
