@@ -48,6 +48,10 @@ pub const TESTS: &[Test] = &[
         "ring_munmap_while_thread_writes",
         ring_munmap_while_thread_writes,
     ),
+    (
+        "ring_page_freed_when_released",
+        ring_page_freed_when_released,
+    ),
     ("ring_scribbled_page", ring_scribbled_page),
     (
         "ring_shared_worker_polls_every_ring",
@@ -759,6 +763,48 @@ fn ring_munmap_while_thread_writes() -> Result<()> {
         s.handled == 50 * 5000 + 49 * 50 / 2 && rs.sq_kicks == 49 * 50 / 2,
         "{s:?} {rs:?}"
     );
+    Ok(())
+}
+
+/// The ring pages the module holds, as `/proc/vmallocinfo` lists them (by the function that
+/// allocates them, `Ring::new`).
+fn ring_pages() -> Result<usize> {
+    let info = std::fs::read_to_string("/proc/vmallocinfo")?;
+    Ok(info
+        .lines()
+        .filter(|l| l.contains("[rust_evnotify]") && l.contains("Ring3new"))
+        .count())
+}
+
+/// Released with its last descriptor and mapping (and its worker's reference), a channel
+/// frees its ring's page.
+fn ring_page_freed_when_released() -> Result<()> {
+    let before = ring_pages()?;
+    {
+        let chans: Vec<Channel> = (0..8).map(|_| Channel::open()).collect::<Result<_, _>>()?;
+        for c in &chans[1..] {
+            c.share_worker(&chans[0])?;
+        }
+        for (i, c) in chans.iter().enumerate() {
+            let mut r = c.map_ring()?;
+            r.submit(i as u32, 1)?;
+            next(&mut r)?;
+        }
+        let held = ring_pages()?;
+        ensure!(
+            held == before + 8,
+            "{held} ring pages with 8 channels, {before} before"
+        );
+    }
+    let t = Instant::now();
+    while ring_pages()? != before {
+        ensure!(
+            t.elapsed() < hang(),
+            "{} ring pages after the channels closed, {before} before",
+            ring_pages()?
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     Ok(())
 }
 
