@@ -308,17 +308,7 @@ impl Channel {
     /// The ring's counters, read under the channel's lock; `ENXIO` without a ring.
     pub(crate) fn ring_stats(&self) -> Result<uapi::RingStats> {
         let inner = self.shared.inner.lock();
-        let r = inner.ring.as_ref().ok_or(ENXIO)?;
-        Ok(uapi::RingStats {
-            sq_kicks: r.sq_kicks,
-            sq_dropped: r.sq_dropped,
-            cq_events: r.cq_events,
-            cq_kicks: r.cq_kicks,
-            cq_overflow: r.cq_overflow,
-            lost_kicks: r.lost_kicks,
-            sq_head: r.sq_head,
-            cq_tail: r.cq_tail(),
-        })
+        Ok(inner.ring.as_ref().ok_or(ENXIO)?.stats.clone())
     }
 
     /// The channel's counters.

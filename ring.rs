@@ -107,7 +107,8 @@ const _: () = {
 /// `page` is a zero-initialised `Vmalloc` allocation of exactly one page, page-aligned.
 pub(crate) struct Ring {
     page: VBox<Page>,
-    /// The kernel's head as of its last take (`RingState::sq_head`), for the unlocked hint.
+    /// The kernel's head as of its last take (`RingState::stats.sq_head`), for the unlocked
+    /// hint.
     taken: Atomic<u32>,
 }
 
@@ -189,28 +190,13 @@ fn vma_pgoff(vma: &VmaNew) -> usize {
 }
 
 /// The kernel's own side of a channel's ring, under the channel's lock: every index it relies
-/// on, and the counters of `struct evnotify_ring_stats`.
+/// on, and the counters, as `struct evnotify_ring_stats` reports them (its `sq_head` is the
+/// next submission to take, its `cq_tail` where the next completion goes).
 #[derive(Default)]
 pub(crate) struct RingState {
-    /// The next submission to take.
-    pub(crate) sq_head: u32,
-    /// Where the next completion goes.
-    cq_tail: u32,
+    pub(crate) stats: uapi::RingStats,
     /// Completions produced, posted or not: the next one's `seq`.
     seq: u64,
-    pub(crate) sq_kicks: u64,
-    pub(crate) sq_dropped: u64,
-    pub(crate) cq_events: u64,
-    pub(crate) cq_kicks: u64,
-    pub(crate) cq_overflow: u64,
-    pub(crate) lost_kicks: u64,
-}
-
-impl RingState {
-    /// Where the next completion goes.
-    pub(crate) fn cq_tail(&self) -> u32 {
-        self.cq_tail
-    }
 }
 
 impl Inner {
@@ -221,7 +207,7 @@ impl Inner {
     /// whether the channel went from idle to having work.
     pub(crate) fn take_submissions(&mut self, ring: &Ring) -> bool {
         let was_idle = self.idle();
-        let Some(head) = self.ring.as_ref().map(|r| r.sq_head) else {
+        let Some(head) = self.ring.as_ref().map(|r| r.stats.sq_head) else {
             return false;
         };
         if self.closed {
@@ -246,7 +232,7 @@ impl Inner {
                 }
             }
         }
-        let Some(r) = self.ring.as_mut() else {
+        let Some(r) = self.ring.as_mut().map(|r| &mut r.stats) else {
             return false;
         };
         r.sq_head = tail;
@@ -263,12 +249,13 @@ impl Inner {
     /// if the completion queue is full (or its head is not one user space could have
     /// written: more than a queue's length behind, or ahead of, the tail).
     pub(crate) fn complete(&mut self, ring: &Ring, slot: usize, kicks: u64) {
-        let Some(r) = self.ring.as_mut() else {
+        let Some(state) = self.ring.as_mut() else {
             return;
         };
         let p = &ring.page;
-        let seq = r.seq;
-        r.seq = seq.wrapping_add(1);
+        let seq = state.seq;
+        state.seq = seq.wrapping_add(1);
+        let r = &mut state.stats;
         // Acquire: user space read the entries before it moved the head past them.
         let used = r.cq_tail.wrapping_sub(p.cq_head.load(Acquire));
         if used >= CQ_ENTRIES {
@@ -322,7 +309,7 @@ mod tests {
             (i.slots[3].pending, i.slots[63].pending, i.kicks),
             (2, 1, 3)
         );
-        let r = i.ring.as_ref().ok_or(EINVAL)?;
+        let r = &i.ring.as_ref().ok_or(EINVAL)?.stats;
         assert_eq!((r.sq_head, r.sq_kicks, r.sq_dropped), (2, 3, 0));
         assert_eq!(ring.page.sq_head.load(Relaxed), 2);
         assert!(!ring.submitted());
@@ -339,7 +326,7 @@ mod tests {
         submit(&ring, u32::MAX, 1);
         submit(&ring, 1, uapi::MAX_KICK);
         i.take_submissions(&ring);
-        let r = i.ring.as_ref().ok_or(EINVAL)?;
+        let r = &i.ring.as_ref().ok_or(EINVAL)?.stats;
         assert_eq!((r.sq_dropped, r.sq_kicks), (4, uapi::MAX_KICK.into()));
         assert_eq!(ring.page.sq_dropped.load(Relaxed), 4);
         assert_eq!(i.kicks, uapi::MAX_KICK.into());
@@ -350,24 +337,24 @@ mod tests {
     fn a_wild_tail_is_skipped() -> Result {
         let (mut i, ring) = setup()?;
         for wild in [SQ_ENTRIES + 1, u32::MAX, 1 << 31] {
-            let head = i.ring.as_ref().ok_or(EINVAL)?.sq_head;
+            let head = i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head;
             ring.page.sq_tail.store(head.wrapping_add(wild), Relaxed);
             assert!(!i.take_submissions(&ring));
             assert_eq!(
-                i.ring.as_ref().ok_or(EINVAL)?.sq_head,
+                i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head,
                 head.wrapping_add(wild)
             );
         }
-        assert_eq!((i.kicks, i.ring.as_ref().ok_or(EINVAL)?.sq_dropped), (0, 3));
+        assert_eq!((i.kicks, i.ring.as_ref().ok_or(EINVAL)?.stats.sq_dropped), (0, 3));
         // A full queue's worth is a queue.
-        let head = i.ring.as_ref().ok_or(EINVAL)?.sq_head;
+        let head = i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head;
         for _ in 0..SQ_ENTRIES {
             submit(&ring, 5, 1);
         }
         i.take_submissions(&ring);
         assert_eq!(i.kicks, SQ_ENTRIES.into());
         assert_eq!(
-            i.ring.as_ref().ok_or(EINVAL)?.sq_head,
+            i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head,
             head.wrapping_add(SQ_ENTRIES)
         );
         Ok(())
@@ -384,7 +371,7 @@ mod tests {
         assert_eq!(p.cq[5].seq.load(Relaxed), 5);
         assert_eq!(p.cq[5].count.load(Relaxed), 6);
         assert_eq!(p.cq[5].slot.load(Relaxed), 5);
-        let r = i.ring.as_ref().ok_or(EINVAL)?;
+        let r = &i.ring.as_ref().ok_or(EINVAL)?.stats;
         assert_eq!((r.cq_events, r.cq_overflow), (CQ_ENTRIES.into(), 2));
         let all: u64 = (1..=u64::from(CQ_ENTRIES) + 2).sum();
         assert_eq!(r.cq_kicks + r.lost_kicks, all);
@@ -395,7 +382,7 @@ mod tests {
         // A head ahead of the tail is no room.
         p.cq_head.store(CQ_ENTRIES + 5, Release);
         i.complete(&ring, 7, 9);
-        assert_eq!(i.ring.as_ref().ok_or(EINVAL)?.cq_overflow, 3);
+        assert_eq!(i.ring.as_ref().ok_or(EINVAL)?.stats.cq_overflow, 3);
         Ok(())
     }
 

@@ -184,7 +184,7 @@ pub(crate) struct Cqe {
 
 /// `struct evnotify_ring_stats`.
 #[repr(C)]
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct RingStats {
     pub(crate) sq_kicks: u64,
     pub(crate) sq_dropped: u64,

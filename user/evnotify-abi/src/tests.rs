@@ -57,6 +57,23 @@ fn header() -> Header {
     h
 }
 
+/// Compiles the C program `src` into `bin` against the header, with `-Wall -Werror` and
+/// `flags`: whether it compiled.
+fn compile(src: &std::path::Path, bin: &std::path::Path, flags: &[&str]) -> bool {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    Command::new(cc)
+        .args(["-Wall", "-Werror"])
+        .args(flags)
+        .arg("-I")
+        .arg(repo().join("include/uapi"))
+        .arg(src)
+        .arg("-o")
+        .arg(bin)
+        .status()
+        .expect("run the C compiler")
+        .success()
+}
+
 /// Compiles a C program that prints each expression, and returns the values.
 fn c_values(exprs: &[String]) -> BTreeMap<String, u64> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -73,17 +90,8 @@ fn c_values(exprs: &[String]) -> BTreeMap<String, u64> {
     }
     c += "return 0; }\n";
     std::fs::write(&src, c).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let st = Command::new(cc)
-        .args(["-Wall", "-Werror", "-std=c99", "-I"])
-        .arg(repo().join("include/uapi"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&bin)
-        .status()
-        .expect("run the C compiler");
     assert!(
-        st.success(),
+        compile(&src, &bin, &["-std=c99"]),
         "the header compiles as C99 with -Wall -Werror"
     );
     let printed = Command::new(&bin).output().unwrap();
@@ -461,16 +469,10 @@ int main(void)
         std::fs::create_dir_all(&out).unwrap();
         let (src, bin) = (out.join("ring.c"), out.join("ring"));
         std::fs::write(&src, prog).unwrap();
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let st = Command::new(cc)
-            .args(["-Wall", "-Werror", "-pedantic", std, "-I"])
-            .arg(repo().join("include/uapi"))
-            .arg(&src)
-            .arg("-o")
-            .arg(&bin)
-            .status()
-            .expect("run the C compiler");
-        assert!(st.success(), "the helpers compile with {std}");
+        assert!(
+            compile(&src, &bin, &["-pedantic", std]),
+            "the helpers compile with {std}"
+        );
         let run = Command::new(&bin).output().unwrap();
         assert!(
             run.status.success() && run.stdout == b"ok\n",

@@ -390,7 +390,8 @@ impl Worker<'_> {
                 self.add(which, d);
             }
             81..=87 => self.close_one(),
-            88..=98 => {
+            96..=98 => self.ring(),
+            88..=95 => {
                 // Kick eventfd writes (and writes to anything else in the pool).
                 let fd = self.pick(1);
                 let v: u64 = if self.rng.random_ratio(1, 500) {
@@ -417,6 +418,61 @@ impl Worker<'_> {
             }
             _ => self.fork_child(),
         }
+    }
+
+    /// Maps a channel's event ring (or tries to: another length, offset, protection, a
+    /// private mapping, another file), writes random words into it, mostly plausible
+    /// submissions and indices, enters, and unmaps: the kernel must take it all.
+    fn ring(&mut self) {
+        let fd = self.pick(0);
+        let page = sys::RING_SIZE as usize;
+        let r = &mut self.rng;
+        let len = [page, page, page, 1, 2 * page][r.random_range(0..5)];
+        let off = if r.random_ratio(1, 10) { page as i64 } else { 0 };
+        let prot = [
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::PROT_READ,
+            libc::PROT_READ | libc::PROT_EXEC,
+        ][usize::from(r.random_ratio(1, 8)) + usize::from(r.random_ratio(1, 16))];
+        let flags = if r.random_ratio(1, 10) {
+            libc::MAP_PRIVATE
+        } else {
+            libc::MAP_SHARED
+        };
+        // SAFETY: A new mapping at an address the kernel picks; only this function uses it.
+        let map = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, off) };
+        self.tally(if map == libc::MAP_FAILED { -1 } else { 0 });
+        if map == libc::MAP_FAILED {
+            return;
+        }
+        if prot & libc::PROT_WRITE != 0 && flags == libc::MAP_SHARED {
+            let words = map.cast::<std::sync::atomic::AtomicU32>();
+            let tail = std::mem::offset_of!(sys::Ring, sq_tail) / 4;
+            for _ in 0..self.rng.random_range(1..64) {
+                let r = &mut self.rng;
+                let at = if r.random_ratio(1, 4) {
+                    tail
+                } else {
+                    r.random_range(0..page / 4)
+                };
+                let v = match r.random_range(0..4) {
+                    0 => r.random(),
+                    1 => r.random_range(0..70),
+                    // SAFETY: In the mapping (a page at least), aligned, accessed atomically.
+                    _ => unsafe { &*words.add(tail) }
+                        .load(Relaxed)
+                        .wrapping_add(r.random_range(0..4)),
+                };
+                // SAFETY: As above.
+                unsafe { &*words.add(at) }.store(v, Relaxed);
+            }
+        }
+        // SAFETY: The ioctl takes no argument.
+        let rc = unsafe { libc::ioctl(fd, sys::IOC_RING_ENTER as _) };
+        self.tally(rc.into());
+        // SAFETY: Our own mapping, of `len` bytes.
+        let rc = unsafe { libc::munmap(map, len) };
+        self.tally(rc.into());
     }
 
     /// Opens a channel and, before anything starts a worker of its own, shares the worker of
