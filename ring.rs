@@ -345,7 +345,10 @@ mod tests {
                 head.wrapping_add(wild)
             );
         }
-        assert_eq!((i.kicks, i.ring.as_ref().ok_or(EINVAL)?.stats.sq_dropped), (0, 3));
+        assert_eq!(
+            (i.kicks, i.ring.as_ref().ok_or(EINVAL)?.stats.sq_dropped),
+            (0, 3)
+        );
         // A full queue's worth is a queue.
         let head = i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head;
         for _ in 0..SQ_ENTRIES {
