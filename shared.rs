@@ -19,6 +19,7 @@ use crate::{
         ReadSink, //
     },
     kcov,
+    kthread::ThreadCtx,
     ring::{
         Ring,
         RingState, //
@@ -68,10 +69,15 @@ use kernel::{
             ArcHrTimerHandle,
             HrTimer, //
         },
+        Delta,
         Instant,
         Monotonic, //
     }, //
 };
+
+/// Most batches of a ring's polling user that the worker takes in one turn of `serve` (see
+/// there) before it goes back to its run queue.
+const RUN: u32 = 16;
 
 /// The kick eventfds of a channel, one per slot at most; allocated on the first one.
 type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
@@ -522,9 +528,16 @@ unsafe impl Served for Shared {
 
     /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
-    /// if it has more; with nothing to deliver, arms the alarm for the next deadline.
-    /// `woke` is counted in `wakeups` or `polled` if there was work.
-    fn serve(self: Arc<Self>, runner: &Runner<Self>, woke: &mut Woke) {
+    /// if it has more; with nothing to deliver, waits up to `spin` for its ring's next
+    /// submission (see `Served::serve`), else arms the alarm for the next deadline. `woke` is
+    /// counted in `wakeups` or `polled` if there was work.
+    fn serve(
+        self: Arc<Self>,
+        runner: &Runner<Self>,
+        ctx: &ThreadCtx,
+        spin: Delta,
+        woke: &mut Woke,
+    ) {
         let mut alarm = self.serving.lock();
         let mut inner = self.inner.lock();
         if inner.closed {
@@ -537,47 +550,71 @@ unsafe impl Served for Shared {
         if let Some(ring) = ring {
             inner.take_submissions(ring);
         }
-        let Some(work) = inner.take_work() else {
+        let mut run = 0;
+        while let Some(work) = inner.take_work() {
+            // Posted when taken, before the eventfd is signalled: a reader woken by the
+            // eventfd finds the completion.
+            if let (Some(ring), Work::Kicks { slot, kicks, .. }) = (ring, &work) {
+                inner.complete(ring, *slot, *kicks);
+            }
             drop(inner);
-            self.set_alarm(&mut alarm, true);
-            return;
-        };
-        // Posted when taken, before the eventfd is signalled: a reader woken by the eventfd
-        // finds the completion.
-        if let (Some(ring), Work::Kicks { slot, kicks, .. }) = (ring, &work) {
-            inner.complete(ring, *slot, *kicks);
-        }
-        drop(inner);
-        match core::mem::replace(woke, Woke::Busy) {
-            Woke::Slept => self.count.wakeups.add(1, Relaxed),
-            Woke::Polled => self.count.polled.add(1, Relaxed),
-            Woke::Busy => {}
-        }
-        let kicks = match work {
-            Work::Kicks {
-                slot,
-                efd,
-                sig,
-                kicks,
-            } => {
-                self.deliver(slot, efd.as_deref(), sig, kicks, ring.is_some());
-                kicks
+            match core::mem::replace(woke, Woke::Busy) {
+                Woke::Slept => self.count.wakeups.add(1, Relaxed),
+                Woke::Polled => self.count.polled.add(1, Relaxed),
+                Woke::Busy => {}
             }
-            Work::Reap => {
-                self.reap_hung_up();
-                0
+            let kicks = match work {
+                Work::Kicks {
+                    slot,
+                    efd,
+                    sig,
+                    kicks,
+                } => {
+                    self.deliver(slot, efd.as_deref(), sig, kicks, ring.is_some());
+                    kicks
+                }
+                Work::Reap => {
+                    self.reap_hung_up();
+                    0
+                }
+            };
+            inner = self.inner.lock();
+            inner.retire(kicks);
+            // What the ring's user submitted meanwhile is this channel's next batch.
+            if let Some(ring) = ring {
+                inner.take_submissions(ring);
             }
-        };
-        let mut inner = self.inner.lock();
-        inner.retire(kicks);
-        // What the ring's user submitted meanwhile is this channel's next batch.
-        if let Some(ring) = ring {
-            inner.take_submissions(ring);
-        }
-        if !inner.idle() {
-            // More to do: after the other channels in the queue.
-            runner.enqueue(self.as_arc_borrow(), true);
-            return;
+            if !inner.idle() {
+                // More to do: after the other channels in the queue.
+                runner.enqueue(self.as_arc_borrow(), true);
+                return;
+            }
+            // Out of work: a ring's polling user submits again soon, and taking that here
+            // costs one lock, where the worker's own poll would queue the channel to serve
+            // it again (docs/design.md, "The ring's round trip"). At most `RUN` batches so,
+            // for the worker's checks between them (`kthread_stop`, the yield).
+            run += 1;
+            let Some(ring) = ring.filter(|_| !spin.is_zero() && run < RUN && !inner.closed) else {
+                break;
+            };
+            drop(inner);
+            // Unlocked meanwhile: `close` and the timer's ioctl need not wait for the spin.
+            drop(alarm);
+            let caught = ctx.busy_poll(spin, || ring.submitted() || runner.others_waiting());
+            alarm = self.serving.lock();
+            inner = self.inner.lock();
+            if inner.closed {
+                // `close` took the alarm's handle: nothing to arm.
+                return;
+            }
+            if !caught || !inner.take_submissions(ring) {
+                break;
+            }
+            if runner.others_waiting() {
+                runner.enqueue(self.as_arc_borrow(), true);
+                return;
+            }
+            *woke = Woke::Polled;
         }
         drop(inner);
         self.set_alarm(&mut alarm, true);

@@ -79,7 +79,12 @@ pub(crate) unsafe trait Served:
     /// itself back at the end of the queue (`Runner::enqueue`) if it has more. `woke` tells
     /// how the thread came to it; the first that has work counts it, and sets it to
     /// [`Woke::Busy`].
-    fn serve(self: Arc<Self>, runner: &Runner<Self>, woke: &mut Woke);
+    ///
+    /// With `spin` not zero, a channel whose ring is the worker's only one may wait up to
+    /// `spin` for its user's next submission when it runs out of work (`ctx.busy_poll`: it
+    /// stops as soon as another channel waits, another task wants the CPU, or the thread is
+    /// asked to stop).
+    fn serve(self: Arc<Self>, runner: &Runner<Self>, ctx: &ThreadCtx, spin: Delta, woke: &mut Woke);
 
     /// The KCOV common handle under which serving it is recorded (see `kcov`).
     fn coverage(&self) -> kcov::Handle;
@@ -132,6 +137,9 @@ pub(crate) struct Runner<T: Served> {
     rings: Mutex<KVec<Arc<T>>>,
     /// How many there are, so that a worker with none never takes `rings`.
     nr_rings: Atomic<u32>,
+    /// How many channels the run queue holds, for a channel being served to see, without the
+    /// queue's lock, whether others wait ([`Runner::others_waiting`]).
+    waiting: Atomic<u32>,
     /// The busy-poll limit, in nanoseconds; 0 turns polling off.
     pub(crate) busypoll_ns: Atomic<u32>,
     /// Open channels that use this worker.
@@ -154,6 +162,7 @@ impl<T: Served> Runner<T> {
         let mut queue = self.queue.lock();
         let wake = queue.list.is_empty() && queue.sleeping;
         queue.list.push_back(item);
+        self.waiting.add(1, Relaxed);
         // Under the lock, so the thread cannot clear it before it finds the channel.
         if event {
             self.event.store(true, Relaxed);
@@ -166,6 +175,11 @@ impl<T: Served> Runner<T> {
         if wake {
             self.work.notify_one();
         }
+    }
+
+    /// Whether channels wait in the run queue: a hint, read without its lock.
+    pub(crate) fn others_waiting(&self) -> bool {
+        self.waiting.load(Relaxed) != 0
     }
 
     /// Polls `channel`'s ring from now on. `ENOMEM` if it cannot. Allocates with `rings`
@@ -246,6 +260,9 @@ impl<T: Served> Runner<T> {
         // SAFETY: By `Served`'s safety requirement, `channel`'s links of ID 0 are used by this
         // queue only, so it is in no other list of that ID.
         let item = unsafe { self.queue.lock().list.remove(channel) };
+        if item.is_some() {
+            self.waiting.fetch_sub(1, Relaxed);
+        }
         // The channel's file still holds it, so this is not the last reference.
         drop(item);
     }
@@ -275,6 +292,7 @@ impl<T: Served> ThreadWork for Runner<T> {
                     return;
                 }
                 if let Some(item) = queue.list.pop_front() {
+                    self.waiting.fetch_sub(1, Relaxed);
                     break item;
                 }
                 // Under the lock, so no channel queued after this check is missed.
@@ -339,7 +357,14 @@ impl<T: Served> ThreadWork for Runner<T> {
                 }
             }
             // The channel counts the wake-up if it had work; else the next one does.
-            T::serve(item.into_arc(), self.get_ref(), &mut woke);
+            // The worker's spin, for a ring's user, when that ring is the only one it polls
+            // (others would wait unpolled meanwhile).
+            let spin = if self.nr_rings.load(Relaxed) == 1 {
+                Delta::from_nanos(window.ns().min(self.busypoll_ns.load(Relaxed).into()) as i64)
+            } else {
+                Delta::ZERO
+            };
+            T::serve(item.into_arc(), self.get_ref(), ctx, spin, &mut woke);
             drop(cov);
             // Awake: the rings' users need not wake the thread. Outside the section: the rings
             // are other channels', whose openers' collectors this is not.
@@ -386,6 +411,7 @@ impl<T: Served> Worker<T> {
                 due: Atomic::new(false),
                 rings <- new_mutex!(KVec::new(), "Worker::rings"),
                 nr_rings: Atomic::new(0),
+                waiting: Atomic::new(0),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
                 channels: Atomic::new(0),
                 id,
