@@ -530,18 +530,18 @@ unsafe impl Served for Shared {
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
     /// if it has more; with nothing to deliver, waits up to `spin` for its ring's next
     /// submission (see `Served::serve`), else arms the alarm for the next deadline. `woke` is
-    /// counted in `wakeups` or `polled` if there was work.
+    /// counted in `wakeups` or `polled` if there was work. Returns whether it spun out.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,
         ctx: &ThreadCtx,
         spin: Delta,
         woke: &mut Woke,
-    ) {
+    ) -> bool {
         let mut alarm = self.serving.lock();
         let mut inner = self.inner.lock();
         if inner.closed {
-            return;
+            return false;
         }
         if inner.has_deadlines() {
             inner.fire_timers(Instant::now(), false);
@@ -551,6 +551,7 @@ unsafe impl Served for Shared {
             inner.take_submissions(ring);
         }
         let mut run = 0;
+        let mut spun_out = false;
         while let Some(work) = inner.take_work() {
             // Posted when taken, before the eventfd is signalled: a reader woken by the
             // eventfd finds the completion.
@@ -587,7 +588,7 @@ unsafe impl Served for Shared {
             if !inner.idle() {
                 // More to do: after the other channels in the queue.
                 runner.enqueue(self.as_arc_borrow(), true);
-                return;
+                return false;
             }
             // Out of work: a ring's polling user submits again soon, and taking that here
             // costs one lock, where the worker's own poll would queue the channel to serve
@@ -605,18 +606,20 @@ unsafe impl Served for Shared {
             inner = self.inner.lock();
             if inner.closed {
                 // `close` took the alarm's handle: nothing to arm.
-                return;
+                return false;
             }
             if !caught || !inner.take_submissions(ring) {
+                spun_out = !caught;
                 break;
             }
             if runner.others_waiting() {
                 runner.enqueue(self.as_arc_borrow(), true);
-                return;
+                return false;
             }
             *woke = Woke::Polled;
         }
         drop(inner);
         self.set_alarm(&mut alarm, true);
+        spun_out
     }
 }

@@ -84,7 +84,15 @@ pub(crate) unsafe trait Served:
     /// `spin` for its user's next submission when it runs out of work (`ctx.busy_poll`: it
     /// stops as soon as another channel waits, another task wants the CPU, or the thread is
     /// asked to stop).
-    fn serve(self: Arc<Self>, runner: &Runner<Self>, ctx: &ThreadCtx, spin: Delta, woke: &mut Woke);
+    /// Returns whether it spun without catching anything: the thread's own spin would be a
+    /// second one, and the thread goes straight to sleep when it runs out of work.
+    fn serve(
+        self: Arc<Self>,
+        runner: &Runner<Self>,
+        ctx: &ThreadCtx,
+        spin: Delta,
+        woke: &mut Woke,
+    ) -> bool;
 
     /// The KCOV common handle under which serving it is recorded (see `kcov`).
     fn coverage(&self) -> kcov::Handle;
@@ -278,13 +286,16 @@ impl<T: Served> ThreadWork for Runner<T> {
         let mut window = busypoll::Window::default();
         // Batches served since the thread last went through the scheduler.
         let mut streak = 0;
+        // Whether the last channel served spun for its ring and caught nothing.
+        let mut spun_out = false;
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut woke = Woke::Slept;
         loop {
             let mut queue = self.queue.lock();
             // When the queue ran empty, and whether the spin since caught a channel.
             let mut idle_since = None;
-            let mut spun = false;
+            // A channel's spin that caught nothing counts as this idle spell's.
+            let mut spun = core::mem::take(&mut spun_out);
             let mut caught = false;
             let mut asked = false;
             let item = loop {
@@ -364,7 +375,7 @@ impl<T: Served> ThreadWork for Runner<T> {
             } else {
                 Delta::ZERO
             };
-            T::serve(item.into_arc(), self.get_ref(), ctx, spin, &mut woke);
+            spun_out = T::serve(item.into_arc(), self.get_ref(), ctx, spin, &mut woke);
             drop(cov);
             // Awake: the rings' users need not wake the thread. Outside the section: the rings
             // are other channels', whose openers' collectors this is not.

@@ -428,7 +428,11 @@ impl Worker<'_> {
         let page = sys::RING_SIZE as usize;
         let r = &mut self.rng;
         let len = [page, page, page, 1, 2 * page][r.random_range(0..5)];
-        let off = if r.random_ratio(1, 10) { page as i64 } else { 0 };
+        let off = if r.random_ratio(1, 10) {
+            page as i64
+        } else {
+            0
+        };
         let prot = [
             libc::PROT_READ | libc::PROT_WRITE,
             libc::PROT_READ,
