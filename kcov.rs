@@ -41,6 +41,18 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    /// Whether it is a handle, which a collector may have registered (never without KCOV).
+    pub(crate) fn is_set(&self) -> bool {
+        #[cfg(CONFIG_KCOV)]
+        {
+            self.id != 0
+        }
+        #[cfg(not(CONFIG_KCOV))]
+        {
+            false
+        }
+    }
+
     /// The calling task's common handle (0 outside task context, or with no KCOV).
     pub(crate) fn current() -> Self {
         #[cfg(CONFIG_KCOV)]

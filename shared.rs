@@ -39,6 +39,7 @@ use crate::{
         NR_SLOTS, //
     },
     worker::{
+        IdleSpell,
         Runner,
         Served,
         Woke, //
@@ -530,18 +531,19 @@ unsafe impl Served for Shared {
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
     /// if it has more; with nothing to deliver, waits up to `spin` for its ring's next
     /// submission (see `Served::serve`), else arms the alarm for the next deadline. `woke` is
-    /// counted in `wakeups` or `polled` if there was work. Returns whether it spun out.
+    /// counted in `wakeups` or `polled` if there was work. Returns the idle spell its last
+    /// spin began, unless its ring's user ended it.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,
         ctx: &ThreadCtx,
         spin: Delta,
         woke: &mut Woke,
-    ) -> bool {
+    ) -> Option<IdleSpell> {
         let mut alarm = self.serving.lock();
         let mut inner = self.inner.lock();
         if inner.closed {
-            return false;
+            return None;
         }
         if inner.has_deadlines() {
             inner.fire_timers(Instant::now(), false);
@@ -551,7 +553,15 @@ unsafe impl Served for Shared {
             inner.take_submissions(ring);
         }
         let mut run = 0;
-        let mut spun_out = false;
+        let mut spell = None;
+        // Not for a channel whose work KCOV records: its section would fill with the spin
+        // (the worker's own spin is outside sections); nor with its own deadlines, which the
+        // thread fires when it serves the channel anew.
+        let spin = if self.cov.is_set() || inner.has_deadlines() {
+            Delta::ZERO
+        } else {
+            spin
+        };
         while let Some(work) = inner.take_work() {
             // Posted when taken, before the eventfd is signalled: a reader woken by the
             // eventfd finds the completion.
@@ -588,7 +598,7 @@ unsafe impl Served for Shared {
             if !inner.idle() {
                 // More to do: after the other channels in the queue.
                 runner.enqueue(self.as_arc_borrow(), true);
-                return false;
+                return None;
             }
             // Out of work: a ring's polling user submits again soon, and taking that here
             // costs one lock, where the worker's own poll would queue the channel to serve
@@ -599,27 +609,39 @@ unsafe impl Served for Shared {
                 break;
             };
             drop(inner);
+            // Only while no other channel waits: then what ends the spin is told apart as the
+            // worker's own spin's end is (`Runner::quiet`).
+            if !runner.quiet() {
+                inner = self.inner.lock();
+                break;
+            }
             // Unlocked meanwhile: `close` and the timer's ioctl need not wait for the spin.
             drop(alarm);
+            // Awake: the user need not enter (the thread asks again before it sleeps).
+            ring.need_wakeup(false);
+            let since = Instant::now();
             let caught = ctx.busy_poll(spin, || ring.submitted() || runner.others_waiting());
             alarm = self.serving.lock();
             inner = self.inner.lock();
             if inner.closed {
                 // `close` took the alarm's handle: nothing to arm.
-                return false;
+                return None;
             }
-            if !caught || !inner.take_submissions(ring) {
-                spun_out = !caught;
+            let own = inner.take_submissions(ring);
+            if runner.others_waiting() || !own {
+                // Ended by another channel or a deadline, or by the window: the thread goes
+                // on with this idle spell (its window, its count of wake-ups).
+                spell = Some(IdleSpell { since, caught });
+                if own {
+                    runner.enqueue(self.as_arc_borrow(), true);
+                    return spell;
+                }
                 break;
-            }
-            if runner.others_waiting() {
-                runner.enqueue(self.as_arc_borrow(), true);
-                return false;
             }
             *woke = Woke::Polled;
         }
         drop(inner);
         self.set_alarm(&mut alarm, true);
-        spun_out
+        spell
     }
 }

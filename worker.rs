@@ -84,15 +84,16 @@ pub(crate) unsafe trait Served:
     /// `spin` for its user's next submission when it runs out of work (`ctx.busy_poll`: it
     /// stops as soon as another channel waits, another task wants the CPU, or the thread is
     /// asked to stop).
-    /// Returns whether it spun without catching anything: the thread's own spin would be a
-    /// second one, and the thread goes straight to sleep when it runs out of work.
+    /// Returns the idle spell it ended in, if it spun and its own ring's user did not end
+    /// the spin: the thread goes on with that spell (its window, its count of wake-ups) as
+    /// if its own spin had begun then.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,
         ctx: &ThreadCtx,
         spin: Delta,
         woke: &mut Woke,
-    ) -> bool;
+    ) -> Option<IdleSpell>;
 
     /// The KCOV common handle under which serving it is recorded (see `kcov`).
     fn coverage(&self) -> kcov::Handle;
@@ -107,6 +108,15 @@ pub(crate) unsafe trait Served:
     /// Asks its ring's user for a wake-up after the next submission, or stops asking (see
     /// `Ring::need_wakeup`).
     fn ring_wakeup(&self, on: bool);
+}
+
+/// An idle spell that a channel began while it spun for its ring (`Served::serve`).
+pub(crate) struct IdleSpell {
+    /// When the spin began.
+    pub(crate) since: Instant<Monotonic>,
+    /// Whether something else ended it (another channel queued, a deadline), rather than
+    /// the window running out.
+    pub(crate) caught: bool,
 }
 
 /// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
@@ -183,6 +193,20 @@ impl<T: Served> Runner<T> {
         if wake {
             self.work.notify_one();
         }
+    }
+
+    /// Whether no channel waits in the run queue; if so, forgets the events and deadlines
+    /// that queued channels before (as the thread does when it finds the queue empty), so
+    /// that the flags say what comes next.
+    pub(crate) fn quiet(&self) -> bool {
+        let queue = self.queue.lock();
+        let quiet = queue.list.is_empty();
+        if quiet {
+            self.event.store(false, Relaxed);
+            self.due.store(false, Relaxed);
+        }
+        drop(queue);
+        quiet
     }
 
     /// Whether channels wait in the run queue: a hint, read without its lock.
@@ -265,12 +289,14 @@ impl<T: Served> Runner<T> {
 
     /// Takes `channel` off the run queue if it is there (when it closes).
     pub(crate) fn dequeue(&self, channel: &T) {
+        let mut queue = self.queue.lock();
         // SAFETY: By `Served`'s safety requirement, `channel`'s links of ID 0 are used by this
         // queue only, so it is in no other list of that ID.
-        let item = unsafe { self.queue.lock().list.remove(channel) };
+        let item = unsafe { queue.list.remove(channel) };
         if item.is_some() {
             self.waiting.fetch_sub(1, Relaxed);
         }
+        drop(queue);
         // The channel's file still holds it, so this is not the last reference.
         drop(item);
     }
@@ -286,17 +312,21 @@ impl<T: Served> ThreadWork for Runner<T> {
         let mut window = busypoll::Window::default();
         // Batches served since the thread last went through the scheduler.
         let mut streak = 0;
-        // Whether the last channel served spun for its ring and caught nothing.
-        let mut spun_out = false;
+        // The idle spell the last channel served began while it spun for its ring, if any.
+        let mut spell: Option<IdleSpell> = None;
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut woke = Woke::Slept;
         loop {
             let mut queue = self.queue.lock();
-            // When the queue ran empty, and whether the spin since caught a channel.
-            let mut idle_since = None;
-            // A channel's spin that caught nothing counts as this idle spell's.
-            let mut spun = core::mem::take(&mut spun_out);
-            let mut caught = false;
+            // When the queue ran empty, and whether the spin since caught a channel: a
+            // channel's spin for its ring is this idle spell's, begun when it began.
+            let (mut idle_since, mut spun, mut caught) = match spell.take() {
+                Some(s) => {
+                    woke = Woke::Busy;
+                    (Some(s.since), true, s.caught)
+                }
+                None => (None, false, false),
+            };
             let mut asked = false;
             let item = loop {
                 if ctx.should_stop() {
@@ -375,15 +405,16 @@ impl<T: Served> ThreadWork for Runner<T> {
             } else {
                 Delta::ZERO
             };
-            spun_out = T::serve(item.into_arc(), self.get_ref(), ctx, spin, &mut woke);
+            spell = T::serve(item.into_arc(), self.get_ref(), ctx, spin, &mut woke);
             drop(cov);
             // Awake: the rings' users need not wake the thread. Outside the section: the rings
             // are other channels', whose openers' collectors this is not.
             self.poll_rings(false);
             // Through the scheduler if another task waits for this CPU (such as a reader the
-            // batch just woke, on a shared CPU), and every `YIELD_EVERY` batches: not after
-            // every batch, which cost a ring's polling user a third of its round trip
-            // (docs/design.md, "The ring's round trip").
+            // batch just woke, on a shared CPU), and every `YIELD_EVERY` turns (a turn serves
+            // one batch, or up to 16 of a ring's polling user): not after every batch, which
+            // cost a ring's polling user a third of its round trip (docs/design.md, "The ring's
+            // round trip").
             streak += 1;
             if streak >= YIELD_EVERY || !ctx.alone() {
                 streak = 0;
