@@ -437,3 +437,15 @@ fn borrowed_descriptors_work_with_std() {
     File::from(dup).read_exact(&mut b).unwrap();
     assert_eq!(u64::from_ne_bytes(b), 9);
 }
+
+/// `map_ring` asks the version first: on a file that is not a channel it fails with the
+/// version's `ENOTTY`, and maps nothing (no page of a regular file to scribble over).
+#[test]
+fn map_ring_refuses_what_is_not_a_channel() {
+    assert_eq!(errno(null_channel().map_ring()), libc::ENOTTY);
+    let path = std::env::temp_dir().join(format!("evnotify-ring-{}", std::process::id()));
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    let file = Channel::open_path(&path).unwrap();
+    assert_eq!(errno(file.map_ring()), libc::ENOTTY);
+    std::fs::remove_file(&path).unwrap();
+}
