@@ -532,7 +532,7 @@ unsafe impl Served for Shared {
     /// if it has more; with nothing to deliver, waits up to `spin` for its ring's next
     /// submission (see `Served::serve`), else arms the alarm for the next deadline. `woke` is
     /// counted in `wakeups` or `polled` if there was work. Returns the idle spell its last
-    /// spin began, unless its ring's user ended it.
+    /// spin began, unless that spin caught its ring's next batch alone.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,
@@ -623,21 +623,23 @@ unsafe impl Served for Shared {
             let caught = ctx.busy_poll(spin, || ring.submitted() || runner.others_waiting());
             alarm = self.serving.lock();
             inner = self.inner.lock();
+            spell = Some(IdleSpell { since, caught });
             if inner.closed {
                 // `close` took the alarm's handle: nothing to arm.
-                return None;
+                return spell;
             }
             let own = inner.take_submissions(ring);
-            if runner.others_waiting() || !own {
-                // Ended by another channel or a deadline, or by the window: the thread goes
-                // on with this idle spell (its window, its count of wake-ups).
-                spell = Some(IdleSpell { since, caught });
+            if runner.others_waiting() || !own || !caught {
+                // Ended by another channel or a deadline, by the window (a submission just
+                // after it was not caught), or with no work: the thread goes on with this idle
+                // spell (its window, its count of wake-ups).
                 if own {
                     runner.enqueue(self.as_arc_borrow(), true);
                     return spell;
                 }
                 break;
             }
+            spell = None;
             *woke = Woke::Polled;
         }
         drop(inner);

@@ -84,9 +84,9 @@ pub(crate) unsafe trait Served:
     /// `spin` for its user's next submission when it runs out of work (`ctx.busy_poll`: it
     /// stops as soon as another channel waits, another task wants the CPU, or the thread is
     /// asked to stop).
-    /// Returns the idle spell it ended in, if it spun and its own ring's user did not end
-    /// the spin: the thread goes on with that spell (its window, its count of wake-ups) as
-    /// if its own spin had begun then.
+    /// Returns the idle spell it ended in, if it spun and its spin did not end with its own
+    /// ring's next batch alone: the thread goes on with that spell (its window, its count of
+    /// wake-ups) as if its own spin had begun then.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,
@@ -114,8 +114,8 @@ pub(crate) unsafe trait Served:
 pub(crate) struct IdleSpell {
     /// When the spin began.
     pub(crate) since: Instant<Monotonic>,
-    /// Whether something else ended it (another channel queued, a deadline), rather than
-    /// the window running out.
+    /// Whether something ended it before the window ran out (another channel queued, a
+    /// deadline, or submissions that gave no work).
     pub(crate) caught: bool,
 }
 
@@ -340,7 +340,6 @@ impl<T: Served> ThreadWork for Runner<T> {
                 self.event.store(false, Relaxed);
                 self.due.store(false, Relaxed);
                 if idle_since.is_none() {
-                    streak = 0;
                     idle_since = Some(Instant::<Monotonic>::now());
                     // A wake-up that found no work is not the next channel's: it counts the
                     // sleep or spin that ends this idle spell.
@@ -375,6 +374,11 @@ impl<T: Served> ThreadWork for Runner<T> {
                 let _ = self.work.wait_interruptible(&mut queue);
                 queue.sleeping = false;
                 woke = Woke::Slept;
+                // Through the scheduler: the count of turns without it starts again (not at
+                // every idle spell: a polled ping-pong has one per round trip). And what a
+                // spin caught before the sleep did not end this spell.
+                streak = 0;
+                caught = false;
             };
             let event = self.event.load(Relaxed);
             drop(queue);
