@@ -11,13 +11,14 @@
 //!
 //! The page is hostile memory: user space may write anything there at any moment. The kernel
 //! reads each index and entry once, checks it, and keeps its own copy of every index it
-//! produces or consumes (`RingState`, under the channel's lock): the page only shows them. A
+//! produces or consumes (`RingState` in `slots.rs`, under the channel's lock): the page only shows them. A
 //! mapping also holds its own reference to the page (`vm_insert_page`).
 
 use crate::{
     compat,
     slots::{
         Inner,
+        RingState,
         Source, //
     },
     uapi::{
@@ -187,16 +188,6 @@ fn vma_pgoff(vma: &VmaNew) -> usize {
     // SAFETY: `VmaNew` is a VMA being set up by `mmap`, valid for the call, whose `vm_pgoff`
     // the caller of `mmap` wrote and nobody changes meanwhile.
     unsafe { (*vma.as_ptr()).vm_pgoff }
-}
-
-/// The kernel's own side of a channel's ring, under the channel's lock: every index it relies
-/// on, and the counters, as `struct evnotify_ring_stats` reports them (its `sq_head` is the
-/// next submission to take, its `cq_tail` where the next completion goes).
-#[derive(Default)]
-pub(crate) struct RingState {
-    pub(crate) stats: uapi::RingStats,
-    /// Completions produced, posted or not: the next one's `seq`.
-    seq: u64,
 }
 
 impl Inner {

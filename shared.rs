@@ -20,10 +20,7 @@ use crate::{
     },
     kcov,
     kthread::ThreadCtx,
-    ring::{
-        Ring,
-        RingState, //
-    },
+    ring::Ring,
     signal::{
         Process,
         Sent, //
@@ -31,6 +28,7 @@ use crate::{
     },
     slots::{
         Inner,
+        RingState,
         Source,
         Work, //
     },

@@ -8,7 +8,6 @@
 
 use crate::{
     eventfd::EventFd,
-    ring::RingState,
     signal::SigTarget,
     timer::Timer,
     uapi::{
@@ -56,6 +55,16 @@ pub(crate) struct Extra {
     pub(crate) timer: Option<Timer>,
     /// When the slot's waiting echo becomes due, if it has one (see `Inner::echo_mask`).
     pub(crate) echo_due: Option<Instant<Monotonic>>,
+}
+
+/// The kernel's own side of a channel's ring, under the channel's lock: every index it relies
+/// on, and the counters, as `struct evnotify_ring_stats` reports them (its `sq_head` is the
+/// next submission to take, its `cq_tail` where the next completion goes).
+#[derive(Default)]
+pub(crate) struct RingState {
+    pub(crate) stats: uapi::RingStats,
+    /// Completions produced, posted or not: the next one's `seq`.
+    pub(crate) seq: u64,
 }
 
 /// The [`Extra`]s of a channel's slots.
