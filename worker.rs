@@ -302,15 +302,17 @@ impl<T: Served> Runner<T> {
     }
 }
 
-/// Most batches the thread serves in a row, alone on its CPU, before it passes through the
-/// scheduler all the same: so that a flooded worker still does on kernels without full
-/// preemption (RCU's quiescent states; `cond_resched()` has no Rust binding).
+/// Most turns of its loop (a batch each, or up to 16 of a ring's polling user) the thread
+/// makes, alone on its CPU, between two passes through the scheduler, counted from its last
+/// sleep: a flooded or polled worker still gets its voluntary context switches, which
+/// RCU-Tasks waits for (preemption is not its quiescent state) and kernels without full
+/// preemption need (`cond_resched()` has no Rust binding).
 const YIELD_EVERY: u32 = 16;
 
 impl<T: Served> ThreadWork for Runner<T> {
     fn run(self: Pin<&Self>, ctx: &ThreadCtx) {
         let mut window = busypoll::Window::default();
-        // Batches served since the thread last went through the scheduler.
+        // Turns since the thread last went through the scheduler, or slept.
         let mut streak = 0;
         // The idle spell the last channel served began while it spun for its ring, if any.
         let mut spell: Option<IdleSpell> = None;
