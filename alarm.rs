@@ -131,9 +131,7 @@ impl HrTimerCallback for Shared {
         // The worker is woken after the readers, to deliver the rest or to grant more re-arms
         // (not for a closed channel: both paths here checked `closed` under this lock).
         if !inner.idle() || refill {
-            if let Some(runner) = this.runner.as_ref() {
-                runner.enqueue(this, false);
-            }
+            Shared::wake_worker(this, &inner, false);
         }
         drop(inner);
         let Some(at) = again else {

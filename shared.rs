@@ -74,8 +74,8 @@ use kernel::{
     }, //
 };
 
-/// Most batches of a ring's polling user that the worker takes in one turn of `serve` (see
-/// there) before it goes back to its run queue.
+/// Most batches of a polling user that the worker takes in one turn of `serve` (see there)
+/// before it goes back to its run queue.
 const RUN: u32 = 16;
 
 /// The kick eventfds of a channel, one per slot at most; allocated on the first one.
@@ -180,6 +180,9 @@ pub(crate) struct Shared {
     pub(crate) inner: IrqSafeLock<Inner>,
     /// The run queue of the worker the channel uses, set once it has one.
     pub(crate) runner: SetOnce<Arc<Runner<Shared>>>,
+    /// Set, under `inner`, when the channel gets work while the worker spins for it
+    /// (`Inner::spinning`): the spin's hint, which `inner` then confirms.
+    poked: Atomic<bool>,
     /// The channel's place in that run queue.
     #[pin]
     links: ListLinks,
@@ -248,6 +251,7 @@ impl Shared {
         try_pin_init!(Shared {
             inner <- new_irq_safe_lock!(Inner::new(), "Channel::inner"),
             runner: SetOnce::new(),
+            poked: Atomic::new(false),
             links <- ListLinks::new(),
             queued <- AtomicTracker::new(),
             busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
@@ -284,9 +288,18 @@ impl Shared {
     ) {
         let mut inner = this.inner.lock();
         if f(&mut inner) && !inner.closed {
-            if let Some(runner) = this.runner.as_ref() {
-                runner.enqueue(this, event);
-            }
+            Shared::wake_worker(this, &inner, event);
+        }
+    }
+
+    /// Has the worker serve the channel: tells it, if it spins in `serve` for the channel's
+    /// next kick, else queues the channel (see `Runner::enqueue`). Under `inner`, for an open
+    /// channel that went from idle to having work (or whose deadlines changed).
+    pub(crate) fn wake_worker(this: ArcBorrow<'_, Self>, inner: &Inner, event: bool) {
+        if inner.spinning {
+            this.poked.store(true, Relaxed);
+        } else if let Some(runner) = this.runner.as_ref() {
+            runner.enqueue(this, event);
         }
     }
 
@@ -297,6 +310,10 @@ impl Shared {
         let mut inner = self.inner.lock();
         inner.closed = true;
         inner.alarm.live = false;
+        // A spin for the channel's next kick ends now, rather than at its window's end.
+        if inner.spinning {
+            self.poked.store(true, Relaxed);
+        }
         drop(inner);
         // The worker checks `closed` holding `serving`: after this, it does not serve the
         // channel again. Cancelling the alarm breaks its reference to the channel.
@@ -527,10 +544,10 @@ unsafe impl Served for Shared {
 
     /// Serves the channel once, for its worker `runner`: queues due ticks and echoes, then
     /// delivers one batch (of one slot) and puts the channel back at the end of the run queue
-    /// if it has more; with nothing to deliver, waits up to `spin` for its ring's next
+    /// if it has more; with nothing to deliver, waits up to `spin` for its next kick or ring
     /// submission (see `Served::serve`), else arms the alarm for the next deadline. `woke` is
     /// counted in `wakeups` or `polled` if there was work. Returns the idle spell its last
-    /// spin began, unless that spin caught its ring's next batch alone.
+    /// spin began, unless that spin caught the channel's next batch alone.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,
@@ -553,9 +570,9 @@ unsafe impl Served for Shared {
         let mut run = 0;
         let mut spell = None;
         // Not for a channel whose work KCOV records: its section would fill with the spin
-        // (the worker's own spin is outside sections); nor with its own deadlines, which the
-        // thread fires when it serves the channel anew.
-        let spin = if self.cov.is_set() || inner.has_deadlines() {
+        // (the worker's own spin is outside sections); nor while another channel's ring needs
+        // polling.
+        let spin = if self.cov.is_set() || (ring.is_none() && runner.polls_rings()) {
             Delta::ZERO
         } else {
             spin
@@ -598,39 +615,61 @@ unsafe impl Served for Shared {
                 runner.enqueue(self.as_arc_borrow(), true);
                 return None;
             }
-            // Out of work: a ring's polling user submits again soon, and taking that here
-            // costs one lock, where the worker's own poll would queue the channel to serve
-            // it again (docs/design.md, "The ring's round trip"). At most `RUN` batches so,
-            // for the worker's checks between them (`kthread_stop`, the yield).
+            // Out of work: a polling user kicks again soon, and taking that kick here costs
+            // one lock, where the worker would queue the channel and turn through its loop to
+            // serve it again (docs/design.md, "The polled round trip"). At most `RUN` batches
+            // so, for the worker's checks between them (`kthread_stop`, the yield); not with
+            // deadlines, which the thread fires when it serves the channel anew.
             run += 1;
-            let Some(ring) = ring.filter(|_| !spin.is_zero() && run < RUN && !inner.closed) else {
+            if spin.is_zero() || run >= RUN || inner.closed || inner.has_deadlines() {
                 break;
-            };
+            }
+            // From here, whoever gives the channel work tells the spin (`wake_worker`).
+            inner.spinning = true;
+            self.poked.store(false, Relaxed);
             drop(inner);
             // Only while no other channel waits: then what ends the spin is told apart as the
             // worker's own spin's end is (`Runner::quiet`).
-            if !runner.quiet() {
-                inner = self.inner.lock();
-                break;
-            }
-            // Unlocked meanwhile: `close` and the timer's ioctl need not wait for the spin.
-            drop(alarm);
-            // Awake: the user need not enter (the thread asks again before it sleeps).
-            ring.need_wakeup(false);
+            let quiet = runner.quiet();
             let since = Instant::now();
-            let caught = ctx.busy_poll(spin, || ring.submitted() || runner.others_waiting());
-            alarm = self.serving.lock();
+            let mut caught = false;
+            if quiet {
+                // `serving` stays held: `close` and the timer's ioctl, which take it, poke the
+                // spin (the ioctl's `try_lock` fails, and it queues the deadline instead).
+                if let Some(ring) = ring {
+                    // Awake: the user need not enter (the thread asks again before it sleeps).
+                    ring.need_wakeup(false);
+                }
+                caught = ctx.busy_poll(spin, || {
+                    self.poked.load(Relaxed)
+                        || ring.is_some_and(Ring::submitted)
+                        || runner.others_waiting()
+                });
+            }
             inner = self.inner.lock();
-            spell = Some(IdleSpell { since, caught });
+            inner.spinning = false;
             if inner.closed {
                 // `close` took the alarm's handle: nothing to arm.
-                return spell;
+                return quiet.then_some(IdleSpell { since, caught });
             }
-            let own = inner.take_submissions(ring);
+            if let Some(ring) = ring {
+                inner.take_submissions(ring);
+            }
+            let own = !inner.idle();
+            if !quiet {
+                // Work given meanwhile went to the spin that never began: queue it behind the
+                // others.
+                if own {
+                    runner.enqueue(self.as_arc_borrow(), true);
+                    return None;
+                }
+                break;
+            }
+            spell = Some(IdleSpell { since, caught });
             if runner.others_waiting() || !own || !caught {
-                // Ended by another channel or a deadline, by the window (a submission just
-                // after it was not caught), or with no work: the thread goes on with this idle
-                // spell (its window, its count of wake-ups).
+                // Ended by another channel, by the window (work just after it was not caught),
+                // or with no work (a deadline set, a stale hint): the thread goes on with this
+                // idle spell (its window, its count of wake-ups).
                 if own {
                     runner.enqueue(self.as_arc_borrow(), true);
                     return spell;

@@ -116,6 +116,9 @@ pub(crate) struct Inner {
     pub(crate) hangup: bool,
     /// The file was released: nothing is queued or served for the channel any more.
     pub(crate) closed: bool,
+    /// The worker is spinning in `Shared::serve` for the channel's next kick: whoever gives
+    /// the channel work tells it (`Shared::poked`) rather than queueing it.
+    pub(crate) spinning: bool,
     /// Kicks the thread has taken and not yet finished delivering: still counted as pending.
     /// They are all of one slot, `in_flight_slot` (a channel has one batch out at a time).
     pub(crate) in_flight: u64,
@@ -192,6 +195,7 @@ impl Inner {
             cursor: 0,
             hangup: false,
             closed: false,
+            spinning: false,
             in_flight: 0,
             in_flight_slot: 0,
             alarm_mask: 0,

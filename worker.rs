@@ -80,10 +80,10 @@ pub(crate) unsafe trait Served:
     /// how the thread came to it; the first that has work counts it, and sets it to
     /// [`Woke::Busy`].
     ///
-    /// With `spin` not zero, a channel whose ring is the worker's only one may wait up to
-    /// `spin` for its user's next submission when it runs out of work (`ctx.busy_poll`: it
-    /// stops as soon as another channel waits, another task wants the CPU, or the thread is
-    /// asked to stop).
+    /// With `spin` not zero, a channel may wait up to `spin` for its next kick or ring
+    /// submission when it runs out of work, unless another channel's ring needs polling
+    /// (`ctx.busy_poll`: it stops as soon as another channel waits, another task wants the
+    /// CPU, or the thread is asked to stop).
     /// Returns the idle spell it ended in, if it spun and its spin did not end with its own
     /// ring's next batch alone: the thread goes on with that spell (its window, its count of
     /// wake-ups) as if its own spin had begun then.
@@ -207,6 +207,12 @@ impl<T: Served> Runner<T> {
         }
         drop(queue);
         quiet
+    }
+
+    /// Whether the worker polls a ring: a channel then spins for its own next kick only if
+    /// the ring is its own (`Served::serve`).
+    pub(crate) fn polls_rings(&self) -> bool {
+        self.nr_rings.load(Relaxed) != 0
     }
 
     /// Whether channels wait in the run queue: a hint, read without its lock.
@@ -404,9 +410,9 @@ impl<T: Served> ThreadWork for Runner<T> {
                 }
             }
             // The channel counts the wake-up if it had work; else the next one does.
-            // The worker's spin, for a ring's user, when that ring is the only one it polls
-            // (others would wait unpolled meanwhile).
-            let spin = if self.nr_rings.load(Relaxed) == 1 {
+            // The worker's spin, for the channel's next kick, unless the worker polls more than
+            // one ring (others would wait unpolled meanwhile).
+            let spin = if self.nr_rings.load(Relaxed) <= 1 {
                 Delta::from_nanos(window.ns().min(self.busypoll_ns.load(Relaxed).into()) as i64)
             } else {
                 Delta::ZERO
