@@ -212,7 +212,7 @@ impl Shared {
         drop(alarm.handle.take());
         let mut inner = self.inner.lock();
         if inner.closed {
-            // `close` waits for `serving` to take the handle: nothing to start.
+            // `close` takes the handle after it set `closed`: nothing to start.
             return;
         }
         let deadline = inner.next_deadline();
@@ -254,6 +254,9 @@ impl Shared {
     /// owes ticks by then, a catch-up, which is the thread's (it is woken at the expiry that
     /// stops it, and restarts it).
     pub(crate) fn slot_read(self: &Arc<Self>, slot: usize) {
+        if self.timed.load(Relaxed) & (1 << slot) == 0 {
+            return;
+        }
         let mut inner = self.inner.lock();
         if inner.closed || inner.timer_mask & (1 << slot) == 0 {
             return;
@@ -289,9 +292,9 @@ impl Shared {
 
     /// Arms the alarm for the channel's next deadline from the caller's CPU, where it usually
     /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller); if the worker is
-    /// serving the channel, queues it to do so instead.
+    /// arming it at that moment, has it do so again instead (`Shared::wake_worker`).
     pub(crate) fn arm_here(this: ArcBorrow<'_, Self>) {
-        let Some(mut alarm) = this.serving.try_lock() else {
+        let Some(mut alarm) = this.armed.try_lock() else {
             Shared::update(this, false, |_| true);
             return;
         };

@@ -239,6 +239,7 @@ impl Channel {
         Shared::update(self.shared.as_arc_borrow(), true, |inner| {
             let was_idle = inner.idle();
             inner.replace_timer(slot, timer, Instant::now());
+            self.shared.timed.store(inner.timer_mask, Relaxed);
             was_idle && !inner.idle()
         });
         Shared::arm_here(self.shared.as_arc_borrow());

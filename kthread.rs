@@ -77,7 +77,7 @@ pub(crate) trait ThreadWork: Send + Sync + 'static {
 }
 
 /// How many times [`ThreadCtx::busy_poll`] looks between two checks of its budget, of other
-/// tasks and of `kthread_stop`: a few hundred nanoseconds at most.
+/// tasks and of `kthread_stop` (calls into C and a clock read, which cost more than a look).
 const LOOKS: u32 = 16;
 
 /// Calls that are only valid from inside a [`KThread`]; only the trampoline creates one.
@@ -108,10 +108,15 @@ impl ThreadCtx {
     }
 
     /// Spins until `done()` holds and returns true; gives up and returns false once `budget`
-    /// has passed, the thread is asked to stop, or another task could run on this CPU.
+    /// has passed since `start` (the caller's clock read, which it usually has), the thread is
+    /// asked to stop, or another task could run on this CPU.
     /// Preemption stays enabled, so the scheduler can take the CPU back at any time.
-    pub(crate) fn busy_poll(&self, budget: Delta, done: impl Fn() -> bool) -> bool {
-        let start = Instant::<Monotonic>::now();
+    pub(crate) fn busy_poll(
+        &self,
+        start: Instant<Monotonic>,
+        budget: Delta,
+        done: impl Fn() -> bool,
+    ) -> bool {
         loop {
             // The other checks are calls into C, and read the clock: made once every few
             // looks, so that a spin sees what it waits for sooner.

@@ -180,9 +180,14 @@ pub(crate) struct Shared {
     pub(crate) inner: IrqSafeLock<Inner>,
     /// The run queue of the worker the channel uses, set once it has one.
     pub(crate) runner: SetOnce<Arc<Runner<Shared>>>,
-    /// Set, under `inner`, when the channel gets work while the worker spins for it
-    /// (`Inner::spinning`): the spin's hint, which `inner` then confirms.
+    /// Set, under `inner`, when the channel gets work or a deadline, or closes, while the
+    /// worker spins for it (`Inner::spinning`): a hint that ends the spin, which then reads
+    /// `inner`.
     poked: Atomic<bool>,
+    /// The slots with a timer, and perhaps some whose timer ran out of ticks since: a superset
+    /// of `Inner::timer_mask`, stored with it by `EVNOTIFY_IOC_TIMER`, so that a read of a slot
+    /// with no timer takes no lock (`slot_read`, on every read of a notify eventfd).
+    pub(crate) timed: Atomic<u64>,
     /// The channel's place in that run queue.
     #[pin]
     links: ListLinks,
@@ -205,11 +210,15 @@ pub(crate) struct Shared {
     /// Serialises giving the channel its worker, so that it gets exactly one.
     #[pin]
     pub(crate) start: Mutex<()>,
-    /// Held by the worker while it serves the channel, so that `close` can wait for a batch
-    /// in progress, and by `EVNOTIFY_IOC_TIMER` while it arms the alarm. Ordered before
-    /// `inner`.
+    /// Held by the worker while it serves the channel (its spins for the next kick included),
+    /// so that `close` can wait for a batch in progress. Ordered before `armed`.
     #[pin]
-    pub(crate) serving: Mutex<Alarm>,
+    pub(crate) serving: Mutex<()>,
+    /// Held while the alarm is armed (`set_alarm`): by the worker after a batch, and by
+    /// `EVNOTIFY_IOC_TIMER`, which therefore need not wait for a batch, nor for a spin.
+    /// Ordered before `inner`.
+    #[pin]
+    pub(crate) armed: Mutex<Alarm>,
     /// Fires at the channel's next deadline (a timer tick or an echo), with the precision of
     /// an hrtimer, as timerfd's does: delivers lone ticks itself, queues the channel on its
     /// worker for the rest.
@@ -252,16 +261,15 @@ impl Shared {
             inner <- new_irq_safe_lock!(Inner::new(), "Channel::inner"),
             runner: SetOnce::new(),
             poked: Atomic::new(false),
+            timed: Atomic::new(0),
             links <- ListLinks::new(),
             queued <- AtomicTracker::new(),
             busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),
             kickfds <- new_mutex!(None, "Channel::kickfds"),
             readers <- new_mutex!(None, "Channel::readers"),
             start <- new_mutex!((), "Channel::start"),
-            serving <- new_mutex!(
-                Alarm { handle: None },
-                "Channel::serving"
-            ),
+            serving <- new_mutex!((), "Channel::serving"),
+            armed <- new_mutex!(Alarm { handle: None }, "Channel::armed"),
             alarm <- HrTimer::new(),
             count: Counters {
                 notifies: Atomic::new(0),
@@ -293,8 +301,8 @@ impl Shared {
     }
 
     /// Has the worker serve the channel: tells it, if it spins in `serve` for the channel's
-    /// next kick, else queues the channel (see `Runner::enqueue`). Under `inner`, for an open
-    /// channel that went from idle to having work (or whose deadlines changed).
+    /// next kick, else queues the channel (see `Runner::enqueue`). `inner` is `this`'s, locked,
+    /// for an open channel that went from idle to having work (or whose deadlines changed).
     pub(crate) fn wake_worker(this: ArcBorrow<'_, Self>, inner: &Inner, event: bool) {
         if inner.spinning {
             this.poked.store(true, Relaxed);
@@ -316,8 +324,10 @@ impl Shared {
         }
         drop(inner);
         // The worker checks `closed` holding `serving`: after this, it does not serve the
-        // channel again. Cancelling the alarm breaks its reference to the channel.
-        let handle = self.serving.lock().handle.take();
+        // channel again, nor arm the alarm (`set_alarm` checks `closed` before it starts it).
+        drop(self.serving.lock());
+        // Cancelling the alarm breaks its reference to the channel.
+        let handle = self.armed.lock().handle.take();
         drop(handle);
         if let Some(runner) = self.runner.as_ref() {
             runner.remove_ring(self);
@@ -398,7 +408,9 @@ impl Shared {
         } else if !posted {
             self.count.dropped.add(kicks - signalled, Relaxed);
         }
-        self.count.signals.add(signalled, Relaxed);
+        if signalled != 0 {
+            self.count.signals.add(signalled, Relaxed);
+        }
     }
 
     /// Allocates the table of kick eventfds, unless the channel has it.
@@ -555,7 +567,7 @@ unsafe impl Served for Shared {
         spin: Delta,
         woke: &mut Woke,
     ) -> Option<IdleSpell> {
-        let mut alarm = self.serving.lock();
+        let serving = self.serving.lock();
         let mut inner = self.inner.lock();
         if inner.closed {
             return None;
@@ -563,12 +575,16 @@ unsafe impl Served for Shared {
         if inner.has_deadlines() {
             inner.fire_timers(Instant::now(), false);
         }
-        let ring = self.ring.as_ref();
+        let mut ring = self.ring.as_ref();
         if let Some(ring) = ring {
             inner.take_submissions(ring);
         }
         let mut run = 0;
         let mut spell = None;
+        // When the turn's first spin began: its spins together last at most the busy-poll
+        // limit, so that the worker passes through the scheduler every `YIELD_EVERY` turns of
+        // at most that much spinning.
+        let mut began = None;
         // Not for a channel whose work KCOV records: its section would fill with the spin
         // (the worker's own spin is outside sections); nor while another channel's ring needs
         // polling.
@@ -584,11 +600,6 @@ unsafe impl Served for Shared {
                 inner.complete(ring, *slot, *kicks);
             }
             drop(inner);
-            match core::mem::replace(woke, Woke::Busy) {
-                Woke::Slept => self.count.wakeups.add(1, Relaxed),
-                Woke::Polled => self.count.polled.add(1, Relaxed),
-                Woke::Busy => {}
-            }
             let kicks = match work {
                 Work::Kicks {
                     slot,
@@ -604,8 +615,20 @@ unsafe impl Served for Shared {
                     0
                 }
             };
+            // Counted after the signal, which it would delay, and before the batch retires, so
+            // that a reader of the stats who waits for the channel to go idle sees it.
+            match core::mem::replace(woke, Woke::Busy) {
+                Woke::Slept => self.count.wakeups.add(1, Relaxed),
+                Woke::Polled => self.count.polled.add(1, Relaxed),
+                Woke::Busy => {}
+            }
             inner = self.inner.lock();
             inner.retire(kicks);
+            if inner.closed {
+                // `close` took the alarm's handle, and dequeues the channel after this turn:
+                // nothing to arm or queue.
+                return None;
+            }
             // What the ring's user submitted meanwhile is this channel's next batch.
             if let Some(ring) = ring {
                 inner.take_submissions(ring);
@@ -621,7 +644,7 @@ unsafe impl Served for Shared {
             // so, for the worker's checks between them (`kthread_stop`, the yield); not with
             // deadlines, which the thread fires when it serves the channel anew.
             run += 1;
-            if spin.is_zero() || run >= RUN || inner.closed || inner.has_deadlines() {
+            if spin.is_zero() || run >= RUN || inner.has_deadlines() {
                 break;
             }
             // From here, whoever gives the channel work tells the spin (`wake_worker`).
@@ -632,15 +655,18 @@ unsafe impl Served for Shared {
             // worker's own spin's end is (`Runner::quiet`).
             let quiet = runner.quiet();
             let since = Instant::now();
+            let limit = Delta::from_nanos(runner.busypoll_ns.load(Relaxed).into());
+            let left = spin.min(limit - (since - *began.get_or_insert(since)));
+            let spun = quiet && left > Delta::ZERO;
             let mut caught = false;
-            if quiet {
-                // `serving` stays held: `close` and the timer's ioctl, which take it, poke the
-                // spin (the ioctl's `try_lock` fails, and it queues the deadline instead).
+            if spun {
+                // `serving` stays held: `close` pokes the spin before it waits for it, and
+                // the timer's ioctl arms the alarm under `armed`.
                 if let Some(ring) = ring {
                     // Awake: the user need not enter (the thread asks again before it sleeps).
                     ring.need_wakeup(false);
                 }
-                caught = ctx.busy_poll(spin, || {
+                caught = ctx.busy_poll(since, left, || {
                     self.poked.load(Relaxed)
                         || ring.is_some_and(Ring::submitted)
                         || runner.others_waiting()
@@ -649,16 +675,17 @@ unsafe impl Served for Shared {
             inner = self.inner.lock();
             inner.spinning = false;
             if inner.closed {
-                // `close` took the alarm's handle: nothing to arm.
-                return quiet.then_some(IdleSpell { since, caught });
+                return spun.then_some(IdleSpell { since, caught });
             }
+            // A ring mapped meanwhile has the completions of the batches taken from now on.
+            ring = self.ring.as_ref();
             if let Some(ring) = ring {
                 inner.take_submissions(ring);
             }
             let own = !inner.idle();
-            if !quiet {
-                // Work given meanwhile went to the spin that never began: queue it behind the
-                // others.
+            if !spun {
+                // Another channel waits, or the turn spun its fill: work given meanwhile (to
+                // a spin that never began) goes behind the others.
                 if own {
                     runner.enqueue(self.as_arc_borrow(), true);
                     return None;
@@ -668,8 +695,8 @@ unsafe impl Served for Shared {
             spell = Some(IdleSpell { since, caught });
             if runner.others_waiting() || !own || !caught {
                 // Ended by another channel, by the window (work just after it was not caught),
-                // or with no work (a deadline set, a stale hint): the thread goes on with this
-                // idle spell (its window, its count of wake-ups).
+                // or with no work (a deadline set, `close`): the thread goes on with this idle
+                // spell (its window, its count of wake-ups).
                 if own {
                     runner.enqueue(self.as_arc_borrow(), true);
                     return spell;
@@ -680,7 +707,8 @@ unsafe impl Served for Shared {
             *woke = Woke::Polled;
         }
         drop(inner);
-        self.set_alarm(&mut alarm, true);
+        self.set_alarm(&mut self.armed.lock(), true);
+        drop(serving);
         spell
     }
 }

@@ -117,7 +117,8 @@ pub(crate) struct Inner {
     /// The file was released: nothing is queued or served for the channel any more.
     pub(crate) closed: bool,
     /// The worker is spinning in `Shared::serve` for the channel's next kick: whoever gives
-    /// the channel work tells it (`Shared::poked`) rather than queueing it.
+    /// the channel work or a deadline, or closes it, tells it (`Shared::poked`) rather than
+    /// queueing it.
     pub(crate) spinning: bool,
     /// Kicks the thread has taken and not yet finished delivering: still counted as pending.
     /// They are all of one slot, `in_flight_slot` (a channel has one batch out at a time).
@@ -149,7 +150,7 @@ pub(crate) struct AlarmState {
     /// How many more times the callback may re-arm it before the thread has run (or a reader
     /// of a timer slot's eventfd has read it).
     pub(crate) credit: u32,
-    /// Whether a handle of the started alarm is held (in `Shared::serving`), so that the timer
+    /// Whether a handle of the started alarm is held (in `Shared::armed`), so that the timer
     /// may be restarted in place (`Shared::slot_read`): the handle's drop cancels it. Cleared
     /// before the handle is dropped (by `set_alarm`, and by `close` with `closed`).
     pub(crate) live: bool,

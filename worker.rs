@@ -85,7 +85,7 @@ pub(crate) unsafe trait Served:
     /// (`ctx.busy_poll`: it stops as soon as another channel waits, another task wants the
     /// CPU, or the thread is asked to stop).
     /// Returns the idle spell it ended in, if it spun and its spin did not end with its own
-    /// ring's next batch alone: the thread goes on with that spell (its window, its count of
+    /// next batch alone: the thread goes on with that spell (its window, its count of
     /// wake-ups) as if its own spin had begun then.
     fn serve(
         self: Arc<Self>,
@@ -110,12 +110,12 @@ pub(crate) unsafe trait Served:
     fn ring_wakeup(&self, on: bool);
 }
 
-/// An idle spell that a channel began while it spun for its ring (`Served::serve`).
+/// An idle spell that a channel began while it spun for its next kick (`Served::serve`).
 pub(crate) struct IdleSpell {
     /// When the spin began.
     pub(crate) since: Instant<Monotonic>,
-    /// Whether something ended it before the window ran out (another channel queued, a
-    /// deadline, or submissions that gave no work).
+    /// Whether something ended it before the window ran out (another channel queued, its own
+    /// work, a deadline set, `close`, or submissions that gave no work).
     pub(crate) caught: bool,
 }
 
@@ -199,6 +199,10 @@ impl<T: Served> Runner<T> {
     /// that queued channels before (as the thread does when it finds the queue empty), so
     /// that the flags say what comes next.
     pub(crate) fn quiet(&self) -> bool {
+        // Nothing to forget: no lock (a polled channel's every round trip asks).
+        if self.waiting.load(Relaxed) == 0 && !self.event.load(Relaxed) && !self.due.load(Relaxed) {
+            return true;
+        }
         let queue = self.queue.lock();
         let quiet = queue.list.is_empty();
         if quiet {
@@ -308,7 +312,7 @@ impl<T: Served> Runner<T> {
     }
 }
 
-/// Most turns of its loop (a batch each, or up to 16 of a ring's polling user) the thread
+/// Most turns of its loop (a batch each, or up to 16 of a polling user) the thread
 /// makes, alone on its CPU, between two passes through the scheduler, counted from its last
 /// sleep: a flooded or polled worker still gets its voluntary context switches, which
 /// RCU-Tasks waits for (preemption is not its quiescent state) and kernels without full
@@ -320,14 +324,14 @@ impl<T: Served> ThreadWork for Runner<T> {
         let mut window = busypoll::Window::default();
         // Turns since the thread last went through the scheduler, or slept.
         let mut streak = 0;
-        // The idle spell the last channel served began while it spun for its ring, if any.
+        // The idle spell the last channel served began while it spun for its next kick, if any.
         let mut spell: Option<IdleSpell> = None;
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut woke = Woke::Slept;
         loop {
             let mut queue = self.queue.lock();
             // When the queue ran empty, and whether the spin since caught a channel: a
-            // channel's spin for its ring is this idle spell's, begun when it began.
+            // channel's spin for its next kick is this idle spell's, begun when it began.
             let (mut idle_since, mut spun, mut caught) = match spell.take() {
                 Some(s) => {
                     woke = Woke::Busy;
@@ -358,9 +362,12 @@ impl<T: Served> ThreadWork for Runner<T> {
                 if !spun && spin_ns != 0 {
                     spun = true;
                     drop(queue);
-                    caught = ctx.busy_poll(Delta::from_nanos(spin_ns as i64), || {
-                        self.event.load(Relaxed) || self.due.load(Relaxed) || self.rings_submitted()
-                    });
+                    caught =
+                        ctx.busy_poll(Instant::now(), Delta::from_nanos(spin_ns as i64), || {
+                            self.event.load(Relaxed)
+                                || self.due.load(Relaxed)
+                                || self.rings_submitted()
+                        });
                     if caught {
                         // This withdraws every request for a wake-up: the thread asks again
                         // before it sleeps.
@@ -424,9 +431,9 @@ impl<T: Served> ThreadWork for Runner<T> {
             self.poll_rings(false);
             // Through the scheduler if another task waits for this CPU (such as a reader the
             // batch just woke, on a shared CPU), and every `YIELD_EVERY` turns (a turn serves
-            // one batch, or up to 16 of a ring's polling user): not after every batch, which
-            // cost a ring's polling user a third of its round trip (docs/design.md, "The ring's
-            // round trip").
+            // one batch, or up to 16 of a polling user, with at most the busy-poll limit of
+            // spinning): not after every batch, which cost a ring's polling user a third of its
+            // round trip (docs/design.md, "The ring's round trip").
             streak += 1;
             if streak >= YIELD_EVERY || !ctx.alone() {
                 streak = 0;

@@ -32,6 +32,10 @@ pub const TESTS: &[Test] = &[
         "timer_alarm_follows_its_reader",
         timer_alarm_follows_its_reader,
     ),
+    (
+        "timer_armed_where_set_while_spinning",
+        timer_armed_where_set_while_spinning,
+    ),
 ];
 
 /// The CPU the channel's thread is pinned to; the test's own thread runs on CPU 0.
@@ -325,10 +329,10 @@ fn local_timer_interrupts() -> Result<Vec<u64>> {
         .collect()
 }
 
-/// Pins the caller to [`CPU`], reads `ticks` ticks from `n` and returns how many local timer
+/// Pins the caller to `cpu`, reads `ticks` ticks from `n` and returns how many local timer
 /// interrupts CPU 0 and [`CPU`] took meanwhile.
-fn read_on_cpu(n: &Notifier, ticks: u64) -> Result<(u64, u64)> {
-    pin_me(CPU)?;
+fn read_on_cpu(n: &Notifier, ticks: u64, cpu: usize) -> Result<(u64, u64)> {
+    pin_me(cpu)?;
     first_more(n)?;
     let before = local_timer_interrupts()?;
     let mut got = 0;
@@ -363,7 +367,7 @@ fn timer_alarm_follows_its_reader() -> Result<()> {
     ch.attach(0, &n)?;
     ch.set_timer(0, PERIOD, 0)?;
     crate::promises::in_child("a reader in another process", || {
-        let (d0, d1) = read_on_cpu(&n, TICKS)?;
+        let (d0, d1) = read_on_cpu(&n, TICKS, CPU)?;
         ensure!(
             d0 >= d1 + TICKS / 2,
             "local timer interrupts while another process read {TICKS} ticks on CPU {CPU}: \
@@ -372,7 +376,7 @@ fn timer_alarm_follows_its_reader() -> Result<()> {
         Ok(())
     })?;
     let (d0, d1) =
-        std::thread::scope(|sc| crate::join(sc.spawn(|| read_on_cpu(&n, TICKS)), "reader"))?;
+        std::thread::scope(|sc| crate::join(sc.spawn(|| read_on_cpu(&n, TICKS, CPU)), "reader"))?;
     ch.cancel_timer(0)?;
     ensure!(
         d1 >= d0 + TICKS / 2,
@@ -380,6 +384,41 @@ fn timer_alarm_follows_its_reader() -> Result<()> {
          CPU {CPU} {d1}"
     );
     Ok(())
+}
+
+/// The timer is armed on the CPU of the caller that sets it, also when the call lands while the
+/// thread spins for the channel's next kick (right after a polled answer): set from CPU 0,
+/// the thread on [`CPU`], and read on CPU 0 by another process (whose reads do not move it),
+/// its expiries are CPU 0's local timer interrupts, as in `timer_alarm_follows_its_reader`.
+fn timer_armed_where_set_while_spinning() -> Result<()> {
+    const TICKS: u64 = 300;
+    pin_me(0)?;
+    let ch = Channel::open()?;
+    ch.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+    start_thread(&ch)?;
+    ch.pin_thread(CPU)?;
+    let (k, n) = (Notifier::new()?, Notifier::new()?);
+    ch.attach(0, &k)?;
+    ch.attach(1, &n)?;
+    // Kicks that come back after the window but within the limit grow it: the thread spins
+    // for most of a millisecond after each answer.
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_micros(500));
+        ch.kick(0, 1)?;
+        collect(&k, 1)?;
+    }
+    ch.set_timer(1, Duration::from_millis(1), 0)?;
+    let r = crate::promises::in_child("a reader in another process", || {
+        let (d0, d1) = read_on_cpu(&n, TICKS, 0)?;
+        ensure!(
+            d0 >= d1 + TICKS / 2,
+            "local timer interrupts while {TICKS} ticks set from CPU 0 were read there: \
+             CPU 0 {d0}, CPU {CPU} {d1}"
+        );
+        Ok(())
+    });
+    ch.cancel_timer(1)?;
+    r
 }
 
 /// Waits for one more notification on `n` (it may bring several).

@@ -26,6 +26,7 @@ pub const TESTS: &[Test] = &[
         "ring_awake_thread_needs_no_enter",
         ring_awake_thread_needs_no_enter,
     ),
+    ("ring_mapped_while_spinning", ring_mapped_while_spinning),
     (
         "ring_conservation_across_cpus",
         ring_conservation_across_cpus,
@@ -338,6 +339,38 @@ fn ring_awake_thread_needs_no_enter() -> Result<()> {
         join(flood, "flood")?;
         res
     })
+}
+
+/// A ring mapped while the thread spins for the channel's next kick (right after a polled
+/// answer) has the completion of every batch taken after `mmap` returned, none counted
+/// dropped: the spin reads the ring anew when it ends.
+fn ring_mapped_while_spinning() -> Result<()> {
+    for round in 0..20 {
+        let ch = Channel::open()?;
+        ch.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+        // Kicks that come back after the window but within the limit grow the window: the
+        // thread spins for most of a millisecond after each answer.
+        let n = Notifier::new()?;
+        ch.attach(0, &n)?;
+        for _ in 0..50 {
+            thread::sleep(Duration::from_micros(500));
+            ch.kick(0, 1)?;
+            collect(&n, 1)?;
+        }
+        let mut r = ch.map_ring()?;
+        ensure!(r.submit(3, 2)?, "queue full at once");
+        let c = next(&mut r).with_context(|| format!("round {round}"))?;
+        ensure!(
+            (c.slot, c.count, c.seq) == (3, 2, 0),
+            "round {round}: {c:?}"
+        );
+        let s = ring_idle(&ch, &r)?;
+        ensure!(
+            s.dropped == 0 && s.handled == 52,
+            "round {round}: a posted batch counted dropped: {s:?}"
+        );
+    }
+    Ok(())
 }
 
 /// A submitter and a reaper on one CPU, the thread on another, millions of kicks: every one
