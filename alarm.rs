@@ -291,14 +291,11 @@ impl Shared {
     }
 
     /// Arms the alarm for the channel's next deadline from the caller's CPU, where it usually
-    /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller); if the worker is
-    /// arming it at that moment, has it do so again instead (`Shared::wake_worker`).
+    /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller). Waits for `armed`,
+    /// which the worker holds only while it arms the alarm after a batch (never while it
+    /// delivers or spins), and another such call.
     pub(crate) fn arm_here(this: ArcBorrow<'_, Self>) {
-        let Some(mut alarm) = this.armed.try_lock() else {
-            Shared::update(this, false, |_| true);
-            return;
-        };
         let arc: Arc<Self> = this.into();
-        arc.set_alarm(&mut alarm, false);
+        arc.set_alarm(&mut arc.armed.lock(), false);
     }
 }

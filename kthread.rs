@@ -77,7 +77,8 @@ pub(crate) trait ThreadWork: Send + Sync + 'static {
 }
 
 /// How many times [`ThreadCtx::busy_poll`] looks between two checks of its budget, of other
-/// tasks and of `kthread_stop` (calls into C and a clock read, which cost more than a look).
+/// tasks and of `kthread_stop` (calls into C and a clock read, which cost more than most looks;
+/// the worker's look at its rings takes a mutex).
 const LOOKS: u32 = 16;
 
 /// Calls that are only valid from inside a [`KThread`]; only the trampoline creates one.

@@ -78,6 +78,14 @@ use kernel::{
 /// before it goes back to its run queue.
 const RUN: u32 = 16;
 
+/// Why a spin for a channel's next kick ended (`Shared::poked`): an event of the channel's,
+/// which counts the spin as catching it, as the worker's own spin counts its `event` flag...
+const POKE_EVENT: u32 = 1;
+/// ... a deadline, which does not (the thread sleeps until deadlines anyway)...
+const POKE_DUE: u32 = 2;
+/// ... or `close`.
+const POKE_CLOSE: u32 = 4;
+
 /// The kick eventfds of a channel, one per slot at most; allocated on the first one.
 type KickFds = [Option<Pin<KBox<KickFd<SlotSink>>>>; NR_SLOTS];
 
@@ -180,10 +188,10 @@ pub(crate) struct Shared {
     pub(crate) inner: IrqSafeLock<Inner>,
     /// The run queue of the worker the channel uses, set once it has one.
     pub(crate) runner: SetOnce<Arc<Runner<Shared>>>,
-    /// Set, under `inner`, when the channel gets work or a deadline, or closes, while the
-    /// worker spins for it (`Inner::spinning`): a hint that ends the spin, which then reads
-    /// `inner`.
-    poked: Atomic<bool>,
+    /// Why the spin for the channel's next kick (`Inner::spinning`) should end, if it should:
+    /// [`POKE_EVENT`] (a kick, a hang-up, a timer set), [`POKE_DUE`] (ticks or an echo the
+    /// alarm queued) or [`POKE_CLOSE`]. Written under `inner`; the spin reads `inner` then.
+    poked: Atomic<u32>,
     /// The slots with a timer, and perhaps some whose timer ran out of ticks since: a superset
     /// of `Inner::timer_mask`, stored with it by `EVNOTIFY_IOC_TIMER`, so that a read of a slot
     /// with no timer takes no lock (`slot_read`, on every read of a notify eventfd).
@@ -260,7 +268,7 @@ impl Shared {
         try_pin_init!(Shared {
             inner <- new_irq_safe_lock!(Inner::new(), "Channel::inner"),
             runner: SetOnce::new(),
-            poked: Atomic::new(false),
+            poked: Atomic::new(0),
             timed: Atomic::new(0),
             links <- ListLinks::new(),
             queued <- AtomicTracker::new(),
@@ -305,7 +313,9 @@ impl Shared {
     /// for an open channel that went from idle to having work (or whose deadlines changed).
     pub(crate) fn wake_worker(this: ArcBorrow<'_, Self>, inner: &Inner, event: bool) {
         if inner.spinning {
-            this.poked.store(true, Relaxed);
+            let why = if event { POKE_EVENT } else { POKE_DUE };
+            // Every writer holds `inner`: no update is lost between the two.
+            this.poked.store(this.poked.load(Relaxed) | why, Relaxed);
         } else if let Some(runner) = this.runner.as_ref() {
             runner.enqueue(this, event);
         }
@@ -320,7 +330,7 @@ impl Shared {
         inner.alarm.live = false;
         // A spin for the channel's next kick ends now, rather than at its window's end.
         if inner.spinning {
-            self.poked.store(true, Relaxed);
+            self.poked.store(POKE_CLOSE, Relaxed);
         }
         drop(inner);
         // The worker checks `closed` holding `serving`: after this, it does not serve the
@@ -625,8 +635,8 @@ unsafe impl Served for Shared {
             inner = self.inner.lock();
             inner.retire(kicks);
             if inner.closed {
-                // `close` took the alarm's handle, and dequeues the channel after this turn:
-                // nothing to arm or queue.
+                // `close` waits for `serving`, then takes the alarm's handle and dequeues the
+                // channel: nothing to arm or queue.
                 return None;
             }
             // What the ring's user submitted meanwhile is this channel's next batch.
@@ -640,16 +650,17 @@ unsafe impl Served for Shared {
             }
             // Out of work: a polling user kicks again soon, and taking that kick here costs
             // one lock, where the worker would queue the channel and turn through its loop to
-            // serve it again (docs/design.md, "The polled round trip"). At most `RUN` batches
-            // so, for the worker's checks between them (`kthread_stop`, the yield); not with
-            // deadlines, which the thread fires when it serves the channel anew.
+            // serve it again (docs/design.md, "The polled round trip since shared workers").
+            // At most `RUN` batches so, for the worker's checks between them (`kthread_stop`,
+            // the yield); not with deadlines, which the thread fires when it serves the
+            // channel anew.
             run += 1;
             if spin.is_zero() || run >= RUN || inner.has_deadlines() {
                 break;
             }
             // From here, whoever gives the channel work tells the spin (`wake_worker`).
             inner.spinning = true;
-            self.poked.store(false, Relaxed);
+            self.poked.store(0, Relaxed);
             drop(inner);
             // Only while no other channel waits: then what ends the spin is told apart as the
             // worker's own spin's end is (`Runner::quiet`).
@@ -667,7 +678,7 @@ unsafe impl Served for Shared {
                     ring.need_wakeup(false);
                 }
                 caught = ctx.busy_poll(since, left, || {
-                    self.poked.load(Relaxed)
+                    self.poked.load(Relaxed) != 0
                         || ring.is_some_and(Ring::submitted)
                         || runner.others_waiting()
                 });
@@ -679,6 +690,11 @@ unsafe impl Served for Shared {
             }
             // A ring mapped meanwhile has the completions of the batches taken from now on.
             ring = self.ring.as_ref();
+            // Whether the channel had an event of its own meanwhile (a kick, a submission),
+            // rather than only a deadline (ticks or an echo the alarm queued): as the worker
+            // tells its `event` flag from its `due` flag, for the window and the counts.
+            let event =
+                ring.is_some_and(Ring::submitted) || self.poked.load(Relaxed) & POKE_EVENT != 0;
             if let Some(ring) = ring {
                 inner.take_submissions(ring);
             }
@@ -687,18 +703,18 @@ unsafe impl Served for Shared {
                 // Another channel waits, or the turn spun its fill: work given meanwhile (to
                 // a spin that never began) goes behind the others.
                 if own {
-                    runner.enqueue(self.as_arc_borrow(), true);
+                    runner.enqueue(self.as_arc_borrow(), event);
                     return None;
                 }
                 break;
             }
             spell = Some(IdleSpell { since, caught });
-            if runner.others_waiting() || !own || !caught {
+            if runner.others_waiting() || !own || !caught || !event {
                 // Ended by another channel, by the window (work just after it was not caught),
-                // or with no work (a deadline set, `close`): the thread goes on with this idle
-                // spell (its window, its count of wake-ups).
+                // by a deadline, or with no work (a stale submission hint): the thread goes on
+                // with this idle spell (its window, its count of wake-ups).
                 if own {
-                    runner.enqueue(self.as_arc_borrow(), true);
+                    runner.enqueue(self.as_arc_borrow(), event);
                     return spell;
                 }
                 break;

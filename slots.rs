@@ -116,9 +116,9 @@ pub(crate) struct Inner {
     pub(crate) hangup: bool,
     /// The file was released: nothing is queued or served for the channel any more.
     pub(crate) closed: bool,
-    /// The worker is spinning in `Shared::serve` for the channel's next kick: whoever gives
-    /// the channel work or a deadline, or closes it, tells it (`Shared::poked`) rather than
-    /// queueing it.
+    /// The worker is spinning in `Shared::serve` for the channel's next kick: whoever would
+    /// queue the channel on its worker (a kick, ticks or an echo the alarm queued), or closes
+    /// it, tells the spin (`Shared::poked`) instead.
     pub(crate) spinning: bool,
     /// Kicks the thread has taken and not yet finished delivering: still counted as pending.
     /// They are all of one slot, `in_flight_slot` (a channel has one batch out at a time).

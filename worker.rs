@@ -115,7 +115,8 @@ pub(crate) struct IdleSpell {
     /// When the spin began.
     pub(crate) since: Instant<Monotonic>,
     /// Whether something ended it before the window ran out (another channel queued, its own
-    /// work, a deadline set, `close`, or submissions that gave no work).
+    /// work, a deadline, `close`, or submissions that gave no work), rather than the window,
+    /// another task wanting the CPU, or `kthread_stop`.
     pub(crate) caught: bool,
 }
 
@@ -195,9 +196,9 @@ impl<T: Served> Runner<T> {
         }
     }
 
-    /// Whether no channel waits in the run queue; if so, forgets the events and deadlines
-    /// that queued channels before (as the thread does when it finds the queue empty), so
-    /// that the flags say what comes next.
+    /// Whether no channel waits in the run queue (a hint, as `others_waiting`); if so, forgets
+    /// the events and deadlines that queued channels before (as the thread does when it finds
+    /// the queue empty), so that the flags say what comes next.
     pub(crate) fn quiet(&self) -> bool {
         // Nothing to forget: no lock (a polled channel's every round trip asks).
         if self.waiting.load(Relaxed) == 0 && !self.event.load(Relaxed) && !self.due.load(Relaxed) {
@@ -312,7 +313,8 @@ impl<T: Served> Runner<T> {
     }
 }
 
-/// Most turns of its loop (a batch each, or up to 16 of a polling user) the thread
+/// Most turns of its loop (a batch each, or up to 16 of a polling user, with at most the
+/// busy-poll window of its own spin and the limit of the channel's spins in each) the thread
 /// makes, alone on its CPU, between two passes through the scheduler, counted from its last
 /// sleep: a flooded or polled worker still gets its voluntary context switches, which
 /// RCU-Tasks waits for (preemption is not its quiescent state) and kernels without full

@@ -293,8 +293,9 @@ struct evnotify_busypoll {
  * it: the channel that started it may close first, and the last one to close
  * stops it.
  * Closing a channel stops its deliveries before close(2) returns, waiting at
- * most for its own batch (or timer's signals) in progress, never for the other
- * channels' work.
+ * most for its own batch (or timer's signals) in progress, or for its busy
+ * polling worker to see that close ended its spin for the channel's next
+ * kick, never for the other channels' work.
  * Busy polling belongs to the worker and polls all its channels: the limit
  * set by EVNOTIFY_IOC_BUSYPOLL on any of its channels applies to the worker,
  * evnotify_stats.busypoll_ns shows it, and a channel that shares a worker
