@@ -289,13 +289,4 @@ impl Shared {
             inner.alarm.cpu = Some(here);
         }
     }
-
-    /// Arms the alarm for the channel's next deadline from the caller's CPU, where it usually
-    /// stays (as a timerfd's hrtimer is armed by `timerfd_settime`'s caller). Waits for `armed`,
-    /// which the worker holds only while it arms the alarm after a batch (never while it
-    /// delivers or spins), and another such call.
-    pub(crate) fn arm_here(this: ArcBorrow<'_, Self>) {
-        let arc: Arc<Self> = this.into();
-        arc.set_alarm(&mut arc.armed.lock(), false);
-    }
 }

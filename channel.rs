@@ -236,13 +236,18 @@ impl Channel {
                 Some(timer)
             }
         };
+        // `armed` first: the alarm is armed here, on the caller's CPU (as a timerfd's hrtimer is
+        // armed by `timerfd_settime`'s caller), before a worker that finishes a batch of the
+        // channel meanwhile can arm it on its own. The worker holds it only while it arms the
+        // alarm after a batch (never while it delivers or spins).
+        let mut armed = self.shared.armed.lock();
         Shared::update(self.shared.as_arc_borrow(), true, |inner| {
             let was_idle = inner.idle();
             inner.replace_timer(slot, timer, Instant::now());
             self.shared.timed.store(inner.timer_mask, Relaxed);
             was_idle && !inner.idle()
         });
-        Shared::arm_here(self.shared.as_arc_borrow());
+        self.shared.set_alarm(&mut armed, false);
         Ok(())
     }
 

@@ -236,6 +236,11 @@ impl Inner {
         was_idle && !self.idle()
     }
 
+    /// The kicks taken from the ring so far (0 without one): what a spin's end compares.
+    pub(crate) fn sq_kicks(&self) -> u64 {
+        self.ring.as_ref().map_or(0, |r| r.stats.sq_kicks)
+    }
+
     /// Posts the completion of a batch of `kicks` kicks of `slot` on `ring`, or counts it lost
     /// if the completion queue is full (or its head is not one user space could have
     /// written: more than a queue's length behind, or ahead of, the tail).

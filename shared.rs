@@ -189,8 +189,10 @@ pub(crate) struct Shared {
     /// The run queue of the worker the channel uses, set once it has one.
     pub(crate) runner: SetOnce<Arc<Runner<Shared>>>,
     /// Why the spin for the channel's next kick (`Inner::spinning`) should end, if it should:
-    /// [`POKE_EVENT`] (a kick, a hang-up, a timer set), [`POKE_DUE`] (ticks or an echo the
-    /// alarm queued) or [`POKE_CLOSE`]. Written under `inner`; the spin reads `inner` then.
+    /// [`POKE_EVENT`] (what `Shared::update` is told is an event: a kick, an echo through a
+    /// kick eventfd, a hang-up, ring submissions, ticks a replaced timer owed), [`POKE_DUE`]
+    /// (ticks or an echo the alarm queued, or its request for more re-arms) or [`POKE_CLOSE`].
+    /// Written under `inner`; the spin reads `inner` then.
     poked: Atomic<u32>,
     /// The slots with a timer, and perhaps some whose timer ran out of ticks since: a superset
     /// of `Inner::timer_mask`, stored with it by `EVNOTIFY_IOC_TIMER`, so that a read of a slot
@@ -686,18 +688,24 @@ unsafe impl Served for Shared {
             inner = self.inner.lock();
             inner.spinning = false;
             if inner.closed {
-                return spun.then_some(IdleSpell { since, caught });
+                // Ended for nobody's work.
+                return spun.then_some(IdleSpell {
+                    since,
+                    caught: false,
+                    event: false,
+                });
             }
             // A ring mapped meanwhile has the completions of the batches taken from now on.
             ring = self.ring.as_ref();
-            // Whether the channel had an event of its own meanwhile (a kick, a submission),
-            // rather than only a deadline (ticks or an echo the alarm queued): as the worker
-            // tells its `event` flag from its `due` flag, for the window and the counts.
-            let event =
-                ring.is_some_and(Ring::submitted) || self.poked.load(Relaxed) & POKE_EVENT != 0;
+            let taken = inner.sq_kicks();
             if let Some(ring) = ring {
                 inner.take_submissions(ring);
             }
+            // Whether the channel had an event of its own meanwhile (a kick, a submission that
+            // gave kicks), rather than only a deadline (ticks or an echo the alarm queued, its
+            // request for more re-arms): as the worker tells its `event` flag from its `due`
+            // flag, for the window and the counts.
+            let event = inner.sq_kicks() != taken || self.poked.load(Relaxed) & POKE_EVENT != 0;
             let own = !inner.idle();
             if !spun {
                 // Another channel waits, or the turn spun its fill: work given meanwhile (to
@@ -708,11 +716,17 @@ unsafe impl Served for Shared {
                 }
                 break;
             }
-            spell = Some(IdleSpell { since, caught });
-            if runner.others_waiting() || !own || !caught || !event {
-                // Ended by another channel, by the window (work just after it was not caught),
-                // by a deadline, or with no work (a stale submission hint): the thread goes on
-                // with this idle spell (its window, its count of wake-ups).
+            let others = runner.others_waiting();
+            spell = Some(IdleSpell {
+                since,
+                caught,
+                event: event || (others && runner.event_queued()),
+            });
+            if others || !own || !caught || !event {
+                // Ended by another channel, by the window (work just after it was not caught)
+                // or the CPU wanted elsewhere, by a deadline, or with no work (an echo that
+                // waits, a request for re-arms, a stale hint): the thread goes on with this
+                // idle spell (its count of wake-ups; without work, it sleeps).
                 if own {
                     runner.enqueue(self.as_arc_borrow(), event);
                     return spell;

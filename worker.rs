@@ -115,9 +115,13 @@ pub(crate) struct IdleSpell {
     /// When the spin began.
     pub(crate) since: Instant<Monotonic>,
     /// Whether something ended it before the window ran out (another channel queued, its own
-    /// work, a deadline, `close`, or submissions that gave no work), rather than the window,
-    /// another task wanting the CPU, or `kthread_stop`.
+    /// kick or submission, a deadline), rather than the window, another task wanting the CPU,
+    /// `kthread_stop` or `close`.
     pub(crate) caught: bool,
+    /// Whether what ended it was an event (a kick, a submission, another channel queued by
+    /// one), rather than a deadline: read when the spin ended, as the thread reads its own
+    /// flags when its own spin ends.
+    pub(crate) event: bool,
 }
 
 /// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
@@ -218,6 +222,12 @@ impl<T: Served> Runner<T> {
     /// the ring is its own (`Served::serve`).
     pub(crate) fn polls_rings(&self) -> bool {
         self.nr_rings.load(Relaxed) != 0
+    }
+
+    /// Whether an event queued a channel since the queue was last found empty: a hint, read
+    /// without its lock.
+    pub(crate) fn event_queued(&self) -> bool {
+        self.event.load(Relaxed)
     }
 
     /// Whether channels wait in the run queue: a hint, read without its lock.
@@ -334,9 +344,20 @@ impl<T: Served> ThreadWork for Runner<T> {
             let mut queue = self.queue.lock();
             // When the queue ran empty, and whether the spin since caught a channel: a
             // channel's spin for its next kick is this idle spell's, begun when it began.
+            // What ended a channel's spin: the flags the thread reads at the pop below may have
+            // changed since (it may have yielded), and what was queued meanwhile did not end it.
+            let mut ended_by = None;
             let (mut idle_since, mut spun, mut caught) = match spell.take() {
                 Some(s) => {
                     woke = Woke::Busy;
+                    if s.caught {
+                        ended_by = Some(s.event);
+                        if !s.event {
+                            // A deadline: as after the thread's own spin, the window closes
+                            // (the channel may not be queued, with nothing to deliver).
+                            window.adapt(0, self.busypoll_ns.load(Relaxed), false, false);
+                        }
+                    }
                     (Some(s.since), true, s.caught)
                 }
                 None => (None, false, false),
@@ -396,8 +417,9 @@ impl<T: Served> ThreadWork for Runner<T> {
                 // spin caught before the sleep did not end this spell.
                 streak = 0;
                 caught = false;
+                ended_by = None;
             };
-            let event = self.event.load(Relaxed);
+            let event = ended_by.unwrap_or_else(|| self.event.load(Relaxed));
             drop(queue);
             // Serving a channel is recorded for its opener's KCOV collector, if any; the wait
             // and the yield are not (as vhost's worker records each work item, not its idle
