@@ -224,9 +224,10 @@ pub(crate) struct Shared {
     /// so that `close` can wait for a batch in progress. Ordered before `armed`.
     #[pin]
     pub(crate) serving: Mutex<()>,
-    /// Held while the alarm is armed (`set_alarm`): by the worker after a batch, and by
-    /// `EVNOTIFY_IOC_TIMER`, which therefore need not wait for a batch, nor for a spin.
-    /// Ordered before `inner`.
+    /// The alarm's handle: held while the alarm is armed (`set_alarm`), by the worker after a
+    /// batch and by `EVNOTIFY_IOC_TIMER` (from before it installs the timer), which therefore
+    /// need not wait for a batch, nor for a spin; and by `close` to take the handle. Ordered
+    /// after `serving`, before `inner`.
     #[pin]
     pub(crate) armed: Mutex<Alarm>,
     /// Fires at the channel's next deadline (a timer tick or an echo), with the precision of
@@ -705,28 +706,39 @@ unsafe impl Served for Shared {
             // gave kicks), rather than only a deadline (ticks or an echo the alarm queued, its
             // request for more re-arms): as the worker tells its `event` flag from its `due`
             // flag, for the window and the counts.
-            let event = inner.sq_kicks() != taken || self.poked.load(Relaxed) & POKE_EVENT != 0;
+            let poke = self.poked.load(Relaxed);
+            let event = inner.sq_kicks() != taken || poke & POKE_EVENT != 0;
             let own = !inner.idle();
-            if !spun {
-                // Another channel waits, or the turn spun its fill: work given meanwhile (to
-                // a spin that never began) goes behind the others.
+            // Another channel that waits, and whether an event queued it (else a deadline).
+            let others = runner.queued_by();
+            // Whether a deadline ended the spin, as one ends the worker's own: the window closes.
+            let due = !event && (poke & POKE_DUE != 0 || others == Some(false));
+            if !spun || (!caught && left < spin) {
+                // Another channel waits, or the turn spun its fill (a spin it cut short ends no
+                // idle spell: the thread spins its own window): work given meanwhile goes behind
+                // the others.
                 if own {
                     runner.enqueue(self.as_arc_borrow(), event);
                     return None;
                 }
                 break;
             }
-            let others = runner.others_waiting();
+            if caught && !own && !due && others.is_none() {
+                // Poked with nothing to do (an echo that waits), or a stale hint: no idle spell
+                // ended, and the thread spins its own window, as after its own spin's false
+                // alarm.
+                break;
+            }
             spell = Some(IdleSpell {
                 since,
                 caught,
-                event: event || (others && runner.event_queued()),
+                event: !due,
             });
-            if others || !own || !caught || !event {
+            if others.is_some() || !own || !caught || !event {
                 // Ended by another channel, by the window (work just after it was not caught)
-                // or the CPU wanted elsewhere, by a deadline, or with no work (an echo that
-                // waits, a request for re-arms, a stale hint): the thread goes on with this
-                // idle spell (its count of wake-ups; without work, it sleeps).
+                // or the CPU wanted elsewhere, by a deadline, or with nothing to do for a while
+                // (a request for re-arms): the thread goes on with this idle spell (its count
+                // of wake-ups; without work, it sleeps).
                 if own {
                     runner.enqueue(self.as_arc_borrow(), event);
                     return spell;

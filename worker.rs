@@ -36,8 +36,10 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{
+            Acquire,
             Atomic,
-            Relaxed, //
+            Relaxed,
+            Release, //
         },
         Arc,
         ArcBorrow,
@@ -118,9 +120,9 @@ pub(crate) struct IdleSpell {
     /// kick or submission, a deadline), rather than the window, another task wanting the CPU,
     /// `kthread_stop` or `close`.
     pub(crate) caught: bool,
-    /// Whether what ended it was an event (a kick, a submission, another channel queued by
-    /// one), rather than a deadline: read when the spin ended, as the thread reads its own
-    /// flags when its own spin ends.
+    /// Whether what ended it was not a deadline (ticks or an echo the alarm queued, another
+    /// channel queued only by a deadline): read when the spin ended, as the thread reads its
+    /// own flags when its own spin ends.
     pub(crate) event: bool,
 }
 
@@ -185,13 +187,14 @@ impl<T: Served> Runner<T> {
         let mut queue = self.queue.lock();
         let wake = queue.list.is_empty() && queue.sleeping;
         queue.list.push_back(item);
-        self.waiting.add(1, Relaxed);
-        // Under the lock, so the thread cannot clear it before it finds the channel.
+        // Under the lock, so the thread cannot clear it before it finds the channel; before the
+        // count, for `queued_by`.
         if event {
             self.event.store(true, Relaxed);
         } else {
             self.due.store(true, Relaxed);
         }
+        self.waiting.fetch_add(1, Release);
         drop(queue);
         // A sleeping thread found the queue empty under its lock, and is on the wait queue
         // before it lets go of it; with channels in the queue it is awake or being woken.
@@ -224,10 +227,11 @@ impl<T: Served> Runner<T> {
         self.nr_rings.load(Relaxed) != 0
     }
 
-    /// Whether an event queued a channel since the queue was last found empty: a hint, read
-    /// without its lock.
-    pub(crate) fn event_queued(&self) -> bool {
-        self.event.load(Relaxed)
+    /// Whether channels wait in the run queue and, if so, whether an event queued one since
+    /// the queue was last found empty (else only deadlines did): a hint, read without its lock.
+    pub(crate) fn queued_by(&self) -> Option<bool> {
+        // Acquire: `enqueue` sets the flag before it counts the channel (Release).
+        (self.waiting.load(Acquire) != 0).then(|| self.event.load(Relaxed))
     }
 
     /// Whether channels wait in the run queue: a hint, read without its lock.

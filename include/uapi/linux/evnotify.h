@@ -168,10 +168,10 @@ struct evnotify_stats {
  * timerfd wakes its reader, and not counted in wakeups or polled; the channel's thread delivers
  * the others (several ticks due at once, slots with kicks pending, signals,
  * ticks it finds due first).  The channel's timer is armed on the CPU of the
- * caller that set it (unless the channel's timer is armed already to fire by
- * the new first tick: it then stays on its CPU, fires, finds nothing due and
- * re-arms itself there; and the kernel moves a timer armed on a nohz_full
- * CPU to a housekeeping one); a read (that takes a count) of a timer slot's notify
+ * caller that set it (unless the channel's timer is armed already, or firing,
+ * for an expiry no later than the new first tick: it then stays on its CPU;
+ * and the kernel may move a timer armed on a nohz_full CPU to a housekeeping
+ * one); a read (that takes a count) of a timer slot's notify
  * eventfd by the process that attached that eventfd moves it, for the same
  * expiry, to the reader's CPU, unless it is expiring at that moment, as a
  * timerfd is re-armed by its reader: so the reader is usually woken where it
