@@ -572,7 +572,8 @@ unsafe impl Served for Shared {
     /// if it has more; with nothing to deliver, waits up to `spin` for its next kick or ring
     /// submission (see `Served::serve`), else arms the alarm for the next deadline. `woke` is
     /// counted in `wakeups` or `polled` if there was work. Returns the idle spell its last
-    /// spin began, unless that spin caught the channel's next batch alone.
+    /// spin began, unless that spin caught the channel's next batch alone, or an event that
+    /// left it nothing to do yet.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,
@@ -670,8 +671,8 @@ unsafe impl Served for Shared {
             let quiet = runner.quiet();
             let since = Instant::now();
             let limit = Delta::from_nanos(runner.busypoll_ns.load(Relaxed).into());
-            let left = spin.min(limit - (since - *began.get_or_insert(since)));
-            let spun = quiet && left > Delta::ZERO;
+            // A whole window, or none: a spin cut short would end an idle spell early.
+            let spun = quiet && limit - (since - *began.get_or_insert(since)) >= spin;
             let mut caught = false;
             if spun {
                 // `serving` stays held: `close` pokes the spin before it waits for it, and
@@ -680,7 +681,7 @@ unsafe impl Served for Shared {
                     // Awake: the user need not enter (the thread asks again before it sleeps).
                     ring.need_wakeup(false);
                 }
-                caught = ctx.busy_poll(since, left, || {
+                caught = ctx.busy_poll(since, spin, || {
                     self.poked.load(Relaxed) != 0
                         || ring.is_some_and(Ring::submitted)
                         || runner.others_waiting()
@@ -712,21 +713,21 @@ unsafe impl Served for Shared {
             // Another channel that waits, and whether an event queued it (else a deadline).
             let others = runner.queued_by();
             // Whether a deadline ended the spin, as one ends the worker's own: the window closes.
-            let due = !event && (poke & POKE_DUE != 0 || others == Some(false));
-            if !spun || (!caught && left < spin) {
-                // Another channel waits, or the turn spun its fill (a spin it cut short ends no
-                // idle spell: the thread spins its own window): work given meanwhile goes behind
-                // the others.
+            let due = !event && others != Some(true) && (poke & POKE_DUE != 0 || others.is_some());
+            if !spun {
+                // Another channel waits, or the turn has no whole window left to spin (no idle
+                // spell began: the thread spins its own): work given meanwhile (to a spin that
+                // never began) goes behind the others.
                 if own {
                     runner.enqueue(self.as_arc_borrow(), event);
                     return None;
                 }
                 break;
             }
-            if caught && !own && !due && others.is_none() {
-                // Poked with nothing to do (an echo that waits), or a stale hint: no idle spell
-                // ended, and the thread spins its own window, as after its own spin's false
-                // alarm.
+            if caught && !own && poke & POKE_EVENT != 0 && others.is_none() {
+                // Poked by an event that left nothing to do yet (an echo that waits): as when
+                // the worker's own spin serves such a channel, no idle spell ended, and the
+                // thread spins a new window.
                 break;
             }
             spell = Some(IdleSpell {

@@ -169,7 +169,8 @@ struct evnotify_stats {
  * the others (several ticks due at once, slots with kicks pending, signals,
  * ticks it finds due first).  The channel's timer is armed on the CPU of the
  * caller that set it (unless the channel's timer is armed already, or firing,
- * for an expiry no later than the new first tick: it then stays on its CPU;
+ * for an expiry no later than the new first tick, or than 100 us after its
+ * last expiry: it then stays on its CPU;
  * and the kernel may move a timer armed on a nohz_full CPU to a housekeeping
  * one); a read (that takes a count) of a timer slot's notify
  * eventfd by the process that attached that eventfd moves it, for the same
