@@ -674,6 +674,9 @@ unsafe impl Served for Shared {
             // A whole window, or none: a spin cut short would end an idle spell early.
             let spun = quiet && limit - (since - *began.get_or_insert(since)) >= spin;
             let mut caught = false;
+            // The reasons the spin had when it ended (a later poke's work is still the
+            // channel's, but did not end the spin).
+            let mut ended = 0;
             if spun {
                 // `serving` stays held: `close` pokes the spin before it waits for it, and
                 // the timer's ioctl arms the alarm under `armed`.
@@ -686,6 +689,7 @@ unsafe impl Served for Shared {
                         || ring.is_some_and(Ring::submitted)
                         || runner.others_waiting()
                 });
+                ended = self.poked.load(Relaxed);
             }
             inner = self.inner.lock();
             inner.spinning = false;
@@ -707,7 +711,11 @@ unsafe impl Served for Shared {
             // gave kicks), rather than only a deadline (ticks or an echo the alarm queued, its
             // request for more re-arms): as the worker tells its `event` flag from its `due`
             // flag, for the window and the counts.
-            let poke = self.poked.load(Relaxed);
+            let poke = if caught {
+                ended
+            } else {
+                self.poked.load(Relaxed)
+            };
             let event = inner.sq_kicks() != taken || poke & POKE_EVENT != 0;
             let own = !inner.idle();
             // Another channel that waits, and whether an event queued it (else a deadline).
@@ -726,8 +734,8 @@ unsafe impl Served for Shared {
             }
             if caught && !own && poke & POKE_EVENT != 0 && others.is_none() {
                 // Poked by an event that left nothing to do yet (an echo that waits): as when
-                // the worker's own spin serves such a channel, no idle spell ended, and the
-                // thread spins a new window.
+                // the worker's own spin catches such a channel and serves it for nothing, the
+                // thread begins a new idle spell, and spins a new window.
                 break;
             }
             spell = Some(IdleSpell {

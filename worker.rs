@@ -87,8 +87,9 @@ pub(crate) unsafe trait Served:
     /// (`ctx.busy_poll`: it stops as soon as another channel waits, another task wants the
     /// CPU, or the thread is asked to stop).
     /// Returns the idle spell it ended in, if it spun and its spin did not end with its own
-    /// next batch alone, nor with an event that left it nothing to do yet: the thread goes on
-    /// with that spell (its window, its count of wake-ups) as if its own spin had begun then.
+    /// next batch alone, nor with an event that left it nothing to do yet while no other
+    /// channel waited: the thread goes on with that spell (its window, its count of wake-ups)
+    /// as if its own spin had begun then.
     fn serve(
         self: Arc<Self>,
         runner: &Runner<Self>,

@@ -673,6 +673,14 @@ fn promise_busypoll_after_deadlines() -> Result<()> {
     collect(&t, 1)?;
     wait_for("the timer to expire", || Ok(ch.stats()?.timers == 0))?;
     caught_by_polling(&ch, &n, "after a timer's deadline")?;
+    // A timer that keeps running (on a slot with no eventfd, whose ticks are counted dropped):
+    // with deadlines, the channel does not spin for its next kick itself, and the thread's own
+    // spin catches the kicks, between the alarm's requests for more re-arms, each of which
+    // ends a spin as a deadline.
+    ch.set_timer(5, Duration::from_millis(1), 0)?;
+    let caught = caught_by_polling(&ch, &n, "while a timer runs");
+    ch.cancel_timer(5)?;
+    caught?;
     // An echo: slot 2 signals `e`, the kick eventfd of slot 3.
     let (e, echoes) = (Notifier::new()?, Notifier::new()?);
     ch.attach(2, &e)?;
