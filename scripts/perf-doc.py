@@ -536,10 +536,10 @@ with a thread of its own.
     io, spin, sq = cc["evnotify_ioctl"], cc["spin_responder"], cc["io_uring_sqpoll"]
     w(f"""- **The polled round trip** across CPUs takes {us(io['p50'])} µs at p50 here,
   {rc['ioctl_vs_spin_responder']:.2f}× the user spinner and {rc['ioctl_vs_io_uring_sqpoll']:.2f}× SQPOLL, and the channel thread spends
-  {pct(io['thread_cpu_share'])} of a CPU on it (the spinner {pct(spin['thread_cpu_share'])}). The module from before shared workers
-  answered faster than both; why the shared-worker design slowed it is not found yet:
-  [design.md](design.md#the-polled-round-trip-since-shared-workers) has what was measured and
-  ruled out.""")
+  {pct(io['thread_cpu_share'])} of a CPU on it (the spinner {pct(spin['thread_cpu_share'])}). A channel out of work spins for its own next
+  kick, which the kick's ioctl pokes, so the answer is usually there at the caller's first
+  look at its eventfd; [design.md](design.md#the-polled-round-trip-since-shared-workers) has
+  the profile and each step's measure.""")
 
     handovers = {p: cc[p]["p50"] for p in cc if p != "io_uring"}
     fastest = min(handovers, key=handovers.get)
