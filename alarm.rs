@@ -58,6 +58,16 @@ const ALARM_CREDIT: u32 = 16;
 /// of this size (of `NR_SLOTS` when more fell due together).
 const ALARM_BATCH: usize = 8;
 
+/// How the alarm is armed: at an instant of the monotonic clock, expiring in hard interrupt
+/// context as a timerfd's does. Except on a kernel with KCOV (`make coverage`), which records
+/// no hard interrupt: there it expires in softirq context, where the callback opens a section,
+/// so that what it runs is recorded. The callback is the same code in both, and needs only
+/// spinlocks either way.
+#[cfg(not(CONFIG_KCOV))]
+pub(crate) type AlarmMode = kernel::time::hrtimer::AbsoluteMode<Monotonic>;
+#[cfg(CONFIG_KCOV)]
+pub(crate) type AlarmMode = kernel::time::hrtimer::AbsoluteSoftMode<Monotonic>;
+
 /// `deadline`, or `floor` if that is later.
 fn spaced(deadline: Instant<Monotonic>, floor: Option<Instant<Monotonic>>) -> Instant<Monotonic> {
     match floor {
@@ -84,13 +94,19 @@ impl HrTimerCallback for Shared {
     /// each eventfd attached to the slots (as a timerfd per eventfd falling due together would
     /// cost) per run of the worker or read, and two per `EVNOTIFY_IOC_TIMER` call.
     ///
-    /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT): spinlocks only. The
+    /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT; softirq under KCOV, see
+    /// [`AlarmMode`]): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
     /// and `ida_free`, both fine in interrupt context.
     fn run(
         this: ArcBorrow<'_, Shared>,
         mut ctx: HrTimerCallbackContext<'_, Self>,
     ) -> HrTimerRestart {
+        // SAFETY: With KCOV the alarm expires in softirq context (`AlarmMode`): this callback
+        // serves the hrtimer softirq, in which it opens no other section, and drops this one
+        // before it returns.
+        #[cfg(CONFIG_KCOV)]
+        let _cov = unsafe { crate::kcov::Section::start_in_softirq(this.cov) };
         let now = Instant::now();
         let mut inner = this.inner.lock();
         if inner.closed {

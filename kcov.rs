@@ -13,9 +13,11 @@
 //! the module's threads do. A handle outlives its registration (kcov clears it only in the
 //! registering task): a later collector that registers the same one gets these records too.
 //!
-//! Only the module's own kernel threads open sections: they never enable KCOV themselves, and
-//! open one at a time, so sections never nest (kcov WARNs, and a stop would end the other
-//! section) and never span the thread's exit.
+//! Only the module's own kernel threads open task sections: they never enable KCOV themselves,
+//! and open one at a time, so sections never nest (kcov WARNs, and a stop would end the other
+//! section) and never span the thread's exit. The other kind, a softirq section, is opened only
+//! by the channel's alarm, which on a kernel with KCOV expires in softirq context so that it is
+//! recorded (see `alarm`).
 
 use core::marker::PhantomData;
 
@@ -71,10 +73,10 @@ impl Handle {
 ///
 /// # Invariants
 ///
-/// When `open`, `kcov_remote_start` was called on this task, one of the module's kernel
-/// threads, in task context, which was then in no section and had no KCOV of its own, and
-/// `kcov_remote_stop` has not been called since. Neither `Send` nor `Sync`: it ends on the task
-/// that opened it.
+/// When `open`, `kcov_remote_start` was called in the current context, and `kcov_remote_stop`
+/// has not been called since: on this task, one of the module's kernel threads, in task
+/// context, which was then in no section and had no KCOV of its own; or in the softirq still
+/// being served, in no section of it. Neither `Send` nor `Sync`: it ends where it was opened.
 pub(crate) struct Section {
     // Read only by the drop of a kernel with KCOV.
     #[cfg_attr(not(CONFIG_KCOV), allow(dead_code))]
@@ -94,15 +96,40 @@ impl Section {
     /// KCOV of its own, the drop's `kcov_remote_stop` would end that one, handing its buffer
     /// (mapped into user space, for `KCOV_ENABLE`) to kcov's pool of remote areas.
     pub(crate) unsafe fn start(handle: Handle) -> Self {
+        // SAFETY: The caller is a kernel thread in task context, in no section and with no KCOV
+        // of its own (the function's safety requirements): so `kcov_remote_start` either starts
+        // a section or (the handle not registered, no memory for the area) leaves the task's
+        // KCOV mode off, in which case `kcov_remote_stop` does nothing.
+        unsafe { Self::open(handle) }
+    }
+
+    /// Opens a section under `handle` in a softirq: what it runs until the section is dropped
+    /// is recorded (kcov records softirqs only in such sections), whatever task it
+    /// interrupted; kcov sets that task's own coverage aside until then.
+    ///
+    /// # Safety
+    ///
+    /// The caller must be serving a softirq (not a hard interrupt taken during one), in no
+    /// softirq section, and must drop the section before the softirq's handler returns.
+    #[cfg(CONFIG_KCOV)]
+    pub(crate) unsafe fn start_in_softirq(handle: Handle) -> Self {
+        // SAFETY: In a softirq, in no section of it (the function's safety requirements),
+        // `kcov_remote_start` either starts one, on a buffer of kcov's per-CPU pool, or leaves
+        // the softirq unrecorded, in which case `kcov_remote_stop` does nothing.
+        unsafe { Self::open(handle) }
+    }
+
+    /// # Safety
+    ///
+    /// `kcov_remote_start` must be valid in the caller's context, as `start` or
+    /// `start_in_softirq` require.
+    unsafe fn open(handle: Handle) -> Self {
         #[cfg(CONFIG_KCOV)]
         if handle.id != 0 {
-            // SAFETY: A common handle (subsystem 0), which `kcov_check_handle` accepts. The
-            // caller is a kernel thread in task context, in no section and with no KCOV of its
-            // own (the function's safety requirements): so `kcov_remote_start` either starts a
-            // section or (the handle not registered, no memory for the area) leaves the task's
-            // KCOV mode off, in which case `kcov_remote_stop` does nothing.
+            // SAFETY: A common handle (subsystem 0), which `kcov_check_handle` accepts, in a
+            // context the caller vouches for.
             unsafe { ffi::kcov_remote_start(handle.id) };
-            // INVARIANT: Started above, on this task, under the function's requirements.
+            // INVARIANT: Started above, in this context, under the function's requirements.
             return Self {
                 open: true,
                 _not_send: PhantomData,
@@ -114,16 +141,35 @@ impl Section {
             _not_send: PhantomData,
         }
     }
+
+    /// Ends the section, if open: what runs from here on is not recorded. A task section ends
+    /// outside any lock: the end may free the collector's buffer (`vfree`), which can sleep.
+    pub(crate) fn end(&mut self) {
+        #[cfg(CONFIG_KCOV)]
+        if self.open {
+            self.open = false;
+            // SAFETY: By the type invariant, this context called `kcov_remote_start` under the
+            // conditions in which a section either started and is still open, or did not start
+            // and its KCOV mode is off, so that this returns at once.
+            unsafe { ffi::kcov_remote_stop() };
+        }
+    }
+
+    /// Whether a section was opened and has not ended (never without KCOV).
+    pub(crate) fn is_open(&self) -> bool {
+        #[cfg(CONFIG_KCOV)]
+        {
+            self.open
+        }
+        #[cfg(not(CONFIG_KCOV))]
+        {
+            false
+        }
+    }
 }
 
 impl Drop for Section {
     fn drop(&mut self) {
-        #[cfg(CONFIG_KCOV)]
-        if self.open {
-            // SAFETY: By the type invariant, this task called `kcov_remote_start` under the
-            // conditions in which a section either started and is still open, or did not start
-            // and the task's KCOV mode is off, so that this returns at once.
-            unsafe { ffi::kcov_remote_stop() };
-        }
+        self.end();
     }
 }

@@ -83,10 +83,18 @@ const LOOKS: u32 = 16;
 
 /// Calls that are only valid from inside a [`KThread`]; only the trampoline creates one.
 pub(crate) struct ThreadCtx {
+    /// The spawner's KCOV common handle.
+    cov: kcov::Handle,
     _not_send: PhantomData<*mut ()>,
 }
 
 impl ThreadCtx {
+    /// The KCOV common handle of the task that started the thread, under which the thread
+    /// records its own work (as it records its start).
+    pub(crate) fn coverage(&self) -> kcov::Handle {
+        self.cov
+    }
+
     /// Whether `kthread_stop` has been called on this thread.
     pub(crate) fn should_stop(&self) -> bool {
         // SAFETY: A `ThreadCtx` exists only on a thread created by `kthread_create_on_node`.
@@ -184,10 +192,10 @@ struct Start<T> {
 unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // SAFETY: By the function's safety requirement, `arg` is a valid `Start<T>` until `done`.
     let start = unsafe { &*arg.cast::<Start<T>>() };
-    let work = start.work;
+    let (work, cov) = (start.work, start.cov);
     // SAFETY: A new kernel thread (its KCOV state reset by `kcov_task_init`), in task context,
     // holding no lock, in no section; the section is dropped before `run` and any return.
-    let section = unsafe { kcov::Section::start(start.cov) };
+    let section = unsafe { kcov::Section::start(cov) };
     // SAFETY: `owner` is valid until `done` is completed, below.
     let joined = unsafe { (start.join)(start.owner) };
     start
@@ -204,6 +212,7 @@ unsafe extern "C" fn trampoline<T: ThreadWork>(arg: *mut c_void) -> c_int {
     // never moves them: so it is pinned.
     let work = unsafe { Pin::new_unchecked(&*work) };
     work.run(&ThreadCtx {
+        cov,
         _not_send: PhantomData,
     });
     0

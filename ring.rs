@@ -30,7 +30,10 @@ use core::ptr::NonNull;
 use kernel::{
     alloc::{
         allocator::Vmalloc,
-        flags::__GFP_ZERO, //
+        flags::{
+            __GFP_NOWARN,
+            __GFP_ZERO, //
+        },
     },
     mm::virt::VmaNew,
     page::PAGE_SIZE,
@@ -115,9 +118,10 @@ pub(crate) struct Ring {
 
 impl Ring {
     /// Allocates a ring, charged to the caller's memory cgroup, that asks for a wake-up (a
-    /// channel with a ring but no worker yet needs the call that starts it).
+    /// channel with a ring but no worker yet needs the call that starts it). A failure is the
+    /// caller's `ENOMEM`, without vmalloc's warning (as io_uring allocates its rings).
     pub(crate) fn new() -> Result<Self> {
-        let page = VBox::<Page>::new_uninit(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+        let page = VBox::<Page>::new_uninit(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN)?;
         // SAFETY: The memory is zeroed (`__GFP_ZERO`), and all-zero is a valid `Page`: it holds
         // only integers and atomic integers.
         let page = unsafe { page.assume_init() };

@@ -127,10 +127,11 @@ impl MiscDevice for Channel {
     }
 
     fn ioctl(me: &Channel, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        // Each command number encodes its size and direction: any other is unknown here.
-        let user = UserSlice::new(UserPtr::from_addr(arg), _IOC_SIZE(cmd));
+        // Each command number encodes its size and direction: any other is unknown here. Made
+        // in each arm, where the size is a constant: no check of it can fail there.
+        let user = || UserSlice::new(UserPtr::from_addr(arg), _IOC_SIZE(cmd));
         match cmd {
-            uapi::IOC_VERSION => user.writer().write(&uapi::Version {
+            uapi::IOC_VERSION => user().writer().write(&uapi::Version {
                 api_version: uapi::API_VERSION,
                 nr_slots: uapi::NR_SLOTS as u32,
                 features: uapi::F_NOTIFY
@@ -150,12 +151,12 @@ impl MiscDevice for Channel {
                     },
             })?,
             uapi::IOC_ATTACH => {
-                let req: uapi::Attach = user.reader().read()?;
+                let req: uapi::Attach = user().reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 me.attach(uapi::slot(req.slot)?, req.fd)?
             }
             uapi::IOC_KICK => {
-                let req: uapi::Kick = user.reader().read()?;
+                let req: uapi::Kick = user().reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 if req.count == 0 || req.count > uapi::MAX_KICK {
                     return Err(EINVAL);
@@ -163,34 +164,34 @@ impl MiscDevice for Channel {
                 me.kick(uapi::slot(req.slot)?, req.count)?
             }
             uapi::IOC_KICKFD => {
-                let req: uapi::Attach = user.reader().read()?;
+                let req: uapi::Attach = user().reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 me.attach_kickfd(uapi::slot(req.slot)?, req.fd)?
             }
             uapi::IOC_TIMER => {
-                let req: uapi::TimerReq = user.reader().read()?;
+                let req: uapi::TimerReq = user().reader().read()?;
                 let first = uapi::timer_start(&req)?;
                 me.set_timer(uapi::slot(req.slot)?, req.period_ns, req.ticks, first)?
             }
             uapi::IOC_SIGNAL => {
-                let req: uapi::SignalReq = user.reader().read()?;
+                let req: uapi::SignalReq = user().reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 me.set_signal(uapi::slot(req.slot)?, req.signo)?
             }
             uapi::IOC_BUSYPOLL => {
-                let req: uapi::BusyPollReq = user.reader().read()?;
+                let req: uapi::BusyPollReq = user().reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 me.set_busypoll(req.limit_ns)?
             }
-            uapi::IOC_STATS => user.writer().write(&me.stats())?,
+            uapi::IOC_STATS => user().writer().write(&me.stats())?,
             uapi::IOC_SHARE_WORKER => {
-                let req: uapi::ShareReq = user.reader().read()?;
+                let req: uapi::ShareReq = user().reader().read()?;
                 uapi::must_be_zero(req.flags, req.reserved)?;
                 peer::with_channel(req.fd, |other| me.share_worker(other))??
             }
-            uapi::IOC_WORKER => user.writer().write(&me.worker_info())?,
+            uapi::IOC_WORKER => user().writer().write(&me.worker_info())?,
             uapi::IOC_RING_ENTER => me.ring_enter()?,
-            uapi::IOC_RING_STATS => user.writer().write(&me.ring_stats()?)?,
+            uapi::IOC_RING_STATS => user().writer().write(&me.ring_stats()?)?,
             _ => return Err(ENOTTY),
         }
         Ok(0)

@@ -7,6 +7,7 @@
 //! queue and the leaf wrappers.
 
 use crate::{
+    alarm::AlarmMode,
     compat::{
         new_irq_safe_lock,
         IrqSafeLock, //
@@ -64,13 +65,11 @@ use kernel::{
     },
     time::{
         hrtimer::{
-            AbsoluteMode,
             ArcHrTimerHandle,
             HrTimer, //
         },
         Delta,
-        Instant,
-        Monotonic, //
+        Instant, //
     }, //
 };
 
@@ -251,7 +250,7 @@ pub(crate) struct Shared {
 
 kernel::impl_has_hr_timer! {
     impl HasHrTimer<Self> for Shared {
-        mode: AbsoluteMode<Monotonic>,
+        mode: AlarmMode,
         field: self.alarm
     }
 }
@@ -599,10 +598,8 @@ unsafe impl Served for Shared {
         // limit, so that the worker passes through the scheduler every `YIELD_EVERY` turns of
         // at most that much spinning.
         let mut began = None;
-        // Not for a channel whose work KCOV records: its section would fill with the spin
-        // (the worker's own spin is outside sections); nor while another channel's ring needs
-        // polling.
-        let spin = if self.cov.is_set() || (ring.is_none() && runner.polls_rings()) {
+        // Not while another channel's ring needs polling.
+        let spin = if ring.is_none() && runner.polls_rings() {
             Delta::ZERO
         } else {
             spin

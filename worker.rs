@@ -345,6 +345,14 @@ impl<T: Served> ThreadWork for Runner<T> {
         let mut spell: Option<IdleSpell> = None;
         // Starting counts as a wake-up: the first kicks may arrive before the first sleep.
         let mut woke = Woke::Slept;
+        // The thread's own work (its wait for work, its rings' polling) is recorded for its
+        // starter's KCOV collector, if any, between the sections of the channels it serves;
+        // not its sleep, since a section holds a buffer of the collector's size until it ends.
+        // SAFETY: This is the worker's kernel thread (only the trampoline makes a `ThreadCtx`),
+        // in task context, holding no lock, in no section (the trampoline's ended before `run`)
+        // and with no KCOV of its own; the section is ended before the next one opens (below),
+        // and dropped at any return.
+        let mut own = unsafe { kcov::Section::start(ctx.coverage()) };
         loop {
             let mut queue = self.queue.lock();
             // When the queue ran empty, and whether the spin since caught a channel: a
@@ -412,10 +420,24 @@ impl<T: Served> ThreadWork for Runner<T> {
                     queue = self.queue.lock();
                     continue;
                 }
+                if own.is_open() {
+                    // Ended outside the lock (see `Section::end`), then the queue looked at
+                    // again.
+                    drop(queue);
+                    own.end();
+                    queue = self.queue.lock();
+                    continue;
+                }
                 queue.sleeping = true;
                 // A pending signal can only be `kthread_stop`'s, which the loop checks.
                 let _ = self.work.wait_interruptible(&mut queue);
                 queue.sleeping = false;
+                if ctx.coverage().is_set() {
+                    drop(queue);
+                    // SAFETY: As above; `own` has ended.
+                    own = unsafe { kcov::Section::start(ctx.coverage()) };
+                    queue = self.queue.lock();
+                }
                 woke = Woke::Slept;
                 // Through the scheduler: the count of turns without it starts again (not at
                 // every idle spell: a polled ping-pong has one per round trip). And what a
@@ -426,13 +448,11 @@ impl<T: Served> ThreadWork for Runner<T> {
             };
             let event = ended_by.unwrap_or_else(|| self.event.load(Relaxed));
             drop(queue);
-            // Serving a channel is recorded for its opener's KCOV collector, if any; the wait
-            // and the yield are not (as vhost's worker records each work item, not its idle
-            // time).
-            // SAFETY: This is the worker's kernel thread (only the trampoline makes a
-            // `ThreadCtx`), in task context, holding no lock, in no section (the trampoline's
-            // ended before `run`) and with no KCOV of its own; the section is dropped before the
-            // rings' poll and the yield below, the next one, and any return.
+            own.end();
+            // Serving a channel is recorded for its opener's KCOV collector, if any (as vhost's
+            // worker records each work item for its owner).
+            // SAFETY: As for `own`, which has ended; the section is dropped before the next one
+            // opens, and at any return.
             let cov = unsafe { kcov::Section::start(item.coverage()) };
             if let Some(idle) = idle_since {
                 let idle_ns = idle.elapsed().as_nanos().max(0) as u64;
@@ -455,8 +475,10 @@ impl<T: Served> ThreadWork for Runner<T> {
             };
             spell = T::serve(item.into_arc(), self.get_ref(), ctx, spin, &mut woke);
             drop(cov);
-            // Awake: the rings' users need not wake the thread. Outside the section: the rings
-            // are other channels', whose openers' collectors this is not.
+            // SAFETY: As for the first `own`: `cov` has ended.
+            own = unsafe { kcov::Section::start(ctx.coverage()) };
+            // Awake: the rings' users need not wake the thread. In the thread's own section: the
+            // rings are other channels', whose openers' collectors this is not.
             self.poll_rings(false);
             // Through the scheduler if another task waits for this CPU (such as a reader the
             // batch just woke, on a shared CPU), and every `YIELD_EVERY` turns (a turn serves

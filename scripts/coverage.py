@@ -187,13 +187,18 @@ def read_explained(path):
     return rules
 
 
-def explain(rules, src, f, ln, fns):
-    """The reason of the first rule that matches unreached line `ln` of file `f`, or None."""
+def source_line(src, f, ln):
+    """Line `ln` of file `f`, or ""."""
     try:
         with open(os.path.join(src, f)) as fh:
-            text = fh.read().splitlines()[ln - 1] if ln > 0 else ""
+            return fh.read().splitlines()[ln - 1] if ln > 0 else ""
     except (OSError, IndexError):
-        text = ""
+        return ""
+
+
+def explain(rules, src, f, ln, fns):
+    """The reason of the first rule that matches unreached line `ln` of file `f`, or None."""
+    text = source_line(src, f, ln)
     for fname, glob, regex, reason in rules:
         if fname == f and any(fnmatch.fnmatch(x, glob) for x in fns) and (regex is None or regex.search(text)):
             return reason
@@ -233,6 +238,9 @@ def main():
     src = os.path.realpath(a.src)
     own = {f for f in os.listdir(src) if f.endswith(".rs")}
     points, outside, tests, uncalled, panics, every, dying_all = {}, 0, 0, 0, 0, set(), set()
+    # The module's KCOV calls (kcov.rs, inlined where a section opens or ends): they run outside
+    # the section they open or end, as kernel/kcov.c itself is built without KCOV.
+    machinery = 0
     ins = disassembly(a.ko)
     dead = uncalled_functions(a.ko, ins)
     for sec, offs in points_of(a.ko).items():
@@ -251,6 +259,8 @@ def main():
                 outside += 1
             elif any(is_test(fn) for fn, _, _ in frames):
                 tests += 1
+            elif mine[0][1] == "kcov.rs":
+                machinery += 1
             else:
                 fn, f, ln = mine[0]
                 points[(sec, off)] = (f, ln, fn)
@@ -268,6 +278,7 @@ def main():
     summary["fuzz"] = tally(points, fuzz & set(points))
     summary["points_outside_module_files"] = outside
     summary["points_in_kunit_cases"] = tests
+    summary["points_in_coverage_calls"] = machinery
     summary["points_in_uncalled_functions"] = uncalled
     summary["points_leading_to_a_panic"] = panics
     summary["reached_points_not_in_ko"] = len(unknown)
@@ -310,7 +321,8 @@ def main():
          f"points: {summary['points_hit']}/{summary['points_total']} ({summary['points_pct']}%), fuzzer alone "
          f"{summary['fuzz']['points_hit']} ({summary['fuzz']['points_pct']}%); lines: {summary['lines_hit']}/"
          f"{summary['lines_total']} ({summary['lines_pct']}%), fuzzer alone {summary['fuzz']['lines_hit']}",
-         f"Not counted: {tests} points of the KUnit cases themselves (test code), {outside} of generic code of",
+         f"Not counted: {tests} points of the KUnit cases themselves (test code), {machinery} of kcov.rs (the",
+         f"calls that open and end KCOV sections, which run outside them), {outside} of generic code of",
          f"the kernel crate or core instantiated in the module, {uncalled} in functions nothing calls (every",
          f"caller inlined its own copy), and {panics} whose block goes straight to a panic (a bounds check, an",
          f"unwrap of a checked value: a branch correct code never takes). {len(unknown)} reached offsets",
@@ -327,6 +339,16 @@ def main():
     r += [f"  {f}  {fn}  {n}" for (f, fn), (n, h) in sorted(funcs.items()) if h == 0] or ["  none"]
     r += ["", f"Lines no test reaches ({len(lines)}; {explained} explained, see scripts/coverage-explained.txt):"]
     r += lines or ["  none"]
+    # Reached lines with a point no test reaches: a branch (an error arm, mostly) untaken.
+    part = collections.defaultdict(lambda: [0, 0])
+    for p, (f, ln, _) in points.items():
+        if by_line[(f, ln)][0]:
+            part[(f, ln)][0] += 1
+            part[(f, ln)][1] += p not in whole
+    part = {k: v for k, v in part.items() if v[1]}
+    r += ["", f"Reached lines with points no test reaches ({len(part)} lines, "
+          f"{sum(v[1] for v in part.values())} points: branches not taken):"]
+    r += [f"  {f}:{ln}  {m} of {n}  {source_line(src, f, ln).strip()}" for (f, ln), (n, m) in sorted(part.items())] or ["  none"]
     with open(os.path.join(a.out, "report.txt"), "w") as f:
         f.write("\n".join(r) + "\n")
     print("\n".join(r[:2]))

@@ -8,7 +8,8 @@
 //! (a field changed, a call inserted, removed or duplicated, another program's calls spliced
 //! in), else generated afresh. Requests are built per command, valid most of the time, so that
 //! the budget is spent past the door, with sequences (attach, kick, close; share, close the
-//! sharer; a timer, a kick eventfd, an echo) for the corpus to grow from.
+//! sharer; a timer, a kick eventfd, an echo; a ring's submissions and completions) for the
+//! corpus to grow from. Rings are mapped, written to and unmapped by operations of their own.
 //!
 //! Every `EVNOTIFY_IOC_STATS` and `EVNOTIFY_IOC_WORKER` reply is checked as in the random mode.
 
@@ -79,6 +80,29 @@ enum Op {
     Sleep {
         us: u32,
     },
+    /// Maps a channel's event ring: mostly as the header says; `how` > 0 picks a wrong length,
+    /// offset, protection or a private mapping. Kept until the program ends (or `Unmap`).
+    Map {
+        chan: u8,
+        how: u8,
+    },
+    /// Submits `n` entries kicking `slot` `count` times each on a mapped ring, then enters it
+    /// if the thread asks to be woken (or always, with `enter`); `skew` moves the published
+    /// tail past what was written (a tail run ahead or behind).
+    Submit {
+        map: u8,
+        slot: u32,
+        count: u32,
+        n: u8,
+        skew: i16,
+        enter: bool,
+    },
+    /// Consumes a mapped ring's completions (or moves its head to `skew` past the tail).
+    Reap {
+        map: u8,
+        skew: i16,
+    },
+    Unmap(u8),
     /// A child that inherits everything, asks for signals to itself on `slot` and exits; the
     /// slot is kicked by the child before it exits, or by the parent after (the signal then
     /// has no target).
@@ -334,7 +358,7 @@ impl Gen {
             semaphore: false,
         };
         let open = Op::Open { fail: 0 };
-        match self.rng.random_range(0..5) {
+        match self.rng.random_range(0..6) {
             // One eventfd hooked as the kick eventfd of two channels, then written and closed.
             0 => vec![
                 open.clone(),
@@ -381,6 +405,24 @@ impl Gen {
                 },
                 Op::Sleep { us: 2000 },
                 Self::call(IOC_STATS, 0, 0, None, 0, 0),
+            ],
+            // A ring's submissions delivered to an eventfd, then its completions consumed.
+            5 => vec![
+                open,
+                efd,
+                Self::call(IOC_ATTACH, 0, 0, e0, 0, 0),
+                Op::Map { chan: 0, how: 0 },
+                Op::Submit {
+                    map: 0,
+                    slot: 0,
+                    count: 1,
+                    n: 2,
+                    skew: 0,
+                    enter: false,
+                },
+                Op::Sleep { us: 1000 },
+                Op::Reap { map: 0, skew: 0 },
+                Self::call(sys::IOC_RING_STATS, 0, 0, None, 0, 0),
             ],
             // A timer, a signal and a kick eventfd on one slot, then detached one by one.
             _ => vec![
@@ -429,7 +471,53 @@ impl Gen {
                 slot: r.random_range(0..3),
                 kick_in_child: r.random(),
             },
+            18 => Op::Map {
+                chan: c,
+                how: if r.random_ratio(3, 4) {
+                    0
+                } else {
+                    r.random_range(1..6)
+                },
+            },
+            19..=21 => self.submit(c),
+            22 => Op::Reap {
+                map: c,
+                skew: if r.random_ratio(7, 8) {
+                    0
+                } else {
+                    r.random_range(-2..200)
+                },
+            },
+            23 => Op::Unmap(c),
             _ => self.ioctl(),
+        }
+    }
+
+    /// Submissions on mapped ring `map`: mostly a few valid ones.
+    fn submit(&mut self, map: u8) -> Op {
+        let slot = self.slot();
+        let r = &mut self.rng;
+        let count = match r.random_range(0..16) {
+            0..=12 => r.random_range(1..4),
+            13 => 0,
+            14 => sys::MAX_KICK + r.random_range(0..2),
+            _ => r.random(),
+        };
+        Op::Submit {
+            map,
+            slot,
+            count,
+            n: match r.random_range(0..8) {
+                0..=5 => r.random_range(1..4),
+                6 => r.random_range(1..=sys::RING_SQ_ENTRIES as u8),
+                _ => 0,
+            },
+            skew: match r.random_range(0..16) {
+                0..=13 => 0,
+                14 => r.random_range(-3..3),
+                _ => r.random_range(120..300),
+            },
+            enter: r.random_ratio(1, 4),
         }
     }
 
@@ -510,6 +598,8 @@ struct Run {
     results: std::collections::BTreeMap<String, u64>,
     /// This thread's `/proc/thread-self/fail-nth`, opened once (opening it allocates).
     fail_nth: std::fs::File,
+    /// Mapped rings: address, length, and the descriptor mapped.
+    maps: Vec<(usize, usize, i32)>,
 }
 
 impl Run {
@@ -652,6 +742,101 @@ impl Run {
                 let _ = std::fs::read(format!("/proc/self/fdinfo/{fd}"));
             }
             Op::Sleep { us } => std::thread::sleep(std::time::Duration::from_micros(us.into())),
+            Op::Map { chan, how } => {
+                let page = sys::RING_SIZE as usize;
+                let (mut len, mut off) = (page, 0);
+                let (mut prot, mut flags) = (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED);
+                match how {
+                    0 => {}
+                    1 => len = 2 * page,
+                    2 => off = page as i64,
+                    3 => prot = libc::PROT_READ,
+                    4 => flags = libc::MAP_PRIVATE,
+                    _ => len = 1,
+                }
+                let fd = self.resolve(Fd::Chan(chan));
+                // SAFETY: A new mapping at an address the kernel picks.
+                let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, off) };
+                let result = if p == libc::MAP_FAILED {
+                    format!("mmap {}", nix::errno::Errno::last())
+                } else {
+                    "mmap ok".into()
+                };
+                *self.results.entry(result).or_default() += 1;
+                // Only a mapping the program may write is kept for submissions.
+                if p != libc::MAP_FAILED {
+                    if prot & libc::PROT_WRITE != 0 && flags == libc::MAP_SHARED {
+                        self.maps.push((p as usize, len, fd));
+                    } else {
+                        // SAFETY: The mapping just made.
+                        unsafe { libc::munmap(p, len) };
+                    }
+                }
+            }
+            Op::Submit {
+                map,
+                slot,
+                count,
+                n,
+                skew,
+                enter,
+            } => {
+                let Some(&(base, _, fd)) = self.maps.get(map as usize % self.maps.len().max(1))
+                else {
+                    return;
+                };
+                let ring = |field: usize| {
+                    // SAFETY: A field of the ring's header in a live shared mapping of a
+                    // page, aligned; the kernel and user space share it through atomics.
+                    unsafe { &*((base + field) as *const std::sync::atomic::AtomicU32) }
+                };
+                use std::{mem::offset_of, sync::atomic::Ordering};
+                let tail = ring(offset_of!(sys::Ring, sq_tail)).load(Ordering::Relaxed);
+                for i in 0..u32::from(n) {
+                    let at = (tail.wrapping_add(i) % sys::RING_SQ_ENTRIES) as usize;
+                    let e = base + sys::RING_SQ_OFFSET as usize + at * 8;
+                    // SAFETY: Entry `at` of the submission queue, within the page.
+                    unsafe {
+                        std::ptr::write_volatile(e as *mut u32, slot);
+                        std::ptr::write_volatile((e + 4) as *mut u32, count);
+                    }
+                }
+                let new = tail.wrapping_add(n.into()).wrapping_add(skew as u32);
+                ring(offset_of!(sys::Ring, sq_tail)).store(new, Ordering::Release);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                let flags = ring(offset_of!(sys::Ring, flags)).load(Ordering::Relaxed);
+                if enter || flags & sys::RING_NEED_WAKEUP != 0 {
+                    // SAFETY: The ioctl takes no argument.
+                    let rc = unsafe { libc::ioctl(fd, sys::IOC_RING_ENTER as _) };
+                    let result = if rc < 0 {
+                        format!("ring enter {}", nix::errno::Errno::last())
+                    } else {
+                        "ring enter ok".into()
+                    };
+                    *self.results.entry(result).or_default() += 1;
+                }
+            }
+            Op::Reap { map, skew } => {
+                let Some(&(base, _, _)) = self.maps.get(map as usize % self.maps.len().max(1))
+                else {
+                    return;
+                };
+                use std::{mem::offset_of, sync::atomic::Ordering};
+                // SAFETY: As in `Submit`.
+                let word = |field: usize| unsafe {
+                    &*((base + field) as *const std::sync::atomic::AtomicU32)
+                };
+                let tail = word(offset_of!(sys::Ring, cq_tail)).load(Ordering::Acquire);
+                word(offset_of!(sys::Ring, cq_head))
+                    .store(tail.wrapping_add(skew as u32), Ordering::Release);
+            }
+            Op::Unmap(i) => {
+                if !self.maps.is_empty() {
+                    let (p, len, _) = self.maps.remove(i as usize % self.maps.len());
+                    // SAFETY: A mapping this program made, no longer referred to.
+                    unsafe { libc::munmap(p as *mut libc::c_void, len) };
+                }
+            }
             Op::Fork {
                 chan,
                 slot,
@@ -697,6 +882,11 @@ impl Run {
         for fd in self.chans.drain(..).chain(self.efds.drain(..)) {
             // SAFETY: Descriptors this program opened.
             unsafe { libc::close(fd) };
+        }
+        // A mapping holds its channel: the last one's release comes here.
+        for (p, len, _) in self.maps.drain(..) {
+            // SAFETY: Mappings this program made.
+            unsafe { libc::munmap(p as *mut libc::c_void, len) };
         }
     }
 }
@@ -759,6 +949,7 @@ pub fn run(seed: u64, ops: u64, out: &Path, ko: &Path) -> Result<()> {
             .context(
                 "/proc/thread-self/fail-nth (a kernel with CONFIG_FAULT_INJECTION_DEBUG_FS)",
             )?,
+        maps: vec![],
     };
     let (mut corpus, mut seen): (Vec<Vec<Op>>, BTreeSet<u64>) = (vec![], BTreeSet::new());
     let (mut done, mut programs) = (0u64, 0u64);

@@ -27,6 +27,7 @@ pub const TESTS: &[Test] = &[
         "fault_inject_signal_and_timer",
         fault_inject_signal_and_timer,
     ),
+    ("fault_inject_ring", fault_inject_ring),
     ("limit_max_channels_emfile", limit_max_channels_emfile),
     ("sigkill_mid_ioctls_and_waits", sigkill_mid_ioctls_and_waits),
     ("rmmod_after_close_storm", rmmod_after_close_storm),
@@ -209,6 +210,109 @@ fn fault_inject_signal_and_timer() -> Result<()> {
     ensure!(k == 0, "kick reached {k} allocations");
     println!("# fault_inject_signal_and_timer: {faults} faults injected");
     Ok(())
+}
+
+fn fault_inject_ring() -> Result<()> {
+    // A new channel, sharing one worker with `first` (whose ring the worker polls already), for
+    // each attempt, so that every allocation of a first mmap (the ring's state, its page, the
+    // worker's list of rings) fails in turn; a failed mmap must leave no ring.
+    let first = Channel::open()?;
+    crate::start_thread(&first)?;
+    let _polled = first.map_ring()?;
+    let fresh = || -> Result<Channel> {
+        let ch = Channel::open()?;
+        ch.share_worker(&first)?;
+        Ok(ch)
+    };
+    let has_ring = |ch: &Channel| {
+        let mut st = sys::RingStats::default();
+        // SAFETY: `st` is a writable `struct evnotify_ring_stats`.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(ch),
+                sys::IOC_RING_STATS as _,
+                &mut st,
+            )
+        };
+        rc == 0
+    };
+    let cur = std::cell::RefCell::new(fresh()?);
+    let map = || cur.borrow().map_ring().map(drop);
+    let faults = each_allocation("mmap", &[Errno::ENOMEM], map, |ok| {
+        ensure!(
+            has_ring(&cur.borrow()) == ok,
+            "mmap {} but the channel has {}",
+            if ok { "succeeded" } else { "failed" },
+            if ok { "no ring" } else { "a ring" }
+        );
+        *cur.borrow_mut() = fresh()?;
+        Ok(())
+    })?;
+    ensure!(faults >= 3, "only {faults} allocations in a first mmap");
+    // The last attempt made a ring; a new one on a fresh channel works end to end.
+    {
+        let ch = cur.borrow();
+        let n = Notifier::new()?;
+        ch.attach(2, &n)?;
+        let mut ring = ch.map_ring()?;
+        ensure!(ring.submit(2, 3)?, "a new ring's queue is full");
+        collect(&n, 3)?;
+    }
+    // A ring mapped before the channel has a worker: the first call that needs one starts
+    // it and adds the ring to its list, and each of its allocations fails in turn (the
+    // worker, its thread, the list): the call fails and the channel has no worker.
+    let fresh = || -> Result<(Channel, RawRing)> {
+        let ch = Channel::open()?;
+        let ring = RawRing::new(&ch)?;
+        Ok((ch, ring))
+    };
+    let cur = std::cell::RefCell::new(fresh()?);
+    let kick = || cur.borrow().0.kick(1, 1);
+    let started = each_allocation("kick", &[Errno::ENOMEM], kick, |ok| {
+        let s = cur.borrow().0.stats()?;
+        ensure!(
+            (s.thread_pid > 0) == ok,
+            "the kick {} but: {s:?}",
+            if ok { "succeeded" } else { "failed" }
+        );
+        *cur.borrow_mut() = fresh()?;
+        Ok(())
+    })?;
+    ensure!(
+        started >= 2,
+        "only {started} allocations in a ring's worker's start"
+    );
+    println!("# fault_inject_ring: {faults} faults injected in mmap, {started} in a ring's worker's start");
+    Ok(())
+}
+
+/// A channel's ring, mapped with `mmap` alone: it holds no borrow of the channel.
+struct RawRing(*mut libc::c_void);
+
+impl RawRing {
+    fn new(ch: &Channel) -> Result<Self> {
+        // SAFETY: A new shared mapping of the channel's ring page, at an address the kernel
+        // picks; unmapped by the drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                sys::RING_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(ch),
+                0,
+            )
+        };
+        ensure!(p != libc::MAP_FAILED, "mmap: {}", Errno::last());
+        Ok(Self(p))
+    }
+}
+
+impl Drop for RawRing {
+    fn drop(&mut self) {
+        // SAFETY: The mapping made in `new`, which nothing else refers to.
+        unsafe { libc::munmap(self.0, sys::RING_SIZE as usize) };
+    }
 }
 
 /// Reloads the module with `params`.
