@@ -59,13 +59,13 @@ const ALARM_CREDIT: u32 = 16;
 const ALARM_BATCH: usize = 8;
 
 /// How the alarm is armed: at an instant of the monotonic clock, expiring in hard interrupt
-/// context as a timerfd's does. Except on a kernel with KCOV (`make coverage`), which records
-/// no hard interrupt: there it expires in softirq context, where the callback opens a section,
-/// so that what it runs is recorded. The callback is the same code in both, and needs only
-/// spinlocks either way.
-#[cfg(not(CONFIG_KCOV))]
+/// context as a timerfd's does. Except in the build of `make coverage` (`evnotify_coverage`,
+/// set by Kbuild on its KCOV kernel only), since KCOV records no hard interrupt: there it
+/// expires in softirq context, where the callback opens a section, so that what it runs is
+/// recorded. The callback is the same code in both, and needs only spinlocks either way.
+#[cfg(not(evnotify_coverage))]
 pub(crate) type AlarmMode = kernel::time::hrtimer::AbsoluteMode<Monotonic>;
-#[cfg(CONFIG_KCOV)]
+#[cfg(evnotify_coverage)]
 pub(crate) type AlarmMode = kernel::time::hrtimer::AbsoluteSoftMode<Monotonic>;
 
 /// `deadline`, or `floor` if that is later.
@@ -94,18 +94,19 @@ impl HrTimerCallback for Shared {
     /// each eventfd attached to the slots (as a timerfd per eventfd falling due together would
     /// cost) per run of the worker or read, and two per `EVNOTIFY_IOC_TIMER` call.
     ///
-    /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT; softirq under KCOV, see
-    /// [`AlarmMode`]): spinlocks only. The
+    /// In hard interrupt context (the `ktimers` thread on PREEMPT_RT; softirq in the coverage
+    /// build, see [`AlarmMode`]): spinlocks only. The
     /// last reference to a detached eventfd may be dropped here, which frees it with `kfree`
     /// and `ida_free`, both fine in interrupt context.
     fn run(
         this: ArcBorrow<'_, Shared>,
         mut ctx: HrTimerCallbackContext<'_, Self>,
     ) -> HrTimerRestart {
-        // SAFETY: With KCOV the alarm expires in softirq context (`AlarmMode`): this callback
-        // serves the hrtimer softirq, in which it opens no other section, and drops this one
-        // before it returns.
-        #[cfg(CONFIG_KCOV)]
+        // SAFETY: In the coverage build the alarm expires in softirq context (`AlarmMode`):
+        // this callback serves the hrtimer softirq, in no section of it (softirqs do not nest:
+        // `__do_softirq` runs only outside interrupt context, and this callback opens no other),
+        // and drops this one before it returns.
+        #[cfg(evnotify_coverage)]
         let _cov = unsafe { crate::kcov::Section::start_in_softirq(this.cov) };
         let now = Instant::now();
         let mut inner = this.inner.lock();
@@ -123,7 +124,7 @@ impl HrTimerCallback for Shared {
         let taken = inner.fire_timers(now, true);
         if taken != 0 {
             // Their eventfds are held in an array: a small one at nearly every expiry, since
-            // this runs with interrupts off, one of a slot each when more fell due together.
+            // this runs in interrupt context, one of a slot each when more fell due together.
             if taken.count_ones() as usize <= ALARM_BATCH {
                 deliver::<ALARM_BATCH, _>(&this, inner, taken);
             } else {

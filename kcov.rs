@@ -16,7 +16,7 @@
 //! Only the module's own kernel threads open task sections: they never enable KCOV themselves,
 //! and open one at a time, so sections never nest (kcov WARNs, and a stop would end the other
 //! section) and never span the thread's exit. The other kind, a softirq section, is opened only
-//! by the channel's alarm, which on a kernel with KCOV expires in softirq context so that it is
+//! by the channel's alarm, which in the coverage build expires in softirq context so that it is
 //! recorded (see `alarm`).
 
 use core::marker::PhantomData;
@@ -111,11 +111,13 @@ impl Section {
     ///
     /// The caller must be serving a softirq (not a hard interrupt taken during one), in no
     /// softirq section, and must drop the section before the softirq's handler returns.
-    #[cfg(CONFIG_KCOV)]
+    #[cfg(evnotify_coverage)]
     pub(crate) unsafe fn start_in_softirq(handle: Handle) -> Self {
         // SAFETY: In a softirq, in no section of it (the function's safety requirements),
-        // `kcov_remote_start` either starts one, on a buffer of kcov's per-CPU pool, or leaves
-        // the softirq unrecorded, in which case `kcov_remote_stop` does nothing.
+        // `kcov_remote_start` either starts one, on one of kcov's preallocated interrupt
+        // buffers, or leaves the softirq unrecorded (`kcov_softirq` unset), in which case
+        // `kcov_remote_stop` returns at once (`kernel/kcov.c`: "check if the corresponding
+        // kcov_remote_start() actually found the remote handle").
         unsafe { Self::open(handle) }
     }
 
@@ -149,8 +151,10 @@ impl Section {
         if self.open {
             self.open = false;
             // SAFETY: By the type invariant, this context called `kcov_remote_start` under the
-            // conditions in which a section either started and is still open, or did not start
-            // and its KCOV mode is off, so that this returns at once.
+            // conditions in which a section either started and is still open, or did not start,
+            // in which case this returns at once: in a task, whose KCOV mode is then off; in a
+            // softirq, whose `kcov_softirq` is then unset (the interrupted task's mode may be
+            // on, and is left alone).
             unsafe { ffi::kcov_remote_stop() };
         }
     }

@@ -433,6 +433,7 @@ impl<T: Served> ThreadWork for Runner<T> {
                 let _ = self.work.wait_interruptible(&mut queue);
                 queue.sleeping = false;
                 if ctx.coverage().is_set() {
+                    // Reopened outside the lock (a start may allocate).
                     drop(queue);
                     // SAFETY: As above; `own` has ended.
                     own = unsafe { kcov::Section::start(ctx.coverage()) };

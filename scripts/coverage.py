@@ -199,8 +199,11 @@ def source_line(src, f, ln):
 def explain(rules, src, f, ln, fns):
     """The reason of the first rule that matches unreached line `ln` of file `f`, or None."""
     text = source_line(src, f, ln)
+    # A regex that spans a line break is matched against the line before and this one.
+    two = source_line(src, f, ln - 1) + "\n" + text
     for fname, glob, regex, reason in rules:
-        if fname == f and any(fnmatch.fnmatch(x, glob) for x in fns) and (regex is None or regex.search(text)):
+        hay = two if regex is not None and "\\n" in regex.pattern else text
+        if fname == f and any(fnmatch.fnmatch(x, glob) for x in fns) and (regex is None or regex.search(hay)):
             return reason
     return None
 
@@ -311,6 +314,20 @@ def main():
         1 for p, (f, ln, _) in points.items() if p not in whole and why_line.get((f, ln)))
     summary["points_unreached_on_reached_lines"] = sum(
         1 for p, (f, ln, _) in points.items() if p not in whole and (f, ln) not in why_line)
+    # Reached lines with a point no test reaches: a branch (an error arm, mostly) untaken,
+    # explained when a rule matches the line (its every unreached point is then counted so).
+    part = collections.defaultdict(lambda: [0, 0, None])
+    for p, (f, ln, _) in points.items():
+        if by_line[(f, ln)][0]:
+            part[(f, ln)][0] += 1
+            part[(f, ln)][1] += p not in whole
+    part = {k: v for k, v in part.items() if v[1]}
+    for (f, ln), v in part.items():
+        v[2] = explain(rules, src, f, ln, by_line[(f, ln)][1])
+    summary["points_unreached_explained_on_reached_lines"] = sum(v[1] for v in part.values() if v[2])
+    summary["points_reached_or_explained"] = (
+        summary["points_hit"] + summary["points_unreached_on_explained_lines"]
+        + summary["points_unreached_explained_on_reached_lines"])
     summary["lines_unreached_explained"] = explained
     summary["lines_unreached_unexplained"] = len(lines) - explained
     with open(os.path.join(a.out, "summary.json"), "w") as f:
@@ -334,21 +351,19 @@ def main():
                  f"{100 * z['points_hit'] / e['points_total']:8.1f}%{e['lines_hit']:>7}/{e['lines_total']:<5}")
     r += ["", f"Of the {summary['points_total'] - summary['points_hit']} points not reached, "
           f"{summary['points_unreached_on_explained_lines']} lie on lines explained below and "
-          f"{summary['points_unreached_on_reached_lines']} on lines that are reached (another branch of the line).",
+          f"{summary['points_unreached_on_reached_lines']} on lines that are reached (another branch of the line, "
+          f"{summary['points_unreached_explained_on_reached_lines']} of them explained): reached or explained, "
+          f"{summary['points_reached_or_explained']} of {summary['points_total']} "
+          f"({100 * summary['points_reached_or_explained'] / summary['points_total']:.2f}%).",
           "", "Functions never entered (file, function, points):"]
     r += [f"  {f}  {fn}  {n}" for (f, fn), (n, h) in sorted(funcs.items()) if h == 0] or ["  none"]
     r += ["", f"Lines no test reaches ({len(lines)}; {explained} explained, see scripts/coverage-explained.txt):"]
     r += lines or ["  none"]
-    # Reached lines with a point no test reaches: a branch (an error arm, mostly) untaken.
-    part = collections.defaultdict(lambda: [0, 0])
-    for p, (f, ln, _) in points.items():
-        if by_line[(f, ln)][0]:
-            part[(f, ln)][0] += 1
-            part[(f, ln)][1] += p not in whole
-    part = {k: v for k, v in part.items() if v[1]}
     r += ["", f"Reached lines with points no test reaches ({len(part)} lines, "
-          f"{sum(v[1] for v in part.values())} points: branches not taken):"]
-    r += [f"  {f}:{ln}  {m} of {n}  {source_line(src, f, ln).strip()}" for (f, ln), (n, m) in sorted(part.items())] or ["  none"]
+          f"{sum(v[1] for v in part.values())} points: branches not taken; "
+          f"{summary['points_unreached_explained_on_reached_lines']} of them explained):"]
+    r += [f"  {f}:{ln}  {m} of {n}  {source_line(src, f, ln).strip()}" + (f"  -- {why}" if why else "")
+          for (f, ln), (n, m, why) in sorted(part.items())] or ["  none"]
     with open(os.path.join(a.out, "report.txt"), "w") as f:
         f.write("\n".join(r) + "\n")
     print("\n".join(r[:2]))

@@ -85,6 +85,8 @@ enum Op {
     Map {
         chan: u8,
         how: u8,
+        /// > 0: that slab allocation of the call fails.
+        fail: u8,
     },
     /// Submits `n` entries kicking `slot` `count` times each on a mapped ring, then enters it
     /// if the thread asks to be woken (or always, with `enter`); `skew` moves the published
@@ -358,7 +360,7 @@ impl Gen {
             semaphore: false,
         };
         let open = Op::Open { fail: 0 };
-        match self.rng.random_range(0..6) {
+        match self.rng.random_range(0..8) {
             // One eventfd hooked as the kick eventfd of two channels, then written and closed.
             0 => vec![
                 open.clone(),
@@ -411,7 +413,11 @@ impl Gen {
                 open,
                 efd,
                 Self::call(IOC_ATTACH, 0, 0, e0, 0, 0),
-                Op::Map { chan: 0, how: 0 },
+                Op::Map {
+                    chan: 0,
+                    how: 0,
+                    fail: 0,
+                },
                 Op::Submit {
                     map: 0,
                     slot: 0,
@@ -424,6 +430,55 @@ impl Gen {
                 Op::Reap { map: 0, skew: 0 },
                 Self::call(sys::IOC_RING_STATS, 0, 0, None, 0, 0),
             ],
+            // Timers of one period on four slots, three of them on one eventfd: the alarm
+            // delivers the ticks due together, one signal per eventfd.
+            6 => {
+                let mut p = vec![open, efd.clone(), efd];
+                for slot in 0..4 {
+                    let e = Some(Fd::Efd(u8::from(slot == 3)));
+                    p.push(Self::call(IOC_ATTACH, 0, slot, e, 0, 0));
+                }
+                for slot in 0..4 {
+                    p.push(Self::call(IOC_TIMER, 0, slot, None, sys::MIN_PERIOD_NS, 4));
+                }
+                p.push(Op::Sleep { us: 6000 });
+                p.push(Op::Read { efd: 0 });
+                p.push(Op::Sleep { us: 3000 });
+                p
+            }
+            // Six channels on one worker, each with a ring: the worker's list of rings grows.
+            7 => {
+                let mut p = vec![open.clone()];
+                p.push(Self::call(IOC_KICK, 0, 0, None, 1, 0));
+                for chan in 1..6 {
+                    p.push(open.clone());
+                    p.push(Self::call(
+                        IOC_SHARE_WORKER,
+                        chan,
+                        0,
+                        Some(Fd::Chan(0)),
+                        0,
+                        0,
+                    ));
+                }
+                for chan in 0..6 {
+                    p.push(Op::Map {
+                        chan,
+                        how: 0,
+                        fail: 0,
+                    });
+                }
+                p.push(Op::Submit {
+                    map: 5,
+                    slot: 1,
+                    count: 1,
+                    n: 1,
+                    skew: 0,
+                    enter: true,
+                });
+                p.push(Op::Sleep { us: 1000 });
+                p
+            }
             // A timer, a signal and a kick eventfd on one slot, then detached one by one.
             _ => vec![
                 open,
@@ -478,6 +533,7 @@ impl Gen {
                 } else {
                     r.random_range(1..6)
                 },
+                fail: self.fail(),
             },
             19..=21 => self.submit(c),
             22 => Op::Reap {
@@ -742,7 +798,7 @@ impl Run {
                 let _ = std::fs::read(format!("/proc/self/fdinfo/{fd}"));
             }
             Op::Sleep { us } => std::thread::sleep(std::time::Duration::from_micros(us.into())),
-            Op::Map { chan, how } => {
+            Op::Map { chan, how, fail } => {
                 let page = sys::RING_SIZE as usize;
                 let (mut len, mut off) = (page, 0);
                 let (mut prot, mut flags) = (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED);
@@ -756,7 +812,9 @@ impl Run {
                 }
                 let fd = self.resolve(Fd::Chan(chan));
                 // SAFETY: A new mapping at an address the kernel picks.
-                let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, off) };
+                let p = self.failing(fail, || unsafe {
+                    libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, off)
+                });
                 let result = if p == libc::MAP_FAILED {
                     format!("mmap {}", nix::errno::Errno::last())
                 } else {
