@@ -430,16 +430,22 @@ impl Gen {
                 Op::Reap { map: 0, skew: 0 },
                 Self::call(sys::IOC_RING_STATS, 0, 0, None, 0, 0),
             ],
-            // Timers of one period on four slots, three of them on one eventfd: the alarm
-            // delivers the ticks due together, one signal per eventfd.
+            // Timers of one period, on one grid (absolute, from boot), on twelve slots: ten
+            // with eventfds of their own, two sharing one. The alarm delivers the ticks due
+            // together itself, more than its small batch, one signal per eventfd.
             6 => {
-                let mut p = vec![open, efd.clone(), efd];
-                for slot in 0..4 {
-                    let e = Some(Fd::Efd(u8::from(slot == 3)));
+                let mut p = vec![open];
+                p.extend(std::iter::repeat_n(efd, 11));
+                for slot in 0..12u32 {
+                    let e = Some(Fd::Efd(slot.min(10) as u8));
                     p.push(Self::call(IOC_ATTACH, 0, slot, e, 0, 0));
                 }
-                for slot in 0..4 {
-                    p.push(Self::call(IOC_TIMER, 0, slot, None, sys::MIN_PERIOD_NS, 4));
+                for slot in 0..12 {
+                    let mut t = Self::call(IOC_TIMER, 0, slot, None, sys::MIN_PERIOD_NS, 0);
+                    if let Op::Ioctl { req, .. } = &mut t {
+                        req[4..8].copy_from_slice(&sys::TIMER_ABSTIME.to_ne_bytes());
+                    }
+                    p.push(t);
                 }
                 p.push(Op::Sleep { us: 6000 });
                 p.push(Op::Read { efd: 0 });
@@ -531,7 +537,7 @@ impl Gen {
                 how: if r.random_ratio(3, 4) {
                     0
                 } else {
-                    r.random_range(1..6)
+                    r.random_range(1..7)
                 },
                 fail: self.fail(),
             },
@@ -808,6 +814,7 @@ impl Run {
                     2 => off = page as i64,
                     3 => prot = libc::PROT_READ,
                     4 => flags = libc::MAP_PRIVATE,
+                    5 => prot |= libc::PROT_EXEC,
                     _ => len = 1,
                 }
                 let fd = self.resolve(Fd::Chan(chan));
