@@ -105,6 +105,13 @@ enum Op {
         skew: i16,
     },
     Unmap(u8),
+    /// Timers of `period_ms` on slots `0..slots` of a channel, their first ticks together at
+    /// the same instant (the next but one multiple of the period, read when the op runs).
+    TimerGrid {
+        chan: u8,
+        slots: u8,
+        period_ms: u8,
+    },
     /// A child that inherits everything, asks for signals to itself on `slot` and exits; the
     /// slot is kicked by the child before it exits, or by the parent after (the signal then
     /// has no target).
@@ -440,14 +447,12 @@ impl Gen {
                     let e = Some(Fd::Efd(slot.min(10) as u8));
                     p.push(Self::call(IOC_ATTACH, 0, slot, e, 0, 0));
                 }
-                for slot in 0..12 {
-                    let mut t = Self::call(IOC_TIMER, 0, slot, None, sys::MIN_PERIOD_NS, 0);
-                    if let Op::Ioctl { req, .. } = &mut t {
-                        req[4..8].copy_from_slice(&sys::TIMER_ABSTIME.to_ne_bytes());
-                    }
-                    p.push(t);
-                }
-                p.push(Op::Sleep { us: 6000 });
+                p.push(Op::TimerGrid {
+                    chan: 0,
+                    slots: 12,
+                    period_ms: 2,
+                });
+                p.push(Op::Sleep { us: 9000 });
                 p.push(Op::Read { efd: 0 });
                 p.push(Op::Sleep { us: 3000 });
                 p
@@ -551,6 +556,11 @@ impl Gen {
                 },
             },
             23 => Op::Unmap(c),
+            24 => Op::TimerGrid {
+                chan: c,
+                slots: r.random_range(1..=sys::NR_SLOTS as u8),
+                period_ms: r.random_range(1..5),
+            },
             _ => self.ioctl(),
         }
     }
@@ -894,6 +904,32 @@ impl Run {
                 let tail = word(offset_of!(sys::Ring, cq_tail)).load(Ordering::Acquire);
                 word(offset_of!(sys::Ring, cq_head))
                     .store(tail.wrapping_add(skew as u32), Ordering::Release);
+            }
+            Op::TimerGrid {
+                chan,
+                slots,
+                period_ms,
+            } => {
+                let period = u64::from(period_ms) * 1_000_000;
+                let now = evnotify::monotonic_now().as_nanos() as u64;
+                let t = sys::Timer {
+                    flags: sys::TIMER_ABSTIME,
+                    period_ns: period,
+                    start_ns: (now / period + 2) * period,
+                    ..Default::default()
+                };
+                let fd = self.resolve(Fd::Chan(chan));
+                for slot in 0..u32::from(slots) {
+                    let t = sys::Timer { slot, ..t };
+                    // SAFETY: A request from a local.
+                    let rc = unsafe { libc::ioctl(fd, sys::IOC_TIMER as _, &t) };
+                    let result = if rc < 0 {
+                        format!("timer grid {}", nix::errno::Errno::last())
+                    } else {
+                        "timer grid ok".into()
+                    };
+                    *self.results.entry(result).or_default() += 1;
+                }
             }
             Op::Unmap(i) => {
                 if !self.maps.is_empty() {
