@@ -67,6 +67,8 @@ const ALARM_BATCH: usize = 8;
 pub(crate) type AlarmMode = kernel::time::hrtimer::AbsoluteMode<Monotonic>;
 #[cfg(evnotify_coverage)]
 pub(crate) type AlarmMode = kernel::time::hrtimer::AbsoluteSoftMode<Monotonic>;
+#[cfg(all(evnotify_coverage, not(CONFIG_KCOV)))]
+compile_error!("evnotify_coverage is for a kernel with CONFIG_KCOV (Kbuild sets it there only)");
 
 /// `deadline`, or `floor` if that is later.
 fn spaced(deadline: Instant<Monotonic>, floor: Option<Instant<Monotonic>>) -> Instant<Monotonic> {
@@ -103,8 +105,8 @@ impl HrTimerCallback for Shared {
         mut ctx: HrTimerCallbackContext<'_, Self>,
     ) -> HrTimerRestart {
         // SAFETY: In the coverage build the alarm expires in softirq context (`AlarmMode`):
-        // this callback serves the hrtimer softirq, in no section of it (softirqs do not nest:
-        // `__do_softirq` runs only outside interrupt context, and this callback opens no other),
+        // this callback serves the hrtimer softirq, in no section of it (softirq handling is
+        // never re-entered on a CPU, and this callback opens no other),
         // and drops this one before it returns.
         #[cfg(evnotify_coverage)]
         let _cov = unsafe { crate::kcov::Section::start_in_softirq(this.cov) };
