@@ -48,6 +48,7 @@ pub const TESTS: &[Test] = &[
     ),
     ("cgroups_memory_charged_to_caller", memory_charged_to_caller),
     ("cgroups_memory_max_enomem", memory_max_enomem),
+    ("cgroups_memory_max_ring_mmap", memory_max_ring_mmap),
 ];
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -543,6 +544,106 @@ fn kill_and_freeze_pass_it_by() -> Result<()> {
     thread_gone(tid, "its channel")
 }
 
+/// A memory cgroup's `memory.max`, set through a file opened beforehand (opening one at the
+/// limit would fail too), with the process unkillable by the OOM killer meanwhile; lifted,
+/// and the process killable again, when dropped, however the test ends.
+struct Limit(fs::File);
+
+impl Limit {
+    fn arm(m: &Cgroup) -> Result<Self> {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path.join("memory.max"))?;
+        fs::write("/proc/self/oom_score_adj", "-1000")?;
+        Ok(Self(f))
+    }
+
+    fn set(&self, bytes: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.0
+            .write_at(bytes.to_string().as_bytes(), 0)
+            .context("write memory.max")?;
+        Ok(())
+    }
+}
+
+impl Drop for Limit {
+    fn drop(&mut self) {
+        let _ = self.0.write_all(b"max");
+        let _ = fs::write("/proc/self/oom_score_adj", "0");
+    }
+}
+
+/// Rings' first `mmap`s at their memory cgroup's limit: channels opened before map their
+/// rings one after another, each at a fresh 1 GiB-aligned address (so that it needs page
+/// tables of its own, charged too), the mappings kept; each refused one (`ENOMEM`) must leave
+/// its channel without a ring (`ENXIO`), and raises the limit by a page. So the limit is met
+/// at every allocation of a ring's creation in turn (the page, its state, the page tables);
+/// nothing is killed.
+fn memory_max_ring_mmap() -> Result<()> {
+    const CHANS: usize = 160;
+    let m = Cgroup::new("ringmax")?;
+    let chans = (0..CHANS)
+        .map(|_| Channel::open())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let page = sys::RING_SIZE as usize;
+    let (mut refused, mut fit_after) = (0, 0);
+    let mut maps = Vec::with_capacity(CHANS);
+    {
+        let lift = Limit::arm(&m)?;
+        m.enter()?;
+        let mut max = m.value("memory.current", "")?;
+        lift.set(max)?;
+        for (i, ch) in chans.iter().enumerate() {
+            let at = 0x4000_0000_0000usize + (i << 30);
+            // SAFETY: A new shared mapping of the channel's ring at `at`, where nothing is
+            // mapped (MAP_FIXED_NOREPLACE replaces nothing), unmapped below.
+            let p = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    page,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+                    ch.as_raw_fd(),
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                maps.push(p);
+                fit_after += usize::from(refused > 0);
+                continue;
+            }
+            let e = Errno::last();
+            ensure!(e == Errno::ENOMEM, "mmap of ring {i}: {e}");
+            let mut st = sys::RingStats::default();
+            // SAFETY: `st` is a writable `struct evnotify_ring_stats`.
+            let rc = unsafe { libc::ioctl(ch.as_raw_fd(), sys::IOC_RING_STATS as _, &mut st) };
+            ensure!(
+                rc == -1 && Errno::last() == Errno::ENXIO,
+                "a refused mmap of ring {i} left a ring"
+            );
+            refused += 1;
+            max += page as u64;
+            lift.set(max)?;
+        }
+    }
+    for p in maps {
+        // SAFETY: A mapping made above, which nothing else refers to.
+        unsafe { libc::munmap(p, page) };
+    }
+    let events = m.read("memory.events")?;
+    ensure!(
+        events.contains("oom_kill 0"),
+        "a process was killed: {events}"
+    );
+    ensure!(
+        refused > 0 && fit_after > 0,
+        "{refused} mmaps refused, {fit_after} fit after one was: the limit was not met"
+    );
+    println!("# cgroups_memory_max_ring_mmap: {refused} mmaps refused, {fit_after} fit after");
+    Ok(())
+}
+
 /// Opens a channel with a notify eventfd on slot 0 and a 1 s timer on slot 1: the memory a
 /// channel takes on its first timer included.
 fn loaded_channel(n: &Notifier) -> std::io::Result<Channel> {
@@ -600,24 +701,10 @@ fn memory_max_enomem() -> Result<()> {
     let mut chans: Vec<Option<Channel>> = (0..MAX).map(|_| None).collect();
     let mut opened = 0;
     let mut err = None;
-    /// Lifts the limit (through a file opened beforehand: opening one at the limit would
-    /// fail too) and makes the process killable again, however the test ends.
-    struct Lift(fs::File);
-    impl Drop for Lift {
-        fn drop(&mut self) {
-            let _ = self.0.write_all(b"max");
-            let _ = fs::write("/proc/self/oom_score_adj", "0");
-        }
-    }
-    let lift = Lift(
-        fs::OpenOptions::new()
-            .write(true)
-            .open(m.path.join("memory.max"))?,
-    );
-    fs::write("/proc/self/oom_score_adj", "-1000")?;
+    let lift = Limit::arm(&m)?;
     m.enter()?;
     let before = m.value("memory.current", "")?;
-    m.write("memory.max", &(before + 128 * 1024).to_string())?;
+    lift.set(before + 128 * 1024)?;
     while opened < MAX {
         match loaded_channel(&n) {
             Ok(ch) => {
