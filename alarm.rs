@@ -106,7 +106,8 @@ impl HrTimerCallback for Shared {
     ) -> HrTimerRestart {
         // SAFETY: In the coverage build the alarm expires in softirq context (`AlarmMode`):
         // this callback serves the hrtimer softirq, in no section of it (softirq handling is
-        // never re-entered on a CPU, and this callback opens no other),
+        // never re-entered on a CPU: `kernel/softirq.c` runs it only when not `in_interrupt()`,
+        // so kcov's `t->kcov_softirq` is unset here; and this callback opens no other),
         // and drops this one before it returns.
         #[cfg(evnotify_coverage)]
         let _cov = unsafe { crate::kcov::Section::start_in_softirq(this.cov) };

@@ -48,6 +48,10 @@ done
 # each once) lost what it reached after that: the figures can only be short, never long.
 full=$(grep '^# .*buffer full: true' "$out/suite.points" | sed 's/^# \([^:]*\):.*/\1/' | tr '\n' ' ')
 [ -z "$full" ] || echo "# KCOV buffer filled up in: $full(what they reached later is not counted)"
+# The alarm records only in the coverage build (Kbuild: --cfg=evnotify_coverage, from make's
+# command line): a build without it would report less, and silently.
+grep -q -- '--cfg=evnotify_coverage' "$repo/.rust_evnotify.o.cmd"
+result "the module was built as the coverage build (--cfg=evnotify_coverage: the alarm records)" $?
 cp "$repo/rust_evnotify.ko" "$out/"
 python3 "$here/coverage.py" --ko "$out/rust_evnotify.ko" --src "$repo" --explained "$here/coverage-explained.txt" \
 	--suite "$out/suite.points" --fuzz "$out/fuzz.points" --out "$out"

@@ -69,8 +69,8 @@ elif [ "${EVNOTIFY_BENCH:-0}" = 1 ]; then
 	[ "${EVNOTIFY_TRACE:-0}" != 1 ] || KCONFIGS+=("$_here/kernel-trace.config")
 elif [ "${EVNOTIFY_COVERAGE:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-coverage.config")
-	# On make's command line, where Kbuild looks for it (not in the environment, which a
-	# DKMS build of a root shell that ran make coverage could inherit).
+	# On make's command line, where Kbuild looks for it (not in the environment: a shell where
+	# someone exported it would give a DKMS build the coverage build's alarm).
 	KMAKE_VARS+=(EVNOTIFY_COVERAGE=1)
 fi
 mkdir -p "$EVNOTIFY_CACHE"
