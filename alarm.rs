@@ -104,12 +104,12 @@ impl HrTimerCallback for Shared {
         this: ArcBorrow<'_, Shared>,
         mut ctx: HrTimerCallbackContext<'_, Self>,
     ) -> HrTimerRestart {
+        #[cfg(evnotify_coverage)]
         // SAFETY: In the coverage build the alarm expires in softirq context (`AlarmMode`):
         // this callback serves the hrtimer softirq, in no section of it (softirq handling is
         // never re-entered on a CPU: `kernel/softirq.c` runs it only when not `in_interrupt()`,
         // so kcov's `t->kcov_softirq` is unset here; and this callback opens no other),
         // and drops this one before it returns.
-        #[cfg(evnotify_coverage)]
         let _cov = unsafe { crate::kcov::Section::start_in_softirq(this.cov) };
         let now = Instant::now();
         let mut inner = this.inner.lock();

@@ -610,6 +610,16 @@ fn memory_max_ring_mmap() -> Result<()> {
             };
             if p != libc::MAP_FAILED {
                 maps.push(p);
+                // A mapped ring is there to read: a new one asks for a wake-up.
+                let flags = p
+                    .cast::<u8>()
+                    .wrapping_add(std::mem::offset_of!(sys::Ring, flags));
+                // SAFETY: The ring's flags word, in the page just mapped, aligned.
+                let f = unsafe { std::ptr::read_volatile(flags.cast::<u32>()) };
+                ensure!(
+                    f & sys::RING_NEED_WAKEUP != 0,
+                    "ring {i}: flags {f:#x} in a new ring"
+                );
                 fit_after += usize::from(refused > 0);
                 continue;
             }
