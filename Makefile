@@ -44,6 +44,9 @@ vm: shell ## the same as make shell
 bench: ## latency, throughput and scaling in one VM boot (bench/)
 	scripts/bench.sh
 
+profile: ## guest instructions per polling round trip, per function, on the bench kernel (build/profile/)
+	scripts/profile.sh
+
 stress: ## the reliability run in the KASAN/kmemleak debug kernel
 	scripts/stress.sh
 
@@ -60,4 +63,4 @@ PREFIX ?= /usr/local
 install-user: ## install the evnotify command and its manual pages (PREFIX, DESTDIR)
 	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" scripts/install-user.sh
 
-.PHONY: default modules_install clean distclean help demo check shell vm bench stress mutants coverage rust-analyzer install-user
+.PHONY: default modules_install clean distclean help demo check shell vm bench profile stress mutants coverage rust-analyzer install-user

@@ -16,6 +16,7 @@
 #   EVNOTIFY_MODULE_PARAMS  module parameters for the guest's insmod, e.g.
 #                   "max_channels=200000 max_user_channels=200000" (set only at load time)
 #   EVNOTIFY_VM_MEM  the guest's memory in MB (1024)
+#   EVNOTIFY_QEMU_PLUGIN  a TCG plugin with its arguments, for QEMU's -plugin (scripts/profile.sh)
 #   EVNOTIFY_KMEMLEAK  the guest's kmemleak file, checked even on a kernel without kmemleak
 #                   (for the runner's self-tests; default /sys/kernel/debug/kmemleak)
 #
@@ -253,9 +254,11 @@ fi
 kargs=
 [ "${EVNOTIFY_DEBUG:-0}" = 1 ] && kargs=" tsc=unstable"
 [ "${EVNOTIFY_BENCH:-0}" = 1 ] && kargs=" tsc=reliable"
+plugin=()
+[ -z "${EVNOTIFY_QEMU_PLUGIN:-}" ] || plugin=(-plugin "$EVNOTIFY_QEMU_PLUGIN")
 start=$SECONDS
 set +e
-timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${accel[@]}" \
+timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${accel[@]}" ${plugin[@]+"${plugin[@]}"} \
 	-smp 2 -m "${EVNOTIFY_VM_MEM:-1024}" -no-reboot -display none -monitor none \
 	"${console[@]}" -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/initramfs.gz" \

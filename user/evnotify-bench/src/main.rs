@@ -62,6 +62,13 @@ enum Cmd {
         #[arg(long, default_value_t = shared::CHANNELS)]
         channels: usize,
     },
+    /// The polling round trips `scripts/profile.sh` counts the instructions of, between marks
+    /// its TCG plugin sees (not a measurement of time).
+    Profile {
+        /// Round trips per path between its two marks.
+        #[arg(long, default_value_t = 20_000)]
+        iters: u32,
+    },
     /// Draw the latency distributions, the busy-poll sweep, timer lateness and the scaling
     /// from a results file.
     Chart { results: PathBuf, png: PathBuf },
@@ -148,6 +155,11 @@ fn main() -> Result<()> {
         Cmd::Shared { iters, channels } => {
             watchdog::start(STALL, watchdog::abort);
             run_shared(iters, channels)
+        }
+        Cmd::Profile { iters } => {
+            watchdog::start(STALL, watchdog::abort);
+            let limit = Duration::from_nanos(Channel::open()?.stats()?.busypoll_ns.into());
+            rtt::profile(iters, limit)
         }
         Cmd::Chart { results, png } => chart::draw(&results, &png),
     }

@@ -388,3 +388,65 @@ pub(crate) fn latency(iters: u32, p: Pin, limit: Duration) -> Result<Vec<Row>> {
         Ok(rows)
     })
 }
+
+/// `evnotify-bench profile`: the polling round trips that `scripts/profile.sh` counts the
+/// guest's instructions of, across CPUs, each path's `iters` round trips between two marks
+/// (after a warm-up, so that its responder spins in steady state): the ring's spinning caller,
+/// io_uring SQPOLL's, and the polled ioctl. Prints the marks' order and the kernel's addresses
+/// the report needs (its text, which KASLR moves, and the module's).
+pub(crate) fn profile(iters: u32, limit: Duration) -> Result<()> {
+    let (me, other) = Pin::Cross.cpus();
+    let ch = Channel::open()?;
+    let mut paths: [(&str, Box<dyn RoundTrip + '_>); 3] = [
+        (
+            "evnotify_ring_spin",
+            Box::new(RingPath::new(&ch, None, other, false)?),
+        ),
+        (
+            "io_uring_sqpoll_spin",
+            Box::new(NopRing::new(Mode::SqPollSpin, Some(other), limit)?),
+        ),
+        (
+            "evnotify_ioctl",
+            Box::new(ModulePath::new(false, None, other)?),
+        ),
+    ];
+    pin(0, me)?;
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms")?;
+    let stext = kallsyms
+        .lines()
+        .find(|l| l.ends_with(" _stext"))
+        .context("no _stext in /proc/kallsyms")?;
+    println!("profile: kernel {stext}");
+    let text = std::fs::read_to_string("/sys/module/rust_evnotify/sections/.text")?;
+    println!("profile: module .text {}", text.trim());
+    // Where this (static, maybe position-independent) program runs, for its own symbols.
+    println!(
+        "profile: user mark_phase {:#x}",
+        mark_phase as *const () as usize
+    );
+    for (mark, (name, p)) in paths.iter_mut().enumerate() {
+        for _ in 0..1000 {
+            p.once()?;
+        }
+        mark_phase();
+        for _ in 0..iters {
+            p.once()?;
+        }
+        mark_phase();
+        println!(
+            "profile: path {name} marks {} {} round trips {iters}",
+            2 * mark,
+            2 * mark + 1
+        );
+        p.settle();
+    }
+    Ok(())
+}
+
+/// The mark the TCG plugin of `scripts/profile.sh` takes: a user-mode CPUID of a leaf no CPU
+/// defines ("EVNT"), which it knows by the `mov eax, imm32` before it.
+#[inline(never)]
+fn mark_phase() {
+    let _ = std::arch::x86_64::__cpuid(0x4556_4e54);
+}
