@@ -212,6 +212,11 @@ impl Inner {
         // Acquire: the entries up to the tail are written before it (the user's release).
         let tail = p.sq_tail.load(Acquire);
         let n = tail.wrapping_sub(head);
+        if n == 0 {
+            // Nothing new: the page's words are left alone (the line is the submitter's too,
+            // and a polled channel looks after every batch).
+            return false;
+        }
         let (mut kicks, mut dropped) = (0u64, 0u64);
         if n > SQ_ENTRIES {
             dropped = 1;

@@ -371,6 +371,17 @@ impl Shared {
         Ok(())
     }
 
+    /// Counts, once per turn (`woke` is then `Busy`), how the thread came to the channel's work:
+    /// after the batch's signal, which it would delay, and before the batch retires, so that a
+    /// reader of the stats who waits for the channel to go idle sees it.
+    fn count_wakeup(&self, woke: &mut Woke) {
+        match core::mem::replace(woke, Woke::Busy) {
+            Woke::Slept => self.count.wakeups.add(1, Relaxed),
+            Woke::Polled => self.count.polled.add(1, Relaxed),
+            Woke::Busy => {}
+        }
+    }
+
     /// Delivers `kicks` kicks of `slot`: one eventfd signal and one process signal each (their
     /// completion is posted on the ring already, or counted lost, if the channel has one:
     /// `posted`). In
@@ -610,30 +621,43 @@ unsafe impl Served for Shared {
             if let (Some(ring), Work::Kicks { slot, kicks, .. }) = (ring, &work) {
                 inner.complete(ring, *slot, *kicks);
             }
-            drop(inner);
             let kicks = match work {
+                // Nothing to signal (a completion posted, or kicks only dropped): delivered
+                // without letting go of the lock, which the batch would take again at once to
+                // retire (docs/design.md, "The ring's round trip, counted"). `deliver` takes
+                // the lock only for a signal target, which this batch has none of.
                 Work::Kicks {
                     slot,
-                    efd,
-                    sig,
+                    efd: None,
+                    sig: None,
                     kicks,
                 } => {
-                    self.deliver(slot, efd.as_deref(), sig, kicks, ring.is_some());
+                    self.deliver(slot, None, None, kicks, ring.is_some());
+                    self.count_wakeup(woke);
                     kicks
                 }
-                Work::Reap => {
-                    self.reap_hung_up();
-                    0
+                work => {
+                    drop(inner);
+                    let kicks = match work {
+                        Work::Kicks {
+                            slot,
+                            efd,
+                            sig,
+                            kicks,
+                        } => {
+                            self.deliver(slot, efd.as_deref(), sig, kicks, ring.is_some());
+                            kicks
+                        }
+                        Work::Reap => {
+                            self.reap_hung_up();
+                            0
+                        }
+                    };
+                    self.count_wakeup(woke);
+                    inner = self.inner.lock();
+                    kicks
                 }
             };
-            // Counted after the signal, which it would delay, and before the batch retires, so
-            // that a reader of the stats who waits for the channel to go idle sees it.
-            match core::mem::replace(woke, Woke::Busy) {
-                Woke::Slept => self.count.wakeups.add(1, Relaxed),
-                Woke::Polled => self.count.polled.add(1, Relaxed),
-                Woke::Busy => {}
-            }
-            inner = self.inner.lock();
             inner.retire(kicks);
             if inner.closed {
                 // `close` waits for `serving`, then takes the alarm's handle and dequeues the
@@ -698,8 +722,11 @@ unsafe impl Served for Shared {
                     event: false,
                 });
             }
-            // A ring mapped meanwhile has the completions of the batches taken from now on.
-            ring = self.ring.as_ref();
+            // A ring mapped meanwhile has the completions of the batches taken from now on (a
+            // ring, once set, stays).
+            if ring.is_none() {
+                ring = self.ring.as_ref();
+            }
             let taken = inner.sq_kicks();
             if let Some(ring) = ring {
                 inner.take_submissions(ring);

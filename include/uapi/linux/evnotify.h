@@ -400,6 +400,10 @@ struct evnotify_worker {
  * kernel's state or another channel's.  sq_head, cq_tail, sq_dropped and
  * cq_overflow in the page are written by the kernel for user space to read
  * (the last two are the low 32 bits of evnotify_ring_stats'); flags too.
+ * sq_head and sq_dropped are written when the kernel takes submissions (not
+ * when it finds none new), cq_tail when it posts a completion, cq_overflow
+ * when it loses one: a value user space wrote over one of them stays until
+ * then.
  */
 struct evnotify_ring {
 	__u32 sq_head;		/* kernel: submissions taken */

@@ -36,6 +36,10 @@ pub const TESTS: &[Test] = &[
         ring_full_completion_queue_counted,
     ),
     ("ring_bad_entries_dropped", ring_bad_entries_dropped),
+    (
+        "ring_kernel_words_written_when_taken",
+        ring_kernel_words_written_when_taken,
+    ),
     ("ring_wild_tail_skipped", ring_wild_tail_skipped),
     ("ring_mmap_errors", ring_mmap_errors),
     ("ring_no_ring_enxio", ring_no_ring_enxio),
@@ -517,6 +521,47 @@ fn ring_bad_entries_dropped() -> Result<()> {
         .word(std::mem::offset_of!(sys::Ring, sq_dropped))
         .load(Ordering::Relaxed);
     ensure!(dropped == 4, "the page shows {dropped} dropped");
+    Ok(())
+}
+
+/// The page's sq_head and sq_dropped are the kernel's to write when it takes submissions: a
+/// value written over them stays while there is nothing new to take, and the next take writes
+/// the kernel's own again (the header's ring section).
+fn ring_kernel_words_written_when_taken() -> Result<()> {
+    let ch = Channel::open()?;
+    let r = ch.map_ring()?;
+    let m = RawMap::ring(ch.as_raw_fd())?;
+    let dropped = m.word(std::mem::offset_of!(sys::Ring, sq_dropped));
+    m.publish(1, 1);
+    m.publish(64, 1);
+    r.enter()?;
+    ring_idle(&ch, &r)?;
+    ensure!(
+        m.word(SQ_HEAD).load(Ordering::Acquire) == 2 && dropped.load(Ordering::Relaxed) == 1,
+        "after the first take: {:?}",
+        r.control()
+    );
+    m.word(SQ_HEAD).store(77, Ordering::Relaxed);
+    dropped.store(99, Ordering::Relaxed);
+    r.enter()?;
+    ensure!(
+        m.word(SQ_HEAD).load(Ordering::Acquire) == 77 && dropped.load(Ordering::Relaxed) == 99,
+        "nothing new to take, yet the page was written: {:?}",
+        r.control()
+    );
+    m.publish(1, 1);
+    r.enter()?;
+    let s = ring_idle(&ch, &r)?;
+    ensure!(
+        m.word(SQ_HEAD).load(Ordering::Acquire) == 3 && dropped.load(Ordering::Relaxed) == 1,
+        "the next take writes the kernel's words: {:?}",
+        r.control()
+    );
+    let rs = r.stats()?;
+    ensure!(
+        rs.sq_head == 3 && rs.sq_dropped == 1 && s.kicks == 2,
+        "the kernel's own: {rs:?} {s:?}"
+    );
     Ok(())
 }
 
