@@ -7,7 +7,8 @@
 # instructions per round trip of each function, per CPU, to build/profile/report.txt.
 # A spinning side's count includes its spin, which lasts as long as the other side makes it
 # wait: compare the functions that do the work, not the totals. The plugin slows the guest
-# several times; the figures are counts, not times.
+# several times; the figures are counts, not times (the p50 each path prints is the plugin's:
+# without it, `evnotify-bench profile` compares module builds loaded in turn in one boot).
 #   PROFILE_ITERS (20000): round trips per path
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -80,7 +80,8 @@ toolchain() {
 # no Essential package has (scripts/tools.txt maps each command to its package, and
 # check.sh checks that the table covers the scripts and that each package is here or
 # Essential): python3 (bench.sh, mutants.sh, rust-analyzer.sh, the lint), mawk (awk is not
-# Essential), qemu, busybox, binutils (readelf and addr2line, which coverage.py runs)...
+# Essential), qemu, busybox, binutils (readelf and addr2line, which coverage.py runs; objdump
+# and nm, which profile.py runs)...
 SETUP_PACKAGES=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
 	lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
 	qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core python3 mawk binutils)

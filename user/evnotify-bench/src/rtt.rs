@@ -430,14 +430,20 @@ pub(crate) fn profile(iters: u32, limit: Duration) -> Result<()> {
             p.once()?;
         }
         mark_phase();
+        let mut ns = Vec::with_capacity(iters as usize);
         for _ in 0..iters {
+            let t = Instant::now();
             p.once()?;
+            ns.push(t.elapsed().as_nanos());
         }
         mark_phase();
+        ns.sort_unstable();
+        // The time too (without the plugin, a load of module builds in one boot compares by it).
         println!(
-            "profile: path {name} marks {} {} round trips {iters}",
+            "profile: path {name} marks {} {} round trips {iters} p50 {} ns",
             2 * mark,
-            2 * mark + 1
+            2 * mark + 1,
+            ns.get(ns.len() / 2).copied().unwrap_or_default()
         );
         p.settle();
     }
