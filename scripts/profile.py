@@ -5,8 +5,11 @@
 
 RUN_LOG is `evnotify-bench profile`'s output (the marks of each path, the kernel's and the
 module's text addresses), COUNTS the TCG plugin's (bench/probes/tcg-insns.c), SYSTEM_MAP and
-MODULE_KO the kernel's and module's symbols, BENCH_BINARY the caller's. Each block's instructions, and its entries (under TCG
-each block entered costs a dispatch, dearer than an instruction), go to the function it starts in.
+MODULE_KO the kernel's and module's symbols, BENCH_BINARY the caller's. Each block's
+instructions, its entries (under TCG each block entered costs a dispatch, dearer than an
+instruction) and its instructions of the kinds TCG makes dearer (returns, atomic
+read-modify-writes and full fences, interrupt-flag changes, clock reads) go to the function it
+starts in.
 """
 import bisect
 import re
@@ -67,33 +70,34 @@ def main():
         i = bisect.bisect_right(addrs, vaddr) - 1
         return syms[i][1] if i >= 0 else "?"
 
+    # Per mark, per block: its counts per vCPU and its instructions of each dear kind.
     marks = defaultdict(dict)
     for line in open(counts):
-        mark, vaddr, insns, c0, c1 = line.split()
-        marks[int(mark)][(int(vaddr, 16), int(insns))] = (int(c0), int(c1))
+        f = line.split()
+        marks[int(f[0])][(int(f[1], 16), int(f[2]))] = ((int(f[3]), int(f[4])), tuple(map(int, f[5:9])))
+    cols = ["insns", "blocks", "rets", "locked", "irq", "tsc"]
     for path, a, b, n in paths:
         a, b, n = int(a), int(b), int(n)
         if b not in marks:
             sys.exit(f"profile.py: mark {b} of {path} is missing from {counts}")
-        # Per CPU and function: [instructions, blocks entered].
-        per = [defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])]
-        for (vaddr, insns), cb in marks[b].items():
-            ca = marks[a].get((vaddr, insns), (0, 0))
+        # Per CPU and function: the sums of `cols`.
+        per = [defaultdict(lambda: [0] * len(cols)) for _ in (0, 1)]
+        for (vaddr, insns), (cb, kinds) in marks[b].items():
+            ca = marks[a].get((vaddr, insns), ((0, 0), kinds))[0]
             for cpu in (0, 1):
+                runs = cb[cpu] - ca[cpu]
                 k = per[cpu][name(vaddr)]
-                k[0] += (cb[cpu] - ca[cpu]) * insns
-                k[1] += cb[cpu] - ca[cpu]
+                for i, v in enumerate((insns, 1) + kinds):
+                    k[i] += runs * v
         print(f"## {path}: per round trip ({n} round trips)\n")
         for cpu, role in ((0, "caller"), (1, "responder")):
-            insns = sum(k[0] for k in per[cpu].values())
-            blocks = sum(k[1] for k in per[cpu].values())
-            print(f"CPU {cpu} ({role}): {insns / n:,.0f} instructions in {blocks / n:,.0f} blocks")
-            print(f"  {'insns':>8}  {'blocks':>7}  function")
+            total = [sum(k[i] for k in per[cpu].values()) / n for i in range(len(cols))]
+            print(f"CPU {cpu} ({role}): " + ", ".join(f"{t:,.0f} {c}" for t, c in zip(total, cols)))
+            print("  " + "".join(f"{c:>8}" for c in cols) + "  function")
             for sym, k in sorted(per[cpu].items(), key=lambda kv: -kv[1][0])[:top]:
                 if k[0] / n >= 1:
-                    print(f"  {k[0] / n:8,.1f}  {k[1] / n:7,.1f}  {sym}")
+                    print("  " + "".join(f"{v / n:8,.1f}" for v in k) + f"  {sym}")
             print()
-
 
 if __name__ == "__main__":
     main()

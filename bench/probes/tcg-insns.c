@@ -7,9 +7,12 @@
  * The guest marks the phases of its load with a user-mode CPUID of leaf MARK_LEAF (loaded by a
  * "mov eax, imm32" earlier in the same block; other programs run CPUID too): at each, the
  * plugin appends
- * every block's cumulative counts to its output, as lines "MARK VADDR INSNS COUNT0 COUNT1"
- * (MARK counts from 0; COUNTn is how often vCPU n entered the block). The profile is the
- * difference between two marks.
+ * every block's cumulative counts to its output, as lines
+ * "MARK VADDR INSNS COUNT0 COUNT1 RETS LOCKED IRQ TSC" (MARK counts from 0; COUNTn is how often
+ * vCPU n entered the block; then how many of its instructions are returns, atomic
+ * read-modify-writes or full fences, interrupt-flag changes (cli, sti, popf), and clock reads
+ * (rdtsc, rdtscp): instructions TCG makes dearer than others). The profile is the difference
+ * between two marks.
  *
  *   qemu-system-x86_64 -plugin build/tcg-insns.so,out=OUTPUT ...
  *
@@ -53,9 +56,13 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 /* Distinct blocks a boot translates: well under this (open addressing, never full). */
 #define TABLE (1u << 21)
 
+/* The kinds of instruction a block's line counts, beside all of them. */
+enum kind { RET, LOCKED, IRQ, TSC, KINDS };
+
 struct block {
 	uint64_t vaddr;
 	uint32_t insns;
+	uint8_t kinds[KINDS];
 	/* Written by the vCPU's own thread only; read at a mark (aligned: never torn). */
 	uint64_t count[NR_VCPUS];
 };
@@ -105,12 +112,56 @@ static void mark(unsigned int vcpu, void *udata)
 		struct block *b = &table[i];
 
 		if (b->insns && (b->count[0] || b->count[1]))
-			fprintf(out, "%u %" PRIx64 " %u %" PRIu64 " %" PRIu64 "\n", marks, b->vaddr,
-				b->insns, b->count[0], b->count[1]);
+			fprintf(out, "%u %" PRIx64 " %u %" PRIu64 " %" PRIu64 " %u %u %u %u\n", marks,
+				b->vaddr, b->insns, b->count[0], b->count[1], b->kinds[RET],
+				b->kinds[LOCKED], b->kinds[IRQ], b->kinds[TSC]);
 	}
 	fflush(out);
 	marks++;
 	pthread_mutex_unlock(&lock);
+}
+
+/* Which kind an x86 instruction is, if any: prefixes skipped (a lock prefix noted). */
+static int kind(const uint8_t *op, size_t len)
+{
+	bool lock = false;
+	size_t i = 0;
+
+	for (; i < len; i++) {
+		if (op[i] == 0xf0)
+			lock = true;
+		else if (!(op[i] == 0x66 || op[i] == 0x67 || op[i] == 0xf2 || op[i] == 0xf3 ||
+			   op[i] == 0x2e || op[i] == 0x3e || op[i] == 0x26 || op[i] == 0x36 ||
+			   op[i] == 0x64 || op[i] == 0x65 || (op[i] & 0xf0) == 0x40))
+			break;
+	}
+	if (i >= len)
+		return -1;
+	op += i;
+	len -= i;
+	if (lock)
+		return LOCKED;
+	switch (op[0]) {
+	case 0xc3:
+	case 0xc2:
+		return RET;
+	case 0x86:
+	case 0x87: /* xchg with memory: locked without the prefix */
+		return len > 1 && (op[1] >> 6) != 3 ? LOCKED : -1;
+	case 0xfa:
+	case 0xfb:
+	case 0x9d:
+		return IRQ;
+	case 0x0f:
+		if (len > 1 && op[1] == 0x31)
+			return TSC;
+		if (len > 2 && op[1] == 0x01 && op[2] == 0xf9)
+			return TSC;
+		if (len > 2 && op[1] == 0xae && op[2] == 0xf0)
+			return LOCKED; /* mfence */
+		return -1;
+	}
+	return -1;
 }
 
 static void translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -120,8 +171,18 @@ static void translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	struct block *b;
 
 	(void)id;
+	uint8_t kinds[KINDS] = { 0 };
+
+	for (size_t i = 0; i < n; i++) {
+		struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+		int k = kind(qemu_plugin_insn_data(insn), qemu_plugin_insn_size(insn));
+
+		if (k >= 0)
+			kinds[k]++;
+	}
 	pthread_mutex_lock(&lock);
 	b = lookup(qemu_plugin_tb_vaddr(tb), n);
+	memcpy(b->kinds, kinds, sizeof(kinds));
 	pthread_mutex_unlock(&lock);
 	qemu_plugin_register_vcpu_tb_exec_cb(tb, exec, QEMU_PLUGIN_CB_NO_REGS, b);
 	for (size_t i = 0; i < n; i++) {
