@@ -13,12 +13,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
+out=$repo/build/profile
+# The bench kernel (as bench.sh's), whatever the environment says; vm.sh takes the checkout's
+# lock for its run.
 export EVNOTIFY_BENCH=1
 unset EVNOTIFY_DEBUG
 . "$here/env.sh"
-. "$here/lib.sh"
-lock_checkout
-out=$repo/build/profile
 mkdir -p "$out"
 rm -f "$out/counts" "$out/report.txt"
 gcc -O2 -Wall -Wextra -shared -fPIC -o "$out/tcg-insns.so" "$repo/bench/probes/tcg-insns.c"
