@@ -76,9 +76,9 @@ pub(crate) trait ThreadWork: Send + Sync + 'static {
     fn run(self: Pin<&Self>, ctx: &ThreadCtx);
 }
 
-/// How many times [`ThreadCtx::busy_poll`] looks, back to back, between two checks of its
-/// budget, of other tasks and of `kthread_stop` (calls into C and a clock read, which cost more
-/// than most looks; the worker's look at its rings takes a mutex), and between two pauses.
+/// How many times [`ThreadCtx::busy_poll`] looks between two checks of its budget, of other
+/// tasks and of `kthread_stop` (calls into C and a clock read, which cost more than most looks;
+/// the worker's look at its rings takes a mutex).
 const LOOKS: u32 = 16;
 
 /// Calls that are only valid from inside a [`KThread`]; only the trampoline creates one.
@@ -128,16 +128,13 @@ impl ThreadCtx {
     ) -> bool {
         loop {
             // The other checks are calls into C, and read the clock: made once every few
-            // looks, so that a spin sees what it waits for sooner. So is the pause: under TCG
-            // each one leaves the translated code for QEMU's CPU loop (`helper_pause` calls
-            // `cpu_loop_exit`), which cost a polled ring's round trip a fifth (docs/design.md,
-            // "The ring's round trip, counted"); io_uring's SQPOLL loop has none.
+            // looks, so that a spin sees what it waits for sooner.
             for _ in 0..LOOKS {
                 if done() {
                     return true;
                 }
+                cpu_relax();
             }
-            cpu_relax();
             if !self.alone() || self.should_stop() || start.elapsed() >= budget {
                 return false;
             }
