@@ -7,6 +7,7 @@
 # scripts/coverage.py maps the points to lines: build/coverage/summary.json and report.txt.
 # Ends with "N passed, M failed". 7.3 only (the report is of one build of the module).
 #   FUZZ_OPS (200000)  FUZZ_SEED (1)  TIMEOUT_SECS (3600)
+#   TESTS: only the VM tests whose names contain it (for a quick look at what a test reaches)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -25,7 +26,7 @@ ops=${FUZZ_OPS:-200000} seed=${FUZZ_SEED:-1}
 EVNOTIFY_OUT=$out/vm "$here/vm.sh" --timeout "${TIMEOUT_SECS:-3600}" -- sh -c "
 	rc=0
 	mkdir -p /tmp/kcov
-	EVNOTIFY_KCOV_DIR=/tmp/kcov evnotify-kcov run --out /tmp/suite.points -- evnotify-vmtests || rc=1
+	EVNOTIFY_KCOV_DIR=/tmp/kcov evnotify-kcov run --out /tmp/suite.points -- evnotify-vmtests '${TESTS:-}' || rc=1
 	cat /tmp/kcov/*.points >>/tmp/suite.points
 	evnotify-fuzz --guided --ops $ops --seed $seed --kcov-out /tmp/fuzz.points || rc=1
 	for f in suite fuzz; do

@@ -28,6 +28,7 @@ pub const TESTS: &[Test] = &[
         fault_inject_signal_and_timer,
     ),
     ("fault_inject_ring", fault_inject_ring),
+    ("fault_inject_worker_start", fault_inject_worker_start),
     ("limit_max_channels_emfile", limit_max_channels_emfile),
     ("sigkill_mid_ioctls_and_waits", sigkill_mid_ioctls_and_waits),
     ("rmmod_after_close_storm", rmmod_after_close_storm),
@@ -213,12 +214,20 @@ fn fault_inject_signal_and_timer() -> Result<()> {
 }
 
 fn fault_inject_ring() -> Result<()> {
-    // A new channel, sharing one worker with `first` (whose ring the worker polls already), for
-    // each attempt, so that every allocation of a first mmap (the ring's state, its page, the
-    // worker's list of rings) fails in turn; a failed mmap must leave no ring.
+    // A new channel, sharing one worker with `first` and three others (whose four rings the
+    // worker polls already, filling its list of rings: room for 4, then 12), for each attempt,
+    // so that every allocation of a first mmap (the ring's state, its page, the worker's
+    // bigger list) fails in turn; a failed mmap must leave no ring.
     let first = Channel::open()?;
     crate::start_thread(&first)?;
     let _polled = first.map_ring()?;
+    let others = (0..3)
+        .map(|_| {
+            let ch = Channel::open()?;
+            ch.share_worker(&first)?;
+            Ok((RawRing::new(&ch)?, ch))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let fresh = || -> Result<Channel> {
         let ch = Channel::open()?;
         ch.share_worker(&first)?;
@@ -247,7 +256,8 @@ fn fault_inject_ring() -> Result<()> {
         *cur.borrow_mut() = fresh()?;
         Ok(())
     })?;
-    ensure!(faults >= 3, "only {faults} allocations in a first mmap");
+    ensure!(faults >= 4, "only {faults} allocations in a first mmap");
+    drop(others);
     // The last channel made (after the attempt that made a ring): its first ring works end to
     // end.
     {
@@ -283,6 +293,98 @@ fn fault_inject_ring() -> Result<()> {
         "only {started} allocations in a ring's worker's start"
     );
     println!("# fault_inject_ring: {faults} faults injected in mmap, {started} in a ring's worker's start");
+    Ok(())
+}
+
+/// Each call that starts a channel's worker, other than those above (a kick, an attach, a
+/// first kick eventfd), fails with `ENOMEM` when one of the start's allocations does, and
+/// leaves the channel as it was: no worker, and no timer, shared worker or taken submission.
+fn fault_inject_worker_start() -> Result<()> {
+    type Call = fn(&Channel, &Channel) -> std::io::Result<()>;
+    let calls: [(&str, Call); 4] = [
+        ("a first timer", |ch, _| {
+            ch.set_timer(1, Duration::from_secs(1), 1)
+        }),
+        // The other channel has no worker either: the call starts it, for both.
+        ("a share of a channel with no worker", |ch, other| {
+            ch.share_worker(other)
+        }),
+        // The other's worker polls four rings already: joining it adds a fifth, which needs a
+        // bigger list.
+        ("a share that adds a ring to the worker", |ch, other| {
+            ch.share_worker(other)
+        }),
+        ("EVNOTIFY_IOC_RING_ENTER", |ch, _| {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(ch);
+            // SAFETY: RING_ENTER takes no argument.
+            Errno::result(unsafe { libc::ioctl(fd, sys::IOC_RING_ENTER as _) })?;
+            Ok(())
+        }),
+    ];
+    let mut total = 0;
+    for (i, (what, call)) in calls.into_iter().enumerate() {
+        // A fresh pair for each attempt: a step that succeeded would otherwise be skipped.
+        // The channel, the other, and rings (each keeping its channel open) polled by the
+        // other's worker.
+        type Pair = (Channel, Channel, Vec<RawRing>);
+        let fresh = || -> Result<Pair> {
+            let (ch, other) = (Channel::open()?, Channel::open()?);
+            let mut rings = vec![];
+            if i == 2 {
+                crate::start_thread(&other)?;
+                rings.push(RawRing::new(&other)?);
+                for _ in 0..3 {
+                    let c = Channel::open()?;
+                    c.share_worker(&other)?;
+                    rings.push(RawRing::new(&c)?);
+                }
+            }
+            if i >= 2 {
+                rings.push(RawRing::new(&ch)?);
+            }
+            Ok((ch, other, rings))
+        };
+        let cur = std::cell::RefCell::new(fresh()?);
+        let op = || {
+            let c = cur.borrow();
+            call(&c.0, &c.1)
+        };
+        // Failures that left the channel with no worker: the start itself failed (a later
+        // step may fail after it, as a timer's extra state, and the worker stays).
+        let mut unstarted = 0;
+        let faults = each_allocation(what, &[Errno::ENOMEM], op, |ok| {
+            {
+                let (ch, other, ..) = &*cur.borrow();
+                let s = ch.stats()?;
+                ensure!(
+                    !ok || s.thread_pid > 0,
+                    "{what} succeeded with no worker: {s:?}"
+                );
+                if !ok {
+                    unstarted += u32::from(s.thread_pid == 0);
+                    ensure!(
+                        s.timers == 0 && s.kicks == 0,
+                        "a failed {what} took effect: {s:?}"
+                    );
+                    if i == 1 {
+                        let o = other.stats()?;
+                        ensure!(
+                            o.thread_pid == 0,
+                            "a failed share left the other a worker: {o:?}"
+                        );
+                    }
+                }
+            }
+            *cur.borrow_mut() = fresh()?;
+            Ok(())
+        })?;
+        ensure!(
+            unstarted >= 1,
+            "{what}: no injected fault failed the worker's start ({faults} faults)"
+        );
+        total += faults;
+    }
+    println!("# fault_inject_worker_start: {total} faults injected");
     Ok(())
 }
 

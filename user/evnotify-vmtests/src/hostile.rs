@@ -46,7 +46,7 @@ pub(crate) fn child(f: impl FnOnce() -> i32) -> Result<Pid> {
     // copy of a single-threaded process; it leaves with `_exit`.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            let code = f();
+            let code = crate::kcov::recorded(f);
             // SAFETY: Ends the child without running the parent's destructors twice.
             unsafe { libc::_exit(code) }
         }

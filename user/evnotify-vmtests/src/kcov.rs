@@ -1,22 +1,33 @@
 //! `EVNOTIFY_KCOV_DIR=DIR` (`make coverage`): each test records what its own calls make the
-//! module run, with KCOV on the thread that runs it (`KCOV_ENABLE`; helper threads and forked
-//! children are not recorded, the module's threads are, by `evnotify-kcov run`), and writes the
-//! points reached to `DIR/<test>.points`.
+//! module run, with KCOV on the thread that runs it (`KCOV_ENABLE`), and writes the points
+//! reached to `DIR/<test>.points`; a child it forks with `promises::in_child` records its own
+//! to `DIR/<test>.<pid>.points` ([`recorded`]). Other helper threads and children are not
+//! recorded; the module's threads are, by `evnotify-kcov run`.
 
 use anyhow::{Context, Result};
 use evnotify_kcov::{Collector, Placer};
-use std::{collections::BTreeSet, io::Write, path::PathBuf};
+use std::{collections::BTreeSet, fs::File, io::Write, path::PathBuf, sync::OnceLock};
 
-/// A test's recording.
+/// A test's recording, or one of its children's.
 pub struct Recording {
     name: String,
     kcov: Collector,
     placer: Placer,
-    out: PathBuf,
+    out: File,
 }
+
+/// The test this process runs (each runs in a process of its own), once it records.
+static TEST: OnceLock<String> = OnceLock::new();
 
 /// Starts recording the calling thread for test `name`, if `EVNOTIFY_KCOV_DIR` asks for it.
 pub fn start(name: &str) -> Option<Result<Recording>> {
+    let _ = TEST.set(name.into());
+    record(name.into(), 1 << 21)
+}
+
+/// Records the calling thread into `DIR/<name>.points`, with a buffer of `words` PCs. The
+/// file is created now: a child that gives up root later can still write it.
+fn record(name: String, words: usize) -> Option<Result<Recording>> {
     let dir = std::env::var_os("EVNOTIFY_KCOV_DIR")?;
     Some((|| {
         let ko =
@@ -24,13 +35,26 @@ pub fn start(name: &str) -> Option<Result<Recording>> {
         let mut placer = Placer::new("rust_evnotify", ko.as_ref())?;
         // Where the module is now, for PCs of a load that a reload in the test replaces.
         placer.place(&BTreeSet::new());
+        let path = PathBuf::from(dir).join(format!("{name}.points"));
         Ok(Recording {
-            name: name.into(),
-            kcov: Collector::local(1 << 21)?,
+            out: File::create(&path).with_context(|| format!("{}", path.display()))?,
+            name,
+            kcov: Collector::local(words)?,
             placer,
-            out: PathBuf::from(dir).join(format!("{name}.points")),
         })
     })())
+}
+
+/// Runs `f`, a forked child's work, recorded as the test's (if the test records): a failure
+/// to record is printed, and leaves `f`'s result alone (the figures can only be short).
+pub fn recorded<T>(f: impl FnOnce() -> T) -> T {
+    let name = TEST.get().map(|t| format!("{t}.{}", std::process::id()));
+    let rec = name.and_then(|n| record(n, 1 << 18)).transpose();
+    let r = f();
+    if let Err(e) = rec.and_then(|rec| rec.map(Recording::finish).transpose()) {
+        println!("# kcov of a child: {e:#}");
+    }
+    r
 }
 
 impl Recording {
@@ -40,8 +64,7 @@ impl Recording {
         let mut pcs = BTreeSet::new();
         self.kcov.drain(&mut pcs);
         self.placer.place(&pcs);
-        let mut f =
-            std::fs::File::create(&self.out).with_context(|| format!("{}", self.out.display()))?;
+        let f = &mut self.out;
         writeln!(
             f,
             "# {}: buffer full: {full}; distinct PCs {}; unplaced {}",

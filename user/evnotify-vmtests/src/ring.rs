@@ -730,7 +730,7 @@ fn in_child(f: impl FnOnce() -> i32) -> Result<nix::sys::wait::WaitStatus> {
     // SAFETY: The child makes a few system calls and `_exit`s.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            let rc = f();
+            let rc = crate::kcov::recorded(f);
             // SAFETY: Leaves the child at once.
             unsafe { libc::_exit(rc) }
         }

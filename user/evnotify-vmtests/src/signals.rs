@@ -93,7 +93,8 @@ fn signal_stops_after_process_exit() -> Result<()> {
     // SAFETY: The child only makes one ioctl and exits; it touches no lock of the parent.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            let rc = ch.set_signal(0, Signal::SIGUSR1 as i32).map_or(1, |_| 0);
+            let rc =
+                crate::kcov::recorded(|| ch.set_signal(0, Signal::SIGUSR1 as i32).map_or(1, |_| 0));
             // SAFETY: Exits the child at once, without running the parent's destructors.
             unsafe { libc::_exit(rc) }
         }

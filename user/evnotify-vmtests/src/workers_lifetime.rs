@@ -184,13 +184,13 @@ fn child(f: impl FnOnce() -> Result<()>) -> Result<Pid> {
     // SAFETY: The test has no other thread when it forks; the child leaves with `_exit`.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            let code = match f() {
+            let code = crate::kcov::recorded(|| match f() {
                 Ok(()) => 0,
                 Err(e) => {
                     println!("# child: {e:#}");
                     1
                 }
-            };
+            });
             // SAFETY: Ends the child without running the parent's destructors twice.
             unsafe { libc::_exit(code) }
         }
