@@ -298,7 +298,9 @@ fn fault_inject_ring() -> Result<()> {
 
 /// Each call that starts a channel's worker, other than those above (a kick, an attach, a
 /// first kick eventfd), fails with `ENOMEM` when one of the start's allocations does, and
-/// leaves the channel as it was: no worker, and no timer, shared worker or taken submission.
+/// takes no effect: no timer and no kick, and a failed share leaves the other channel with no
+/// worker either. At least one failure must leave the channel with no worker (the start itself
+/// failed); one after the start (a timer's extra state) may leave it the worker.
 fn fault_inject_worker_start() -> Result<()> {
     type Call = fn(&Channel, &Channel) -> std::io::Result<()>;
     let calls: [(&str, Call); 4] = [

@@ -1,8 +1,8 @@
 //! `EVNOTIFY_KCOV_DIR=DIR` (`make coverage`): each test records what its own calls make the
 //! module run, with KCOV on the thread that runs it (`KCOV_ENABLE`), and writes the points
-//! reached to `DIR/<test>.points`; a child it forks with `promises::in_child` records its own
-//! to `DIR/<test>.<pid>.points` ([`recorded`]). Other helper threads and children are not
-//! recorded; the module's threads are, by `evnotify-kcov run`.
+//! reached to `DIR/<test>.points`; a child that one of the suite's fork helpers runs records
+//! its own to `DIR/<test>.<pid>.points` ([`recorded`]). Helper threads, and a child killed
+//! before it ends, are not recorded; the module's threads are, by `evnotify-kcov run`.
 
 use anyhow::{Context, Result};
 use evnotify_kcov::{Collector, Placer};
