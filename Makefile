@@ -19,7 +19,7 @@ modules_install: default ## install the module into KDIR's module directory
 clean: ## remove the module's build products and build/ (the VM runs' files and logs)
 	@if [ -d "$(KDIR)" ]; then $(MAKE) -C $(KDIR) M=$$PWD clean; \
 	else echo "make clean: no kernel tree at KDIR=$(KDIR); removing the module's products by name"; fi
-	rm -rf *.ko *.o *.mod *.mod.c *.rmeta .*.cmd Module.symvers modules.order build
+	rm -rf *.ko *.o *.bc *.mod *.mod.c *.rmeta .*.cmd Module.symvers modules.order build
 
 distclean: clean ## clean, and also user/target and rust-project.json (not the kernel cache)
 	rm -rf user/target rust-project.json

@@ -66,6 +66,9 @@ if [ "${EVNOTIFY_DEBUG:-0}" = 1 ]; then
 	KMAKE_VARS+=(LLVM=-19)
 elif [ "${EVNOTIFY_BENCH:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-bench.config")
+	# clang with rustc's own LLVM, for CONFIG_RUST_INLINE_HELPERS (kernel-bench.config).
+	KMAKE_VARS+=(LLVM=-22)
+	export LIBCLANG_PATH=/usr/lib/llvm-22/lib
 	[ "${EVNOTIFY_TRACE:-0}" != 1 ] || KCONFIGS+=("$_here/kernel-trace.config")
 elif [ "${EVNOTIFY_COVERAGE:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-coverage.config")

@@ -197,6 +197,15 @@ to the HPET, a device access of several µs, part-way through a run (`results.js
 the clocksource at the end, `vm.clocksource`). Under TCG, lockdep made every round trip several times slower, and the paths that
 take more locks more so, enough to turn rankings around ([design.md](design.md#lockdep-and-the-bench-kernel)
 has the two runs that showed it). `results.json` records which (`vm.lockdep`).
+
+Since issue 22's last stop the bench kernel is **built by clang 22 with
+`CONFIG_RUST_INLINE_HELPERS`** (the test kernels stay gcc's): clang with rustc's own LLVM
+inlines the kernel's C helpers into Rust code, as upstream offers for performance. Built by
+gcc, every atomic, lock and reference count of the kernel crate is a call to a C helper
+(`rust_helper_atomic_read`...), which C code such as io_uring's never pays. The C peers are
+built by the same clang. `results.json` records the compiler and whether the helpers were
+inlined (`vm.compiler`, `vm.rust_inline_helpers`); results from before had gcc's kernel
+([design.md](design.md#the-rings-round-trip-counted) has the first runs of each).
 """
 
 MEASURES = """\
@@ -382,6 +391,8 @@ def render(r):
     kernel = f"the bench kernel: {vm['kernel']} {'with' if vm['lockdep'] else 'without'} lockdep"
     if "clocksource" in vm:
         kernel += f", clocksource {vm['clocksource']} at the end of the run"
+    kernel += (f", built by {vm['compiler']}"
+               f" {'with' if vm['rust_inline_helpers'] else 'without'} Rust's C helpers inlined")
     w(f"""## The last run
 
 {vm['accel'].upper()} VM, {vm['cpus']} CPUs, {kernel}; {num(vm['iters'])} round trips per

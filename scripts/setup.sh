@@ -73,6 +73,8 @@ toolchain() {
 	/usr/bin/rustc --version
 	"$BINDGEN" --version
 	clang-19 --version | sed -n 1p
+	# The bench kernel's compiler (env.sh), only in its key: the other kernels' keys stay.
+	[ "${EVNOTIFY_BENCH:-0}" != 1 ] || clang-22 --version | sed -n 1p
 	gcc --version | sed -n 1p
 }
 
@@ -83,7 +85,7 @@ toolchain() {
 # Essential), qemu, busybox, binutils (readelf and addr2line, which coverage.py runs; objdump
 # and nm, which profile.py runs)...
 SETUP_PACKAGES=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
-	lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
+	lld-19 llvm-19 clang-22 libclang-22-dev lld-22 llvm-22 flex bison bc libelf-dev libssl-dev cpio busybox-static
 	qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core python3 mawk binutils)
 # Without a cargo of its own (no rustup toolchain): Debian's, which matches rustc-web.
 SETUP_CARGO_PACKAGE=cargo-web

@@ -74,6 +74,29 @@ enum Cmd {
     Chart { results: PathBuf, png: PathBuf },
 }
 
+/// The compiler of a `/proc/version` line: its second parenthesised group up to the first
+/// comma ("Linux version V (user@host) (COMPILER, LINKER) #1 ..."), or "?".
+fn compiler(version: &str) -> String {
+    let (mut depth, mut groups, mut start) = (0, 0, None);
+    for (i, c) in version.char_indices() {
+        match (c, start) {
+            ('(', _) => {
+                depth += 1;
+                if depth == 1 {
+                    groups += 1;
+                    if groups == 2 {
+                        start = Some(i + 1);
+                    }
+                }
+            }
+            (')' | ',', Some(s)) if depth == 1 => return version[s..i].trim().to_string(),
+            (')', _) => depth -= 1,
+            _ => {}
+        }
+    }
+    "?".into()
+}
+
 fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     // The module's default busy-poll limit, as a new channel reports it.
@@ -104,6 +127,12 @@ fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
             "kernel": kernel.trim(),
             // Lockdep makes every lock several times dearer, and larger (README: Performance).
             "lockdep": std::path::Path::new("/proc/lockdep").exists(),
+            // Which compiler built the kernel, and whether its C helpers are inlined into Rust
+            // code (CONFIG_RUST_INLINE_HELPERS leaves no `rust_helper_*` symbol): under gcc,
+            // each of the kernel crate's atomics and locks is a call (docs/design.md).
+            "compiler": compiler(&std::fs::read_to_string("/proc/version")?),
+            "rust_inline_helpers": !std::fs::read_to_string("/proc/kallsyms")?
+                .contains(" rust_helper_atomic_read\n"),
             "iters": iters,
             // Read at the end: under TCG the clocksource watchdog may have left the TSC for the
             // emulated HPET, which makes every clock read a device access (scripts/vm.sh).
@@ -162,5 +191,21 @@ fn main() -> Result<()> {
             rtt::profile(iters, limit)
         }
         Cmd::Chart { results, png } => chart::draw(&results, &png),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compiler;
+
+    #[test]
+    fn compiler_of_proc_version() {
+        let clang = "Linux version 7.3.4 (root@vm) (Debian clang version 22.1.8 (1~deb12u1), \
+                     Debian LLD 22.1.8) #1 SMP PREEMPT_DYNAMIC Mon Dec  7 09:00:00 UTC 2026\n";
+        assert_eq!(compiler(clang), "Debian clang version 22.1.8 (1~deb12u1)");
+        let gcc = "Linux version 7.3.4 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld \
+                   (GNU Binutils for Debian) 2.40) #1 SMP\n";
+        assert_eq!(compiler(gcc), "gcc (Debian 12.2.0-14+deb12u1) 12.2.0");
+        assert_eq!(compiler("Linux version 7.3.4 (root@vm)"), "?");
     }
 }

@@ -258,10 +258,19 @@ const CALLER_ONLY: &str = "io_uring";
 /// Every key the results must have, as JSON pointers: what `bench.sh`, the chart and the
 /// README read. Written out here, apart from `report`, so that a key `report` drops is caught.
 fn required() -> Vec<String> {
-    let mut keys: Vec<String> = ["accel", "cpus", "kernel", "lockdep", "iters", "clocksource"]
-        .iter()
-        .map(|k| format!("/vm/{k}"))
-        .collect();
+    let mut keys: Vec<String> = [
+        "accel",
+        "cpus",
+        "kernel",
+        "lockdep",
+        "iters",
+        "clocksource",
+        "compiler",
+        "rust_inline_helpers",
+    ]
+    .iter()
+    .map(|k| format!("/vm/{k}"))
+    .collect();
     keys.extend(["/limits/busypoll_ns", "/limits/sq_thread_idle_ms"].map(String::from));
     let stats = ["p50", "p90", "p99", "p999", "max", "percentiles"];
     for (pin, _) in PINNINGS {
@@ -415,7 +424,8 @@ mod tests {
         };
         Results {
             vm: json!({"accel": "tcg", "cpus": 2, "kernel": "7.3", "lockdep": false, "iters": 100,
-                "clocksource": "tsc"}),
+                "clocksource": "tsc", "compiler": "clang version 22.1.8",
+                "rust_inline_helpers": true}),
             busypoll_ns: 200_000,
             rtt: PINNINGS.iter().map(|&(name, _)| (name, rows())).collect(),
             throughput: Throughput::default(),
