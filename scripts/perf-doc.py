@@ -185,7 +185,7 @@ written them); figures of earlier runs, kept as the record of what was tried, ar
 **It runs on the bench kernel**, not the test kernel: `scripts/kernel-bench.config` turns off
 what the tests need and production kernels lack (lockdep, `DEBUG_ATOMIC_SLEEP`, list
 debugging, hung-task detection, Rust debug assertions and overflow checks, fault
-injection); it is built once, in its own cache directory, the first time (about 8 minutes
+injection); it is built once, in its own cache directory, the first time (about 11 minutes
 here). It is closer to a production kernel, not one: it keeps tinyconfig's choices
 (`SLUB_TINY`, a periodic tick), which may move the open, close and memory figures. It has
 cgroups and memory cgroups since issue 23 (results from before had neither), and since
