@@ -20,8 +20,8 @@ mkdir -p "$out"
 # tools_lint: prints each command of the scripts that scripts/tools.txt lacks, and each
 # package there that no one installs; fails if it printed anything.
 tools_lint() (
-	. "$here/setup.sh" # SETUP_PACKAGES, SETUP_CARGO_PACKAGE
-	allowed=" ${SETUP_PACKAGES[*]} $SETUP_CARGO_PACKAGE "
+	. "$here/setup.sh" # SETUP_PACKAGES, SETUP_CARGO_PACKAGE, SETUP_BENCH_PACKAGES
+	allowed=" ${SETUP_PACKAGES[*]} $SETUP_CARGO_PACKAGE ${SETUP_BENCH_PACKAGES[*]} "
 	"$here/commands.py" "$here"/*.sh "$repo/Makefile" >"$out/commands.txt" || exit 1
 	while IFS=$'\t' read -r cmd where; do
 		case $(type -t "$cmd") in builtin | keyword) continue ;; esac

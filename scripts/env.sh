@@ -61,14 +61,21 @@ lock_checkout() {
 	export EVNOTIFY_CHECKOUT_LOCKED=$$
 }
 KCONFIGS=("$_here/kernel.config")
+# The LLVM major of the bench kernel's clang: it must be rustc-web's own (setup.sh checks), for
+# CONFIG_RUST_INLINE_HELPERS (kernel-bench.config) to stick.
+BENCH_LLVM=22
+# The clang that builds the selected kernel on top of the base toolchain (setup.sh: its
+# packages, and its version in the kernel's cache key), if any but the debug kernel's clang-19.
+KERNEL_CLANG=
 if [ "${EVNOTIFY_DEBUG:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-debug.config")
 	KMAKE_VARS+=(LLVM=-19)
 elif [ "${EVNOTIFY_BENCH:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-bench.config")
 	# clang with rustc's own LLVM, for CONFIG_RUST_INLINE_HELPERS (kernel-bench.config).
-	KMAKE_VARS+=(LLVM=-22)
-	export LIBCLANG_PATH=/usr/lib/llvm-22/lib
+	KERNEL_CLANG=clang-$BENCH_LLVM
+	KMAKE_VARS+=(LLVM=-$BENCH_LLVM)
+	export LIBCLANG_PATH=/usr/lib/llvm-$BENCH_LLVM/lib
 	[ "${EVNOTIFY_TRACE:-0}" != 1 ] || KCONFIGS+=("$_here/kernel-trace.config")
 elif [ "${EVNOTIFY_COVERAGE:-0}" = 1 ]; then
 	KCONFIGS+=("$_here/kernel-coverage.config")

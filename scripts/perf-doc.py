@@ -198,14 +198,15 @@ the clocksource at the end, `vm.clocksource`). Under TCG, lockdep made every rou
 take more locks more so, enough to turn rankings around ([design.md](design.md#lockdep-and-the-bench-kernel)
 has the two runs that showed it). `results.json` records which (`vm.lockdep`).
 
-Since issue 22's last stop the bench kernel is **built by clang 22 with
-`CONFIG_RUST_INLINE_HELPERS`** (the test kernels stay gcc's): clang with rustc's own LLVM
-inlines the kernel's C helpers into Rust code, as upstream offers for performance. Built by
-gcc, every atomic, lock and reference count of the kernel crate is a call to a C helper
-(`rust_helper_atomic_read`...), which C code such as io_uring's never pays. The C peers are
-built by the same clang. `results.json` records the compiler and whether the helpers were
-inlined (`vm.compiler`, `vm.rust_inline_helpers`); results from before had gcc's kernel
-([design.md](design.md#the-rings-round-trip-counted) has the first runs of each).
+The bench kernel is **built by clang with `CONFIG_RUST_INLINE_HELPERS`** (`scripts/env.sh`:
+clang of rustc's own LLVM, 22 here; the test kernel is gcc's, the debug kernel clang 19's):
+clang inlines the kernel's C helpers into Rust code, as upstream offers for performance.
+Built by gcc, every atomic, lock and reference count of the kernel crate is a call to a C
+helper (`rust_helper_atomic_read`...), which C code such as io_uring's never pays. The C peers
+are built by the same clang. `results.json` records the compiler and whether the helpers were
+inlined (`vm.compiler`, `vm.rust_inline_helpers`; results from before they were recorded had a
+gcc kernel), and "The last run" below says which; [design.md](design.md#the-bench-kernel-built-by-clang-with-rusts-c-helpers-inlined)
+compares the last run on gcc's kernel with the first ones on clang's.
 """
 
 MEASURES = """\
@@ -391,8 +392,11 @@ def render(r):
     kernel = f"the bench kernel: {vm['kernel']} {'with' if vm['lockdep'] else 'without'} lockdep"
     if "clocksource" in vm:
         kernel += f", clocksource {vm['clocksource']} at the end of the run"
-    kernel += (f", built by {vm['compiler']}"
-               f" {'with' if vm['rust_inline_helpers'] else 'without'} Rust's C helpers inlined")
+    # Results from before these were recorded: a gcc kernel, said as not recorded.
+    kernel += f", built by {vm.get('compiler') or 'a compiler not recorded'}"
+    inlined = vm.get("rust_inline_helpers")
+    kernel += {True: " with Rust's C helpers inlined", False: " without Rust's C helpers inlined",
+               None: " (whether Rust's C helpers were inlined: not recorded)"}[inlined]
     w(f"""## The last run
 
 {vm['accel'].upper()} VM, {vm['cpus']} CPUs, {kernel}; {num(vm['iters'])} round trips per

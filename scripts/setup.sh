@@ -73,8 +73,8 @@ toolchain() {
 	/usr/bin/rustc --version
 	"$BINDGEN" --version
 	clang-19 --version | sed -n 1p
-	# The bench kernel's compiler (env.sh), only in its key: the other kernels' keys stay.
-	[ "${EVNOTIFY_BENCH:-0}" != 1 ] || clang-22 --version | sed -n 1p
+	# The bench kernel's clang (env.sh), only in its key: the other kernels' keys stay.
+	[ -z "$KERNEL_CLANG" ] || "$KERNEL_CLANG" --version | sed -n 1p
 	gcc --version | sed -n 1p
 }
 
@@ -85,10 +85,12 @@ toolchain() {
 # Essential), qemu, busybox, binutils (readelf and addr2line, which coverage.py runs; objdump
 # and nm, which profile.py runs)...
 SETUP_PACKAGES=(rustc-web rust-web-src rust-web-clippy rustfmt-web clang-19 libclang-19-dev
-	lld-19 llvm-19 clang-22 libclang-22-dev lld-22 llvm-22 flex bison bc libelf-dev libssl-dev cpio busybox-static
+	lld-19 llvm-19 flex bison bc libelf-dev libssl-dev cpio busybox-static
 	qemu-system-x86 make gcc libc6-dev xz-utils fonts-dejavu-core python3 mawk binutils)
 # Without a cargo of its own (no rustup toolchain): Debian's, which matches rustc-web.
 SETUP_CARGO_PACKAGE=cargo-web
+# Only for the bench kernel (env.sh: KERNEL_CLANG), which clang-$BENCH_LLVM builds.
+SETUP_BENCH_PACKAGES=(clang-$BENCH_LLVM libclang-$BENCH_LLVM-dev lld-$BENCH_LLVM llvm-$BENCH_LLVM)
 
 # host_os: "ID VERSION_ID PRETTY_NAME" from os-release (EVNOTIFY_OS_RELEASE, for the
 # self-tests; else /etc/os-release), read by the shell alone (it is made to be sourced).
@@ -108,7 +110,7 @@ set -euo pipefail
 read -r os_id os_version os_name <<<"$(host_os)"
 if [ "$os_id $os_version" != "debian 12" ] && [ "${EVNOTIFY_ANY_OS:-0}" != 1 ]; then
 	log "this host is $os_name (ID=$os_id, VERSION_ID=$os_version): set-up supports Debian 12"
-	log "(bookworm) only. It installs Debian 12's packages with apt (rustc-web, clang-19,"
+	log "(bookworm) only. It installs Debian 12's packages with apt (rustc-web, clang-19 and -22,"
 	log "qemu-system-x86, ...) and builds a test kernel with that toolchain."
 	log "Run it on Debian 12: a VM or a container (docker run -it -v \"\$PWD\":/src debian:12)."
 	log "If this host has the same tools under the same paths (/usr/bin/rustc of the version"
@@ -117,8 +119,24 @@ if [ "$os_id $os_version" != "debian 12" ] && [ "${EVNOTIFY_ANY_OS:-0}" != 1 ]; 
 fi
 
 # --- Host packages -----------------------------------------------------------
+# check_bench_llvm: for the bench kernel, stops unless /usr/bin/rustc's LLVM major is
+# BENCH_LLVM: CONFIG_RUST_INLINE_HELPERS needs clang of rustc's own LLVM major (init/Kconfig:
+# RUSTC_CLANG_LLVM_COMPATIBLE), else the build would stop at "config did not stick". Before the
+# packages are installed when rustc is there already (not to install the wrong clang), and after.
+check_bench_llvm() {
+	[ -n "$KERNEL_CLANG" ] || return 0
+	local m
+	m=$(/usr/bin/rustc --version --verbose | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+	[ "$m" != "$BENCH_LLVM" ] || return 0
+	log "the bench kernel inlines Rust's C helpers, which needs clang of rustc's own LLVM:"
+	log "/usr/bin/rustc has LLVM ${m:-?}, scripts/env.sh names clang-$BENCH_LLVM."
+	log "Set BENCH_LLVM in scripts/env.sh to rustc's LLVM major (clang-N must exist)."
+	exit 1
+}
+[ ! -x /usr/bin/rustc ] || check_bench_llvm
 pkgs=("${SETUP_PACKAGES[@]}")
 command -v cargo >/dev/null || pkgs+=("$SETUP_CARGO_PACKAGE")
+[ -z "$KERNEL_CLANG" ] || pkgs+=("${SETUP_BENCH_PACKAGES[@]}")
 # find_missing: the packages of pkgs not installed, into missing.
 find_missing() {
 	missing=()
@@ -149,6 +167,8 @@ if ((${#missing[@]})); then
 		DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "${missing[@]}"; } >"$aptlog" 2>&1 ||
 		{ tail -n 30 "$aptlog" >&2; exit 1; }
 fi
+
+check_bench_llvm
 
 # --- bindgen (bookworm's is too old), pinned ---------------------------------
 # 0.73.2 is the version the kernel was tried with (7.3 wants >= 0.71.1).  A BINDGEN given

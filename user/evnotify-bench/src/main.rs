@@ -128,11 +128,14 @@ fn run(iters: u32, secs: f64, channels: usize) -> Result<()> {
             // Lockdep makes every lock several times dearer, and larger (README: Performance).
             "lockdep": std::path::Path::new("/proc/lockdep").exists(),
             // Which compiler built the kernel, and whether its C helpers are inlined into Rust
-            // code (CONFIG_RUST_INLINE_HELPERS leaves no `rust_helper_*` symbol): under gcc,
-            // each of the kernel crate's atomics and locks is a call (docs/design.md).
-            "compiler": compiler(&std::fs::read_to_string("/proc/version")?),
-            "rust_inline_helpers": !std::fs::read_to_string("/proc/kallsyms")?
-                .contains(" rust_helper_atomic_read\n"),
+            // code (with CONFIG_RUST_INLINE_HELPERS, vmlinux has no `rust_helper_atomic_read`):
+            // under gcc, each of the kernel crate's atomics and locks is a call
+            // (docs/design.md). Read at the end: "?" and null rather than lose the run.
+            "compiler": std::fs::read_to_string("/proc/version")
+                .map_or_else(|_| "?".into(), |v| compiler(&v)),
+            "rust_inline_helpers": std::fs::read_to_string("/proc/kallsyms")
+                .ok()
+                .map(|k| !k.contains(" rust_helper_atomic_read\n")),
             "iters": iters,
             // Read at the end: under TCG the clocksource watchdog may have left the TSC for the
             // emulated HPET, which makes every clock read a device access (scripts/vm.sh).
