@@ -259,7 +259,8 @@ impl<T: Served> Runner<T> {
             }
             if let Some(mut bigger) = spare.take() {
                 if bigger.capacity() > rings.len() {
-                    // Room for all and one more: the old vector, emptied, goes after the lock.
+                    // Room for all and one more. The old vector, emptied, is freed at the end of
+                    // this block, under the lock (`kfree` does not sleep).
                     core::mem::swap(&mut *rings, &mut bigger);
                     while let Some(c) = bigger.pop() {
                         if let Err(PushError(c)) = rings.push_within_capacity(c) {

@@ -133,8 +133,9 @@ struct evnotify_kick {
  * and a kick that is being delivered still counts in pending.  fd_kicks is
  * the part of kicks that came from kick eventfds, so fd_kicks <= kicks until
  * kicks wraps.  Once pending == 0, every handled kick has been delivered: it
- * signalled the slot's eventfd (notifies) and/or its process (signals), or,
- * with neither, is counted in dropped.
+ * signalled the slot's eventfd (notifies) and/or its process (signals), or was
+ * posted on the channel's event ring or counted lost there (the ring's section
+ * below), or, with none of these, is counted in dropped.
  */
 struct evnotify_stats {
 	__u64 kicks;		/* kicks accepted: by ioctl and by kick eventfd */
@@ -143,7 +144,7 @@ struct evnotify_stats {
 	__u64 handled;		/* kicks and ticks delivered or dropped */
 	__u64 notifies;		/* eventfd_signal() calls made (thread and timer) */
 	__u64 signals;		/* process signals sent */
-	__u64 dropped;		/* handled with no eventfd and no signal sent */
+	__u64 dropped;		/* handled with no eventfd, no signal and no ring */
 	__u64 wakeups;		/* times the thread woke up from sleep and found work */
 	__u64 polled;		/* times it found work while busy polling, without sleeping */
 	__u64 pending;		/* kicks and ticks not yet handled */
@@ -340,7 +341,9 @@ struct evnotify_worker {
  * evnotify_cqe (the completion queue, cq) at EVNOTIFY_RING_CQ_OFFSET; the
  * helpers below find them.  mmap fails with EINVAL for a length beyond one
  * page (any length up to EVNOTIFY_RING_SIZE maps the page), an offset other
- * than 0, or MAP_PRIVATE; with EPERM for PROT_EXEC; with EACCES for PROT_WRITE
+ * than 0, or MAP_PRIVATE; with EPERM for PROT_EXEC (also for the PROT_EXEC
+ * that a READ_IMPLIES_EXEC personality adds to PROT_READ, where /dev is not
+ * mounted noexec); with EACCES for PROT_WRITE
  * on a descriptor opened O_RDONLY (as any shared mapping does: such a mapping
  * is read-only, PROT_READ works); with ENOMEM if the page cannot be
  * allocated.  A failed mmap creates no ring.  The mapping can never become

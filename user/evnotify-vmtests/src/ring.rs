@@ -660,6 +660,31 @@ fn ring_mmap_errors() -> Result<()> {
         m.word(FLAGS).load(Ordering::Relaxed) == sys::RING_NEED_WAKEUP,
         "a read-only mapping shows the ring"
     );
+    // The ioctls ignore the access mode (SECURITY.md): a read-only channel is driven as any.
+    let ro = Channel::from(ro);
+    let n = Notifier::new()?;
+    ro.attach(0, &n)?;
+    ro.kick(0, 2)?;
+    ensure!(
+        n.wait_timeout(Duration::from_secs(10))? == 2,
+        "a kick on an O_RDONLY channel"
+    );
+    // A READ_IMPLIES_EXEC personality adds PROT_EXEC to PROT_READ (/dev is not noexec here):
+    // refused as PROT_EXEC is (the header).
+    let st = in_child(|| {
+        // SAFETY: Sets this child's personality only.
+        if unsafe { libc::personality(libc::READ_IMPLIES_EXEC as libc::c_ulong) } == -1 {
+            return 2;
+        }
+        match RawMap::new(fd, page, rw, libc::MAP_SHARED, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => 0,
+            _ => 1,
+        }
+    })?;
+    ensure!(
+        matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "mmap under READ_IMPLIES_EXEC: {st:?} (1: not EPERM, 2: personality failed)"
+    );
     // Never executable, never grown.
     let m = RawMap::ring(fd)?;
     // SAFETY: Our own mapping; the calls change its protection or size only.

@@ -119,7 +119,7 @@ pub struct Stats {
     pub notifies: u64,
     /// Process signals sent.
     pub signals: u64,
-    /// Handled with no eventfd and no signal sent.
+    /// Handled with no eventfd, no signal and no event ring to deliver to.
     pub dropped: u64,
     /// Times the thread woke up from sleep and found work (on a shared worker: counted on
     /// the first channel with work it serves after the sleep, so others may show 0).
