@@ -7,12 +7,19 @@
  *
  *   evnotify-probe-rtt ROUND_TRIPS BUSYPOLL_NS spin|block|marks
  *
+ * With a fifth argument "eventfd", the peer answers instead of the module: a thread pinned
+ * to CPU 1 blocks in read(2) on one eventfd and writes another (make bench's eventfd
+ * ping-pong); BUSYPOLL_NS must then be 0. Traced side by side with the module's path.
+ *
+ *   evnotify-probe-rtt ROUND_TRIPS BUSYPOLL_NS spin|block|marks [eventfd]
+ *
  * Prints the round trip's p50, p90 and p99 in ns. Not a benchmark (make bench is): a load
  * to trace, whose figures are comparable only within one boot.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +49,26 @@ static int wait_one(int fd, int spin)
 	return v == 1 ? 0 : -1;
 }
 
+/* The eventfd peer's two descriptors: it reads kicks from the first, answers on the second. */
+static int peer_fds[2];
+
+/* The eventfd peer: pinned to CPU 1, answers each kick until its read fails. */
+static void *peer(void *arg)
+{
+	cpu_set_t cpus;
+	uint64_t v;
+
+	(void)arg;
+	CPU_ZERO(&cpus);
+	CPU_SET(1, &cpus);
+	if (sched_setaffinity(0, sizeof(cpus), &cpus))
+		exit(fail("pinning the peer to CPU 1"));
+	while (read(peer_fds[0], &v, sizeof(v)) == sizeof(v))
+		if (write(peer_fds[1], &(uint64_t){ 1 }, sizeof(uint64_t)) != sizeof(uint64_t))
+			exit(fail("the peer's write"));
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct evnotify_kick kick = { .slot = 0, .count = 1 };
@@ -50,10 +77,13 @@ int main(int argc, char **argv)
 	uint64_t *lat;
 	int n, spin, marks, mk = -1, dev, fd;
 
-	if (argc != 4 || (n = atoi(argv[1])) <= 0) {
-		fprintf(stderr, "usage: %s ROUND_TRIPS BUSYPOLL_NS spin|block|marks\n", argv[0]);
+	if (argc < 4 || argc > 5 || (n = atoi(argv[1])) <= 0 ||
+	    (argc == 5 && strcmp(argv[4], "eventfd"))) {
+		fprintf(stderr, "usage: %s ROUND_TRIPS BUSYPOLL_NS spin|block|marks [eventfd]\n",
+			argv[0]);
 		return 2;
 	}
+	int efd = argc == 5;
 	spin = !strcmp(argv[3], "spin");
 	marks = !strcmp(argv[3], "marks");
 	if (!spin && !marks && strcmp(argv[3], "block")) {
@@ -64,25 +94,39 @@ int main(int argc, char **argv)
 
 	if (marks && (mk = open("/sys/kernel/tracing/trace_marker", O_WRONLY)) < 0)
 		return fail("/sys/kernel/tracing/trace_marker");
-	dev = open("/dev/evnotify", O_RDWR);
-	if (dev < 0)
+	dev = efd ? -1 : open("/dev/evnotify", O_RDWR);
+	if (!efd && dev < 0)
 		return fail("/dev/evnotify");
 	fd = eventfd(0, spin ? EFD_NONBLOCK : 0);
 	if (fd < 0)
 		return fail("eventfd");
 	struct evnotify_attach at = { .slot = 0, .fd = fd };
 
-	if (ioctl(dev, EVNOTIFY_IOC_ATTACH, &at) || ioctl(dev, EVNOTIFY_IOC_BUSYPOLL, &bp))
-		return fail("EVNOTIFY_IOC_ATTACH/BUSYPOLL");
-	/* The first kick starts the thread; then it is pinned, and the caller too. */
-	if (ioctl(dev, EVNOTIFY_IOC_KICK, &kick) || wait_one(fd, spin))
-		return fail("warm-up kick");
-	if (ioctl(dev, EVNOTIFY_IOC_STATS, &st))
-		return fail("EVNOTIFY_IOC_STATS");
-	CPU_ZERO(&cpus);
-	CPU_SET(1, &cpus);
-	if (sched_setaffinity(st.thread_pid, sizeof(cpus), &cpus))
-		return fail("pinning the channel's thread to CPU 1");
+	if (efd) {
+		pthread_t t;
+
+		if (bp.limit_ns) {
+			fprintf(stderr, "%s: the eventfd peer does not poll: BUSYPOLL_NS must be 0\n",
+				argv[0]);
+			return 2;
+		}
+		peer_fds[0] = eventfd(0, 0);
+		peer_fds[1] = fd;
+		if (peer_fds[0] < 0 || pthread_create(&t, NULL, peer, NULL))
+			return fail("the eventfd peer");
+	} else {
+		if (ioctl(dev, EVNOTIFY_IOC_ATTACH, &at) || ioctl(dev, EVNOTIFY_IOC_BUSYPOLL, &bp))
+			return fail("EVNOTIFY_IOC_ATTACH/BUSYPOLL");
+		/* The first kick starts the thread; then it is pinned, and the caller too. */
+		if (ioctl(dev, EVNOTIFY_IOC_KICK, &kick) || wait_one(fd, spin))
+			return fail("warm-up kick");
+		if (ioctl(dev, EVNOTIFY_IOC_STATS, &st))
+			return fail("EVNOTIFY_IOC_STATS");
+		CPU_ZERO(&cpus);
+		CPU_SET(1, &cpus);
+		if (sched_setaffinity(st.thread_pid, sizeof(cpus), &cpus))
+			return fail("pinning the channel's thread to CPU 1");
+	}
 	CPU_ZERO(&cpus);
 	CPU_SET(0, &cpus);
 	if (sched_setaffinity(0, sizeof(cpus), &cpus))
@@ -96,13 +140,17 @@ int main(int argc, char **argv)
 		if (mk >= 0 && i >= 0 && write(mk, "K\n", 2) != 2)
 			return fail("trace_marker");
 		t = mono_ns();
-		if (ioctl(dev, EVNOTIFY_IOC_KICK, &kick) || wait_one(fd, spin))
+		if (efd ? write(peer_fds[0], &(uint64_t){ 1 }, sizeof(uint64_t)) != sizeof(uint64_t) :
+			  ioctl(dev, EVNOTIFY_IOC_KICK, &kick) != 0)
+			return fail("kick");
+		if (wait_one(fd, spin))
 			return fail("round trip");
 		if (i >= 0)
 			lat[i] = mono_ns() - t;
 	}
 	qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
-	printf("%s rtt ns: p50 %llu p90 %llu p99 %llu (n %d, busypoll %u ns)\n", argv[3],
+	printf("%s %s rtt ns: p50 %llu p90 %llu p99 %llu (n %d, busypoll %u ns)\n",
+	       efd ? "eventfd" : "evnotify", argv[3],
 	       (unsigned long long)lat[n / 2], (unsigned long long)lat[n * 9 / 10],
 	       (unsigned long long)lat[n * 99 / 100], n, bp.limit_ns);
 	return 0;
