@@ -30,6 +30,10 @@ pub const TESTS: &[Test] = &[
         signal_refused_after_setuid_exec,
     ),
     ("signal_same_user_delivered", signal_same_user_delivered),
+    (
+        "signal_root_setter_dropped_refused",
+        signal_root_setter_dropped_refused,
+    ),
 ];
 
 /// An unprivileged uid for the tests.
@@ -165,6 +169,50 @@ pub fn suid_helper() -> i32 {
 /// The review's scenario: a user sets a signal on a slot, then the process execs a set-uid
 /// program that becomes root. The user can no longer `kill()` it, so a kick must not
 /// signal it either: the send is refused and counted.
+/// A root setter that then drops every uid to another user is refused too: the recorded uid
+/// (0) is neither the process's uid nor its saved uid any more, and no capability overrides
+/// the check (the header, SECURITY.md). Were the signal sent, its default action would kill
+/// the child.
+fn signal_root_setter_dropped_refused() -> Result<()> {
+    let ch = Channel::open()?;
+    let (to_r, to_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (from_r, from_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let ch_fd = ch.as_fd().as_raw_fd();
+    let target = child(|| {
+        let req = sys::Signal {
+            slot: 0,
+            signo: sig(),
+            ..Default::default()
+        };
+        let mut go = [0u8; 1];
+        // SAFETY: Plain syscalls on fds this process owns; `req` and `go` outlive them.
+        unsafe {
+            if libc::ioctl(ch_fd, sys::IOC_SIGNAL as _, &req) != 0
+                || libc::syscall(libc::SYS_setresuid, USER, USER, USER) != 0
+                || libc::write(from_w.as_raw_fd(), b"d".as_ptr().cast(), 1) != 1
+                || libc::read(to_r.as_raw_fd(), go.as_mut_ptr().cast(), 1) != 1
+            {
+                return 2;
+            }
+        }
+        0
+    })?;
+    drop((to_r, from_w));
+    let mut out = BufReader::new(std::fs::File::from(from_r));
+    let mut buf = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut buf).context("the child's uids dropped")?;
+    ch.kick(0, 1)?;
+    let s = crate::idle(&ch)?;
+    std::fs::File::from(to_w).write_all(b"g")?;
+    let code = exit_code(target)?;
+    ensure!(code == 0, "the child failed (code {code})");
+    ensure!(
+        s.sig_refused == 1 && s.signals == 0 && s.dropped == 1,
+        "a root setter now uid {USER}: {s:?}"
+    );
+    Ok(())
+}
+
 fn signal_refused_after_setuid_exec() -> Result<()> {
     let helper = SuidCopy::new()?;
     let ch = Channel::open()?;

@@ -19,6 +19,10 @@ pub const TESTS: &[Test] = &[
         signal_stops_after_process_exit,
     ),
     ("signal_errors", signal_errors),
+    (
+        "signal_siginfo_and_timer_ticks",
+        signal_siginfo_and_timer_ticks,
+    ),
 ];
 
 fn catch(signo: i32) -> Result<SignalCatcher> {
@@ -58,6 +62,40 @@ fn signal_rt_exact_count() -> Result<()> {
     let s = crate::idle(&ch)?;
     ensure!(
         count(&sfd, sig)? == 0 && s.dropped == 2 && s.signal_slots == 0,
+        "{s:?}"
+    );
+    Ok(())
+}
+
+/// What the header promises of every signal a slot sends, for a kick and for a timer's ticks:
+/// one per kick or tick, kernel-originated (si_code SI_ASYNCIO, si_pid and si_uid 0).
+fn signal_siginfo_and_timer_ticks() -> Result<()> {
+    let sig = rt(4);
+    let sfd = catch(sig)?;
+    let ch = Channel::open()?;
+    ch.set_signal(2, sig)?;
+    let kernel_sent = |what: &str| -> Result<()> {
+        let info = sfd
+            .wait_timeout(crate::hang())?
+            .with_context(|| format!("no signal for {what}"))?;
+        ensure!(
+            info.signo == sig && info.code == libc::SI_ASYNCIO && info.pid == 0 && info.uid == 0,
+            "{what}: {info:?}"
+        );
+        Ok(())
+    };
+    ch.kick(2, 1)?;
+    kernel_sent("a kick")?;
+    crate::idle(&ch)?;
+    // Five ticks: five signals, whoever delivers them (the thread or the timer's interrupt).
+    ch.set_timer(2, Duration::from_millis(2), 5)?;
+    for tick in 1..=5 {
+        kernel_sent(&format!("tick {tick}"))?;
+    }
+    ensure!(count(&sfd, sig)? == 0, "more than 5 signals for 5 ticks");
+    let s = crate::idle(&ch)?;
+    ensure!(
+        s.timer_ticks == 5 && s.signals == 6 && s.dropped == 0 && s.notifies == 0,
         "{s:?}"
     );
     Ok(())

@@ -12,7 +12,10 @@ use nix::{
     unistd::{dup, pipe},
 };
 use std::{
-    os::fd::{AsFd, AsRawFd},
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd},
+        unix::fs::OpenOptionsExt,
+    },
     time::Instant,
 };
 
@@ -44,6 +47,23 @@ fn workers_share_errors() -> Result<()> {
             &format!("fd {fd}"),
         )?;
     }
+    // An O_PATH descriptor of the device is no open channel (the header: EBADF).
+    let path: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(evnotify::DEVICE)?
+        .into();
+    expect_errno(
+        share_raw(
+            &ch,
+            sys::Share {
+                fd: path.as_raw_fd(),
+                ..ok
+            },
+        ),
+        Errno::EBADF,
+        "an O_PATH descriptor of the device",
+    )?;
     // Open files that are not channels.
     let efd = Notifier::new()?;
     let null = std::fs::File::open("/dev/null")?;
