@@ -144,7 +144,8 @@ struct evnotify_stats {
 	__u64 handled;		/* kicks and ticks delivered or dropped */
 	__u64 notifies;		/* eventfd_signal() calls made (thread and timer) */
 	__u64 signals;		/* process signals sent */
-	__u64 dropped;		/* handled with no eventfd, no signal and no ring */
+	__u64 dropped;		/* handled with no eventfd, no ring and no
+				 * signal sent (a refused one counts here) */
 	__u64 wakeups;		/* times the thread woke up from sleep and found work */
 	__u64 polled;		/* times it found work while busy polling, without sleeping */
 	__u64 pending;		/* kicks and ticks not yet handled */
@@ -168,7 +169,8 @@ struct evnotify_stats {
  * ticks are the thread's) is signalled from the timer's interrupt, as
  * timerfd wakes its reader, and not counted in wakeups or polled; the channel's thread delivers
  * the others (several ticks due at once, slots with kicks pending, signals,
- * ticks it finds due first).  The channel's timer is armed on the CPU of the
+ * ticks it finds due first), and every tick of a channel with an event ring
+ * (the ring's section below).  The channel's timer is armed on the CPU of the
  * caller that set it (unless the channel's timer is armed already, or firing,
  * for an expiry no later than the new first tick, or than 100 us after its
  * last expiry: it then stays on its CPU;
@@ -297,7 +299,9 @@ struct evnotify_busypoll {
  * channel ahead of it in the queue.  A worker lives while any channel uses
  * it: the channel that started it may close first, and the last one to close
  * stops it.
- * Closing a channel stops its deliveries before close(2) returns, waiting at
+ * Closing a channel's last descriptor stops its deliveries before close(2)
+ * returns (if its event ring is still mapped somewhere, the channel lives on
+ * until the last mapping is gone: see the ring's section), waiting at
  * most for its own batch (or timer's signals) in progress, or for its busy
  * polling worker to see that close ended its spin for the channel's next
  * kick, never for the other channels' work.
