@@ -7,6 +7,7 @@ use nix::{errno::Errno, unistd::pipe};
 use std::{
     mem::size_of,
     os::fd::{AsFd, AsRawFd},
+    time::{Duration, Instant},
 };
 
 pub const TESTS: &[Test] = &[
@@ -31,6 +32,10 @@ pub const TESTS: &[Test] = &[
     ("err_bad_pointer_efault", err_bad_pointer_efault),
     ("misaligned_pointer_ok", misaligned_pointer_ok),
     ("errors_leave_channel_intact", errors_leave_channel_intact),
+    (
+        "errors_leave_timer_and_signal",
+        errors_leave_timer_and_signal,
+    ),
 ];
 
 /// Issues a raw ioctl, as a buggy or hostile caller would.
@@ -247,6 +252,16 @@ fn err_wrong_size_enotty() -> Result<()> {
         (WRITE, 2, 12),
         (READ, 3, 40),
         (READ, 3, 56),
+        // STATS before API version 2 (104 bytes): another number now (the header).
+        (READ, 3, 104),
+        (WRITE, 4, size_of::<sys::Attach>() + 8),
+        (WRITE, 4, size_of::<sys::Attach>() - 4),
+        (WRITE, 5, size_of::<sys::Timer>() + 8),
+        (WRITE, 5, size_of::<sys::Timer>() - 8),
+        (WRITE, 6, size_of::<sys::Signal>() + 8),
+        (WRITE, 6, size_of::<sys::Signal>() - 4),
+        (WRITE, 7, size_of::<sys::BusyPoll>() + 8),
+        (WRITE, 7, size_of::<sys::BusyPoll>() - 4),
         (WRITE, 8, 8),
         (WRITE, 8, 24),
         (READ, 9, 8),
@@ -276,6 +291,9 @@ fn err_wrong_direction_enotty() -> Result<()> {
         (WRITE, 3, size_of::<sys::Stats>()),
         (READ, 8, size_of::<sys::Share>()),
         (READ | WRITE, 8, size_of::<sys::Share>()),
+        (READ, 5, size_of::<sys::Timer>()),
+        (READ, 6, size_of::<sys::Signal>()),
+        (READ, 7, size_of::<sys::BusyPoll>()),
         (WRITE, 9, size_of::<sys::Worker>()),
         (NONE, 9, 0),
         (WRITE, 0x0A, 0),
@@ -380,5 +398,75 @@ fn errors_leave_channel_intact() -> Result<()> {
     collect(&n, 3)?;
     let s = settle(&ch, &n)?;
     ensure!(s.kicks == 3 && s.notifies == 3 && s.attached == 1, "{s:?}");
+    Ok(())
+}
+
+/// A failed call changes no timer or signal (the header): rejected TIMER and SIGNAL calls on a
+/// slot that has both leave its timer ticking and its signal sent, for every tick and kick.
+fn errors_leave_timer_and_signal() -> Result<()> {
+    let sig = libc::SIGRTMIN() + 9;
+    let sfd = evnotify::catch_signal(sig)?;
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(3, &n)?;
+    ch.set_signal(3, sig)?;
+    ch.set_timer(3, Duration::from_millis(5), 0)?;
+    let timer = |t: sys::Timer| raw(&ch, sys::IOC_TIMER, &t as *const _ as usize);
+    let signal = |g: sys::Signal| raw(&ch, sys::IOC_SIGNAL, &g as *const _ as usize);
+    let t = sys::Timer {
+        slot: 3,
+        period_ns: sys::MIN_PERIOD_NS,
+        ..Default::default()
+    };
+    let g = sys::Signal {
+        slot: 3,
+        signo: sig,
+        ..Default::default()
+    };
+    for (what, r) in [
+        ("TIMER flags 2", timer(sys::Timer { flags: 2, ..t })),
+        ("TIMER period 1", timer(sys::Timer { period_ns: 1, ..t })),
+        (
+            "TIMER start without ABSTIME",
+            timer(sys::Timer { start_ns: 1, ..t }),
+        ),
+        ("SIGNAL signo 65", signal(sys::Signal { signo: 65, ..g })),
+        ("SIGNAL signo -2", signal(sys::Signal { signo: -2, ..g })),
+        ("SIGNAL flags 1", signal(sys::Signal { flags: 1, ..g })),
+        (
+            "SIGNAL reserved 1",
+            signal(sys::Signal { reserved: 1, ..g }),
+        ),
+    ] {
+        expect_errno(r, Errno::EINVAL, what)?;
+    }
+    expect_errno(raw(&ch, sys::IOC_TIMER, 0), Errno::EFAULT, "NULL timer")?;
+    expect_errno(raw(&ch, sys::IOC_SIGNAL, 0), Errno::EFAULT, "NULL signal")?;
+    // The timer still ticks (a few more ticks), and the signal is still sent for each.
+    let before = ch.stats()?.timer_ticks;
+    let t0 = Instant::now();
+    while ch.stats()?.timer_ticks < before + 3 {
+        ensure!(
+            t0.elapsed() < crate::hang(),
+            "the timer stopped after the failed calls"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ch.cancel_timer(3)?;
+    ch.kick(3, 2)?;
+    let s = crate::idle(&ch)?;
+    let notified = n.drain()?;
+    let mut got = 0;
+    while sfd.wait_timeout(Duration::from_millis(100))?.is_some() {
+        got += 1;
+    }
+    ensure!(
+        s.signal_slots == 1
+            && s.signals == s.timer_ticks + 2
+            && got == s.signals
+            && notified == s.signals
+            && s.notifies == notified,
+        "{got} signals received, {notified} notified: {s:?}"
+    );
     Ok(())
 }

@@ -562,6 +562,41 @@ fn ring_kernel_words_written_when_taken() -> Result<()> {
         rs.sq_head == 3 && rs.sq_dropped == 1 && s.kicks == 2,
         "the kernel's own: {rs:?} {s:?}"
     );
+    // cq_tail and cq_overflow likewise: written when the kernel posts a completion, and when it
+    // loses one.
+    let overflow = m.word(std::mem::offset_of!(sys::Ring, cq_overflow));
+    let tail = rs.cq_tail;
+    m.word(CQ_TAIL).store(5000, Ordering::Relaxed);
+    overflow.store(7, Ordering::Relaxed);
+    r.enter()?;
+    ring_idle(&ch, &r)?;
+    ensure!(
+        m.word(CQ_TAIL).load(Ordering::Acquire) == 5000 && overflow.load(Ordering::Relaxed) == 7,
+        "nothing posted or lost, yet the page was written: {:?}",
+        r.control()
+    );
+    m.publish(1, 1);
+    r.enter()?;
+    ring_idle(&ch, &r)?;
+    ensure!(
+        m.word(CQ_TAIL).load(Ordering::Acquire) == tail + 1
+            && overflow.load(Ordering::Relaxed) == 7,
+        "a posted completion writes cq_tail, not cq_overflow: {:?}",
+        r.control()
+    );
+    // A cq_head ahead of the tail is a full queue: the next completion is lost.
+    m.word(CQ_HEAD).store(tail + 2, Ordering::Release);
+    m.publish(1, 1);
+    r.enter()?;
+    ring_idle(&ch, &r)?;
+    let rs = r.stats()?;
+    ensure!(
+        rs.cq_overflow == 1
+            && overflow.load(Ordering::Relaxed) == 1
+            && m.word(CQ_TAIL).load(Ordering::Acquire) == tail + 1,
+        "a lost completion writes cq_overflow, not cq_tail: {rs:?} {:?}",
+        r.control()
+    );
     Ok(())
 }
 
