@@ -48,6 +48,14 @@ pub const TESTS: &[Test] = &[
         "promise_busypoll_after_deadlines",
         promise_busypoll_after_deadlines,
     ),
+    (
+        "promise_thread_pid_hidden_in_child_pid_ns",
+        promise_thread_pid_hidden_in_child_pid_ns,
+    ),
+    (
+        "promise_timer_start_ignores_time_namespace",
+        promise_timer_start_ignores_time_namespace,
+    ),
 ];
 
 /// The longest timer period: a timer that never ticks within a test.
@@ -691,4 +699,74 @@ fn promise_busypoll_after_deadlines() -> Result<()> {
     collect(&echoes, 1)?;
     caught_by_polling(&ch, &n, "after an echo's deadline")?;
     Ok(())
+}
+
+/// "thread_pid: 0 until started (and always 0 seen from a child pid namespace)", and the
+/// worker's "as evnotify_stats.thread_pid": the first process of a new pid namespace sees no
+/// pid of the thread that the initial namespace sees.
+fn promise_thread_pid_hidden_in_child_pid_ns() -> Result<()> {
+    let ch = Channel::open()?;
+    ch.kick(0, 1)?;
+    idle(&ch)?;
+    let (s, w) = (ch.stats()?, ch.worker()?);
+    ensure!(
+        s.thread_pid > 0 && w.thread_pid == s.thread_pid,
+        "{s:?} {w:?}"
+    );
+    in_child("a process that made a pid namespace", || {
+        // SAFETY: Puts this process's next children in a new pid namespace; no memory touched.
+        Errno::result(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
+        in_child("the namespace's first process", || {
+            let (s, w) = (ch.stats()?, ch.worker()?);
+            ensure!(
+                std::process::id() == 1 && s.thread_pid == 0 && w.thread_pid == 0,
+                "pid {} sees {s:?} {w:?}",
+                std::process::id()
+            );
+            Ok(())
+        })
+    })
+}
+
+/// "start_ns is on the kernel's CLOCK_MONOTONIC, that of the initial time namespace: timerfd
+/// converts a time given in a time namespace, this module does not", and the caller subtracts
+/// the offset: a process whose namespace's clock runs 100 s ahead gets no tick for a start
+/// 50 ms ahead on its own clock, and gets one, not early, for a start 50 ms ahead on the
+/// kernel's.
+fn promise_timer_start_ignores_time_namespace() -> Result<()> {
+    const AHEAD: Duration = Duration::from_secs(100);
+    const SOON: Duration = Duration::from_millis(50);
+    let ch = Channel::open()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    in_child("a process that made a time namespace", || {
+        // SAFETY: Puts this process's next children in a new time namespace; no memory touched.
+        Errno::result(unsafe { libc::unshare(libc::CLONE_NEWTIME) })?;
+        std::fs::write(
+            "/proc/self/timens_offsets",
+            format!("monotonic {} 0", AHEAD.as_secs()),
+        )
+        .context("the namespace's offset")?;
+        in_child("a process in it", || {
+            let here = evnotify::monotonic_now();
+            let kernel = here.checked_sub(AHEAD).context("no offset applied")?;
+            ch.set_timer_at(0, here + SOON, Duration::from_millis(1), 1)?;
+            ensure!(
+                n.wait_timeout(SOON * 6)? == 0,
+                "a start on the namespace's clock was taken as the kernel's"
+            );
+            ch.set_timer_at(0, kernel + SOON, Duration::from_millis(1), 1)?;
+            ensure!(
+                n.wait_timeout(hang())? == 1,
+                "no tick for a start on the kernel's clock"
+            );
+            let now = evnotify::monotonic_now() - AHEAD;
+            ensure!(
+                now >= kernel + SOON,
+                "the tick came early: {:?} before its start",
+                kernel + SOON - now
+            );
+            Ok(())
+        })
+    })
 }
