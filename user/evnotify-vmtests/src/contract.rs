@@ -29,6 +29,10 @@ pub const TESTS: &[Test] = &[
     ),
     ("timer_alarm_paced_by_reads", timer_alarm_paced_by_reads),
     (
+        "timer_alarm_not_paced_by_other_readers",
+        timer_alarm_not_paced_by_other_readers,
+    ),
+    (
         "timer_alarm_follows_its_reader",
         timer_alarm_follows_its_reader,
     ),
@@ -300,6 +304,56 @@ fn timer_alarm_paced_by_reads() -> Result<()> {
         s.notifies == s.timer_ticks && first + read + n.drain()? == s.timer_ticks,
         "{s:?}"
     );
+    Ok(())
+}
+
+/// "Reads by other processes that hold the eventfd do nothing here": with the thread held off
+/// its CPU and only another process reading the slot's eventfd, the timer stops after its
+/// allowance, as with no read at all (at most 17 expiries after the last grant, the drain
+/// below; `timer_alarm_paced_by_reads` has the attacher's reads keep it going).
+fn timer_alarm_not_paced_by_other_readers() -> Result<()> {
+    const PERIOD: Duration = Duration::from_millis(10);
+    const HELD: u32 = 60;
+    const MOST: i32 = 17;
+    let ch = pinned_channel()?;
+    let n = Notifier::new()?;
+    ch.attach(0, &n)?;
+    ch.set_timer(0, PERIOD, 0)?;
+    first_more(&n)?;
+    let pid = ch.stats()?.thread_pid;
+    let (read, before, after) = with_cpu_held(|| {
+        let before = context_switches(pid)?;
+        n.drain()?;
+        // The reader is a child process: it inherits the eventfd, did not attach it. The hog
+        // thread only spins, holding no lock the child could need.
+        let reader = crate::hostile::child(|| {
+            let t = Instant::now();
+            let mut read = 0;
+            while t.elapsed() < PERIOD * HELD {
+                match n.wait_timeout(PERIOD * 2) {
+                    Ok(v) => read += v,
+                    Err(_) => return 255,
+                }
+            }
+            read.min(250) as i32
+        })?;
+        let read = crate::hostile::exit_code(reader)?;
+        Ok((read, before, context_switches(pid)?))
+    })?;
+    println!("# another process read {read} ticks while the thread was held");
+    ensure!(
+        after == before,
+        "the thread ran while held: context switches {before} -> {after}"
+    );
+    // Some: the timer's own re-arms deliver to the eventfd while the thread cannot run.
+    ensure!(
+        (1..=MOST).contains(&read),
+        "another process read {read} ticks in {HELD} periods while the thread could not run \
+         (at most {MOST} without the attacher's reads; 255: a read failed): {:?}",
+        ch.stats()?
+    );
+    first_more(&n).context("no tick once the thread ran again")?;
+    ch.cancel_timer(0)?;
     Ok(())
 }
 
