@@ -541,62 +541,66 @@ fn ring_kernel_words_written_when_taken() -> Result<()> {
         "after the first take: {:?}",
         r.control()
     );
-    m.word(SQ_HEAD).store(77, Ordering::Relaxed);
-    dropped.store(99, Ordering::Relaxed);
-    r.enter()?;
-    ensure!(
-        m.word(SQ_HEAD).load(Ordering::Acquire) == 77 && dropped.load(Ordering::Relaxed) == 99,
-        "nothing new to take, yet the page was written: {:?}",
-        r.control()
-    );
-    m.publish(1, 1);
-    r.enter()?;
-    let s = ring_idle(&ch, &r)?;
-    ensure!(
-        m.word(SQ_HEAD).load(Ordering::Acquire) == 3 && dropped.load(Ordering::Relaxed) == 1,
-        "the next take writes the kernel's words: {:?}",
-        r.control()
-    );
-    let rs = r.stats()?;
+    // A word the kernel writes and its counter (sq_head and sq_dropped, or cq_tail and
+    // cq_overflow) must read `want` after an enter with or without a new submission.
+    let expect = |publish: bool, word: usize, counter: &AtomicU32, want: (u32, u32), what: &str| {
+        if publish {
+            m.publish(1, 1);
+        }
+        r.enter()?;
+        ring_idle(&ch, &r)?;
+        let got = (
+            m.word(word).load(Ordering::Acquire),
+            counter.load(Ordering::Relaxed),
+        );
+        ensure!(
+            got == want,
+            "{what}: {got:?}, {:?} {:?}",
+            r.control(),
+            r.stats()?
+        );
+        Ok(())
+    };
+    // Values written over the pair stay while the kernel writes neither; a submission then
+    // makes it write `written`.
+    let kept_then = |word: usize, counter: &AtomicU32, over: (u32, u32), written: (u32, u32)| {
+        m.word(word).store(over.0, Ordering::Relaxed);
+        counter.store(over.1, Ordering::Relaxed);
+        expect(
+            false,
+            word,
+            counter,
+            over,
+            "nothing to write, yet the page was written",
+        )?;
+        expect(
+            true,
+            word,
+            counter,
+            written,
+            "the kernel's words after a submission",
+        )
+    };
+    kept_then(SQ_HEAD, dropped, (77, 99), (3, 1))?;
+    let (rs, s) = (r.stats()?, ch.stats()?);
     ensure!(
         rs.sq_head == 3 && rs.sq_dropped == 1 && s.kicks == 2,
         "the kernel's own: {rs:?} {s:?}"
     );
-    // cq_tail and cq_overflow likewise: written when the kernel posts a completion, and when it
-    // loses one.
+    // cq_tail and cq_overflow likewise: a post writes cq_tail only, and a loss (a cq_head ahead
+    // of the tail is a full queue) cq_overflow only.
     let overflow = m.word(std::mem::offset_of!(sys::Ring, cq_overflow));
     let tail = rs.cq_tail;
-    m.word(CQ_TAIL).store(5000, Ordering::Relaxed);
-    overflow.store(7, Ordering::Relaxed);
-    r.enter()?;
-    ring_idle(&ch, &r)?;
-    ensure!(
-        m.word(CQ_TAIL).load(Ordering::Acquire) == 5000 && overflow.load(Ordering::Relaxed) == 7,
-        "nothing posted or lost, yet the page was written: {:?}",
-        r.control()
-    );
-    m.publish(1, 1);
-    r.enter()?;
-    ring_idle(&ch, &r)?;
-    ensure!(
-        m.word(CQ_TAIL).load(Ordering::Acquire) == tail + 1
-            && overflow.load(Ordering::Relaxed) == 7,
-        "a posted completion writes cq_tail, not cq_overflow: {:?}",
-        r.control()
-    );
-    // A cq_head ahead of the tail is a full queue: the next completion is lost.
+    kept_then(CQ_TAIL, overflow, (5000, 7), (tail + 1, 7))?;
     m.word(CQ_HEAD).store(tail + 2, Ordering::Release);
-    m.publish(1, 1);
-    r.enter()?;
-    ring_idle(&ch, &r)?;
-    let rs = r.stats()?;
-    ensure!(
-        rs.cq_overflow == 1
-            && overflow.load(Ordering::Relaxed) == 1
-            && m.word(CQ_TAIL).load(Ordering::Acquire) == tail + 1,
-        "a lost completion writes cq_overflow, not cq_tail: {rs:?} {:?}",
-        r.control()
-    );
+    expect(
+        true,
+        CQ_TAIL,
+        overflow,
+        (tail + 1, 1),
+        "a loss writes cq_overflow only",
+    )?;
+    ensure!(r.stats()?.cq_overflow == 1, "{:?}", r.stats()?);
     Ok(())
 }
 
