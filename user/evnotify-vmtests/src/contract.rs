@@ -4,7 +4,7 @@
 //! thread where a test needs it quiet, so each check is on counts, never on timing.
 
 use crate::{collect, expect_errno, hang, start_thread, Test};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use evnotify::{sys, Channel, Notifier};
 use nix::{
     errno::Errno,
@@ -311,6 +311,11 @@ fn timer_alarm_paced_by_reads() -> Result<()> {
 /// its CPU and only another process reading the slot's eventfd, the timer stops after its
 /// allowance, as with no read at all (at most 17 expiries after the last grant, the drain
 /// below; `timer_alarm_paced_by_reads` has the attacher's reads keep it going).
+///
+/// The thread must not run during the hold, or it would grant re-arms itself; a hold in which
+/// it ran anyway (a CI run and one of mine on 7.2 saw one context switch, with 62 ticks read
+/// and with 17: the real-time hog throttled, or a wake-up it took before the hold) tests
+/// nothing, and is tried again, up to three holds in all.
 fn timer_alarm_not_paced_by_other_readers() -> Result<()> {
     const PERIOD: Duration = Duration::from_millis(10);
     const HELD: u32 = 60;
@@ -321,44 +326,49 @@ fn timer_alarm_not_paced_by_other_readers() -> Result<()> {
     ch.set_timer(0, PERIOD, 0)?;
     first_more(&n)?;
     let pid = ch.stats()?.thread_pid;
-    // A hold right after another test's would take the hog past the real-time budget
-    // (sched_rt_runtime_us: 950 ms a second), and a throttled hog lets the thread run: let a
-    // whole budget period pass first.
-    std::thread::sleep(Duration::from_millis(1100));
-    let (read, before, after) = with_cpu_held(|| {
-        let before = context_switches(pid)?;
-        n.drain()?;
-        // The reader is a child process: it inherits the eventfd, did not attach it. The hog
-        // thread only spins, holding no lock the child could need.
-        let reader = crate::hostile::child(|| {
-            let t = Instant::now();
-            let mut read = 0;
-            while t.elapsed() < PERIOD * HELD {
-                match n.wait_timeout(PERIOD * 2) {
-                    Ok(v) => read += v,
-                    Err(_) => return 255,
+    for _ in 0..3 {
+        // A hold right after another (this test's or another test's) would take the hog past
+        // the real-time budget (sched_rt_runtime_us: 950 ms a second), and a throttled hog lets
+        // the thread run: let a whole budget period pass first.
+        std::thread::sleep(Duration::from_millis(1100));
+        let (read, before, after) = with_cpu_held(|| {
+            let before = context_switches(pid)?;
+            n.drain()?;
+            // The reader is a child process: it inherits the eventfd, did not attach it. The
+            // hog thread only spins, holding no lock the child could need.
+            let reader = crate::hostile::child(|| {
+                let t = Instant::now();
+                let mut read = 0;
+                while t.elapsed() < PERIOD * HELD {
+                    match n.wait_timeout(PERIOD * 2) {
+                        Ok(v) => read += v,
+                        Err(_) => return 255,
+                    }
                 }
-            }
-            read.min(250) as i32
+                read.min(250) as i32
+            })?;
+            let read = crate::hostile::exit_code(reader)?;
+            Ok((read, before, context_switches(pid)?))
         })?;
-        let read = crate::hostile::exit_code(reader)?;
-        Ok((read, before, context_switches(pid)?))
-    })?;
-    println!("# another process read {read} ticks while the thread was held");
-    ensure!(
-        after == before,
-        "the thread ran while held: context switches {before} -> {after}"
-    );
-    // Some: the timer's own re-arms deliver to the eventfd while the thread cannot run.
-    ensure!(
-        (1..=MOST).contains(&read),
-        "another process read {read} ticks in {HELD} periods while the thread could not run \
-         (at most {MOST} without the attacher's reads; 255: a read failed): {:?}",
-        ch.stats()?
-    );
-    first_more(&n).context("no tick once the thread ran again")?;
-    ch.cancel_timer(0)?;
-    Ok(())
+        println!(
+            "# another process read {read} ticks while the thread was held \
+             (context switches {before} -> {after})"
+        );
+        if after != before {
+            continue;
+        }
+        // Some: the timer's own re-arms deliver to the eventfd while the thread cannot run.
+        ensure!(
+            (1..=MOST).contains(&read),
+            "another process read {read} ticks in {HELD} periods while the thread could not \
+             run (at most {MOST} without the attacher's reads; 255: a read failed): {:?}",
+            ch.stats()?
+        );
+        first_more(&n).context("no tick once the thread ran again")?;
+        ch.cancel_timer(0)?;
+        return Ok(());
+    }
+    bail!("the thread ran during each of three holds: nothing was tested")
 }
 
 /// How many times thread `pid` was switched out, voluntarily or not (`/proc/<pid>/status`).
@@ -448,7 +458,27 @@ fn timer_alarm_follows_its_reader() -> Result<()> {
 /// thread spins for the channel's next kick (right after a polled answer): set from CPU 0,
 /// the thread on [`CPU`], and read on CPU 0 by another process (whose reads do not move it),
 /// its expiries are CPU 0's local timer interrupts, as in `timer_alarm_follows_its_reader`.
+///
+/// Up to three tries, each of which must show it. Why more than one: the alarm re-arms itself
+/// only within the credit its thread grants (one from the ioctl, then 16 per run), and an
+/// alarm that ran out is restarted by the thread, where it runs (the header leaves that CPU
+/// open). By the code (not traced), a thread held off for a millisecond right after the first
+/// expiry, or for eight later, moves the timer to [`CPU`] for the rest of a try: a vCPU the
+/// emulator's host did not run meanwhile. One try failed so in 2 of 6 full runs, each after a
+/// disturbance (a compile on the host, a throttled real-time hog). A timer armed on the
+/// thread's CPU fails every try.
 fn timer_armed_where_set_while_spinning() -> Result<()> {
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        match armed_where_set_while_spinning() {
+            Ok(()) => return Ok(()),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    bail!("in every try: {}", failed.join("; "))
+}
+
+fn armed_where_set_while_spinning() -> Result<()> {
     const TICKS: u64 = 300;
     pin_me(0)?;
     let ch = Channel::open()?;
@@ -468,8 +498,11 @@ fn timer_armed_where_set_while_spinning() -> Result<()> {
     ch.set_timer(1, Duration::from_millis(1), 0)?;
     let r = crate::promises::in_child("a reader in another process", || {
         let (d0, d1) = read_on_cpu(&n, TICKS, 0)?;
+        // A quarter, not a half as in `timer_alarm_follows_its_reader`: on a loaded host the
+        // alarm fires late and delivers late ticks together (a run saw 159 against 71 and 219
+        // against 77), but a timer on the other CPU leads there.
         ensure!(
-            d0 >= d1 + TICKS / 2,
+            d0 >= d1 + TICKS / 4,
             "local timer interrupts while {TICKS} ticks set from CPU 0 were read there: \
              CPU 0 {d0}, CPU {CPU} {d1}"
         );
