@@ -24,6 +24,14 @@ pub const TESTS: &[Test] = &[
         "busypoll_deadline_in_spin_never_polls",
         busypoll_deadline_in_spin_never_polls,
     ),
+    (
+        "busypoll_polls_every_channel_of_its_worker",
+        busypoll_polls_every_channel_of_its_worker,
+    ),
+    (
+        "busypoll_other_channels_ticks_in_spin",
+        busypoll_other_channels_ticks_in_spin,
+    ),
 ];
 
 /// The `busypoll_ns` module parameter's default.
@@ -217,5 +225,104 @@ fn busypoll_module_parameter() -> Result<()> {
     crate::faults::reload(c"")?;
     r?;
     ensure!(Channel::open()?.stats()?.busypoll_ns == DEFAULT_NS);
+    Ok(())
+}
+
+/// Channel A and channel B, which shares A's worker (on CPU 1), each with a notify eventfd on
+/// slot 0; the caller on CPU 0.
+fn shared_pair() -> Result<(Channel, Channel, Notifier, Notifier)> {
+    let mut me = CpuSet::new();
+    me.set(0)?;
+    sched_setaffinity(Pid::from_raw(0), &me)?;
+    let a = Channel::open()?;
+    a.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+    let b = Channel::open()?;
+    b.share_worker(&a)?;
+    let (na, nb) = (Notifier::new()?, Notifier::new()?);
+    a.attach(0, &na)?;
+    b.attach(0, &nb)?;
+    a.pin_thread(1)?;
+    Ok((a, b, na, nb))
+}
+
+/// Back-to-back round trips on `a`, which grow its worker's window: after each, the worker
+/// spins for `a`'s next kick.
+fn ping_pong(a: &Channel, na: &Notifier, n: usize) -> Result<()> {
+    for _ in 0..n {
+        a.kick(0, 1)?;
+        collect(na, 1)?;
+    }
+    Ok(())
+}
+
+/// "Busy polling belongs to the worker and polls all its channels", and `polled` counts "on
+/// the first channel with work that the worker serves after ... a busy poll that caught an
+/// event": a kick of B while the worker spins for A's next kick ends that spin and is served
+/// at once, counted in B's `polled`. Each B kick is counted once at most, in `polled` or
+/// `wakeups` (neither when the worker was busy, not spinning or asleep, when it came).
+fn busypoll_polls_every_channel_of_its_worker() -> Result<()> {
+    const ROUNDS: u64 = 20;
+    let (a, b, na, nb) = shared_pair()?;
+    ping_pong(&a, &na, 200)?;
+    let a0 = a.stats()?;
+    ensure!(a0.polled > 0, "the worker never spun for A: {a0:?}");
+    for _ in 0..ROUNDS {
+        ping_pong(&a, &na, 20)?;
+        b.kick(0, 1)?;
+        collect(&nb, 1)?;
+    }
+    let s = crate::idle(&b)?;
+    println!(
+        "# B's {ROUNDS} kicks after A's round trips: polled {}, wakeups {}",
+        s.polled, s.wakeups
+    );
+    ensure!(
+        s.handled == ROUNDS && s.notifies == ROUNDS && s.polled + s.wakeups <= ROUNDS,
+        "{s:?}"
+    );
+    ensure!(
+        s.polled > 0,
+        "no kick of B was caught by the spins for A's next kick in {ROUNDS} tries: B {s:?}, \
+         A {:?}",
+        a.stats()?
+    );
+    ensure!(nb.drain()? == 0, "B's kicks delivered twice");
+    Ok(())
+}
+
+/// Ticks of B (a 1 ms timer whose slot signals a process too, so that its alarm queues them on
+/// the worker rather than signalling them itself) that fall due while the worker spins for A's
+/// next kick end the spin as a deadline, and are all delivered: each tick one signal and one
+/// eventfd count, none lost, and A's round trips exact meanwhile.
+fn busypoll_other_channels_ticks_in_spin() -> Result<()> {
+    let sig = nix::libc::SIGRTMIN() + 3;
+    let sfd = evnotify::catch_signal(sig)?;
+    let (a, b, na, nb) = shared_pair()?;
+    b.set_signal(0, sig)?;
+    b.set_timer(0, Duration::from_millis(1), 0)?;
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        ping_pong(&a, &na, 10)?;
+    }
+    b.cancel_timer(0)?;
+    let s = crate::idle(&b)?;
+    let sa = crate::idle(&a)?;
+    ensure!(sa.polled > 0, "the worker never spun for A: {sa:?}");
+    ensure!(
+        s.timer_ticks > 0 && s.handled == s.timer_ticks && s.dropped == 0,
+        "{s:?}"
+    );
+    ensure!(
+        s.signals == s.timer_ticks && s.notifies == s.timer_ticks,
+        "{s:?}"
+    );
+    let got = collect(&nb, s.timer_ticks)?;
+    ensure!(got == s.timer_ticks, "{got} counts for {s:?}");
+    let mut signals = 0;
+    while sfd.try_read()?.is_some() {
+        signals += 1;
+    }
+    // Real-time signals queue: one each.
+    ensure!(signals == s.timer_ticks, "{signals} signals for {s:?}");
     Ok(())
 }

@@ -22,6 +22,10 @@ pub const TESTS: &[Test] = &[
         "feedback_loop_two_channels_bounded",
         feedback_loop_two_channels_bounded,
     ),
+    (
+        "echoes_of_two_slots_wait_together",
+        echoes_of_two_slots_wait_together,
+    ),
 ];
 
 /// A semaphore eventfd would give up its count one unit at a time: refused, count intact.
@@ -187,5 +191,49 @@ fn feedback_loop_two_channels_bounded() -> Result<()> {
     }
     // A's burst reached B as echoes: most were coalesced (one may wait per slot and ms).
     ensure!(b1.coalesced > 0, "B took A's burst uncoalesced: {b1:?}");
+    Ok(())
+}
+
+/// Two echoes waiting at once, of two slots: slots 0 and 1 signal the kick eventfds of slots 2
+/// and 3. Each echo waits at least 1 ms (the header), then is delivered once: nothing lost,
+/// nothing coalesced, each slot's count its own.
+fn echoes_of_two_slots_wait_together() -> Result<()> {
+    let ch = Channel::open()?;
+    let (e2, e3, n2, n3) = (
+        Notifier::new()?,
+        Notifier::new()?,
+        Notifier::new()?,
+        Notifier::new()?,
+    );
+    ch.attach(0, &e2)?;
+    ch.attach(1, &e3)?;
+    ch.attach_kickfd(2, &e2)?;
+    ch.attach_kickfd(3, &e3)?;
+    ch.attach(2, &n2)?;
+    ch.attach(3, &n3)?;
+    start_thread(&ch)?;
+    for _ in 0..20 {
+        let s0 = ch.stats()?;
+        let t0 = Instant::now();
+        // Back to back: the second echo is queued within the first's millisecond.
+        ch.kick(0, 1)?;
+        ch.kick(1, 1)?;
+        collect(&n2, 1)?;
+        collect(&n3, 1)?;
+        let took = t0.elapsed();
+        let s = crate::idle(&ch)?;
+        ensure!(
+            took >= Duration::from_millis(1),
+            "echoes delivered {took:?} after their kicks, before the 1 ms they wait"
+        );
+        ensure!(
+            s.kicks - s0.kicks == 4
+                && s.fd_kicks - s0.fd_kicks == 2
+                && s.handled - s0.handled == 4
+                && s.coalesced == s0.coalesced,
+            "{s0:?} {s:?}"
+        );
+    }
+    ensure!(n2.drain()? + n3.drain()? == 0, "an echo delivered twice");
     Ok(())
 }
