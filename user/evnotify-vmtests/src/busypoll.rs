@@ -32,6 +32,11 @@ pub const TESTS: &[Test] = &[
         "busypoll_other_channels_ticks_in_spin",
         busypoll_other_channels_ticks_in_spin,
     ),
+    ("busypoll_echo_in_spin", busypoll_echo_in_spin),
+    (
+        "busypoll_spin_after_last_signalled_tick",
+        busypoll_spin_after_last_signalled_tick,
+    ),
 ];
 
 /// The `busypoll_ns` module parameter's default.
@@ -324,5 +329,92 @@ fn busypoll_other_channels_ticks_in_spin() -> Result<()> {
     }
     // Real-time signals queue: one each.
     ensure!(signals == s.timer_ticks, "{signals} signals for {s:?}");
+    Ok(())
+}
+
+/// Echoes that arrive while the worker spins for the channel's next kick: channel C's 1 ms
+/// timer signals A's kick eventfd (an echo, which waits at least 1 ms: A stays idle meanwhile,
+/// and its spin is poked for nothing) while A's round trips keep its worker spinning. Every
+/// signal of C becomes one kick of A's slot 1, delivered or coalesced, and A's round trips
+/// stay exact.
+fn busypoll_echo_in_spin() -> Result<()> {
+    let (a, _b, na, _nb) = shared_pair()?;
+    let (k, n1) = (Notifier::new()?, Notifier::new()?);
+    a.attach_kickfd(1, &k)?;
+    a.attach(1, &n1)?;
+    let c = Channel::open()?;
+    c.attach(0, &k)?;
+    c.set_timer(0, Duration::from_millis(1), 0)?;
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        ping_pong(&a, &na, 10)?;
+    }
+    c.cancel_timer(0)?;
+    // C's last signal reached A before C is idle (the hook takes it in the signal); an echo
+    // that waits counts in A's pending.
+    let sc = crate::idle(&c)?;
+    let sa = crate::idle(&a)?;
+    ensure!(sa.polled > 0, "the worker never spun for A: {sa:?}");
+    ensure!(
+        sc.notifies > 0 && sc.notifies == sc.timer_ticks,
+        "C: {sc:?}"
+    );
+    ensure!(
+        sa.fd_kicks == sc.notifies,
+        "C signalled A's kick eventfd {} times, A took {} kicks from it: {sa:?}",
+        sc.notifies,
+        sa.fd_kicks
+    );
+    ensure!(
+        sa.kicks == sa.handled + sa.coalesced && sa.pending == 0 && sa.dropped == 0,
+        "{sa:?}"
+    );
+    let got = n1.drain()?;
+    ensure!(
+        got + sa.coalesced == sc.notifies,
+        "slot 1 got {got} of {} echoes ({} coalesced): {sa:?}",
+        sc.notifies,
+        sa.coalesced
+    );
+    println!(
+        "# busypoll_echo_in_spin: {} echoes, {got} delivered, {} coalesced; A polled {}",
+        sc.notifies, sa.coalesced, sa.polled
+    );
+    Ok(())
+}
+
+/// A finite timer whose slot also signals a process (so that the alarm queues every tick on the
+/// thread, a deadline): after its last tick the channel has no deadline, and the thread spins
+/// for its next kick, as after any batch. Each round: all ticks delivered (an eventfd count
+/// and a signal each), and the next round trip exact.
+fn busypoll_spin_after_last_signalled_tick() -> Result<()> {
+    const TICKS: u64 = 2;
+    let sig = nix::libc::SIGRTMIN() + 3;
+    let sfd = evnotify::catch_signal(sig)?;
+    let (a, _b, na, _nb) = shared_pair()?;
+    let n1 = Notifier::new()?;
+    a.attach(1, &n1)?;
+    a.set_signal(1, sig)?;
+    for round in 0..20 {
+        ping_pong(&a, &na, 20)?;
+        a.set_timer(1, Duration::from_millis(1), TICKS)?;
+        collect(&n1, TICKS)?;
+        for i in 0..TICKS {
+            ensure!(
+                sfd.wait_timeout(crate::hang())?.is_some(),
+                "round {round}: signal {i} of {TICKS} never came"
+            );
+        }
+        ping_pong(&a, &na, 1)?;
+    }
+    let s = crate::idle(&a)?;
+    ensure!(
+        s.timer_ticks == 20 * TICKS && s.signals == s.timer_ticks && s.polled > 0,
+        "{s:?}"
+    );
+    ensure!(
+        n1.drain()? == 0 && sfd.try_read()?.is_none(),
+        "a tick twice"
+    );
     Ok(())
 }

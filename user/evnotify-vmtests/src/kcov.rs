@@ -1,8 +1,9 @@
 //! `EVNOTIFY_KCOV_DIR=DIR` (`make coverage`): each test records what its own calls make the
 //! module run, with KCOV on the thread that runs it (`KCOV_ENABLE`), and writes the points
-//! reached to `DIR/<test>.points`; a child that one of the suite's fork helpers runs records
-//! its own to `DIR/<test>.<pid>.points` ([`recorded`]). Helper threads, and a child killed
-//! before it ends, are not recorded; the module's threads are, by `evnotify-kcov run`.
+//! reached to `DIR/<test>.points`; a child that one of the suite's fork helpers runs, or a
+//! helper thread that asks for it, records its own to `DIR/<test>.<tid>.points` ([`recorded`]).
+//! Other helper threads, and a child killed before it ends, are not recorded; the module's
+//! threads are, by `evnotify-kcov run`.
 
 use anyhow::{Context, Result};
 use evnotify_kcov::{Collector, Placer};
@@ -45,10 +46,11 @@ fn record(name: String, words: usize) -> Option<Result<Recording>> {
     })())
 }
 
-/// Runs `f`, a forked child's work, recorded as the test's (if the test records): a failure
-/// to record is printed, and leaves `f`'s result alone (the figures can only be short).
+/// Runs `f`, a forked child's or a helper thread's work, recorded as the test's (if the test
+/// records): a failure to record is printed, and leaves `f`'s result alone (the figures can
+/// only be short).
 pub fn recorded<T>(f: impl FnOnce() -> T) -> T {
-    let name = TEST.get().map(|t| format!("{t}.{}", std::process::id()));
+    let name = TEST.get().map(|t| format!("{t}.{}", nix::unistd::gettid()));
     let rec = name.and_then(|n| record(n, 1 << 18)).transpose();
     let r = f();
     if let Err(e) = rec.and_then(|rec| rec.map(Recording::finish).transpose()) {

@@ -35,6 +35,10 @@ pub const TESTS: &[Test] = &[
         kickfd_close_racing_hook_released,
     ),
     (
+        "kickfd_close_racing_first_hook_released",
+        kickfd_close_racing_first_hook_released,
+    ),
+    (
         "pending_bound_counts_batch_in_flight",
         pending_bound_counts_batch_in_flight,
     ),
@@ -213,6 +217,103 @@ fn kickfd_close_racing_hook_released() -> Result<()> {
     })
 }
 
+/// Waits until slot 0's kick eventfd, hooked and then closed by user space, is released, as the
+/// header promises whichever came first in the kernel; returns whether it was first seen
+/// hooked and closed (the close came late enough that the hook was seen stored and hung up).
+fn released(ch: &Channel, what: &str) -> Result<bool> {
+    let t = Instant::now();
+    let mut first = None;
+    loop {
+        let state = kickfd_state(ch, 0)?;
+        if state == "none" {
+            return Ok(first.unwrap_or(false));
+        }
+        first.get_or_insert(state == "closed");
+        ensure!(
+            t.elapsed() < hang() / 3,
+            "{what}: a closed kick eventfd stayed hooked ({state}): {:?}",
+            ch.stats()?
+        );
+        thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The same on a fresh channel each round, whose first `EVNOTIFY_IOC_KICKFD` starts its worker
+/// and allocates its slot state and hook table after it took the file: a far longer moment
+/// between the module letting go of the file and storing the hook than on a channel in use.
+/// The closer (`SCHED_FIFO`, on the ioctl's CPU) is one thread for all rounds, which records
+/// its calls under `make coverage`: the hang-up's wake-up of the hook runs in its close.
+fn kickfd_close_racing_first_hook_released() -> Result<()> {
+    const ROUNDS: u32 = 300;
+    let cpu = 0;
+    pin(cpu, false)?;
+    let mut lens = Vec::new();
+    for _ in 0..10 {
+        let (ch, k) = (Channel::open()?, Notifier::new()?);
+        let t = Instant::now();
+        ch.attach_kickfd(0, &k)?;
+        lens.push(t.elapsed());
+    }
+    lens.sort();
+    let span = lens[lens.len() / 2] * 3 / 2;
+    let (to_closer, jobs) = std::sync::mpsc::channel::<(i32, Duration)>();
+    let (closed, done) = std::sync::mpsc::channel::<()>();
+    let (mut hooked, mut ebadf, mut closed_first) = (0u32, 0u32, 0u32);
+    thread::scope(|s| -> Result<()> {
+        let closer = s.spawn(move || {
+            crate::kcov::recorded(|| -> Result<()> {
+                pin(cpu, true)?;
+                for (raw, delay) in jobs {
+                    thread::sleep(delay);
+                    // SAFETY: `raw` is the round's; the hooking thread only borrows the number.
+                    unsafe { libc::close(raw) };
+                    closed.send(())?;
+                }
+                Ok(())
+            })
+        });
+        let r = (|| -> Result<()> {
+            for round in 0..ROUNDS {
+                let ch = Channel::open()?;
+                // SAFETY: `eventfd` has no memory-safety preconditions.
+                let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+                ensure!(raw >= 0, "eventfd: {}", std::io::Error::last_os_error());
+                let delay = span * (round % 61) / 60;
+                to_closer.send((raw, delay))?;
+                // SAFETY: The number may be closed meanwhile: the kernel then reports `EBADF`
+                // (or `EINVAL` for a number reused by another file).
+                let r = ch.attach_kickfd(0, &unsafe { BorrowedFd::borrow_raw(raw) });
+                done.recv_timeout(hang()).context("the closer")?;
+                match r.map_err(crate::errno) {
+                    Ok(()) => hooked += 1,
+                    Err(Errno::EBADF | Errno::EINVAL) => {
+                        ebadf += 1;
+                        continue;
+                    }
+                    Err(e) => bail!("round {round}: KICKFD failed with {e}"),
+                }
+                let what = format!("round {round}, close after {delay:?} of {span:?}");
+                closed_first += u32::from(released(&ch, &what)?);
+                let st = ch.stats()?;
+                ensure!(st.kickfds == 0, "{what}: {st:?}");
+            }
+            Ok(())
+        })();
+        drop(to_closer);
+        crate::join(closer, "closer")?;
+        r
+    })?;
+    ensure!(
+        hooked > 0 && ebadf > 0,
+        "the sweep missed the ioctl: {hooked} hooked, {ebadf} closed before it took the file"
+    );
+    println!(
+        "# kickfd_close_racing_first_hook_released: {ROUNDS} rounds over {span:?}: {hooked} \
+         hooked, {ebadf} closed before the ioctl took the file, {closed_first} seen closed first"
+    );
+    Ok(())
+}
+
 /// The rounds of [`kickfd_close_racing_hook_released`].
 fn close_racing_rounds(ch: &Channel, cpu: usize) -> Result<()> {
     // How long the ioctl takes here: the sweep's range. (Timing only spreads the closes; no
@@ -256,25 +357,10 @@ fn close_racing_rounds(ch: &Channel, cpu: usize) -> Result<()> {
             }
             Err(e) => bail!("round {round}: KICKFD failed with {e}"),
         }
-        // Hooked, then closed: released, whichever came first in the kernel.
-        let t = Instant::now();
-        let mut first = true;
-        loop {
-            let state = kickfd_state(ch, 0)?;
-            if state == "none" {
-                break;
-            }
-            // The close came late enough that the hook was seen stored and hung up.
-            closed_first += u32::from(first && state == "closed");
-            first = false;
-            ensure!(
-                t.elapsed() < hang() / 3,
-                "round {round} (close after {delay:?}): a closed kick eventfd stayed hooked \
-                 ({state}): {:?}",
-                ch.stats()?
-            );
-            thread::sleep(Duration::from_micros(200));
-        }
+        closed_first += u32::from(released(
+            ch,
+            &format!("round {round}, close after {delay:?}"),
+        )?);
     }
     let s = ch.stats()?;
     ensure!(s.kickfds == 0, "{s:?}");
