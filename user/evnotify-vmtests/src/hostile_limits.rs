@@ -19,6 +19,7 @@ pub const TESTS: &[Test] = &[
     ("signal_queue_full_counted", signal_queue_full_counted),
     ("fault_inject_thread_start", fault_inject_thread_start),
     ("limit_per_user_two_uids", limit_per_user_two_uids),
+    ("fault_inject_open_new_user", fault_inject_open_new_user),
     ("stats_identity_under_load", stats_identity_under_load),
 ];
 
@@ -96,28 +97,70 @@ fn fault_inject_thread_start() -> Result<()> {
     Ok(())
 }
 
+/// Opens `n` channels as `uid` (from a thread that takes that uid meanwhile): those opened, and
+/// the last error.
+fn open_as(uid: u32, n: usize) -> Result<(Vec<Channel>, Option<Errno>)> {
+    std::thread::scope(|sc| {
+        let h = sc.spawn(move || -> Result<(Vec<Channel>, Option<Errno>)> {
+            set_thread_uids(uid, true)?;
+            let mut chans = Vec::new();
+            let mut err = None;
+            for _ in 0..n {
+                match Channel::open() {
+                    Ok(c) => chans.push(c),
+                    Err(e) => err = Some(crate::errno(e)),
+                }
+            }
+            set_thread_uids(0, true)?;
+            Ok((chans, err))
+        });
+        crate::join(h, "opener")
+    })
+}
+
+/// The module's table of users with channels open grows when a new user opens one. With 0 to
+/// 16 other users holding a channel each, root (with none) opens one with each of its
+/// allocations failing in turn, the table's growth among them whenever it is full: each
+/// failure a clean errno, after which root opens a channel, and the others' stay usable.
+fn fault_inject_open_new_user() -> Result<()> {
+    let mode = std::fs::metadata(evnotify::DEVICE)?.permissions();
+    std::fs::set_permissions(evnotify::DEVICE, std::fs::Permissions::from_mode(0o666))?;
+    let r = (|| -> Result<()> {
+        let mut others = Vec::new();
+        let mut faults = 0;
+        for k in 0..16 {
+            faults += each_allocation(
+                &format!("open as a new user, {k} others"),
+                &[Errno::ENOMEM, Errno::ENFILE],
+                Channel::open,
+                |_| Channel::open().map(drop).map_err(Into::into),
+            )?;
+            let (mut c, e) = open_as(USER + k, 1)?;
+            ensure!(c.len() == 1, "uid {}: {e:?}", USER + k);
+            others.append(&mut c);
+        }
+        let n = Notifier::new()?;
+        for (slot, ch) in others.iter().enumerate() {
+            ch.attach(0, &n)?;
+            ch.kick(0, 1)?;
+            collect(&n, 1)?;
+            ensure!(
+                ch.stats()?.handled == 1,
+                "channel {slot}: {:?}",
+                ch.stats()?
+            );
+        }
+        println!("# fault_inject_open_new_user: {faults} faults injected");
+        Ok(())
+    })();
+    std::fs::set_permissions(evnotify::DEVICE, mode)?;
+    r
+}
+
 /// `max_user_channels` per euid, `max_channels` in all: EMFILE past either, for each user.
 fn limit_per_user_two_uids() -> Result<()> {
     reload(c"max_channels=5 max_user_channels=2")?;
     std::fs::set_permissions(evnotify::DEVICE, std::fs::Permissions::from_mode(0o666))?;
-    let open_as = |uid: u32, n: usize| -> Result<(Vec<Channel>, Option<Errno>)> {
-        std::thread::scope(|sc| {
-            let h = sc.spawn(move || -> Result<(Vec<Channel>, Option<Errno>)> {
-                set_thread_uids(uid, true)?;
-                let mut chans = Vec::new();
-                let mut err = None;
-                for _ in 0..n {
-                    match Channel::open() {
-                        Ok(c) => chans.push(c),
-                        Err(e) => err = Some(crate::errno(e)),
-                    }
-                }
-                set_thread_uids(0, true)?;
-                Ok((chans, err))
-            });
-            crate::join(h, "opener")
-        })
-    };
     let r = (|| -> Result<()> {
         let (root, e) = open_as(0, 3)?;
         ensure!(
