@@ -118,17 +118,19 @@ fn open_as(uid: u32, n: usize) -> Result<(Vec<Channel>, Option<Errno>)> {
     })
 }
 
-/// The module's table of users with channels open grows when a new user opens one. With 0 to
-/// 16 other users holding a channel each, root (with none) opens one with each of its
-/// allocations failing in turn, the table's growth among them whenever it is full: each
-/// failure a clean errno, after which root opens a channel, and the others' stay usable.
+/// A user's first channel adds the user to the module's table of users. With 0 to 8 other
+/// users holding a channel each, root (with none) opens one with each of its allocations
+/// failing in turn: each failure a clean errno, after which root opens a channel, and the
+/// others' stay usable. (Not among the failures: the table's growth, whose error arm
+/// `make coverage` still finds unreached, also on a fresh load, where root's first push must
+/// allocate: 4 allocations fail at every step. Not understood yet.)
 fn fault_inject_open_new_user() -> Result<()> {
     let mode = std::fs::metadata(evnotify::DEVICE)?.permissions();
     std::fs::set_permissions(evnotify::DEVICE, std::fs::Permissions::from_mode(0o666))?;
     let r = (|| -> Result<()> {
         let mut others = Vec::new();
         let mut faults = 0;
-        for k in 0..16 {
+        for k in 0..=8 {
             faults += each_allocation(
                 &format!("open as a new user, {k} others"),
                 &[Errno::ENOMEM, Errno::ENFILE],
