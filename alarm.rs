@@ -170,10 +170,9 @@ impl HrTimerCallback for Shared {
 /// released, since the eventfd may be a kick eventfd of this channel, whose wake-up takes
 /// `inner`. Tagged as a channel's signal, so such a loop is an echo.
 fn deliver<const N: usize, B: Backend>(this: &Shared, inner: Guard<'_, Inner, B>, taken: u64) {
-    let mut efds: [Option<Arc<EventFd>>; N] = [const { None }; N];
-    for (efd, slot) in efds.iter_mut().zip(bits(taken)) {
-        *efd = inner.slots[slot].efd.clone();
-    }
+    let mut slots = bits(taken);
+    let efds: [Option<Arc<EventFd>>; N] =
+        core::array::from_fn(|_| slots.next().and_then(|slot| inner.slots[slot].efd.clone()));
     drop(inner);
     let mut signalled = 0;
     for efd in efds.iter().flatten() {

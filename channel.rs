@@ -418,13 +418,14 @@ impl Channel {
                 )
             };
             let kickfd = shared.kickfd_state(slot);
-            if !notify && pending == 0 && signo == 0 && timer.is_none() && kickfd == "none" {
+            if !notify && pending == 0 && signo == 0 && timer.is_none() && kickfd.is_none() {
                 continue;
             }
             seq_print!(
                 m,
-                "slot:\t{slot}\tnotify: {}\tkickfd: {kickfd}\tpending: {pending}\tsignal: {signo}",
-                if notify { "attached" } else { "none" }
+                "slot:\t{slot}\tnotify: {}\tkickfd: {}\tpending: {pending}\tsignal: {signo}",
+                if notify { "attached" } else { "none" },
+                kickfd.unwrap_or("none")
             );
             match timer {
                 Some((period, left)) => seq_print!(m, "\ttimer: {period}ns left {left}\n"),

@@ -487,21 +487,17 @@ impl Shared {
     /// How many slots have a kick eventfd that user space has not closed.
     pub(crate) fn kickfds_hooked(&self) -> u32 {
         let fds = self.kickfds.lock();
-        fds.iter()
-            .flat_map(|fds| fds.iter())
-            .flatten()
-            .filter(|k| !k.hung_up())
-            .count() as u32
+        fds.as_deref().map_or(0, |fds| {
+            fds.iter().flatten().filter(|k| !k.hung_up()).count() as u32
+        })
     }
 
-    /// The kick eventfd of `slot`, for fdinfo: "none", "attached", or "closed" (by user space,
-    /// and not yet released by the worker).
-    pub(crate) fn kickfd_state(&self, slot: usize) -> &'static str {
-        match self.kickfds.lock().as_ref().map(|fds| &fds[slot]) {
-            None | Some(None) => "none",
-            Some(Some(k)) if k.hung_up() => "closed",
-            Some(Some(_)) => "attached",
-        }
+    /// The kick eventfd of `slot`, for fdinfo, if it has one: "attached", or "closed" (by user
+    /// space, and not yet released by the worker).
+    pub(crate) fn kickfd_state(&self, slot: usize) -> Option<&'static str> {
+        let fds = self.kickfds.lock();
+        let k = fds.as_ref()?[slot].as_ref()?;
+        Some(if k.hung_up() { "closed" } else { "attached" })
     }
 
     /// Unhooks every kick eventfd and read hook: each holds the shared state, so this breaks
