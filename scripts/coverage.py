@@ -196,14 +196,20 @@ def source_line(src, f, ln):
         return ""
 
 
+# The indexes of the rules that explained something (`explain`), for the report's list of the
+# others: a race some test hit this time, or a rule the code has outgrown.
+USED = set()
+
+
 def explain(rules, src, f, ln, fns):
     """The reason of the first rule that matches unreached line `ln` of file `f`, or None."""
     text = source_line(src, f, ln)
     # A regex that spans a line break is matched against the line before and this one.
     two = source_line(src, f, ln - 1) + "\n" + text
-    for fname, glob, regex, reason in rules:
+    for i, (fname, glob, regex, reason) in enumerate(rules):
         hay = two if regex is not None and "\\n" in regex.pattern else text
         if fname == f and any(fnmatch.fnmatch(x, glob) for x in fns) and (regex is None or regex.search(hay)):
+            USED.add(i)
             return reason
     return None
 
@@ -330,6 +336,8 @@ def main():
         + summary["points_unreached_explained_on_reached_lines"])
     summary["lines_unreached_explained"] = explained
     summary["lines_unreached_unexplained"] = len(lines) - explained
+    unused = [f"  {r[0]} {r[1]}" + (f" @{r[2].pattern}" if r[2] else "") for i, r in enumerate(rules) if i not in USED]
+    summary["rules_unused"] = len(unused)
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -364,6 +372,9 @@ def main():
           f"{summary['points_unreached_explained_on_reached_lines']} of them explained):"]
     r += [f"  {f}:{ln}  {m} of {n}  {source_line(src, f, ln).strip()}" + (f"  -- {why}" if why else "")
           for (f, ln), (n, m, why) in sorted(part.items())] or ["  none"]
+    r += ["", f"Rules of scripts/coverage-explained.txt that explained nothing in this run ({len(unused)}: "
+          "a race a test hit this time, or a rule the code outgrew, to delete):"]
+    r += unused or ["  none"]
     with open(os.path.join(a.out, "report.txt"), "w") as f:
         f.write("\n".join(r) + "\n")
     print("\n".join(r[:2]))

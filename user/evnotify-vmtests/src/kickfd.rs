@@ -27,6 +27,7 @@ pub const TESTS: &[Test] = &[
         "fdinfo_shows_state_without_pointers",
         fdinfo_shows_state_without_pointers,
     ),
+    ("kickfd_closed_not_counted", kickfd_closed_not_counted),
 ];
 
 const TOTAL: u64 = 10_000;
@@ -302,5 +303,40 @@ fn fdinfo_shows_state_without_pointers() -> Result<()> {
         !hexrun && !info.contains("0xffff"),
         "fdinfo looks like it prints a pointer:\n{info}"
     );
+    Ok(())
+}
+
+/// The header: `kickfds` counts the slots with a kick eventfd that user space has not closed,
+/// and fdinfo shows a closed one as "closed" until the thread releases it. With the thread
+/// held off its CPU, a closed kick eventfd is at once out of the count and "closed" (and a slot
+/// with no other use still has its line), then "none" once the thread runs.
+fn kickfd_closed_not_counted() -> Result<()> {
+    let ch = crate::contract::pinned_channel()?;
+    let (k1, k2) = (Notifier::new()?, Notifier::new()?);
+    ch.attach_kickfd(3, &k1)?;
+    ch.attach_kickfd(4, &k2)?;
+    ensure!(ch.stats()?.kickfds == 2, "{:?}", ch.stats()?);
+    let (s, info) = crate::contract::with_cpu_held(|| {
+        drop(k1);
+        Ok((ch.stats()?, ch.fdinfo()?))
+    })?;
+    let line = |slot: u32| {
+        info.lines()
+            .find(|l| l.starts_with(&format!("slot:\t{slot}\t")))
+            .map(str::to_owned)
+    };
+    ensure!(s.kickfds == 1, "a closed kick eventfd counted: {s:?}");
+    ensure!(
+        line(3).is_some_and(|l| l.contains("\tkickfd: closed\t"))
+            && line(4).is_some_and(|l| l.contains("\tkickfd: attached\t")),
+        "{info}"
+    );
+    let s = wait_kickfds(&ch, 1)?;
+    ensure!(
+        !ch.fdinfo()?.contains("slot:\t3\t"),
+        "a released slot with no other use kept its line: {}",
+        ch.fdinfo()?
+    );
+    ensure!(s.kickfds == 1, "{s:?}");
     Ok(())
 }

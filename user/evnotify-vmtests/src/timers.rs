@@ -257,7 +257,9 @@ fn timer_ticks_delivered_by_the_timer() -> Result<()> {
 /// eventfd and a tick limit, read one slot after the other; then 8 slots sharing one eventfd,
 /// of which the thread delivers all but one tick per period, so it wakes for more than half of
 /// them. Counted, as above: a late expiry may leave a catch-up to the thread, so with 64
-/// eventfds it may wake for up to half of the periods.
+/// eventfds it may wake for up to half of the periods. Last, 9 slots (more than the timer's
+/// batch of 8 eventfds held on its stack), one without an eventfd: its ticks are dropped, the
+/// others' all signalled.
 fn timer_slots_due_together_by_the_timer() -> Result<()> {
     const TICKS: u64 = 10;
     const PERIOD: Duration = Duration::from_millis(10);
@@ -322,6 +324,26 @@ fn timer_slots_due_together_by_the_timer() -> Result<()> {
         woken * 2 > TICKS,
         "the thread woke {woken} times for {TICKS} periods of 8 ticks on one eventfd: \
          {before:?} -> {s:?}"
+    );
+    let ch = Channel::open()?;
+    crate::start_thread(&ch)?;
+    for (slot, n) in (0..8).zip(&ns) {
+        ch.attach(slot, n)?;
+    }
+    let before = crate::idle(&ch)?;
+    start(&ch, 0..9)?;
+    for (slot, n) in ns[..8].iter().enumerate() {
+        let got = at_least(n, TICKS).with_context(|| format!("slot {slot} of 9"))?;
+        ensure!(got == TICKS, "slot {slot} of 9: {got} ticks, {TICKS} asked");
+    }
+    let s = ended(&ch)?;
+    let d = |f: fn(&sys::Stats) -> u64| f(&s) - f(&before);
+    ensure!(
+        d(|s| s.timer_ticks) == 9 * TICKS
+            && d(|s| s.notifies) == 8 * TICKS
+            && d(|s| s.dropped) == TICKS
+            && d(|s| s.handled) == 9 * TICKS,
+        "9 slots, one without an eventfd: {before:?} -> {s:?}"
     );
     Ok(())
 }

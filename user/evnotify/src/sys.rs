@@ -132,7 +132,8 @@ pub struct Stats {
     pub thread_pid: i32,
     /// Slots with a notify eventfd.
     pub attached: u32,
-    /// Slots with a kick eventfd.
+    /// Slots with a kick eventfd that user space has not closed (fdinfo shows a closed one as
+    /// "closed" until the thread releases it).
     pub kickfds: u32,
     /// Slots with a running timer.
     pub timers: u32,
