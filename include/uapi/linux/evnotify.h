@@ -152,9 +152,10 @@ struct evnotify_stats {
 	__s32 thread_pid;	/* pid of the channel's kernel thread, 0 until started
 				 * (and always 0 seen from a child pid namespace) */
 	__u32 attached;		/* slots with a notify eventfd */
-	__u32 kickfds;		/* slots with a kick eventfd that user space
-				 * has not closed (fdinfo shows a closed one
-				 * as "closed" until the thread releases it) */
+	__u32 kickfds;		/* slots with a kick eventfd whose last
+				 * descriptor user space has not closed
+				 * (fdinfo shows such a closed one as
+				 * "closed" until it is released) */
 	__u32 timers;		/* slots with a running timer */
 	__u32 signal_slots;	/* slots that signal a process */
 	__u32 busypoll_ns;	/* the thread's busy-poll limit, 0 = off */

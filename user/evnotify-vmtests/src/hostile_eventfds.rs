@@ -194,9 +194,10 @@ fn feedback_loop_two_channels_bounded() -> Result<()> {
     Ok(())
 }
 
-/// Two echoes waiting at once, of two slots: slots 0 and 1 signal the kick eventfds of slots 2
-/// and 3. Each echo waits at least 1 ms (the header), then is delivered once: nothing lost,
-/// nothing coalesced, each slot's count its own.
+/// Echoes of two slots, queued within a moment of each other (so that they usually wait at
+/// once: two slots in the channel's echo mask): slots 0 and 1 signal the kick eventfds of
+/// slots 2 and 3. Each echo waits at least 1 ms (the header), then is delivered once: nothing
+/// lost, nothing coalesced, each slot's count its own.
 fn echoes_of_two_slots_wait_together() -> Result<()> {
     let ch = Channel::open()?;
     let (e2, e3, n2, n3) = (

@@ -315,11 +315,20 @@ fn kickfd_closed_not_counted() -> Result<()> {
     let (k1, k2) = (Notifier::new()?, Notifier::new()?);
     ch.attach_kickfd(3, &k1)?;
     ch.attach_kickfd(4, &k2)?;
-    ensure!(ch.stats()?.kickfds == 2, "{:?}", ch.stats()?);
-    let (s, info) = crate::contract::with_cpu_held(|| {
+    let st = ch.stats()?;
+    ensure!(st.kickfds == 2, "{st:?}");
+    let (s, info, ran) = crate::contract::with_cpu_held(|| {
+        let before = crate::contract::context_switches(st.thread_pid)?;
         drop(k1);
-        Ok((ch.stats()?, ch.fdinfo()?))
+        let (s, info) = (ch.stats()?, ch.fdinfo()?);
+        Ok((
+            s,
+            info,
+            crate::contract::context_switches(st.thread_pid)? != before,
+        ))
     })?;
+    // A throttled hog lets the thread run, which may release it before the reads above.
+    ensure!(!ran, "the thread ran while held: nothing was tested");
     let line = |slot: u32| {
         info.lines()
             .find(|l| l.starts_with(&format!("slot:\t{slot}\t")))

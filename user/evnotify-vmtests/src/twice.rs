@@ -217,6 +217,57 @@ fn kickfd_close_racing_hook_released() -> Result<()> {
     })
 }
 
+/// The rounds of a close racing `EVNOTIFY_IOC_KICKFD`: how each ended.
+#[derive(Default)]
+struct Sweep {
+    hooked: u32,
+    ebadf: u32,
+    closed_first: u32,
+}
+
+impl Sweep {
+    /// Counts the ioctl's result `r`, then, if it hooked the eventfd, waits for its release
+    /// ([`released`]); any other errno fails the round.
+    /// `closed` are the errnos of a close that came first: `EBADF`, and `EINVAL` where another
+    /// thread may open a file meanwhile (the number reused by a file that is no eventfd).
+    fn round(
+        &mut self,
+        ch: &Channel,
+        r: std::io::Result<()>,
+        closed: &[Errno],
+        what: &str,
+    ) -> Result<()> {
+        match r.map_err(crate::errno) {
+            Ok(()) => self.hooked += 1,
+            Err(e) if closed.contains(&e) => {
+                self.ebadf += 1;
+                return Ok(());
+            }
+            Err(e) => bail!("{what}: KICKFD failed with {e}"),
+        }
+        self.closed_first += u32::from(released(ch, what)?);
+        Ok(())
+    }
+
+    /// The sweep must reach both sides of the ioctl, or it proves nothing about the middle.
+    fn finish(&self, test: &str, rounds: u32, span: Duration) -> Result<()> {
+        let Sweep {
+            hooked,
+            ebadf,
+            closed_first,
+        } = self;
+        ensure!(
+            *hooked > 0 && *ebadf > 0,
+            "the sweep missed the ioctl: {hooked} hooked, {ebadf} closed before it took the file"
+        );
+        println!(
+            "# {test}: {rounds} rounds over {span:?}: {hooked} hooked, {ebadf} closed before \
+             the ioctl took the file, {closed_first} seen closed first"
+        );
+        Ok(())
+    }
+}
+
 /// Waits until slot 0's kick eventfd, hooked and then closed by user space, is released, as the
 /// header promises whichever came first in the kernel; returns whether it was first seen
 /// hooked and closed (the close came late enough that the hook was seen stored and hung up).
@@ -258,7 +309,7 @@ fn kickfd_close_racing_first_hook_released() -> Result<()> {
     let span = lens[lens.len() / 2] * 3 / 2;
     let (to_closer, jobs) = std::sync::mpsc::channel::<(i32, Duration)>();
     let (closed, done) = std::sync::mpsc::channel::<()>();
-    let (mut hooked, mut ebadf, mut closed_first) = (0u32, 0u32, 0u32);
+    let mut sweep = Sweep::default();
     thread::scope(|s| -> Result<()> {
         let closer = s.spawn(move || {
             crate::kcov::recorded(|| -> Result<()> {
@@ -281,19 +332,11 @@ fn kickfd_close_racing_first_hook_released() -> Result<()> {
                 let delay = span * (round % 61) / 60;
                 to_closer.send((raw, delay))?;
                 // SAFETY: The number may be closed meanwhile: the kernel then reports `EBADF`
-                // (or `EINVAL` for a number reused by another file).
+                // (nothing else opens a file meanwhile to reuse it).
                 let r = ch.attach_kickfd(0, &unsafe { BorrowedFd::borrow_raw(raw) });
                 done.recv_timeout(hang()).context("the closer")?;
-                match r.map_err(crate::errno) {
-                    Ok(()) => hooked += 1,
-                    Err(Errno::EBADF | Errno::EINVAL) => {
-                        ebadf += 1;
-                        continue;
-                    }
-                    Err(e) => bail!("round {round}: KICKFD failed with {e}"),
-                }
                 let what = format!("round {round}, close after {delay:?} of {span:?}");
-                closed_first += u32::from(released(&ch, &what)?);
+                sweep.round(&ch, r, &[Errno::EBADF], &what)?;
                 let st = ch.stats()?;
                 ensure!(st.kickfds == 0, "{what}: {st:?}");
             }
@@ -303,15 +346,7 @@ fn kickfd_close_racing_first_hook_released() -> Result<()> {
         crate::join(closer, "closer")?;
         r
     })?;
-    ensure!(
-        hooked > 0 && ebadf > 0,
-        "the sweep missed the ioctl: {hooked} hooked, {ebadf} closed before it took the file"
-    );
-    println!(
-        "# kickfd_close_racing_first_hook_released: {ROUNDS} rounds over {span:?}: {hooked} \
-         hooked, {ebadf} closed before the ioctl took the file, {closed_first} seen closed first"
-    );
-    Ok(())
+    sweep.finish("kickfd_close_racing_first_hook_released", ROUNDS, span)
 }
 
 /// The rounds of [`kickfd_close_racing_hook_released`].
@@ -328,7 +363,7 @@ fn close_racing_rounds(ch: &Channel, cpu: usize) -> Result<()> {
     }
     lens.sort();
     let span = (lens[lens.len() / 2] * 3 / 2).max(Duration::from_micros(20));
-    let (mut hooked, mut ebadf, mut closed_first) = (0u32, 0u32, 0u32);
+    let mut sweep = Sweep::default();
     let rounds = 3000u32;
     for round in 0..rounds {
         // SAFETY: `eventfd` has no memory-safety preconditions.
@@ -349,31 +384,12 @@ fn close_racing_rounds(ch: &Channel, cpu: usize) -> Result<()> {
             crate::join(closer, "closer")?;
             Ok(r)
         })?;
-        match r.map_err(crate::errno) {
-            Ok(()) => hooked += 1,
-            Err(Errno::EBADF | Errno::EINVAL) => {
-                ebadf += 1;
-                continue;
-            }
-            Err(e) => bail!("round {round}: KICKFD failed with {e}"),
-        }
-        closed_first += u32::from(released(
-            ch,
-            &format!("round {round}, close after {delay:?}"),
-        )?);
+        let what = format!("round {round}, close after {delay:?}");
+        sweep.round(ch, r, &[Errno::EBADF, Errno::EINVAL], &what)?;
     }
     let s = ch.stats()?;
     ensure!(s.kickfds == 0, "{s:?}");
-    // The sweep must reach both sides of the ioctl, or it proves nothing about the middle.
-    ensure!(
-        hooked > 0 && ebadf > 0,
-        "the sweep missed the ioctl: {hooked} hooked, {ebadf} closed before it took the file"
-    );
-    println!(
-        "# kickfd_close_racing_hook_released: {rounds} rounds over {span:?}: {hooked} hooked, \
-         {ebadf} closed before the ioctl took the file, {closed_first} seen closed first"
-    );
-    Ok(())
+    sweep.finish("kickfd_close_racing_hook_released", rounds, span)
 }
 
 /// The header: a slot holds at most `EVNOTIFY_MAX_PENDING` kicks, the batch being delivered

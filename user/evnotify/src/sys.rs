@@ -132,8 +132,8 @@ pub struct Stats {
     pub thread_pid: i32,
     /// Slots with a notify eventfd.
     pub attached: u32,
-    /// Slots with a kick eventfd that user space has not closed (fdinfo shows a closed one as
-    /// "closed" until the thread releases it).
+    /// Slots with a kick eventfd whose last descriptor user space has not closed (fdinfo shows
+    /// such a closed one as "closed" until it is released).
     pub kickfds: u32,
     /// Slots with a running timer.
     pub timers: u32,
