@@ -192,15 +192,23 @@ fn fault_inject_kickfd() -> Result<()> {
 
 fn fault_inject_signal_and_timer() -> Result<()> {
     let ch = Channel::open()?;
-    let signal = || ch.set_signal(0, libc::SIGUSR1);
-    let faults = each_allocation("signal", &[Errno::ENOMEM], signal, |ok| {
-        ensure!(
-            ch.stats()?.signal_slots == u32::from(ok),
-            "signal request had the wrong effect"
-        );
-        Ok(ch.set_signal(0, -1)?)
-    })?;
-    ensure!(faults >= 1, "signal allocated nothing");
+    let mut faults = 0;
+    // A signal number, and 0 (SIGIO), which the module spells out itself.
+    for signo in [libc::SIGUSR1, 0] {
+        let signal = || ch.set_signal(0, signo);
+        let what = format!("signal {signo}");
+        let f = each_allocation(&what, &[Errno::ENOMEM], signal, |ok| {
+            ensure!(
+                ch.stats()?.signal_slots == u32::from(ok),
+                "{what}: the request had the wrong effect"
+            );
+            Ok(ch.set_signal(0, -1)?)
+        })?;
+        ensure!(f >= 1, "{what} allocated nothing");
+        faults += f;
+        // The call that completed left the slot signalling.
+        ch.set_signal(0, -1)?;
+    }
     // Once the thread runs (its start is tested in `fault_inject_thread_start`), timers and
     // kicks allocate nothing: they must complete at the first try.
     crate::start_thread(&ch)?;

@@ -122,10 +122,10 @@ fn open_as(uid: u32, n: usize) -> Result<(Vec<Channel>, Option<Errno>)> {
 /// full. With 0 to 16 other users holding a channel each, root (with none) opens one with each
 /// of its allocations failing in turn: each failure a clean errno, and the others' channels
 /// usable after. Nothing else opens a root channel meanwhile (one opened after a failure in
-/// the file layer would grow the table without a fault). Still, 4 allocations fail at every
-/// number of users, though root's first channel must grow the full table at some of them:
-/// the table's growth is never failed here, and `make coverage` finds its error arm
-/// unreached. Not understood.
+/// the file layer would grow the table without a fault). In a VM that ran this test alone, 4
+/// allocations failed at every number of users, though root's first channel must grow the
+/// full table at some of them (not understood); in the whole suite of `make coverage` the
+/// growth's error arm was reached (2026-12-07), in the one run of four since this test.
 fn fault_inject_open_new_user() -> Result<()> {
     let mode = std::fs::metadata(evnotify::DEVICE)?.permissions();
     std::fs::set_permissions(evnotify::DEVICE, std::fs::Permissions::from_mode(0o666))?;
