@@ -425,6 +425,10 @@ fn read_on_cpu(n: &Notifier, ticks: u64, cpu: usize) -> Result<(u64, u64)> {
 fn timer_alarm_follows_its_reader() -> Result<()> {
     const PERIOD: Duration = Duration::from_millis(1);
     const TICKS: u64 = 300;
+    // A quarter of the ticks: a late alarm delivers the ticks it missed together, so a slow
+    // kernel takes fewer expiries than ticks (the debug kernel of `make stress` saw 257
+    // against 118, a lead of 139), but the CPU without the timer never leads.
+    const LEAD: u64 = TICKS / 4;
     pin_me(0)?;
     let ch = Channel::open()?;
     // The thread on CPU 0 too: when the alarm stops for want of re-arms (another process's
@@ -437,7 +441,7 @@ fn timer_alarm_follows_its_reader() -> Result<()> {
     crate::promises::in_child("a reader in another process", || {
         let (d0, d1) = read_on_cpu(&n, TICKS, CPU)?;
         ensure!(
-            d0 >= d1 + TICKS / 2,
+            d0 >= d1 + LEAD,
             "local timer interrupts while another process read {TICKS} ticks on CPU {CPU}: \
              CPU 0 {d0}, CPU {CPU} {d1}"
         );
@@ -447,7 +451,7 @@ fn timer_alarm_follows_its_reader() -> Result<()> {
     let (d0, d1) = read_on_cpu(&n, TICKS, CPU)?;
     ch.cancel_timer(0)?;
     ensure!(
-        d1 >= d0 + TICKS / 2,
+        d1 >= d0 + LEAD,
         "local timer interrupts while {TICKS} ticks were read on CPU {CPU}: CPU 0 {d0}, \
          CPU {CPU} {d1}"
     );
@@ -503,9 +507,8 @@ fn armed_where_set_while_spinning() -> Result<Option<String>> {
     }
     ch.set_timer(1, Duration::from_millis(1), 0)?;
     // The reader, another process, exits with 0 if CPU 0 took the lead, 2 if not, 1 on an
-    // error. A quarter, not a half as in `timer_alarm_follows_its_reader`: on a loaded host
-    // the alarm fires late and delivers late ticks together (a run saw 159 against 71 and 219
-    // against 77), but a timer on the other CPU leads there.
+    // error. A quarter, as in `timer_alarm_follows_its_reader` (a loaded host saw 159
+    // against 71 and 219 against 77 here).
     let reader = crate::hostile::child(|| match read_on_cpu(&n, TICKS, 0) {
         Ok((d0, d1)) => {
             println!("# CPU 0 {d0}, CPU {CPU} {d1}");
