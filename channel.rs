@@ -138,21 +138,13 @@ impl Channel {
 
     /// Allocates the slots' extra state, unless the channel has it (see [`Extra`]).
     fn ensure_extra(&self) -> Result {
-        if self.shared.inner.lock().extra.is_some() {
-            return Ok(());
+        // Allocated under `start` (`inner` is a spinlock), so that two first calls at once
+        // allocate one; nothing else installs or removes it.
+        let _guard = self.shared.start.lock();
+        if self.shared.inner.lock().extra.is_none() {
+            let new = Extra::all()?;
+            self.shared.inner.lock().extra = Some(new);
         }
-        // Allocated unlocked, then installed unless someone else was first.
-        let new = Extra::all()?;
-        let mut inner = self.shared.inner.lock();
-        let lost = match inner.extra {
-            Some(_) => Some(new),
-            None => {
-                inner.extra = Some(new);
-                None
-            }
-        };
-        drop(inner);
-        drop(lost);
         Ok(())
     }
 
@@ -171,8 +163,8 @@ impl Channel {
                 let (efd, file) = EventFd::with_file(fd)?;
                 let efd = Arc::new(efd, GFP_KERNEL_ACCOUNT)?;
                 self.shared.ensure_readers()?;
-                let sink = SlotReader::new(self.shared.clone(), slot)?;
-                (Some(efd), Some(ReadHook::new(&file, sink)?))
+                let sink = SlotReader::new(self.shared.clone(), slot);
+                (Some(efd.clone()), Some(ReadHook::new(&file, efd, sink)?))
             }
         };
         self.shared.attach(slot, efd, hook);
@@ -271,14 +263,13 @@ impl Channel {
     pub(crate) fn set_signal(&self, slot: usize, signo: i32) -> Result {
         let new = match signo {
             -1 => None,
-            0 => Some(Arc::new(
-                SigTarget::current_process(uapi::SIGIO)?,
-                GFP_KERNEL_ACCOUNT,
-            )?),
-            s => Some(Arc::new(
-                SigTarget::current_process(s)?,
-                GFP_KERNEL_ACCOUNT,
-            )?),
+            s => {
+                let s = if s == 0 { uapi::SIGIO } else { s };
+                Some(Arc::new(
+                    SigTarget::current_process(s)?,
+                    GFP_KERNEL_ACCOUNT,
+                )?)
+            }
         };
         if new.is_some() {
             self.ensure_extra()?;
@@ -314,7 +305,10 @@ impl Channel {
     /// The ring's counters, read under the channel's lock; `ENXIO` without a ring.
     pub(crate) fn ring_stats(&self) -> Result<uapi::RingStats> {
         let inner = self.shared.inner.lock();
-        Ok(inner.ring.as_ref().ok_or(ENXIO)?.stats.clone())
+        if !inner.ring.mapped {
+            return Err(ENXIO);
+        }
+        Ok(inner.ring.stats.clone())
     }
 
     /// The channel's counters.

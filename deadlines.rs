@@ -45,7 +45,7 @@ impl Inner {
             }
         }
         // A ring's completions are posted by the thread only (`ring.rs`).
-        let alarm = alarm && self.ring.is_none();
+        let alarm = alarm && !self.ring.mapped;
         for slot in bits(self.timer_mask) {
             let Some(x) = self.extra_mut(slot) else {
                 continue;

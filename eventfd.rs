@@ -20,6 +20,7 @@ use kernel::{
             Relaxed,
             Release, //
         },
+        Arc,
     },
     types::Opaque, //
 };
@@ -96,8 +97,8 @@ type QueueFn = unsafe extern "C" fn(
 /// poll table `pt` with `queue`, then calls the eventfd `file`'s `poll` with `pt`: `vfs_poll`,
 /// an inline function that the bindings lack. An eventfd's `poll` calls `queue` once,
 /// synchronously, with its wait queue (`eventfd_poll`'s one `poll_wait`), for `queue` to link
-/// `wait` there (or decline). `EINVAL` if the file has no `poll` (an eventfd always has).
-/// `wait` is initialised on return, also on error, so its owner's drop may read `private`.
+/// `wait` there (or decline). `wait` is initialised on return, so its owner's drop may read
+/// `private`.
 ///
 /// # Safety
 ///
@@ -115,11 +116,12 @@ unsafe fn link(
     pt: *mut bindings::poll_table_struct,
     wake: WakeFn,
     queue: QueueFn,
-) -> Result {
+) {
     // SAFETY: By the safety requirements, plain writes to `wait` and `pt` are fine, and `file`
-    // is a valid eventfd; its `f_op` is set, as for any open file (`do_dentry_open`), and its
-    // `poll` calls `queue` once, with `pt`, whose requirements hold; `wake` may run once
-    // `queue` has linked `wait`, and its requirements hold from then on.
+    // is a valid eventfd; its `f_op` is set, as for any open file (`do_dentry_open`), to
+    // `eventfd_fops`, whose `poll` is set (`fs/eventfd.c`: `eventfd_poll`) and calls `queue`
+    // once, with `pt`, whose requirements hold; `wake` may run once `queue` has linked `wait`,
+    // and its requirements hold from then on.
     unsafe {
         wait.write(bindings::wait_queue_entry {
             flags: 0,
@@ -134,13 +136,8 @@ unsafe fn link(
             _qproc: Some(queue),
             _key: !0,
         });
-        match (*(*file.as_ptr()).f_op).poll {
-            Some(poll) => {
-                poll(file.as_ptr(), pt);
-                Ok(())
-            }
-            None => Err(EINVAL),
-        }
+        let poll = (*(*file.as_ptr()).f_op).poll.unwrap_unchecked();
+        poll(file.as_ptr(), pt);
     }
 }
 
@@ -252,7 +249,9 @@ impl EventFd {
         let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fileget(file.as_ptr()) })?;
         // INVARIANT: `eventfd_ctx_fileget` returned a new reference, now owned by `Self`.
         Ok(Self {
-            ctx: NonNull::new(ctx).ok_or(EINVAL)?,
+            // SAFETY: `eventfd_ctx_fileget` returns a context or an `ERR_PTR`, never NULL
+            // (`fs/eventfd.c`).
+            ctx: unsafe { NonNull::new_unchecked(ctx) },
         })
     }
 }
@@ -296,7 +295,7 @@ impl<S: KickSink> KickFd<S> {
         // until its drop has unlinked `wait`. `queue::<S>` and `wake::<S>` need a `KickFd<S>`
         // around `pt` and `wait`; `queue::<S>` links `wait` unless the queue has a priority
         // waiter.
-        unsafe { link(&file, this.wait.get(), this.pt.get(), wake::<S>, queue::<S>)? };
+        unsafe { link(&file, this.wait.get(), this.pt.get(), wake::<S>, queue::<S>) };
         if this.busy.load(Relaxed) {
             // Looked at through the same reference, so that a `dup2` over `fd` meanwhile
             // cannot turn the answer into another eventfd's.
@@ -305,10 +304,8 @@ impl<S: KickSink> KickFd<S> {
                 false => Err(EBUSY),
             };
         }
-        if this.queue_head().is_none() {
-            // `poll` never offered its wait queue, which an eventfd always does.
-            return Err(EINVAL);
-        }
+        // Linked: `queue::<S>` ran (an eventfd's `poll` always offers its wait queue) and did
+        // not find the queue busy.
         Ok(Some(this))
     }
 
@@ -467,7 +464,7 @@ pub(crate) struct ReadHook<S: ReadSink> {
     wait: Opaque<bindings::wait_queue_entry>,
     #[pin]
     pt: Opaque<bindings::poll_table_struct>,
-    ctx: EventFd,
+    ctx: Arc<EventFd>,
     sink: S,
 }
 
@@ -479,9 +476,9 @@ unsafe impl<S: ReadSink> Send for ReadHook<S> {}
 unsafe impl<S: ReadSink> Sync for ReadHook<S> {}
 
 impl<S: ReadSink> ReadHook<S> {
-    /// Links a hook for `sink` on the eventfd `file`, which the caller checked is an eventfd.
-    pub(crate) fn new(file: &LocalFile, sink: S) -> Result<Pin<KBox<Self>>> {
-        let ctx = EventFd::from_file(file)?;
+    /// Links a hook for `sink` on the eventfd `ctx`, open as `file` (as [`EventFd::with_file`]
+    /// returns them).
+    pub(crate) fn new(file: &LocalFile, ctx: Arc<EventFd>, sink: S) -> Result<Pin<KBox<Self>>> {
         let this = KBox::pin_init(
             pin_init!(Self {
                 wait: Opaque::uninit(),
@@ -492,9 +489,9 @@ impl<S: ReadSink> ReadHook<S> {
             GFP_KERNEL_ACCOUNT,
         )?;
         // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, which
-        // holds `ctx` (from `file`, by `eventfd_ctx_fileget`: an eventfd) until its drop has
-        // unlinked `wait`. `read_queue::<S>` and `read_wake::<S>` need a `ReadHook<S>` around
-        // `pt` and `wait`; `read_queue::<S>` links `wait`.
+        // holds `ctx` (`file`'s context, by the caller: an eventfd) until its drop has unlinked
+        // `wait`. `read_queue::<S>` and `read_wake::<S>` need a `ReadHook<S>` around `pt` and
+        // `wait`; `read_queue::<S>` links `wait`.
         unsafe {
             link(
                 file,
@@ -502,14 +499,9 @@ impl<S: ReadSink> ReadHook<S> {
                 this.pt.get(),
                 read_wake::<S>,
                 read_queue::<S>,
-            )?
+            )
         };
-        // SAFETY: `wait` is initialised (by `link`), and `private` is written only there: null by
-        // `link`, the queue by `read_queue::<S>`.
-        if unsafe { (*this.wait.get()).private.is_null() } {
-            // `poll` never offered its wait queue, which an eventfd always does.
-            return Err(EINVAL);
-        }
+        // INVARIANT: An eventfd's `poll` calls `read_queue::<S>` (`link`), which linked `wait`.
         Ok(this)
     }
 }
@@ -560,13 +552,9 @@ unsafe extern "C" fn read_wake<S: ReadSink>(
 #[pinned_drop]
 impl<S: ReadSink> PinnedDrop for ReadHook<S> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: `wait` is initialised (by `link`, in `new`), and `private` is written only
-        // there: null by `link`, the queue by `read_queue::<S>`.
+        // SAFETY: `wait` is initialised and linked (by the type invariant), and `private` is
+        // its queue, written by `read_queue::<S>`.
         let wqh: *mut bindings::wait_queue_head = unsafe { (*self.wait.get()).private.cast() };
-        if wqh.is_null() {
-            // `new` failed before the entry was linked.
-            return;
-        }
         // SAFETY: `wait` is linked on `wqh`, the eventfd's wait queue, valid while we hold
         // `ctx`. This takes the queue's lock, so once it returns no `read_wake::<S>` is running
         // or can start; `ctx` is released only afterwards, when the fields drop.

@@ -256,7 +256,9 @@ impl<T: ThreadWork> KThread<T> {
                 id,
             )
         };
-        let task = NonNull::new(from_err_ptr(task)?).ok_or(ENOMEM)?;
+        // SAFETY: `kthread_create_on_node` returns a task or an `ERR_PTR`, never NULL
+        // (`kernel/kthread.c`).
+        let task = unsafe { NonNull::new_unchecked(from_err_ptr(task)?) };
         // SAFETY: The new thread has not been woken yet, so it cannot have exited and `task` is
         // valid.
         unsafe { bindings::get_task_struct(task.as_ptr()) };

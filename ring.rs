@@ -18,7 +18,6 @@ use crate::{
     compat,
     slots::{
         Inner,
-        RingState,
         Source, //
     },
     uapi::{
@@ -202,9 +201,7 @@ impl Inner {
     /// whether the channel went from idle to having work.
     pub(crate) fn take_submissions(&mut self, ring: &Ring) -> bool {
         let was_idle = self.idle();
-        let Some(head) = self.ring.as_ref().map(|r| r.stats.sq_head) else {
-            return false;
-        };
+        let head = self.ring.stats.sq_head;
         if self.closed {
             return false;
         }
@@ -232,9 +229,7 @@ impl Inner {
                 }
             }
         }
-        let Some(r) = self.ring.as_mut().map(|r| &mut r.stats) else {
-            return false;
-        };
+        let r = &mut self.ring.stats;
         r.sq_head = tail;
         ring.taken.store(tail, Relaxed);
         r.sq_kicks = r.sq_kicks.wrapping_add(kicks);
@@ -247,16 +242,14 @@ impl Inner {
 
     /// The kicks taken from the ring so far (0 without one): what a spin's end compares.
     pub(crate) fn sq_kicks(&self) -> u64 {
-        self.ring.as_ref().map_or(0, |r| r.stats.sq_kicks)
+        self.ring.stats.sq_kicks
     }
 
     /// Posts the completion of a batch of `kicks` kicks of `slot` on `ring`, or counts it lost
     /// if the completion queue is full (or its head is not one user space could have
     /// written: more than a queue's length behind, or ahead of, the tail).
     pub(crate) fn complete(&mut self, ring: &Ring, slot: usize, kicks: u64) {
-        let Some(state) = self.ring.as_mut() else {
-            return;
-        };
+        let state = &mut self.ring;
         let p = &ring.page;
         let seq = state.seq;
         state.seq = seq.wrapping_add(1);
@@ -289,7 +282,7 @@ mod tests {
 
     fn setup() -> Result<(KBox<Inner>, Ring)> {
         let mut i = KBox::new(Inner::new(), GFP_KERNEL)?;
-        i.ring = Some(KBox::new(RingState::default(), GFP_KERNEL)?);
+        i.ring.mapped = true;
         Ok((i, Ring::new()?))
     }
 
@@ -314,7 +307,7 @@ mod tests {
             (i.slots[3].pending, i.slots[63].pending, i.kicks),
             (2, 1, 3)
         );
-        let r = &i.ring.as_ref().ok_or(EINVAL)?.stats;
+        let r = &i.ring.stats;
         assert_eq!((r.sq_head, r.sq_kicks, r.sq_dropped), (2, 3, 0));
         assert_eq!(ring.page.sq_head.load(Relaxed), 2);
         assert!(!ring.submitted());
@@ -331,7 +324,7 @@ mod tests {
         submit(&ring, u32::MAX, 1);
         submit(&ring, 1, uapi::MAX_KICK);
         i.take_submissions(&ring);
-        let r = &i.ring.as_ref().ok_or(EINVAL)?.stats;
+        let r = &i.ring.stats;
         assert_eq!((r.sq_dropped, r.sq_kicks), (4, uapi::MAX_KICK.into()));
         assert_eq!(ring.page.sq_dropped.load(Relaxed), 4);
         assert_eq!(i.kicks, uapi::MAX_KICK.into());
@@ -342,29 +335,20 @@ mod tests {
     fn a_wild_tail_is_skipped() -> Result {
         let (mut i, ring) = setup()?;
         for wild in [SQ_ENTRIES + 1, u32::MAX, 1 << 31] {
-            let head = i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head;
+            let head = i.ring.stats.sq_head;
             ring.page.sq_tail.store(head.wrapping_add(wild), Relaxed);
             assert!(!i.take_submissions(&ring));
-            assert_eq!(
-                i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head,
-                head.wrapping_add(wild)
-            );
+            assert_eq!(i.ring.stats.sq_head, head.wrapping_add(wild));
         }
-        assert_eq!(
-            (i.kicks, i.ring.as_ref().ok_or(EINVAL)?.stats.sq_dropped),
-            (0, 3)
-        );
+        assert_eq!((i.kicks, i.ring.stats.sq_dropped), (0, 3));
         // A full queue's worth is a queue.
-        let head = i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head;
+        let head = i.ring.stats.sq_head;
         for _ in 0..SQ_ENTRIES {
             submit(&ring, 5, 1);
         }
         i.take_submissions(&ring);
         assert_eq!(i.kicks, SQ_ENTRIES.into());
-        assert_eq!(
-            i.ring.as_ref().ok_or(EINVAL)?.stats.sq_head,
-            head.wrapping_add(SQ_ENTRIES)
-        );
+        assert_eq!(i.ring.stats.sq_head, head.wrapping_add(SQ_ENTRIES));
         Ok(())
     }
 
@@ -379,7 +363,7 @@ mod tests {
         assert_eq!(p.cq[5].seq.load(Relaxed), 5);
         assert_eq!(p.cq[5].count.load(Relaxed), 6);
         assert_eq!(p.cq[5].slot.load(Relaxed), 5);
-        let r = &i.ring.as_ref().ok_or(EINVAL)?.stats;
+        let r = &i.ring.stats;
         assert_eq!((r.cq_events, r.cq_overflow), (CQ_ENTRIES.into(), 2));
         let all: u64 = (1..=u64::from(CQ_ENTRIES) + 2).sum();
         assert_eq!(r.cq_kicks + r.lost_kicks, all);
@@ -390,7 +374,7 @@ mod tests {
         // A head ahead of the tail is no room.
         p.cq_head.store(CQ_ENTRIES + 5, Release);
         i.complete(&ring, 7, 9);
-        assert_eq!(i.ring.as_ref().ok_or(EINVAL)?.stats.cq_overflow, 3);
+        assert_eq!(i.ring.stats.cq_overflow, 3);
         Ok(())
     }
 

@@ -29,7 +29,6 @@ use crate::{
     },
     slots::{
         Inner,
-        RingState,
         Source,
         Work, //
     },
@@ -125,13 +124,13 @@ pub(crate) struct SlotReader {
 }
 
 impl SlotReader {
-    /// For `slot` of `shared`, read by the calling process; `ESRCH` if it is exiting.
-    pub(crate) fn new(shared: Arc<Shared>, slot: usize) -> Result<Self> {
-        Ok(Self {
+    /// For `slot` of `shared`, read by the calling process.
+    pub(crate) fn new(shared: Arc<Shared>, slot: usize) -> Self {
+        Self {
             shared,
             slot,
-            owner: Process::current()?,
-        })
+            owner: Process::current(),
+        }
     }
 }
 
@@ -147,16 +146,12 @@ impl ReadSink for SlotReader {
     }
 }
 
-/// Allocates a table of one entry per slot into `table`, unless it has one: allocated with
-/// the lock released, then installed unless another call was first.
+/// Allocates a table of one entry per slot into `table`, unless it has one. Under the table's
+/// mutex, so that two first calls at once allocate one.
 fn ensure_table<T>(table: &Mutex<Option<KBox<[Option<T>; NR_SLOTS]>>>) -> Result {
-    if table.lock().is_some() {
-        return Ok(());
-    }
-    let new = KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?;
     let mut t = table.lock();
     if t.is_none() {
-        *t = Some(new);
+        *t = Some(KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?);
     }
     Ok(())
 }
@@ -216,7 +211,8 @@ pub(crate) struct Shared {
     /// eventfd's wait-queue lock, so a hook is dropped with neither held).
     #[pin]
     readers: Mutex<Option<KBox<ReadHooks>>>,
-    /// Serialises giving the channel its worker, so that it gets exactly one.
+    /// Serialises giving the channel its worker, so that it gets exactly one, and its extra
+    /// state (`Channel::ensure_extra`).
     #[pin]
     pub(crate) start: Mutex<()>,
     /// Held by the worker while it serves the channel (its spins for the next kick included),
@@ -305,8 +301,15 @@ impl Shared {
         f: impl FnOnce(&mut Inner) -> bool,
     ) {
         let mut inner = this.inner.lock();
-        if f(&mut inner) && !inner.closed {
-            Shared::wake_worker(this, &inner, event);
+        let woke = f(&mut inner);
+        Shared::updated(this, &inner, woke, event);
+    }
+
+    /// The end of `update`, out of line: one copy of the check for all of its callers.
+    #[inline(never)]
+    fn updated(this: ArcBorrow<'_, Self>, inner: &Inner, woke: bool, event: bool) {
+        if woke && !inner.closed {
+            Shared::wake_worker(this, inner, event);
         }
     }
 
@@ -358,7 +361,6 @@ impl Shared {
             drop(reg);
             return ring.map(vma);
         }
-        let state = KBox::new(RingState::default(), GFP_KERNEL_ACCOUNT)?;
         let ring = Ring::new()?;
         ring.map(vma)?;
         if let Some(runner) = self.runner.as_ref() {
@@ -366,7 +368,7 @@ impl Shared {
         }
         // The alarm leaves the ticks it takes from now on to the thread (one taking ticks
         // now delivers them itself, without completions).
-        self.inner.lock().ring = Some(state);
+        self.inner.lock().ring.mapped = true;
         self.ring.populate(ring);
         Ok(())
     }
@@ -541,9 +543,7 @@ impl Shared {
     fn reap_hung_up(&self) {
         let mut fds = self.kickfds.lock();
         for k in fds.iter_mut().flat_map(|fds| fds.iter_mut()) {
-            if k.as_ref().is_some_and(|k| k.hung_up()) {
-                *k = None;
-            }
+            drop(k.take_if(|k| k.hung_up()));
         }
     }
 }
@@ -562,7 +562,7 @@ unsafe impl Served for Shared {
     }
 
     fn take_ring(this: ArcBorrow<'_, Self>) {
-        if let Some(ring) = this.ring.as_ref() {
+        if let Some(ring) = this.ring.as_ref().filter(|r| r.submitted()) {
             Shared::update(this, true, |inner| inner.take_submissions(ring));
         }
     }

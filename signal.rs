@@ -33,16 +33,18 @@ unsafe impl Send for Process {}
 unsafe impl Sync for Process {}
 
 impl Process {
-    /// The calling process; `ESRCH` if it is exiting.
-    pub(crate) fn current() -> Result<Self> {
-        // SAFETY: `current` is valid while it runs; `get_task_pid` returns a new reference, or
-        // NULL if the task is exiting.
+    /// The calling process. Only in a system call (or another context of a live task).
+    pub(crate) fn current() -> Self {
+        // SAFETY: `current` is valid while it runs; `get_task_pid` returns a new reference.
         let pid =
             unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
         // INVARIANT: `pid` carries the reference taken above.
-        Ok(Self {
-            pid: NonNull::new(pid).ok_or(ESRCH)?,
-        })
+        Self {
+            // SAFETY: A thread group's pid is detached only once the whole group is dead, when
+            // its last thread is released (`kernel/exit.c`: `__unhash_process`), after it last
+            // ran: a live task's is never NULL.
+            pid: unsafe { NonNull::new_unchecked(pid) },
+        }
     }
 
     /// Whether the calling task belongs to this process. Any context with a current task
@@ -115,15 +117,14 @@ impl SigTarget {
         }
         let task = Task::current_raw();
         // SAFETY: `current` is valid; `get_task_cred` returns a new reference to its objective
-        // credentials, never NULL.
-        let cred =
-            NonNull::new(unsafe { bindings::get_task_cred(task) }.cast_mut()).ok_or(EINVAL)?;
+        // credentials, never NULL (`kernel/cred.c`: it retries until it has one).
+        let cred = unsafe { NonNull::new_unchecked(bindings::get_task_cred(task).cast_mut()) };
         // SAFETY: `cred` carries the reference taken above, now owned by the `ARef`;
         // `Credential` is a transparent wrapper of `struct cred`.
         let cred = unsafe { ARef::from_raw(cred.cast::<Credential>()) };
         // INVARIANT: `signo` was checked.
         Ok(Self {
-            process: Process::current()?,
+            process: Process::current(),
             signo,
             cred,
         })

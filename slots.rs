@@ -62,6 +62,8 @@ pub(crate) struct Extra {
 /// next submission to take, its `cq_tail` where the next completion goes).
 #[derive(Default)]
 pub(crate) struct RingState {
+    /// Whether user space mapped the ring: set once (`Shared::map_ring`), never cleared.
+    pub(crate) mapped: bool,
     pub(crate) stats: uapi::RingStats,
     /// Completions produced, posted or not: the next one's `seq`.
     pub(crate) seq: u64,
@@ -129,9 +131,9 @@ pub(crate) struct Inner {
     pub(crate) alarm_mask: u64,
     /// The channel's alarm as armed, here so that its callback can re-arm it (`shared.rs`).
     pub(crate) alarm: AlarmState,
-    /// The kernel's side of the channel's ring, once user space mapped one (`ring.rs`): every
-    /// batch taken is then also posted there. Boxed: most channels have none.
-    pub(crate) ring: Option<KBox<RingState>>,
+    /// The kernel's side of the channel's ring (`ring.rs`): once user space mapped one, every
+    /// batch taken is also posted there.
+    pub(crate) ring: RingState,
     /// The counters that the stats invariant ties together, changed only under the lock so
     /// that a reader sees them consistent. They wrap at 2^64, as the header says.
     pub(crate) kicks: u64,
@@ -182,7 +184,7 @@ pub(crate) fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 
 impl Inner {
     /// A channel's state before anything is attached or queued.
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
         const EMPTY: Slot = Slot {
             efd: None,
             pending: 0,
@@ -207,7 +209,7 @@ impl Inner {
                 live: false,
                 cpu: None,
             },
-            ring: None,
+            ring: RingState::default(),
             kicks: 0,
             fd_kicks: 0,
             timer_ticks: 0,
@@ -307,7 +309,7 @@ impl Inner {
             % NR_SLOTS;
         let sig = self.extra(slot).and_then(|x| x.sig.clone());
         let s = &mut self.slots[slot];
-        let kicks = if s.efd.is_none() && sig.is_none() && self.ring.is_none() {
+        let kicks = if s.efd.is_none() && sig.is_none() && !self.ring.mapped {
             s.pending
         } else {
             s.pending.min(BATCH)

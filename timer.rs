@@ -6,6 +6,7 @@
 //! wakes its reader.
 
 use crate::uapi;
+use core::num::NonZeroU64;
 use kernel::{
     prelude::*,
     time::{
@@ -26,10 +27,10 @@ const PLACE_TRIES: u32 = 16;
 ///
 /// # Invariants
 ///
-/// `period` is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`, if set, is
+/// `period` (nanoseconds) is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`, if set, is
 /// non-zero until `take_due` reports the timer expired.
 pub(crate) struct Timer {
-    period: Delta,
+    period: NonZeroU64,
     next: Instant<Monotonic>,
     remaining: Option<u64>,
 }
@@ -74,19 +75,19 @@ impl Timer {
     pub(crate) fn starting(start: Instant<Monotonic>, period_ns: u64, ticks: u64) -> Result<Self> {
         let t = Self::first_at(start, period_ns, ticks)?;
         Ok(Self {
-            next: start + t.period,
+            next: start + Delta::from_nanos(t.period.get() as i64),
             ..t
         })
     }
 
     /// A timer whose first tick is at `first`.
     fn first_at(first: Instant<Monotonic>, period_ns: u64, ticks: u64) -> Result<Self> {
-        if !(uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS).contains(&period_ns) {
-            return Err(EINVAL);
-        }
+        let period = NonZeroU64::new(period_ns)
+            .filter(|p| (uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS).contains(&p.get()))
+            .ok_or(EINVAL)?;
         // INVARIANT: The period was checked; `remaining` is `None` for zero ticks.
         Ok(Self {
-            period: Delta::from_nanos(period_ns as i64),
+            period,
             next: first,
             remaining: (ticks != 0).then_some(ticks),
         })
@@ -99,15 +100,14 @@ impl Timer {
         if late < 0 {
             return (0, false);
         }
-        // Never `None` (the period is positive, `late` is not negative), and unlike `/` it
-        // leaves no division-by-zero panic call, which objtool (7.2's and 7.3's) takes for a
-        // fall-through.
-        let mut due = late.checked_div(self.period.as_nanos()).unwrap_or(0) as u64 + 1;
+        // `late` is not negative. A `NonZeroU64` divisor leaves no division-by-zero panic call,
+        // which objtool (7.2's and 7.3's) takes for a fall-through.
+        let mut due = late as u64 / self.period + 1;
         if let Some(left) = self.remaining {
             due = due.min(left);
             self.remaining = Some(left - due);
         }
-        self.next = self.next + Delta::from_nanos(due as i64 * self.period.as_nanos());
+        self.next = self.next + Delta::from_nanos((due * self.period.get()) as i64);
         (due, self.remaining == Some(0))
     }
 
@@ -118,7 +118,7 @@ impl Timer {
 
     /// The period in nanoseconds and the ticks left (0: unlimited), for reports.
     pub(crate) fn describe(&self) -> (i64, u64) {
-        (self.period.as_nanos(), self.remaining.unwrap_or(0))
+        (self.period.get() as i64, self.remaining.unwrap_or(0))
     }
 }
 

@@ -105,7 +105,8 @@ pub(crate) unsafe trait Served:
     /// without its lock.
     fn ring_submitted(&self) -> bool;
 
-    /// Takes its ring's submissions, queueing it on the worker if they gave it work.
+    /// Takes its ring's submissions, if it has some not taken, queueing it on the worker if they
+    /// gave it work.
     fn take_ring(this: ArcBorrow<'_, Self>);
 
     /// Asks its ring's user for a wake-up after the next submission, or stops asking (see
@@ -308,9 +309,7 @@ impl<T: Served> Runner<T> {
             // A submission published before this is seen below, or its publisher sees the
             // request: the flag is set with full ordering, as is the publisher's check.
             c.ring_wakeup(sleep);
-            if c.ring_submitted() {
-                T::take_ring(c.as_arc_borrow());
-            }
+            T::take_ring(c.as_arc_borrow());
         }
     }
 

@@ -275,7 +275,6 @@ impl Channel {
     /// # Errors
     ///
     /// - `EINVAL`: `signo` is not in -1..=64, or `slot` is not below 64;
-    /// - `ESRCH`: this process is exiting (no pid to record);
     /// - `ENOMEM`;
     /// - `ENOTTY`: not a `/dev/evnotify` channel (a descriptor adopted with `From<OwnedFd>`).
     ///
