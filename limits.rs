@@ -74,11 +74,12 @@ impl Drop for OpenSlot {
     fn drop(&mut self) {
         let mut users = USERS.lock();
         users.total -= 1;
-        if let Some(i) = users.per_user.iter().position(|(u, _)| *u == self.uid) {
-            users.per_user[i].1 -= 1;
-            if users.per_user[i].1 == 0 {
-                let _ = users.per_user.remove(i);
+        // The user's entry (there since `take`) loses one, and goes with its last.
+        users.per_user.retain(|(u, n)| {
+            if *u == self.uid {
+                *n -= 1;
             }
-        }
+            *n != 0
+        });
     }
 }

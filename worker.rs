@@ -25,7 +25,6 @@ use crate::{
     uapi, //
 };
 use kernel::{
-    alloc::kvec::PushError,
     list::{
         List,
         ListArc,
@@ -162,6 +161,10 @@ pub(crate) struct Runner<T: Served> {
     /// asking their users for a wake-up, before it sleeps. Taken before a channel's lock.
     #[pin]
     rings: Mutex<KVec<Arc<T>>>,
+    /// Held by `add_ring` while it grows `rings`: one at a time, so that meanwhile the list
+    /// can only shrink (`remove_ring`).
+    #[pin]
+    grow: Mutex<()>,
     /// How many there are, so that a worker with none never takes `rings`.
     nr_rings: Atomic<u32>,
     /// How many channels the run queue holds, for a channel being served to see, without the
@@ -241,43 +244,23 @@ impl<T: Served> Runner<T> {
         self.waiting.load(Relaxed) != 0
     }
 
-    /// Polls `channel`'s ring from now on. `ENOMEM` if it cannot. Allocates with `rings`
-    /// released, so that the thread, which takes it to poll, never waits for a caller's
-    /// reclaim.
+    /// Polls `channel`'s ring from now on. `ENOMEM` if it cannot. Allocates the new list with
+    /// `rings` released, so that the thread, which takes it to poll, never waits for a
+    /// caller's reclaim.
     pub(crate) fn add_ring(&self, channel: Arc<T>) -> Result {
-        let mut channel = channel;
-        let mut spare: Option<KVec<Arc<T>>> = None;
-        loop {
-            let mut rings = self.rings.lock();
-            match rings.push_within_capacity(channel) {
-                Ok(()) => {
-                    self.nr_rings.store(rings.len() as u32, Relaxed);
-                    drop(rings);
-                    drop(spare);
-                    return Ok(());
-                }
-                Err(PushError(c)) => channel = c,
-            }
-            if let Some(mut bigger) = spare.take() {
-                if bigger.capacity() > rings.len() {
-                    // Room for all and one more. The old vector, emptied, is freed at the end of
-                    // this block, under the lock (`kfree` does not sleep).
-                    core::mem::swap(&mut *rings, &mut bigger);
-                    while let Some(c) = bigger.pop() {
-                        if let Err(PushError(c)) = rings.push_within_capacity(c) {
-                            // Cannot happen (room was checked); put it back, and retry.
-                            let _ = bigger.push_within_capacity(c);
-                            core::mem::swap(&mut *rings, &mut bigger);
-                            break;
-                        }
-                    }
-                    continue;
-                }
-            }
-            let want = rings.len() * 2 + 4;
-            drop(rings);
-            spare = Some(KVec::with_capacity(want, GFP_KERNEL_ACCOUNT)?);
+        let _grow = self.grow.lock();
+        let len = self.rings.lock().len();
+        let mut list = KVec::with_capacity(len + 1, GFP_KERNEL_ACCOUNT)?;
+        let mut rings = self.rings.lock();
+        for c in Iterator::chain(rings.drain_all(), Some(channel)) {
+            // Never fails: under `grow`, `rings` holds `len` at most.
+            let _ = list.push_within_capacity(c);
         }
+        let old = core::mem::replace(&mut *rings, list);
+        self.nr_rings.store(rings.len() as u32, Relaxed);
+        drop(rings);
+        drop(old);
+        Ok(())
     }
 
     /// Stops polling `channel`'s ring (when it closes).
@@ -523,6 +506,7 @@ impl<T: Served> Worker<T> {
                 event: Atomic::new(false),
                 due: Atomic::new(false),
                 rings <- new_mutex!(KVec::new(), "Worker::rings"),
+                grow <- new_mutex!((), "Worker::grow"),
                 nr_rings: Atomic::new(0),
                 waiting: Atomic::new(0),
                 busypoll_ns: Atomic::new(busypoll_ns.min(uapi::MAX_BUSYPOLL_NS)),

@@ -27,6 +27,7 @@ pub const TESTS: &[Test] = &[
         ring_awake_thread_needs_no_enter,
     ),
     ("ring_mapped_while_spinning", ring_mapped_while_spinning),
+    ("ring_submission_ends_spin", ring_submission_ends_spin),
     (
         "ring_conservation_across_cpus",
         ring_conservation_across_cpus,
@@ -374,6 +375,41 @@ fn ring_mapped_while_spinning() -> Result<()> {
             "round {round}: a posted batch counted dropped: {s:?}"
         );
     }
+    Ok(())
+}
+
+/// A ring's user that submits again as soon as each completion is posted (a polled ping-pong,
+/// with no system call once the thread runs) is answered by the thread's spin for the
+/// channel's next kick: a submission ends the spin ("times it found work while busy
+/// polling", `polled`). Every submission completes once, in order.
+fn ring_submission_ends_spin() -> Result<()> {
+    pin_self(0)?;
+    let ch = Channel::open()?;
+    ch.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+    let mut r = ch.map_ring()?;
+    let mut seq = 0;
+    // Until the window has grown (a slow kernel may need more round trips).
+    for _ in 0..5 {
+        for _ in 0..200 {
+            ensure!(r.submit(0, 1)?, "queue full with one submission out");
+            let c = next(&mut r)?;
+            ensure!((c.slot, c.count, c.seq) == (0, 1, seq), "{c:?}");
+            seq += 1;
+            if seq == 1 {
+                // Started by the first submission's enter.
+                ch.pin_thread(1)?;
+            }
+        }
+        if ring_idle(&ch, &r)?.polled > 0 {
+            break;
+        }
+    }
+    let s = ring_idle(&ch, &r)?;
+    ensure!(s.handled == seq && s.dropped == 0, "{s:?}");
+    ensure!(
+        s.polled > 0,
+        "no submission was caught by a spin in {seq} round trips: {s:?}"
+    );
     Ok(())
 }
 
