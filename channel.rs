@@ -9,8 +9,8 @@
 
 use crate::{
     eventfd::{
-        EventFd,
         KickFd,
+        OpenEventFd,
         ReadHook, //
     },
     limits::OpenSlot,
@@ -138,8 +138,12 @@ impl Channel {
 
     /// Allocates the slots' extra state, unless the channel has it (see [`Extra`]).
     fn ensure_extra(&self) -> Result {
+        if self.shared.inner.lock().extra.is_some() {
+            return Ok(());
+        }
         // Allocated under `start` (`inner` is a spinlock), so that two first calls at once
-        // allocate one; nothing else installs or removes it.
+        // allocate one; nothing else installs or removes it. (Not taken when the state is
+        // there: `start` may be held while a worker starts.)
         let _guard = self.shared.start.lock();
         if self.shared.inner.lock().extra.is_none() {
             let new = Extra::all()?;
@@ -160,11 +164,10 @@ impl Channel {
                 // One lookup of `fd`, so that the hook is on the eventfd attached. The hook is
                 // linked last: every step that can fail comes before, so a call that fails
                 // changes nothing.
-                let (efd, file) = EventFd::with_file(fd)?;
-                let efd = Arc::new(efd, GFP_KERNEL_ACCOUNT)?;
+                let open = OpenEventFd::new(fd)?;
                 self.shared.ensure_readers()?;
                 let sink = SlotReader::new(self.shared.clone(), slot);
-                (Some(efd.clone()), Some(ReadHook::new(&file, efd, sink)?))
+                (Some(open.efd()), Some(ReadHook::new(&open, sink)?))
             }
         };
         self.shared.attach(slot, efd, hook);

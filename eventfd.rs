@@ -118,10 +118,10 @@ unsafe fn link(
     queue: QueueFn,
 ) {
     // SAFETY: By the safety requirements, plain writes to `wait` and `pt` are fine, and `file`
-    // is a valid eventfd; its `f_op` is set, as for any open file (`do_dentry_open`), to
-    // `eventfd_fops`, whose `poll` is set (`fs/eventfd.c`: `eventfd_poll`) and calls `queue`
-    // once, with `pt`, whose requirements hold; `wake` may run once `queue` has linked `wait`,
-    // and its requirements hold from then on.
+    // is a valid eventfd: its `f_op` is `eventfd_fops` (which `eventfd_ctx_fileget` checked),
+    // whose `poll` is set (`fs/eventfd.c`: `eventfd_poll`) and calls `queue` once, with `pt`,
+    // whose requirements hold; `wake` may run once `queue` has linked `wait`, and its
+    // requirements hold from then on.
     unsafe {
         wait.write(bindings::wait_queue_entry {
             flags: 0,
@@ -238,7 +238,7 @@ impl EventFd {
     /// Takes a reference to the eventfd open as `fd` in the current process, with its file.
     ///
     /// Fails with `EBADF` if `fd` is not open and `EINVAL` if it is not an eventfd.
-    pub(crate) fn with_file(fd: i32) -> Result<(Self, ARef<LocalFile>)> {
+    fn with_file(fd: i32) -> Result<(Self, ARef<LocalFile>)> {
         let file = LocalFile::fget(u32::try_from(fd).map_err(|_| EBADF)?)?;
         Ok((Self::from_file(&file)?, file))
     }
@@ -253,6 +253,33 @@ impl EventFd {
             // (`fs/eventfd.c`).
             ctx: unsafe { NonNull::new_unchecked(ctx) },
         })
+    }
+}
+
+/// An eventfd open in the current process, looked up once: its context, to share, and its file.
+///
+/// # Invariants
+///
+/// `file` is the eventfd whose context `efd` holds a reference to.
+pub(crate) struct OpenEventFd {
+    efd: Arc<EventFd>,
+    file: ARef<LocalFile>,
+}
+
+impl OpenEventFd {
+    /// Looks up `fd`: `EBADF` if it is not open, `EINVAL` if it is not an eventfd.
+    pub(crate) fn new(fd: i32) -> Result<Self> {
+        let (efd, file) = EventFd::with_file(fd)?;
+        // INVARIANT: `with_file` took `efd` from `file`.
+        Ok(Self {
+            efd: Arc::new(efd, GFP_KERNEL_ACCOUNT)?,
+            file,
+        })
+    }
+
+    /// Its context.
+    pub(crate) fn efd(&self) -> Arc<EventFd> {
+        self.efd.clone()
     }
 }
 
@@ -476,25 +503,24 @@ unsafe impl<S: ReadSink> Send for ReadHook<S> {}
 unsafe impl<S: ReadSink> Sync for ReadHook<S> {}
 
 impl<S: ReadSink> ReadHook<S> {
-    /// Links a hook for `sink` on the eventfd `ctx`, open as `file` (as [`EventFd::with_file`]
-    /// returns them).
-    pub(crate) fn new(file: &LocalFile, ctx: Arc<EventFd>, sink: S) -> Result<Pin<KBox<Self>>> {
+    /// Links a hook for `sink` on the eventfd `open`.
+    pub(crate) fn new(open: &OpenEventFd, sink: S) -> Result<Pin<KBox<Self>>> {
         let this = KBox::pin_init(
             pin_init!(Self {
                 wait: Opaque::uninit(),
                 pt: Opaque::uninit(),
-                ctx,
+                ctx: open.efd(),
                 sink,
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
         // SAFETY: `wait` and `pt` are pinned fields of `this`, not yet shared with C, which
-        // holds `ctx` (`file`'s context, by the caller: an eventfd) until its drop has unlinked
-        // `wait`. `read_queue::<S>` and `read_wake::<S>` need a `ReadHook<S>` around `pt` and
-        // `wait`; `read_queue::<S>` links `wait`.
+        // holds `ctx` (the context of the eventfd `open.file`, by `OpenEventFd`'s invariant)
+        // until its drop has unlinked `wait`. `read_queue::<S>` and `read_wake::<S>` need a
+        // `ReadHook<S>` around `pt` and `wait`; `read_queue::<S>` links `wait`.
         unsafe {
             link(
-                file,
+                &open.file,
                 this.wait.get(),
                 this.pt.get(),
                 read_wake::<S>,

@@ -20,9 +20,11 @@ use kernel::{
 ///
 /// # Invariants
 ///
-/// `pid` is a valid `struct pid` on which this object owns one reference.
+/// `pid` is a valid `struct pid` on which this object owns one reference, or NULL: a process
+/// gone before it was recorded, which every C function given it takes as a pid with no task
+/// (`pid_task` and `put_pid` check for NULL; `kill_pid_usb_asyncio` calls `pid_task` first).
 pub(crate) struct Process {
-    pid: NonNull<bindings::pid>,
+    pid: *mut bindings::pid,
 }
 
 // SAFETY: A `struct pid` reference may be used and released from any thread.
@@ -33,18 +35,16 @@ unsafe impl Send for Process {}
 unsafe impl Sync for Process {}
 
 impl Process {
-    /// The calling process. Only in a system call (or another context of a live task).
+    /// The calling process: in a system call, never one that is gone (its thread group's pid
+    /// is detached only when its leader is released, `__unhash_process` in `kernel/exit.c`,
+    /// and a caller's leader is not released before the caller has exited).
     pub(crate) fn current() -> Self {
-        // SAFETY: `current` is valid while it runs; `get_task_pid` returns a new reference.
+        // SAFETY: `current` is valid while it runs; `get_task_pid` returns a new reference, or
+        // NULL once the thread group's pid is detached.
         let pid =
             unsafe { bindings::get_task_pid(Task::current_raw(), bindings::pid_type_PIDTYPE_TGID) };
-        // INVARIANT: `pid` carries the reference taken above.
-        Self {
-            // SAFETY: A thread group's pid is detached only once the whole group is dead, when
-            // its last thread is released (`kernel/exit.c`: `__unhash_process`), after it last
-            // ran: a live task's is never NULL.
-            pid: unsafe { NonNull::new_unchecked(pid) },
-        }
+        // INVARIANT: `pid` carries the reference taken above, or is NULL.
+        Self { pid }
     }
 
     /// Whether the calling task belongs to this process. Any context with a current task
@@ -56,10 +56,9 @@ impl Process {
     /// the debug assertions' misaligned-pointer check on the test kernel.)
     pub(crate) fn is_current(&self) -> bool {
         let _rcu = rcu::read_lock();
-        // SAFETY: `pid` is valid by the type invariant; under the RCU read lock `pid_task`
-        // returns the task attached to it, valid until the lock is released, or NULL.
-        let leader =
-            unsafe { bindings::pid_task(self.pid.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        // SAFETY: `pid` is valid or NULL by the type invariant; under the RCU read lock
+        // `pid_task` returns the task attached to it, valid until the lock is released, or NULL.
+        let leader = unsafe { bindings::pid_task(self.pid, bindings::pid_type_PIDTYPE_TGID) };
         if leader.is_null() {
             return false;
         }
@@ -75,8 +74,9 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant we own one reference, released exactly once.
-        unsafe { bindings::put_pid(self.pid.as_ptr()) };
+        // SAFETY: By the type invariant we own one reference (or none, NULL, which `put_pid`
+        // ignores), released exactly once.
+        unsafe { bindings::put_pid(self.pid) };
     }
 }
 
@@ -145,14 +145,14 @@ impl SigTarget {
     pub(crate) fn send(&self) -> Sent {
         // SAFETY: Zero is a valid `sigval_t` (a union of an int and a pointer).
         let value: bindings::sigval_t = unsafe { core::mem::zeroed() };
-        // SAFETY: The pid is valid by `Process`'s type invariant and `cred` by `ARef`'s; `signo`
-        // is a valid signal number.
+        // SAFETY: The pid is valid or NULL (a pid with no task: `ESRCH`) by `Process`'s type
+        // invariant, and `cred` is valid by `ARef`'s; `signo` is a valid signal number.
         let ret = unsafe {
             bindings::kill_pid_usb_asyncio(
                 self.signo,
                 0,
                 value,
-                self.process.pid.as_ptr(),
+                self.process.pid,
                 self.cred.as_ptr(),
             )
         };

@@ -27,8 +27,8 @@ const PLACE_TRIES: u32 = 16;
 ///
 /// # Invariants
 ///
-/// `period` (nanoseconds) is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`, if set, is
-/// non-zero until `take_due` reports the timer expired.
+/// `period` (nanoseconds) is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`,
+/// if set, is non-zero until `take_due` reports the timer expired.
 pub(crate) struct Timer {
     period: NonZeroU64,
     next: Instant<Monotonic>,
