@@ -36,8 +36,8 @@ unsafe impl Sync for Process {}
 
 impl Process {
     /// The calling process: in a system call, never one that is gone (its thread group's pid
-    /// is detached only when its leader is released, `__unhash_process` in `kernel/exit.c`,
-    /// and a caller's leader is not released before the caller has exited).
+    /// is detached only when the whole group is dead, `group_dead` in `__unhash_process` of
+    /// `kernel/exit.c`, which no thread of it outlives in a system call).
     pub(crate) fn current() -> Self {
         // SAFETY: `current` is valid while it runs; `get_task_pid` returns a new reference, or
         // NULL once the thread group's pid is detached.

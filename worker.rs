@@ -253,7 +253,8 @@ impl<T: Served> Runner<T> {
         let mut list = KVec::with_capacity(len + 1, GFP_KERNEL_ACCOUNT)?;
         let mut rings = self.rings.lock();
         for c in Iterator::chain(rings.drain_all(), Some(channel)) {
-            // Never fails: under `grow`, `rings` holds `len` at most.
+            // Never fails: only `add_ring` pushes (`rings` is private), under `grow`, so `rings`
+            // holds `len` at most.
             let _ = list.push_within_capacity(c);
         }
         let old = core::mem::replace(&mut *rings, list);
