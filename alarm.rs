@@ -121,7 +121,7 @@ impl HrTimerCallback for Shared {
         // callback (with the credit it grants) while the lock is dropped to signal.
         inner.alarm.at = Some(now);
         // Where it re-arms itself, if it does.
-        inner.alarm.cpu = Some(CpuId::current().as_u32());
+        inner.alarm.cpu = CpuId::current().as_u32();
         inner.alarm.floor = Some(now + ALARM_GAP);
         // Signalled first, the next deadline found after: the readers are woken sooner.
         let taken = inner.fire_timers(now, true);
@@ -252,7 +252,7 @@ impl Shared {
         let handle = at.map(|at| self.clone().start(at));
         if handle.is_some() {
             a.live = true;
-            a.cpu = Some(CpuId::current().as_u32());
+            a.cpu = CpuId::current().as_u32();
         }
         drop(inner);
         // Stored after `inner` is released: dropping a handle there (there is none, it was
@@ -277,13 +277,14 @@ impl Shared {
             return;
         }
         let mut inner = self.inner.lock();
-        if inner.closed || inner.timer_mask & (1 << slot) == 0 {
+        // A closed channel's alarm is not `live` (below).
+        if inner.timer_mask & (1 << slot) == 0 {
             return;
         }
         let a = &mut inner.alarm;
         a.credit = a.credit.max(ALARM_CREDIT);
         let here = CpuId::current().as_u32();
-        if !a.live || a.cpu == Some(here) {
+        if !a.live || a.cpu == here {
             return;
         }
         let this = Arc::as_ptr(self);
@@ -305,7 +306,7 @@ impl Shared {
             queued
         };
         if moved {
-            inner.alarm.cpu = Some(here);
+            inner.alarm.cpu = here;
         }
     }
 }

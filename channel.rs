@@ -278,9 +278,10 @@ impl Channel {
             self.ensure_extra()?;
         }
         let mut inner = self.shared.inner.lock();
-        let old = match inner.extra_mut(slot) {
-            Some(x) => core::mem::replace(&mut x.sig, new),
-            None => None,
+        // Without the extra state, `new` is `None`: nothing to stop.
+        let old = match (inner.extra_mut(slot), new) {
+            (Some(x), new) => core::mem::replace(&mut x.sig, new),
+            (None, new) => new,
         };
         drop(inner);
         drop(old);
@@ -411,7 +412,8 @@ impl Channel {
                     s.efd.is_some(),
                     inner.slot_pending(slot),
                     x.and_then(|x| x.sig.as_ref()).map_or(0, |t| t.signo()),
-                    x.and_then(|x| x.timer.as_ref()).map(Timer::describe),
+                    x.filter(|_| inner.timer_mask & (1 << slot) != 0)
+                        .map(|x| x.timer.describe()),
                 )
             };
             let kickfd = shared.kickfd_state(slot);

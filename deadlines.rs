@@ -30,33 +30,26 @@ impl Inner {
     /// they fell due together: they are returned in the mask, for the alarm to deliver (to the
     /// slot's eventfd, if any) and then pass to [`Inner::alarm_delivered`].
     pub(crate) fn fire_timers(&mut self, now: Instant<Monotonic>, alarm: bool) -> u64 {
-        let mut taken = 0;
-        if !self.has_deadlines() {
-            return taken;
-        }
-        for slot in bits(self.echo_mask) {
-            if self
-                .extra(slot)
-                .and_then(|x| x.echo_due)
-                .is_some_and(|due| (now - due).as_nanos() >= 0)
-            {
-                self.echo_mask &= !(1 << slot);
-                self.pending_mask |= 1 << slot;
-            }
+        // The masks are set only with the extra state.
+        if let Some(x) = self.extra.as_deref() {
+            let due = bits(self.echo_mask).filter(|&slot| (now - x[slot].echo_due).as_nanos() >= 0);
+            let due = due.fold(0, |mask, slot| mask | 1 << slot);
+            self.echo_mask &= !due;
+            self.pending_mask |= due;
         }
         // A ring's completions are posted by the thread only (`ring.rs`).
         let alarm = alarm && !self.ring.mapped;
-        for slot in bits(self.timer_mask) {
-            let Some(x) = self.extra_mut(slot) else {
-                continue;
+        let mut taken = 0;
+        let mut timers = bits(self.timer_mask);
+        // The extra state is borrowed anew for each slot, as `queue` needs all of `self`.
+        while let Some(x) = self.extra.as_deref_mut() {
+            let Some(slot) = timers.next() else {
+                break;
             };
+            let x = &mut x[slot];
             let no_signal = x.sig.is_none();
-            let Some(timer) = x.timer.as_mut() else {
-                continue;
-            };
-            let (due, expired) = timer.take_due(now);
+            let (due, expired) = x.timer.take_due(now);
             if expired {
-                x.timer = None;
                 self.timer_mask &= !(1 << slot);
             }
             let busy = self.slot_pending(slot) != 0;
@@ -99,10 +92,9 @@ impl Inner {
     ) {
         self.fire_timers(now, false);
         self.timer_mask &= !(1 << slot);
-        let running = u64::from(timer.is_some()) << slot;
-        if let Some(x) = self.extra_mut(slot) {
+        if let (Some(x), Some(timer)) = (self.extra_mut(slot), timer) {
             x.timer = timer;
-            self.timer_mask |= running;
+            self.timer_mask |= 1 << slot;
         }
     }
 
@@ -114,10 +106,10 @@ impl Inner {
 
     /// When the earliest timer or echo is due, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant<Monotonic>> {
-        let echoes = bits(self.echo_mask).filter_map(|slot| self.extra(slot)?.echo_due);
+        let x = self.extra.as_deref()?;
+        let echoes = bits(self.echo_mask).map(|slot| x[slot].echo_due);
         Iterator::chain(
-            bits(self.timer_mask)
-                .filter_map(|slot| self.extra(slot)?.timer.as_ref().map(Timer::deadline)),
+            bits(self.timer_mask).map(|slot| x[slot].timer.deadline()),
             echoes,
         )
         // `Instant<Monotonic>` is not `Ord` (its clock type is not): compared by difference,

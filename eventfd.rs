@@ -204,13 +204,15 @@ unsafe impl<S: KickSink> Send for KickFd<S> {}
 // the eventfd's count, and call `S`'s methods, which are `Sync`.
 unsafe impl<S: KickSink> Sync for KickFd<S> {}
 
-/// Whether the eventfd `file` is in `EFD_SEMAPHORE` mode, read from its fdinfo text
-/// (`eventfd-semaphore: 1`): the flag lives in the private `struct eventfd_ctx`, and fdinfo is
-/// the only interface that shows it (7.2 and 7.3 alike). The mode is fixed when the eventfd is
-/// created. Kbuild checks that `fs/eventfd.c` still prints that key, and a key or format it
-/// does not find refuses every kick eventfd with `EOPNOTSUPP`, which the VM tests show loudly.
-fn is_semaphore(file: &LocalFile) -> Result<bool> {
-    const KEY: &[u8] = b"eventfd-semaphore: ";
+/// Whether the eventfd `file` may be in `EFD_SEMAPHORE` mode, read from its fdinfo text
+/// (`eventfd-semaphore: 0` or `1`): the flag lives in the private `struct eventfd_ctx`, and
+/// fdinfo is the only interface that shows it (7.2 and 7.3 alike). The mode is fixed when the
+/// eventfd is created. Only a text that says `0` tells it is not: Kbuild checks that
+/// `fs/eventfd.c` still prints that key, and where it cannot (a tree without sources), a text
+/// without it (or no fdinfo, without `CONFIG_PROC_FS`) refuses every kick eventfd with
+/// `EOPNOTSUPP`, which the VM tests show loudly, rather than lose kicks.
+fn is_semaphore(file: &LocalFile) -> bool {
+    const NOT: &[u8] = b"eventfd-semaphore: 0";
     let mut buf = [0u8; 128];
     // SAFETY: All-zero gives null pointers and empty counters; the `struct mutex` in it is left
     // uninitialised, which is fine because `seq_printf`, the only user of `m`, never takes it.
@@ -221,17 +223,12 @@ fn is_semaphore(file: &LocalFile) -> Result<bool> {
     // takes the eventfd's lock and prints into `m`, which writes at most `m.size` bytes to
     // `buf` (`seq_printf`), both alive for the call.
     unsafe {
-        let fops = (*file.as_ptr()).f_op;
-        // Without `CONFIG_PROC_FS` the mode cannot be told: refuse rather than lose kicks.
-        let show = (*fops).show_fdinfo.ok_or_else(compat::eopnotsupp)?;
-        show(&mut m, file.as_ptr());
+        if let Some(show) = (*(*file.as_ptr()).f_op).show_fdinfo {
+            show(&mut m, file.as_ptr());
+        }
     }
-    let text = &buf[..m.count.min(buf.len())];
-    let at = text
-        .windows(KEY.len())
-        .position(|w| w == KEY)
-        .ok_or_else(compat::eopnotsupp)?;
-    Ok(text.get(at + KEY.len()) != Some(&b'0'))
+    // The whole buffer: past what was printed, zeros.
+    !buf.windows(NOT.len()).any(|w| w == NOT)
 }
 
 impl EventFd {
@@ -286,7 +283,7 @@ impl OpenEventFd {
 /// Takes a reference to the eventfd open as `fd`, with its file, if it can be a kick eventfd.
 fn kick_eventfd(fd: i32) -> Result<(EventFd, ARef<LocalFile>)> {
     let (ctx, file) = EventFd::with_file(fd)?;
-    if is_semaphore(&file)? {
+    if is_semaphore(&file) {
         return Err(compat::eopnotsupp());
     }
     Ok((ctx, file))
@@ -336,7 +333,7 @@ impl<S: KickSink> KickFd<S> {
         Ok(Some(this))
     }
 
-    /// The wait queue the entry is linked on, if it is.
+    /// The wait queue the entry is linked on, if it is: always, once `new` returned the hook.
     fn queue_head(&self) -> Option<NonNull<bindings::wait_queue_head>> {
         // SAFETY: `wait` is initialised (by `link`, in `new`), and `private` is written only
         // there: null by `link`, the queue by `queue::<S>`.
@@ -346,13 +343,11 @@ impl<S: KickSink> KickFd<S> {
     /// Arms the hook: from now on every write is delivered, and the count already in the
     /// eventfd is delivered at once. Call it from process context, with interrupts on.
     pub(crate) fn arm(&self) {
-        let Some(wqh) = self.queue_head() else {
-            return;
-        };
-        let wqh = wqh.as_ptr();
+        // SAFETY: As in `queue_head`.
+        let wqh: *mut bindings::wait_queue_head = unsafe { (*self.wait.get()).private.cast() };
         let mut count = 0u64;
-        // SAFETY: `wqh` is the eventfd's wait queue (by the type invariant), valid while we
-        // hold `ctx`. Its lock is taken with interrupts off, as every user of that lock does;
+        // SAFETY: `wqh` is the eventfd's wait queue, by the type invariant (only a hook that
+        // `new` returned can be armed: it is linked), valid while we hold `ctx`. Its lock is taken with interrupts off, as every user of that lock does;
         // we are in process context with interrupts on, as `c_lock_irq` requires.
         unsafe {
             let lock = &raw mut (*wqh).lock;

@@ -144,17 +144,13 @@ impl Ring {
         if vma.flags() & compat::VM_MAYSHARE == 0 {
             return Err(EINVAL);
         }
-        if vma.executable() {
-            return Err(EPERM);
-        }
-        Ok(())
+        // And never to become so (`mprotect` fails with `EACCES`).
+        vma.try_clear_mayexec().map_err(|_| EPERM)
     }
 
-    /// Maps the page into `vma`, checked by [`Ring::check`]: never to become executable
-    /// (`mprotect` fails with `EACCES`), inherited by a child (`fork`), grown (`mremap` fails
-    /// with `EFAULT`) or dumped.
+    /// Maps the page into `vma`, checked by [`Ring::check`]: never to be inherited by a child
+    /// (`fork`), grown (`mremap` fails with `EFAULT`) or dumped.
     pub(crate) fn map(&self, vma: &VmaNew) -> Result {
-        vma.try_clear_mayexec()?;
         vma.set_dontexpand();
         vma.set_dontcopy();
         vma.set_dontdump();

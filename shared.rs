@@ -462,14 +462,12 @@ impl Shared {
     /// it was disarmed, was not reported, so it is released here.
     pub(crate) fn hook(&self, slot: usize, hook: Option<Pin<KBox<KickFd<SlotSink>>>>) {
         let mut fds = self.kickfds.lock();
-        let Some(table) = fds.as_deref_mut() else {
-            // Nothing was ever hooked, so there is nothing to unhook.
-            return;
-        };
         // `gone` is a new hook that is not kept.
-        let (old, gone) = match hook {
-            None => (table[slot].take(), None),
-            Some(hook) => {
+        let (old, gone) = match (fds.as_deref_mut(), hook) {
+            // Nothing was ever hooked, so there is nothing to unhook (and `hook` is `None`).
+            (None, hook) => (None, hook),
+            (Some(table), None) => (table[slot].take(), None),
+            (Some(table), Some(hook)) => {
                 hook.arm();
                 if hook.hung_up() {
                     // The descriptor was closed since `KickFd::new` let go of the file: the
@@ -524,9 +522,10 @@ impl Shared {
         // its own hook.
         let mut readers = self.readers.lock();
         let old = core::mem::replace(&mut self.inner.lock().slots[slot].efd, efd);
-        let old_hook = match readers.as_deref_mut() {
-            Some(table) => core::mem::replace(&mut table[slot], hook),
-            None => None,
+        // Without the table, `hook` is `None` (one is made only with it), as is `old`.
+        let old_hook = match (readers.as_deref_mut(), hook) {
+            (Some(table), hook) => core::mem::replace(&mut table[slot], hook),
+            (None, hook) => hook,
         };
         drop(readers);
         drop(old_hook);

@@ -48,13 +48,18 @@ const _: () = assert!(size_of::<Slot>() == 16);
 
 /// What only slots with a signal, a timer or a kick eventfd need. A channel allocates these
 /// for all its slots on its first such call, so that the many channels with none stay small.
+///
+/// The timer and the echo's time are always there, so that what runs over the masks (in the
+/// alarm's interrupt) finds them without a check: each means something only while its slot's
+/// bit is set in `Inner::timer_mask` or `Inner::echo_mask`, as a timerfd's hrtimer is there
+/// whether or not it is armed.
 pub(crate) struct Extra {
     /// The process to signal, if one asked.
     pub(crate) sig: Option<Arc<SigTarget>>,
-    /// The slot's periodic timer, if running.
-    pub(crate) timer: Option<Timer>,
-    /// When the slot's waiting echo becomes due, if it has one (see `Inner::echo_mask`).
-    pub(crate) echo_due: Option<Instant<Monotonic>>,
+    /// The slot's periodic timer: running if and only if the slot is in `Inner::timer_mask`.
+    pub(crate) timer: Timer,
+    /// When the slot's waiting echo becomes due, if the slot is in `Inner::echo_mask`.
+    pub(crate) echo_due: Instant<Monotonic>,
 }
 
 /// The kernel's own side of a channel's ring, under the channel's lock: every index it relies
@@ -73,14 +78,18 @@ pub(crate) struct RingState {
 pub(crate) type Extras = [Extra; NR_SLOTS];
 
 impl Extra {
-    /// The extra state of all slots, empty.
+    /// The extra state of all slots, with no signal, timer or echo. Made in place: it is
+    /// too large for the stack.
     pub(crate) fn all() -> Result<KBox<Extras>> {
-        const NONE: Extra = Extra {
-            sig: None,
-            timer: None,
-            echo_due: None,
-        };
-        Ok(KBox::new([NONE; NR_SLOTS], GFP_KERNEL_ACCOUNT)?)
+        let now = Instant::now();
+        KBox::init(
+            pin_init::init_array_from_fn(|_| Extra {
+                sig: None,
+                timer: Timer::stopped(now),
+                echo_due: now,
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
     }
 }
 
@@ -110,7 +119,8 @@ pub(crate) struct Inner {
     /// Bit `n` is set if and only if `slots[n].pending == 1` holds an echo that waits for
     /// `extra[n].echo_due`.
     pub(crate) echo_mask: u64,
-    /// Bit `n` is set if and only if `extra[n].timer` is set.
+    /// Bit `n` is set if and only if `extra[n].timer` runs. Set only with `extra`, as is
+    /// `echo_mask`.
     pub(crate) timer_mask: u64,
     /// Where the thread looks first, so that slots are served round-robin.
     pub(crate) cursor: usize,
@@ -157,7 +167,8 @@ pub(crate) struct AlarmState {
     /// before the handle is dropped (by `set_alarm`, and by `close` with `closed`).
     pub(crate) live: bool,
     /// The CPU it was last armed or restarted on, or expired on: a read there need not move it.
-    pub(crate) cpu: Option<u32>,
+    /// Meaningful once it was armed (`live` is set only with it).
+    pub(crate) cpu: u32,
 }
 
 /// A unit of work the thread took from [`Inner`].
@@ -207,7 +218,7 @@ impl Inner {
                 floor: None,
                 credit: 0,
                 live: false,
-                cpu: None,
+                cpu: 0,
             },
             ring: RingState::default(),
             kicks: 0,
@@ -260,14 +271,13 @@ impl Inner {
             return false;
         }
         s.pending += take;
-        if source == Source::Echo {
-            // A kick eventfd's slot has its extra state (`attach_kickfd` allocates it).
-            if let Some(x) = self.extra_mut(slot) {
-                x.echo_due = Some(Instant::now() + ECHO_DELAY);
-                self.echo_mask |= bit;
-                // Woken, if asleep, to sleep again until the echo is due.
-                return was_idle;
-            }
+        // A kick eventfd's slot has its extra state (`attach_kickfd` allocates it); on a
+        // channel without, an echo is an ordinary kick.
+        if let (Some(x), Source::Echo) = (self.extra.as_deref_mut(), source) {
+            x[slot].echo_due = Instant::now() + ECHO_DELAY;
+            self.echo_mask |= bit;
+            // Woken, if asleep, to sleep again until the echo is due.
+            return was_idle;
         }
         self.echo_mask &= !bit;
         self.pending_mask |= bit;

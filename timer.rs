@@ -23,6 +23,12 @@ use kernel::{
 const PLACE_SLACK: i64 = 1000;
 const PLACE_TRIES: u32 = 16;
 
+/// The shortest period, as a divisor.
+const MIN_PERIOD: NonZeroU64 = match NonZeroU64::new(uapi::MIN_PERIOD_NS) {
+    Some(p) => p,
+    None => NonZeroU64::MAX,
+};
+
 /// A periodic timer on one slot.
 ///
 /// # Invariants
@@ -69,6 +75,18 @@ impl Timer {
             }
         }
         Self::first_at(best.1, period_ns, ticks)
+    }
+
+    /// A timer that is not running, for a slot that has none (see `slots::Extra`): the
+    /// shortest period, no tick left, and never due, as `take_due` leaves an expired one.
+    pub(crate) fn stopped(at: Instant<Monotonic>) -> Self {
+        // INVARIANT: `MIN_PERIOD_NS` is in range (and not zero); `remaining` is zero, as after
+        // `take_due` reported the timer expired.
+        Self {
+            period: MIN_PERIOD,
+            next: at,
+            remaining: Some(0),
+        }
     }
 
     /// A timer whose first tick is one period after `start`.

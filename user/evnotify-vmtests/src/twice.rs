@@ -46,7 +46,53 @@ pub const TESTS: &[Test] = &[
         "signal_zombie_target_kept_until_reaped",
         signal_zombie_target_kept_until_reaped,
     ),
+    ("first_calls_at_once", first_calls_at_once),
 ];
+
+/// Two first calls at once on a new channel, from threads on two CPUs: `EVNOTIFY_IOC_TIMER`
+/// on slot 0, which needs the channel's worker and its slots' extra state, and on slot 1 the
+/// same, or (every other round) `EVNOTIFY_IOC_SIGNAL`, which needs only the state. Both take
+/// effect, on one worker and in one state: both timers tick, or the signal is kept. (The second
+/// call waits while the first starts the worker, or allocates the state, and finds it there.)
+fn first_calls_at_once() -> Result<()> {
+    for round in 0..60 {
+        let ch = Channel::open()?;
+        let barrier = std::sync::Barrier::new(2);
+        let timers = round % 2 == 0;
+        let start = |slot: u32| {
+            pin(slot as usize, false)?;
+            barrier.wait();
+            let r = match slot {
+                1 if !timers => ch.set_signal(1, Signal::SIGUSR1 as i32),
+                _ => ch.set_timer(slot, Duration::from_millis(1), 1),
+            };
+            Ok::<_, anyhow::Error>(r?)
+        };
+        thread::scope(|s| -> Result<()> {
+            let other = s.spawn(|| start(1));
+            let mine = start(0);
+            crate::join(other, "second caller")?;
+            mine.with_context(|| format!("round {round}"))
+        })?;
+        let ticks = if timers { 2 } else { 1 };
+        let t = Instant::now();
+        let s = loop {
+            let s = ch.stats()?;
+            if s.handled == ticks || t.elapsed() > hang() {
+                break s;
+            }
+            thread::sleep(Duration::from_millis(1));
+        };
+        ensure!(
+            (s.timer_ticks, s.handled, s.timers) == (ticks, ticks, 0)
+                && s.signal_slots == u32::from(!timers),
+            "round {round}: want {ticks} ticks, one of each timer, and the signal kept: {s:?}"
+        );
+        let w = ch.worker()?;
+        ensure!(w.id != 0 && w.channels == 1, "round {round}: {w:?}");
+    }
+    Ok(())
+}
 
 /// Posts `n` to `kick` and checks that exactly `n` notifications reach `got` and none `not`.
 fn kicks_reach(
