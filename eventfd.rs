@@ -347,8 +347,9 @@ impl<S: KickSink> KickFd<S> {
         let wqh: *mut bindings::wait_queue_head = unsafe { (*self.wait.get()).private.cast() };
         let mut count = 0u64;
         // SAFETY: `wqh` is the eventfd's wait queue, by the type invariant (only a hook that
-        // `new` returned can be armed: it is linked), valid while we hold `ctx`. Its lock is taken with interrupts off, as every user of that lock does;
-        // we are in process context with interrupts on, as `c_lock_irq` requires.
+        // `new` returned can be armed: it is linked), valid while we hold `ctx`. Its lock is
+        // taken with interrupts off, as every user of that lock does; we are in process
+        // context with interrupts on, as `c_lock_irq` requires.
         unsafe {
             let lock = &raw mut (*wqh).lock;
             compat::c_lock_irq(lock);

@@ -148,8 +148,9 @@ impl Ring {
         vma.try_clear_mayexec().map_err(|_| EPERM)
     }
 
-    /// Maps the page into `vma`, checked by [`Ring::check`]: never to be inherited by a child
-    /// (`fork`), grown (`mremap` fails with `EFAULT`) or dumped.
+    /// Maps the page into `vma`, which [`Ring::check`] passed (and so made never executable:
+    /// call it only after that): never to be inherited by a child (`fork`), grown (`mremap`
+    /// fails with `EFAULT`) or dumped.
     pub(crate) fn map(&self, vma: &VmaNew) -> Result {
         vma.set_dontexpand();
         vma.set_dontcopy();

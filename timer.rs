@@ -23,18 +23,20 @@ use kernel::{
 const PLACE_SLACK: i64 = 1000;
 const PLACE_TRIES: u32 = 16;
 
-/// The shortest period, as a divisor.
+/// The shortest period, as a divisor (the `None` arm, not taken, is checked below).
 const MIN_PERIOD: NonZeroU64 = match NonZeroU64::new(uapi::MIN_PERIOD_NS) {
     Some(p) => p,
     None => NonZeroU64::MAX,
 };
+const _: () = assert!(MIN_PERIOD.get() == uapi::MIN_PERIOD_NS);
 
 /// A periodic timer on one slot.
 ///
 /// # Invariants
 ///
 /// `period` (nanoseconds) is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`,
-/// if set, is non-zero until `take_due` reports the timer expired.
+/// if set, is non-zero until `take_due` reports the timer expired, or for a stopped timer
+/// ([`Timer::stopped`]), which is never started.
 pub(crate) struct Timer {
     period: NonZeroU64,
     next: Instant<Monotonic>,
@@ -77,8 +79,8 @@ impl Timer {
         Self::first_at(best.1, period_ns, ticks)
     }
 
-    /// A timer that is not running, for a slot that has none (see `slots::Extra`): the
-    /// shortest period, no tick left, and never due, as `take_due` leaves an expired one.
+    /// A timer that is not running, for a slot that has none (see `slots::Extra`), never to be
+    /// read: the shortest period, no tick left (`take_due` gives none, and says it expired).
     pub(crate) fn stopped(at: Instant<Monotonic>) -> Self {
         // INVARIANT: `MIN_PERIOD_NS` is in range (and not zero); `remaining` is zero, as after
         // `take_due` reported the timer expired.

@@ -128,7 +128,7 @@ pub(crate) struct IdleSpell {
 }
 
 /// Worker ids, which name the threads; 0 is "no worker" in the UAPI.
-static NEXT_ID: Atomic<u32> = Atomic::new(0);
+static NEXT_ID: Atomic<u64> = Atomic::new(0);
 
 /// The run queue, and whether the thread waits for it to fill.
 struct Queue<T: Served> {
@@ -489,8 +489,8 @@ pub(crate) struct Worker<T: Served> {
 impl<T: Served> Worker<T> {
     /// Starts a worker whose busy-poll limit is `busypoll_ns`.
     pub(crate) fn new(busypoll_ns: u32) -> Result<Arc<Self>> {
-        // 1 to 2^32 - 1, round and round: 0 is "no worker".
-        let id = NEXT_ID.fetch_add(1, Relaxed) % u32::MAX + 1;
+        // 1 to 2^32 - 1, round and round (a 64-bit count does not wrap): 0 is "no worker".
+        let id = (NEXT_ID.fetch_add(1, Relaxed) % u64::from(u32::MAX)) as u32 + 1;
         let runner = Arc::pin_init(
             pin_init!(Runner {
                 queue <- new_irq_safe_lock!(

@@ -102,7 +102,9 @@ fn kick_and_read(ch: &Channel, n: &Notifier, counts: impl Iterator<Item = u32>) 
         s.kicks == TOTAL && s.notifies == TOTAL && s.dropped == 0,
         "{s:?}"
     );
-    ensure!(s.wakeups >= 1 && s.wakeups <= TOTAL, "{s:?}");
+    // None if the thread never slept while the kicks came (its start counts only if its
+    // first look finds them: the coverage VM once saw 10,000 kicks so).
+    ensure!(s.wakeups <= TOTAL, "{s:?}");
     Ok(())
 }
 

@@ -348,31 +348,39 @@ fn ring_awake_thread_needs_no_enter() -> Result<()> {
 
 /// A ring mapped while the thread spins for the channel's next kick (right after a polled
 /// answer) has the completion of every batch taken after `mmap` returned, none counted
-/// dropped: the spin reads the ring anew when it ends. The ring is mapped right after an
-/// answer, and by a helper while this thread goes on with its round trips (spaced as before),
-/// so that the ring is published, at the end of the `mmap`, during one of their spins.
+/// dropped: the spin reads the ring anew when it ends. Each round's channel shares a worker
+/// whose window back-to-back round trips grew, and its ring is mapped right after an answer,
+/// and by a helper while this thread goes on with round trips, so that the ring is published,
+/// at the end of the `mmap`, during one of their spins.
 fn ring_mapped_while_spinning() -> Result<()> {
     // Round trips during the `mmap`, at most: their completions fit in the queue.
     const DURING: u64 = 64;
+    pin_self(0)?;
+    let a = Channel::open()?;
+    a.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
+    let na = Notifier::new()?;
+    a.attach(0, &na)?;
+    round_trips(&a, &na, 1)?;
+    a.pin_thread(1)?;
+    for _ in 0..5 {
+        round_trips(&a, &na, 200)?;
+        if a.stats()?.polled > 0 {
+            break;
+        }
+    }
+    ensure!(a.stats()?.polled > 0, "never polled: {:?}", a.stats()?);
+    let mut spans = vec![];
     for round in 0..20 {
         let ch = Channel::open()?;
-        ch.set_busypoll(Duration::from_nanos(sys::MAX_BUSYPOLL_NS.into()))?;
-        // Kicks that come back after the window but within the limit grow the window: the
-        // thread spins for most of a millisecond after each answer.
+        ch.share_worker(&a)?;
         let n = Notifier::new()?;
         ch.attach(0, &n)?;
-        for _ in 0..50 {
-            thread::sleep(Duration::from_micros(500));
-            ch.kick(0, 1)?;
-            collect(&n, 1)?;
-        }
+        round_trips(&ch, &n, 50)?;
         let (mut r, during) = thread::scope(|s| -> Result<_> {
             let map = s.spawn(|| ch.map_ring());
             let mut during = 0;
             while !map.is_finished() && during < DURING {
-                thread::sleep(Duration::from_micros(500));
-                ch.kick(0, 1)?;
-                collect(&n, 1)?;
+                round_trips(&ch, &n, 1)?;
                 during += 1;
             }
             Ok((join(map, "mmap")?, during))
@@ -399,6 +407,17 @@ fn ring_mapped_while_spinning() -> Result<()> {
             s.dropped == 0 && s.handled == 52 + during,
             "round {round}: a posted batch counted dropped: {s:?}"
         );
+        spans.push((during, s.polled));
+    }
+    println!("# round trips during the mmap, and spins that caught one, by round: {spans:?}");
+    Ok(())
+}
+
+/// `n` kicks of slot 0 of `ch`, each waited for at `nf`.
+fn round_trips(ch: &Channel, nf: &Notifier, n: usize) -> Result<()> {
+    for _ in 0..n {
+        ch.kick(0, 1)?;
+        collect(nf, 1)?;
     }
     Ok(())
 }
