@@ -146,12 +146,11 @@ impl ReadSink for SlotReader {
     }
 }
 
-/// Allocates a table of one entry per slot into `table`, unless it has one. Under the table's
-/// mutex, so that two first calls at once allocate one.
-fn ensure_table<T>(table: &Mutex<Option<KBox<[Option<T>; NR_SLOTS]>>>) -> Result {
-    let mut t = table.lock();
-    if t.is_none() {
-        *t = Some(KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?);
+/// Allocates a table of one entry per slot into `table`, unless it has one. The caller holds
+/// the table's mutex, so that two first calls at once allocate one.
+fn ensure_table<T>(table: &mut Option<KBox<[Option<T>; NR_SLOTS]>>) -> Result {
+    if table.is_none() {
+        *table = Some(KBox::new([const { None }; NR_SLOTS], GFP_KERNEL_ACCOUNT)?);
     }
     Ok(())
 }
@@ -440,7 +439,7 @@ impl Shared {
 
     /// Allocates the table of kick eventfds, unless the channel has it.
     pub(crate) fn ensure_kickfds(&self) -> Result {
-        ensure_table(&self.kickfds)
+        ensure_table(&mut self.kickfds.lock())
     }
 
     /// Whether `efd` is the kick eventfd of `slot` already.
@@ -535,7 +534,7 @@ impl Shared {
 
     /// Allocates the table of read hooks, unless the channel has it.
     pub(crate) fn ensure_readers(&self) -> Result {
-        ensure_table(&self.readers)
+        ensure_table(&mut self.readers.lock())
     }
 
     /// Releases the kick eventfds whose user space side was closed.
