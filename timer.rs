@@ -28,15 +28,16 @@ const MIN_PERIOD: NonZeroU64 = match NonZeroU64::new(uapi::MIN_PERIOD_NS) {
     Some(p) => p,
     None => NonZeroU64::MAX,
 };
-const _: () = assert!(MIN_PERIOD.get() == uapi::MIN_PERIOD_NS);
+const _: () =
+    assert!(MIN_PERIOD.get() == uapi::MIN_PERIOD_NS && uapi::MIN_PERIOD_NS <= uapi::MAX_PERIOD_NS);
 
 /// A periodic timer on one slot.
 ///
 /// # Invariants
 ///
 /// `period` (nanoseconds) is in `uapi::MIN_PERIOD_NS..=uapi::MAX_PERIOD_NS`, and `remaining`,
-/// if set, is non-zero until `take_due` reports the timer expired, or for a stopped timer
-/// ([`Timer::stopped`]), which is never started.
+/// if set, is non-zero until `take_due` reports the timer expired; a stopped timer
+/// ([`Timer::stopped`]), never started, has zero from the start.
 pub(crate) struct Timer {
     period: NonZeroU64,
     next: Instant<Monotonic>,
